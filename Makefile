@@ -1,0 +1,25 @@
+# mauth: the two commands a newcomer needs are `make demo` and `make test`.
+# Both run `make setup` first, which installs whatever is missing.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+
+.PHONY: setup test unit integration demo clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+unit: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+integration: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+demo: setup
+	$(PY) -m lab.demo
+
+clean:
+	rm -rf $(VENV) *.egg-info build .pytest_cache

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * mauth_xdp: the multicast sender filter, attached at XDP on a router's
+ * internal interfaces. Compiled at load time by bcc (musersd/dataplane.py);
+ * options arrive as -D flags, never by string substitution:
+ *
+ *   MAUTH_PIN_DIR    bpffs directory of this layout's pinned maps (required)
+ *   MAUTH_MAX_RULES  capacity of the rule and per-rule stats maps
+ *   MAUTH_MAX_DENIED capacity of the LRU table of denied (source, group)
+ *
+ * The policy, in order (DESIGN.md "Packet policy"; the pure-Python model in
+ * musersd/policy.py mirrors every branch and a test runs one table of cases
+ * against both):
+ *
+ *   Ethernet, up to two VLAN tags (802.1Q / 802.1ad)
+ *     frame too short for a header ............... pass, "malformed"
+ *     IPv6 ....................................... pass, "ipv6" (not filtered yet)
+ *     neither IPv4 nor IPv6 ...................... pass, "not_ip"
+ *   IPv4
+ *     fixed header truncated, version != 4, IHL < 5, options past the end,
+ *     total length inconsistent .................. pass, "malformed"
+ *       (the kernel's ip_rcv() drops every one of these itself, so passing
+ *        them cannot let a packet around the filter)
+ *     destination not in 224.0.0.0/4 ............. pass, "not_multicast"
+ *     destination in 224.0.0.0/24 ................ pass, "link_local"
+ *     IGMP (IGMPv1/v2 reports go to the group) ... pass, "igmp"
+ *       (ip_mr_input() never forwards IGMP: it goes to the routing daemon)
+ *     no rule for (source, group) ................ DROP, "unauthorized"
+ *     TTL > rule's max TTL ....................... DROP, "ttl"
+ *     otherwise .................................. pass, "passed" + rule stats
+ *
+ * In monitor mode every DROP above becomes a pass, with identical counting.
+ * Drops are recorded in the denied LRU table so operators see who is trying.
+ * IP options need no parsing: TTL and addresses are in the fixed header; the
+ * options only have to lie inside the packet.
+ */
+#include <uapi/linux/bpf.h>
+#include <linux/in.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include "mauth.h"
+
+#ifndef MAUTH_PIN_DIR
+#error "MAUTH_PIN_DIR must be defined (-DMAUTH_PIN_DIR=\"/sys/fs/bpf/mauth/v1\")"
+#endif
+#ifndef MAUTH_MAX_RULES
+#define MAUTH_MAX_RULES 65536
+#endif
+#ifndef MAUTH_MAX_DENIED
+#define MAUTH_MAX_DENIED 4096
+#endif
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define MAUTH_BE16(x) ((__u16)((((x) & 0xff) << 8) | (((x) >> 8) & 0xff)))
+#else
+#define MAUTH_BE16(x) ((__u16)(x))
+#endif
+
+struct mauth_vlan_hdr {
+    __be16 tci;
+    __be16 encap_proto;
+};
+
+BPF_TABLE_PINNED("array", u32, struct mauth_cfg, mauth_cfg, 1,
+                 MAUTH_PIN_DIR "/cfg");
+BPF_TABLE_PINNED("hash", struct mauth_key4, struct mauth_rule, mauth_rules4,
+                 MAUTH_MAX_RULES, MAUTH_PIN_DIR "/rules4", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("percpu_array", u32, struct mauth_stats, mauth_stats,
+                 MAUTH_MAX_RULES, MAUTH_PIN_DIR "/stats");
+BPF_TABLE_PINNED("percpu_array", u32, struct mauth_counter, mauth_reasons,
+                 MAUTH_R_MAX, MAUTH_PIN_DIR "/reasons");
+BPF_TABLE_PINNED("lru_hash", struct mauth_key4, struct mauth_denied, mauth_denied4,
+                 MAUTH_MAX_DENIED, MAUTH_PIN_DIR "/denied4");
+
+static __always_inline int mauth_count(u32 reason, u64 len)
+{
+    struct mauth_counter *c = mauth_reasons.lookup(&reason);
+
+    if (c) {
+        c->packets += 1;
+        c->bytes += len;
+    }
+    return XDP_PASS;
+}
+
+static __always_inline void mauth_note_denied(struct mauth_key4 *key, u8 ttl,
+                                              u8 reason, u64 len)
+{
+    u64 now = bpf_ktime_get_coarse_ns();
+    struct mauth_denied *d = mauth_denied4.lookup(key);
+
+    if (!d) {
+        struct mauth_denied fresh = {};
+
+        fresh.packets = 1;
+        fresh.bytes = len;
+        fresh.last_seen = now;
+        fresh.last_ttl = ttl;
+        fresh.reason = reason;
+        if (mauth_denied4.insert(key, &fresh) == 0)
+            return;
+        /* Another CPU inserted it first: fall through and add to theirs. */
+        d = mauth_denied4.lookup(key);
+        if (!d)
+            return;
+    }
+    __sync_fetch_and_add(&d->packets, 1);
+    __sync_fetch_and_add(&d->bytes, len);
+    d->last_seen = now;
+    d->last_ttl = ttl;
+    d->reason = reason;
+}
+
+int mauth_xdp(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    u64 len = data_end - data;
+    struct ethhdr *eth = data;
+    struct mauth_vlan_hdr *vh;
+    struct iphdr *ip;
+    void *l3;
+    u16 proto;
+    u32 ihl, tot;
+    u8 *dst;
+
+    if ((void *)(eth + 1) > data_end)
+        return mauth_count(MAUTH_R_MALFORMED, len);
+    proto = eth->h_proto;
+    l3 = eth + 1;
+
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (proto != MAUTH_BE16(ETH_P_8021Q) && proto != MAUTH_BE16(ETH_P_8021AD))
+            break;
+        vh = l3;
+        if ((void *)(vh + 1) > data_end)
+            return mauth_count(MAUTH_R_MALFORMED, len);
+        proto = vh->encap_proto;
+        l3 = vh + 1;
+    }
+
+    if (proto == MAUTH_BE16(ETH_P_IPV6))
+        return mauth_count(MAUTH_R_IPV6, len);
+    if (proto != MAUTH_BE16(ETH_P_IP))
+        return mauth_count(MAUTH_R_NOT_IP, len);
+
+    ip = l3;
+    if ((void *)(ip + 1) > data_end)
+        return mauth_count(MAUTH_R_MALFORMED, len);
+    ihl = ip->ihl;
+    if (ip->version != 4 || ihl < 5)
+        return mauth_count(MAUTH_R_MALFORMED, len);
+    if (l3 + ihl * 4 > data_end)
+        return mauth_count(MAUTH_R_MALFORMED, len);
+    tot = MAUTH_BE16(ip->tot_len);
+    if (tot < ihl * 4 || l3 + tot > data_end)
+        return mauth_count(MAUTH_R_MALFORMED, len);
+
+    dst = (u8 *)&ip->daddr;
+    if ((dst[0] & 0xf0) != 0xe0)
+        return mauth_count(MAUTH_R_NOT_MULTICAST, len);
+    if (dst[0] == 224 && dst[1] == 0 && dst[2] == 0)
+        return mauth_count(MAUTH_R_LINK_LOCAL, len);
+    if (ip->protocol == IPPROTO_IGMP)
+        return mauth_count(MAUTH_R_IGMP, len);
+
+    struct mauth_key4 key = {};
+    u32 zero = 0;
+    u32 reason;
+    u8 ttl = ip->ttl;
+
+    key.src = ip->saddr;
+    key.grp = ip->daddr;
+
+    struct mauth_rule *rule = mauth_rules4.lookup(&key);
+    if (!rule) {
+        reason = MAUTH_R_UNAUTHORIZED;
+        goto deny;
+    }
+    if (ttl > rule->max_ttl) {
+        reason = MAUTH_R_TTL;
+        goto deny;
+    }
+
+    u32 slot = rule->slot;
+    struct mauth_stats *st = mauth_stats.lookup(&slot);
+    if (st) {
+        st->packets += 1;
+        st->bytes += len;
+        st->last_seen = bpf_ktime_get_coarse_ns();
+    }
+    return mauth_count(MAUTH_R_PASSED, len);
+
+deny:
+    mauth_count(reason, len);
+    mauth_note_denied(&key, ttl, reason, len);
+    struct mauth_cfg *cfg = mauth_cfg.lookup(&zero);
+    if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
+        return XDP_PASS;
+    return XDP_DROP;
+}

@@ -1,0 +1,617 @@
+"""The data plane: the only code in mauth that touches bcc and the filter's maps.
+
+Strategy. The XDP program (ebpf/mauth_xdp.c) keeps all of its state in maps
+pinned under `<pin-dir>/v<layout>/`. Loading compiles the program with bcc;
+bcc creates each pinned map that is missing and adopts each one that exists,
+so a restarted musersd picks up the rules, counters and mode where the last
+one left them. Attaching a freshly loaded program to an interface replaces
+the old one in a single netlink operation: there is no instant at which the
+interface is unguarded. Neither a crash nor a clean exit of this process
+detaches anything; only `detach()` does.
+
+bcc reuses a pinned map by path without checking its type or size, so
+`_check_pins()` compares every existing pin with what this layout expects
+before bcc sees it, and refuses a mismatch with a clear error instead of
+letting a rule map of the wrong shape be reinterpreted.
+
+Per-rule counters sit in a per-CPU array indexed by a slot. Slots are
+allocated here; the set in use is recomputed from the rule map on open, so
+nothing but the maps themselves holds state across restarts. One process
+writes the maps at a time (musersd); others may read.
+
+Every method that changes state validates first and raises `DataPlaneError`
+(one sentence) without changing anything when its input is bad.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from . import bpfsys, maps
+from .maps import Key4, Mode, RuleVal
+from .rules import IPAddress, Rule, RuleError, RuleKey
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PIN_DIR = "/sys/fs/bpf/mauth"
+DEFAULT_MAX_RULES = 65536
+DEFAULT_MAX_DENIED = 4096
+BPF_FS_MAGIC = 0xCAFE4A11
+
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+ATTACH_MODES = ("auto", "native", "generic")
+
+
+class DataPlaneError(Exception):
+    """The data plane refused an operation; the message says why in one sentence."""
+
+
+class RuleExists(DataPlaneError):
+    pass
+
+
+class RuleNotFound(DataPlaneError):
+    pass
+
+
+class TableFull(DataPlaneError):
+    pass
+
+
+@dataclass(frozen=True)
+class RuleStats:
+    rule: Rule
+    packets: int
+    bytes: int
+    last_seen: float | None  # Unix time of the last passed packet, None if never
+
+    def as_dict(self) -> dict:
+        return {
+            "source": str(self.rule.source),
+            "group": str(self.rule.group),
+            "max_ttl": self.rule.max_ttl,
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "last_seen": self.last_seen,
+        }
+
+
+@dataclass(frozen=True)
+class DeniedEntry:
+    source: IPAddress
+    group: IPAddress
+    packets: int
+    bytes: int
+    last_ttl: int
+    reason: str
+    last_seen: float | None
+
+    def as_dict(self) -> dict:
+        return {
+            "source": str(self.source),
+            "group": str(self.group),
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "last_ttl": self.last_ttl,
+            "reason": self.reason,
+            "last_seen": self.last_seen,
+        }
+
+
+def _mono_to_unix(ns: int) -> float | None:
+    """Convert a bpf_ktime_get_coarse_ns() stamp (CLOCK_MONOTONIC) to Unix time."""
+    if ns == 0:
+        return None
+    age = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - ns
+    return time.time() - max(age, 0) / 1e9
+
+
+def is_bpffs(path: str | os.PathLike) -> bool:
+    try:
+        return os.statvfs(path) is not None and _fs_magic(path) == BPF_FS_MAGIC
+    except OSError:
+        return False
+
+
+def _fs_magic(path) -> int:
+    # os.statvfs has no f_type; read it with statfs(2) through ctypes.
+    class _StatFS(ctypes.Structure):
+        _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = _StatFS()
+    if libc.statfs(os.fsencode(str(path)), ctypes.byref(buf)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return buf.f_type & 0xFFFFFFFF
+
+
+def interface_index(iface: str) -> int:
+    try:
+        return socket.if_nametoindex(iface)
+    except OSError:
+        raise DataPlaneError(f"interface {iface!r} does not exist") from None
+
+
+def xdp_status(iface: str) -> tuple[str | None, int]:
+    """(attach mode, program id) of the XDP program on `iface`; (None, 0) if none."""
+    from pyroute2 import IPRoute
+
+    interface_index(iface)
+    with IPRoute() as ipr:
+        link = ipr.get_links(ifname=iface)[0]
+    xdp = link.get_attr("IFLA_XDP")
+    if xdp is None:
+        return None, 0
+    attached = xdp.get_attr("IFLA_XDP_ATTACHED") or 0
+    prog = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
+    mode = {0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi"}.get(attached, "unknown")
+    return mode, prog
+
+
+class DataPlane:
+    """The filter's maps and program on this router."""
+
+    def __init__(
+        self,
+        pin_dir: str | os.PathLike = DEFAULT_PIN_DIR,
+        *,
+        max_rules: int | None = None,
+        max_denied: int | None = None,
+    ):
+        """`max_rules`/`max_denied` None: the size of the pinned maps, or the default for new ones."""
+        if max_rules is not None and not 1 <= max_rules <= 16 * 1024 * 1024:
+            raise DataPlaneError(f"max rules {max_rules} is outside 1-16777216")
+        if max_denied is not None and not 16 <= max_denied <= 1024 * 1024:
+            raise DataPlaneError(f"denied table size {max_denied} is outside 16-1048576")
+        self.pin_dir = Path(pin_dir)
+        self.layout_dir = self.pin_dir / f"v{maps.LAYOUT}"
+        self.max_rules = max_rules
+        self.max_denied = max_denied
+        self._bpf = None
+        self._fn = None
+        self._maps: dict[str, bpfsys.Map] = {}
+        self._free_slots: list[int] = []
+        self._next_slot = 0
+        self.created = False  # True when load() made the maps afresh
+
+    # ------------------------------------------------------------------ setup
+
+    def _pin_path(self, cname: str) -> Path:
+        return self.layout_dir / maps.MAPS[cname][0]
+
+    def _expected(self, cname: str) -> tuple[str, int, int, int]:
+        _, mtype, ktype, vtype, _ = maps.MAPS[cname]
+        entries = {
+            "mauth_cfg": 1,
+            "mauth_rules4": self.max_rules,
+            "mauth_stats": self.max_rules,
+            "mauth_reasons": maps.MAX_REASONS,
+            "mauth_denied4": self.max_denied,
+        }[cname]
+        return mtype, ctypes.sizeof(ktype), ctypes.sizeof(vtype), entries
+
+    def _pinned_entries(self, cname: str) -> int | None:
+        path = self._pin_path(cname)
+        if not path.exists():
+            return None
+        fd = bpfsys.obj_get(str(path))
+        try:
+            return bpfsys.map_info(fd).max_entries
+        finally:
+            os.close(fd)
+
+    def _settle_sizes(self) -> None:
+        """Unset sizes take the pinned maps' sizes, or the defaults."""
+        if self.max_rules is None:
+            self.max_rules = self._pinned_entries("mauth_rules4") or DEFAULT_MAX_RULES
+        if self.max_denied is None:
+            self.max_denied = self._pinned_entries("mauth_denied4") or DEFAULT_MAX_DENIED
+
+    def _check_pins(self) -> int:
+        """Refuse pins of another shape; return how many of the maps exist."""
+        self._settle_sizes()
+        found = 0
+        for cname in maps.MAPS:
+            path = self._pin_path(cname)
+            if not path.exists():
+                continue
+            found += 1
+            fd = bpfsys.obj_get(str(path))
+            try:
+                info = bpfsys.map_info(fd)
+            finally:
+                os.close(fd)
+            mtype, ksize, vsize, entries = self._expected(cname)
+            got = (info.type, info.key_size, info.value_size, info.max_entries)
+            if got != (mtype, ksize, vsize, entries):
+                if info.max_entries != entries and (info.type, info.key_size, info.value_size) == (
+                    mtype,
+                    ksize,
+                    vsize,
+                ):
+                    raise DataPlaneError(
+                        f"pinned map {path} holds {info.max_entries} entries but {entries} were asked for; "
+                        f"use the size it was created with or remove {self.layout_dir} to start empty"
+                    )
+                raise DataPlaneError(
+                    f"pinned map {path} is a {info.type} map of {info.key_size}/{info.value_size}-byte "
+                    f"entries, not the {mtype} of {ksize}/{vsize} that layout {maps.LAYOUT} needs; "
+                    f"remove {self.layout_dir} to start empty"
+                )
+        return found
+
+    def _prepare_pin_dir(self) -> None:
+        if not self.pin_dir.exists():
+            parent = self.pin_dir.parent
+            if not is_bpffs(parent):
+                raise DataPlaneError(f"pin directory {self.pin_dir} is not on a bpffs (mount -t bpf bpf {parent})")
+            self.pin_dir.mkdir(mode=0o700)
+        elif not is_bpffs(self.pin_dir):
+            raise DataPlaneError(f"pin directory {self.pin_dir} is not on a bpffs")
+        self.layout_dir.mkdir(mode=0o700, exist_ok=True)
+
+    def cflags(self) -> list[str]:
+        return [
+            f"-I{maps.EBPF_DIR}",
+            f'-DMAUTH_PIN_DIR="{self.layout_dir}"',
+            f"-DMAUTH_MAX_RULES={self.max_rules}",
+            f"-DMAUTH_MAX_DENIED={self.max_denied}",
+        ]
+
+    def load(self) -> "DataPlane":
+        """Compile and load the program, creating the pinned maps or adopting existing ones."""
+        from bcc import BPF  # imported here: only this layer needs bcc
+
+        self._prepare_pin_dir()
+        existing = self._check_pins()
+        try:
+            self._bpf = BPF(src_file=str(maps.PROGRAM).encode(), cflags=self.cflags())
+            self._fn = self._bpf.load_func(b"mauth_xdp", BPF.XDP)
+        except Exception as exc:  # bcc raises bare Exception on compile/verifier errors
+            raise DataPlaneError(f"could not load the XDP program: {exc}") from None
+        self._open_maps()
+        cfg = self._cfg()
+        if cfg.layout == 0:
+            self.created = True
+            cfg.layout = maps.LAYOUT
+            cfg.max_rules = self.max_rules
+            cfg.state_id = secrets.randbits(63) or 1
+            cfg.mode = Mode.ENFORCE.code
+            self._maps["mauth_cfg"].update(ctypes.c_uint32(0), cfg)
+            log.info("created pinned maps under %s (capacity %d rules)", self.layout_dir, self.max_rules)
+        else:
+            log.info(
+                "adopted pinned maps under %s (%d rules, mode %s)",
+                self.layout_dir,
+                self.rule_count(),
+                self.mode.value,
+            )
+        if existing and existing != len(maps.MAPS):
+            log.warning("only %d of %d maps were pinned under %s; the others were created empty",
+                        existing, len(maps.MAPS), self.layout_dir)
+        return self
+
+    def open(self) -> "DataPlane":
+        """Open existing pinned maps without loading a program (read, and write rules)."""
+        if not self.layout_dir.exists() or self._check_pins() != len(maps.MAPS):
+            raise DataPlaneError(f"no mauth maps are pinned under {self.layout_dir}; is musersd running?")
+        self._open_maps()
+        cfg = self._cfg()
+        if cfg.layout != maps.LAYOUT:
+            raise DataPlaneError(f"maps under {self.layout_dir} were never initialised by musersd")
+        self.max_rules = cfg.max_rules
+        return self
+
+    def _open_maps(self) -> None:
+        self.close_maps()
+        for cname, (_, _, ktype, vtype, percpu) in maps.MAPS.items():
+            fd = bpfsys.obj_get(str(self._pin_path(cname)))
+            self._maps[cname] = bpfsys.Map(fd, ktype, vtype, cname, percpu=percpu)
+        self._scan_slots()
+
+    def close_maps(self) -> None:
+        for m in self._maps.values():
+            m.close()
+        self._maps.clear()
+
+    def close(self) -> None:
+        """Release this process's handles. Pins, program and attachments stay."""
+        self.close_maps()
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+            self._fn = None
+
+    def __enter__(self) -> "DataPlane":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def prog_fd(self) -> int:
+        if self._fn is None:
+            raise DataPlaneError("the XDP program is not loaded in this process")
+        return self._fn.fd
+
+    def _map(self, cname: str) -> bpfsys.Map:
+        try:
+            return self._maps[cname]
+        except KeyError:
+            raise DataPlaneError("the data plane is not open; call load() or open() first") from None
+
+    def _cfg(self) -> maps.Cfg:
+        cfg = self._map("mauth_cfg").lookup(ctypes.c_uint32(0))
+        assert cfg is not None, "array maps always hold index 0"
+        return cfg
+
+    # ------------------------------------------------------------------ attach
+
+    def attach(self, iface: str, mode: str = "auto") -> str:
+        """Attach the loaded program to `iface`, replacing any program there; returns the mode used."""
+        from bcc import BPF
+
+        if mode not in ATTACH_MODES:
+            raise DataPlaneError(f"XDP mode {mode!r} is not one of {', '.join(ATTACH_MODES)}")
+        interface_index(iface)
+        if self._fn is None:
+            raise DataPlaneError("the XDP program is not loaded in this process; call load() first")
+        current, prog = xdp_status(iface)
+        tries = {"auto": ["native", "generic"], "native": ["native"], "generic": ["generic"]}[mode]
+        if current in ("native", "generic") and mode == "auto":
+            # Replace in the mode already in use: that is atomic. Switching
+            # between native and generic would need a detach first (a gap).
+            tries = [current]
+        last_error = None
+        for attempt in tries:
+            flags = XDP_FLAGS_DRV_MODE if attempt == "native" else XDP_FLAGS_SKB_MODE
+            try:
+                BPF.attach_xdp(iface.encode(), self._fn, flags)
+            except Exception as exc:
+                last_error = exc
+                log.info("iface=%s native XDP refused (%s), trying generic", iface, exc)
+                continue
+            if prog:
+                log.info("iface=%s replaced XDP program id %d in %s mode", iface, prog, attempt)
+            log.info("iface=%s XDP program attached in %s mode", iface, attempt)
+            return attempt
+        raise DataPlaneError(f"could not attach the XDP program to {iface}: {last_error}")
+
+    def detach(self, iface: str) -> bool:
+        """Detach whatever XDP program is on `iface`; False if there was none."""
+        from bcc import BPF
+
+        current, _ = xdp_status(iface)
+        if current is None:
+            return False
+        flags = XDP_FLAGS_DRV_MODE if current == "native" else XDP_FLAGS_SKB_MODE
+        try:
+            BPF.remove_xdp(iface.encode(), flags)
+        except Exception as exc:
+            raise DataPlaneError(f"could not detach the XDP program from {iface}: {exc}") from None
+        log.info("iface=%s XDP program detached", iface)
+        return True
+
+    # ------------------------------------------------------------------ mode
+
+    @property
+    def mode(self) -> Mode:
+        return Mode.from_code(self._cfg().mode)
+
+    def set_mode(self, mode: Mode | str) -> Mode:
+        try:
+            new = Mode(mode)
+        except ValueError:
+            raise DataPlaneError(f"mode {mode!r} is not enforce or monitor") from None
+        cfg = self._cfg()
+        cfg.mode = new.code
+        self._map("mauth_cfg").update(ctypes.c_uint32(0), cfg)
+        return new
+
+    @property
+    def state_id(self) -> int:
+        return self._cfg().state_id
+
+    # ------------------------------------------------------------------ rules
+
+    def _scan_slots(self) -> None:
+        used = {v.slot for _, v in self._map("mauth_rules4").items()}
+        self._next_slot = max(used) + 1 if used else 0
+        self._free_slots = sorted((s for s in range(self._next_slot) if s not in used), reverse=True)
+
+    def _alloc_slot(self) -> int:
+        if self._free_slots:
+            return self._free_slots.pop()
+        if self._next_slot >= self.max_rules:
+            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+        self._next_slot += 1
+        return self._next_slot - 1
+
+    def _free_slot(self, slot: int) -> None:
+        self._free_slots.append(slot)
+
+    def _zero_stats(self, slot: int) -> None:
+        stats = self._map("mauth_stats")
+        stats.update(ctypes.c_uint32(slot), stats.slot_type())
+
+    @staticmethod
+    def _key(key: RuleKey) -> Key4:
+        return Key4.of(key.source, key.group)
+
+    @staticmethod
+    def _as_rule(rule: Rule | tuple) -> Rule:
+        if isinstance(rule, Rule):
+            return rule
+        try:
+            return Rule.make(*rule)
+        except RuleError as exc:
+            raise DataPlaneError(str(exc)) from None
+        except TypeError:
+            raise DataPlaneError(f"{rule!r} is not a (source, group, max_ttl) rule") from None
+
+    @staticmethod
+    def _as_key(key: RuleKey | Rule | tuple) -> RuleKey:
+        if isinstance(key, Rule):
+            return key.key
+        if isinstance(key, RuleKey):
+            return key
+        try:
+            return RuleKey.make(*key)
+        except RuleError as exc:
+            raise DataPlaneError(str(exc)) from None
+
+    def add_rule(self, rule: Rule | tuple) -> None:
+        """Add a rule; RuleExists if (source, group) already has one."""
+        rule = self._as_rule(rule)
+        rules = self._map("mauth_rules4")
+        key = self._key(rule.key)
+        if rules.lookup(key) is not None:
+            raise RuleExists(f"a rule for {rule.key} already exists")
+        slot = self._alloc_slot()
+        self._zero_stats(slot)
+        value = RuleVal(slot=slot, max_ttl=rule.max_ttl, flags=0)
+        err = rules.try_update(key, value, bpfsys.BPF_NOEXIST)
+        if err:
+            self._free_slot(slot)
+            if err == errno.EEXIST:
+                raise RuleExists(f"a rule for {rule.key} already exists")
+            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+        self._map("mauth_denied4").delete(key)
+
+    def replace_rule(self, rule: Rule | tuple) -> bool:
+        """Add or replace a rule, keeping its counters if it existed; True if it replaced one."""
+        rule = self._as_rule(rule)
+        rules = self._map("mauth_rules4")
+        key = self._key(rule.key)
+        old = rules.lookup(key)
+        if old is None:
+            self.add_rule(rule)
+            return False
+        value = RuleVal(slot=old.slot, max_ttl=rule.max_ttl, flags=old.flags)
+        rules.update(key, value, bpfsys.BPF_EXIST)
+        self._map("mauth_denied4").delete(key)
+        return True
+
+    def remove_rule(self, key: RuleKey | Rule | tuple) -> Rule:
+        """Remove the rule for (source, group) and return it; RuleNotFound if there is none."""
+        rkey = self._as_key(key)
+        rules = self._map("mauth_rules4")
+        k = self._key(rkey)
+        old = rules.lookup(k)
+        if old is None or not rules.delete(k):
+            raise RuleNotFound(f"there is no rule for {rkey}")
+        self._free_slot(old.slot)
+        return Rule(rkey, old.max_ttl)
+
+    def get_rule(self, key: RuleKey | Rule | tuple) -> RuleStats | None:
+        rkey = self._as_key(key)
+        value = self._map("mauth_rules4").lookup(self._key(rkey))
+        if value is None:
+            return None
+        return self._stats_for(Rule(rkey, value.max_ttl), value.slot)
+
+    def _stats_for(self, rule: Rule, slot: int) -> RuleStats:
+        per_cpu = self._map("mauth_stats").lookup(ctypes.c_uint32(slot))
+        packets = sum(s.packets for s in per_cpu)
+        nbytes = sum(s.bytes for s in per_cpu)
+        last = max(s.last_seen for s in per_cpu)
+        return RuleStats(rule, packets, nbytes, _mono_to_unix(last))
+
+    def rules(self) -> list[RuleStats]:
+        out = []
+        for k, v in self._map("mauth_rules4").items():
+            rule = Rule(RuleKey(k.source, k.group), v.max_ttl)
+            out.append(self._stats_for(rule, v.slot))
+        out.sort(key=lambda r: r.rule.key)
+        return out
+
+    def rule_count(self) -> int:
+        return sum(1 for _ in self._map("mauth_rules4").keys())
+
+    def flush(self) -> int:
+        """Remove every rule; returns how many there were."""
+        rules = self._map("mauth_rules4")
+        keys = list(rules.keys())
+        for k in keys:
+            rules.delete(k)
+        self._scan_slots()
+        return len(keys)
+
+    def apply(self, wanted: Iterable[Rule]) -> tuple[int, int, int]:
+        """Make the rule set equal to `wanted`, touching only the difference.
+
+        Returns (added, replaced, removed). Validation happens before any change.
+        """
+        desired = {r.key: r for r in wanted}
+        current = {rs.rule.key: rs.rule for rs in self.rules()}
+        added = replaced = removed = 0
+        for key, rule in desired.items():
+            old = current.get(key)
+            if old is None:
+                self.add_rule(rule)
+                added += 1
+            elif old.max_ttl != rule.max_ttl:
+                self.replace_rule(rule)
+                replaced += 1
+        for key in current.keys() - desired.keys():
+            self.remove_rule(key)
+            removed += 1
+        return added, replaced, removed
+
+    # ------------------------------------------------------------------ counters
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per-reason packet and byte counters, summed over CPUs."""
+        reasons = self._map("mauth_reasons")
+        out = {}
+        for idx, name in maps.REASONS.items():
+            per_cpu = reasons.lookup(ctypes.c_uint32(idx))
+            out[name] = {
+                "packets": sum(c.packets for c in per_cpu),
+                "bytes": sum(c.bytes for c in per_cpu),
+            }
+        return out
+
+    def reset_counters(self) -> None:
+        reasons = self._map("mauth_reasons")
+        for idx in range(maps.MAX_REASONS):
+            reasons.update(ctypes.c_uint32(idx), reasons.slot_type())
+
+    def denied(self) -> list[DeniedEntry]:
+        """The denied (source, group) pairs, most recently seen first."""
+        out = []
+        for k, d in self._map("mauth_denied4").items():
+            out.append(
+                DeniedEntry(
+                    source=k.source,
+                    group=k.group,
+                    packets=d.packets,
+                    bytes=d.bytes,
+                    last_ttl=d.last_ttl,
+                    reason=maps.REASONS.get(d.reason, str(d.reason)),
+                    last_seen=_mono_to_unix(d.last_seen),
+                )
+            )
+        out.sort(key=lambda e: e.last_seen or 0, reverse=True)
+        return out
+
+    def clear_denied(self) -> int:
+        denied = self._map("mauth_denied4")
+        keys = list(denied.keys())
+        for k in keys:
+            denied.delete(k)
+        return len(keys)
+
+    def test_run(self, frame: bytes, repeat: int = 1) -> bpfsys.TestRun:
+        """Run the loaded program on one frame with BPF_PROG_TEST_RUN."""
+        return bpfsys.prog_test_run(self.prog_fd, frame, repeat)

@@ -1,0 +1,118 @@
+"""ctypes mirrors of ebpf/mauth.h: the only place user space spells the map layout.
+
+A test (tests/integration/test_xdp_program.py) compares every size here with
+the sizes bcc compiled, and the reason names with the header's #defines, so
+the two cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+from enum import Enum
+from pathlib import Path
+
+EBPF_DIR = Path(__file__).resolve().parent.parent / "ebpf"
+HEADER = EBPF_DIR / "mauth.h"
+PROGRAM = EBPF_DIR / "mauth_xdp.c"
+
+LAYOUT = 1
+
+# Verdict reasons, index -> name; mirrors MAUTH_R_* in mauth.h.
+REASONS: dict[int, str] = {
+    0: "passed",
+    1: "unauthorized",
+    2: "ttl",
+    3: "not_multicast",
+    4: "malformed",
+    5: "link_local",
+    6: "not_ip",
+    7: "ipv6",
+    8: "rate",
+    9: "igmp",
+}
+REASON_IDS = {name: idx for idx, name in REASONS.items()}
+MAX_REASONS = 16
+DROP_REASONS = frozenset({"unauthorized", "ttl", "rate"})
+
+
+class Mode(str, Enum):
+    ENFORCE = "enforce"
+    MONITOR = "monitor"
+
+    @property
+    def code(self) -> int:
+        return 0 if self is Mode.ENFORCE else 1
+
+    @classmethod
+    def from_code(cls, code: int) -> "Mode":
+        return cls.MONITOR if code == 1 else cls.ENFORCE
+
+
+class Cfg(ctypes.Structure):
+    _fields_ = [
+        ("mode", ctypes.c_uint32),
+        ("layout", ctypes.c_uint32),
+        ("max_rules", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("state_id", ctypes.c_uint64),
+    ]
+
+
+class Key4(ctypes.Structure):
+    # Both addresses in network byte order, exactly as they sit in the packet.
+    _fields_ = [("src", ctypes.c_uint8 * 4), ("grp", ctypes.c_uint8 * 4)]
+
+    @classmethod
+    def of(cls, source: ipaddress.IPv4Address, group: ipaddress.IPv4Address) -> "Key4":
+        return cls.from_buffer_copy(source.packed + group.packed)
+
+    @property
+    def source(self) -> ipaddress.IPv4Address:
+        return ipaddress.IPv4Address(bytes(self.src))
+
+    @property
+    def group(self) -> ipaddress.IPv4Address:
+        return ipaddress.IPv4Address(bytes(self.grp))
+
+
+class RuleVal(ctypes.Structure):
+    _fields_ = [
+        ("slot", ctypes.c_uint32),
+        ("max_ttl", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint16),
+    ]
+
+
+class Stats(ctypes.Structure):
+    _fields_ = [
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+        ("last_seen", ctypes.c_uint64),
+    ]
+
+
+class Counter(ctypes.Structure):
+    _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
+
+
+class Denied(ctypes.Structure):
+    _fields_ = [
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+        ("last_seen", ctypes.c_uint64),
+        ("last_ttl", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 6),
+    ]
+
+
+# name in the C program -> (pin file name, map type, key type, value type, percpu)
+MAPS = {
+    "mauth_cfg": ("cfg", "array", ctypes.c_uint32, Cfg, False),
+    "mauth_rules4": ("rules4", "hash", Key4, RuleVal, False),
+    "mauth_stats": ("stats", "percpu_array", ctypes.c_uint32, Stats, True),
+    "mauth_reasons": ("reasons", "percpu_array", ctypes.c_uint32, Counter, True),
+    "mauth_denied4": ("denied4", "lru_hash", Key4, Denied, False),
+}

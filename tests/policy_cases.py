@@ -1,0 +1,167 @@
+"""One table of (frame, expected verdict) cases for the packet policy.
+
+The same rows drive the pure-Python model (tests/unit/test_policy_model.py)
+and the compiled XDP program through BPF_PROG_TEST_RUN
+(tests/integration/test_xdp_program.py), so the two are checked against one
+truth. Frames are crafted with scapy, including the odd ones: VLAN and QinQ
+tags, IP options, truncated and inconsistent headers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from scapy.layers.inet import IP, UDP, IPOption_Router_Alert
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
+from scapy.layers.igmp import IGMP
+from scapy.packet import Raw
+
+A = ipaddress.IPv4Address
+
+SENDER = "192.0.2.10"
+SENDER_LOW_TTL = "192.0.2.11"
+STRANGER = "192.0.2.66"
+GROUP = "239.1.1.1"
+GROUP_TTL1 = "239.1.1.2"
+GROUP_MAX = "239.255.0.1"
+OTHER_GROUP = "239.1.1.9"
+
+RULES = {
+    (A(SENDER), A(GROUP)): 16,
+    (A(SENDER_LOW_TTL), A(GROUP_TTL1)): 1,
+    (A(SENDER), A(GROUP_MAX)): 255,
+}
+
+MAC = dict(src="02:00:00:00:00:01", dst="01:00:5e:01:01:01")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    frame: bytes
+    reason: str
+    action: str  # "pass" or "drop", in enforce mode
+
+    @property
+    def runnable_in_kernel(self) -> bool:
+        # BPF_PROG_TEST_RUN needs at least an Ethernet header.
+        return len(self.frame) >= 14
+
+
+def udp(src: str, dst: str, ttl: int, payload: bytes = b"mauth-test", **ip) -> bytes:
+    return bytes(Ether(**MAC) / IP(src=src, dst=dst, ttl=ttl, **ip) / UDP(sport=4000, dport=5000) / Raw(payload))
+
+
+def _with_l2(l2, src: str, dst: str, ttl: int) -> bytes:
+    return bytes(l2 / IP(src=src, dst=dst, ttl=ttl) / UDP(sport=4000, dport=5000) / Raw(b"x" * 16))
+
+
+def _raw_ip(header: bytes, rest: bytes = b"") -> bytes:
+    return bytes(Ether(**MAC, type=0x0800)) + header + rest
+
+
+def _patched(frame: bytes, offset: int, value: bytes) -> bytes:
+    return frame[:offset] + value + frame[offset + len(value):]
+
+
+def _cases() -> list[Case]:
+    c: list[Case] = []
+    add = lambda name, frame, reason, action="pass": c.append(Case(name, frame, reason, action))  # noqa: E731
+
+    # Rule hits and TTL limits.
+    add("authorized, TTL below max", udp(SENDER, GROUP, 8), "passed")
+    add("authorized, TTL equal to max", udp(SENDER, GROUP, 16), "passed")
+    add("authorized, TTL one above max", udp(SENDER, GROUP, 17), "ttl", "drop")
+    add("authorized, TTL 255 above max 16", udp(SENDER, GROUP, 255), "ttl", "drop")
+    add("authorized, TTL 0", udp(SENDER, GROUP, 0), "passed")
+    add("max TTL 1, TTL 1", udp(SENDER_LOW_TTL, GROUP_TTL1, 1), "passed")
+    add("max TTL 1, TTL 2", udp(SENDER_LOW_TTL, GROUP_TTL1, 2), "ttl", "drop")
+    add("max TTL 255, TTL 255", udp(SENDER, GROUP_MAX, 255), "passed")
+    add("unknown sender", udp(STRANGER, GROUP, 1), "unauthorized", "drop")
+    add("authorized sender, other group", udp(SENDER, OTHER_GROUP, 1), "unauthorized", "drop")
+    add("sender of another rule's group", udp(SENDER_LOW_TTL, GROUP, 1), "unauthorized", "drop")
+    add("not link-local: 224.0.1.1", udp(STRANGER, "224.0.1.1", 1), "unauthorized", "drop")
+    add("SSDP 239.255.255.250", udp(STRANGER, "239.255.255.250", 4), "unauthorized", "drop")
+    add("top of range 239.255.255.255", udp(STRANGER, "239.255.255.255", 4), "unauthorized", "drop")
+    add("large payload authorized", udp(SENDER, GROUP, 4, b"y" * 1400), "passed")
+    add(
+        "short payload padded to 60 bytes",
+        bytes(Ether(**MAC) / IP(src=SENDER, dst=GROUP, ttl=3) / UDP(sport=1, dport=2)) + b"\0" * 18,
+        "passed",
+    )
+
+    # Not multicast, and control traffic.
+    add("unicast", udp(STRANGER, "198.51.100.7", 64), "not_multicast")
+    add("limited broadcast", udp(STRANGER, "255.255.255.255", 64), "not_multicast")
+    add("class E 240.0.0.1", udp(STRANGER, "240.0.0.1", 64), "not_multicast")
+    add("all-hosts 224.0.0.1", udp(STRANGER, "224.0.0.1", 1), "link_local")
+    add("OSPF 224.0.0.5", bytes(Ether(**MAC) / IP(src=STRANGER, dst="224.0.0.5", ttl=1, proto=89) / Raw(b"o" * 40)),
+        "link_local")
+    add("PIM hello 224.0.0.13", bytes(Ether(**MAC) / IP(src=STRANGER, dst="224.0.0.13", ttl=1, proto=103)
+                                      / Raw(b"p" * 30)), "link_local")
+    add("IGMPv3 report 224.0.0.22", bytes(Ether(**MAC) / IP(src=STRANGER, dst="224.0.0.22", ttl=1,
+                                                             options=[IPOption_Router_Alert()])
+                                          / IGMP(type=0x22)), "link_local")
+    add("224.0.0.255 link-local", udp(STRANGER, "224.0.0.255", 1), "link_local")
+    add("IGMPv2 report to the group", bytes(Ether(**MAC) / IP(src=STRANGER, dst=OTHER_GROUP, ttl=1,
+                                                               options=[IPOption_Router_Alert()])
+                                            / IGMP(type=0x16, gaddr=OTHER_GROUP)), "igmp")
+    add("ARP", bytes(Ether(**MAC) / ARP(psrc=STRANGER, pdst=SENDER)), "not_ip")
+    add("IPv6 multicast", bytes(Ether(src=MAC["src"], dst="33:33:00:00:00:01") / IPv6(src="2001:db8::1",
+                                                                                       dst="ff0e::1")
+                                / UDP(sport=1, dport=2) / Raw(b"6")), "ipv6")
+
+    # VLAN tags.
+    add("802.1Q, authorized", _with_l2(Ether(**MAC) / Dot1Q(vlan=10), SENDER, GROUP, 4), "passed")
+    add("802.1Q, unknown sender", _with_l2(Ether(**MAC) / Dot1Q(vlan=10), STRANGER, GROUP, 4),
+        "unauthorized", "drop")
+    add("802.1Q, TTL over", _with_l2(Ether(**MAC) / Dot1Q(vlan=10), SENDER, GROUP, 64), "ttl", "drop")
+    add("QinQ 802.1ad+802.1Q, authorized",
+        _with_l2(Ether(**MAC) / Dot1AD(vlan=100) / Dot1Q(vlan=10), SENDER, GROUP, 4), "passed")
+    add("QinQ 802.1ad+802.1Q, unknown sender",
+        _with_l2(Ether(**MAC) / Dot1AD(vlan=100) / Dot1Q(vlan=10), STRANGER, GROUP, 4), "unauthorized", "drop")
+    add("double 802.1Q, unicast",
+        _with_l2(Ether(**MAC) / Dot1Q(vlan=1) / Dot1Q(vlan=2), STRANGER, "198.51.100.7", 4), "not_multicast")
+    add("three VLAN tags: beyond the parser",
+        _with_l2(Ether(**MAC) / Dot1Q(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3), STRANGER, GROUP, 4), "not_ip")
+    add("VLAN tag truncated", bytes(Ether(**MAC, type=0x8100)) + b"\x00\x0a", "malformed")
+    add("802.1Q, IP header truncated", bytes(Ether(**MAC) / Dot1Q(vlan=10, type=0x0800)) + b"\x45\x00\x00",
+        "malformed")
+
+    # IP options (IHL > 5).
+    add("router alert option, authorized",
+        udp(SENDER, GROUP, 4, options=[IPOption_Router_Alert()]), "passed")
+    add("router alert option, unknown sender",
+        udp(STRANGER, GROUP, 4, options=[IPOption_Router_Alert()]), "unauthorized", "drop")
+    add("40 bytes of options (IHL 15), TTL over",
+        udp(SENDER, GROUP, 40, options=[IPOption_Router_Alert()] * 10), "ttl", "drop")
+
+    # Fragments carry the full IP header: each one is judged alone.
+    add("non-first fragment, unknown sender",
+        bytes(Ether(**MAC) / IP(src=STRANGER, dst=GROUP, ttl=2, frag=100, proto=17) / Raw(b"f" * 64)),
+        "unauthorized", "drop")
+    add("non-first fragment, authorized",
+        bytes(Ether(**MAC) / IP(src=SENDER, dst=GROUP, ttl=2, frag=100, proto=17) / Raw(b"f" * 64)), "passed")
+
+    # Malformed IPv4: every one is dropped by the kernel's ip_rcv() anyway.
+    good = udp(STRANGER, GROUP, 4)
+    add("IPv4 header truncated at 10 bytes", good[:24], "malformed")
+    add("IPv4 header truncated at 19 bytes", good[:33], "malformed")
+    add("Ethernet header only", good[:14], "malformed")
+    add("frame shorter than Ethernet", good[:10], "malformed")
+    add("version 6 in an IPv4 frame", _patched(good, 14, b"\x65"), "malformed")
+    add("IHL 4", _patched(good, 14, b"\x44"), "malformed")
+    add("IHL 0", _patched(good, 14, b"\x40"), "malformed")
+    add("options run past the end",
+        _raw_ip(bytes(IP(src=STRANGER, dst=GROUP, ttl=1, options=[IPOption_Router_Alert()] * 5))[:24]),
+        "malformed")
+    add("IHL 15 without options", _patched(good, 14, b"\x4f"), "malformed")
+    add("total length beyond the frame", _patched(good, 16, b"\x05\xdc"), "malformed")
+    add("total length below header length", _patched(good, 16, b"\x00\x10"), "malformed")
+    add("authorized sender, truncated: still malformed", udp(SENDER, GROUP, 4)[:30], "malformed")
+    return c
+
+
+CASES = _cases()
