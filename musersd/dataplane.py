@@ -154,8 +154,28 @@ def xdp_status(iface: str) -> tuple[str | None, int]:
         return None, 0
     attached = xdp.get_attr("IFLA_XDP_ATTACHED") or 0
     prog = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
-    mode = {0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi"}.get(attached, "unknown")
+    # pyroute2 >= 0.9 decodes the attach mode to a name; older ones give the number.
+    mode = {
+        0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi",
+        "none": None, "xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload", "multi": "multi",
+    }.get(attached, "unknown")
     return mode, prog
+
+
+def detach(iface: str) -> bool:
+    """Detach whatever XDP program is on `iface` (in this thread's namespace); False if none."""
+    from bcc import BPF
+
+    current, _ = xdp_status(iface)
+    if current is None:
+        return False
+    flags = XDP_FLAGS_DRV_MODE if current == "native" else XDP_FLAGS_SKB_MODE
+    try:
+        BPF.remove_xdp(iface.encode(), flags)
+    except Exception as exc:
+        raise DataPlaneError(f"could not detach the XDP program from {iface}: {exc}") from None
+    log.info("iface=%s XDP program detached", iface)
+    return True
 
 
 class DataPlane:
@@ -389,18 +409,7 @@ class DataPlane:
 
     def detach(self, iface: str) -> bool:
         """Detach whatever XDP program is on `iface`; False if there was none."""
-        from bcc import BPF
-
-        current, _ = xdp_status(iface)
-        if current is None:
-            return False
-        flags = XDP_FLAGS_DRV_MODE if current == "native" else XDP_FLAGS_SKB_MODE
-        try:
-            BPF.remove_xdp(iface.encode(), flags)
-        except Exception as exc:
-            raise DataPlaneError(f"could not detach the XDP program from {iface}: {exc}") from None
-        log.info("iface=%s XDP program detached", iface)
-        return True
+        return detach(iface)
 
     # ------------------------------------------------------------------ mode
 

@@ -1,0 +1,228 @@
+"""The namespace lab: sender hosts -> router (smcrouted + mauth) -> receivers.
+
+    s1 (192.0.2.0/26)    ---veth--- in0 \\                     / out0 ---veth--- r1 (198.51.100.0/26)
+    s2 (192.0.2.64/26)   ---veth--- in1  >  router namespace  <   out1 ---veth--- r2 (198.51.100.64/26)
+    ...                                 /   smcrouted, XDP    \\
+
+Every address is from the documentation ranges (RFC 5737) and exists only
+inside the lab's namespaces; nothing is ever sent anywhere else. The router
+forwards multicast for real: the kernel's multicast routing, driven by a real
+smcrouted from Debian running in the router namespace with the lab's routes.
+(S,G) routes are installed by smcrouted at start-up, so no packet of a test
+flow is lost to the kernel's cache-miss queue; (*,G) routes are available too
+and resolve on the first packet, as on a real router.
+
+`with Lab(...) as lab:` builds everything and removes every namespace and
+process on the way out, whatever happened inside.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+
+from . import netns
+from .netns import LabError, sh
+from .traffic import Receiver, Sender
+
+_seq = count()
+
+
+@dataclass
+class Host:
+    role: str  # name in the lab: "s1", "r1", "router", ...
+    ns: str  # namespace name
+    iface: str = "eth0"  # host side of its link to the router
+    addrs: list[str] = field(default_factory=list)
+    router_iface: str = ""
+    router_addr: str = ""
+    prefix: int = 26
+
+
+@dataclass(frozen=True)
+class Route:
+    group: str
+    source: str | None = None  # None: a (*,G) route
+
+    def __str__(self) -> str:
+        return f"({self.source or '*'}, {self.group})"
+
+
+class Lab:
+    """A router with `senders` internal hosts and `receivers` external hosts."""
+
+    def __init__(
+        self,
+        senders: dict[str, list[str]] | None = None,
+        receivers: tuple[str, ...] = ("r1",),
+        routes: list[Route] | None = None,
+        *,
+        workdir: str | os.PathLike | None = None,
+        smcroute: bool = True,
+    ):
+        self.tag = f"{netns.PREFIX}{os.getpid()}-{next(_seq)}"
+        self.senders: dict[str, Host] = {}
+        self.receivers: dict[str, Host] = {}
+        self.router = Host("router", f"{self.tag}-rt")
+        self.routes = list(routes or [])
+        self.use_smcroute = smcroute
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{self.tag}-"))
+        self.procs: list[subprocess.Popen] = []
+        self._sockets: list = []
+        senders = senders if senders is not None else {"s1": ["192.0.2.10"]}
+        if len(senders) > 4 or len(receivers) > 4:
+            raise LabError("the lab has room for at most 4 sender and 4 receiver hosts")
+        for i, (role, addrs) in enumerate(senders.items()):
+            net = ipaddress.IPv4Network(f"192.0.2.{64 * i}/26")
+            for a in addrs:
+                if ipaddress.IPv4Address(a) not in net or int(ipaddress.IPv4Address(a)) - int(net[0]) < 2:
+                    raise LabError(f"sender address {a} of {role} must be a host of {net} above .1")
+            self.senders[role] = Host(role, f"{self.tag}-{role}", addrs=list(addrs),
+                                      router_iface=f"in{i}", router_addr=str(net[1]))
+        for j, role in enumerate(receivers):
+            net = ipaddress.IPv4Network(f"198.51.100.{64 * j}/26")
+            self.receivers[role] = Host(role, f"{self.tag}-{role}", addrs=[str(net[2])],
+                                        router_iface=f"out{j}", router_addr=str(net[1]))
+
+    # ---------------------------------------------------------------- build
+
+    @property
+    def internal_ifaces(self) -> list[str]:
+        return [h.router_iface for h in self.senders.values()]
+
+    @property
+    def hosts(self) -> list[Host]:
+        return [self.router, *self.senders.values(), *self.receivers.values()]
+
+    def host_of(self, source: str) -> Host:
+        for h in self.senders.values():
+            if source in h.addrs:
+                return h
+        raise LabError(f"no sender host has address {source}")
+
+    def __enter__(self) -> "Lab":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        netns.sweep_stale()
+        for h in self.hosts:
+            netns.add(h.ns)
+            # IPv4 lab: no IPv6 autoconfiguration or MLD chatter on the links.
+            sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=h.ns)
+            sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=h.ns)
+        rt = self.router.ns
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=rt)
+        sh("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", ns=rt)
+        sh("sysctl", "-qw", "net.ipv4.conf.default.rp_filter=0", ns=rt)
+        for h in [*self.senders.values(), *self.receivers.values()]:
+            sh("ip", "link", "add", h.iface, "netns", h.ns, "type", "veth",
+               "peer", "name", h.router_iface, "netns", rt)
+            sh("ip", "addr", "add", f"{h.router_addr}/{h.prefix}", "dev", h.router_iface, ns=rt)
+            sh("ip", "link", "set", h.router_iface, "up", ns=rt)
+            for a in h.addrs:
+                sh("ip", "addr", "add", f"{a}/{h.prefix}", "dev", h.iface, ns=h.ns)
+            sh("ip", "link", "set", h.iface, "up", ns=h.ns)
+            sh("ip", "route", "add", "default", "via", h.router_addr, ns=h.ns)
+            sh("ip", "route", "add", "224.0.0.0/4", "dev", h.iface, ns=h.ns)
+        if self.use_smcroute:
+            self._start_smcroute()
+
+    def smcroute_conf(self) -> str:
+        lines = ["# mauth lab: written by lab/topology.py"]
+        for h in [*self.senders.values(), *self.receivers.values()]:
+            lines.append(f"phyint {h.router_iface} enable")
+        outs = " ".join(h.router_iface for h in self.receivers.values())
+        for r in self.routes:
+            if r.source is None:
+                for h in self.senders.values():
+                    lines.append(f"mroute from {h.router_iface} group {r.group} to {outs}")
+            else:
+                inbound = self.host_of(r.source).router_iface
+                lines.append(f"mroute from {inbound} source {r.source} group {r.group} to {outs}")
+        return "\n".join(lines) + "\n"
+
+    def _start_smcroute(self) -> None:
+        conf = self.workdir / "smcroute.conf"
+        conf.write_text(self.smcroute_conf())
+        self.smcroute_sock = self.workdir / "smcroute.sock"
+        self.spawn(self.router.ns, ["smcrouted", "-n", "-N", "-f", str(conf), "-u", str(self.smcroute_sock),
+                                    "-P", str(self.workdir / "smcroute.pid"), "-l", "info"], "smcrouted")
+        want = sum(1 for r in self.routes if r.source is not None)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.procs[-1].poll() is not None:
+                raise LabError(f"smcrouted exited: {(self.workdir / 'smcrouted.log').read_text()[-500:]}")
+            if self.smcroute_sock.exists() and len(self.kernel_mroutes()) >= want:
+                return
+            time.sleep(0.05)
+        raise LabError("smcrouted did not install the lab's routes within 15 s")
+
+    def kernel_mroutes(self) -> list[str]:
+        """The router kernel's multicast forwarding cache, as `ip mroute show` lines."""
+        out = sh("ip", "mroute", "show", ns=self.router.ns, check=False)
+        return [line for line in out.splitlines() if line.strip()]
+
+    def spawn(self, ns: str, cmd: list[str], name: str, env: dict | None = None) -> subprocess.Popen:
+        """Start a long-running process in `ns`, logging to <workdir>/<name>.log."""
+        log = open(self.workdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for s in self._sockets:
+            try:
+                s.close()
+            except Exception:
+                pass
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for h in self.hosts:
+            netns.delete(h.ns)
+        if self._own_workdir and not os.environ.get("MAUTH_KEEP_LAB"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ---------------------------------------------------------------- traffic
+
+    def sender(self, source: str) -> Sender:
+        s = Sender(self.host_of(source).ns, source)
+        self._sockets.append(s)
+        return s
+
+    def receiver(self, groups: list[str], role: str | None = None) -> Receiver:
+        host = self.receivers[role] if role else next(iter(self.receivers.values()))
+        r = Receiver(host.ns, host.addrs[0], groups)
+        self._sockets.append(r)
+        return r
+
+    def router_env(self) -> dict:
+        return dict(os.environ)
