@@ -1,0 +1,65 @@
+"""The mauth.conf rule file parser."""
+
+import pytest
+
+from musersd.config import ConfigError, load_rules, parse_rules
+from musersd.rules import Rule
+
+GOOD = """\
+# authorized senders
+192.0.2.10   239.1.1.1   16
+192.0.2.11\t239.1.1.2\t1   # a comment
+
+  192.0.2.10 239.255.0.1 255
+"""
+
+
+def test_good_file():
+    rules = parse_rules(GOOD)
+    assert rules == (
+        Rule.make("192.0.2.10", "239.1.1.1", 16),
+        Rule.make("192.0.2.11", "239.1.1.2", 1),
+        Rule.make("192.0.2.10", "239.255.0.1", 255),
+    )
+
+
+def test_empty_file_means_no_rules():
+    assert parse_rules("# nothing\n\n") == ()
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("192.0.2.10 239.1.1.1", "expected 'SOURCE GROUP MAX-TTL', got 2"),
+        ("192.0.2.10 239.1.1.1 5 extra", "got 4"),
+        ("192.0.2.10 10.0.0.1 5", "not a multicast address"),
+        ("192.0.2.10 224.0.0.5 5", "link-local"),
+        ("192.0.2.10 239.1.1.1 0", "outside 1-255"),
+        ("192.0.2.10 239.1.1.1 300", "outside 1-255"),
+        ("192.0.2.10 239.1.1.1 ttl", "not a number"),
+        ("host.example 239.1.1.1 5", "not an IP address"),
+        ("239.1.1.9 239.1.1.1 5", "multicast address, not a sender"),
+        ("192.0.2.10 239.1.1.1 16", "already authorized on line 1"),
+    ],
+)
+def test_errors_name_the_line(line, message):
+    text = "192.0.2.10 239.1.1.1 16\n" + line + "\n"
+    with pytest.raises(ConfigError) as err:
+        parse_rules(text, "mauth.conf")
+    assert str(err.value).startswith("mauth.conf:2: ")
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_rules(tmp_path / "missing.conf")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_rules(tmp_path)
+    bad = tmp_path / "bin.conf"
+    bad.write_bytes(b"192.0.2.10 239.1.1.1 5\n\xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"bin.conf:2: not valid UTF-8"):
+        load_rules(bad)
+    good = tmp_path / "good.conf"
+    good.write_text(GOOD)
+    assert len(load_rules(good).rules) == 3
