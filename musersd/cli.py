@@ -1,0 +1,85 @@
+"""musersd command line (DESIGN.md "Command-line surface").
+
+Errors are one sentence on stderr and a non-zero exit status: 2 for a bad
+command line or configuration, 1 for a failure at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .daemon import DEFAULT_LEGACY_ALLOW, DEFAULT_PORT, Musersd, Options, StartupError, parse_listen
+
+EPILOG = f"""\b
+Examples:
+  musersd --iface eth1 --key-file /etc/mauth/router.key
+  musersd --iface eth1 --iface eth2 --config /etc/mauth/mauth.conf --mode monitor
+  musersd --iface eth1 --listen 0.0.0.0:{DEFAULT_PORT} --key-file /etc/mauth/router.key \\
+          --legacy-allow 192.0.2.5/32
+
+SIGHUP re-reads --config and --key-file; SIGTERM stops the daemon and leaves
+the filter enforcing the last rules (unless --detach-on-exit).
+"""
+
+
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--iface", "ifaces", multiple=True, required=True, metavar="IF",
+              help="Internal interface to guard (repeatable).")
+@click.option("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", show_default=True, metavar="HOST:PORT",
+              help="UDP address for the command protocol.")
+@click.option("--key-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Pre-shared keys for protocol v2 (without it, only v1 is served).")
+@click.option("--legacy-allow", multiple=True, metavar="CIDR",
+              help=f"Client addresses allowed to use unauthenticated protocol v1 "
+                   f"(repeatable; default {', '.join(DEFAULT_LEGACY_ALLOW)}).")
+@click.option("--config", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Rule file (mauth.conf: SOURCE GROUP MAX-TTL per line), applied at start and on SIGHUP.")
+@click.option("--mode", type=click.Choice(["enforce", "monitor"]),
+              help="Filter mode; default: keep the pinned mode (enforce for a new router).")
+@click.option("--pin-dir", default="/sys/fs/bpf/mauth", show_default=True, metavar="DIR",
+              help="bpffs directory where the filter's maps are pinned.")
+@click.option("--max-rules", type=click.IntRange(1, 16 * 1024 * 1024), metavar="N",
+              help="Rule table capacity for new maps (default: the pinned size, or 65536).")
+@click.option("--xdp-mode", type=click.Choice(["auto", "native", "generic"]), default="auto", show_default=True,
+              help="XDP attach mode; auto tries native, then generic.")
+@click.option("--detach-on-exit", is_flag=True, help="Remove the filter on SIGTERM instead of leaving it enforcing.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rules, xdp_mode, detach_on_exit,
+         log_level):
+    """Guard a multicast router's internal interfaces with the mauth XDP filter and serve its rules."""
+    logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        opts = Options(
+            ifaces=list(ifaces),
+            listen=parse_listen(listen),
+            key_file=key_file,
+            legacy_allow=list(legacy_allow) if legacy_allow else list(DEFAULT_LEGACY_ALLOW),
+            config=config,
+            mode=mode,
+            pin_dir=pin_dir,
+            max_rules=max_rules,
+            xdp_mode=xdp_mode,
+            detach_on_exit=detach_on_exit,
+        )
+        daemon = Musersd(opts)
+        daemon.start()
+    except StartupError as exc:
+        click.echo(f"musersd: {exc}", err=True)
+        sys.exit(2)
+    try:
+        code = daemon.serve()
+    except Exception:
+        logging.getLogger("musersd").exception("unexpected error, exiting so that the service manager restarts us")
+        code = 1
+    finally:
+        daemon.stop()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

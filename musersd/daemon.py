@@ -1,0 +1,285 @@
+"""musersd: the router daemon. A thin shell around the data plane and the protocol core.
+
+Strategy (the core decides, a thin shell acts): `musersd.protocol.server`
+decides what every datagram means and what to answer; `DataPlaneBackend`
+turns its commands into map operations; this module only owns the socket,
+the signals, the clock and systemd notifications. One thread, one select
+loop: commands are executed one at a time, in arrival order, so the maps
+never see two writers.
+
+Start-up order matters for the "no gap" promise:
+  1. load the program, creating or adopting the pinned maps;
+  2. set the mode and apply the rule file, if any;
+  3. attach to every interface, which atomically replaces a previous
+     musersd's program: the old one filters until the new one does;
+  4. bind the socket, tell systemd READY=1.
+A clean stop (SIGTERM) leaves the program attached and the maps pinned, so
+the router keeps enforcing the last rules (fail closed); `--detach-on-exit`
+removes the filter instead. SIGHUP re-reads the rule file and the key file;
+either one with an error is rejected whole and the running state is kept.
+Any unexpected exception is logged and the process exits non-zero, so that
+systemd restarts it rather than letting it limp on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from .config import ConfigError, load_rules
+from .dataplane import DataPlane, DataPlaneError
+from .dataplane_backend import DataPlaneBackend
+from .protocol.keys import KeyFileError, load_keys
+from .protocol.server import ServerCore
+
+log = logging.getLogger("musersd")
+
+DEFAULT_PORT = 7575
+DEFAULT_LEGACY_ALLOW = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass
+class Options:
+    ifaces: list[str]
+    listen: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)
+    key_file: str | None = None
+    legacy_allow: list[str] = field(default_factory=lambda: list(DEFAULT_LEGACY_ALLOW))
+    config: str | None = None
+    mode: str | None = None  # None: keep the pinned mode (enforce for new maps)
+    pin_dir: str = "/sys/fs/bpf/mauth"
+    max_rules: int | None = None
+    xdp_mode: str = "auto"
+    detach_on_exit: bool = False
+
+
+class StartupError(Exception):
+    """musersd cannot start; the message says why in one sentence."""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise StartupError(f"listen address {text!r} is not HOST:PORT")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        p = int(port)
+        if not 0 <= p <= 65535:
+            raise ValueError
+    except ValueError:
+        raise StartupError(f"listen address {text!r} is not HOST:PORT with a numeric IP and port") from None
+    return host, p
+
+
+def parse_networks(cidrs: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    nets = []
+    for c in cidrs:
+        try:
+            nets.append(ipaddress.ip_network(c, strict=False))
+        except ValueError:
+            raise StartupError(f"--legacy-allow {c!r} is not an address or CIDR prefix") from None
+    return nets
+
+
+class Notifier:
+    """sd_notify(3) through the sdnotify package; silent when not under systemd."""
+
+    def __init__(self):
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self._n = None
+        if self.enabled:
+            import sdnotify
+
+            self._n = sdnotify.SystemdNotifier()
+        usec = os.environ.get("WATCHDOG_USEC")
+        self.watchdog_interval = int(usec) / 2e6 if usec and usec.isdigit() and int(usec) > 0 else None
+
+    def notify(self, state: str) -> None:
+        if self._n is not None:
+            self._n.notify(state)
+
+
+class Musersd:
+    def __init__(self, opts: Options):
+        self.opts = opts
+        self.allow = parse_networks(opts.legacy_allow)
+        self.keys = None
+        if opts.key_file:
+            try:
+                self.keys = load_keys(opts.key_file)
+            except KeyFileError as exc:
+                raise StartupError(str(exc)) from None
+        self.rule_file = None
+        if opts.config:
+            try:
+                self.rule_file = load_rules(opts.config)
+            except ConfigError as exc:
+                raise StartupError(str(exc)) from None
+        self.dp: DataPlane | None = None
+        self.sock: socket.socket | None = None
+        self.core: ServerCore | None = None
+        self.notifier = Notifier()
+        self._pending: list[int] = []
+        self.epoch = secrets.randbits(64) or 1
+        self.attached: dict[str, str] = {}
+
+    def legacy_allowed(self, host: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return any(addr.version == n.version and addr in n for n in self.allow)
+
+    # -------------------------------------------------------------- start-up
+
+    def start(self) -> None:
+        o = self.opts
+        try:
+            self.dp = DataPlane(o.pin_dir, max_rules=o.max_rules).load()
+            if o.mode:
+                self.dp.set_mode(o.mode)
+            if self.rule_file is not None:
+                added, replaced, removed = self.dp.apply(self.rule_file.rules)
+                log.info("rule file %s applied: %d added, %d replaced, %d removed",
+                         self.rule_file.path, added, replaced, removed)
+            for iface in o.ifaces:
+                self.attached[iface] = self.dp.attach(iface, o.xdp_mode)
+        except DataPlaneError as exc:
+            raise StartupError(str(exc)) from None
+        family = socket.AF_INET6 if ":" in o.listen[0] else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind(o.listen)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {o.listen[0]}:{o.listen[1]}: {exc.strerror}") from None
+        self.sock.setblocking(False)
+        self.backend = DataPlaneBackend(self.dp)
+        self.core = ServerCore(
+            self.backend,
+            keys=self.keys,
+            epoch=self.epoch,
+            state_id=self.dp.state_id,
+            legacy_allowed=self.legacy_allowed,
+        )
+        host, port = self.sock.getsockname()[:2]
+        log.info(
+            "serving on %s:%d (v2 %s, v1 from %s), mode %s, %d rules, interfaces %s",
+            host, port, "enabled" if self.keys else "disabled (no --key-file)",
+            ", ".join(str(n) for n in self.allow) or "nobody", self.dp.mode.value,
+            self.dp.rule_count(), ", ".join(f"{i} ({m})" for i, m in self.attached.items()),
+        )
+
+    # -------------------------------------------------------------- signals
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the rule file and key file; keep the running state on any error."""
+        if self.opts.key_file:
+            try:
+                keys = load_keys(self.opts.key_file)
+            except KeyFileError as exc:
+                log.error("reload: key file rejected, keeping the current keys: %s", exc)
+            else:
+                self.keys = keys
+                self.core.set_keys(keys)
+                log.info("reload: key file %s loaded (%d keys)", self.opts.key_file, len(keys))
+        if self.opts.config:
+            try:
+                rf = load_rules(self.opts.config)
+            except ConfigError as exc:
+                log.error("reload: rule file rejected, the running rules stay as they were: %s", exc)
+                return
+            try:
+                added, replaced, removed = self.dp.apply(rf.rules)
+            except DataPlaneError as exc:
+                log.error("reload: applying %s failed part-way: %s", rf.path, exc)
+                return
+            self.rule_file = rf
+            log.info("reload: rule file %s applied: %d added, %d replaced, %d removed",
+                     rf.path, added, replaced, removed)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._pending.append(signum)
+
+    # -------------------------------------------------------------- loop
+
+    def serve(self) -> int:
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        os.set_blocking(rfd, False)
+        signal.set_wakeup_fd(wfd)
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, self._on_signal)
+        sel.register(rfd, selectors.EVENT_READ)
+        self.notifier.notify(f"READY=1\nSTATUS=serving {self.dp.rule_count()} rules")
+        next_dog = time.monotonic()
+        try:
+            while True:
+                timeout = None
+                if self.notifier.watchdog_interval:
+                    now = time.monotonic()
+                    if now >= next_dog:
+                        self.notifier.notify("WATCHDOG=1")
+                        next_dog = now + self.notifier.watchdog_interval
+                    timeout = max(0.0, next_dog - now)
+                for key, _ in sel.select(timeout):
+                    if key.fileobj == rfd:
+                        try:
+                            os.read(rfd, 512)
+                        except BlockingIOError:
+                            pass
+                    else:
+                        self._serve_datagrams()
+                while self._pending:
+                    signum = self._pending.pop(0)
+                    if signum == signal.SIGHUP:
+                        self.notifier.notify("RELOADING=1")
+                        self.reload()
+                        self.notifier.notify("READY=1")
+                    else:
+                        log.info("%s received, stopping", signal.Signals(signum).name)
+                        self.notifier.notify("STOPPING=1")
+                        return 0
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(rfd)
+            os.close(wfd)
+
+    def _serve_datagrams(self) -> None:
+        for _ in range(64):  # bounded batch, then check signals again
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                continue
+            reply = self.core.receive(data, peer[:2], time.time())
+            if reply is not None:
+                try:
+                    self.sock.sendto(reply, peer)
+                except OSError as exc:
+                    log.warning("peer=%s:%d reply not sent: %s", peer[0], peer[1], exc.strerror)
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        if self.dp is not None:
+            if self.opts.detach_on_exit:
+                for iface in self.opts.ifaces:
+                    try:
+                        self.dp.detach(iface)
+                    except DataPlaneError as exc:
+                        log.error("%s", exc)
+            else:
+                log.info("filter left attached on %s, enforcing the last rules", ", ".join(self.opts.ifaces))
+            self.dp.close()

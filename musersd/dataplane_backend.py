@@ -1,0 +1,135 @@
+"""The protocol server's Backend, executing on the real data plane.
+
+Strategy: translate, nothing more. Data-plane exceptions become the typed
+command errors the server maps to reply codes; data-plane values become the
+wire model's values (milliseconds since the Unix epoch, octets).
+
+Listings are paged by an opaque cursor (the last key returned). Walking a BPF
+hash map in key order would mean reading the whole map for every page, so
+the backend keeps a sorted list of the keys, rebuilt lazily after a change;
+musersd is the maps' only writer, so the list cannot go stale behind its
+back. Counters are read only for the rules of the page being returned.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+
+from . import dataplane as dpl
+from .maps import Mode as MapMode
+from .protocol.errors import BackendFailure, BadCursor, Exists, NotFound, TableFull
+from .protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
+from .rules import Rule, RuleKey
+
+
+def _cursor(key: RuleKey) -> bytes:
+    return bytes([key.source.version]) + key.source.packed + key.group.packed
+
+
+def _key_of_cursor(cursor: bytes) -> bytes:
+    if cursor and (len(cursor) != 9 or cursor[0] != 4):
+        raise BadCursor("the cursor was not issued by this router")
+    return cursor
+
+
+def _ms(ts: float | None) -> int:
+    return int(ts * 1000) if ts else 0
+
+
+def _reason(name: str) -> Reason | None:
+    return Reason.__members__.get(name.upper())
+
+
+class DataPlaneBackend:
+    name = "xdp"
+
+    def __init__(self, dp: dpl.DataPlane):
+        self.dp = dp
+        self._sorted: list[bytes] | None = None
+
+    # -------------------------------------------------------------- changes
+
+    def _changed(self) -> None:
+        self._sorted = None
+
+    def add(self, rule: Rule) -> None:
+        try:
+            self.dp.add_rule(rule)
+        except dpl.RuleExists as exc:
+            raise Exists(str(exc)) from None
+        except dpl.TableFull as exc:
+            raise TableFull(str(exc)) from None
+        except dpl.DataPlaneError as exc:
+            raise BackendFailure(str(exc)) from None
+        self._changed()
+
+    def replace(self, rule: Rule) -> bool:
+        try:
+            replaced = self.dp.replace_rule(rule)
+        except dpl.TableFull as exc:
+            raise TableFull(str(exc)) from None
+        except dpl.DataPlaneError as exc:
+            raise BackendFailure(str(exc)) from None
+        self._changed()
+        return not replaced
+
+    def remove(self, key: RuleKey) -> None:
+        try:
+            self.dp.remove_rule(key)
+        except dpl.RuleNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except dpl.DataPlaneError as exc:
+            raise BackendFailure(str(exc)) from None
+        self._changed()
+
+    def flush(self) -> int:
+        n = self.dp.flush()
+        self._changed()
+        return n
+
+    def set_mode(self, mode: Mode) -> None:
+        self.dp.set_mode(MapMode.MONITOR if Mode(mode) == Mode.MONITOR else MapMode.ENFORCE)
+
+    # -------------------------------------------------------------- queries
+
+    def get_mode(self) -> Mode:
+        return Mode.MONITOR if self.dp.mode is MapMode.MONITOR else Mode.ENFORCE
+
+    def _keys(self) -> list[bytes]:
+        if self._sorted is None:
+            self._sorted = sorted(bytes([4]) + bytes(k.src) + bytes(k.grp)
+                                  for k in self.dp._map("mauth_rules4").keys())
+        return self._sorted
+
+    def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
+        keys = self._keys()
+        start = bisect.bisect_right(keys, _key_of_cursor(cursor)) if cursor else 0
+        items = []
+        for raw in keys[start:start + limit]:
+            key = RuleKey(ipaddress.IPv4Address(raw[1:5]), ipaddress.IPv4Address(raw[5:9]))
+            rs = self.dp.get_rule(key)
+            if rs is None:  # vanished since the cache was built
+                continue
+            items.append(RuleEntry(rs.rule, rs.packets, rs.bytes, _ms(rs.last_seen)))
+        more = start + limit < len(keys)
+        return Page(tuple(items), _cursor(items[-1].rule.key) if more and items else b"")
+
+    def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
+        entries = sorted(self.dp.denied(), key=lambda d: bytes([4]) + d.source.packed + d.group.packed)
+        keys = [bytes([4]) + d.source.packed + d.group.packed for d in entries]
+        start = bisect.bisect_right(keys, _key_of_cursor(cursor)) if cursor else 0
+        page = []
+        for d in entries[start:start + limit]:
+            reason = _reason(d.reason) or Reason.UNAUTHORIZED
+            page.append(DeniedEntry(d.source, d.group, reason, d.packets, d.bytes, d.last_ttl, _ms(d.last_seen)))
+        more = start + limit < len(entries)
+        return Page(tuple(page), keys[start + limit - 1] if more and page else b"")
+
+    def counters(self) -> Counters:
+        reasons = []
+        for name, c in self.dp.counters().items():
+            r = _reason(name)
+            if r is not None:
+                reasons.append(ReasonCounter(r, c["packets"], c["bytes"]))
+        return Counters(len(self._keys()), self.get_mode(), self.name, tuple(reasons))
