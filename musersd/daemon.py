@@ -263,7 +263,7 @@ class Musersd:
                 return
             except ConnectionRefusedError:
                 continue
-            reply = self.core.receive(data, peer[:2], time.time())
+            reply = self.core.receive(data, peer[:2], time.monotonic())
             if reply is not None:
                 try:
                     self.sock.sendto(reply, peer)

@@ -1,0 +1,31 @@
+"""musersd's command protocol: v1 (the paper's Figure 2) and v2 (docs/protocol.md).
+
+Sans-IO codecs (`v1`, `v2`), the server's at-most-once state machine
+(`server.ServerCore`), the client's retransmitting calls (`client`), the
+backend interface (`backend.Backend`) and thin blocking UDP shells (`udp`).
+"""
+
+from musersd.protocol.backend import Backend, MemoryBackend
+from musersd.protocol.client import Call, ClientCore, HelloInfo, RetryPolicy, V1Call, V1ClientCore
+from musersd.protocol.errors import (
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    ReplyCode,
+    RouterError,
+    RouterUnreachable,
+    Timeout,
+)
+from musersd.protocol.keys import Key, KeyFileError, KeyRing, load_keys, parse_keys
+from musersd.protocol.model import Counters, DeniedEntry, Mode, Reason, ReasonCounter, RuleEntry
+from musersd.protocol.server import ServerCore, new_epoch, new_state_id
+
+__all__ = [
+    "Backend", "MemoryBackend",
+    "Call", "ClientCore", "HelloInfo", "RetryPolicy", "V1Call", "V1ClientCore",
+    "LocalProtocolError", "ProtocolError", "RemoteProtocolError", "ReplyCode", "RouterError",
+    "RouterUnreachable", "Timeout",
+    "Key", "KeyFileError", "KeyRing", "load_keys", "parse_keys",
+    "Counters", "DeniedEntry", "Mode", "Reason", "ReasonCounter", "RuleEntry",
+    "ServerCore", "new_epoch", "new_state_id",
+]

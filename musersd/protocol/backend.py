@@ -1,0 +1,176 @@
+"""What the protocol server executes commands on, and a fake that really executes.
+
+Strategy: the server core never touches the data plane; it calls a `Backend`.
+A backend raises the typed `CommandError`s of `errors.py` (Exists, NotFound,
+TableFull, BadCursor, BackendUnsupported, BackendFailure), each carrying the
+reply code the server answers with. Any other exception is a bug and escapes
+`ServerCore.receive()`, so that the daemon dies and systemd restarts it (a new
+epoch) rather than limping on in an unknown state.
+
+`MemoryBackend` is a fake that executes (after faucet's FakeOFTable): a dict
+of rules with a capacity, counters that tests set, and a log of every call so
+that tests can assert "each command executed exactly once".
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from musersd.protocol.errors import BadCursor, Exists, NotFound, TableFull
+from musersd.protocol.model import (
+    Counters,
+    DeniedEntry,
+    Mode,
+    Page,
+    Reason,
+    ReasonCounter,
+    RuleEntry,
+)
+from musersd.rules import IPAddress, Rule, RuleKey
+
+__all__ = ["Backend", "MemoryBackend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The operations a router's filter offers to the protocol server."""
+
+    name: str
+
+    def add(self, rule: Rule) -> None:
+        """Insert `rule`; Exists if its key is present, TableFull when full."""
+
+    def replace(self, rule: Rule) -> bool:
+        """Insert or overwrite `rule`; return True if it was created. TableFull when full."""
+
+    def remove(self, key: RuleKey) -> None:
+        """Delete the rule with `key`; NotFound if absent."""
+
+    def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
+        """Up to `limit` rules after `cursor` (b"" = from the start); BadCursor if unusable.
+
+        Cursors are opaque to clients and at most 32 bytes long (v2.MAX_CURSOR);
+        a listing walked page by page returns no rule twice.
+        """
+
+    def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
+        """Up to `limit` denied (source, group) pairs after `cursor`."""
+
+    def counters(self) -> Counters:
+        """Filter-wide counters, rule count, mode and backend name."""
+
+    def flush(self) -> int:
+        """Remove every rule; return how many there were."""
+
+    def get_mode(self) -> Mode: ...
+
+    def set_mode(self, mode: Mode) -> None: ...
+
+
+def _key_cursor(source: IPAddress, group: IPAddress) -> bytes:
+    return bytes([source.version]) + source.packed + group.packed
+
+
+class MemoryBackend:
+    """An in-memory filter: executes commands, counts them, lets tests set counters."""
+
+    name = "memory"
+
+    def __init__(self, rules: tuple[Rule, ...] | list[Rule] = (), *, capacity: int = 65536,
+                 mode: Mode = Mode.ENFORCE) -> None:
+        self.capacity = capacity
+        self.mode = mode
+        self.rules: dict[RuleKey, Rule] = {}
+        # per-rule traffic: key -> (packets, octets, last_seen ms); tests set these
+        self.traffic: dict[RuleKey, tuple[int, int, int]] = {}
+        self.denied_entries: list[DeniedEntry] = []
+        self.reason_counters: dict[Reason, tuple[int, int]] = {}
+        self.log: list[tuple[str, object]] = []  # every call, in order: (operation, argument)
+        for rule in rules:
+            self.rules[rule.key] = rule
+
+    # -- mutations ----------------------------------------------------------
+
+    def add(self, rule: Rule) -> None:
+        self.log.append(("add", rule))
+        if rule.key in self.rules:
+            raise Exists(f"a rule for {rule.key} already exists")
+        self._check_room()
+        self.rules[rule.key] = rule
+
+    def replace(self, rule: Rule) -> bool:
+        self.log.append(("replace", rule))
+        created = rule.key not in self.rules
+        if created:
+            self._check_room()
+        self.rules[rule.key] = rule
+        return created
+
+    def remove(self, key: RuleKey) -> None:
+        self.log.append(("remove", key))
+        if key not in self.rules:
+            raise NotFound(f"no rule for {key}")
+        del self.rules[key]
+        self.traffic.pop(key, None)
+
+    def flush(self) -> int:
+        self.log.append(("flush", None))
+        count = len(self.rules)
+        self.rules.clear()
+        self.traffic.clear()
+        return count
+
+    def set_mode(self, mode: Mode) -> None:
+        self.log.append(("set_mode", mode))
+        self.mode = Mode(mode)
+
+    # -- queries ------------------------------------------------------------
+
+    def get_mode(self) -> Mode:
+        self.log.append(("get_mode", None))
+        return self.mode
+
+    def counters(self) -> Counters:
+        self.log.append(("counters", None))
+        reasons = tuple(
+            ReasonCounter(reason, *self.reason_counters.get(reason, (0, 0))) for reason in Reason
+        )
+        return Counters(len(self.rules), self.mode, self.name, reasons)
+
+    def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
+        self.log.append(("list", cursor))
+        ordered = sorted(self.rules.items(), key=lambda kv: _key_cursor(kv[0].source, kv[0].group))
+        items = [
+            RuleEntry(rule, *self.traffic.get(key, (0, 0, 0)))
+            for key, rule in ordered
+        ]
+        cursors = [_key_cursor(k.source, k.group) for k, _ in ordered]
+        return self._page(items, cursors, cursor, limit)
+
+    def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
+        self.log.append(("denied", cursor))
+        ordered = sorted(self.denied_entries, key=lambda d: _key_cursor(d.source, d.group))
+        cursors = [_key_cursor(d.source, d.group) for d in ordered]
+        return self._page(ordered, cursors, cursor, limit)
+
+    # -- helpers --------------------------------------------------------------
+
+    @property
+    def executions(self) -> int:
+        return len(self.log)
+
+    def _check_room(self) -> None:
+        if len(self.rules) >= self.capacity:
+            raise TableFull(f"the rule table is full ({self.capacity} rules)")
+
+    @staticmethod
+    def _page(items: list, cursors: list[bytes], cursor: bytes, limit: int) -> Page:
+        if cursor and (len(cursor) not in (9, 33) or cursor[0] not in (4, 6)):
+            raise BadCursor("the listing cursor is not one this router issued")
+        start = 0
+        if cursor:
+            start = next((i for i, c in enumerate(cursors) if c > cursor), len(items))
+        chunk = items[start:start + max(limit, 0)]
+        end = start + len(chunk)
+        next_cursor = cursors[end - 1] if chunk and end < len(items) else b""
+        return Page(tuple(chunk), next_cursor)

@@ -1,0 +1,98 @@
+"""Value types shared by the v2 codec, the server core and the backends.
+
+Strategy: frozen dataclasses holding exactly what travels on the wire, so
+that a backend's answer can be encoded without translation and a decoded
+reply compares equal to what the backend returned. Counters are plain ints
+(packets, octets) and times are integer milliseconds since the Unix epoch
+(0 = never), the wire's units, so nothing is lost in a round trip.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from musersd.rules import IPAddress, Rule
+
+T = TypeVar("T")
+
+
+class Mode(enum.IntEnum):
+    """Filter mode: enforce drops; monitor counts exactly as enforce would but passes everything."""
+
+    ENFORCE = 1
+    MONITOR = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class Reason(enum.IntEnum):
+    """Why the filter counted a packet where it did (see DESIGN.md, "Packet policy")."""
+
+    # Wire value = the filter's MAUTH_R_* index (ebpf/mauth.h) + 1.
+    PASSED = 1  # matched a rule within its TTL
+    UNAUTHORIZED = 2  # no rule for (source, group)
+    TTL = 3  # rule found, TTL above the rule's max TTL
+    NOT_MULTICAST = 4  # unicast or broadcast destination
+    MALFORMED = 5  # truncated or inconsistent header
+    LINK_LOCAL = 6  # 224.0.0.0/24 control traffic
+    NOT_IP = 7  # neither IPv4 nor IPv6
+    IPV6 = 8  # IPv6, passed unfiltered by this filter version
+    RATE = 9  # over the rule's rate limit
+    IGMP = 10  # IGMP to a routable group (IGMPv1/v2 reports)
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    """A rule with its traffic counters."""
+
+    rule: Rule
+    packets: int = 0
+    octets: int = 0
+    last_seen: int = 0  # ms since the Unix epoch, 0 = never
+
+
+@dataclass(frozen=True)
+class DeniedEntry:
+    """A (source, group) pair the filter dropped (or, in monitor mode, would have)."""
+
+    source: IPAddress
+    group: IPAddress
+    reason: Reason
+    packets: int = 0
+    octets: int = 0
+    last_ttl: int = 0
+    last_seen: int = 0  # ms since the Unix epoch, 0 = never
+
+
+@dataclass(frozen=True)
+class ReasonCounter:
+    reason: Reason
+    packets: int = 0
+    octets: int = 0
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Filter-wide counters (COUNTERS reply)."""
+
+    rule_count: int
+    mode: Mode
+    backend: str
+    reasons: tuple[ReasonCounter, ...] = ()
+
+    def by_reason(self) -> dict[Reason, ReasonCounter]:
+        return {c.reason: c for c in self.reasons}
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing; `cursor` is opaque, and empty when there are no more pages."""
+
+    items: tuple[T, ...]
+    cursor: bytes = b""

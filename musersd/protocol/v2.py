@@ -1,0 +1,882 @@
+"""Protocol version 2: authenticated call/response with sessions (docs/protocol.md).
+
+Strategy: sans-IO like h11. `encode_*` turn frozen dataclasses into bytes,
+`decode_*` turn bytes into dataclasses or raise a `RemoteProtocolError`
+carrying the reply code. Every check on the bytes lives here, including the
+HMAC, so the server and the fuzz tests exercise the same code. Requests are
+opened in two steps so that the server can run its replay window on an
+*authenticated* header before it looks at the body:
+
+    open_request(datagram, keys) -> Envelope      framing + key + HMAC (RFC 2104)
+    parse_request(envelope)      -> Request       command and body
+    decode_request(datagram, keys) = both
+
+Request (all integers big-endian; body_len bytes of body; tag = 32 bytes):
+
+     0       3    4    5    6    7    8       10      12              20              28              36
+    +-------+----+----+----+----+----+-------+-------+---------------+---------------+---------------+------+-----+
+    | "MAU" |0x02|kind|cmd |stat|rsvd|key_id |body_ln|     epoch     |    session    |      seq      | body | tag |
+    +-------+----+----+----+----+----+-------+-------+---------------+---------------+---------------+------+-----+
+      kind 0x01 = request; stat and rsvd are 0
+
+Response: the same 36 bytes (kind 0x02, stat = reply code, epoch = the
+server's epoch, session/seq echoed), then `in_reply_to` (16 bytes: the first
+16 bytes of the request's tag), then the body and the tag. A response with
+key_id 0 is an unauthenticated error notice and has no tag.
+
+    tag = HMAC-SHA256(secret[key_id], every byte before the tag)
+
+A v2 message is never 11 bytes long (a request is at least 68, a response at
+least 53), so it cannot be taken for a v1 request (11) or response (2).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import ipaddress
+import struct
+from dataclasses import dataclass, field, replace
+from typing import Callable, Union
+
+from musersd.protocol.errors import (
+    BadAuth,
+    InvalidArgument,
+    LocalProtocolError,
+    Malformed,
+    NotV2,
+    RemoteProtocolError,
+    ReplyCode,
+    UnknownCommand,
+    UnknownKey,
+    Unsupported,
+)
+from musersd.protocol.keys import KeyRing
+from musersd.protocol.model import (
+    Counters,
+    DeniedEntry,
+    Mode,
+    Reason,
+    ReasonCounter,
+    RuleEntry,
+)
+from musersd.rules import IPAddress, Rule, RuleError, RuleKey
+
+MAGIC = b"MAU"
+VERSION = 2
+KIND_REQUEST = 0x01
+KIND_RESPONSE = 0x02
+
+TAG_SIZE = 32
+IN_REPLY_TO_SIZE = 16
+MAX_DATAGRAM = 1400  # no message this codec produces is longer
+MAX_CURSOR = 32
+MAX_MESSAGE = 255  # error text, bytes of UTF-8
+MAX_BACKEND_NAME = 64
+U64 = (1 << 64) - 1
+
+_REQ_HEADER = struct.Struct("!3sBBBBBHHQQQ")
+_RESP_HEADER = struct.Struct("!3sBBBBBHHQQQ16s")
+REQUEST_HEADER_SIZE = _REQ_HEADER.size  # 36
+RESPONSE_HEADER_SIZE = _RESP_HEADER.size  # 52
+MIN_REQUEST_SIZE = REQUEST_HEADER_SIZE + TAG_SIZE  # 68
+MIN_RESPONSE_SIZE = RESPONSE_HEADER_SIZE + 1  # 53: unauthenticated error, empty message
+STATUS_OFFSET = 6  # where the status byte sits in a response
+
+
+class Command(enum.IntEnum):
+    HELLO = 0x01
+    ADD = 0x02
+    REPLACE = 0x03
+    REMOVE = 0x04
+    LIST = 0x05
+    DENIED = 0x06
+    COUNTERS = 0x07
+    FLUSH = 0x08
+    MODE = 0x09
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+# =============================================================================
+# Messages
+# =============================================================================
+
+# --- request bodies -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello:
+    command = Command.HELLO
+
+
+@dataclass(frozen=True)
+class Add:
+    """Insert a rule; EXISTS if its (source, group) already has one."""
+
+    rule: Rule
+    command = Command.ADD
+
+
+@dataclass(frozen=True)
+class Replace:
+    """Insert or overwrite a rule."""
+
+    rule: Rule
+    command = Command.REPLACE
+
+
+@dataclass(frozen=True)
+class Remove:
+    key: RuleKey
+    command = Command.REMOVE
+
+
+@dataclass(frozen=True)
+class ListRules:
+    """One page of rules: at most `max_count` (0 = as many as fit), after `cursor`."""
+
+    max_count: int = 0
+    cursor: bytes = b""
+    command = Command.LIST
+
+
+@dataclass(frozen=True)
+class ListDenied:
+    max_count: int = 0
+    cursor: bytes = b""
+    command = Command.DENIED
+
+
+@dataclass(frozen=True)
+class GetCounters:
+    command = Command.COUNTERS
+
+
+@dataclass(frozen=True)
+class Flush:
+    command = Command.FLUSH
+
+
+@dataclass(frozen=True)
+class ModeRequest:
+    """Get the mode (`mode` None) or set it."""
+
+    mode: Mode | None = None
+    command = Command.MODE
+
+
+RequestBody = Union[Hello, Add, Replace, Remove, ListRules, ListDenied, GetCounters, Flush, ModeRequest]
+
+
+# --- response bodies ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HelloReply:
+    session: int
+    state_id: int
+    rule_count: int
+    mode: Mode
+    backend: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """The empty body of a successful ADD or REMOVE."""
+
+
+@dataclass(frozen=True)
+class Replaced:
+    created: bool
+
+
+@dataclass(frozen=True)
+class RulesPage:
+    entries: tuple[RuleEntry, ...]
+    cursor: bytes = b""  # empty: last page
+
+
+@dataclass(frozen=True)
+class DeniedPage:
+    entries: tuple[DeniedEntry, ...]
+    cursor: bytes = b""
+
+
+@dataclass(frozen=True)
+class Flushed:
+    removed: int
+
+
+@dataclass(frozen=True)
+class ModeReply:
+    mode: Mode
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """The body of every response whose status is not OK."""
+
+    message: str = ""
+
+
+ResponseBody = Union[HelloReply, Done, Replaced, RulesPage, DeniedPage, Counters, Flushed, ModeReply, ErrorReply]
+
+
+# --- envelopes ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestHeader:
+    """The fixed fields of a request. Trust them only if `authenticated`."""
+
+    command: int
+    key_id: int
+    epoch: int
+    session: int
+    seq: int
+    tag: bytes = field(repr=False, default=b"")
+    authenticated: bool = False
+
+    @property
+    def in_reply_to(self) -> bytes:
+        return self.tag[:IN_REPLY_TO_SIZE]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """An authenticated request whose body has not been parsed yet."""
+
+    header: RequestHeader
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Request:
+    body: RequestBody
+    key_id: int
+    epoch: int = 0
+    session: int = 0
+    seq: int = 0
+
+    @property
+    def command(self) -> Command:
+        return self.body.command
+
+
+@dataclass(frozen=True)
+class Response:
+    command: int  # a Command, or the raw byte echoed in an unauthenticated notice
+    status: int  # a ReplyCode, or a code this implementation does not know
+    body: ResponseBody
+    key_id: int  # 0: unauthenticated notice (no tag; never trust it)
+    epoch: int = 0
+    session: int = 0
+    seq: int = 0
+    in_reply_to: bytes = bytes(IN_REPLY_TO_SIZE)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == ReplyCode.OK
+
+    @property
+    def authenticated(self) -> bool:
+        return self.key_id != 0
+
+
+# =============================================================================
+# Primitives
+# =============================================================================
+
+
+def mac(secret: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104, FIPS 198-1) of `data` under `secret`."""
+    return hmac.new(secret, data, hashlib.sha256).digest()
+
+
+class _Reader:
+    """Consumes a body; every shortfall is a Malformed naming what was being read."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, size: int, what: str) -> bytes:
+        end = self.pos + size
+        if end > len(self.data):
+            raise Malformed(f"body ends inside {what}")
+        chunk = self.data[self.pos:end]
+        self.pos = end
+        return chunk
+
+    def unpack(self, st: struct.Struct, what: str) -> tuple:
+        return st.unpack(self.take(st.size, what))
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def end(self, what: str) -> None:
+        extra = len(self.data) - self.pos
+        if extra:
+            raise Malformed(f"{extra} unexpected bytes after {what}")
+
+
+def _check_int(value: object, bits: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << bits):
+        raise LocalProtocolError(f"{what} {value!r} does not fit in {bits} bits")
+
+
+_ADDRESS_SIZE = {4: 4, 6: 16}
+_ADDRESS_TYPE: dict[int, Callable[[bytes], IPAddress]] = {
+    4: ipaddress.IPv4Address,
+    6: ipaddress.IPv6Address,
+}
+
+
+def _address_size(family: int) -> int:
+    try:
+        return _ADDRESS_SIZE[family]
+    except KeyError:
+        raise Malformed(f"address family {family} is neither 4 nor 6") from None
+
+
+def _family_of(*addresses: IPAddress) -> int:
+    family = addresses[0].version
+    if any(a.version != family for a in addresses):
+        raise LocalProtocolError("addresses of different families in one record")
+    return family
+
+
+def _encode_text(text: str, limit: int, what: str) -> bytes:
+    raw = text.encode("utf-8", "replace")
+    if len(raw) > limit:
+        raw = raw[:limit].decode("utf-8", "ignore").encode("utf-8")  # cut on a character boundary
+    return bytes([len(raw)]) + raw
+
+
+def _read_text(r: _Reader, what: str) -> str:
+    return r.take(r.u8(f"{what} length"), what).decode("utf-8", "replace")
+
+
+# =============================================================================
+# Rules and keys on the wire
+# =============================================================================
+#
+#  rule:  0 family  1 src_plen  2 grp_plen  3 max_ttl  4 pps(u32)  8 bps(u64)  16 source  16+w group
+#  key:   0 family  1 src_plen  2 grp_plen  3 reserved(0)                       4 source    4+w group
+#  (w = 4 for family 4, 16 for family 6)
+
+_RULE_FIXED = struct.Struct("!BBBBIQ")  # 16
+_KEY_FIXED = struct.Struct("!BBBB")  # 4
+
+
+def _host_check(family: int, src: IPAddress, grp: IPAddress, src_plen: int, grp_plen: int) -> None:
+    bits = _ADDRESS_SIZE[family] * 8
+    for what, address, plen in (("source", src, src_plen), ("group", grp, grp_plen)):
+        if plen > bits:
+            raise InvalidArgument(f"{what} prefix length {plen} exceeds {bits}")
+        try:
+            ipaddress.ip_network((address, plen), strict=True)
+        except ValueError:
+            raise InvalidArgument(f"{what} {address}/{plen} has bits set beyond the prefix length") from None
+    if family != 4:
+        raise Unsupported("IPv6 rules are not supported by this router yet")
+    if src_plen != bits or grp_plen != bits:
+        raise Unsupported("prefix rules are not supported by this router yet; use host prefixes (32)")
+
+
+def _read_addresses(r: _Reader, family: int, what: str) -> tuple[IPAddress, IPAddress]:
+    size = _address_size(family)
+    make = _ADDRESS_TYPE[family]
+    return make(r.take(size, f"{what} source")), make(r.take(size, f"{what} group"))
+
+
+def _read_rule(r: _Reader) -> Rule:
+    family, src_plen, grp_plen, max_ttl, pps, bps = r.unpack(_RULE_FIXED, "rule")
+    src, grp = _read_addresses(r, family, "rule")
+    _host_check(family, src, grp, src_plen, grp_plen)
+    if pps or bps:
+        raise Unsupported("per-rule rate limits are not supported by this router yet; send 0")
+    try:
+        return Rule.make(src, grp, max_ttl)
+    except RuleError as err:
+        raise InvalidArgument(str(err)) from None
+
+
+def _write_rule(rule: Rule) -> bytes:
+    family = _family_of(rule.source, rule.group)
+    bits = _ADDRESS_SIZE[family] * 8
+    _check_int(rule.max_ttl, 8, "max_ttl")
+    return _RULE_FIXED.pack(family, bits, bits, rule.max_ttl, 0, 0) + rule.source.packed + rule.group.packed
+
+
+def _read_key(r: _Reader) -> RuleKey:
+    family, src_plen, grp_plen, reserved = r.unpack(_KEY_FIXED, "rule key")
+    src, grp = _read_addresses(r, family, "rule key")
+    if reserved:
+        raise Malformed("reserved byte of a rule key is not zero")
+    _host_check(family, src, grp, src_plen, grp_plen)
+    try:
+        return RuleKey.make(src, grp)
+    except RuleError as err:
+        raise InvalidArgument(str(err)) from None
+
+
+def _write_key(key: RuleKey) -> bytes:
+    family = _family_of(key.source, key.group)
+    bits = _ADDRESS_SIZE[family] * 8
+    return _KEY_FIXED.pack(family, bits, bits, 0) + key.source.packed + key.group.packed
+
+
+# =============================================================================
+# Request bodies
+# =============================================================================
+
+_PAGE_REQ = struct.Struct("!HB")  # max_count, cursor_len
+
+
+def _read_cursor(r: _Reader, length: int) -> bytes:
+    if length > MAX_CURSOR:
+        raise Malformed(f"cursor length {length} exceeds {MAX_CURSOR}")
+    return r.take(length, "cursor")
+
+
+def _write_cursor(cursor: bytes) -> bytes:
+    if len(cursor) > MAX_CURSOR:
+        raise LocalProtocolError(f"cursor of {len(cursor)} bytes exceeds {MAX_CURSOR}")
+    return bytes(cursor)
+
+
+def _dec_empty(cls):
+    def decode(r: _Reader):
+        r.end(f"{cls.command} request")
+        return cls()
+    return decode
+
+
+def _enc_empty(body) -> bytes:
+    return b""
+
+
+def _enc_page_req(body: ListRules | ListDenied) -> bytes:
+    _check_int(body.max_count, 16, "max_count")
+    cursor = _write_cursor(body.cursor)
+    return _PAGE_REQ.pack(body.max_count, len(cursor)) + cursor
+
+
+def _dec_page_req(cls):
+    def decode(r: _Reader):
+        max_count, cursor_len = r.unpack(_PAGE_REQ, "page request")
+        cursor = _read_cursor(r, cursor_len)
+        r.end(f"{cls.command} request")
+        return cls(max_count, cursor)
+    return decode
+
+
+def _dec_rule_body(cls):
+    def decode(r: _Reader):
+        rule = _read_rule(r)
+        r.end("rule")
+        return cls(rule)
+    return decode
+
+
+def _dec_remove(r: _Reader) -> Remove:
+    key = _read_key(r)
+    r.end("rule key")
+    return Remove(key)
+
+
+_MODE_GET = 0
+
+
+def _enc_mode_req(body: ModeRequest) -> bytes:
+    return bytes([_MODE_GET if body.mode is None else Mode(body.mode)])
+
+
+def _dec_mode_req(r: _Reader) -> ModeRequest:
+    value = r.u8("mode")
+    r.end("mode")
+    if value == _MODE_GET:
+        return ModeRequest(None)
+    try:
+        return ModeRequest(Mode(value))
+    except ValueError:
+        raise InvalidArgument(f"mode {value} is neither 1 (enforce) nor 2 (monitor)") from None
+
+
+# command -> (body class, encoder, decoder)
+_REQUEST_CODEC: dict[Command, tuple[type, Callable, Callable]] = {
+    Command.HELLO: (Hello, _enc_empty, _dec_empty(Hello)),
+    Command.ADD: (Add, lambda b: _write_rule(b.rule), _dec_rule_body(Add)),
+    Command.REPLACE: (Replace, lambda b: _write_rule(b.rule), _dec_rule_body(Replace)),
+    Command.REMOVE: (Remove, lambda b: _write_key(b.key), _dec_remove),
+    Command.LIST: (ListRules, _enc_page_req, _dec_page_req(ListRules)),
+    Command.DENIED: (ListDenied, _enc_page_req, _dec_page_req(ListDenied)),
+    Command.COUNTERS: (GetCounters, _enc_empty, _dec_empty(GetCounters)),
+    Command.FLUSH: (Flush, _enc_empty, _dec_empty(Flush)),
+    Command.MODE: (ModeRequest, _enc_mode_req, _dec_mode_req),
+}
+
+
+# =============================================================================
+# Response bodies
+# =============================================================================
+
+_HELLO_FIXED = struct.Struct("!QQIB")  # session, state_id, rule_count, mode
+_ENTRY_COUNTERS = struct.Struct("!QQQ")  # packets, octets, last_seen
+_DENIED_FIXED = struct.Struct("!BBBBQQQ")  # family, reason, last_ttl, reserved, packets, octets, last_seen
+_PAGE_RESP = struct.Struct("!HB")  # count, cursor_len
+_COUNTERS_FIXED = struct.Struct("!IB")  # rule_count, mode
+_REASON = struct.Struct("!BQQ")  # reason, packets, octets
+
+
+def _read_enum(enum_type, value: int, what: str):
+    try:
+        return enum_type(value)
+    except ValueError:
+        raise Malformed(f"unknown {what} {value}") from None
+
+
+def _enc_name(name: str) -> bytes:
+    raw = name.encode("utf-8", "replace")
+    if len(raw) > MAX_BACKEND_NAME:
+        raise LocalProtocolError(f"backend name {name!r} is longer than {MAX_BACKEND_NAME} bytes")
+    return bytes([len(raw)]) + raw
+
+
+def _enc_hello(b: HelloReply) -> bytes:
+    _check_int(b.session, 64, "session")
+    _check_int(b.state_id, 64, "state_id")
+    _check_int(b.rule_count, 32, "rule_count")
+    return _HELLO_FIXED.pack(b.session, b.state_id, b.rule_count, Mode(b.mode)) + _enc_name(b.backend)
+
+
+def _dec_hello(r: _Reader) -> HelloReply:
+    session, state_id, rule_count, mode = r.unpack(_HELLO_FIXED, "hello reply")
+    name = _read_text(r, "backend name")
+    r.end("hello reply")
+    return HelloReply(session, state_id, rule_count, _read_enum(Mode, mode, "mode"), name)
+
+
+def _dec_done(r: _Reader) -> Done:
+    r.end("empty reply")
+    return Done()
+
+
+def _enc_replaced(b: Replaced) -> bytes:
+    return bytes([1 if b.created else 0])
+
+
+def _dec_replaced(r: _Reader) -> Replaced:
+    value = r.u8("created flag")
+    r.end("replace reply")
+    if value > 1:
+        raise Malformed(f"created flag {value} is neither 0 nor 1")
+    return Replaced(bool(value))
+
+
+def _enc_rule_entry(e: RuleEntry) -> bytes:
+    for what in ("packets", "octets", "last_seen"):
+        _check_int(getattr(e, what), 64, what)
+    return _write_rule(e.rule) + _ENTRY_COUNTERS.pack(e.packets, e.octets, e.last_seen)
+
+
+def _dec_rule_entry(r: _Reader) -> RuleEntry:
+    rule = _read_rule(r)
+    return RuleEntry(rule, *r.unpack(_ENTRY_COUNTERS, "rule counters"))
+
+
+def _enc_denied_entry(e: DeniedEntry) -> bytes:
+    family = _family_of(e.source, e.group)
+    for what in ("packets", "octets", "last_seen"):
+        _check_int(getattr(e, what), 64, what)
+    _check_int(e.last_ttl, 8, "last_ttl")
+    return (
+        _DENIED_FIXED.pack(family, Reason(e.reason), e.last_ttl, 0, e.packets, e.octets, e.last_seen)
+        + e.source.packed
+        + e.group.packed
+    )
+
+
+def _dec_denied_entry(r: _Reader) -> DeniedEntry:
+    family, reason, last_ttl, reserved, packets, octets, last_seen = r.unpack(_DENIED_FIXED, "denied entry")
+    source, group = _read_addresses(r, family, "denied entry")
+    if reserved:
+        raise Malformed("reserved byte of a denied entry is not zero")
+    return DeniedEntry(source, group, _read_enum(Reason, reason, "reason"), packets, octets, last_ttl, last_seen)
+
+
+def _page_codec(page_cls, enc_entry, dec_entry, what: str):
+    def encode(b) -> bytes:
+        _check_int(len(b.entries), 16, "entry count")
+        cursor = _write_cursor(b.cursor)
+        return _PAGE_RESP.pack(len(b.entries), len(cursor)) + cursor + b"".join(enc_entry(e) for e in b.entries)
+
+    def decode(r: _Reader):
+        count, cursor_len = r.unpack(_PAGE_RESP, f"{what} page")
+        cursor = _read_cursor(r, cursor_len)
+        entries = tuple(dec_entry(r) for _ in range(count))
+        r.end(f"{what} page")
+        return page_cls(entries, cursor)
+
+    return encode, decode
+
+
+_enc_rules_page, _dec_rules_page = _page_codec(RulesPage, _enc_rule_entry, _dec_rule_entry, "rules")
+_enc_denied_page, _dec_denied_page = _page_codec(DeniedPage, _enc_denied_entry, _dec_denied_entry, "denied")
+
+
+def _enc_counters(b: Counters) -> bytes:
+    _check_int(b.rule_count, 32, "rule_count")
+    _check_int(len(b.reasons), 8, "reason count")
+    out = [_COUNTERS_FIXED.pack(b.rule_count, Mode(b.mode)), _enc_name(b.backend), bytes([len(b.reasons)])]
+    for c in b.reasons:
+        _check_int(c.packets, 64, "packets")
+        _check_int(c.octets, 64, "octets")
+        out.append(_REASON.pack(Reason(c.reason), c.packets, c.octets))
+    return b"".join(out)
+
+
+def _dec_counters(r: _Reader) -> Counters:
+    rule_count, mode = r.unpack(_COUNTERS_FIXED, "counters")
+    name = _read_text(r, "backend name")
+    count = r.u8("reason count")
+    reasons = []
+    for _ in range(count):
+        reason, packets, octets = r.unpack(_REASON, "reason counter")
+        reasons.append(ReasonCounter(_read_enum(Reason, reason, "reason"), packets, octets))
+    r.end("counters")
+    return Counters(rule_count, _read_enum(Mode, mode, "mode"), name, tuple(reasons))
+
+
+def _enc_flushed(b: Flushed) -> bytes:
+    _check_int(b.removed, 32, "removed")
+    return struct.pack("!I", b.removed)
+
+
+def _dec_flushed(r: _Reader) -> Flushed:
+    (removed,) = r.unpack(struct.Struct("!I"), "flush reply")
+    r.end("flush reply")
+    return Flushed(removed)
+
+
+def _enc_mode_reply(b: ModeReply) -> bytes:
+    return bytes([Mode(b.mode)])
+
+
+def _dec_mode_reply(r: _Reader) -> ModeReply:
+    value = r.u8("mode")
+    r.end("mode reply")
+    return ModeReply(_read_enum(Mode, value, "mode"))
+
+
+def _enc_error(b: ErrorReply) -> bytes:
+    return _encode_text(b.message, MAX_MESSAGE, "message")
+
+
+def _dec_error(r: _Reader) -> ErrorReply:
+    message = _read_text(r, "error message")
+    r.end("error message")
+    return ErrorReply(message)
+
+
+# command -> (body class of a successful reply, encoder, decoder)
+_REPLY_CODEC: dict[Command, tuple[type, Callable, Callable]] = {
+    Command.HELLO: (HelloReply, _enc_hello, _dec_hello),
+    Command.ADD: (Done, _enc_empty, _dec_done),
+    Command.REPLACE: (Replaced, _enc_replaced, _dec_replaced),
+    Command.REMOVE: (Done, _enc_empty, _dec_done),
+    Command.LIST: (RulesPage, _enc_rules_page, _dec_rules_page),
+    Command.DENIED: (DeniedPage, _enc_denied_page, _dec_denied_page),
+    Command.COUNTERS: (Counters, _enc_counters, _dec_counters),
+    Command.FLUSH: (Flushed, _enc_flushed, _dec_flushed),
+    Command.MODE: (ModeReply, _enc_mode_reply, _dec_mode_reply),
+}
+
+# Page sizes: the most entries that always fit in MAX_DATAGRAM, whatever the
+# address family (IPv6 entries are the largest) and the cursor length.
+_RULE_ENTRY_MAX = _RULE_FIXED.size + 2 * 16 + _ENTRY_COUNTERS.size  # 72
+_DENIED_ENTRY_MAX = _DENIED_FIXED.size + 2 * 16  # 60
+_PAGE_ROOM = MAX_DATAGRAM - RESPONSE_HEADER_SIZE - TAG_SIZE - _PAGE_RESP.size - MAX_CURSOR
+MAX_LIST_ENTRIES = _PAGE_ROOM // _RULE_ENTRY_MAX  # 17
+MAX_DENIED_ENTRIES = _PAGE_ROOM // _DENIED_ENTRY_MAX  # 21
+
+
+# =============================================================================
+# Requests
+# =============================================================================
+
+
+def encode_request(request: Request, keys: KeyRing) -> bytes:
+    """The datagram for `request`, signed with key `request.key_id` of `keys`."""
+    body_cls, encode, _ = _REQUEST_CODEC.get(getattr(request.body, "command", None), (None, None, None))
+    if body_cls is None or type(request.body) is not body_cls:
+        raise LocalProtocolError(f"not a v2 request body: {request.body!r}")
+    _check_int(request.key_id, 16, "key_id")
+    for what in ("epoch", "session", "seq"):
+        _check_int(getattr(request, what), 64, what)
+    key = keys.get(request.key_id)
+    if key is None:
+        raise LocalProtocolError(f"key {request.key_id} is not in the key ring")
+    body = encode(request.body)
+    header = _REQ_HEADER.pack(
+        MAGIC, VERSION, KIND_REQUEST, request.command, 0, 0, request.key_id, len(body),
+        request.epoch, request.session, request.seq,
+    )
+    message = header + body
+    datagram = message + mac(key.secret, message)
+    if len(datagram) > MAX_DATAGRAM:
+        raise LocalProtocolError(f"request of {len(datagram)} bytes exceeds {MAX_DATAGRAM}")
+    return datagram
+
+
+def _check_frame(data: bytes, minimum: int, kind: int) -> None:
+    if len(data) < minimum:
+        raise NotV2(f"{len(data)} bytes is too short for a v2 message")
+    if data[:3] != MAGIC:
+        raise NotV2("no v2 magic")
+    if data[3] != VERSION:
+        raise NotV2(f"protocol version {data[3]} is not supported")
+    if data[4] != kind:
+        raise NotV2(f"message kind {data[4]} is not {'a request' if kind == KIND_REQUEST else 'a response'}")
+
+
+def open_request(data: bytes, keys: KeyRing) -> Envelope:
+    """Check framing, key and tag of a request; return its authenticated header and raw body.
+
+    NotV2 (silence) before the key is known; UnknownKey and BadAuth carry the
+    unauthenticated header; Malformed after authentication carries the
+    authenticated one.
+    """
+    data = bytes(data)
+    _check_frame(data, MIN_REQUEST_SIZE, KIND_REQUEST)
+    _, _, _, command, status, reserved, key_id, body_len, epoch, session, seq = _REQ_HEADER.unpack_from(data)
+    tag = data[-TAG_SIZE:]
+    header = RequestHeader(command, key_id, epoch, session, seq, tag, authenticated=False)
+    key = keys.get(key_id)
+    if key is None:
+        raise UnknownKey(f"key id {key_id} is not in this router's key file", header=header)
+    if not hmac.compare_digest(mac(key.secret, data[:-TAG_SIZE]), tag):
+        raise BadAuth(f"the tag does not verify under key {key_id}", header=header)
+    header = replace(header, authenticated=True)
+    if body_len != len(data) - MIN_REQUEST_SIZE:
+        raise Malformed(
+            f"body_len says {body_len} bytes, the datagram holds {len(data) - MIN_REQUEST_SIZE}", header=header
+        )
+    if status or reserved:
+        raise Malformed("status and reserved bytes of a request must be zero", header=header)
+    return Envelope(header, data[REQUEST_HEADER_SIZE:-TAG_SIZE])
+
+
+def parse_request(envelope: Envelope) -> Request:
+    """Decode the command and body of an authenticated request."""
+    h = envelope.header
+    try:
+        try:
+            command = Command(h.command)
+        except ValueError:
+            raise UnknownCommand(f"unknown command 0x{h.command:02x}") from None
+        _, _, decode = _REQUEST_CODEC[command]
+        body = decode(_Reader(envelope.body))
+    except RemoteProtocolError as err:
+        err.header = h
+        raise
+    return Request(body, h.key_id, h.epoch, h.session, h.seq)
+
+
+def decode_request(data: bytes, keys: KeyRing) -> Request:
+    return parse_request(open_request(data, keys))
+
+
+# =============================================================================
+# Responses
+# =============================================================================
+
+
+def encode_response(response: Response, keys: KeyRing | None) -> bytes:
+    """The datagram for `response`; key_id 0 makes an unauthenticated error notice (no tag)."""
+    status = response.status
+    _check_int(status, 8, "status")
+    _check_int(response.command, 8, "command")
+    _check_int(response.key_id, 16, "key_id")
+    for what in ("epoch", "session", "seq"):
+        _check_int(getattr(response, what), 64, what)
+    if len(response.in_reply_to) != IN_REPLY_TO_SIZE:
+        raise LocalProtocolError(f"in_reply_to must be {IN_REPLY_TO_SIZE} bytes")
+    if status == ReplyCode.OK:
+        body_cls, encode, _ = _REPLY_CODEC.get(response.command, (None, None, None))
+        if body_cls is None or type(response.body) is not body_cls:
+            raise LocalProtocolError(f"{response.body!r} is not the reply to command {response.command}")
+        if response.key_id == 0:
+            raise LocalProtocolError("a successful reply must be authenticated")
+    else:
+        if type(response.body) is not ErrorReply:
+            raise LocalProtocolError("the body of an error reply is an ErrorReply")
+        encode = _enc_error
+    body = encode(response.body)
+    message = _RESP_HEADER.pack(
+        MAGIC, VERSION, KIND_RESPONSE, response.command, status, 0, response.key_id, len(body),
+        response.epoch, response.session, response.seq, response.in_reply_to,
+    ) + body
+    if response.key_id:
+        key = keys.get(response.key_id) if keys is not None else None
+        if key is None:
+            raise LocalProtocolError(f"key {response.key_id} is not in the key ring")
+        message += mac(key.secret, message)
+    if len(message) > MAX_DATAGRAM:
+        raise LocalProtocolError(f"response of {len(message)} bytes exceeds {MAX_DATAGRAM}")
+    return message
+
+
+def decode_response(data: bytes, keys: KeyRing | None) -> Response:
+    """Decode a response, verifying its tag unless it is an unauthenticated notice (key_id 0).
+
+    The caller must still match session, seq and in_reply_to against its
+    request, and must not trust a response whose `authenticated` is False.
+    """
+    data = bytes(data)
+    _check_frame(data, MIN_RESPONSE_SIZE, KIND_RESPONSE)
+    (_, _, _, command, status, reserved, key_id, body_len, epoch, session, seq,
+     in_reply_to) = _RESP_HEADER.unpack_from(data)
+    if key_id == 0:
+        body = data[RESPONSE_HEADER_SIZE:]
+    else:
+        if len(data) < RESPONSE_HEADER_SIZE + TAG_SIZE:
+            raise Malformed("an authenticated response is too short to hold its tag")
+        key = keys.get(key_id) if keys is not None else None
+        if key is None:
+            raise UnknownKey(f"the response is signed with key {key_id}, which we do not have")
+        if not hmac.compare_digest(mac(key.secret, data[:-TAG_SIZE]), data[-TAG_SIZE:]):
+            raise BadAuth(f"the response's tag does not verify under key {key_id}")
+        body = data[RESPONSE_HEADER_SIZE:-TAG_SIZE]
+    if body_len != len(body):
+        raise Malformed(f"body_len says {body_len} bytes, the datagram holds {len(body)}")
+    if reserved:
+        raise Malformed("reserved byte of a response is not zero")
+    code: int = ReplyCode(status) if status in ReplyCode._value2member_map_ else status
+    reader = _Reader(body)
+    if code == ReplyCode.OK:
+        if key_id == 0:
+            raise Malformed("an unauthenticated response cannot report success")
+        try:
+            command = Command(command)
+        except ValueError:
+            raise Malformed(f"successful reply to unknown command 0x{command:02x}") from None
+        decoded = _REPLY_CODEC[command][2](reader)
+    else:
+        if command in Command._value2member_map_:
+            command = Command(command)
+        decoded = _dec_error(reader)
+    return Response(command, code, decoded, key_id, epoch, session, seq, in_reply_to)
+
+
+def error_response(header: RequestHeader, code: ReplyCode, message: str, *, epoch: int,
+                   key_id: int) -> Response:
+    """The error reply to the request described by `header` (key_id 0: unauthenticated notice)."""
+    return Response(header.command, code, ErrorReply(message), key_id, epoch, header.session, header.seq,
+                    header.in_reply_to)
