@@ -15,7 +15,7 @@ Start-up order matters for the "no gap" promise:
   4. bind the socket, tell systemd READY=1.
 A clean stop (SIGTERM) leaves the program attached and the maps pinned, so
 the router keeps enforcing the last rules (fail closed); `--detach-on-exit`
-removes the filter instead. SIGHUP re-reads the rule file and the key file;
+removes the filter instead. SIGUSR1 logs the protocol counters. SIGHUP re-reads the rule file and the key file;
 either one with an error is rejected whole and the running state is kept.
 Any unexpected exception is logged and the process exits non-zero, so that
 systemd restarts it rather than letting it limp on.
@@ -161,6 +161,7 @@ class Musersd:
             self.sock.bind(o.listen)
         except OSError as exc:
             raise StartupError(f"cannot listen on {o.listen[0]}:{o.listen[1]}: {exc.strerror}") from None
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.setblocking(False)
         self.backend = DataPlaneBackend(self.dp)
         self.core = ServerCore(
@@ -206,6 +207,11 @@ class Musersd:
             log.info("reload: rule file %s applied: %d added, %d replaced, %d removed",
                      rf.path, added, replaced, removed)
 
+    def log_stats(self) -> None:
+        """SIGUSR1: one log line with the protocol counters (requests, duplicates, rejections)."""
+        stats = " ".join(f"{k}={v}" for k, v in sorted(self.core.stats.items()))
+        log.info("protocol stats: %s", stats)
+
     def _on_signal(self, signum, _frame) -> None:
         self._pending.append(signum)
 
@@ -218,7 +224,7 @@ class Musersd:
         os.set_blocking(wfd, False)
         os.set_blocking(rfd, False)
         signal.set_wakeup_fd(wfd)
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(s, self._on_signal)
         sel.register(rfd, selectors.EVENT_READ)
         self.notifier.notify(f"READY=1\nSTATUS=serving {self.dp.rule_count()} rules")
@@ -242,7 +248,9 @@ class Musersd:
                         self._serve_datagrams()
                 while self._pending:
                     signum = self._pending.pop(0)
-                    if signum == signal.SIGHUP:
+                    if signum == signal.SIGUSR1:
+                        self.log_stats()
+                    elif signum == signal.SIGHUP:
                         self.notifier.notify("RELOADING=1")
                         self.reload()
                         self.notifier.notify("READY=1")

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import logging
 
 from . import dataplane as dpl
 from .maps import Mode as MapMode
 from .protocol.errors import BackendFailure, BadCursor, Exists, NotFound, TableFull
 from .protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
 from .rules import Rule, RuleKey
+
+
+log = logging.getLogger("musersd.rules")
 
 
 def _cursor(key: RuleKey) -> bytes:
@@ -63,6 +67,7 @@ class DataPlaneBackend:
         except dpl.DataPlaneError as exc:
             raise BackendFailure(str(exc)) from None
         self._changed()
+        log.info("rule added: %s", rule)
 
     def replace(self, rule: Rule) -> bool:
         try:
@@ -72,6 +77,7 @@ class DataPlaneBackend:
         except dpl.DataPlaneError as exc:
             raise BackendFailure(str(exc)) from None
         self._changed()
+        log.info("rule %s: %s", "replaced" if replaced else "added", rule)
         return not replaced
 
     def remove(self, key: RuleKey) -> None:
@@ -82,14 +88,19 @@ class DataPlaneBackend:
         except dpl.DataPlaneError as exc:
             raise BackendFailure(str(exc)) from None
         self._changed()
+        log.info("rule removed: %s", key)
 
     def flush(self) -> int:
         n = self.dp.flush()
         self._changed()
+        log.info("rules flushed: %d removed", n)
         return n
 
     def set_mode(self, mode: Mode) -> None:
-        self.dp.set_mode(MapMode.MONITOR if Mode(mode) == Mode.MONITOR else MapMode.ENFORCE)
+        new = MapMode.MONITOR if Mode(mode) == Mode.MONITOR else MapMode.ENFORCE
+        if new is not self.dp.mode:
+            log.info("mode changed to %s", new.value)
+        self.dp.set_mode(new)
 
     # -------------------------------------------------------------- queries
 

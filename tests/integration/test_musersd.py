@@ -1,0 +1,325 @@
+"""musersd, the real daemon, in the namespace lab with real forwarded multicast.
+
+Clients are the real `mauthctl` run in a namespace, raw v1 datagrams built
+from the paper's Figure 2 alone, and the protocol library through a lossy,
+duplicating relay. Crashes are real signals to the real process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import time
+
+import pytest
+
+from lab.daemons import Musersd, mauthctl, write_key_file
+from lab.netns import inside
+from lab.relay import LossyRelay
+from musersd.dataplane import xdp_status
+from musersd.protocol.keys import load_keys
+from musersd.protocol.udp import RouterClient
+from musersd.rules import Rule
+from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, ROGUE
+
+pytestmark = pytest.mark.integration
+
+N = 40
+ROUTER_IN = "192.0.2.1"  # the router's address on the senders' link
+
+
+@pytest.fixture
+def key(lab):
+    return write_key_file(lab.workdir / "router.key")
+
+
+@pytest.fixture
+def musersd(lab, pin_dir, key):
+    d = Musersd(lab, pin_dir, key_file=key).start()
+    yield d
+    if d.proc.poll() is None:
+        d.stop()
+
+
+def ctl_v2(lab, key, *args, ns=None):
+    return mauthctl(lab, ns or lab.senders["s1"].ns, "--router", f"{ROUTER_IN}:7575", "--key-file", str(key), *args)
+
+
+def ctl_v1(lab, *args, ns=None):
+    return mauthctl(lab, ns or lab.router.ns, "--router", "127.0.0.1:7575", "--v1", *args)
+
+
+def delivered(lab, flows, ttl=4):
+    """Send N packets per (source, group) and return what the receiver got."""
+    rx = lab.receiver(sorted({g for _, g in flows}))
+    for src, grp in flows:
+        lab.sender(src).send(grp, N, ttl=ttl)
+    counts = rx.drain()
+    rx.close()
+    return {f: counts[f] for f in flows}
+
+
+def stats_of(d: Musersd) -> dict[str, int]:
+    mark = len(d.log())
+    d.signal(signal.SIGUSR1)
+    tail = d.wait_log("protocol stats:", mark)
+    line = [ln for ln in tail.splitlines() if "protocol stats:" in ln][-1]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def test_mauthctl_v1_and_v2_drive_real_traffic(lab, musersd, key):
+    assert delivered(lab, [(AUTH, GROUP)])[(AUTH, GROUP)] == 0
+    r = ctl_v1(lab, "add-sender", AUTH, GROUP, "--max-ttl", "8")
+    assert r.returncode == 0, r.stderr
+    r = ctl_v2(lab, key, "add-sender", AUTH2, GROUP2, "--max-ttl", "4")
+    assert r.returncode == 0, r.stderr
+    got = delivered(lab, [(AUTH, GROUP), (AUTH2, GROUP2), (ROGUE, GROUP)])
+    assert got == {(AUTH, GROUP): N, (AUTH2, GROUP2): N, (ROGUE, GROUP): 0}
+
+    listed = json.loads(ctl_v2(lab, key, "--json", "list").stdout)
+    assert {(r["source"], r["group"], r["max_ttl"], r["packets"]) for r in listed} == {
+        (AUTH, GROUP, 8, N), (AUTH2, GROUP2, 4, N)}
+    stats = json.loads(ctl_v2(lab, key, "--json", "stats").stdout)
+    assert stats["rules"] == 2 and stats["mode"] == "enforce" and stats["backend"] == "xdp"
+    assert stats["reasons"]["passed"]["packets"] == 2 * N
+    assert stats["reasons"]["unauthorized"]["packets"] == 2 * N  # the first probe, then ROGUE
+    denied = json.loads(ctl_v2(lab, key, "--json", "denied").stdout)
+    assert [(d["source"], d["group"], d["reason"], d["packets"]) for d in denied] == [(ROGUE, GROUP, "unauthorized", N)]
+
+    # Errors: exit status and one sentence on stderr.
+    r = ctl_v2(lab, key, "add-sender", AUTH, GROUP, "--max-ttl", "8")
+    assert r.returncode == 1 and "already exists" in r.stderr
+    r = ctl_v2(lab, key, "del-sender", ROGUE, GROUP)
+    assert r.returncode == 1
+    r = ctl_v2(lab, key, "add-sender", AUTH, "10.0.0.1", "--max-ttl", "8")
+    assert r.returncode == 2 and "not a multicast address" in r.stderr
+
+    assert ctl_v1(lab, "del-sender", AUTH, GROUP).returncode == 0
+    assert ctl_v2(lab, key, "del-sender", AUTH2, GROUP2).returncode == 0
+    got = delivered(lab, [(AUTH, GROUP), (AUTH2, GROUP2)])
+    assert got == {(AUTH, GROUP): 0, (AUTH2, GROUP2): 0}
+
+
+def test_v1_from_an_address_not_allowed_has_no_effect(lab, musersd, key):
+    r = mauthctl(lab, lab.senders["s1"].ns, "--router", f"{ROUTER_IN}:7575", "--v1", "--tries", "2",
+                 "--timeout", "0.2", "add-sender", ROGUE, GROUP, "--max-ttl", "8")
+    assert r.returncode == 3 and "did not answer" in r.stderr
+    assert json.loads(ctl_v2(lab, key, "--json", "list").stdout) == []
+    assert stats_of(musersd)["v1_refused"] >= 1
+
+
+def _v1(sock, seq, cmd, src, grp, ttl, expect_reply=True):
+    """A v1 exchange written from the paper's Figure 2 alone."""
+    sock.send(struct.pack("!BB4s4sB", seq, cmd, socket.inet_aton(src), socket.inet_aton(grp), ttl))
+    try:
+        reply = sock.recv(16)
+    except socket.timeout:
+        return None
+    return reply
+
+
+def test_v1_wire_format_and_at_most_once(lab, musersd, key):
+    with inside(lab.router.ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("127.0.0.1", 7575))
+    s.settimeout(1.0)
+    ACK, ERROR = 0x00, 0x01
+    try:
+        assert _v1(s, 7, 0x00, AUTH, GROUP, 8) == bytes([ACK, 7])  # add
+        assert _v1(s, 8, 0x01, AUTH, GROUP, 0) == bytes([ACK, 8])  # remove
+        # A late duplicate of the add (older seq) must not execute again.
+        s.settimeout(0.5)
+        _v1(s, 7, 0x00, AUTH, GROUP, 8)
+        # The exact duplicate of the last request is answered from memory, not executed.
+        assert _v1(s, 8, 0x01, AUTH, GROUP, 0) == bytes([ACK, 8])
+        rules = json.loads(ctl_v2(lab, key, "--json", "list").stdout)
+        assert rules == []
+        assert delivered(lab, [(AUTH, GROUP)])[(AUTH, GROUP)] == 0
+        # ERROR for an invalid group, a bad TTL and an unknown command.
+        assert _v1(s, 9, 0x00, AUTH, "10.1.1.1", 8) == bytes([ERROR, 9])
+        assert _v1(s, 10, 0x00, AUTH, GROUP, 0) == bytes([ERROR, 10])
+        assert _v1(s, 11, 0x05, AUTH, GROUP, 8) == bytes([ERROR, 11])
+        # Other lengths are ignored.
+        for junk in (b"\x0c\x00" + b"\x00" * 8, b"\x0c\x00" + b"\x00" * 10, b"", b"\x01\x02"):
+            s.send(junk)
+            with pytest.raises(socket.timeout):
+                s.recv(16)
+        # Serial-number arithmetic (RFC 1982): 11 -> 255 is *older* (distance 244), so ignored...
+        assert _v1(s, 255, 0x00, AUTH, GROUP, 8) is None
+        # ...while 11 -> 100 -> 200 -> 44 each move forward, the last one across the wrap.
+        assert _v1(s, 100, 0x00, AUTH, GROUP, 8) == bytes([ACK, 100])
+        assert _v1(s, 200, 0x01, AUTH, GROUP, 0) == bytes([ACK, 200])
+        assert _v1(s, 44, 0x00, AUTH, GROUP, 8) == bytes([ACK, 44])
+    finally:
+        s.close()
+    assert delivered(lab, [(AUTH, GROUP)])[(AUTH, GROUP)] == N
+    st = stats_of(musersd)
+    assert st["v1_duplicates"] >= 1
+
+
+def test_hostile_v2_is_rejected_and_counted(lab, musersd, key):
+    keys = load_keys(key)
+    wrong = lab.workdir / "wrong.key"
+    write_key_file(wrong)
+    r = ctl_v2(lab, wrong, "--tries", "2", "--timeout", "0.2", "add-sender", ROGUE, GROUP, "--max-ttl", "8")
+    assert r.returncode == 3 and "BAD_AUTH" in r.stderr
+    other_id = lab.workdir / "other-id.key"
+    write_key_file(other_id, key_id=9)
+    r = ctl_v2(lab, other_id, "--tries", "2", "--timeout", "0.2", "add-sender", ROGUE, GROUP, "--max-ttl", "8")
+    assert r.returncode == 3
+
+    # Capture a valid request on the wire, then replay and forge it.
+    with inside(lab.senders["s1"].ns):
+        c = RouterClient(ROUTER_IN, 7575, keys)
+        tap = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tap.connect((ROUTER_IN, 7575))
+    tap.settimeout(0.5)
+    sent: list[bytes] = []
+    real_send = c._send
+    c._send = lambda d: (sent.append(d), real_send(d))[1]
+    c.add(Rule.make(AUTH, GROUP, 8))
+    c.remove(Rule.make(AUTH, GROUP, 8).key)
+    add_req = sent[-2]
+    before = stats_of(musersd)
+    tap.send(add_req)  # replay of an executed request from another socket
+    forged = bytearray(add_req)
+    forged[-40] ^= 0x01  # a bit of the body
+    tap.send(bytes(forged))
+    for _ in range(200):  # random junk, v2 magic and not
+        tap.send(b"MAU\x02" + os.urandom(random.randint(0, 200)))
+        tap.send(os.urandom(random.randint(0, 300)))
+    time.sleep(0.5)
+    after = stats_of(musersd)
+    c.close()
+    tap.close()
+    assert json.loads(ctl_v2(lab, key, "--json", "list").stdout) == []  # the replayed add did not run
+    assert after["executed"] == before["executed"]  # nothing hostile reached the backend
+    assert after["replays"] - before["replays"] == 1  # the captured add
+    moved = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    # The replay, the forgery and 400 datagrams of junk, less whatever a full socket buffer dropped.
+    assert 200 <= moved["datagrams"] <= 402, moved
+    rejected = sum(moved.get(k, 0) for k in ("unrecognized", "not_v2", "unknown_key", "bad_auth", "malformed",
+                                             "replays", "duplicates_elsewhere", "stale_session", "stale_epoch",
+                                             "v1_refused"))
+    assert rejected == moved["datagrams"], moved  # every one of them refused
+    assert after["bad_auth"] - before["bad_auth"] >= 1  # the forgery at least
+    assert musersd.proc.poll() is None  # alive
+    assert ctl_v2(lab, key, "add-sender", AUTH, GROUP, "--max-ttl", "8").returncode == 0
+    assert delivered(lab, [(AUTH, GROUP)])[(AUTH, GROUP)] == N
+
+
+def test_kill9_keeps_enforcing_and_the_restart_adopts_the_rules(lab, musersd, key, pin_dir):
+    assert ctl_v2(lab, key, "add-sender", AUTH, GROUP, "--max-ttl", "8").returncode == 0
+    before = json.loads(ctl_v2(lab, key, "--json", "stats").stdout)
+    musersd.kill9()
+    # Nobody in user space now: the kernel still enforces the last rules.
+    assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
+    musersd.start()
+    after = json.loads(ctl_v2(lab, key, "--json", "stats").stdout)
+    assert after["state_id"] == before["state_id"]  # same tables: nothing lost
+    assert after["epoch"] != before["epoch"]  # but a new daemon
+    listed = json.loads(ctl_v2(lab, key, "--json", "list").stdout)
+    assert [(r["source"], r["group"], r["packets"]) for r in listed] == [(AUTH, GROUP, N)]
+    assert "adopted pinned maps" in musersd.log()
+
+
+def test_sigterm_fails_closed_and_detach_on_exit_opens(lab, musersd, key, pin_dir):
+    assert ctl_v2(lab, key, "add-sender", AUTH, GROUP, "--max-ttl", "8").returncode == 0
+    assert musersd.stop() == 0
+    with inside(lab.router.ns):
+        assert xdp_status("in0")[0] is not None
+    assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
+    musersd.extra = ["--detach-on-exit"]
+    musersd.start()
+    assert musersd.stop() == 0
+    with inside(lab.router.ns):
+        assert xdp_status("in0") == (None, 0)
+    assert delivered(lab, [(ROGUE, GROUP)]) == {(ROGUE, GROUP): N}  # unguarded now, as asked
+
+
+def test_sighup_applies_the_difference_and_rejects_a_broken_file(lab, pin_dir, key):
+    conf = lab.workdir / "mauth.conf"
+    conf.write_text(f"# initial\n{AUTH} {GROUP} 8\n{AUTH2} {GROUP2} 4\n")
+    d = Musersd(lab, pin_dir, key_file=key, extra=["--config", str(conf)]).start()
+    try:
+        assert delivered(lab, [(AUTH, GROUP), (AUTH2, GROUP2), (ROGUE, GROUP)]) == {
+            (AUTH, GROUP): N, (AUTH2, GROUP2): N, (ROGUE, GROUP): 0}
+        conf.write_text(f"{AUTH} {GROUP} 8\n{ROGUE} {GROUP} 4\n")  # AUTH2 out, ROGUE in
+        mark = len(d.log())
+        d.signal(signal.SIGHUP)
+        assert "1 added, 0 replaced, 1 removed" in d.wait_log("applied", mark)
+        assert delivered(lab, [(AUTH, GROUP), (AUTH2, GROUP2), (ROGUE, GROUP)]) == {
+            (AUTH, GROUP): N, (AUTH2, GROUP2): 0, (ROGUE, GROUP): N}
+        listed = {(r["source"], r["group"]): r for r in json.loads(ctl_v2(lab, key, "--json", "list").stdout)}
+        assert listed[(AUTH, GROUP)]["packets"] == 2 * N  # unchanged rule kept its counters
+
+        conf.write_text(f"{AUTH} {GROUP} 8\n{AUTH2} 10.9.9.9 4\n{ROGUE} {GROUP} 4\n")
+        mark = len(d.log())
+        d.signal(signal.SIGHUP)
+        tail = d.wait_log("rule file rejected", mark)
+        assert "mauth.conf:2:" in tail and "not a multicast address" in tail
+        assert set(listed) == {(r["source"], r["group"]) for r in
+                               json.loads(ctl_v2(lab, key, "--json", "list").stdout)}
+        assert d.proc.poll() is None
+    finally:
+        d.stop()
+
+
+def test_broken_startup_configuration_is_one_clear_sentence(lab, pin_dir, key):
+    conf = lab.workdir / "bad.conf"
+    conf.write_text(f"{AUTH} {GROUP} 300\n")
+    for extra, message in [
+        (["--config", str(conf)], "bad.conf:1: max TTL 300 is outside 1-255"),
+        (["--iface", "nope0"], "interface 'nope0' does not exist"),
+        (["--legacy-allow", "banana"], "is not an address or CIDR prefix"),
+    ]:
+        d = Musersd(lab, pin_dir, key_file=key, extra=extra)
+        with pytest.raises(Exception):
+            d.start(timeout=30)
+        assert d.proc.wait(10) == 2
+        assert message in d.log()
+    lax = lab.workdir / "lax.key"
+    write_key_file(lax)
+    os.chmod(lax, 0o644)
+    d = Musersd(lab, pin_dir, key_file=lax)
+    with pytest.raises(Exception):
+        d.start(timeout=30)
+    assert d.proc.wait(10) == 2
+
+
+def test_at_most_once_through_a_lossy_duplicating_relay(lab, musersd, key):
+    """2,000 commands through 30% loss and 10% duplication: exact final set, each executed once."""
+    keys = load_keys(key)
+    rng = random.Random(7)
+    pool = [Rule.make(f"192.0.2.{10 + i % 40}", f"239.2.{i // 40}.{1 + i % 200}", 1 + i % 60) for i in range(120)]
+    intended: dict = {}
+    before = stats_of(musersd)
+    with inside(lab.router.ns):
+        relay = LossyRelay(("127.0.0.1", 0), ("127.0.0.1", 7575), loss=0.30, dup=0.10, seed=11).start()
+        client = RouterClient(*relay.address, keys, timeout=0.02, tries=40, max_timeout=0.2)
+    try:
+        for _ in range(2000):
+            rule = rng.choice(pool)
+            if rule.key in intended:
+                client.remove(rule.key)  # NOT_FOUND here would mean a remove ran twice
+                del intended[rule.key]
+            else:
+                client.add(rule)  # EXISTS here would mean an add ran twice
+                intended[rule.key] = rule
+    finally:
+        client.close()
+        relay.close()
+    assert relay.stats["dropped"] > 400 and relay.stats["duplicated"] > 100
+    after = stats_of(musersd)
+    # Every ADD and REMOVE executed exactly once; retransmitted HELLOs are read-only and also counted.
+    hellos = after["requests_hello"] - before["requests_hello"]
+    assert after["executed"] - before["executed"] == 2000 + hellos
+    assert after["duplicates"] - before["duplicates"] > 100  # retransmissions answered from memory
+    listed = json.loads(ctl_v2(lab, key, "--json", "list").stdout)
+    assert {(r["source"], r["group"], r["max_ttl"]) for r in listed} == {
+        (str(r.source), str(r.group), r.max_ttl) for r in intended.values()}
