@@ -47,7 +47,7 @@ fi
 # --- kernel headers for bcc -------------------------------------------------
 KREL="$(uname -r)"
 KDIR="/lib/modules/$KREL"
-if [ ! -e "$KDIR/build/include/uapi/linux/bpf.h" ] && [ ! -e "$KDIR/build/include/linux/kconfig.h" ]; then
+if [ ! -e "$KDIR/build/Makefile" ] || [ ! -e "$KDIR/source/include/uapi/linux/bpf.h" ]; then
     if [ -d "/usr/src/linux-headers-$KREL" ]; then
         target="/usr/src/linux-headers-$KREL"
         common="$target"

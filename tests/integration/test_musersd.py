@@ -323,3 +323,27 @@ def test_at_most_once_through_a_lossy_duplicating_relay(lab, musersd, key):
     listed = json.loads(ctl_v2(lab, key, "--json", "list").stdout)
     assert {(r["source"], r["group"], r["max_ttl"]) for r in listed} == {
         (str(r.source), str(r.group), r.max_ttl) for r in intended.values()}
+
+
+def test_tells_systemd_it_is_ready_and_feeds_the_watchdog(lab, pin_dir, key):
+    """NOTIFY_SOCKET/WATCHDOG_USEC as systemd sets them for Type=notify, WatchdogSec=."""
+    path = str(lab.workdir / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(30)
+    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+    d = Musersd(lab, pin_dir, key_file=key)
+    d.proc = lab.spawn(lab.router.ns, d.argv(), d.name, env=env)
+    try:
+        messages = []
+        while sum("WATCHDOG=1" in m for m in messages) < 3:
+            messages.append(sock.recv(4096).decode())
+        assert "READY=1" in messages[0] and "serving" in d.log()
+        d.signal(signal.SIGTERM)
+        while "STOPPING=1" not in messages[-1]:
+            messages.append(sock.recv(4096).decode())
+        assert d.proc.wait(20) == 0
+    finally:
+        sock.close()
+        if d.proc.poll() is None:
+            d.proc.kill()
