@@ -14,6 +14,7 @@ back. Counters are read only for the rules of the page being returned.
 from __future__ import annotations
 
 import bisect
+from contextlib import contextmanager
 import ipaddress
 import logging
 
@@ -25,6 +26,27 @@ from .rules import Rule, RuleKey
 
 
 log = logging.getLogger("musersd.rules")
+
+
+# Data-plane exception -> the command error the server turns into a reply code.
+# Order matters: the specific classes subclass DataPlaneError.
+_ERRORS = (
+    (dpl.RuleExists, Exists),
+    (dpl.RuleNotFound, NotFound),
+    (dpl.TableFull, TableFull),
+    (dpl.DataPlaneError, BackendFailure),
+)
+
+
+@contextmanager
+def _translated():
+    try:
+        yield
+    except dpl.DataPlaneError as exc:
+        for theirs, ours in _ERRORS:
+            if isinstance(exc, theirs):
+                raise ours(str(exc)) from None
+        raise
 
 
 def _cursor(key: RuleKey) -> bytes:
@@ -58,35 +80,21 @@ class DataPlaneBackend:
         self._sorted = None
 
     def add(self, rule: Rule) -> None:
-        try:
+        with _translated():
             self.dp.add_rule(rule)
-        except dpl.RuleExists as exc:
-            raise Exists(str(exc)) from None
-        except dpl.TableFull as exc:
-            raise TableFull(str(exc)) from None
-        except dpl.DataPlaneError as exc:
-            raise BackendFailure(str(exc)) from None
         self._changed()
         log.info("rule added: %s", rule)
 
     def replace(self, rule: Rule) -> bool:
-        try:
+        with _translated():
             replaced = self.dp.replace_rule(rule)
-        except dpl.TableFull as exc:
-            raise TableFull(str(exc)) from None
-        except dpl.DataPlaneError as exc:
-            raise BackendFailure(str(exc)) from None
         self._changed()
         log.info("rule %s: %s", "replaced" if replaced else "added", rule)
         return not replaced
 
     def remove(self, key: RuleKey) -> None:
-        try:
+        with _translated():
             self.dp.remove_rule(key)
-        except dpl.RuleNotFound as exc:
-            raise NotFound(str(exc)) from None
-        except dpl.DataPlaneError as exc:
-            raise BackendFailure(str(exc)) from None
         self._changed()
         log.info("rule removed: %s", key)
 
