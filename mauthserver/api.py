@@ -1,0 +1,311 @@
+"""The client API: HTTP with JSON, and a Server-Sent Events stream (aiohttp, same event loop).
+
+Strategy: a thin shell over the mediator. Handlers parse and check the
+request, call one mediator method (which commits before it returns) and
+answer with JSON; they decide nothing. So a 2xx answer to a command means
+"committed to disk", and the fan-out's progress is in the rule's per-router
+`state` (see `GET /api/v1/rules`) and in the event stream.
+
+* Every endpoint except `/api/v1/health` and `/api/v1/openapi.json` needs
+  `Authorization: Bearer <token>`, the token read from `--token-file`;
+  tokens are compared in constant time (`hmac.compare_digest`).
+* Errors are JSON `{"error": sentence, "code": slug, ...}` with 400 (bad
+  input), 401 (token), 404, 409 (exists with another value), 422 (needs more
+  input, e.g. the sender of an any-source session, with suggestions).
+* The audit actor is "<X-Mauth-User or 'api'> (api <peer address>)".
+* `GET /api/v1/events` streams `text/event-stream`: `id:` (resume with
+  `Last-Event-ID`), `event:` (kind), `data:` (JSON); a comment line every
+  15 s keeps idle connections open through proxies.
+* An unexpected exception in a handler is answered with 500, logged, and
+  stops the daemon (exit status 1), as any other unexpected exception does:
+  it must not limp on in an unknown state (CONVENTIONS.md).
+
+Endpoints: see `ROUTES` below and `openapi.py` (served at /api/v1/openapi.json).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+from typing import Callable
+
+from aiohttp import web
+
+from musersd.protocol.model import Mode
+
+from . import core
+from .openapi import spec
+
+log = logging.getLogger("mauthserver.api")
+
+PREFIX = "/api/v1"
+PUBLIC = {f"{PREFIX}/health", f"{PREFIX}/openapi.json"}
+KEEPALIVE = 15.0
+MAX_BODY = 64 * 1024
+_USER = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
+
+class TokenBox:
+    """The bearer token, replaceable at run time (SIGHUP) without touching the frozen app."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+
+MEDIATOR = web.AppKey("mediator", object)
+TOKEN = web.AppKey("token", TokenBox)
+ON_FATAL = web.AppKey("on_fatal", object)
+COUNTERS = web.AppKey("counters", dict)
+
+
+def _json(data, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, sort_keys=True))
+
+
+def _error(status: int, code: str, message: str, **details) -> web.Response:
+    return _json({"error": message, "code": code, **details}, status=status)
+
+
+@web.middleware
+async def _guard(request: web.Request, handler):
+    counters = request.app[COUNTERS]
+    counters["requests"] += 1
+    if request.path not in PUBLIC:
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        token = request.app[TOKEN].value
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            counters["unauthorized"] += 1
+            log.warning("peer=%s %s %s refused: %s", request.remote, request.method, request.path,
+                        "no bearer token" if not header else "wrong token")
+            resp = _error(401, "unauthorized", "a valid bearer token is required (see --token-file)")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="mauthserver"'
+            return resp
+    try:
+        return await handler(request)
+    except core.Refused as exc:
+        counters["refused"] += 1
+        return _error(exc.status, exc.code, exc.message, **exc.details)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return _error(exc.status, "http", exc.reason)
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unexpected error in %s %s; stopping so that the service manager restarts us",
+                      request.method, request.path)
+        counters["errors"] += 1
+        request.app[ON_FATAL]()
+        return _error(500, "internal", "internal error; mauthserver is restarting")
+
+
+def _actor(request: web.Request) -> str:
+    user = request.headers.get("X-Mauth-User", "")
+    user = user if _USER.fullmatch(user) else "api"
+    return f"{user} (api {request.remote})"
+
+
+async def _body(request: web.Request) -> dict:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise core.Invalid(f"the request body is larger than {MAX_BODY} bytes")
+    raw = await request.read()
+    if len(raw) > MAX_BODY:
+        raise core.Invalid(f"the request body is larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise core.Invalid("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise core.Invalid("the request body must be a JSON object")
+    return body
+
+
+def _fields(body: dict, allowed: dict[str, type | tuple], required: tuple[str, ...] = ()) -> dict:
+    """Strict, typed request fields: unknown keys and wrong types are errors naming the key."""
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise core.Invalid(f"unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    for name in required:
+        if body.get(name) is None:
+            raise core.Invalid(f"field {name!r} is required")
+    for name, value in body.items():
+        types = allowed[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise core.Invalid(f"field {name!r} has the wrong type")
+        if not isinstance(value, types):
+            raise core.Invalid(f"field {name!r} has the wrong type")
+    return body
+
+
+def _m(request: web.Request):
+    return request.app[MEDIATOR]
+
+
+# -- handlers ---------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json({"ok": True})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(spec())
+
+
+async def list_rules(request: web.Request) -> web.Response:
+    return _json(_m(request).rules_view())
+
+
+async def add_rule(request: web.Request) -> web.Response:
+    body = _fields(await _body(request), {"source": str, "group": str, "max_ttl": (int, str), "replace": bool},
+                   ("source", "group", "max_ttl"))
+    result = _m(request).add_rule(body["source"], body["group"], body["max_ttl"],
+                                  replace=bool(body.get("replace")), actor=_actor(request))
+    return _json(result, status=201 if result["result"] == "added" else 200)
+
+
+async def get_rule(request: web.Request) -> web.Response:
+    return _json(_m(request).get_rule(request.match_info["source"], request.match_info["group"]))
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    return _json(_m(request).remove_rule(request.match_info["source"], request.match_info["group"],
+                                         actor=_actor(request)))
+
+
+async def flush(request: web.Request) -> web.Response:
+    body = _fields(await _body(request), {"confirm": bool}, ("confirm",))
+    if body["confirm"] is not True:
+        raise core.Invalid("flushing needs {\"confirm\": true}")
+    return _json({"removed": _m(request).flush(actor=_actor(request))})
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    return _json(_m(request).sessions_view())
+
+
+async def get_session(request: web.Request) -> web.Response:
+    m = _m(request)
+    return _json(m.session_view(m.find_session(request.match_info["id"])))
+
+
+async def authorize(request: web.Request) -> web.Response:
+    body = _fields(await _body(request), {"senders": list, "max_ttl": (int, str), "expire_with_session": bool,
+                                          "replace": bool})
+    senders = body.get("senders") or []
+    if not all(isinstance(s, str) for s in senders):
+        raise core.Invalid("field 'senders' must be a list of addresses")
+    return _json(_m(request).authorize(request.match_info["id"], senders=senders, max_ttl=body.get("max_ttl"),
+                                       expire_with_session=bool(body.get("expire_with_session")),
+                                       replace=bool(body.get("replace")), actor=_actor(request)))
+
+
+async def revoke(request: web.Request) -> web.Response:
+    await _body(request)
+    return _json(_m(request).revoke(request.match_info["id"], actor=_actor(request)))
+
+
+async def routers(request: web.Request) -> web.Response:
+    return _json(_m(request).routers_view())
+
+
+async def stats(request: web.Request) -> web.Response:
+    data = _m(request).stats()
+    data["api"] = dict(request.app[COUNTERS])
+    return _json(data)
+
+
+async def get_mode(request: web.Request) -> web.Response:
+    mode = _m(request).fleet.mode
+    return _json({"mode": None if mode is None else str(mode)})
+
+
+async def put_mode(request: web.Request) -> web.Response:
+    body = _fields(await _body(request), {"mode": str})
+    text = body.get("mode")
+    if text is not None and text not in ("enforce", "monitor"):
+        raise core.Invalid("mode must be \"enforce\", \"monitor\" or null (leave each router's mode alone)")
+    mode = None if text is None else Mode[text.upper()]
+    _m(request).set_mode(mode, actor=_actor(request))
+    return _json({"mode": text})
+
+
+async def audit(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", "100"))
+        before = int(request.query["before"]) if "before" in request.query else None
+    except ValueError:
+        raise core.Invalid("limit and before must be integers") from None
+    if not 1 <= limit <= 10000:
+        raise core.Invalid("limit must be 1-10000")
+    return _json(_m(request).store.audit_log(limit=limit, before=before))
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    m = _m(request)
+    bus = m.bus
+    last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    sub = bus.subscribe(last_id, m.clock())
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
+            except (asyncio.TimeoutError, TimeoutError):
+                await resp.write(b": keepalive\n\n")
+                continue
+            if event is None:
+                break
+            data = json.dumps({"at": event.at, **event.data}, sort_keys=True)
+            await resp.write(f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        bus.unsubscribe(sub)
+    return resp
+
+
+ROUTES = [
+    ("GET", "/health", health),
+    ("GET", "/openapi.json", openapi),
+    ("GET", "/rules", list_rules),
+    ("POST", "/rules", add_rule),
+    ("GET", "/rules/{source}/{group}", get_rule),
+    ("DELETE", "/rules/{source}/{group}", delete_rule),
+    ("POST", "/flush", flush),
+    ("GET", "/sessions", list_sessions),
+    ("GET", "/sessions/{id}", get_session),
+    ("POST", "/sessions/{id}/authorize", authorize),
+    ("POST", "/sessions/{id}/revoke", revoke),
+    ("GET", "/routers", routers),
+    ("GET", "/stats", stats),
+    ("GET", "/mode", get_mode),
+    ("PUT", "/mode", put_mode),
+    ("GET", "/audit", audit),
+    ("GET", "/events", events),
+]
+
+
+def make_app(mediator, token: str, on_fatal: Callable[[], None] = lambda: None) -> web.Application:
+    app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
+    app[MEDIATOR] = mediator
+    app[TOKEN] = TokenBox(token)
+    app[ON_FATAL] = on_fatal
+    app[COUNTERS] = {"requests": 0, "unauthorized": 0, "refused": 0, "errors": 0}
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, PREFIX + path, handler)
+
+    async def _close_streams(app: web.Application) -> None:
+        mediator.bus.close_all()
+
+    app.on_shutdown.append(_close_streams)
+    return app

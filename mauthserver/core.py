@@ -1,0 +1,699 @@
+"""mauthserver's core: desired state, commands, and one reconciler per router, all pure.
+
+Strategy (faucet's Valve: the core decides, a thin shell acts). Nothing here
+touches a socket, SQLite or the clock; `now` is a parameter everywhere.
+
+* **Commands** (`plan_add`, `plan_remove`, `plan_authorize`, `plan_revoke`,
+  `plan_session_gone`) look at the desired state and a request and return the
+  list of `Change`s to make, or raise a `Refused` naming why in one sentence.
+  The service commits those changes to the store in one transaction and only
+  then applies them to the in-memory `Fleet` and acknowledges the client.
+* **Reconcilers** (`RouterCore`): one per router. It is told what happened
+  (`on_hello`, `on_probe`, `on_listed`, `on_done`, `on_refused`, `on_unreachable`) and
+  says what to do next (`next_action`: probe, LIST, MODE, one install or
+  removal, or wait until some time). Convergence is level-triggered: the
+  reconciler compares the desired state with what it believes the router
+  holds, so a command that arrives mid-way, a router that restarted or a
+  mediator that was killed in the middle of a fan-out all end in the same
+  place. What it believes is verified with LIST after every contact that
+  could invalidate it: the first contact after our start, a new epoch (the
+  daemon restarted), a new state_id (the router's tables were recreated: it
+  lost its rules), a rule count that disagrees with our belief (someone
+  changed the router behind our back), and periodically (`verify_interval`).
+* The router table converges to exactly the desired state: rules the router
+  holds that are not desired are removed. The mediator owns the tables of the
+  routers it manages (see README, "mauthserver").
+
+Installs use REPLACE and removals treat NOT_FOUND as done, so every router
+operation is idempotent and may be repeated after any crash or restart.
+Operations the router refuses for good (TABLE_FULL, INVALID_ARGUMENT,
+UNSUPPORTED) are remembered per rule and not retried until the rule changes
+or the next verification; anything else (no answer, BUSY, INTERNAL) backs
+off exponentially and tries again.
+
+The probe (every `probe_interval`) is COUNTERS on the session we hold: a
+router that restarted answers STALE_EPOCH, upon which the client core says
+HELLO and we learn the new epoch and state_id; a router that kept running
+tells its rule count, which betrays drift. Probing with HELLO instead would
+open a new session on the router at every probe.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Mapping, Union
+
+from musersd.protocol.model import Counters, Mode, RuleEntry
+from musersd.rules import IPAddress, Rule, RuleError, RuleKey, check_ttl
+
+# =============================================================================
+# Desired state and commands
+# =============================================================================
+
+
+@dataclass(frozen=True)
+class DesiredRule:
+    """A rule the operator wants on every router, with where it came from."""
+
+    rule: Rule
+    session_id: str | None = None
+    expire_with_session: bool = False
+    created: float = 0.0
+    updated: float = 0.0
+    actor: str = ""
+
+    @property
+    def key(self) -> RuleKey:
+        return self.rule.key
+
+    def to_dict(self) -> dict:
+        return {
+            "source": str(self.rule.source),
+            "group": str(self.rule.group),
+            "max_ttl": self.rule.max_ttl,
+            "session": self.session_id,
+            "expire_with_session": self.expire_with_session,
+            "created": self.created,
+            "updated": self.updated,
+            "actor": self.actor,
+        }
+
+
+@dataclass(frozen=True)
+class Put:
+    """Create or overwrite a desired rule."""
+
+    rule: DesiredRule
+    previous: DesiredRule | None = None
+
+    @property
+    def key(self) -> RuleKey:
+        return self.rule.key
+
+    @property
+    def kind(self) -> str:
+        return "added" if self.previous is None else "changed"
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Remove a desired rule."""
+
+    previous: DesiredRule
+
+    @property
+    def key(self) -> RuleKey:
+        return self.previous.key
+
+    kind = "removed"
+
+
+Change = Union[Put, Delete]
+
+
+class Refused(Exception):
+    """A command we will not carry out; the message is one sentence.
+
+    `status` is the HTTP status the API answers with, `code` a stable slug
+    for scripts, `details` extra JSON-ready facts (e.g. suggested senders).
+    """
+
+    status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Invalid(Refused):
+    status, code = 400, "invalid"
+
+
+class NotFound(Refused):
+    status, code = 404, "not_found"
+
+
+class Conflict(Refused):
+    status, code = 409, "exists"
+
+
+class Unprocessable(Refused):
+    status, code = 422, "needs_input"
+
+
+def make_rule(source: object, group: object, max_ttl: object) -> Rule:
+    try:
+        return Rule.make(source, group, max_ttl)  # type: ignore[arg-type]
+    except RuleError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def make_key(source: object, group: object) -> RuleKey:
+    try:
+        return RuleKey.make(source, group)  # type: ignore[arg-type]
+    except RuleError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def plan_add(desired: Mapping[RuleKey, DesiredRule], rule: Rule, *, replace_existing: bool, actor: str,
+             now: float, session_id: str | None = None, expire_with_session: bool = False) -> list[Change]:
+    """Add `rule`; an identical rule is left as it is (so a retried command is harmless)."""
+    old = desired.get(rule.key)
+    if old is not None and old.rule.max_ttl == rule.max_ttl:
+        return []
+    if old is not None and not replace_existing:
+        raise Conflict(f"a rule for {rule.key} already exists with max TTL {old.rule.max_ttl};"
+                       " use replace to change it", rule=old.to_dict())
+    new = DesiredRule(rule, session_id, expire_with_session and session_id is not None,
+                      created=old.created if old else now, updated=now, actor=actor)
+    return [Put(new, old)]
+
+
+def plan_remove(desired: Mapping[RuleKey, DesiredRule], key: RuleKey) -> list[Change]:
+    old = desired.get(key)
+    if old is None:
+        raise NotFound(f"there is no rule for {key}")
+    return [Delete(old)]
+
+
+def plan_flush(desired: Mapping[RuleKey, DesiredRule]) -> list[Change]:
+    return [Delete(r) for _, r in sorted(desired.items())]
+
+
+def plan_revoke(desired: Mapping[RuleKey, DesiredRule], session_id: str) -> list[Change]:
+    """Remove every rule that `authorize` made from session `session_id`."""
+    changes: list[Change] = [Delete(r) for k, r in sorted(desired.items()) if r.session_id == session_id]
+    if not changes:
+        raise NotFound(f"no rule was authorized from session {session_id}")
+    return changes
+
+
+# Why a session left the directory -> whether its expiring rules go with it.
+# Eviction is the directory protecting its memory, not the session ending.
+ENDING_REASONS = frozenset({"deleted", "timeout", "stopped"})
+
+
+def plan_session_gone(desired: Mapping[RuleKey, DesiredRule], session_id: str, reason: str) -> list[Change]:
+    """The rules to remove because session `session_id` ended (`reason`)."""
+    if reason not in ENDING_REASONS:
+        return []
+    return [Delete(r) for k, r in sorted(desired.items())
+            if r.session_id == session_id and r.expire_with_session]
+
+
+# -- authorize: a session's announced flows -> sender rules --------------------
+
+
+@dataclass(frozen=True)
+class FlowView:
+    """What `authorize` needs to know about one group of a session."""
+
+    group: IPAddress
+    ttl: int | None
+    declared: tuple[IPAddress, ...]  # "incl" sources; empty: any-source (or excl)
+    excluded: tuple[IPAddress, ...] = ()
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """The parts of a `sap.directory.Session` that `authorize` uses."""
+
+    id: str
+    name: str
+    origin: str
+    announcer: IPAddress
+    flows: tuple[FlowView, ...]
+
+    @classmethod
+    def of(cls, session) -> "SessionView":  # a sap.directory.Session
+        desc = session.description
+        declared = desc.senders
+        excluded = desc.excluded
+        flows = tuple(
+            FlowView(g.address, g.ttl, declared.get(g.address, ()), excluded.get(g.address, ()))
+            for g in session.groups
+        )
+        return cls(session.id, session.name, session.origin, session.announcer, flows)
+
+    def suggestions(self) -> list[str]:
+        """Addresses an operator might mean as the sender: never assumed, only offered."""
+        out: dict[str, None] = {}
+        try:
+            origin = ipaddress.ip_address(self.origin)
+        except ValueError:
+            origin = None
+        for addr in (origin, self.announcer):
+            if addr is not None and not addr.is_multicast and not addr.is_unspecified:
+                out.setdefault(str(addr))
+        return list(out)
+
+
+@dataclass(frozen=True)
+class AuthorizePlan:
+    changes: list[Change]
+    rules: list[DesiredRule]  # every rule the session now has (new, changed or already there)
+    skipped: list[dict]  # {"group", "source"?, "reason"}: flows that gave no rule
+
+
+def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView, *,
+                   senders: Iterable[object] = (), max_ttl: object = None,
+                   expire_with_session: bool = False, replace_existing: bool = False,
+                   actor: str, now: float) -> AuthorizePlan:
+    """Turn an announced session into sender rules (see README, "authorize").
+
+    For each group: the senders the session's "incl" source filters declare
+    for it, or the `senders` given (which then apply to every group), with
+    the max TTL of its c= line unless `max_ttl` is given. A session that
+    declares no sender at all needs `senders`; its origin and announcer are
+    only offered as suggestions. A given sender that the session excludes
+    from a group ("excl") is not authorized there.
+    """
+    given: list[IPAddress] = []
+    for s in senders:
+        try:
+            given.append(ipaddress.ip_address(str(s).strip()))
+        except ValueError:
+            raise Invalid(f"sender {s!r} is not an IP address") from None
+    ttl_override = None
+    if max_ttl is not None:
+        try:
+            ttl_override = check_ttl(max_ttl)
+        except RuleError as exc:
+            raise Invalid(str(exc)) from None
+    if not session.flows:
+        raise Unprocessable(f"session {session.id} ({session.name!r}) announces no multicast group")
+    if not given and not any(f.declared for f in session.flows):
+        raise Unprocessable(
+            f"session {session.id} ({session.name!r}) is any-source: it declares no sender, so give the"
+            f" sender's address (suggestions: {', '.join(session.suggestions()) or 'none'})",
+            suggestions=session.suggestions(), session=session.id)
+
+    wanted: dict[RuleKey, Rule] = {}
+    skipped: list[dict] = []
+    for flow in session.flows:
+        group = str(flow.group)
+        if given:
+            sources = [s for s in given if s not in flow.excluded]
+            for s in given:
+                if s in flow.excluded:
+                    skipped.append({"group": group, "source": str(s),
+                                    "reason": f"the session excludes {s} from {group}"})
+        else:
+            sources = list(flow.declared)
+            if not sources:
+                skipped.append({"group": group, "reason": "the session declares no sender for this group"})
+                continue
+        ttl = ttl_override if ttl_override is not None else flow.ttl
+        if ttl is None or ttl == 0:
+            what = "no TTL" if ttl is None else "TTL 0"
+            skipped.append({"group": group, "reason": f"its c= line gives {what}; give a max TTL"})
+            continue
+        for s in sources:
+            try:
+                rule = Rule.make(s, flow.group, ttl)
+            except RuleError as exc:
+                skipped.append({"group": group, "source": str(s), "reason": str(exc)})
+                continue
+            old = wanted.get(rule.key)
+            if old is None or old.max_ttl < rule.max_ttl:  # a sender on one group twice: the larger TTL
+                wanted[rule.key] = rule
+    if not wanted:
+        raise Unprocessable(f"session {session.id} ({session.name!r}) gives no rule this mediator can install: "
+                            + "; ".join(f"{s['group']}: {s['reason']}" for s in skipped),
+                            skipped=skipped, session=session.id)
+
+    changes: list[Change] = []
+    result: list[DesiredRule] = []
+    conflicts = []
+    for key, rule in sorted(wanted.items()):
+        old = desired.get(key)
+        if old is not None and old.rule.max_ttl == rule.max_ttl:
+            if expire_with_session and old.session_id == session.id and not old.expire_with_session:
+                new = replace(old, expire_with_session=True, updated=now, actor=actor)
+                changes.append(Put(new, old))
+                result.append(new)
+            else:
+                result.append(old)  # already there: keep its provenance
+            continue
+        if old is not None and not replace_existing:
+            conflicts.append(f"{key} has max TTL {old.rule.max_ttl}, the session asks for {rule.max_ttl}")
+            continue
+        new = DesiredRule(rule, session.id, expire_with_session, created=old.created if old else now,
+                          updated=now, actor=actor)
+        changes.append(Put(new, old))
+        result.append(new)
+    if conflicts:
+        raise Conflict("rules already exist with another max TTL (" + "; ".join(conflicts)
+                       + "); use replace to overwrite them", session=session.id)
+    return AuthorizePlan(changes, result, skipped)
+
+
+# =============================================================================
+# The per-router reconciler
+# =============================================================================
+
+
+@dataclass(frozen=True)
+class Install:
+    rule: Rule
+
+    @property
+    def key(self) -> RuleKey:
+        return self.rule.key
+
+
+@dataclass(frozen=True)
+class Uninstall:
+    key: RuleKey
+
+
+Op = Union[Install, Uninstall]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Ask the router how it is (COUNTERS on our session; the client core says HELLO when it must)."""
+
+
+@dataclass(frozen=True)
+class ListRules:
+    pass
+
+
+@dataclass(frozen=True)
+class SetMode:
+    mode: Mode
+
+
+@dataclass(frozen=True)
+class Apply:
+    op: Op
+
+
+@dataclass(frozen=True)
+class Wait:
+    until: float
+
+
+Action = Union[Probe, ListRules, SetMode, Apply, Wait]
+
+UNKNOWN, UP, DOWN, CONVERGING = "unknown", "up", "down", "converging"
+
+
+@dataclass(frozen=True)
+class Timers:
+    probe_interval: float = 2.0  # probe this often when idle, to notice restarts and drift
+    verify_interval: float = 60.0  # LIST this often even when nothing looks wrong (0: never)
+    retry_base: float = 0.5  # first back-off after a failure
+    retry_max: float = 10.0  # back-off cap
+
+    def backoff(self, failures: int, jitter: float) -> float:
+        """Delay after the `failures`-th consecutive failure; `jitter` in [0, 1) spreads routers apart."""
+        delay = min(self.retry_max, self.retry_base * 2 ** max(0, failures - 1))
+        return delay * (0.75 + 0.5 * jitter)
+
+
+class RouterCore:
+    """What mauthserver knows and believes about one router, and what to do next."""
+
+    def __init__(self, name: str, host: str, port: int, timers: Timers | None = None, *,
+                 jitter: Callable[[], float] = lambda: 0.5,
+                 applied: Mapping[RuleKey, int] | None = None) -> None:
+        self.name, self.host, self.port = name, host, port
+        self.timers = timers or Timers()
+        self._jitter = jitter
+        self.status = UNKNOWN
+        self.epoch: int | None = None
+        self.state_id: int | None = None
+        self.mode: Mode | None = None
+        self.backend = ""
+        self.rule_count: int | None = None  # as the router last said
+        self.last_contact: float | None = None
+        self.last_error = ""
+        self.failures = 0  # consecutive
+        self.retry_at: float | None = None
+        self.probe_due: float | None = None  # None: probe now
+        self.verify_due: float | None = None
+        self.verified = False
+        # What we believe the router holds: key -> max TTL (from the store until verified).
+        self.applied: dict[RuleKey, int] = dict(applied or {})
+        self.traffic: dict[RuleKey, RuleEntry] = {}  # from the last LIST
+        self.filter: Counters | None = None  # the router's filter counters, as last read
+        self.refused: dict[RuleKey, tuple[int | None, str]] = {}  # key -> (desired TTL, why), not retried
+        self.dirty: dict[RuleKey, None] = {}  # keys that may differ; an ordered set
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("probes", "hellos", "lists", "installs", "removals", "refused", "failures", "restarts_seen",
+             "state_losses", "drifts", "verifications"), 0)
+
+    # -- what to do next ---------------------------------------------------
+
+    def next_action(self, desired: Mapping[RuleKey, DesiredRule], mode: Mode | None, now: float) -> Action:
+        if self.retry_at is not None and now < self.retry_at:
+            return Wait(self.retry_at)
+        if self.probe_due is None or now >= self.probe_due:
+            return Probe()
+        if not self.verified or (self.verify_due is not None and now >= self.verify_due):
+            return ListRules()
+        if mode is not None and self.mode is not None and self.mode != mode:
+            return SetMode(mode)
+        op = self._next_op(desired)
+        if op is not None:
+            return Apply(op)
+        until = self.probe_due
+        if self.verify_due is not None:
+            until = min(until, self.verify_due)
+        return Wait(until)
+
+    def _next_op(self, desired: Mapping[RuleKey, DesiredRule]) -> Op | None:
+        while self.dirty:
+            key = next(iter(self.dirty))
+            want = desired.get(key)
+            want_ttl = want.rule.max_ttl if want is not None else None
+            if self.applied.get(key) == want_ttl:
+                del self.dirty[key]
+                self.refused.pop(key, None)
+                continue
+            refused = self.refused.get(key)
+            if refused is not None and refused[0] == want_ttl:
+                del self.dirty[key]  # refused for good; retried when it changes or at verification
+                continue
+            return Install(want.rule) if want is not None else Uninstall(key)
+        return None
+
+    def pending(self, desired: Mapping[RuleKey, DesiredRule]) -> int:
+        """How many rules still differ (and are not refused), without changing anything."""
+        n = 0
+        for key in self.dirty:
+            want = desired.get(key)
+            want_ttl = want.rule.max_ttl if want is not None else None
+            if self.applied.get(key) == want_ttl:
+                continue
+            refused = self.refused.get(key)
+            if refused is not None and refused[0] == want_ttl:
+                continue
+            n += 1
+        return n
+
+    def rule_state(self, key: RuleKey, want_ttl: int) -> dict:
+        """This router's side of one desired rule, for listings."""
+        out: dict = {}
+        if self.applied.get(key) == want_ttl:
+            out["state"] = "applied"
+            if not self.verified:
+                out["verified"] = False  # believed from the store, not yet checked with LIST
+        elif key in self.refused and self.refused[key][0] == want_ttl:
+            out["state"] = "refused"
+            out["error"] = self.refused[key][1]
+        else:
+            out["state"] = "pending"
+        entry = self.traffic.get(key)
+        if entry is not None:
+            out.update(packets=entry.packets, bytes=entry.octets,
+                       last_seen=entry.last_seen / 1000 if entry.last_seen else None)
+        return out
+
+    # -- desired state changed ---------------------------------------------------
+
+    def touch(self, keys: Iterable[RuleKey]) -> None:
+        for key in keys:
+            self.dirty[key] = None
+
+    # -- what happened -----------------------------------------------------------
+
+    def on_hello(self, epoch: int, state_id: int, rule_count: int, mode: Mode, backend: str,
+                 now: float) -> list[str]:
+        """The client core got a HELLO answer (first contact, or the router restarted or forgot us).
+
+        Returns log-worthy observations (a restart, lost tables).
+        """
+        notes = []
+        self.counters["hellos"] += 1
+        if self.state_id is not None and state_id != self.state_id:
+            notes.append(f"the router's tables were recreated (state_id {self.state_id:016x} -> {state_id:016x}):"
+                         " it lost its rules; re-installing")
+            self.counters["state_losses"] += 1
+            self.applied.clear()
+            self.traffic.clear()
+            self.verified = False
+        elif self.epoch is not None and epoch != self.epoch:
+            notes.append(f"musersd restarted (epoch {self.epoch:016x} -> {epoch:016x}); checking its rules")
+            self.counters["restarts_seen"] += 1
+            self.verified = False
+        self.epoch, self.state_id, self.rule_count, self.mode, self.backend = (
+            epoch, state_id, rule_count, mode, backend)
+        self._contact(now)
+        return notes
+
+    def on_probe(self, counters: Counters, now: float) -> list[str]:
+        """The router answered the probe (COUNTERS): notice drift, schedule the next probe."""
+        notes = []
+        self.counters["probes"] += 1
+        if self.verified and counters.rule_count != len(self.applied):
+            notes.append(f"the router holds {counters.rule_count} rules where {len(self.applied)} were"
+                         " expected; checking its rules")
+            self.counters["drifts"] += 1
+            self.verified = False
+        self.rule_count, self.mode, self.backend, self.filter = (
+            counters.rule_count, counters.mode, counters.backend, counters)
+        self._contact(now)
+        self.probe_due = now + self.timers.probe_interval
+        return notes
+
+    def on_listed(self, entries: Iterable[RuleEntry], desired: Mapping[RuleKey, DesiredRule],
+                  now: float) -> None:
+        """A complete LIST: this is now exactly what the router holds."""
+        entries = list(entries)
+        self.counters["lists"] += 1
+        if self.verified:
+            self.counters["verifications"] += 1
+        self.applied = {e.rule.key: e.rule.max_ttl for e in entries}
+        self.traffic = {e.rule.key: e for e in entries}
+        self.rule_count = len(self.applied)
+        self.verified = True
+        self.refused.clear()
+        # Removals first (they make room in a full table), then installs and changes.
+        self.dirty = dict.fromkeys(k for k in self.applied if k not in desired)
+        self.dirty.update(dict.fromkeys(desired))
+        self._contact(now)
+        self.verify_due = now + self.timers.verify_interval if self.timers.verify_interval > 0 else None
+
+    def on_mode(self, mode: Mode, now: float) -> None:
+        self.mode = mode
+        self._contact(now)
+
+    def on_done(self, op: Op, now: float) -> None:
+        """The router executed `op` (NOT_FOUND for a removal counts as done)."""
+        if isinstance(op, Install):
+            self.applied[op.key] = op.rule.max_ttl
+            self.counters["installs"] += 1
+        else:
+            self.applied.pop(op.key, None)
+            self.traffic.pop(op.key, None)
+            self.counters["removals"] += 1
+        self.refused.pop(op.key, None)
+        # The key stays dirty: the desired rule may have changed while `op` was in flight;
+        # `_next_op` drops it once what the router holds is what we want.
+        self._contact(now)
+
+    def on_refused(self, op: Op, reason: str, now: float) -> None:
+        """The router refused `op` for good (TABLE_FULL, INVALID_ARGUMENT, UNSUPPORTED)."""
+        want_ttl = op.rule.max_ttl if isinstance(op, Install) else None
+        self.refused[op.key] = (want_ttl, reason)  # the key stays dirty, as in on_done
+        self.counters["refused"] += 1
+        self.last_error = reason
+        self._contact(now)
+
+    def on_unreachable(self, reason: str, now: float) -> None:
+        """No answer, or an answer meaning "try again later": back off, then HELLO again."""
+        self.failures += 1
+        self.counters["failures"] += 1
+        self.last_error = reason
+        self.status = DOWN
+        self.retry_at = now + self.timers.backoff(self.failures, self._jitter())
+        self.probe_due = None  # start over with a probe
+
+    def _contact(self, now: float) -> None:
+        self.last_contact = now
+        self.failures = 0
+        self.retry_at = None
+        self.status = CONVERGING
+
+    def refresh_status(self, desired: Mapping[RuleKey, DesiredRule],
+                       mode: Mode | None = None) -> str:
+        """Recompute up/converging after contact (down/unknown are set by the events)."""
+        if self.status in (UNKNOWN, DOWN):
+            return self.status
+        busy = not self.verified or self.pending(desired) > 0 or (
+            mode is not None and self.mode is not None and self.mode != mode)
+        self.status = CONVERGING if busy else UP
+        return self.status
+
+    def to_dict(self, desired: Mapping[RuleKey, DesiredRule], mode: Mode | None, now: float,
+                wall: Callable[[float], float]) -> dict:
+        return {
+            "name": self.name,
+            "address": f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}",
+            "state": self.refresh_status(desired, mode),
+            "epoch": f"{self.epoch:016x}" if self.epoch is not None else None,
+            "state_id": f"{self.state_id:016x}" if self.state_id is not None else None,
+            "mode": str(self.mode) if self.mode is not None else None,
+            "backend": self.backend or None,
+            "rule_count": self.rule_count,
+            "pending": self.pending(desired),
+            "refused": len(self.refused),
+            "verified": self.verified,
+            "last_contact": wall(self.last_contact) if self.last_contact is not None else None,
+            "last_error": self.last_error or None,
+            "retry_in": round(max(0.0, self.retry_at - now), 3) if self.retry_at is not None else None,
+            "counters": dict(self.counters),
+            "filter": None if self.filter is None else {
+                str(c.reason): {"packets": c.packets, "bytes": c.octets} for c in self.filter.reasons},
+        }
+
+
+# =============================================================================
+# The fleet: desired state shared by every reconciler
+# =============================================================================
+
+
+class Fleet:
+    """The desired state in memory (a mirror of the store) and the routers' reconcilers."""
+
+    def __init__(self, desired: Iterable[DesiredRule] = (), mode: Mode | None = None) -> None:
+        self.desired: dict[RuleKey, DesiredRule] = {r.key: r for r in desired}
+        self.mode = mode
+        self.routers: dict[str, RouterCore] = {}
+        self._sorted: list[RuleKey] | None = None
+
+    def add_router(self, core: RouterCore) -> None:
+        self.routers[core.name] = core
+        core.touch(self.desired)
+        core.touch(core.applied)
+
+    def apply(self, changes: Iterable[Change]) -> list[RuleKey]:
+        """Mirror committed changes; every router will look at the keys touched."""
+        keys = []
+        for change in changes:
+            if isinstance(change, Put):
+                self.desired[change.key] = change.rule
+            else:
+                self.desired.pop(change.key, None)
+            keys.append(change.key)
+        if keys:
+            self._sorted = None
+            for core in self.routers.values():
+                core.touch(keys)
+        return keys
+
+    def sorted_keys(self) -> list[RuleKey]:
+        """Desired keys in the order of their wire cursor (family, source, group)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.desired, key=key_cursor)
+        return self._sorted
+
+
+def key_cursor(key: RuleKey) -> bytes:
+    return bytes([key.source.version]) + key.source.packed + key.group.packed

@@ -1,0 +1,290 @@
+"""mauthserver's daemon shell: one asyncio event loop running every part.
+
+Strategy: one thread, one loop, so the mediator, the store and the cores
+never see two callers at once and need no locks. In the loop:
+
+* the HTTP API (aiohttp) and its event streams;
+* the router protocol for the whole fleet (`FleetServer`, a datagram endpoint);
+* the SAP listener (datagram endpoints), feeding the mediator;
+* one fan-out task per router;
+* a housekeeping task: session expiry at the directory's next deadline,
+  persisting when sessions were last heard, joining SAP groups on new
+  interfaces.
+
+SQLite calls run in the loop: they are short (a commit is well under a
+millisecond) and keeping them there keeps "committed, then acknowledged"
+trivially true.
+
+Start-up: open the store (refusing a database it does not understand),
+mirror the routers of the command line into it, rebuild the session
+directory from the stored announcements, bind every socket (any failure is
+a `StartupError`: one sentence, exit status 2), then start the fan-out.
+Signals: SIGTERM/SIGINT stop cleanly (exit 0); SIGHUP re-reads the token
+file and the key file, keeping the old ones if the new ones are bad. An
+unexpected exception anywhere (a task, a protocol callback, an HTTP handler)
+is logged and stops the daemon with exit status 1, so that systemd restarts
+it (CONVENTIONS.md: never limp on in an unknown state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import time
+
+from aiohttp import web
+
+from musersd.protocol.client import RetryPolicy
+from musersd.protocol.errors import LocalProtocolError
+from sap.directory import Directory
+
+from . import api
+from .config import ConfigError, Options, load_key_file, load_token
+from .core import RouterCore, Timers
+from .events import EventBus
+from .fanout import FanOut
+from .fleet_backend import FleetServer, legacy_checker
+from .sapl import SapListener
+from .service import Mediator
+from .store import Store, StoreError
+
+log = logging.getLogger("mauthserver")
+
+HOUSEKEEPING = 30.0  # seconds between last-heard flushes and interface rescans
+
+
+class StartupError(Exception):
+    """mauthserver cannot start; the message says why in one sentence."""
+
+
+class Notifier:
+    """sd_notify(3) through the sdnotify package; silent when not under systemd."""
+
+    def __init__(self) -> None:
+        self._n = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify
+
+            self._n = sdnotify.SystemdNotifier()
+
+    def notify(self, state: str) -> None:
+        if self._n is not None:
+            self._n.notify(state)
+
+
+class Daemon:
+    def __init__(self, opts: Options, token: str, keys) -> None:
+        self.opts = opts
+        self.token = token
+        self.keys = keys
+        self.exit_code = 0
+        self.store: Store | None = None
+        self.mediator: Mediator | None = None
+        self.fanout: FanOut | None = None
+        self.sap: SapListener | None = None
+        self.fleet_server: FleetServer | None = None
+        self._fleet_transport = None
+        self._runner: web.AppRunner | None = None
+        self._app: web.Application | None = None
+        self._stop: asyncio.Event | None = None
+        self._sap_heard: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.notifier = Notifier()
+
+    # -- start -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        o = self.opts
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._sap_heard = asyncio.Event()
+        loop.set_exception_handler(self._on_loop_exception)
+        try:
+            self.store = Store.open(o.db, now=time.time())
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
+        changed = self.store.sync_routers([(r.name, r.host, r.port) for r in o.routers], now=time.time())
+        for what, names in changed.items():
+            if names:
+                log.info("routers %s since the last start: %s", what, ", ".join(names))
+        timers = Timers(probe_interval=o.probe_interval, verify_interval=o.verify_interval,
+                        retry_max=o.retry_max)
+        applied = self.store.applied()
+        cores = [RouterCore(r.name, r.host, r.port, timers, jitter=random.random, applied=applied.get(r.name))
+                 for r in o.routers]
+        if o.sap_timeout is None:  # RFC 2974 §4: ten announcement periods or one hour, whichever is greater
+            directory = Directory(allow_missing_ttl=True)
+        else:  # the operator's fixed timeout
+            directory = Directory(min_timeout=o.sap_timeout, timeout_factor=0.0, allow_missing_ttl=True)
+        bus = EventBus()
+        self.mediator = Mediator(self.store, directory, bus, cores)
+        self.mediator.restore_sessions()
+        try:
+            policy = RetryPolicy(timeout=o.router_timeout, tries=o.router_tries,
+                                 max_timeout=max(o.router_timeout, 1.0))
+        except LocalProtocolError as exc:
+            raise StartupError(f"--router-timeout/--router-tries: {exc}") from None
+        self.fanout = FanOut(self.mediator, self.store, bus, self.keys, policy)
+
+        # The client API.
+        self._app = api.make_app(self.mediator, self.token, self.fatal)
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self._runner.setup()
+        host, port = o.api
+        try:
+            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        except OSError as exc:
+            raise StartupError(f"cannot serve the API on {host}:{port}: {exc.strerror or exc}") from None
+
+        # The router protocol for the whole fleet.
+        if o.listen is not None:
+            host, port = o.listen
+            self.fleet_server = FleetServer(self.mediator, self.keys, legacy_checker(o.legacy_allow))
+            try:
+                self._fleet_transport, _ = await loop.create_datagram_endpoint(
+                    lambda: self.fleet_server, local_addr=(host, port))
+            except OSError as exc:
+                raise StartupError(f"cannot listen for the router protocol on {host}:{port}:"
+                                   f" {exc.strerror or exc}") from None
+
+        # SAP.
+        if o.sap:
+            self.sap = SapListener(o.sap_groups, self._on_sap, port=o.sap_port, ifaces=o.sap_ifaces)
+            try:
+                await self.sap.start()
+            except OSError as exc:
+                raise StartupError(exc.strerror or str(exc)) from None
+
+        self.fanout.start(self._on_task_done)
+        for coro, name in ((self._housekeeping(), "housekeeping"),):
+            task = loop.create_task(coro, name=name)
+            task.add_done_callback(self._on_task_done)
+            self._tasks.append(task)
+        log.info("ready: API on %s:%d, router protocol %s, %d routers (%s), %d rules, %d sessions, database %s",
+                 o.api[0], o.api[1], f"on {o.listen[0]}:{o.listen[1]}" if o.listen else "off",
+                 len(o.routers), ", ".join(f"{r.name}={r.host}:{r.port}" for r in o.routers) or "none",
+                 len(self.mediator.fleet.desired), len(directory), o.db)
+
+    # -- run ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            await self.start()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_stop_signal, sig)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            self.notifier.notify(f"READY=1\nSTATUS=managing {len(self.opts.routers)} routers")
+            await self._stop.wait()
+        finally:
+            self.notifier.notify("STOPPING=1")
+            await self.close()
+        return self.exit_code
+
+    def _on_stop_signal(self, sig: int) -> None:
+        log.info("%s received, stopping", signal.Signals(sig).name)
+        self._stop.set()
+
+    def fatal(self) -> None:
+        self.exit_code = 1
+        if self._stop is not None:
+            self._stop.set()
+
+    def _on_task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("task %s failed; stopping so that the service manager restarts us", task.get_name(),
+                      exc_info=exc)
+            self.fatal()
+
+    def _on_loop_exception(self, loop, context: dict) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            log.debug("connection error: %s", context.get("message"))
+            return
+        log.error("unexpected error: %s; stopping so that the service manager restarts us",
+                  context.get("message"), exc_info=exc)
+        self.fatal()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the token file and the key file; keep the old ones on any error."""
+        try:
+            token = load_token(self.opts.token_file)
+        except ConfigError as exc:
+            log.error("reload: %s; keeping the current token", exc)
+        else:
+            self.token = token
+            self._app[api.TOKEN].value = token
+            log.info("reload: token file %s loaded", self.opts.token_file)
+        if self.opts.key_file:
+            try:
+                keys = load_key_file(self.opts.key_file)
+            except ConfigError as exc:
+                log.error("reload: %s; keeping the current keys", exc)
+                return
+            self.keys = keys
+            if self.fleet_server is not None:
+                self.fleet_server.core.set_keys(keys)
+            for task in self.fanout.tasks.values():
+                task.link.client.keys = keys
+            log.info("reload: key file %s loaded (%d keys)", self.opts.key_file, len(keys))
+
+    # -- SAP and housekeeping ---------------------------------------------------------
+
+    def _on_sap(self, data: bytes, peer: tuple) -> None:
+        self.mediator.on_sap_packet(data, peer, time.time())
+        self._sap_heard.set()
+
+    async def _housekeeping(self) -> None:
+        m = self.mediator
+        next_slow = time.time() + HOUSEKEEPING
+        while True:
+            self._sap_heard.clear()
+            now = time.time()
+            m.expire(now)
+            if now >= next_slow:
+                m.flush_heard()
+                if self.sap is not None:
+                    self.sap.rescan()
+                next_slow = now + HOUSEKEEPING
+            due = m.directory.next_expiry()
+            until = next_slow if due is None else min(next_slow, due)
+            delay = min(max(0.01, until - time.time()), HOUSEKEEPING)
+            try:
+                await asyncio.wait_for(self._sap_heard.wait(), delay)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+
+    # -- stop ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.fanout is not None:
+            await self.fanout.stop()
+        if self.sap is not None:
+            self.sap.close()
+        if self._fleet_transport is not None:
+            self._fleet_transport.close()
+        if self._runner is not None:
+            try:
+                await self._runner.cleanup()
+            except Exception:  # pragma: no cover - best effort on the way out
+                log.debug("API shutdown failed", exc_info=True)
+        if self.store is not None:
+            if self.mediator is not None:
+                try:
+                    self.mediator.flush_heard()
+                except Exception:
+                    log.debug("last-heard flush failed", exc_info=True)
+            self.store.close()

@@ -1,0 +1,412 @@
+"""Fan-out to the routers: one asyncio task per router, driving its `core.RouterCore`.
+
+Strategy (the core decides, a thin shell acts): `RouterCore.next_action()`
+says what to do (probe, LIST, MODE, one install or removal, or wait); this
+module does it over UDP with the sans-IO v2 client (`ClientCore` and its
+`Call`s, the same code `mauthctl --router` runs), feeds the outcome back, and
+persists what changed. It decides nothing itself except how to classify a
+router's answer:
+
+* no answer after the call's retransmissions, BUSY, INTERNAL, or
+  authentication trouble -> `on_unreachable` (the core backs off
+  exponentially, then starts over with HELLO);
+* TABLE_FULL, INVALID_ARGUMENT, UNSUPPORTED, MALFORMED, UNKNOWN_COMMAND on
+  an install/removal -> `on_refused` (not retried until the rule changes);
+* NOT_FOUND on a removal -> done (it is gone, which is what we wanted).
+
+The client core opens its session with HELLO, and re-opens it by itself
+when the router restarted (STALE_EPOCH) or forgot it; every HELLO answer it
+gets is fed to the reconciler, so a restart noticed in the middle of a
+command is handled like one noticed by the periodic probe.
+
+What the reconciler learns is written to the store (the router's row and its
+applied rules) when it goes idle, after a LIST, and every `FLUSH_EVERY`
+operations: losing the last few of those writes in a crash costs nothing,
+because the first contact after a restart is always verified with LIST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Callable
+
+from musersd.protocol import v2
+from musersd.protocol.client import Call, ClientCore, RetryPolicy
+from musersd.protocol.errors import ReplyCode, RouterUnreachable, Timeout
+from musersd.protocol.keys import KeyRing
+from musersd.protocol.model import Mode, RuleEntry
+from musersd.rules import RuleKey
+
+from .core import (
+    CONVERGING,
+    DOWN,
+    UP,
+    Apply,
+    Install,
+
+    ListRules,
+    Probe,
+    RouterCore,
+    SetMode,
+    Uninstall,
+    Wait,
+)
+from .events import EventBus
+from .store import Store
+
+log = logging.getLogger("mauthserver.fanout")
+
+FLUSH_EVERY = 200
+
+# Replies to an install/removal that retrying will not change.
+_FINAL = {ReplyCode.TABLE_FULL, ReplyCode.INVALID_ARGUMENT, ReplyCode.UNSUPPORTED, ReplyCode.MALFORMED,
+          ReplyCode.UNKNOWN_COMMAND}
+
+
+def _status_name(status: int) -> str:
+    try:
+        return ReplyCode(status).name
+    except ValueError:
+        return f"status 0x{status:02x}"
+
+
+class _Answer(Exception):
+    """A router answered a call with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{_status_name(status)}{': ' + message if message else ''}")
+        self.status = status
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.refused = False
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.queue.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, ConnectionRefusedError):
+            self.refused = True
+
+
+class RouterLink:
+    """An async UDP shell around one router's `ClientCore`: one call at a time."""
+
+    def __init__(self, name: str, host: str, port: int, keys: KeyRing, policy: RetryPolicy,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name, self.host, self.port = name, host, port
+        self.client = ClientCore(keys, policy)
+        self.clock = clock
+        self._transport: asyncio.DatagramTransport | None = None
+        self._endpoint: _Endpoint | None = None
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    async def _open(self) -> None:
+        if self._transport is not None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            self._transport, self._endpoint = await loop.create_datagram_endpoint(
+                _Endpoint, remote_addr=(self.host, self.port))
+        except OSError as exc:
+            raise RouterUnreachable(f"router {self.name} ({self.address}) cannot be reached:"
+                                    f" {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = self._endpoint = None
+
+    async def call(self, body) -> v2.Response:
+        """Run one v2 call to completion; raise RouterUnreachable or _Answer (error status)."""
+        await self._open()
+        assert self._transport is not None and self._endpoint is not None
+        endpoint, transport = self._endpoint, self._transport
+        while not endpoint.queue.empty():  # late answers to earlier calls
+            endpoint.queue.get_nowait()
+        endpoint.refused = False
+        call: Call = self.client.call(body)
+        transport.sendto(call.start(self.clock()))
+        while True:
+            wait = call.next_deadline - self.clock()
+            if wait <= 0:
+                try:
+                    datagram = call.on_timeout(self.clock())
+                except Timeout as err:
+                    hint = err.hint or ("the port is unreachable: is musersd running there?" if endpoint.refused
+                                        else "")
+                    raise RouterUnreachable(f"router {self.name} ({self.address}) did not answer"
+                                            f" {body.command.name} after {call.tries} tries", hint=hint) from None
+                transport.sendto(datagram)
+                continue
+            try:
+                data = await asyncio.wait_for(endpoint.queue.get(), wait)
+            except (asyncio.TimeoutError, TimeoutError):
+                continue
+            out = call.on_datagram(data, self.clock())
+            if isinstance(out, (bytes, bytearray)):
+                transport.sendto(out)
+            elif out is not None:
+                if not out.ok:
+                    raise _Answer(out.status, getattr(out.body, "message", ""))
+                return out
+
+    async def list_all(self) -> list[RuleEntry]:
+        entries: list[RuleEntry] = []
+        cursor, seen = b"", set()
+        while True:
+            page = (await self.call(v2.ListRules(0, cursor))).body
+            entries.extend(page.entries)
+            if not page.cursor:
+                return entries
+            if page.cursor in seen:
+                raise _Answer(ReplyCode.MALFORMED, "the router returned the same listing cursor twice")
+            seen.add(page.cursor)
+            cursor = page.cursor
+
+
+class RouterTask:
+    """Keeps one router converged on the desired state, for as long as the daemon runs."""
+
+    def __init__(self, core: RouterCore, link: RouterLink, mediator, store: Store, bus: EventBus, *,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.core = core
+        self.link = link
+        self.mediator = mediator
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.wall = wall
+        self.wakeup = asyncio.Event()
+        self._hello_seen = None  # the HelloInfo object last fed to the core
+        self._put: dict[RuleKey, int] = {}
+        self._del: set[RuleKey] = set()
+        self._all: dict[RuleKey, int] | None = None
+        self._row_dirty = False
+        self._last_status = core.status
+        self._last_seen: tuple = ()
+        self._recovering = True  # log the first convergence, and the one after any trouble
+
+    @property
+    def fleet(self):
+        return self.mediator.fleet
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        core, name = self.core, self.core.name
+        log.info("router=%s managing %s", name, self.link.address)
+        try:
+            while True:
+                self.wakeup.clear()
+                action = core.next_action(self.fleet.desired, self.fleet.mode, self.clock())
+                if isinstance(action, Wait):
+                    self._status_changed()
+                    self._flush()
+                    delay = max(0.0, action.until - self.clock())
+                    try:
+                        await asyncio.wait_for(self.wakeup.wait(), delay)
+                    except (asyncio.TimeoutError, TimeoutError):
+                        pass
+                    continue
+                try:
+                    await self._do(action)
+                except RouterUnreachable as exc:
+                    self._unreachable(str(exc))
+                except _Answer as exc:
+                    self._unreachable(f"router {name} answered {exc}")
+                except OSError as exc:
+                    self._unreachable(f"router {name} ({self.link.address}): {exc.strerror or exc}")
+                self._status_changed()
+                if len(self._put) + len(self._del) >= FLUSH_EVERY:
+                    self._flush()
+        finally:
+            self.link.close()
+            try:
+                self._flush()
+            except Exception:  # the daemon is stopping; the next start verifies with LIST anyway
+                log.debug("router=%s final flush failed", name, exc_info=True)
+
+    # -- doing one action --------------------------------------------------------
+
+    async def _do(self, action) -> None:
+        core = self.core
+        if isinstance(action, Probe):
+            counters = (await self.link.call(v2.GetCounters())).body
+            self._feed_hello()
+            for note in core.on_probe(counters, self.clock()):
+                log.warning("router=%s %s", core.name, note)
+                self._recovering = True
+        elif isinstance(action, ListRules):
+            before = self.link.client.hello
+            entries = await self.link.list_all()
+            if self.link.client.hello is not before:
+                # The client core had to say HELLO again while paging: the router restarted (or
+                # forgot us) in the middle of the listing, which may mix two tables. List again.
+                self._feed_hello()
+                return
+            core.on_listed(entries, self.fleet.desired, self.clock())
+            self._all = dict(core.applied)
+            self._put.clear()
+            self._del.clear()
+            self._row_dirty = True
+            pending = core.pending(self.fleet.desired)
+            if pending:
+                self._recovering = True
+            log.log(logging.INFO if pending or core.counters["lists"] == 1 else logging.DEBUG,
+                    "router=%s verified: it holds %d rules, %d to change", core.name, len(entries), pending)
+        elif isinstance(action, SetMode):
+            reply = await self.link.call(v2.ModeRequest(action.mode))
+            self._feed_hello()
+            core.on_mode(reply.body.mode, self.clock())
+            self._row_dirty = True
+            log.info("router=%s mode set to %s", core.name, reply.body.mode)
+        elif isinstance(action, Apply):
+            await self._apply(action.op)
+        else:  # pragma: no cover - a bug
+            raise TypeError(f"unknown action {action!r}")
+
+    async def _apply(self, op) -> None:
+        core = self.core
+        try:
+            if isinstance(op, Install):
+                await self.link.call(v2.Replace(op.rule))
+            else:
+                await self.link.call(v2.Remove(op.key))
+        except _Answer as exc:
+            self._feed_hello()
+            if isinstance(op, Uninstall) and exc.status == ReplyCode.NOT_FOUND:
+                pass  # already gone
+            elif exc.status in _FINAL:
+                core.on_refused(op, str(exc), self.clock())
+                log.warning("router=%s refused %s: %s", core.name,
+                            op.rule if isinstance(op, Install) else op.key, exc)
+                self._row_dirty = True
+                return
+            else:
+                raise
+        else:
+            self._feed_hello()
+        core.on_done(op, self.clock())
+        if isinstance(op, Install):
+            self._put[op.key] = op.rule.max_ttl
+            self._del.discard(op.key)
+        else:
+            self._del.add(op.key)
+            self._put.pop(op.key, None)
+
+    def _feed_hello(self) -> None:
+        """Tell the core about a HELLO answer the client core got (periodic or after a restart)."""
+        info = self.link.client.hello
+        if info is None or info is self._hello_seen:
+            return
+        self._hello_seen = info
+        before = (self.core.epoch, self.core.state_id)
+        notes = self.core.on_hello(info.epoch, info.state_id, info.rule_count, info.mode, info.backend,
+                                   self.clock())
+        for note in notes:
+            log.warning("router=%s %s", self.core.name, note)
+            self._recovering = True
+        if notes or before != (self.core.epoch, self.core.state_id):
+            self._row_dirty = True
+            if self.core.state_id != before[1]:
+                self._all = dict(self.core.applied)
+                self._put.clear()
+                self._del.clear()
+
+    def _unreachable(self, reason: str) -> None:
+        was = self.core.status
+        self.core.on_unreachable(reason, self.clock())
+        self._row_dirty = True
+        self._recovering = True
+        if was != DOWN:
+            log.warning("router=%s unreachable: %s; retrying with back-off", self.core.name, reason)
+        else:
+            log.debug("router=%s still unreachable: %s", self.core.name, reason)
+
+    # -- reporting and persistence --------------------------------------------------
+
+    def _status_changed(self) -> None:
+        """Log convergence and publish `router.changed` when something an operator cares about moved.
+
+        Going "converging" for the few milliseconds a command takes is not
+        news: events are published when the router goes up or down, or its
+        epoch, state_id or mode change; convergence is logged at INFO after a
+        recovery (verification, restart, outage) and at DEBUG otherwise.
+        """
+        core = self.core
+        status = core.refresh_status(self.fleet.desired, self.fleet.mode)
+        major = UP if status in (UP, CONVERGING) else status
+        seen = (major, core.epoch, core.state_id, core.mode)
+        if status == UP and self._last_status != UP:
+            log.log(logging.INFO if self._recovering else logging.DEBUG, "router=%s converged: %d rules",
+                    core.name, len(core.applied))
+            self._recovering = False
+        self._last_status = status
+        if seen != self._last_seen:
+            self._last_seen = seen
+            self.bus.publish("router.changed", self.mediator.router_view(core), self.wall())
+
+    def _flush(self) -> None:
+        if not (self._row_dirty or self._put or self._del or self._all is not None):
+            return
+        core = self.core
+        last = None if core.last_contact is None else self.wall() - (self.clock() - core.last_contact)
+        self.store.save_router(core.name, epoch=core.epoch, state_id=core.state_id,
+                               mode=None if core.mode is None else str(core.mode), rule_count=core.rule_count,
+                               last_contact=last, last_error=core.last_error or None,
+                               applied_put=dict(self._put), applied_del=list(self._del),
+                               applied_all=self._all, now=self.wall())
+        self._put.clear()
+        self._del.clear()
+        self._all = None
+        self._row_dirty = False
+
+
+class FanOut:
+    """Every router's task, and the one `wake()` the mediator calls after a commit."""
+
+    def __init__(self, mediator, store: Store, bus: EventBus, keys: KeyRing | None, policy: RetryPolicy) -> None:
+        self.tasks: dict[str, RouterTask] = {}
+        for name, core in mediator.fleet.routers.items():
+            if keys is None:  # cli refuses routers without a key file; keep the invariant here too
+                raise ValueError("managing routers needs the v2 key file")
+            link = RouterLink(name, core.host, core.port, keys, policy)
+            self.tasks[name] = RouterTask(core, link, mediator, store, bus)
+        mediator.wake = self.wake
+        self._running: list[asyncio.Task] = []
+
+    def wake(self) -> None:
+        for task in self.tasks.values():
+            task.wake()
+
+    def start(self, on_crash: Callable[[asyncio.Task], None]) -> None:
+        for name, task in self.tasks.items():
+            t = asyncio.get_running_loop().create_task(task.run(), name=f"router-{name}")
+            t.add_done_callback(on_crash)
+            self._running.append(t)
+
+    async def stop(self) -> None:
+        for t in self._running:
+            t.cancel()
+        for t in self._running:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
+def jitter() -> float:
+    return random.random()
+
+
+__all__ = ["FanOut", "RouterLink", "RouterTask", "jitter", "Mode"]

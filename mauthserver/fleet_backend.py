@@ -1,0 +1,176 @@
+"""The router protocol, served by mauthserver for the whole fleet (the paper's section 3.4.2).
+
+Strategy: reuse, do not re-implement. `musersd.protocol.server.ServerCore`
+(the same at-most-once state machine musersd runs) serves v2, and v1 from
+allowed addresses, on mauthserver's own UDP port; `FleetBackend` is the
+`Backend` it executes on. Each mutation becomes a mediator command: committed
+to the store with its audit row before the reply is sent, then fanned out to
+every router. A client of this port therefore talks to "the fleet" exactly as
+it would talk to one router, with the mediator's durability.
+
+Semantics as musersd's, per docs/protocol.md: ADD of an existing (source,
+group) is EXISTS, REPLACE overwrites, REMOVE of an absent one is NOT_FOUND,
+FLUSH removes every desired rule, MODE sets the desired mode of every router.
+LIST pages over the desired rules (counters: the sum of the routers' last
+listed counters); COUNTERS reports the desired rule count and the routers'
+filter counters added up. DENIED is not kept centrally: UNSUPPORTED, ask a
+router. HELLO's state_id is the fleet's (made when the database was), and
+the epoch is new at each mediator start, as for a router.
+
+The audit actor names the peer and protocol version ("udp-v2 192.0.2.5:4711");
+`ServerCore` does not pass the peer to the backend, so the shell sets it for
+the duration of each `receive()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from typing import Callable
+
+from musersd.protocol import v1 as v1_codec
+from musersd.protocol.v2 import MAX_CURSOR
+from musersd.protocol.errors import BackendUnsupported, BadCursor, Exists, NotFound
+from musersd.protocol.keys import KeyRing
+from musersd.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
+from musersd.protocol.server import ServerCore, new_epoch
+from musersd.rules import Rule, RuleKey
+
+from . import core as mcore
+from .core import key_cursor
+
+log = logging.getLogger("mauthserver.fleet")
+
+
+class FleetBackend:
+    """A `musersd.protocol.backend.Backend` whose operations go to the mediator (store + fan-out)."""
+
+    name = "mauthserver"
+
+    def __init__(self, mediator) -> None:
+        self.mediator = mediator
+        self.actor = "udp"
+
+    @property
+    def fleet(self) -> mcore.Fleet:
+        return self.mediator.fleet
+
+    # -- mutations ------------------------------------------------------------
+
+    def add(self, rule: Rule) -> None:
+        if rule.key in self.fleet.desired:
+            raise Exists(f"a rule for {rule.key} already exists")
+        self._put(rule)
+
+    def replace(self, rule: Rule) -> bool:
+        created = rule.key not in self.fleet.desired
+        self._put(rule)
+        return created
+
+    def _put(self, rule: Rule) -> None:
+        try:
+            self.mediator.add_rule(rule.source, rule.group, rule.max_ttl, replace=True, actor=self.actor)
+        except mcore.Refused as exc:  # pragma: no cover - the codec validated the rule already
+            raise BackendUnsupported(exc.message) from None
+
+    def remove(self, key: RuleKey) -> None:
+        try:
+            self.mediator.remove_rule(key.source, key.group, actor=self.actor)
+        except mcore.NotFound:
+            raise NotFound(f"no rule for {key}") from None
+
+    def flush(self) -> int:
+        return self.mediator.flush(actor=self.actor)
+
+    def set_mode(self, mode: Mode) -> None:
+        self.mediator.set_mode(Mode(mode), actor=self.actor)
+
+    # -- queries ----------------------------------------------------------------
+
+    def get_mode(self) -> Mode:
+        if self.fleet.mode is not None:
+            return self.fleet.mode
+        modes = [r.mode for r in self.fleet.routers.values() if r.mode is not None]
+        return Mode.MONITOR if modes and all(m == Mode.MONITOR for m in modes) else Mode.ENFORCE
+
+    def counters(self) -> Counters:
+        totals = {reason: [0, 0] for reason in Reason}
+        for router in self.fleet.routers.values():
+            if router.filter is None:
+                continue
+            for c in router.filter.reasons:
+                if c.reason in totals:
+                    totals[c.reason][0] += c.packets
+                    totals[c.reason][1] += c.octets
+        reasons = tuple(ReasonCounter(r, p, o) for r, (p, o) in totals.items())
+        return Counters(len(self.fleet.desired), self.get_mode(), self.name, reasons)
+
+    def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
+        keys = self.fleet.sorted_keys()
+        if cursor and (len(cursor) not in (9, 33) or cursor[0] not in (4, 6) or len(cursor) > MAX_CURSOR):
+            raise BadCursor("the listing cursor is not one this server issued")
+        start = 0
+        if cursor:
+            start = next((i for i, k in enumerate(keys) if key_cursor(k) > cursor), len(keys))
+        chunk = keys[start:start + max(limit, 0)]
+        items = []
+        for key in chunk:
+            packets = octets = last = 0
+            for router in self.fleet.routers.values():
+                entry = router.traffic.get(key)
+                if entry is not None:
+                    packets += entry.packets
+                    octets += entry.octets
+                    last = max(last, entry.last_seen)
+            items.append(RuleEntry(self.fleet.desired[key].rule, packets, octets, last))
+        end = start + len(chunk)
+        next_cursor = key_cursor(chunk[-1]) if chunk and end < len(keys) else b""
+        return Page(tuple(items), next_cursor)
+
+    def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
+        raise BackendUnsupported("mauthserver keeps no list of denied senders; ask a router directly")
+
+
+def legacy_checker(cidrs: list[str]) -> Callable[[str], bool]:
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+    def allowed(host: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return any(addr.version == n.version and addr in n for n in nets)
+
+    return allowed
+
+
+class FleetServer(asyncio.DatagramProtocol):
+    """The UDP shell: datagram in, `ServerCore.receive()`, datagram out."""
+
+    def __init__(self, mediator, keys: KeyRing | None, legacy_allowed: Callable[[str], bool], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.backend = FleetBackend(mediator)
+        self.core = ServerCore(self.backend, keys, new_epoch(), mediator.store.fleet_state_id, legacy_allowed)
+        self.clock = clock
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        version = "v1" if len(data) == v1_codec.REQUEST_SIZE else "v2"
+        host, port = str(addr[0]), int(addr[1])
+        self.backend.actor = f"udp-{version} {host}:{port}" if ":" not in host else f"udp-{version} [{host}]:{port}"
+        try:
+            reply = self.core.receive(data, addr, self.clock())
+        finally:
+            self.backend.actor = "udp"
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        pass

@@ -1,0 +1,154 @@
+"""The OpenAPI 3.1 description of the client API, served at /api/v1/openapi.json.
+
+Written by hand (aiohttp does not generate one); a unit test checks that
+every route the app registers is described here and nothing else is, so the
+two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+_ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _ok(description: str, schema: dict | None = None) -> dict:
+    out: dict = {"description": description}
+    if schema is not None:
+        out["content"] = {"application/json": {"schema": schema}}
+    return out
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list(name: str) -> dict:
+    return {"type": "array", "items": _ref(name)}
+
+
+def _body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_RULE_PARAMS = [
+    {"name": "source", "in": "path", "required": True, "schema": {"type": "string"}},
+    {"name": "group", "in": "path", "required": True, "schema": {"type": "string"}},
+]
+_SESSION_PARAM = [{"name": "id", "in": "path", "required": True,
+                   "schema": {"type": "string"}, "description": "session id, or a unique prefix of 4+ characters"}]
+
+PATHS: dict[str, dict] = {
+    "/health": {"get": {"summary": "Liveness (no token needed)", "security": [],
+                        "responses": {"200": _ok("alive", {"type": "object"})}}},
+    "/openapi.json": {"get": {"summary": "This description (no token needed)", "security": [],
+                              "responses": {"200": _ok("OpenAPI document", {"type": "object"})}}},
+    "/rules": {
+        "get": {"summary": "Desired sender rules with their per-router state",
+                "responses": {"200": _ok("rules", _list("Rule"))}},
+        "post": {"summary": "Add a sender rule (committed before the answer; fanned out after)",
+                 "requestBody": _body({"type": "object", "required": ["source", "group", "max_ttl"],
+                                       "additionalProperties": False,
+                                       "properties": {"source": {"type": "string"}, "group": {"type": "string"},
+                                                      "max_ttl": {"type": "integer", "minimum": 1, "maximum": 255},
+                                                      "replace": {"type": "boolean"}}}),
+                 "responses": {"201": _ok("added", _ref("RuleResult")), "200": _ok("changed or unchanged",
+                                                                                   _ref("RuleResult")),
+                               "400": _ERR, "409": _ERR}},
+    },
+    "/rules/{source}/{group}": {
+        "parameters": _RULE_PARAMS,
+        "get": {"summary": "One rule", "responses": {"200": _ok("rule", _ref("Rule")), "404": _ERR}},
+        "delete": {"summary": "Remove a sender rule", "responses": {"200": _ok("removed", {"type": "object"}),
+                                                                    "404": _ERR}},
+    },
+    "/flush": {"post": {"summary": "Remove every desired rule",
+                        "requestBody": _body({"type": "object", "required": ["confirm"],
+                                              "properties": {"confirm": {"const": True}}}),
+                        "responses": {"200": _ok("removed", {"type": "object"}), "400": _ERR}}},
+    "/sessions": {"get": {"summary": "Announced sessions (SAP/SDP)",
+                          "responses": {"200": _ok("sessions", _list("Session"))}}},
+    "/sessions/{id}": {"parameters": _SESSION_PARAM,
+                       "get": {"summary": "One session", "responses": {"200": _ok("session", _ref("Session")),
+                                                                       "404": _ERR}}},
+    "/sessions/{id}/authorize": {
+        "parameters": _SESSION_PARAM,
+        "post": {"summary": "Turn a session's declared senders (or the senders given) into rules",
+                 "requestBody": {"content": {"application/json": {"schema": {
+                     "type": "object", "additionalProperties": False,
+                     "properties": {"senders": {"type": "array", "items": {"type": "string"}},
+                                    "max_ttl": {"type": "integer", "minimum": 1, "maximum": 255},
+                                    "expire_with_session": {"type": "boolean"},
+                                    "replace": {"type": "boolean"}}}}}},
+                 "responses": {"200": _ok("rules of the session", {"type": "object"}), "404": _ERR, "409": _ERR,
+                               "422": _ERR}},
+    },
+    "/sessions/{id}/revoke": {"parameters": _SESSION_PARAM,
+                              "post": {"summary": "Remove the rules authorized from a session",
+                                       "responses": {"200": _ok("revoked", {"type": "object"}), "404": _ERR}}},
+    "/routers": {"get": {"summary": "Per-router state", "responses": {"200": _ok("routers", _list("Router"))}}},
+    "/stats": {"get": {"summary": "Counters of the mediator, directory, routers and API",
+                       "responses": {"200": _ok("stats", {"type": "object"})}}},
+    "/mode": {
+        "get": {"summary": "Desired filter mode of every router (null: left alone)",
+                "responses": {"200": _ok("mode", {"type": "object"})}},
+        "put": {"summary": "Set the desired filter mode", "requestBody": _body({
+            "type": "object", "properties": {"mode": {"enum": ["enforce", "monitor", None]}}}),
+            "responses": {"200": _ok("mode", {"type": "object"}), "400": _ERR}},
+    },
+    "/audit": {"get": {"summary": "Audit log, newest first",
+                       "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                                      {"name": "before", "in": "query", "schema": {"type": "integer"}}],
+                       "responses": {"200": _ok("entries", {"type": "array"})}}},
+    "/events": {"get": {"summary": "Server-Sent Events: session.*, rule.*, router.changed, mode.changed",
+                        "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
+                        "responses": {"200": {"description": "event stream",
+                                              "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}},
+}
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["error", "code"],
+              "properties": {"error": {"type": "string"}, "code": {"type": "string"}}},
+    "RouterRuleState": {"type": "object", "properties": {
+        "state": {"enum": ["applied", "pending", "refused"]}, "error": {"type": "string"},
+        "verified": {"type": "boolean"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"},
+        "last_seen": {"type": ["number", "null"]}}},
+    "Rule": {"type": "object", "required": ["source", "group", "max_ttl", "state", "routers"], "properties": {
+        "source": {"type": "string"}, "group": {"type": "string"}, "max_ttl": {"type": "integer"},
+        "session": {"type": ["string", "null"]}, "expire_with_session": {"type": "boolean"},
+        "state": {"enum": ["applied", "pending", "refused"]},
+        "routers": {"type": "object", "additionalProperties": _ref("RouterRuleState")},
+        "packets": {"type": "integer"}, "bytes": {"type": "integer"},
+        "created": {"type": "number"}, "updated": {"type": "number"}, "actor": {"type": "string"}}},
+    "RuleResult": {"type": "object", "properties": {"result": {"enum": ["added", "changed", "unchanged"]},
+                                                    "rule": _ref("Rule")}},
+    "Group": {"type": "object", "properties": {"address": {"type": "string"},
+                                               "ttl": {"type": ["integer", "null"]}}},
+    "Session": {"type": "object", "required": ["id", "name", "origin", "announcer", "groups", "sources", "media",
+                                               "last_heard", "expires"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "origin": {"type": "string"},
+        "announcer": {"type": "string"}, "groups": {"type": "array", "items": _ref("Group")},
+        "sources": {"type": "array", "items": {"type": "string"}}, "any_source": {"type": "boolean"},
+        "media": {"type": "array", "items": {"type": "object"}}, "first_heard": {"type": "number"},
+        "last_heard": {"type": "number"}, "expires": {"type": "number"}, "stops": {"type": ["number", "null"]},
+        "suggested_senders": {"type": "array", "items": {"type": "string"}},
+        "rules": {"type": "array", "items": {"type": "object"}}, "sdp": {"type": "string"}}},
+    "Router": {"type": "object", "properties": {
+        "name": {"type": "string"}, "address": {"type": "string"},
+        "state": {"enum": ["unknown", "up", "down", "converging"]},
+        "epoch": {"type": ["string", "null"]}, "state_id": {"type": ["string", "null"]},
+        "mode": {"type": ["string", "null"]}, "rule_count": {"type": ["integer", "null"]},
+        "pending": {"type": "integer"}, "last_contact": {"type": ["number", "null"]},
+        "last_error": {"type": ["string", "null"]}}},
+}
+
+
+def spec() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mauthserver client API", "version": "1",
+                 "description": "Multicast sender authorization: sessions, rules and routers."},
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": SCHEMAS},
+        "paths": PATHS,
+    }

@@ -1,0 +1,346 @@
+"""The mediator: commands, sessions and views, glued to the store and the event stream.
+
+Strategy: this is the shell around the pure pieces. A command is decided by
+`core.plan_*` (pure), committed by `Store` in one transaction with its audit
+row, mirrored into the in-memory `Fleet`, published on the event bus, and
+only then acknowledged (the method returns). The routers' reconcilers are
+woken after the commit; fan-out is asynchronous and its progress is visible
+per rule and per router.
+
+Sessions: every SAP packet goes to `sap.directory.Directory` (pure, `now`
+given). Its events are persisted in one transaction per packet: added or
+changed sessions with the packet that made them, removed sessions deleted
+together with the rules that were to expire with them. When sessions are
+only refreshed (no event) nothing is written; the time each was last heard
+is flushed periodically (`flush_heard`), which only matters for rebuilding
+the directory after a restart (`restore_sessions` replays the stored packets
+at the times they were heard, then expires what timed out meanwhile).
+
+Nothing here blocks for long: SQLite commits are short; router I/O is the
+fan-out's business. Every method is called from the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Callable, Iterable
+
+from musersd.protocol.model import Mode
+from sap.directory import Directory, SessionAdded, SessionChanged, SessionRemoved
+from sap.errors import SAPDecodeError, SDPDecodeError
+
+from . import core
+from .core import Change, Delete, DesiredRule, Fleet, NotFound, Put, RouterCore, SessionView
+from .events import EventBus
+from .store import SessionRow, Store
+
+log = logging.getLogger("mauthserver")
+
+MIN_SESSION_PREFIX = 4
+
+
+def _wall_of(mono: float) -> float:
+    """A monotonic timestamp as Unix time (for display)."""
+    return time.time() - (time.monotonic() - mono)
+
+
+class Mediator:
+    def __init__(self, store: Store, directory: Directory, bus: EventBus, routers: Iterable[RouterCore], *,
+                 clock: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.directory = directory
+        self.bus = bus
+        self.clock = clock
+        self.mono = mono
+        self.fleet = Fleet(store.rules(), store.desired_mode())
+        for router in routers:
+            self.fleet.add_router(router)
+        self.wake: Callable[[], None] = lambda: None  # set by the fan-out: desired state changed
+        self._heard: dict[str, float] = {}  # session id -> last_heard as stored
+        self._first_heard: dict[str, float] = {}  # session id -> first_heard as stored (survives restarts)
+        self.counters: Counter[str] = Counter()
+
+    # =========================================================================
+    # commands (each returns only after its changes are committed)
+    # =========================================================================
+
+    def _commit(self, changes: list[Change], *, actor: str, action: str, detail: dict) -> int | None:
+        if not changes:
+            return None
+        now = self.clock()
+        audit_id = self.store.commit(changes, actor=actor, action=action, detail=detail, now=now)
+        self._mirror(changes, actor=actor, reason=action, now=now)
+        return audit_id
+
+    def _mirror(self, changes: list[Change], *, actor: str, reason: str, now: float) -> None:
+        self.fleet.apply(changes)
+        for change in changes:
+            if isinstance(change, Put):
+                data = {"rule": change.rule.to_dict(), "actor": actor, "reason": reason}
+                if change.previous is not None:
+                    data["previous"] = change.previous.to_dict()
+            else:
+                data = {"rule": change.previous.to_dict(), "actor": actor, "reason": reason}
+            self.bus.publish(f"rule.{change.kind}", data, now)
+            log.info("rule %s %s by %s (%s)", change.kind,
+                     change.rule.rule if isinstance(change, Put) else change.previous.rule, actor, reason)
+        self.counters["rule_changes"] += len(changes)
+        self.wake()
+
+    def add_rule(self, source: object, group: object, max_ttl: object, *, replace: bool = False,
+                 actor: str) -> dict:
+        rule = core.make_rule(source, group, max_ttl)
+        changes = core.plan_add(self.fleet.desired, rule, replace_existing=replace, actor=actor, now=self.clock())
+        result = "unchanged" if not changes else changes[0].kind
+        self._commit(changes, actor=actor, action="add-sender",
+                     detail={"source": str(rule.source), "group": str(rule.group), "max_ttl": rule.max_ttl,
+                             "replace": replace})
+        return {"result": result, "rule": self.rule_view(self.fleet.desired[rule.key])}
+
+    def remove_rule(self, source: object, group: object, *, actor: str) -> dict:
+        key = core.make_key(source, group)
+        changes = core.plan_remove(self.fleet.desired, key)
+        self._commit(changes, actor=actor, action="del-sender",
+                     detail={"source": str(key.source), "group": str(key.group)})
+        return {"result": "removed", "rule": changes[0].previous.to_dict()}
+
+    def flush(self, *, actor: str) -> int:
+        changes = core.plan_flush(self.fleet.desired)
+        self._commit(changes, actor=actor, action="flush", detail={"removed": len(changes)})
+        return len(changes)
+
+    def set_mode(self, mode: Mode | None, *, actor: str) -> None:
+        """Desired filter mode for every router (None: leave each router's mode alone)."""
+        now = self.clock()
+        with self.store.transaction(now) as tx:
+            tx.set_meta("mode", None if mode is None else str(mode))
+            tx.audit(actor, "mode", {"mode": None if mode is None else str(mode)})
+        self.fleet.mode = mode
+        self.bus.publish("mode.changed", {"mode": None if mode is None else str(mode), "actor": actor}, now)
+        self.wake()
+
+    def find_session(self, ref: str):
+        """A session by id, or by a unique id prefix of at least 4 characters."""
+        ref = str(ref).strip().lower()
+        session = self.directory.get(ref)
+        if session is not None:
+            return session
+        if len(ref) >= MIN_SESSION_PREFIX:
+            matches = [s for s in self.directory.sessions() if s.id.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise core.Invalid(f"session id prefix {ref!r} matches {len(matches)} sessions; give more of it")
+        raise NotFound(f"no announced session has id {ref!r}")
+
+    def authorize(self, ref: str, *, senders: Iterable[object] = (), max_ttl: object = None,
+                  expire_with_session: bool = False, replace: bool = False, actor: str) -> dict:
+        session = self.find_session(ref)
+        plan = core.plan_authorize(self.fleet.desired, SessionView.of(session), senders=list(senders),
+                                   max_ttl=max_ttl, expire_with_session=expire_with_session,
+                                   replace_existing=replace, actor=actor, now=self.clock())
+        self._commit(plan.changes, actor=actor, action="authorize",
+                     detail={"session": session.id, "name": session.name,
+                             "senders": [str(s) for s in senders], "max_ttl": max_ttl,
+                             "expire_with_session": expire_with_session,
+                             "rules": [f"{r.rule.source} {r.rule.group} {r.rule.max_ttl}" for r in plan.rules]})
+        return {
+            "session": session.id,
+            "name": session.name,
+            "rules": [self.rule_view(self.fleet.desired[r.key]) for r in plan.rules],
+            "changed": len(plan.changes),
+            "skipped": plan.skipped,
+        }
+
+    def revoke(self, ref: str, *, actor: str) -> dict:
+        """Remove the rules authorized from a session (which may be gone from the directory)."""
+        ref = str(ref).strip().lower()
+        session_id = ref
+        if not any(r.session_id == ref for r in self.fleet.desired.values()):
+            ids = {r.session_id for r in self.fleet.desired.values() if r.session_id}
+            matches = [i for i in ids if len(ref) >= MIN_SESSION_PREFIX and i.startswith(ref)]
+            if len(matches) > 1:
+                raise core.Invalid(f"session id prefix {ref!r} matches {len(matches)} sessions; give more of it")
+            if matches:
+                session_id = matches[0]
+        changes = core.plan_revoke(self.fleet.desired, session_id)
+        self._commit(changes, actor=actor, action="revoke",
+                     detail={"session": session_id,
+                             "rules": [f"{c.key.source} {c.key.group}" for c in changes]})
+        return {"result": "revoked", "session": session_id,
+                "rules": [c.previous.to_dict() for c in changes if isinstance(c, Delete)]}
+
+    # =========================================================================
+    # sessions
+    # =========================================================================
+
+    def restore_sessions(self) -> None:
+        """Rebuild the directory from the stored packets, then expire what timed out while we were down."""
+        rows = self.store.sessions()
+        for row in rows:
+            try:
+                self.directory.handle_packet(row.packet, row.last_heard)
+            except (SAPDecodeError, SDPDecodeError) as exc:
+                log.warning("session=%s stored announcement no longer decodes (%s); dropping it", row.id, exc)
+            self._heard[row.id] = row.last_heard
+            self._first_heard[row.id] = row.first_heard
+        restored = sum(1 for row in rows if row.id in self.directory)
+        now = self.clock()
+        self._handle_events(self.directory.expire(now), None, now)
+        for row in rows:
+            if row.id not in self.directory and row.id in self._heard:
+                self._session_gone(row.id, row.name, "timeout", now)
+        if rows:
+            log.info("restored %d of %d stored sessions; %d still announced", restored, len(rows),
+                     len(self.directory))
+
+    def on_sap_packet(self, data: bytes, peer: tuple, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        self.counters["sap_packets"] += 1
+        try:
+            events = self.directory.handle_packet(data, now)
+        except (SAPDecodeError, SDPDecodeError) as exc:
+            self.counters["sap_rejected"] += 1  # and by reason in the directory's counters
+            log.debug("sap from=%s rejected (%s): %s", peer[0], exc.reason, exc)
+            return
+        self._handle_events(events, data, now)
+
+    def expire(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        self._handle_events(self.directory.expire(now), None, now)
+
+    def _handle_events(self, events: list, packet: bytes | None, now: float) -> None:
+        if not events:
+            return
+        rule_changes: list[Change] = []
+        audits = []
+        with self.store.transaction(now) as tx:
+            for event in events:
+                s = event.session
+                if isinstance(event, (SessionAdded, SessionChanged)):
+                    if packet is None:  # pragma: no cover - only packets add or change sessions
+                        continue
+                    first = self._first_heard.setdefault(s.id, s.first_heard)
+                    tx.save_session(SessionRow(s.id, s.name, s.origin, str(s.announcer), packet, first,
+                                               s.last_heard, s.expires))
+                    self._heard[s.id] = s.last_heard
+                elif isinstance(event, SessionRemoved):
+                    tx.delete_session(s.id)
+                    self._heard.pop(s.id, None)
+                    self._first_heard.pop(s.id, None)
+                    changes = core.plan_session_gone(self.fleet.desired, s.id, event.reason.value)
+                    changes = [c for c in changes if c.key not in {x.key for x in rule_changes}]
+                    if changes:
+                        tx.apply(changes)
+                        detail = {"session": s.id, "name": s.name, "reason": event.reason.value,
+                                  "rules": [f"{c.key.source} {c.key.group}" for c in changes]}
+                        tx.audit("mauthserver", "session-ended", detail)
+                        audits.append(detail)
+                        rule_changes += changes
+        for event in events:
+            s = event.session
+            kind = event.kind
+            data = {"session": self.session_view(s)}
+            if isinstance(event, SessionRemoved):
+                data["reason"] = event.reason.value
+            self.bus.publish(f"session.{kind}", data, now)
+            self.counters[f"sessions_{kind}"] += 1
+            log.info("session=%s %s %r from %s%s", s.id, kind, s.name, s.announcer,
+                     f" ({event.reason.value})" if isinstance(event, SessionRemoved) else "")
+        if rule_changes:
+            for detail in audits:
+                log.info("session=%s ended (%s): its %d expiring rules are removed", detail["session"],
+                         detail["reason"], len(detail["rules"]))
+            self._mirror(rule_changes, actor="mauthserver", reason="session-ended", now=now)
+
+    def _session_gone(self, session_id: str, name: str, reason: str, now: float) -> None:
+        """A stored session that did not come back after a restart."""
+        changes = core.plan_session_gone(self.fleet.desired, session_id, reason)
+        with self.store.transaction(now) as tx:
+            tx.delete_session(session_id)
+            if changes:
+                tx.apply(changes)
+                tx.audit("mauthserver", "session-ended",
+                         {"session": session_id, "name": name, "reason": reason,
+                          "rules": [f"{c.key.source} {c.key.group}" for c in changes]})
+        self._heard.pop(session_id, None)
+        self._first_heard.pop(session_id, None)
+        if changes:
+            self._mirror(changes, actor="mauthserver", reason="session-ended", now=now)
+
+    def flush_heard(self) -> int:
+        """Persist when refreshed sessions were last heard; returns how many were written."""
+        heard = [(s.id, s.last_heard, s.expires) for s in self.directory.sessions()
+                 if self._heard.get(s.id) != s.last_heard]
+        if heard:
+            self.store.touch_sessions(heard, now=self.clock())
+            for sid, last, _ in heard:
+                self._heard[sid] = last
+        return len(heard)
+
+    # =========================================================================
+    # views (JSON-ready)
+    # =========================================================================
+
+    def rule_view(self, dr: DesiredRule) -> dict:
+        out = dr.to_dict()
+        routers = {}
+        packets = octets = 0
+        for name, r in sorted(self.fleet.routers.items()):
+            state = r.rule_state(dr.key, dr.rule.max_ttl)
+            packets += state.get("packets", 0)
+            octets += state.get("bytes", 0)
+            routers[name] = state
+        out["routers"] = routers
+        out["packets"], out["bytes"] = packets, octets
+        states = {s["state"] for s in routers.values()}
+        out["state"] = ("applied" if states <= {"applied"} else
+                        "refused" if "refused" in states else "pending")
+        return out
+
+    def rules_view(self) -> list[dict]:
+        return [self.rule_view(self.fleet.desired[k]) for k in sorted(self.fleet.desired)]
+
+    def get_rule(self, source: object, group: object) -> dict:
+        key = core.make_key(source, group)
+        dr = self.fleet.desired.get(key)
+        if dr is None:
+            raise NotFound(f"there is no rule for {key}")
+        return self.rule_view(dr)
+
+    def session_view(self, s) -> dict:
+        out = s.to_dict()
+        out["first_heard"] = min(out["first_heard"], self._first_heard.get(s.id, out["first_heard"]))
+        if s.any_source:
+            out["suggested_senders"] = SessionView.of(s).suggestions()
+        out["rules"] = [{"source": str(r.rule.source), "group": str(r.rule.group), "max_ttl": r.rule.max_ttl,
+                         "expire_with_session": r.expire_with_session}
+                        for k, r in sorted(self.fleet.desired.items()) if r.session_id == s.id]
+        return out
+
+    def sessions_view(self) -> list[dict]:
+        return [self.session_view(s) for s in self.directory.sessions()]
+
+    def router_view(self, r: RouterCore) -> dict:
+        return r.to_dict(self.fleet.desired, self.fleet.mode, self.mono(), _wall_of)
+
+    def routers_view(self) -> list[dict]:
+        return [self.router_view(r) for _, r in sorted(self.fleet.routers.items())]
+
+    def stats(self) -> dict:
+        routers = self.routers_view()
+        return {
+            "rules": len(self.fleet.desired),
+            "sessions": len(self.directory),
+            "mode": str(self.fleet.mode) if self.fleet.mode is not None else None,
+            "routers": {r["name"]: {k: r[k] for k in ("state", "pending", "rule_count", "mode", "last_contact",
+                                                      "last_error", "counters", "filter")}
+                        for r in routers},
+            "routers_up": sum(1 for r in routers if r["state"] == "up"),
+            "directory": self.directory.counters,
+            "mediator": dict(self.counters),
+            "events": dict(self.bus.counters, subscribers=self.bus.subscribers),
+            "store": dict(self.store.counts(), commits=self.store.commits),
+        }

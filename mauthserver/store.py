@@ -1,0 +1,472 @@
+"""mauthserver's state on disk: SQLite, one file, one writer.
+
+Strategy: everything the mediator must not forget lives here, and a client
+command is acknowledged only after the transaction holding it has committed.
+
+* WAL journal with `synchronous=FULL`: each commit is fsynced before
+  `COMMIT` returns, so an acknowledged command survives `kill -9` and a power
+  cut. (NORMAL would lose the last commits on power loss.) Commits cost well
+  under a millisecond on the machines seen so far.
+* Every mutation runs in one `BEGIN IMMEDIATE` transaction together with its
+  audit row (who, what, when): there is no state change without its audit
+  row, and no audit row without its change.
+* The file is marked as ours (`PRAGMA application_id`) and carries a schema
+  version (table `meta`). A file that is not SQLite, fails `quick_check`,
+  belongs to another application, or has a schema this version does not
+  know is refused with one sentence: the daemon never "repairs" or
+  overwrites a database it does not understand.
+* One mediator per database: an exclusive `flock` on `<db>.lock` (released
+  by the kernel when the process dies, even by `kill -9`).
+
+Tables:
+
+    meta      key/value: schema version, the fleet's state_id, the desired filter mode
+    routers   the routers managed (mirrors the command line) and what we last
+              heard from each: epoch, state_id, mode, rule count, last contact, last error
+    rules     the desired sender rules, with the session they came from
+    applied   per router, the rules it was last seen or told to hold
+    sessions  announced sessions: the last SAP packet that made or changed each
+              one, so the directory can be rebuilt after a restart, and when it was heard
+    audit     append-only log: at, actor, action, detail (JSON)
+
+Addresses are stored as text in canonical form; times are Unix seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import sqlite3
+import stat
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from musersd.protocol.model import Mode
+from musersd.rules import Rule, RuleError, RuleKey
+
+from .core import Change, Delete, DesiredRule, Put
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x6D415554  # "mAUT"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE routers (
+    name         TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    port         INTEGER NOT NULL,
+    added        REAL NOT NULL,
+    epoch        TEXT,
+    state_id     TEXT,
+    mode         TEXT,
+    rule_count   INTEGER,
+    last_contact REAL,
+    last_error   TEXT
+);
+CREATE TABLE rules (
+    source              TEXT NOT NULL,
+    grp                 TEXT NOT NULL,
+    max_ttl             INTEGER NOT NULL CHECK (max_ttl BETWEEN 1 AND 255),
+    session_id          TEXT,
+    expire_with_session INTEGER NOT NULL DEFAULT 0,
+    created             REAL NOT NULL,
+    updated             REAL NOT NULL,
+    actor               TEXT NOT NULL,
+    PRIMARY KEY (source, grp)
+);
+CREATE INDEX rules_by_session ON rules (session_id) WHERE session_id IS NOT NULL;
+CREATE TABLE applied (
+    router  TEXT NOT NULL REFERENCES routers (name) ON DELETE CASCADE,
+    source  TEXT NOT NULL,
+    grp     TEXT NOT NULL,
+    max_ttl INTEGER NOT NULL,
+    at      REAL NOT NULL,
+    PRIMARY KEY (router, source, grp)
+);
+CREATE TABLE sessions (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    announcer   TEXT NOT NULL,
+    packet      BLOB NOT NULL,
+    first_heard REAL NOT NULL,
+    last_heard  REAL NOT NULL,
+    expires     REAL NOT NULL
+);
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     REAL NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says why in one sentence."""
+
+
+@dataclass(frozen=True)
+class RouterRow:
+    name: str
+    host: str
+    port: int
+    epoch: int | None
+    state_id: int | None
+    mode: str | None
+    rule_count: int | None
+    last_contact: float | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    name: str
+    origin: str
+    announcer: str
+    packet: bytes
+    first_heard: float
+    last_heard: float
+    expires: float
+
+
+def _hex(value: int | None) -> str | None:
+    return None if value is None else f"{value:016x}"
+
+
+def _unhex(text: str | None) -> int | None:
+    return None if text is None else int(text, 16)
+
+
+class Tx:
+    """The operations allowed inside one transaction (see `Store.transaction`)."""
+
+    def __init__(self, db: sqlite3.Connection, now: float) -> None:
+        self.db = db
+        self.now = now
+
+    def audit(self, actor: str, action: str, detail: Mapping) -> int:
+        cur = self.db.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+                              (self.now, actor, action, json.dumps(detail, sort_keys=True)))
+        return int(cur.lastrowid)
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            if isinstance(change, Put):
+                r = change.rule
+                self.db.execute(
+                    "INSERT INTO rules (source, grp, max_ttl, session_id, expire_with_session, created, updated, actor)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, grp) DO UPDATE SET"
+                    " max_ttl = excluded.max_ttl, session_id = excluded.session_id,"
+                    " expire_with_session = excluded.expire_with_session, updated = excluded.updated,"
+                    " actor = excluded.actor",
+                    (str(r.rule.source), str(r.rule.group), r.rule.max_ttl, r.session_id,
+                     int(r.expire_with_session), r.created, r.updated, r.actor))
+            elif isinstance(change, Delete):
+                self.db.execute("DELETE FROM rules WHERE source = ? AND grp = ?",
+                                (str(change.key.source), str(change.key.group)))
+            else:  # pragma: no cover - a bug
+                raise TypeError(f"not a change: {change!r}")
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET"
+                            " value = excluded.value", (key, value))
+
+    def save_session(self, row: SessionRow) -> None:
+        self.db.execute(
+            "INSERT INTO sessions (id, name, origin, announcer, packet, first_heard, last_heard, expires)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+            " origin = excluded.origin, announcer = excluded.announcer, packet = excluded.packet,"
+            " last_heard = excluded.last_heard, expires = excluded.expires",
+            (row.id, row.name, row.origin, row.announcer, row.packet, row.first_heard, row.last_heard,
+             row.expires))
+
+    def delete_session(self, session_id: str) -> None:
+        self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+
+class Store:
+    """The mediator's SQLite database (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, db: sqlite3.Connection, lock_fd: int) -> None:
+        self.path = Path(path)
+        self.db = db
+        self._lock_fd = lock_fd
+        self.commits = 0
+
+    # -- opening ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, now: float) -> "Store":
+        """Open (or create) the database at `path`; raise StoreError if it cannot be used."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise StoreError(f"the directory of database {path} does not exist")
+        lock_fd = cls._lock(path)
+        try:
+            db = cls._connect(path)
+            try:
+                cls._check_and_init(path, db, now)
+            except BaseException:
+                db.close()
+                raise
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(path, db, lock_fd)
+
+    @staticmethod
+    def _lock(path: Path) -> int:
+        lock_path = path.with_name(path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot create lock file {lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"database {path} is in use by another mauthserver (lock {lock_path} is held)") from None
+        return fd
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            except OSError as exc:
+                raise StoreError(f"cannot create database {path}: {exc.strerror}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read database {path}: {exc.strerror}") from None
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(f"database {path} is not a regular file")
+            if st.st_size:
+                try:
+                    with open(path, "rb") as f:
+                        head = f.read(len(_SQLITE_MAGIC))
+                except OSError as exc:
+                    raise StoreError(f"cannot read database {path}: {exc.strerror}") from None
+                if head != _SQLITE_MAGIC:
+                    raise StoreError(f"{path} is not a SQLite database; refusing to start (move it away or give"
+                                     " another --db)")
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from None
+        return db
+
+    @staticmethod
+    def _check_and_init(path: Path, db: sqlite3.Connection, now: float) -> None:
+        try:
+            check = db.execute("PRAGMA quick_check(1)").fetchall()
+            if check != [("ok",)]:
+                first = " ".join(str(check[0][0]).replace("*", "").split())[:160] if check else "no answer"
+                raise StoreError(f"database {path} is corrupt ({first}); restore it from a backup or move it away")
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            if not tables:
+                if app_id not in (0, APPLICATION_ID):
+                    raise StoreError(f"database {path} belongs to another application (application_id {app_id:#x})")
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("BEGIN IMMEDIATE")
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT INTO meta (key, value) VALUES ('fleet_state_id', ?)",
+                           (f"{secrets.randbits(63) or 1:016x}",))
+                db.execute("INSERT INTO meta (key, value) VALUES ('created', ?)", (repr(now),))
+                db.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, 'mauthserver', 'create-db', ?)",
+                           (now, json.dumps({"schema_version": SCHEMA_VERSION})))
+                db.execute("COMMIT")
+            else:
+                if app_id != APPLICATION_ID or "meta" not in tables:
+                    raise StoreError(f"database {path} is not a mauthserver database; refusing to start")
+                row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                version = int(row[0]) if row and str(row[0]).isdigit() else None
+                if version is None:
+                    raise StoreError(f"database {path} has no schema version; refusing to start")
+                if version > SCHEMA_VERSION:
+                    raise StoreError(f"database {path} has schema {version}, written by a newer mauthserver"
+                                     f" (this one knows schema {SCHEMA_VERSION}); refusing to start")
+                if version < SCHEMA_VERSION:
+                    raise StoreError(f"database {path} has schema {version}, which this mauthserver cannot"
+                                     " upgrade; refusing to start")
+                missing = {"meta", "routers", "rules", "applied", "sessions", "audit"} - tables
+                if missing:
+                    raise StoreError(f"database {path} lacks table(s) {', '.join(sorted(missing))};"
+                                     " refusing to start")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"database {path} cannot use a write-ahead log (journal mode {mode})")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA busy_timeout = 5000")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"database {path} cannot be used: {exc}") from None
+
+    def close(self) -> None:
+        try:
+            self.db.close()
+        finally:
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+    # -- writing --------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, now: float) -> Iterator[Tx]:
+        """One durable transaction: committed (and fsynced) when the block ends without error."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield Tx(self.db, now)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        self.commits += 1
+
+    def commit(self, changes: list[Change], *, actor: str, action: str, detail: Mapping, now: float) -> int:
+        """Apply `changes` to the desired rules with their audit row; return the audit id."""
+        with self.transaction(now) as tx:
+            tx.apply(changes)
+            return tx.audit(actor, action, detail)
+
+    # -- meta -----------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    @property
+    def fleet_state_id(self) -> int:
+        return int(self.meta("fleet_state_id") or "1", 16)
+
+    def desired_mode(self) -> Mode | None:
+        value = self.meta("mode")
+        return None if value is None else Mode[value.upper()]
+
+    # -- routers --------------------------------------------------------------
+
+    def sync_routers(self, routers: Iterable[tuple[str, str, int]], *, now: float) -> dict[str, list[str]]:
+        """Make the routers table match the configuration; report what changed (and audit it)."""
+        want = {name: (host, port) for name, host, port in routers}
+        have = {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT name, host, port FROM routers")}
+        added = sorted(n for n in want if n not in have)
+        removed = sorted(n for n in have if n not in want)
+        moved = sorted(n for n in want if n in have and have[n] != want[n])
+        if not (added or removed or moved):
+            return {"added": [], "removed": [], "moved": []}
+        with self.transaction(now) as tx:
+            for name in removed:
+                tx.db.execute("DELETE FROM routers WHERE name = ?", (name,))
+            for name in moved:  # another address: what we knew about the old one is void
+                tx.db.execute("DELETE FROM applied WHERE router = ?", (name,))
+                tx.db.execute("UPDATE routers SET host = ?, port = ?, epoch = NULL, state_id = NULL, mode = NULL,"
+                              " rule_count = NULL, last_contact = NULL, last_error = NULL WHERE name = ?",
+                              (*want[name], name))
+            for name in added:
+                tx.db.execute("INSERT INTO routers (name, host, port, added) VALUES (?, ?, ?, ?)",
+                              (name, *want[name], now))
+            tx.audit("mauthserver", "configure-routers",
+                     {"added": {n: f"{want[n][0]}:{want[n][1]}" for n in added}, "removed": removed,
+                      "moved": {n: f"{want[n][0]}:{want[n][1]}" for n in moved}})
+        return {"added": added, "removed": removed, "moved": moved}
+
+    def routers(self) -> dict[str, RouterRow]:
+        out = {}
+        for r in self.db.execute("SELECT name, host, port, epoch, state_id, mode, rule_count, last_contact,"
+                                 " last_error FROM routers ORDER BY name"):
+            out[r[0]] = RouterRow(r[0], r[1], r[2], _unhex(r[3]), _unhex(r[4]), r[5], r[6], r[7], r[8])
+        return out
+
+    def save_router(self, name: str, *, epoch: int | None, state_id: int | None, mode: str | None,
+                    rule_count: int | None, last_contact: float | None, last_error: str | None,
+                    applied_put: Mapping[RuleKey, int] = {}, applied_del: Iterable[RuleKey] = (),
+                    applied_all: Mapping[RuleKey, int] | None = None, now: float) -> None:
+        """Record what we know about router `name`, and its applied rules, in one transaction."""
+        with self.transaction(now) as tx:
+            tx.db.execute("UPDATE routers SET epoch = ?, state_id = ?, mode = ?, rule_count = ?, last_contact = ?,"
+                          " last_error = ? WHERE name = ?",
+                          (_hex(epoch), _hex(state_id), mode, rule_count, last_contact, last_error, name))
+            if applied_all is not None:
+                tx.db.execute("DELETE FROM applied WHERE router = ?", (name,))
+                applied_put = applied_all
+            tx.db.executemany(
+                "INSERT INTO applied (router, source, grp, max_ttl, at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (router, source, grp) DO UPDATE SET max_ttl = excluded.max_ttl, at = excluded.at",
+                [(name, str(k.source), str(k.group), ttl, now) for k, ttl in applied_put.items()])
+            tx.db.executemany("DELETE FROM applied WHERE router = ? AND source = ? AND grp = ?",
+                              [(name, str(k.source), str(k.group)) for k in applied_del])
+
+    def applied(self) -> dict[str, dict[RuleKey, int]]:
+        out: dict[str, dict[RuleKey, int]] = {}
+        for router, source, grp, ttl in self.db.execute("SELECT router, source, grp, max_ttl FROM applied"):
+            out.setdefault(router, {})[self._key(source, grp)] = ttl
+        return out
+
+    # -- rules ------------------------------------------------------------------
+
+    def _key(self, source: str, grp: str) -> RuleKey:
+        try:
+            return RuleKey.make(source, grp)
+        except RuleError as exc:
+            raise StoreError(f"database {self.path} holds an invalid rule ({exc}); refusing to start") from None
+
+    def rules(self) -> list[DesiredRule]:
+        out = []
+        for source, grp, ttl, session_id, expire, created, updated, actor in self.db.execute(
+                "SELECT source, grp, max_ttl, session_id, expire_with_session, created, updated, actor FROM rules"):
+            key = self._key(source, grp)
+            out.append(DesiredRule(Rule(key, int(ttl)), session_id, bool(expire), created, updated, actor))
+        return out
+
+    # -- sessions ------------------------------------------------------------------
+
+    def sessions(self) -> list[SessionRow]:
+        return [SessionRow(*r) for r in self.db.execute(
+            "SELECT id, name, origin, announcer, packet, first_heard, last_heard, expires FROM sessions"
+            " ORDER BY last_heard, id")]
+
+    def touch_sessions(self, heard: Iterable[tuple[str, float, float]], *, now: float) -> None:
+        """Record when sessions were last heard (id, last_heard, expires), in one transaction."""
+        rows = [(last, expires, sid) for sid, last, expires in heard]
+        if rows:
+            with self.transaction(now) as tx:
+                tx.db.executemany("UPDATE sessions SET last_heard = ?, expires = ? WHERE id = ?", rows)
+
+    # -- audit -------------------------------------------------------------------
+
+    def audit_log(self, *, limit: int = 100, before: int | None = None) -> list[dict]:
+        query = "SELECT id, at, actor, action, detail FROM audit"
+        args: tuple = ()
+        if before is not None:
+            query += " WHERE id < ?"
+            args = (before,)
+        query += " ORDER BY id DESC LIMIT ?"
+        rows = self.db.execute(query, (*args, limit)).fetchall()
+        return [{"id": i, "at": at, "actor": actor, "action": action, "detail": json.loads(detail)}
+                for i, at, actor, action, detail in rows]
+
+    def counts(self) -> dict[str, int]:
+        out = {}
+        for table in ("rules", "applied", "sessions", "audit", "routers"):
+            out[table] = self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return out

@@ -1,0 +1,226 @@
+"""Crash recovery, the reason mauthserver exists (the paper's section 3.4).
+
+* kill -9 of mauthserver in the middle of 1,000 commands: after a restart
+  every acknowledged command is in its state and on the router;
+* a router restarted with empty maps (new state_id) re-converges by itself;
+* a router restarted with its pinned maps (new epoch only) is checked, not
+  rewritten; a router that is down while commands arrive gets them later;
+* sessions, and the rules that expire with them, survive a mediator crash.
+
+Bounded: every wait has a deadline; the commands go to the router
+namespace's loopback only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.netns import inside
+from lab.topology import Lab, Route
+from mauthclient.api import ApiError, Unreachable
+from tests.integration.mauthserver_lab import MauthserverProc, MusersdProc, announce, make_secrets
+
+pytestmark = pytest.mark.integration
+
+AUTH = "192.0.2.10"
+GROUP = "239.1.1.1"
+N = 20
+
+
+@pytest.fixture
+def fleet(pin_dir):
+    with Lab(senders={"s1": [AUTH, "192.0.2.11", "192.0.2.12"]}, routes=[Route(GROUP, AUTH)]) as lab:
+        key, token = make_secrets(lab.workdir)
+        musersd = MusersdProc(lab, pin_dir, key).start()
+        server = MauthserverProc(lab, key, token, routers={"r1": "127.0.0.1:7575"}).start()
+        yield lab, musersd, server
+
+
+def _key(i: int) -> tuple[str, str]:
+    """1,000 distinct (source, group) pairs."""
+    return f"192.0.2.{10 + i % 3}", str(ipaddress.IPv4Address("239.2.0.1") + i)
+
+
+def _commands(n: int, seed: int = 7) -> list[tuple]:
+    """Mostly adds, with removals of earlier adds mixed in."""
+    rng = random.Random(seed)
+    cmds, live = [], []
+    i = 0
+    while len(cmds) < n:
+        if live and rng.random() < 0.15:
+            key = live.pop(rng.randrange(len(live)))
+            cmds.append(("del", *key))
+        else:
+            key = _key(i)
+            i += 1
+            cmds.append(("add", *key, 1 + i % 64))
+            live.append(key)
+    return cmds
+
+
+class Client(threading.Thread):
+    """Sends the commands in order from inside the router namespace; retries one the crash interrupted."""
+
+    def __init__(self, server: MauthserverProc, cmds: list[tuple]) -> None:
+        super().__init__(daemon=True)
+        self.server, self.cmds = server, cmds
+        self.acked: list[tuple] = []
+        self.interrupted = 0
+        self.error: BaseException | None = None
+        self.deadline = time.monotonic() + 180
+
+    def run(self) -> None:
+        try:
+            with inside(self.server.lab.router.ns):
+                api = self.server.api()
+                for cmd in self.cmds:
+                    while True:
+                        if time.monotonic() > self.deadline:
+                            raise TimeoutError("the commands took too long")
+                        try:
+                            if cmd[0] == "add":
+                                api.add_rule(cmd[1], cmd[2], cmd[3])
+                            else:
+                                try:
+                                    api.remove_rule(cmd[1], cmd[2])
+                                except ApiError as exc:
+                                    if exc.status != 404:
+                                        raise
+                                    # 404 only after a crash: the first attempt was committed before it
+                                    assert self.interrupted, exc.message
+                            self.acked.append(cmd)
+                            break
+                        except Unreachable:
+                            self.interrupted += 1
+                            time.sleep(0.05)  # the server is down: try the same command again
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def _expected(cmds: list[tuple]) -> dict[tuple[str, str], int]:
+    state: dict[tuple[str, str], int] = {}
+    for cmd in cmds:
+        if cmd[0] == "add":
+            state[(cmd[1], cmd[2])] = cmd[3]
+        else:
+            state.pop((cmd[1], cmd[2]), None)
+    return state
+
+
+def test_kill9_mauthserver_during_1000_commands(fleet):
+    lab, musersd, server = fleet
+    cmds = _commands(1000)
+    client = Client(server, cmds)
+    client.start()
+    deadline = time.monotonic() + 120
+    while len(client.acked) < 400 and client.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    acked_before = len(client.acked)
+    server.kill9()
+    assert 400 <= acked_before < 1000, "the crash must land in the middle of the commands"
+    time.sleep(0.3)
+    server.start()
+    client.join(timeout=180)
+    assert not client.is_alive() and client.error is None, client.error
+    assert client.interrupted >= 1
+    assert client.acked == cmds  # every command was acknowledged exactly once, in order
+
+    want = _expected(cmds)
+    rules = server.converged(timeout=120)
+    assert {(r["source"], r["group"]): r["max_ttl"] for r in rules} == want
+    assert all(r["routers"]["r1"]["state"] == "applied" for r in rules)
+    assert musersd.rules() == want
+    audit = server.call("audit", 10000)
+    assert sum(1 for e in audit if e["action"] in ("add-sender", "del-sender")) >= len(cmds)
+
+
+def test_router_restarted_empty_reconverges_by_itself(fleet, pin_dir):
+    lab, musersd, server = fleet
+    want = {}
+    for i in range(40):
+        src, grp = _key(i)
+        server.call("add_rule", src, grp, 8)
+        want[(src, grp)] = 8
+    server.call("add_rule", AUTH, GROUP, 8)
+    want[(AUTH, GROUP)] = 8
+    server.converged()
+    assert musersd.rules() == want
+    first_state = server.call("routers")[0]["state_id"]
+
+    # 1. musersd restarts with its pinned maps: a new epoch, the same state_id, nothing to re-install.
+    musersd.kill9()
+    musersd.start()
+    server.wait_for(lambda: server.call("routers"), lambda rs: rs[0]["counters"]["restarts_seen"] == 1)
+    server.converged()
+    assert server.call("routers")[0]["state_id"] == first_state
+    assert server.call("routers")[0]["counters"]["state_losses"] == 0
+
+    # 2. The router loses its tables (maps unpinned, daemon restarted): it comes back empty.
+    musersd.kill9()
+    shutil.rmtree(pin_dir)
+    musersd.start()
+    deadline = time.monotonic() + 60
+    while musersd.rules() != want:  # nobody asks: mauthserver notices the new state_id itself
+        assert time.monotonic() < deadline, server.log(True)[-3000:]
+        time.sleep(0.2)
+    routers = server.call("routers")
+    assert routers[0]["state_id"] != first_state
+    assert routers[0]["counters"]["state_losses"] == 1
+    assert "lost its rules" in server.log()
+    rx = lab.receiver([GROUP])
+    lab.sender(AUTH).send(GROUP, N, ttl=8)
+    lab.sender("192.0.2.12").send(GROUP, N, ttl=8)
+    rx.drain()
+    assert (rx.got(AUTH, GROUP), rx.got("192.0.2.12", GROUP)) == (N, 0)
+
+
+def test_commands_for_a_router_that_is_down_wait_for_it(fleet):
+    lab, musersd, server = fleet
+    musersd.stop()
+    server.wait_for(lambda: server.call("routers"), lambda rs: rs[0]["state"] == "down", timeout=30)
+    out = server.call("add_rule", AUTH, GROUP, 8)  # acknowledged: committed, fan-out pending
+    assert out["result"] == "added" and out["rule"]["routers"]["r1"]["state"] == "pending"
+    time.sleep(1.0)
+    assert server.call("rules")[0]["routers"]["r1"]["state"] == "pending"
+    musersd.start()
+    server.converged(timeout=30)
+    assert musersd.rules() == {(AUTH, GROUP): 8}
+
+
+SDP = """v=0
+o=- 42 1 IN IP4 198.51.100.2
+s=Survives restarts
+c=IN IP4 232.5.5.5/12
+t=0 0
+a=source-filter: incl IN IP4 232.5.5.5 192.0.2.11
+m=video 5004 RTP/AVP 33
+"""
+
+
+def test_sessions_and_their_rules_survive_a_mediator_crash(fleet, tmp_path: Path):
+    lab, musersd, server = fleet
+    r1 = lab.receivers["r1"]
+    (tmp_path / "s.sdp").write_text(SDP)
+    announce(lab, r1.ns, tmp_path / "s.sdp", "--source", r1.addrs[0], "--count", "1")
+    (session,) = server.wait_for(lambda: server.call("sessions"), lambda s: len(s) == 1)
+    server.call("authorize", session["id"], expire_with_session=True)
+    server.converged()
+    server.kill9()
+    server.start()
+    (again,) = server.wait_for(lambda: server.call("sessions"), lambda s: len(s) == 1)
+    assert (again["id"], again["name"], again["groups"]) == (session["id"], session["name"], session["groups"])
+    assert again["first_heard"] == pytest.approx(session["first_heard"])
+    rules = server.converged()
+    assert [(r["source"], r["group"], r["session"]) for r in rules] == [("192.0.2.11", "232.5.5.5", session["id"])]
+    # The deletion heard after the restart still takes the session's rules away.
+    announce(lab, r1.ns, tmp_path / "s.sdp", "--source", r1.addrs[0], "--delete")
+    server.wait_for(lambda: server.call("rules"), lambda rs: rs == [])
+    server.converged()
+    assert musersd.rules() == {}

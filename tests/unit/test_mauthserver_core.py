@@ -1,0 +1,363 @@
+"""mauthserver's pure core: commands, authorize, and the per-router reconciler with a fake clock.
+
+The reconciler is driven against `FakeRouter`, a fake that executes (a
+`MemoryBackend` with an epoch and a state_id that a restart changes), so the
+assertions are about what the router ends up holding.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from mauthserver import core
+from mauthserver.core import (
+    Apply,
+    DesiredRule,
+    Fleet,
+    FlowView,
+    Install,
+    ListRules,
+    Probe,
+    Put,
+    RouterCore,
+    SessionView,
+    SetMode,
+    Timers,
+    Wait,
+)
+from musersd.protocol.backend import MemoryBackend
+from musersd.protocol.errors import NotFound, TableFull
+from musersd.protocol.model import Mode
+from musersd.rules import Rule, RuleKey
+
+ip = ipaddress.ip_address
+T = 1000.0
+
+
+def dr(src="192.0.2.10", grp="239.1.1.1", ttl=8, **kw) -> DesiredRule:
+    return DesiredRule(Rule.make(src, grp, ttl), **kw)
+
+
+# =============================================================================
+# commands
+# =============================================================================
+
+
+def test_add_is_idempotent_and_conflicts_need_replace():
+    desired = {}
+    (put,) = core.plan_add(desired, Rule.make("192.0.2.10", "239.1.1.1", 8), replace_existing=False, actor="a",
+                           now=T)
+    desired[put.key] = put.rule
+    assert put.kind == "added" and put.rule.created == T
+    assert core.plan_add(desired, Rule.make("192.0.2.10", "239.1.1.1", 8), replace_existing=False, actor="a",
+                         now=T + 1) == []
+    with pytest.raises(core.Conflict, match="already exists with max TTL 8"):
+        core.plan_add(desired, Rule.make("192.0.2.10", "239.1.1.1", 9), replace_existing=False, actor="a", now=T)
+    (change,) = core.plan_add(desired, Rule.make("192.0.2.10", "239.1.1.1", 9), replace_existing=True,
+                              actor="b", now=T + 2)
+    assert change.kind == "changed" and change.rule.created == T and change.rule.updated == T + 2
+
+
+def test_remove_flush_and_bad_input():
+    desired = {dr().key: dr()}
+    assert core.plan_remove(desired, dr().key)[0].kind == "removed"
+    with pytest.raises(core.NotFound):
+        core.plan_remove(desired, RuleKey.make("192.0.2.11", "239.1.1.1"))
+    assert len(core.plan_flush(desired)) == 1
+    with pytest.raises(core.Invalid, match="not a multicast"):
+        core.make_rule("192.0.2.10", "10.0.0.1", 8)
+    with pytest.raises(core.Invalid, match="outside 1-255"):
+        core.make_rule("192.0.2.10", "239.1.1.1", 0)
+
+
+def test_session_end_removes_only_expiring_rules_of_that_session():
+    desired = {r.key: r for r in [
+        dr(grp="239.1.1.1", session_id="s1", expire_with_session=True),
+        dr(grp="239.1.1.2", session_id="s1", expire_with_session=False),
+        dr(grp="239.1.1.3", session_id="s2", expire_with_session=True),
+        dr(grp="239.1.1.4"),
+    ]}
+    for reason in ("deleted", "timeout", "stopped"):
+        assert [c.key.group for c in core.plan_session_gone(desired, "s1", reason)] == [ip("239.1.1.1")]
+    assert core.plan_session_gone(desired, "s1", "evicted") == []  # the directory's memory, not the session
+    assert [c.key.group for c in core.plan_revoke(desired, "s1")] == [ip("239.1.1.1"), ip("239.1.1.2")]
+    with pytest.raises(core.NotFound):
+        core.plan_revoke(desired, "nope")
+
+
+# -- authorize -----------------------------------------------------------------
+
+LAYERED = SessionView("abc", "layered", "192.0.2.200", ip("198.51.100.2"), (
+    FlowView(ip("224.2.1.1"), 127, (ip("192.0.2.10"),)),
+    FlowView(ip("224.2.1.2"), 127, ()),
+    FlowView(ip("224.2.1.3"), 127, (ip("192.0.2.42"),)),
+    FlowView(ip("233.252.0.1"), 15, (), (ip("192.0.2.66"),)),
+))
+ASM = SessionView("def", "asm", "192.0.2.55", ip("198.51.100.2"), (FlowView(ip("239.255.12.42"), 255, ()),))
+
+
+def _rules(plan) -> list[tuple[str, str, int]]:
+    return sorted((str(r.rule.source), str(r.rule.group), r.rule.max_ttl) for r in plan.rules)
+
+
+def test_authorize_uses_the_declared_senders_and_c_ttl():
+    plan = core.plan_authorize({}, LAYERED, actor="a", now=T)
+    assert _rules(plan) == [("192.0.2.10", "224.2.1.1", 127), ("192.0.2.42", "224.2.1.3", 127)]
+    assert {s["group"] for s in plan.skipped} == {"224.2.1.2", "233.252.0.1"}
+    assert all(isinstance(c, Put) and c.rule.session_id == "abc" for c in plan.changes)
+    plan = core.plan_authorize({}, LAYERED, max_ttl=16, expire_with_session=True, actor="a", now=T)
+    assert {r.rule.max_ttl for r in plan.rules} == {16} and all(r.expire_with_session for r in plan.rules)
+
+
+def test_any_source_needs_a_sender_and_only_suggests_origin_and_announcer():
+    with pytest.raises(core.Unprocessable) as info:
+        core.plan_authorize({}, ASM, actor="a", now=T)
+    assert info.value.details["suggestions"] == ["192.0.2.55", "198.51.100.2"]
+    assert "192.0.2.55" in info.value.message
+    plan = core.plan_authorize({}, ASM, senders=["192.0.2.10"], actor="a", now=T)
+    assert _rules(plan) == [("192.0.2.10", "239.255.12.42", 255)]
+
+
+def test_given_senders_apply_to_every_group_except_where_excluded():
+    plan = core.plan_authorize({}, LAYERED, senders=["192.0.2.66", "192.0.2.7"], actor="a", now=T)
+    groups = {(str(r.rule.source), str(r.rule.group)) for r in plan.rules}
+    assert ("192.0.2.66", "233.252.0.1") not in groups  # the session excludes it there
+    assert ("192.0.2.7", "233.252.0.1") in groups and ("192.0.2.66", "224.2.1.2") in groups
+    assert any("excludes 192.0.2.66" in s["reason"] for s in plan.skipped)
+
+
+def test_authorize_skips_what_cannot_be_a_rule_and_refuses_when_nothing_is_left():
+    no_ttl = SessionView("x", "pulse", "192.0.2.50", ip("192.0.2.50"),
+                         (FlowView(ip("239.1.2.3"), None, ()), FlowView(ip("224.0.0.56"), None, ()),
+                          FlowView(ip("ff0e::1"), None, ())))
+    with pytest.raises(core.Unprocessable, match="no rule"):
+        core.plan_authorize({}, no_ttl, senders=["192.0.2.50"], actor="a", now=T)
+    plan = core.plan_authorize({}, no_ttl, senders=["192.0.2.50"], max_ttl=4, actor="a", now=T)
+    assert _rules(plan) == [("192.0.2.50", "239.1.2.3", 4)]
+    assert len(plan.skipped) == 2  # link-local control group, IPv6
+    with pytest.raises(core.Invalid):
+        core.plan_authorize({}, ASM, senders=["not-an-address"], actor="a", now=T)
+
+
+def test_authorize_keeps_identical_rules_and_refuses_silent_overwrites():
+    manual = dr("192.0.2.10", "224.2.1.1", 127)
+    plan = core.plan_authorize({manual.key: manual}, LAYERED, actor="a", now=T)
+    kept = {r.key: r for r in plan.rules}[manual.key]
+    assert kept is manual and len(plan.changes) == 1  # provenance of the manual rule kept
+    other = dr("192.0.2.10", "224.2.1.1", 5)
+    with pytest.raises(core.Conflict):
+        core.plan_authorize({other.key: other}, LAYERED, actor="a", now=T)
+    plan = core.plan_authorize({other.key: other}, LAYERED, replace_existing=True, actor="a", now=T)
+    assert {r.key: r.rule.max_ttl for r in plan.rules}[other.key] == 127
+
+
+# =============================================================================
+# the reconciler
+# =============================================================================
+
+
+class FakeRouter:
+    """musersd in miniature: a MemoryBackend, an epoch, a state_id, and a switch to make it unreachable."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self.capacity = capacity
+        self.backend = MemoryBackend(capacity=capacity)
+        self.epoch, self.state_id = 1, 100
+        self.up = True
+        self.calls: list[str] = []
+
+    def restart(self, *, lose_rules: bool) -> None:
+        self.epoch += 1
+        if lose_rules:
+            self.backend = MemoryBackend(capacity=self.capacity)
+            self.state_id += 1
+
+
+def run(core_: RouterCore, router: FakeRouter, fleet: Fleet, now: float, limit: int = 10000) -> Wait:
+    """Execute the core's actions on the fake router until it waits (or the router is down)."""
+    for _ in range(limit):
+        action = core_.next_action(fleet.desired, fleet.mode, now)
+        if isinstance(action, Wait):
+            core_.refresh_status(fleet.desired, fleet.mode)  # as the shell does when it goes idle
+            return action
+        router.calls.append(type(action).__name__ if not isinstance(action, Apply) else type(action.op).__name__)
+        if not router.up:
+            core_.on_unreachable("no answer", now)
+            continue
+        b = router.backend
+        if isinstance(action, Probe):
+            if core_.epoch != router.epoch:  # first contact, or STALE_EPOCH: the client core says HELLO
+                core_.on_hello(router.epoch, router.state_id, len(b.rules), b.mode, "memory", now)
+            core_.on_probe(b.counters(), now)
+        elif isinstance(action, ListRules):
+            core_.on_listed(b.list(b"", 100000).items, fleet.desired, now)
+        elif isinstance(action, SetMode):
+            b.set_mode(action.mode)
+            core_.on_mode(b.mode, now)
+        elif isinstance(action, Apply):
+            op = action.op
+            try:
+                if isinstance(op, Install):
+                    b.replace(op.rule)
+                else:
+                    b.remove(op.key)
+            except NotFound:
+                pass
+            except TableFull as exc:
+                core_.on_refused(op, f"TABLE_FULL: {exc}", now)
+                continue
+            core_.on_done(op, now)
+    raise AssertionError("the reconciler never went idle")
+
+
+def held(router: FakeRouter) -> dict[RuleKey, int]:
+    return {k: r.max_ttl for k, r in router.backend.rules.items()}
+
+
+def want(fleet: Fleet) -> dict[RuleKey, int]:
+    return {k: r.rule.max_ttl for k, r in fleet.desired.items()}
+
+
+def make(n: int = 5, timers: Timers | None = None) -> tuple[Fleet, RouterCore, FakeRouter]:
+    fleet = Fleet([dr(grp=f"239.1.1.{i + 1}") for i in range(n)])
+    rc = RouterCore("r1", "192.0.2.1", 7575, timers or Timers(probe_interval=5, verify_interval=60,
+                                                            retry_base=1, retry_max=8))
+    fleet.add_router(rc)
+    return fleet, rc, FakeRouter()
+
+
+def test_converges_and_removes_what_is_not_desired():
+    fleet, rc, router = make(5)
+    stray = Rule.make("192.0.2.99", "239.9.9.9", 3)
+    router.backend.rules[stray.key] = stray  # e.g. added directly with mauthctl --router
+    wait = run(rc, router, fleet, T)
+    assert held(router) == want(fleet)
+    assert router.calls[:2] == ["Probe", "ListRules"]  # first contact is always verified
+    assert router.calls.count("Uninstall") == 1 and router.calls.count("Install") == 5
+    assert rc.status == core.UP and rc.pending(fleet.desired) == 0
+    assert wait.until == T + 5  # next HELLO probe
+
+
+def test_changes_after_convergence_are_applied_incrementally():
+    fleet, rc, router = make(3)
+    run(rc, router, fleet, T)
+    router.calls.clear()
+    changes = core.plan_add(fleet.desired, Rule.make("192.0.2.10", "239.1.1.1", 20), replace_existing=True,
+                            actor="a", now=T)
+    changes += core.plan_remove(fleet.desired, RuleKey.make("192.0.2.10", "239.1.1.2"))
+    fleet.apply(changes)
+    assert rc.pending(fleet.desired) == 2
+    run(rc, router, fleet, T + 1)
+    assert router.calls == ["Install", "Uninstall"]  # no LIST, no probe: nothing suggested a restart
+    assert held(router) == want(fleet)
+
+
+def test_router_restart_without_losing_rules_is_checked_not_rewritten():
+    fleet, rc, router = make(4)
+    run(rc, router, fleet, T)
+    router.restart(lose_rules=False)
+    router.calls.clear()
+    run(rc, router, fleet, T + 5)  # the probe is due
+    assert router.calls == ["Probe", "ListRules"]
+    assert rc.counters["restarts_seen"] == 1 and rc.counters["state_losses"] == 0
+
+
+def test_router_that_lost_its_rules_gets_them_back_without_being_asked():
+    fleet, rc, router = make(6)
+    run(rc, router, fleet, T)
+    router.restart(lose_rules=True)
+    assert held(router) == {}
+    run(rc, router, fleet, T + 4.9)
+    assert held(router) == {}  # the probe is not due yet
+    run(rc, router, fleet, T + 5)
+    assert held(router) == want(fleet)
+    assert rc.counters["state_losses"] == 1
+
+
+def test_drift_behind_our_back_is_noticed_by_the_rule_count():
+    fleet, rc, router = make(3)
+    run(rc, router, fleet, T)
+    del router.backend.rules[next(iter(router.backend.rules))]  # someone removed a rule directly
+    run(rc, router, fleet, T + 5)
+    assert held(router) == want(fleet) and rc.counters["drifts"] == 1
+
+
+def test_periodic_verification_catches_a_changed_ttl():
+    fleet, rc, router = make(2, Timers(probe_interval=5, verify_interval=30))
+    run(rc, router, fleet, T)
+    key = next(iter(router.backend.rules))
+    router.backend.rules[key] = Rule(key, 99)  # same count, other TTL: only a LIST sees it
+    run(rc, router, fleet, T + 10)
+    assert router.backend.rules[key].max_ttl == 99
+    run(rc, router, fleet, T + 30)
+    assert held(router) == want(fleet)
+
+
+def test_unreachable_router_backs_off_exponentially_then_recovers():
+    fleet, rc, router = make(2)
+    router.up = False
+    waits = []
+    now = T
+    for _ in range(6):
+        wait = run(rc, router, fleet, now)
+        waits.append(round(wait.until - now, 3))
+        now = wait.until
+    assert waits == [1, 2, 4, 8, 8, 8]  # retry_base 1, doubling, capped at retry_max 8 (jitter 0.5: x1)
+    assert rc.status == core.DOWN and rc.failures == 6
+    router.up = True
+    run(rc, router, fleet, now)
+    assert held(router) == want(fleet) and rc.status == core.UP and rc.failures == 0
+
+
+def test_refused_rules_are_not_retried_until_they_change():
+    fleet, rc, router = make(0)
+    router.backend.capacity = 2
+    fleet.apply([Put(dr(grp=f"239.1.1.{i + 1}")) for i in range(3)])
+    run(rc, router, fleet, T)
+    assert len(router.backend.rules) == 2 and len(rc.refused) == 1
+    refused_key = next(iter(rc.refused))
+    state = rc.rule_state(refused_key, 8)
+    assert state["state"] == "refused" and "TABLE_FULL" in state["error"]
+    router.calls.clear()
+    run(rc, router, fleet, T + 1)
+    assert router.calls == []  # no retry loop
+    # Room is made by removing another rule: the next verification retries the refused one.
+    other = next(k for k in fleet.desired if k != refused_key)
+    fleet.apply(core.plan_remove(fleet.desired, other))
+    run(rc, router, fleet, T + 61)
+    assert held(router) == want(fleet)
+
+
+def test_desired_mode_is_enforced_on_the_router():
+    fleet, rc, router = make(1)
+    fleet.mode = Mode.MONITOR
+    run(rc, router, fleet, T)
+    assert router.backend.mode == Mode.MONITOR and "SetMode" in router.calls
+
+
+def test_state_believed_from_the_store_is_verified_first():
+    fleet, _, router = make(2)
+    believed = {k: 8 for k in fleet.desired}
+    rc = RouterCore("r2", "192.0.2.1", 7575, applied=believed)
+    fleet.add_router(rc)
+    assert rc.rule_state(next(iter(fleet.desired)), 8) == {"state": "applied", "verified": False}
+    run(rc, router, fleet, T)  # the router is actually empty
+    assert held(router) == want(fleet)
+    assert rc.rule_state(next(iter(fleet.desired)), 8)["state"] == "applied"
+
+
+def test_a_change_made_while_an_operation_is_in_flight_is_not_lost():
+    fleet, rc, router = make(1)
+    run(rc, router, fleet, T)
+    key = next(iter(fleet.desired))
+    fleet.apply(core.plan_add(fleet.desired, Rule(key, 20), replace_existing=True, actor="a", now=T))
+    action = rc.next_action(fleet.desired, None, T)
+    assert action == Apply(Install(Rule(key, 20)))
+    # While the REPLACE is on the wire, the operator changes the rule again...
+    fleet.apply(core.plan_add(fleet.desired, Rule(key, 30), replace_existing=True, actor="a", now=T))
+    router.backend.replace(action.op.rule)
+    rc.on_done(action.op, T)  # ...and the answer to the first change arrives.
+    run(rc, router, fleet, T)
+    assert held(router) == {key: 30}
