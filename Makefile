@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: setup test unit integration demo clean
+.PHONY: setup test unit integration demo bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,10 @@ integration: setup
 
 demo: setup
 	$(PY) -m lab.demo
+
+# Benchmarks (bench/): print tables, regenerate docs/benchmarks.json. Root, about 1 minute.
+bench: setup
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) *.egg-info build .pytest_cache

@@ -4,9 +4,9 @@
  * internal interfaces. Compiled at load time by bcc (musersd/dataplane.py);
  * options arrive as -D flags, never by string substitution:
  *
- *   MAUTH_PIN_DIR    bpffs directory of this layout's pinned maps (required)
- *   MAUTH_MAX_RULES  capacity of the rule and per-rule stats maps
- *   MAUTH_MAX_DENIED capacity of the LRU table of denied (source, group)
+ *   MAUTH_PIN_DIR     bpffs directory of this layout's pinned maps (required)
+ *   MAUTH_MAX_RULES   capacity of the rule and per-rule stats maps
+ *   MAUTH_DENIED_SETS sets in the denied table (MAUTH_DENIED_WAYS pairs each)
  *
  * The policy, in order (DESIGN.md "Packet policy"; the pure-Python model in
  * musersd/policy.py mirrors every branch and a test runs one table of cases
@@ -30,9 +30,13 @@
  *     otherwise .................................. pass, "passed" + rule stats
  *
  * In monitor mode every DROP above becomes a pass, with identical counting.
- * Drops are recorded in the denied LRU table so operators see who is trying.
+ * Drops are recorded in the denied table so operators see who is trying.
  * IP options need no parsing: TTL and addresses are in the fixed header; the
  * options only have to lie inside the packet.
+ *
+ * Cost (docs/benchmarks.md, bench/xdp_cost.py): every path does at most one
+ * hash lookup (the rule) and otherwise only inlined per-CPU array lookups,
+ * no atomics, and no helper call except once per timer tick per CPU.
  */
 #include <uapi/linux/bpf.h>
 #include <linux/in.h>
@@ -46,8 +50,8 @@
 #ifndef MAUTH_MAX_RULES
 #define MAUTH_MAX_RULES 65536
 #endif
-#ifndef MAUTH_MAX_DENIED
-#define MAUTH_MAX_DENIED 4096
+#ifndef MAUTH_DENIED_SETS
+#define MAUTH_DENIED_SETS 1024
 #endif
 
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -69,8 +73,36 @@ BPF_TABLE_PINNED("percpu_array", u32, struct mauth_stats, mauth_stats,
                  MAUTH_MAX_RULES, MAUTH_PIN_DIR "/stats");
 BPF_TABLE_PINNED("percpu_array", u32, struct mauth_counter, mauth_reasons,
                  MAUTH_R_MAX, MAUTH_PIN_DIR "/reasons");
-BPF_TABLE_PINNED("lru_hash", struct mauth_key4, struct mauth_denied, mauth_denied4,
-                 MAUTH_MAX_DENIED, MAUTH_PIN_DIR "/denied4");
+BPF_TABLE_PINNED("percpu_array", u32, struct mauth_denied_set, mauth_denied4,
+                 MAUTH_DENIED_SETS, MAUTH_PIN_DIR "/denied4");
+
+/* Not pinned, not part of the layout: this program's own per-CPU cache of
+ * bpf_ktime_get_coarse_ns(). That clock only moves once per timer tick, as
+ * jiffies does, and reading jiffies is a single load (the verifier inlines
+ * bpf_jiffies64) while the helper is a call that cost more than 3 ns a
+ * packet. So the helper runs once per tick per CPU and every stamp is the
+ * value the helper would have returned, give or take the instant between
+ * the tick's jiffies update and its clock update. */
+struct mauth_clock {
+    u64 jiffies;
+    u64 coarse_ns;
+};
+BPF_PERCPU_ARRAY(mauth_clock, struct mauth_clock, 1);
+
+static __always_inline u64 mauth_now(void)
+{
+    u32 zero = 0;
+    struct mauth_clock *c = mauth_clock.lookup(&zero);
+    u64 j = bpf_jiffies64();
+
+    if (!c)
+        return bpf_ktime_get_coarse_ns();
+    if (c->jiffies != j) {
+        c->jiffies = j;
+        c->coarse_ns = bpf_ktime_get_coarse_ns();
+    }
+    return c->coarse_ns;
+}
 
 static __always_inline int mauth_count(u32 reason, u64 len)
 {
@@ -83,30 +115,37 @@ static __always_inline int mauth_count(u32 reason, u64 len)
     return XDP_PASS;
 }
 
-static __always_inline void mauth_note_denied(struct mauth_key4 *key, u8 ttl,
-                                              u8 reason, u64 len)
+/* Count a dropped packet against its (src, grp) in this CPU's denied table:
+ * the pair's entry in its set, or else the set's least recently seen entry
+ * (an empty one has last_seen 0), which then starts over for this pair. */
+static __always_inline void mauth_note_denied(const struct mauth_key4 *key, u32 seed,
+                                              u8 ttl, u8 reason, u64 len)
 {
-    u64 now = bpf_ktime_get_coarse_ns();
-    struct mauth_denied *d = mauth_denied4.lookup(key);
+    u32 idx = mauth_denied_index(key, seed, MAUTH_DENIED_SETS);
+    struct mauth_denied_set *set = mauth_denied4.lookup(&idx);
+    struct mauth_denied *d;
 
-    if (!d) {
-        struct mauth_denied fresh = {};
-
-        fresh.packets = 1;
-        fresh.bytes = len;
-        fresh.last_seen = now;
-        fresh.last_ttl = ttl;
-        fresh.reason = reason;
-        if (mauth_denied4.insert(key, &fresh) == 0)
-            return;
-        /* Another CPU inserted it first: fall through and add to theirs. */
-        d = mauth_denied4.lookup(key);
-        if (!d)
-            return;
+    if (!set)
+        return;
+#pragma unroll
+    for (int i = 0; i < MAUTH_DENIED_WAYS; i++) {
+        d = &set->way[i];
+        if (d->key.src == key->src && d->key.grp == key->grp)
+            goto count;
     }
-    __sync_fetch_and_add(&d->packets, 1);
-    __sync_fetch_and_add(&d->bytes, len);
-    d->last_seen = now;
+    d = &set->way[0];
+#pragma unroll
+    for (int i = 1; i < MAUTH_DENIED_WAYS; i++) {
+        if (set->way[i].last_seen < d->last_seen)
+            d = &set->way[i];
+    }
+    d->key = *key;
+    d->packets = 0;
+    d->bytes = 0;
+count:
+    d->packets += 1;
+    d->bytes += len;
+    d->last_seen = mauth_now();
     d->last_ttl = ttl;
     d->reason = reason;
 }
@@ -188,14 +227,14 @@ int mauth_xdp(struct xdp_md *ctx)
     if (st) {
         st->packets += 1;
         st->bytes += len;
-        st->last_seen = bpf_ktime_get_coarse_ns();
+        st->last_seen = mauth_now();
     }
     return mauth_count(MAUTH_R_PASSED, len);
 
 deny:
     mauth_count(reason, len);
-    mauth_note_denied(&key, ttl, reason, len);
     struct mauth_cfg *cfg = mauth_cfg.lookup(&zero);
+    mauth_note_denied(&key, cfg ? cfg->denied_seed : 0, ttl, reason, len);
     if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
         return XDP_PASS;
     return XDP_DROP;

@@ -66,6 +66,10 @@ def _load() -> ctypes.CDLL:
     lib.bpf_obj_get_info_by_fd.restype = c_int
     lib.bpf_prog_test_run_opts.argtypes = [c_int, c_void_p]
     lib.bpf_prog_test_run_opts.restype = c_int
+    lib.bpf_map_update_batch.argtypes = [c_int, c_void_p, c_void_p, ctypes.POINTER(c_uint32), c_void_p]
+    lib.bpf_map_update_batch.restype = c_int
+    lib.bpf_map_delete_batch.argtypes = [c_int, c_void_p, ctypes.POINTER(c_uint32), c_void_p]
+    lib.bpf_map_delete_batch.restype = c_int
     lib.libbpf_num_possible_cpus.argtypes = []
     lib.libbpf_num_possible_cpus.restype = c_int
     return lib
@@ -152,6 +156,15 @@ def prog_id(fd: int) -> int:
     return info.id
 
 
+class _BatchOpts(ctypes.Structure):
+    # struct bpf_map_batch_opts (libbpf 1.x, tools/lib/bpf/bpf.h)
+    _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+# Errors a batch update reports as an outcome (how far it got) rather than raising.
+_BATCH_OUTCOMES = (errno.EEXIST, errno.ENOENT, errno.E2BIG, errno.ENOMEM, errno.ENOSPC)
+
+
 class Map:
     """A BPF map by fd, with ctypes key and value types (value = per-CPU array if percpu)."""
 
@@ -198,6 +211,42 @@ class Map:
             return False
         _check(ret, f"delete from {self.name}")
         return True
+
+    def try_update_batch(self, keys, values, count: int, flags: int = BPF_ANY) -> tuple[int, int]:
+        """Update `count` entries with one BPF_MAP_UPDATE_BATCH call.
+
+        `keys` is a ctypes array of key_type, `values` one of slot_type (for a
+        per-CPU map each value holds every CPU's copy). The kernel applies the
+        entries in order and stops at the first failure; returns (how many
+        were applied, 0 or the positive errno that stopped it: EEXIST, E2BIG,
+        ENOMEM...). Other failures raise.
+        """
+        n = ctypes.c_uint32(count)
+        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=flags, flags=0)
+        ret = lib().bpf_map_update_batch(
+            self.fd, ctypes.byref(keys), ctypes.byref(values), ctypes.byref(n), ctypes.byref(opts)
+        )
+        if ret < 0 and -ret in _BATCH_OUTCOMES:
+            return n.value, -ret
+        _check(ret, f"batch update of {self.name}")
+        return n.value, 0
+
+    def update_batch(self, keys, values, count: int, flags: int = BPF_ANY) -> None:
+        done, err = self.try_update_batch(keys, values, count, flags)
+        if err:
+            raise BPFSysError(err, f"batch update of {self.name} (entry {done} of {count}): {os.strerror(err)}")
+
+    def delete_batch(self, keys, count: int) -> int:
+        """Delete `count` keys with BPF_MAP_DELETE_BATCH; stops at the first missing key.
+
+        Returns how many were deleted.
+        """
+        n = ctypes.c_uint32(count)
+        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
+        ret = lib().bpf_map_delete_batch(self.fd, ctypes.byref(keys), ctypes.byref(n), ctypes.byref(opts))
+        if ret < 0 and -ret != errno.ENOENT:
+            _check(ret, f"batch delete from {self.name}")
+        return n.value
 
     def keys(self):
         """Iterate keys. Concurrent deletes may skip or restart entries (kernel semantics)."""

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import ipaddress
 import logging
 import os
 import secrets
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,10 @@ DEFAULT_PIN_DIR = "/sys/fs/bpf/mauth"
 DEFAULT_MAX_RULES = 65536
 DEFAULT_MAX_DENIED = 4096
 BPF_FS_MAGIC = 0xCAFE4A11
+
+_RULE_VAL = struct.Struct("=IBBH")  # RuleVal as bytes: slot, max_ttl, flags, pad
+_KEY4 = struct.Struct("!II")  # Key4 as bytes: source, group in network order
+assert _RULE_VAL.size == ctypes.sizeof(RuleVal) and _KEY4.size == ctypes.sizeof(Key4)
 
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -193,6 +199,8 @@ class DataPlane:
             raise DataPlaneError(f"max rules {max_rules} is outside 1-16777216")
         if max_denied is not None and not 16 <= max_denied <= 1024 * 1024:
             raise DataPlaneError(f"denied table size {max_denied} is outside 16-1048576")
+        if max_denied is not None:  # whole sets of the set-associative table
+            max_denied = -(-max_denied // maps.DENIED_WAYS) * maps.DENIED_WAYS
         self.pin_dir = Path(pin_dir)
         self.layout_dir = self.pin_dir / f"v{maps.LAYOUT}"
         self.max_rules = max_rules
@@ -202,6 +210,10 @@ class DataPlane:
         self._maps: dict[str, bpfsys.Map] = {}
         self._free_slots: list[int] = []
         self._next_slot = 0
+        # Slots from here up have never been handed out since the maps were
+        # created, so their per-CPU stats are still zero. Unknown for adopted
+        # maps (a removed rule leaves its counters behind): then nothing is.
+        self._fresh_from = 1 << 32
         self.created = False  # True when load() made the maps afresh
 
     # ------------------------------------------------------------------ setup
@@ -216,7 +228,7 @@ class DataPlane:
             "mauth_rules4": self.max_rules,
             "mauth_stats": self.max_rules,
             "mauth_reasons": maps.MAX_REASONS,
-            "mauth_denied4": self.max_denied,
+            "mauth_denied4": self.max_denied // maps.DENIED_WAYS,
         }[cname]
         return mtype, ctypes.sizeof(ktype), ctypes.sizeof(vtype), entries
 
@@ -235,7 +247,8 @@ class DataPlane:
         if self.max_rules is None:
             self.max_rules = self._pinned_entries("mauth_rules4") or DEFAULT_MAX_RULES
         if self.max_denied is None:
-            self.max_denied = self._pinned_entries("mauth_denied4") or DEFAULT_MAX_DENIED
+            sets = self._pinned_entries("mauth_denied4")
+            self.max_denied = sets * maps.DENIED_WAYS if sets else DEFAULT_MAX_DENIED
 
     def _check_pins(self) -> int:
         """Refuse pins of another shape; return how many of the maps exist."""
@@ -259,8 +272,13 @@ class DataPlane:
                     ksize,
                     vsize,
                 ):
+                    unit = "entries"
+                    if cname == "mauth_denied4":  # sets of DENIED_WAYS pairs: speak in pairs
+                        unit, have, want = "denied pairs", info.max_entries * maps.DENIED_WAYS, self.max_denied
+                    else:
+                        have, want = info.max_entries, entries
                     raise DataPlaneError(
-                        f"pinned map {path} holds {info.max_entries} entries but {entries} were asked for; "
+                        f"pinned map {path} holds {have} {unit} but {want} were asked for; "
                         f"use the size it was created with or remove {self.layout_dir} to start empty"
                     )
                 raise DataPlaneError(
@@ -285,7 +303,7 @@ class DataPlane:
             f"-I{maps.EBPF_DIR}",
             f'-DMAUTH_PIN_DIR="{self.layout_dir}"',
             f"-DMAUTH_MAX_RULES={self.max_rules}",
-            f"-DMAUTH_MAX_DENIED={self.max_denied}",
+            f"-DMAUTH_DENIED_SETS={self.max_denied // maps.DENIED_WAYS}",
         ]
 
     def load(self) -> "DataPlane":
@@ -303,9 +321,12 @@ class DataPlane:
         cfg = self._cfg()
         if cfg.layout == 0:
             self.created = True
+            if not existing:
+                self._fresh_from = 0
             cfg.layout = maps.LAYOUT
             cfg.max_rules = self.max_rules
             cfg.state_id = secrets.randbits(63) or 1
+            cfg.denied_seed = secrets.randbits(32)
             cfg.mode = Mode.ENFORCE.code
             self._maps["mauth_cfg"].update(ctypes.c_uint32(0), cfg)
             log.info("created pinned maps under %s (capacity %d rules)", self.layout_dir, self.max_rules)
@@ -444,7 +465,25 @@ class DataPlane:
         if self._next_slot >= self.max_rules:
             raise TableFull(f"the rule table is full ({self.max_rules} rules)")
         self._next_slot += 1
+        self._fresh_from = max(self._fresh_from, self._next_slot)
         return self._next_slot - 1
+
+    def _alloc_slots(self, n: int) -> tuple[list[int], list[int]]:
+        """n slots (free ones first, lowest first): (all of them, those whose stats need zeroing)."""
+        if n > len(self._free_slots) + self.max_rules - self._next_slot:
+            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+        reused = self._free_slots[len(self._free_slots) - min(n, len(self._free_slots)):][::-1]
+        del self._free_slots[len(self._free_slots) - len(reused):]
+        start = self._next_slot
+        self._next_slot += n - len(reused)
+        fresh = range(start, self._next_slot)
+        dirty = reused + list(range(start, min(self._next_slot, self._fresh_from)))
+        self._fresh_from = max(self._fresh_from, self._next_slot)
+        return reused + list(fresh), dirty
+
+    def _free_slot_list(self, slots: list[int]) -> None:
+        self._free_slots.extend(slots)
+        self._free_slots.sort(reverse=True)
 
     def _free_slot(self, slot: int) -> None:
         self._free_slots.append(slot)
@@ -495,7 +534,77 @@ class DataPlane:
             if err == errno.EEXIST:
                 raise RuleExists(f"a rule for {rule.key} already exists")
             raise TableFull(f"the rule table is full ({self.max_rules} rules)")
-        self._map("mauth_denied4").delete(key)
+        self._forget_denied(bytes(key))
+
+    def add_rules_bulk(self, rules: Iterable[Rule | tuple], *, chunk: int = 1 << 16) -> int:
+        """Add many new rules with a few BPF_MAP_UPDATE_BATCH calls; returns how many.
+
+        The same effect as add_rule() for each rule (fresh counters, the pair's
+        denied entry dropped), all or nothing: the rules are validated and
+        checked for duplicates, for rules that already exist and for room in
+        the table before anything changes, and a kernel refusal midway (out of
+        memory) removes what was added before raising. Like every writer here
+        it assumes it is the only one (musersd). Costs one syscall per
+        `chunk` rules, plus one per rule already in the table (checked for
+        clashes), plus one per set of the denied table (one per new pair
+        when there are few) to forget new pairs that were denied before.
+        """
+        new = [self._as_rule(r) for r in rules]
+        if not new:
+            return 0
+        key4 = _KEY4.pack  # Key4 as bytes; int() of an address is cheaper than .packed
+        packed = [key4(int(r.source), int(r.group)) for r in new]
+        wanted = set(packed)
+        if len(wanted) != len(packed):
+            seen: set[bytes] = set()
+            for r, k in zip(new, packed):
+                if k in seen:
+                    raise RuleExists(f"the rule for {r.key} is given twice")
+                seen.add(k)
+        rules_map = self._map("mauth_rules4")
+        if self._next_slot - len(self._free_slots) > 0:
+            for k in rules_map.keys():
+                if bytes(k) in wanted:
+                    raise RuleExists(f"a rule for {RuleKey(k.source, k.group)} already exists")
+        slots, dirty = self._alloc_slots(len(new))
+        done = 0
+        try:
+            self._zero_stats_bulk(dirty, chunk)
+            pack = _RULE_VAL.pack
+            for start in range(0, len(new), chunk):
+                part = range(start, min(start + chunk, len(new)))
+                keys = (Key4 * len(part)).from_buffer_copy(b"".join(packed[i] for i in part))
+                values = (RuleVal * len(part)).from_buffer_copy(
+                    b"".join(pack(slots[i], new[i].max_ttl, 0, 0) for i in part)
+                )
+                # Batch updates take no BPF_NOEXIST (the kernel allows only
+                # BPF_F_LOCK): the clash check above is what keeps this an add.
+                applied, err = rules_map.try_update_batch(keys, values, len(part))
+                done += applied
+                if err:
+                    failed = new[start + applied].key
+                    if err == errno.E2BIG:
+                        raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+                    raise DataPlaneError(f"the kernel refused the rule for {failed}: {os.strerror(err)}")
+        except BaseException:
+            self._undo_bulk(packed[:done], chunk)
+            self._free_slot_list(slots)
+            raise
+        self._forget_denied_many(wanted)
+        return len(new)
+
+    def _zero_stats_bulk(self, slots: list[int], chunk: int) -> None:
+        stats = self._map("mauth_stats")
+        for start in range(0, len(slots), chunk):
+            part = slots[start:start + chunk]
+            keys = (ctypes.c_uint32 * len(part))(*part)
+            stats.update_batch(keys, (stats.slot_type * len(part))(), len(part))
+
+    def _undo_bulk(self, packed: list[bytes], chunk: int) -> None:
+        rules_map = self._map("mauth_rules4")
+        for start in range(0, len(packed), chunk):
+            part = packed[start:start + chunk]
+            rules_map.delete_batch((Key4 * len(part)).from_buffer_copy(b"".join(part)), len(part))
 
     def replace_rule(self, rule: Rule | tuple) -> bool:
         """Add or replace a rule, keeping its counters if it existed; True if it replaced one."""
@@ -508,7 +617,7 @@ class DataPlane:
             return False
         value = RuleVal(slot=old.slot, max_ttl=rule.max_ttl, flags=old.flags)
         rules.update(key, value, bpfsys.BPF_EXIST)
-        self._map("mauth_denied4").delete(key)
+        self._forget_denied(bytes(key))
         return True
 
     def remove_rule(self, key: RuleKey | Rule | tuple) -> Rule:
@@ -596,30 +705,92 @@ class DataPlane:
         for idx in range(maps.MAX_REASONS):
             reasons.update(ctypes.c_uint32(idx), reasons.slot_type())
 
+    # The denied table is a per-CPU set-associative cache (ebpf/mauth.h):
+    # set i holds DENIED_WAYS entries on each CPU, and a pair seen on several
+    # CPUs has an entry on each. User space reads whole sets, adds a pair's
+    # entries together, and forgets a pair by zeroing its entries. A zeroing
+    # write replaces the set on every CPU at once, so a packet counted in the
+    # same set on another CPU at that very instant can be lost from the table
+    # (never from the verdict or the reason counters).
+
+    def _denied_sets(self):
+        """(index, per-CPU DeniedSet values) for every set of the denied table."""
+        table = self._map("mauth_denied4")
+        for idx in range(self.max_denied // maps.DENIED_WAYS):
+            yield idx, table.lookup(ctypes.c_uint32(idx))
+
     def denied(self) -> list[DeniedEntry]:
         """The denied (source, group) pairs, most recently seen first."""
+        pairs: dict[bytes, list] = {}
+        for _, per_cpu in self._denied_sets():
+            for dset in per_cpu:
+                for d in dset.way:
+                    if not d.packets:
+                        continue
+                    key = bytes(d.src) + bytes(d.grp)
+                    acc = pairs.get(key)
+                    if acc is None:
+                        pairs[key] = [d.packets, d.bytes, d.last_seen, d.last_ttl, d.reason]
+                        continue
+                    acc[0] += d.packets
+                    acc[1] += d.bytes
+                    if d.last_seen > acc[2]:
+                        acc[2:] = [d.last_seen, d.last_ttl, d.reason]
         out = []
-        for k, d in self._map("mauth_denied4").items():
+        for key, (packets, nbytes, last, ttl, reason) in pairs.items():
             out.append(
                 DeniedEntry(
-                    source=k.source,
-                    group=k.group,
-                    packets=d.packets,
-                    bytes=d.bytes,
-                    last_ttl=d.last_ttl,
-                    reason=maps.REASONS.get(d.reason, str(d.reason)),
-                    last_seen=_mono_to_unix(d.last_seen),
+                    source=ipaddress.IPv4Address(key[:4]),
+                    group=ipaddress.IPv4Address(key[4:]),
+                    packets=packets,
+                    bytes=nbytes,
+                    last_ttl=ttl,
+                    reason=maps.REASONS.get(reason, str(reason)),
+                    last_seen=_mono_to_unix(last),
                 )
             )
         out.sort(key=lambda e: e.last_seen or 0, reverse=True)
         return out
 
     def clear_denied(self) -> int:
-        denied = self._map("mauth_denied4")
-        keys = list(denied.keys())
-        for k in keys:
-            denied.delete(k)
-        return len(keys)
+        """Empty the denied table; returns how many pairs it held."""
+        held = len(self.denied())
+        table = self._map("mauth_denied4")
+        nsets = self.max_denied // maps.DENIED_WAYS
+        chunk = 1 << 12
+        for start in range(0, nsets, chunk):
+            n = min(chunk, nsets - start)
+            keys = (ctypes.c_uint32 * n)(*range(start, start + n))
+            table.update_batch(keys, (table.slot_type * n)(), n)
+        return held
+
+    def _forget_denied(self, key: bytes) -> None:
+        """Drop a pair's entries (on every CPU) from the denied table."""
+        self._forget_denied_many({key})
+
+    def _forget_denied_many(self, keys: set[bytes]) -> None:
+        """_forget_denied() for many pairs: the pairs' own sets, or one pass over all sets."""
+        table = self._map("mauth_denied4")
+        nsets = self.max_denied // maps.DENIED_WAYS
+        if len(keys) < nsets // 4:
+            seed = self._cfg().denied_seed
+            indexes = sorted({maps.denied_index(k, seed, nsets) for k in keys})
+            sets = ((idx, table.lookup(ctypes.c_uint32(idx))) for idx in indexes)
+        else:
+            sets = self._denied_sets()
+        for idx, per_cpu in sets:
+            if self._zero_matching(per_cpu, keys):
+                table.update(ctypes.c_uint32(idx), per_cpu)
+
+    @staticmethod
+    def _zero_matching(per_cpu, keys: set[bytes]) -> bool:
+        hit = False
+        for dset in per_cpu:
+            for d in dset.way:
+                if d.packets and bytes(d.src) + bytes(d.grp) in keys:
+                    ctypes.memset(ctypes.addressof(d), 0, ctypes.sizeof(d))
+                    hit = True
+        return hit
 
     def test_run(self, frame: bytes, repeat: int = 1) -> bpfsys.TestRun:
         """Run the loaded program on one frame with BPF_PROG_TEST_RUN."""

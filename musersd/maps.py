@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import sys
 from enum import Enum
 from pathlib import Path
 
@@ -16,7 +17,7 @@ EBPF_DIR = Path(__file__).resolve().parent.parent / "ebpf"
 HEADER = EBPF_DIR / "mauth.h"
 PROGRAM = EBPF_DIR / "mauth_xdp.c"
 
-LAYOUT = 1
+LAYOUT = 2
 
 # Verdict reasons, index -> name; mirrors MAUTH_R_* in mauth.h.
 REASONS: dict[int, str] = {
@@ -54,7 +55,7 @@ class Cfg(ctypes.Structure):
         ("mode", ctypes.c_uint32),
         ("layout", ctypes.c_uint32),
         ("max_rules", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("denied_seed", ctypes.c_uint32),
         ("state_id", ctypes.c_uint64),
     ]
 
@@ -98,7 +99,10 @@ class Counter(ctypes.Structure):
 
 
 class Denied(ctypes.Structure):
+    # One CPU's entry for one pair; src and grp both zero: an empty entry.
     _fields_ = [
+        ("src", ctypes.c_uint8 * 4),
+        ("grp", ctypes.c_uint8 * 4),
         ("packets", ctypes.c_uint64),
         ("bytes", ctypes.c_uint64),
         ("last_seen", ctypes.c_uint64),
@@ -108,11 +112,35 @@ class Denied(ctypes.Structure):
     ]
 
 
+DENIED_WAYS = 4  # MAUTH_DENIED_WAYS
+
+
+class DeniedSet(ctypes.Structure):
+    _fields_ = [("way", Denied * DENIED_WAYS)]
+
+
+_MASK64 = (1 << 64) - 1
+_DENIED_MULT = 0x9E3779B97F4A7C15  # MAUTH_DENIED_MULT
+
+
+def denied_index(key: bytes, seed: int, nsets: int) -> int:
+    """mauth_denied_index() of mauth.h: the set of the denied table that holds a pair.
+
+    `key` is the 8 bytes of Key4 (source then group, network order). The C
+    code loads each address as a host-order u32, so this reads them the same way.
+    """
+    src = int.from_bytes(key[:4], sys.byteorder)
+    grp = int.from_bytes(key[4:8], sys.byteorder)
+    k = ((grp << 32) | src) ^ ((seed << 32) | seed)
+    k = (k * _DENIED_MULT) & _MASK64
+    return ((k >> 32) * nsets) >> 32
+
+
 # name in the C program -> (pin file name, map type, key type, value type, percpu)
 MAPS = {
     "mauth_cfg": ("cfg", "array", ctypes.c_uint32, Cfg, False),
     "mauth_rules4": ("rules4", "hash", Key4, RuleVal, False),
     "mauth_stats": ("stats", "percpu_array", ctypes.c_uint32, Stats, True),
     "mauth_reasons": ("reasons", "percpu_array", ctypes.c_uint32, Counter, True),
-    "mauth_denied4": ("denied4", "lru_hash", Key4, Denied, False),
+    "mauth_denied4": ("denied4", "percpu_array", ctypes.c_uint32, DeniedSet, True),
 }
