@@ -653,6 +653,11 @@ class DataPlane:
         out.sort(key=lambda r: r.rule.key)
         return out
 
+    def _rule_table(self) -> dict[RuleKey, Rule]:
+        """Every rule, without reading its per-CPU counters."""
+        return {RuleKey(k.source, k.group): Rule(RuleKey(k.source, k.group), v.max_ttl)
+                for k, v in self._map("mauth_rules4").items()}
+
     def rule_count(self) -> int:
         return sum(1 for _ in self._map("mauth_rules4").keys())
 
@@ -671,7 +676,7 @@ class DataPlane:
         Returns (added, replaced, removed). Validation happens before any change.
         """
         desired = {r.key: r for r in wanted}
-        current = {rs.rule.key: rs.rule for rs in self.rules()}
+        current = self._rule_table()
         added = replaced = removed = 0
         for key, rule in desired.items():
             old = current.get(key)

@@ -73,6 +73,7 @@ class DataPlaneBackend:
     def __init__(self, dp: dpl.DataPlane):
         self.dp = dp
         self._sorted: list[bytes] | None = None
+        self._denied_snapshot: tuple[list[bytes], list] | None = None
 
     # -------------------------------------------------------------- changes
 
@@ -135,8 +136,13 @@ class DataPlaneBackend:
         return Page(tuple(items), _cursor(items[-1].rule.key) if more and items else b"")
 
     def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
-        entries = sorted(self.dp.denied(), key=lambda d: bytes([4]) + d.source.packed + d.group.packed)
-        keys = [bytes([4]) + d.source.packed + d.group.packed for d in entries]
+        # Reading the denied table means reading every set on every CPU, so a
+        # listing reads it once, on its first page, and pages through that
+        # snapshot; it also gives the listing one consistent view.
+        if not cursor or self._denied_snapshot is None:
+            entries = sorted(self.dp.denied(), key=lambda d: bytes([4]) + d.source.packed + d.group.packed)
+            self._denied_snapshot = ([bytes([4]) + d.source.packed + d.group.packed for d in entries], entries)
+        keys, entries = self._denied_snapshot
         start = bisect.bisect_right(keys, _key_of_cursor(cursor)) if cursor else 0
         page = []
         for d in entries[start:start + limit]:
