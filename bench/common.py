@@ -18,13 +18,13 @@ import datetime as _dt
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
+
+from lab.netns import private_bpffs as netns_private_bpffs
 
 REPO = Path(__file__).resolve().parent.parent
 JSON_PATH = REPO / "docs" / "benchmarks.json"
@@ -89,13 +89,8 @@ def private_bpffs() -> Iterator[Path]:
     """A bpffs of our own in a temporary directory, unmounted and removed afterwards."""
     if os.geteuid() != 0:
         raise SystemExit("benchmarks load BPF programs: run them as root (make bench does)")
-    base = Path(tempfile.mkdtemp(prefix="mauth-bench-"))
-    subprocess.run(["mount", "-t", "bpf", "bpf", str(base)], check=True)
-    try:
+    with netns_private_bpffs("mauth-bench-") as base:
         yield base
-    finally:
-        subprocess.run(["umount", "-l", str(base)], check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _cpu_busy() -> dict[int, int]:

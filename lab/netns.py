@@ -63,6 +63,25 @@ def inside(ns: str):
         os.close(there)
 
 
+@contextmanager
+def private_bpffs(prefix: str = "mauth-bpffs-"):
+    """A bpffs of our own, mounted on a fresh temporary directory, removed afterwards.
+
+    Pins made there are visible from `ip netns exec` children (which get a
+    private /sys, hiding /sys/fs/bpf), and everything goes with the unmount.
+    """
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    sh("mount", "-t", "bpf", "bpf", str(base))
+    try:
+        yield base
+    finally:
+        sh("umount", "-l", str(base), check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def add(ns: str) -> None:
     sh("ip", "netns", "add", ns)
     sh("ip", "link", "set", "lo", "up", ns=ns)

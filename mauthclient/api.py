@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Iterator
+
 
 DEFAULT_SERVER = "http://127.0.0.1:7580"
 DEFAULT_TOKEN_FILE = "/etc/mauth/api.token"
@@ -32,32 +32,6 @@ class ApiError(Exception):
 
 class Unreachable(Exception):
     pass
-
-
-class TokenFileError(ValueError):
-    pass
-
-
-def load_token(path: str) -> str:
-    """Read the bearer token, refusing a file that group or others can read (as the server does)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise TokenFileError(f"token file {path} does not exist") from None
-    except OSError as exc:
-        raise TokenFileError(f"token file {path} cannot be read: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise TokenFileError(f"token file {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise TokenFileError(f"token file {path} is accessible by group or others (mode"
-                                 f" {stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {path}'")
-        data = f.read(65536)
-    lines = [line.strip() for line in data.decode("ascii", "replace").splitlines() if line.strip()]
-    if not lines:
-        raise TokenFileError(f"token file {path} is empty")
-    return lines[0]
 
 
 class ApiClient:

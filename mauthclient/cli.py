@@ -17,7 +17,6 @@ machine-readable output on every listing command.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from contextlib import contextmanager
 
@@ -26,10 +25,12 @@ import click
 from mauthclient import api as mapi
 from musersd.config import ConfigError, load_rules
 from musersd.daemon import DEFAULT_PORT
+from musersd.hostport import HostPortError, parse_hostport
 from musersd.protocol.errors import LocalProtocolError, ProtocolError, RouterError, Timeout
 from musersd.protocol.keys import KeyFileError, load_keys
 from musersd.protocol.udp import RouterClient
 from musersd.rules import Rule, RuleError, RuleKey
+from musersd.secretfile import SecretFileError, load_token
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 
@@ -44,13 +45,10 @@ class Fail(click.ClickException):
 
 
 def _router_addr(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, str(DEFAULT_PORT)
-    host = host.strip("[]")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise Fail(f"router address {text!r} is not HOST:PORT", EXIT_USAGE)
-    return host, int(port)
+    try:
+        return parse_hostport(text, "router address", DEFAULT_PORT)
+    except HostPortError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from None
 
 
 @contextmanager
@@ -105,9 +103,9 @@ def _server(ctx):
     if o["router"]:
         raise Fail("give either --router (one router) or --server (mauthserver), not both", EXIT_USAGE)
     try:
-        token = mapi.load_token(o["token_file"] or mapi.DEFAULT_TOKEN_FILE)
+        token = load_token(o["token_file"] or mapi.DEFAULT_TOKEN_FILE)
         client = mapi.ApiClient(o["server"], token, timeout=o["http_timeout"])
-    except (mapi.TokenFileError, ValueError) as exc:
+    except (SecretFileError, ValueError) as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
     try:
         yield client

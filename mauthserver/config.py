@@ -11,12 +11,14 @@ or others, and the check is made on the open descriptor.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 
+from musersd.hostport import HostPortError
+from musersd.hostport import parse_hostport as _parse_hostport
 from musersd.protocol.keys import KeyFileError, KeyRing, load_keys
+from musersd.secretfile import SecretFileError
+from musersd.secretfile import load_token as _load_token
 
 from .sapl import DEFAULT_SAP_GROUPS, SAP_PORT, parse_groups
 
@@ -26,7 +28,6 @@ DEFAULT_LISTEN = "127.0.0.1:7576"
 DEFAULT_TOKEN_FILE = "/etc/mauth/api.token"
 DEFAULT_ROUTER_PORT = 7575
 DEFAULT_LEGACY_ALLOW = ("127.0.0.0/8", "::1/128")
-MIN_TOKEN = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -64,27 +65,10 @@ class Options:
 
 def parse_hostport(text: str, what: str, default_port: int | None = None) -> tuple[str, int]:
     """HOST:PORT, [V6]:PORT, or HOST alone when there is a default port."""
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise ConfigError(f"{what} {text!r} has an unclosed '['")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    elif ":" in text:  # a bare IPv6 address
-        host, port = text, ""
-    else:
-        host, port = text, ""
-    if not port:
-        if default_port is None:
-            raise ConfigError(f"{what} {text!r} is not HOST:PORT")
-        port = str(default_port)
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{what} {text!r} has no valid port (1-65535)")
-    if not host:
-        raise ConfigError(f"{what} {text!r} has no host")
-    return host, int(port)
+    try:
+        return _parse_hostport(text, what, default_port)
+    except HostPortError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_router(text: str) -> RouterSpec:
@@ -117,40 +101,12 @@ def parse_cidrs(texts) -> list[str]:
     return list(texts)
 
 
-def _read_secret_file(path: str, what: str) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{what} {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise ConfigError(f"{what} {path} is accessible by group or others (mode"
-                              f" {stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {path}'")
-        try:
-            return f.read(65536)
-        except OSError as exc:
-            raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from None
-
-
 def load_token(path: str) -> str:
-    """The API bearer token: the file's first line, at least 16 printable characters."""
-    data = _read_secret_file(path, "token file")
+    """The API bearer token (musersd.secretfile.load_token), as a ConfigError on failure."""
     try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise ConfigError(f"token file {path} is not ASCII text") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise ConfigError(f"token file {path} is empty")
-    token = lines[0]
-    if len(token) < MIN_TOKEN or not token.isprintable() or " " in token:
-        raise ConfigError(f"the token in {path} must be at least {MIN_TOKEN} printable characters without spaces")
-    return token
+        return _load_token(path)
+    except SecretFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_key_file(path: str) -> KeyRing:

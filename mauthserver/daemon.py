@@ -46,7 +46,9 @@ from .config import ConfigError, Options, load_key_file, load_token
 from .core import RouterCore, Timers
 from .events import EventBus
 from .fanout import FanOut
-from .fleet_backend import FleetServer, legacy_checker
+from musersd.protocol.server import legacy_checker
+
+from .fleet_backend import FleetServer
 from .sapl import SapListener
 from .service import Mediator
 from .store import Store, StoreError

@@ -25,7 +25,6 @@ the duration of each `receive()`.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from typing import Callable
@@ -131,21 +130,6 @@ class FleetBackend:
 
     def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
         raise BackendUnsupported("mauthserver keeps no list of denied senders; ask a router directly")
-
-
-def legacy_checker(cidrs: list[str]) -> Callable[[str], bool]:
-    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-
-    def allowed(host: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        return any(addr.version == n.version and addr in n for n in nets)
-
-    return allowed
 
 
 class FleetServer(asyncio.DatagramProtocol):

@@ -37,7 +37,8 @@ from .config import ConfigError, load_rules
 from .dataplane import DataPlane, DataPlaneError
 from .dataplane_backend import DataPlaneBackend
 from .protocol.keys import KeyFileError, load_keys
-from .protocol.server import ServerCore
+from .hostport import HostPortError, parse_hostport
+from .protocol.server import ServerCore, legacy_checker
 
 log = logging.getLogger("musersd")
 
@@ -64,18 +65,10 @@ class StartupError(Exception):
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise StartupError(f"listen address {text!r} is not HOST:PORT")
-    host = host.strip("[]")
     try:
-        ipaddress.ip_address(host)
-        p = int(port)
-        if not 0 <= p <= 65535:
-            raise ValueError
-    except ValueError:
-        raise StartupError(f"listen address {text!r} is not HOST:PORT with a numeric IP and port") from None
-    return host, p
+        return parse_hostport(text, "listen address", numeric=True)
+    except HostPortError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def parse_networks(cidrs: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -110,6 +103,7 @@ class Musersd:
     def __init__(self, opts: Options):
         self.opts = opts
         self.allow = parse_networks(opts.legacy_allow)
+        self.legacy_allowed = legacy_checker(opts.legacy_allow)
         self.keys = None
         if opts.key_file:
             try:
@@ -129,15 +123,6 @@ class Musersd:
         self._pending: list[int] = []
         self.epoch = secrets.randbits(64) or 1
         self.attached: dict[str, str] = {}
-
-    def legacy_allowed(self, host: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        return any(addr.version == n.version and addr in n for n in self.allow)
 
     # -------------------------------------------------------------- start-up
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from lab.netns import private_bpffs
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -34,13 +35,8 @@ def bpffs():
     """
     if os.geteuid() != 0:
         pytest.fail("integration tests must run as root (make test does)")
-    base = Path(tempfile.mkdtemp(prefix="mauth-bpffs-"))
-    subprocess.run(["mount", "-t", "bpf", "bpf", str(base)], check=True)
-    try:
+    with private_bpffs() as base:
         yield base
-    finally:
-        subprocess.run(["umount", "-l", str(base)], check=False)
-        base.rmdir()
 
 
 @pytest.fixture

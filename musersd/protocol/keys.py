@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 from dataclasses import dataclass, field
 from typing import Iterable
+
+from musersd.secretfile import SecretFileError, read_secret_file
 
 MIN_KEY_ID = 1
 MAX_KEY_ID = 0xFFFF
@@ -120,26 +121,9 @@ def load_keys(path: str | os.PathLike[str]) -> KeyRing:
     """Read and parse a key file, refusing one that group or others can read."""
     path = os.fspath(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise KeyFileError(f"key file {path} does not exist") from None
-    except OSError as err:
-        raise KeyFileError(f"key file {path} cannot be read: {err.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"key file {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise KeyFileError(
-                f"key file {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
-                f" run 'chmod 600 {path}'"
-            )
-        with os.fdopen(fd, "rb", closefd=True) as f:
-            fd = -1
-            data = f.read()
-    finally:
-        if fd >= 0:
-            os.close(fd)
+        data = read_secret_file(path, "key file")
+    except SecretFileError as exc:
+        raise KeyFileError(str(exc)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

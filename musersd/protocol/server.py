@@ -41,10 +41,11 @@ notices (key id 0, no tag, never longer than the request), sent at most
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from musersd.protocol import v1, v2
 from musersd.protocol.backend import Backend
@@ -117,6 +118,27 @@ def new_state_id() -> int:
 
 def no_legacy(host: str) -> bool:
     return False
+
+
+def legacy_checker(cidrs: Iterable[str]) -> Callable[[str], bool]:
+    """`legacy_allowed` for ServerCore: is a client address inside one of `cidrs`?
+
+    IPv4-mapped IPv6 peers (a dual-stack socket) are judged by their IPv4
+    address; a scope suffix (fe80::1%eth0) is ignored. Raises ValueError on a
+    CIDR that does not parse.
+    """
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+    def allowed(host: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return any(addr.version == n.version and addr in n for n in nets)
+
+    return allowed
 
 
 @dataclass

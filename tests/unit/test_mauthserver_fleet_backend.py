@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mauthserver.events import EventBus
-from mauthserver.fleet_backend import FleetServer, legacy_checker
+from mauthserver.fleet_backend import FleetServer
+from musersd.protocol.server import legacy_checker
 from mauthserver.service import Mediator
 from mauthserver.store import Store
 from musersd.protocol import v1, v2
