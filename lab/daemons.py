@@ -1,75 +1,102 @@
 """Run the real mauth daemons and command-line tools inside lab namespaces.
 
 Daemons are the installed console scripts from the project's virtual
-environment, started with `ip netns exec` exactly as an operator would run
-them, and logging to the lab's work directory.
+environment, started with `ip netns exec` in the lab's router namespace
+exactly as an operator would run them, logging to the lab's work directory
+and stopped with real signals. `ip netns exec` execs the command, so the
+Popen pid is the daemon's own.
+
+mauthserver's API is served on the router namespace's loopback: API calls
+made from Python run inside that namespace (`inside()`), and mauthctl runs
+there with `ip netns exec`. Nothing leaves the lab's namespaces.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .netns import LabError
+from mauthclient.api import ApiClient, ApiError, Unreachable
+from musersd.protocol.keys import load_keys
+from musersd.protocol.udp import RouterClient
+
+from .netns import LabError, inside
 from .topology import Lab
 
 BIN = Path(sys.executable).parent
+ROUTER_PORT = 7575
+API_PORT = 7580
+
+
+def write_secret(path: Path, text: str) -> Path:
+    """Write `text` to `path` with mode 0600 (secrets are never world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
 
 
 def write_key_file(path: Path, key_id: int = 1, secret: bytes | None = None) -> Path:
     """A protocol v2 key file (mode 0600) with one fresh key."""
     secret = secret or os.urandom(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"# mauth router key\n{key_id} {secret.hex()}\n")
-    return path
+    return write_secret(path, f"# mauth router key\n{key_id} {secret.hex()}\n")
 
 
-class Musersd:
-    """A musersd process in the lab's router namespace."""
+def make_secrets(workdir: Path) -> tuple[Path, Path]:
+    """A router key file and an API token file in `workdir`: (key, token)."""
+    key = write_secret(workdir / "router.key", f"1 {secrets.token_hex(32)}\n")
+    token = write_secret(workdir / "api.token", secrets.token_urlsafe(32) + "\n")
+    return key, token
 
-    def __init__(self, lab: Lab, pin_dir: Path, *, listen: str = "0.0.0.0:7575", key_file: Path | None = None,
-                 extra: list[str] | None = None, name: str = "musersd"):
-        self.lab, self.pin_dir, self.listen, self.key_file = lab, pin_dir, listen, key_file
-        self.extra = list(extra or [])
-        self.name = name
+
+class Daemon:
+    """A daemon in the lab's router namespace, logging to <workdir>/<name>.log."""
+
+    ready_text = ""  # what the daemon logs once it serves
+
+    def __init__(self, lab: Lab, name: str) -> None:
+        self.lab, self.name = lab, name
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self._mark = 0
 
-    @property
-    def port(self) -> int:
-        return int(self.listen.rsplit(":", 1)[1])
+    def argv(self) -> list[str]:  # pragma: no cover - overridden
+        raise NotImplementedError
 
-    def argv(self) -> list[str]:
-        cmd = [str(BIN / "musersd"), "--pin-dir", str(self.pin_dir), "--listen", self.listen]
-        for iface in self.lab.internal_ifaces:
-            cmd += ["--iface", iface]
-        if self.key_file:
-            cmd += ["--key-file", str(self.key_file)]
-        return cmd + self.extra
+    def log(self, since_start: bool = False) -> str:
+        text = self.lab.log(self.name)
+        return text[self._mark:] if since_start else text
 
-    def start(self, timeout: float = 60.0) -> "Musersd":
+    def spawn(self) -> None:
+        self._mark = len(self.lab.log(self.name))
         self.starts += 1
-        mark = len(self.log())
         self.proc = self.lab.spawn(self.lab.router.ns, self.argv(), self.name)
+
+    def start(self, timeout: float = 60.0):
+        """Spawn the daemon and wait until it logs that it serves."""
+        self.spawn()
+        self.wait_log(self.ready_text, timeout=timeout)
+        return self
+
+    def wait_log(self, text: str, after: int | None = None, timeout: float = 30.0) -> str:
+        """Wait until `text` is in the log after offset `after` (default: since the last start); return that tail."""
+        start = self._mark if after is None else after
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "serving on" in self.log()[mark:]:
-                return self
-            if self.proc.poll() is not None:
-                raise LabError(f"musersd exited with {self.proc.returncode}: {self.log()[mark:][-1500:]}")
+            tail = self.log()[start:]
+            if text in tail:
+                return tail
+            if self.proc is not None and self.proc.poll() is not None:
+                raise LabError(f"{self.name} exited with {self.proc.returncode}: {tail[-2000:]}")
             time.sleep(0.05)
-        raise LabError(f"musersd did not start within {timeout} s: {self.log()[mark:][-1500:]}")
-
-    def log(self) -> str:
-        return self.lab.log(self.name)
+        raise LabError(f"{self.name} never logged {text!r} within {timeout} s: {self.log()[start:][-2000:]}")
 
     def signal(self, sig: int) -> None:
-        # `ip netns exec` execs the command, so the Popen pid is musersd itself.
         os.kill(self.proc.pid, sig)
 
     def kill9(self) -> None:
@@ -80,17 +107,125 @@ class Musersd:
         self.signal(signal.SIGTERM)
         return self.proc.wait(timeout=20)
 
-    def wait_log(self, text: str, after: int = 0, timeout: float = 10.0) -> str:
+
+class Musersd(Daemon):
+    """A musersd process in the lab's router namespace, guarding `ifaces` (default: every internal one)."""
+
+    ready_text = "serving on"
+
+    def __init__(self, lab: Lab, pin_dir: Path, *, listen: str = f"0.0.0.0:{ROUTER_PORT}",
+                 key_file: Path | None = None, ifaces: list[str] | None = None, extra: list[str] | None = None,
+                 name: str = "musersd"):
+        super().__init__(lab, name)
+        self.pin_dir, self.listen, self.key_file = pin_dir, listen, key_file
+        self.ifaces = list(ifaces) if ifaces else lab.internal_ifaces
+        self.extra = list(extra or [])
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    def argv(self) -> list[str]:
+        cmd = [str(BIN / "musersd"), "--pin-dir", str(self.pin_dir), "--listen", self.listen]
+        for iface in self.ifaces:
+            cmd += ["--iface", iface]
+        if self.key_file:
+            cmd += ["--key-file", str(self.key_file)]
+        return cmd + self.extra
+
+    def client(self) -> RouterClient:
+        """A protocol v2 client of this musersd, its socket opened in the router namespace."""
+        with inside(self.lab.router.ns):
+            return RouterClient("127.0.0.1", self.port, load_keys(self.key_file), timeout=0.2, tries=10,
+                                max_timeout=1.0)
+
+    def rules(self) -> dict[tuple[str, str], int]:
+        """What the router's filter holds, read directly from musersd: (source, group) -> max TTL."""
+        c = self.client()
+        try:
+            with inside(self.lab.router.ns):
+                return {(str(e.rule.source), str(e.rule.group)): e.rule.max_ttl for e in c.list_all()}
+        finally:
+            c.close()
+
+
+class Mauthserver(Daemon):
+    """mauthserver in the router namespace, its API on that namespace's loopback.
+
+    `tuning` makes it notice router changes within a second (the lab's
+    routers are local); `extra` adds or overrides options.
+    """
+
+    ready_text = "ready:"
+    api_user = "lab"  # the actor mauthserver's audit log records for API calls made from Python
+    tuning = ["--probe-interval", "0.5", "--retry-max", "1", "--router-timeout", "0.1", "--router-tries", "4",
+              "--log-level", "debug"]
+
+    def __init__(self, lab: Lab, key_file: Path, token_file: Path, *, routers: dict[str, str],
+                 db: Path | None = None, api_port: int = API_PORT, extra: list[str] | None = None,
+                 name: str = "mauthserver") -> None:
+        super().__init__(lab, name)
+        self.key_file, self.token_file = key_file, token_file
+        self.routers = routers
+        self.db = db or lab.workdir / "mauthserver.db"
+        self.api_addr = f"127.0.0.1:{api_port}"
+        self.extra = list(extra or [])
+        self.url = f"http://{self.api_addr}"
+
+    def argv(self) -> list[str]:
+        cmd = [str(BIN / "mauthserver"), "--db", str(self.db), "--api", self.api_addr,
+               "--token-file", str(self.token_file), "--key-file", str(self.key_file), *self.tuning]
+        for name, addr in self.routers.items():
+            cmd += ["--router", f"{name}={addr}"]
+        return cmd + self.extra
+
+    def start(self, timeout: float = 30.0) -> "Mauthserver":
+        return super().start(timeout)
+
+    def api(self) -> ApiClient:
+        return ApiClient(self.url, self.token_file.read_text().strip(), timeout=10, user=self.api_user)
+
+    def call(self, method: str, *args, **kwargs):
+        """Call an ApiClient method from inside the router namespace."""
+        with inside(self.lab.router.ns):
+            return getattr(self.api(), method)(*args, **kwargs)
+
+    def ctl(self, *args: str, ns: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """mauthctl --server ... ARGS, run in the router namespace (or `ns`)."""
+        return mauthctl(self.lab, ns or self.lab.router.ns, "--server", self.url,
+                        "--token-file", str(self.token_file), *args, timeout=timeout)
+
+    def wait_for(self, what, predicate, timeout: float = 30.0, interval: float = 0.1):
+        """Poll `what()` (an API call) until `predicate(result)`; return the last result."""
         deadline = time.monotonic() + timeout
+        last = None
         while time.monotonic() < deadline:
-            tail = self.log()[after:]
-            if text in tail:
-                return tail
-            time.sleep(0.05)
-        raise LabError(f"musersd never logged {text!r}: {self.log()[after:][-1500:]}")
+            try:
+                last = what()
+            except (ApiError, Unreachable) as exc:
+                last = exc
+            else:
+                if predicate(last):
+                    return last
+            if self.proc.poll() is not None:
+                raise LabError(f"{self.name} exited with {self.proc.returncode}: {self.log(True)[-2000:]}")
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting; last answer: {str(last)[:2000]}\n"
+                             f"{self.name} log: {self.log(True)[-3000:]}")
+
+    def converged(self, timeout: float = 30.0) -> list[dict]:
+        """Wait until every router is up with nothing pending; return the rules."""
+        self.wait_for(lambda: self.call("routers"),
+                      lambda rs: all(r["state"] == "up" and r["pending"] == 0 for r in rs), timeout)
+        return self.call("rules")
 
 
 def mauthctl(lab: Lab, ns: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run mauthctl in namespace `ns`; returns the completed process (never raises on exit status)."""
     return subprocess.run(["ip", "netns", "exec", ns, str(BIN / "mauthctl"), *args],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def announce(lab: Lab, ns: str, sdp_file: Path, *args: str) -> subprocess.CompletedProcess:
+    """mauthctl announce SDP_FILE ARGS in namespace `ns` (returns; never raises on exit status)."""
+    return mauthctl(lab, ns, "announce", str(sdp_file), *args)
