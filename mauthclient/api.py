@@ -1,12 +1,17 @@
-"""The client of mauthserver's HTTP API, for mauthctl (`--server URL`) and the dashboard.
+"""The clients of mauthserver's HTTP API: `ApiClient` for mauthctl, `AsyncApiClient` for the dashboard.
 
-Strategy: the standard library only (urllib), blocking, one request at a
-time: a command-line tool needs nothing more, and it keeps mauthctl's start-up
-fast. Every failure becomes one of two exceptions with a one-sentence
-message: `ApiError` (the server answered with an error: status, code,
-details such as suggested senders) or `Unreachable` (no answer at all).
-`events()` reads the Server-Sent Events stream line by line and yields
-(id, kind, data) until the server closes it.
+Strategy: `ApiClient` uses the standard library only (urllib), blocking, one
+request at a time: a command-line tool needs nothing more, and it keeps
+mauthctl's start-up fast. The dashboard lives in an event loop and must be
+able to drop a request or the event stream the moment the operator quits,
+so it uses `AsyncApiClient` (aiohttp, cancellable). Both share the URL
+rules, the error mapping and the Server-Sent Events parser (`SseParser`,
+sans-IO: lines in, events out), so they cannot disagree.
+
+Every failure becomes one of two exceptions with a one-sentence message:
+`ApiError` (the server answered with an error: status, code, details such as
+suggested senders) or `Unreachable` (no answer at all). `events()` yields
+(id, kind, data) until the server closes the stream.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 
 DEFAULT_SERVER = "http://127.0.0.1:7580"
@@ -34,20 +39,93 @@ class Unreachable(Exception):
     pass
 
 
+def api_base(base_url: str) -> str:
+    """The API's base URL from what an operator types: HOST:PORT, http://HOST:PORT, or the full /api/v1 URL."""
+    url = base_url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url  # HOST:PORT, as given to mauthserver --api
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"server URL {base_url!r} is not http://HOST:PORT")
+    if not parsed.path.endswith("/api/v1"):
+        url += "/api/v1"
+    return url
+
+
+def error_of(status: int, reason: str, raw: bytes) -> ApiError:
+    """The `ApiError` for an error answer: the server's JSON sentence and code when it sent them."""
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    message = payload.pop("error", None) or f"the server answered {status} {reason}"
+    code = payload.pop("code", "http")
+    return ApiError(status, code, message, payload)
+
+
+class SseParser:
+    """Server-Sent Events, sans-IO: `feed(line)` returns a finished (id, kind, data) or None.
+
+    The id persists across events (the last one seen is the one to resume
+    from); `data:` lines are joined and parsed as JSON.
+    """
+
+    def __init__(self) -> None:
+        self.last_id = ""
+        self._kind = "message"
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, str, dict] | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            kind, data = self._kind, self._data
+            self._kind, self._data = "message", []
+            if not data:
+                return None
+            try:
+                payload = json.loads("\n".join(data))
+            except ValueError:
+                payload = {"raw": "\n".join(data)}
+            if not isinstance(payload, dict):
+                payload = {"value": payload}
+            return self.last_id, kind, payload
+        if line.startswith(":"):
+            return None
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "id":
+            self.last_id = value
+        elif field == "event":
+            self._kind = value
+        elif field == "data":
+            self._data.append(value)
+        return None
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason for an aiohttp or socket failure ("Connection refused", "timed out")."""
+    os_error = getattr(exc, "os_error", None)
+    if os_error is not None:
+        if os_error.errno:
+            return os.strerror(os_error.errno)
+        return os_error.strerror or str(os_error)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _user(user: str | None) -> str:
+    return user if user is not None else os.environ.get("USER", "")
+
+
 class ApiClient:
     def __init__(self, base_url: str, token: str, *, timeout: float = 30.0, user: str | None = None) -> None:
-        url = base_url.strip().rstrip("/")
-        if "://" not in url:
-            url = "http://" + url  # HOST:PORT, as given to mauthserver --api
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"server URL {base_url!r} is not http://HOST:PORT")
-        if not parsed.path.endswith("/api/v1"):
-            url += "/api/v1"
-        self.base = url
+        self.base = api_base(base_url)
         self.token = token
         self.timeout = timeout
-        self.user = user if user is not None else os.environ.get("USER", "")
+        self.user = _user(user)
 
     # -- plumbing -----------------------------------------------------------
 
@@ -66,16 +144,7 @@ class ApiClient:
         try:
             return urllib.request.urlopen(req, timeout=self.timeout if timeout is None else timeout)
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                payload = json.loads(raw)
-            except ValueError:
-                payload = {}
-            if not isinstance(payload, dict):
-                payload = {}
-            message = payload.pop("error", None) or f"the server answered {exc.code} {exc.reason}"
-            code = payload.pop("code", "http")
-            raise ApiError(exc.code, code, message, payload) from None
+            raise error_of(exc.code, exc.reason, exc.read()) from None
         except urllib.error.URLError as exc:
             reason = getattr(exc.reason, "strerror", None) or str(exc.reason)
             raise Unreachable(f"cannot reach mauthserver at {self.base}: {reason}") from None
@@ -147,32 +216,119 @@ class ApiClient:
     def audit(self, limit: int = 100) -> list[dict]:
         return self._json("GET", f"/audit?limit={int(limit)}")
 
+    def traffic(self) -> dict:
+        """Every router's per-rule counters and denied pairs, read live by the server."""
+        return self._json("GET", "/traffic")
+
     def events(self, last_id: str | None = None, *, timeout: float = 60.0) -> Iterator[tuple[str, str, dict]]:
         """Follow the event stream; yields (id, kind, data). The server sends a keep-alive every 15 s."""
         headers = {"Accept": "text/event-stream"}
         if last_id:
             headers["Last-Event-ID"] = last_id
         resp = self._request("GET", "/events", timeout=timeout, headers=headers)
+        parser = SseParser()
         with resp:
-            ev_id, kind, data = "", "message", []
             for raw in resp:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if not line:
-                    if data:
-                        try:
-                            payload = json.loads("\n".join(data))
-                        except ValueError:
-                            payload = {"raw": "\n".join(data)}
-                        yield ev_id, kind, payload
-                    ev_id, kind, data = ev_id, "message", []
-                    continue
-                if line.startswith(":"):
-                    continue
-                field, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if field == "id":
-                    ev_id = value
-                elif field == "event":
-                    kind = value
-                elif field == "data":
-                    data.append(value)
+                event = parser.feed(raw.decode("utf-8", "replace"))
+                if event is not None:
+                    yield event
+
+
+class AsyncApiClient:
+    """The same API for an asyncio program (the dashboard): every call can be cancelled at once."""
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0, user: str | None = None) -> None:
+        self.base = api_base(base_url)
+        self.token = token
+        self.timeout = timeout
+        self.user = _user(user)
+        self._session = None
+
+    def _headers(self, extra: dict | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if self.user:
+            headers["X-Mauth-User"] = self.user
+        headers.update(extra or {})
+        return headers
+
+    def _http(self):
+        import aiohttp
+
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _json(self, method: str, path: str, body: dict | None = None):
+        import aiohttp
+
+        try:
+            async with self._http().request(method, self.base + path, json=body, headers=self._headers(),
+                                            timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise error_of(resp.status, resp.reason or "", raw)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Unreachable(f"cannot reach mauthserver at {self.base}: {_why(exc)}") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise Unreachable(f"mauthserver at {self.base} answered something that is not JSON") from None
+
+    async def sessions(self) -> list[dict]:
+        return await self._json("GET", "/sessions")
+
+    async def rules(self) -> list[dict]:
+        return await self._json("GET", "/rules")
+
+    async def routers(self) -> list[dict]:
+        return await self._json("GET", "/routers")
+
+    async def mode(self) -> dict:
+        return await self._json("GET", "/mode")
+
+    async def traffic(self) -> dict:
+        return await self._json("GET", "/traffic")
+
+    async def authorize(self, session_id: str, *, senders: list[str] | None = None,
+                        expire_with_session: bool = False) -> dict:
+        body: dict = {"expire_with_session": expire_with_session}
+        if senders:
+            body["senders"] = list(senders)
+        return await self._json("POST", f"/sessions/{ApiClient._q(session_id)}/authorize", body)
+
+    async def add_rule(self, source: str, group: str, max_ttl: int) -> dict:
+        return await self._json("POST", "/rules", {"source": source, "group": group, "max_ttl": max_ttl})
+
+    async def revoke(self, session_id: str) -> dict:
+        return await self._json("POST", f"/sessions/{ApiClient._q(session_id)}/revoke", {})
+
+    async def remove_rule(self, source: str, group: str) -> dict:
+        return await self._json("DELETE", f"/rules/{ApiClient._q(source)}/{ApiClient._q(group)}")
+
+    async def events(self, last_id: str | None = None) -> AsyncIterator[tuple[str, str, dict]]:
+        """Follow the event stream until the server closes it (the server sends a keep-alive every 15 s)."""
+        import aiohttp
+
+        headers = self._headers({"Accept": "text/event-stream"})
+        if last_id:
+            headers["Last-Event-ID"] = last_id
+        parser = SseParser()
+        started = False
+        try:
+            async with self._http().get(self.base + "/events", headers=headers,
+                                        timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as resp:
+                if resp.status >= 400:
+                    raise error_of(resp.status, resp.reason or "", await resp.read())
+                started = True
+                async for raw in resp.content:
+                    event = parser.feed(raw.decode("utf-8", "replace"))
+                    if event is not None:
+                        yield event
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            what = "the event stream of mauthserver at {} broke" if started else "cannot reach mauthserver at {}"
+            raise Unreachable(f"{what.format(self.base)}: {_why(exc)}") from None

@@ -5,29 +5,35 @@ router's musersd with protocol v2 (`--key-file`) or v1 (`--v1`).
 Server mode (`--server URL`, section 3.4) talks to mauthserver's HTTP API
 (`mauthclient.api`, bearer token from `--token-file`): the same rule
 commands then apply to every router, and the session commands (`sessions`,
-`authorize`, `revoke`, `routers`, `events`) become available. `announce`
-needs neither: it sends SAP announcements of an SDP file itself.
+`authorize`, `revoke`, `routers`, `events`, `dashboard`) become available.
+`announce`, `check-config`, `keygen`, `config` and `completion` need neither.
+
+Where the server and the secrets are can be written once in a configuration
+file (`mauthclient.config`); flags and MAUTH_* variables override it.
 
 Exit status: 0 success; 1 the router or server refused the command (the
 error reply is printed); 2 bad usage or configuration; 3 the router or
-server did not answer. Errors are one sentence on stderr. `--json` prints
-machine-readable output on every listing command.
+server did not answer. Errors are one sentence on stderr. `--json` (before
+or after the command) prints machine-readable output on every listing command.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import time
 from contextlib import contextmanager
 
 import click
 
 from mauthclient import api as mapi
+from mauthclient import config as mconfig
 from musersd.config import ConfigError, load_rules
 from musersd.daemon import DEFAULT_PORT
 from musersd.hostport import HostPortError, parse_hostport
 from musersd.protocol.errors import LocalProtocolError, ProtocolError, RouterError, Timeout
-from musersd.protocol.keys import KeyFileError, load_keys
+from musersd.protocol.keys import KeyFileError, format_key_line, generate_secret, load_keys
 from musersd.protocol.udp import RouterClient
 from musersd.rules import Rule, RuleError, RuleKey
 from musersd.secretfile import SecretFileError, load_token
@@ -55,7 +61,8 @@ def _router_addr(text: str) -> tuple[str, int]:
 def _client(ctx):
     o = ctx.obj
     if not o["router"]:
-        raise Fail("give --router HOST:PORT (direct mode) or --server URL (mauthserver)", EXIT_USAGE)
+        raise Fail("give --router HOST:PORT (direct mode) or --server URL (mauthserver), or set one in the"
+                   " configuration file (see 'mauthctl config')", EXIT_USAGE)
     host, port = _router_addr(o["router"])
     keys = None
     if not o["v1"]:
@@ -99,7 +106,8 @@ _HTTP_EXIT = {400: EXIT_USAGE, 401: EXIT_USAGE, 403: EXIT_USAGE, 422: EXIT_USAGE
 def _server(ctx):
     o = ctx.obj
     if not o["server"]:
-        raise Fail(f"{ctx.info_name} needs --server URL (mauthserver)", EXIT_USAGE)
+        raise Fail(f"{ctx.info_name} needs --server URL (mauthserver), or 'server' in the configuration file"
+                   " (see 'mauthctl config')", EXIT_USAGE)
     if o["router"]:
         raise Fail("give either --router (one router) or --server (mauthserver), not both", EXIT_USAGE)
     try:
@@ -130,6 +138,22 @@ def _key(source, group) -> RuleKey:
         return RuleKey.make(source, group)
     except RuleError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
+
+
+def json_option(f):
+    """`--json` after the command too (`mauthctl list --json`), as well as before it."""
+    def set_json(ctx, param, value):
+        if value:
+            ctx.find_root().obj["json"] = True
+        return value
+
+    return click.option("--json", "json_", is_flag=True, expose_value=False, callback=set_json,
+                        help="Machine-readable output.")(f)
+
+
+def examples(*lines: str) -> str:
+    """An epilog with examples, kept as written by click's help formatter."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _emit(ctx, data, human) -> None:
@@ -172,20 +196,47 @@ def _ago(t) -> str:
 
 EPILOG = """\b
 Examples:
-  mauthctl --router 192.0.2.1:7575 --key-file /etc/mauth/router.key add-sender 192.0.2.10 239.1.1.1 --max-ttl 16
-  mauthctl --router 192.0.2.1:7575 --key-file /etc/mauth/router.key --json list
-  mauthctl --router 127.0.0.1 --v1 del-sender 192.0.2.10 239.1.1.1
+  mauthctl --server http://127.0.0.1:7580 --token-file api.token sessions
+  mauthctl sessions                 # server and token from the config file
+  mauthctl authorize 3fa2           # authorize an announced session
+  mauthctl dashboard                # the live view
+  mauthctl --router 192.0.2.1 --key-file router.key add-sender 192.0.2.10 239.1.1.1 --max-ttl 16
+  mauthctl --router 192.0.2.1 --key-file router.key list --json
   mauthctl check-config /etc/mauth/mauth.conf
-
-  mauthctl --server http://127.0.0.1:7580 --token-file /etc/mauth/api.token --json sessions
-  mauthctl --server http://127.0.0.1:7580 --token-file /etc/mauth/api.token authorize 3fa2 --expire-with-session
   mauthctl announce session.sdp --source 192.0.2.10 --count 1
 
-Exit status: 0 ok, 1 refused by the router or server, 2 bad usage, 3 router or server unreachable.
+\b
+Configuration: write the server (or router) and the secrets files once in
+~/.config/mauth/mauthctl.toml or /etc/mauth/mauthctl.toml ('mauthctl config
+--example' prints one); then 'mauthctl sessions' or 'mauthctl dashboard'
+needs no flags. Flags and MAUTH_SERVER, MAUTH_ROUTER, MAUTH_TOKEN_FILE,
+MAUTH_KEY_FILE override the file. Shell completion: 'mauthctl completion bash'.
+
+\b
+Exit status: 0 ok, 1 refused by the router or server, 2 bad usage or
+configuration, 3 router or server unreachable.
 """
 
 
+def _load_config(ctx, param, value):
+    """Eager: read the configuration file first, so that its values are the other options' defaults."""
+    try:
+        path, settings = mconfig.load(value)
+    except mconfig.ConfigFileError as exc:
+        if ctx.resilient_parsing:  # shell completion: never fail
+            return value
+        raise Fail(str(exc), EXIT_USAGE) from None
+    ctx.meta["mauthctl.config"] = path
+    if settings:
+        ctx.default_map = {**settings, **(ctx.default_map or {})}
+    return value
+
+
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=_load_config, metavar="FILE",
+              help="Configuration file (default: $MAUTHCTL_CONFIG, ~/.config/mauth/mauthctl.toml,"
+                   " /etc/mauth/mauthctl.toml).")
 @click.option("--router", metavar="HOST:PORT", envvar="MAUTH_ROUTER", help="Talk directly to this musersd.")
 @click.option("--server", metavar="URL", envvar="MAUTH_SERVER",
               help="Talk to mauthserver's API (e.g. http://127.0.0.1:7580).")
@@ -201,12 +252,28 @@ Exit status: 0 ok, 1 refused by the router or server, 2 bad usage, 3 router or s
               help="Seconds to wait for mauthserver's answer (with --server).")
 @click.pass_context
 def main(ctx, router, server, token_file, key_file, v1, as_json, timeout, tries, http_timeout):
-    """Manage who may send multicast through mauth-guarded routers."""
+    """Manage who may send multicast through mauth-guarded routers.
+
+    With --router, commands go to one router's musersd; with --server, to
+    mauthserver, which applies rules to every router and knows the sessions
+    announced with SAP. 'mauthctl COMMAND --help' shows each command's examples.
+    """
+    # A server or router given on the command line (or in the environment) wins over the other one
+    # from the configuration file, so that a configured server does not get in the way of --router.
+    src = ctx.get_parameter_source
+    if router and server and src("server") == click.core.ParameterSource.DEFAULT_MAP:
+        server = None
+    elif router and server and src("router") == click.core.ParameterSource.DEFAULT_MAP:
+        router = None
     ctx.obj = dict(router=router, server=server, token_file=token_file, key_file=key_file, v1=v1, json=as_json,
                    timeout=timeout, tries=tries, http_timeout=http_timeout)
 
 
-@main.command("add-sender")
+@main.command("add-sender", epilog=examples(
+    "mauthctl add-sender 192.0.2.10 239.1.1.1 --max-ttl 16",
+    "mauthctl add-sender 2001:db8::10 ff3e::8000:1 --max-ttl 8 --replace",
+    "mauthctl --router 192.0.2.1 --key-file router.key add-sender 192.0.2.0/28 232.1.1.1 --max-ttl 4"))
+@json_option
 @click.argument("source")
 @click.argument("group")
 @click.option("--max-ttl", required=True, help="Largest TTL the sender may use (1-255).")
@@ -232,7 +299,8 @@ def add_sender(ctx, source, group, max_ttl, replace):
           lambda: click.echo(f"{verb}: {rule}"))
 
 
-@main.command("del-sender")
+@main.command("del-sender", epilog=examples("mauthctl del-sender 192.0.2.10 239.1.1.1"))
+@json_option
 @click.argument("source")
 @click.argument("group")
 @click.pass_context
@@ -250,7 +318,9 @@ def del_sender(ctx, source, group):
           lambda: click.echo(f"removed: {key}"))
 
 
-@main.command("list")
+@main.command("list", epilog=examples("mauthctl list", "mauthctl list --json | jq '.[] | select(.state != \"applied\")'",
+                                      "mauthctl --router 192.0.2.1 --key-file router.key list"))
+@json_option
 @click.pass_context
 def list_rules(ctx):
     """List the router's rules with their counters (with --server: the desired rules and each router's state)."""
@@ -272,12 +342,34 @@ def list_rules(ctx):
         [[e.rule.source, e.rule.group, e.rule.max_ttl, e.packets, e.octets, _when(e.last_seen)] for e in entries]))
 
 
-@main.command("denied")
+@main.command("denied", epilog=examples("mauthctl denied", "mauthctl --router 192.0.2.1 --key-file router.key denied --json"))
+@json_option
 @click.pass_context
 def denied(ctx):
-    """List the (source, group) pairs the filter is dropping (or would drop, in monitor mode)."""
+    """List the (source, group) pairs the filter is dropping (or would drop, in monitor mode).
+
+    With --server, every router is asked (through mauthserver) and each pair
+    names its router; a router that cannot be read is reported on stderr and
+    makes the exit status 3.
+    """
     if _server_mode(ctx):
-        raise Fail("each router keeps its own list of denied senders: use --router HOST:PORT", EXIT_USAGE)
+        with _server(ctx) as api:
+            traffic = api.traffic()
+        data, broken = [], []
+        for name, r in sorted(traffic["routers"].items()):
+            if not r.get("ok"):
+                broken.append((name, r.get("error") or "unreadable"))
+                continue
+            data += [{"router": name, **d} for d in r["denied"]]
+        _emit(ctx, data, lambda: _table(
+            ["ROUTER", "SOURCE", "GROUP", "REASON", "PACKETS", "BYTES", "LAST TTL", "LAST SEEN"],
+            [[d["router"], d["source"], d["group"], d["reason"], d["packets"], d["bytes"], d["last_ttl"],
+              _ago(d["last_seen"])] for d in data]))
+        for name, error in broken:
+            click.echo(f"mauthctl: router {name} could not be read: {error}", err=True)
+        if broken:
+            ctx.exit(EXIT_UNREACHABLE)
+        return
     with _client(ctx) as c:
         entries = c.denied_all()
     data = [{"source": str(d.source), "group": str(d.group), "reason": str(d.reason), "packets": d.packets,
@@ -288,7 +380,8 @@ def denied(ctx):
         [[d.source, d.group, d.reason, d.packets, d.octets, d.last_ttl, _when(d.last_seen)] for d in entries]))
 
 
-@main.command("stats")
+@main.command("stats", epilog=examples("mauthctl stats", "mauthctl --router 192.0.2.1 --key-file router.key stats --json"))
+@json_option
 @click.pass_context
 def stats(ctx):
     """Show the router's mode, rule count and per-reason counters (with --server: the fleet's)."""
@@ -326,7 +419,9 @@ def stats(ctx):
     _emit(ctx, data, human)
 
 
-@main.command("mode")
+@main.command("mode", epilog=examples("mauthctl mode", "mauthctl mode monitor   # dry run: count, drop nothing",
+                                      "mauthctl mode enforce"))
+@json_option
 @click.argument("mode", required=False, type=click.Choice(["enforce", "monitor"]))
 @click.pass_context
 def mode(ctx, mode):
@@ -341,7 +436,8 @@ def mode(ctx, mode):
     _emit(ctx, {"mode": str(now)}, lambda: click.echo(str(now)))
 
 
-@main.command("flush")
+@main.command("flush", epilog=examples("mauthctl flush", "mauthctl --router 192.0.2.1 --key-file router.key flush --yes"))
+@json_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def flush(ctx, yes):
@@ -359,7 +455,8 @@ def flush(ctx, yes):
     _emit(ctx, {"removed": n}, lambda: click.echo(f"removed {n} rules"))
 
 
-@main.command("check-config")
+@main.command("check-config", epilog=examples("mauthctl check-config /etc/mauth/mauth.conf"))
+@json_option
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.pass_context
 def check_config(ctx, file):
@@ -377,7 +474,8 @@ def check_config(ctx, file):
 # =============================================================================
 
 
-@main.command("sessions")
+@main.command("sessions", epilog=examples("mauthctl sessions", "mauthctl sessions --json | jq -r '.[].name'"))
+@json_option
 @click.pass_context
 def sessions(ctx):
     """List the sessions announced with SAP that mauthserver has heard."""
@@ -394,8 +492,12 @@ def sessions(ctx):
     _emit(ctx, data, human)
 
 
-@main.command("authorize")
-@click.argument("session")
+@main.command("authorize", epilog=examples(
+    "mauthctl authorize 3fa2                       # the senders the session declares",
+    "mauthctl authorize 3fa2 --sender 192.0.2.55   # an any-source session: name the sender",
+    "mauthctl authorize 3fa2 --expire-with-session --max-ttl 16"))
+@json_option
+@click.argument("session", shell_complete=lambda ctx, param, incomplete: _complete_sessions(ctx, incomplete))
 @click.option("--sender", "senders", multiple=True, metavar="ADDR",
               help="Sender to authorize on every group of the session (repeatable); required for an"
                    " any-source session, otherwise it replaces the senders the session declares.")
@@ -421,8 +523,10 @@ def authorize(ctx, session, senders, max_ttl, expire_with_session, replace):
     _emit(ctx, out, human)
 
 
-@main.command("revoke")
-@click.argument("args", nargs=-1, required=True, metavar="SESSION | SOURCE GROUP")
+@main.command("revoke", epilog=examples("mauthctl revoke 3fa2", "mauthctl revoke 192.0.2.10 239.1.1.1"))
+@json_option
+@click.argument("args", nargs=-1, required=True, metavar="SESSION | SOURCE GROUP",
+                shell_complete=lambda ctx, param, incomplete: _complete_sessions(ctx, incomplete))
 @click.pass_context
 def revoke(ctx, args):
     """Remove the rules authorized from SESSION, or the rule SOURCE GROUP."""
@@ -439,7 +543,8 @@ def revoke(ctx, args):
     _emit(ctx, out, lambda: click.echo(f"revoked session {out['session']}: {len(out['rules'])} rules removed"))
 
 
-@main.command("routers")
+@main.command("routers", epilog=examples("mauthctl routers", "mauthctl routers --json"))
+@json_option
 @click.pass_context
 def routers(ctx):
     """Show each router's state as mauthserver sees it."""
@@ -451,7 +556,8 @@ def routers(ctx):
           r["mode"] or "-", _ago(r["last_contact"]), r["last_error"] or "-"] for r in data]))
 
 
-@main.command("audit")
+@main.command("audit", epilog=examples("mauthctl audit --limit 20"))
+@json_option
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
 @click.pass_context
 def audit(ctx, limit):
@@ -464,7 +570,8 @@ def audit(ctx, limit):
           json.dumps(e["detail"], sort_keys=True)[:80]] for e in data]))
 
 
-@main.command("events")
+@main.command("events", epilog=examples("mauthctl events", "mauthctl events --json --count 10"))
+@json_option
 @click.option("--count", type=click.IntRange(0, None), default=0, help="Stop after this many events (0: follow).")
 @click.option("--last-id", metavar="ID", help="Resume after this event id.")
 @click.pass_context
@@ -502,12 +609,183 @@ def _event_summary(kind: str, data: dict) -> str:
     return json.dumps(data, sort_keys=True)
 
 
+def _complete_sessions(ctx, incomplete: str) -> list:
+    """Shell completion of session ids from mauthserver (nothing, quietly, when it cannot be asked)."""
+    from click.shell_completion import CompletionItem
+
+    params = ctx.find_root().params
+    try:
+        token = load_token(params.get("token_file") or mapi.DEFAULT_TOKEN_FILE)
+        sessions = mapi.ApiClient(params["server"], token, timeout=2.0).sessions()
+    except Exception:  # completion must never print an error into the shell
+        return []
+    return [CompletionItem(s["id"], help=s.get("name")) for s in sessions if s["id"].startswith(incomplete)]
+
+
+# =============================================================================
+# the dashboard
+# =============================================================================
+
+
+@main.command("dashboard", epilog=examples(
+    "mauthctl dashboard",
+    "mauthctl --server http://127.0.0.1:7580 --token-file /etc/mauth/api.token dashboard",
+    "mauthctl dashboard --interval 5"))
+@click.option("--interval", type=click.FloatRange(0.5, 60), default=2.0, show_default=True, metavar="SECONDS",
+              help="Seconds between reads of the routers' counters (rates and denied pairs).")
+@click.pass_context
+def dashboard(ctx, interval):
+    """Live view of sessions, senders, denied traffic and routers; authorize with one key.
+
+    \b
+    Panes (keys 1-4): Sessions announced with SAP, Senders (the rules, with
+    their state on each router and their rates), Denied (who is being dropped
+    right now, and why), Routers. Keys: a authorize the selected session,
+    r revoke the selected rule, / filter, ? help, q quit. Sessions, rules and
+    routers follow mauthserver's event stream; counters are read every
+    --interval seconds. Fits an 80x24 terminal; no mouse needed.
+    """
+    if ctx.obj["json"]:
+        raise Fail("the dashboard is interactive; for machine-readable output use 'mauthctl events --json'",
+                   EXIT_USAGE)
+    with _server(ctx) as api:
+        api.routers()  # fail now, in one sentence, on a wrong URL or token
+    from mauthclient.dashboard import Dashboard
+
+    app = Dashboard(ctx.obj["server"], api.token, http_timeout=ctx.obj["http_timeout"], traffic_interval=interval)
+    try:
+        code = app.run()
+    except KeyboardInterrupt:
+        code = 0
+    ctx.exit(code or 0)
+
+
+# =============================================================================
+# setting up: configuration, completion, secrets files
+# =============================================================================
+
+
+@main.command("config", epilog=examples("mauthctl config", "mauthctl config --example > ~/.config/mauth/mauthctl.toml",
+                                        "mauthctl --config ./lab.toml config --json"))
+@json_option
+@click.option("--example", is_flag=True, help="Print an example configuration file.")
+@click.pass_context
+def config(ctx, example):
+    """Show which configuration file is used and the settings in effect (and where each comes from)."""
+    if example:
+        click.echo(mconfig.EXAMPLE, nl=False)
+        return
+    root = ctx.find_root()
+    path = root.meta.get("mauthctl.config")
+    names = {"COMMANDLINE": "command line", "ENVIRONMENT": "environment", "DEFAULT_MAP": "config file",
+             "DEFAULT": "default"}
+    data = {"file": str(path) if path else None, "settings": {}}
+    for key in mconfig.KEYS:
+        source = root.get_parameter_source(key)
+        value = ctx.obj[key]
+        if key == "token_file" and value is None:
+            value = mapi.DEFAULT_TOKEN_FILE
+        data["settings"][key] = {"value": value, "from": names.get(source.name if source else "", "default")}
+
+    def human():
+        click.echo(f"configuration file: {path or 'none (looked for $MAUTHCTL_CONFIG, ' + str(mconfig.user_file()) + ', ' + mconfig.SYSTEM_FILE + ')'}")
+        _table(["SETTING", "VALUE", "FROM"],
+               [[k, "-" if v["value"] is None else v["value"], v["from"]] for k, v in data["settings"].items()])
+
+    _emit(ctx, data, human)
+
+
+@main.command("completion", epilog=examples(
+    "mauthctl completion bash > /etc/bash_completion.d/mauthctl",
+    "mauthctl completion zsh > \"${fpath[1]}/_mauthctl\"",
+    "mauthctl completion fish > ~/.config/fish/completions/mauthctl.fish",
+    'eval "$(mauthctl completion bash)"   # this shell only'))
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@click.pass_context
+def completion(ctx, shell):
+    """Print the shell completion script for SHELL (commands, options, and session ids from the server)."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    click.echo(cls(main, {}, "mauthctl", "_MAUTHCTL_COMPLETE").source())
+
+
+def _write_new(path: str, text: str) -> None:
+    """Create `path` with mode 0600 and `text`, refusing to overwrite anything."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise Fail(f"{path} already exists; refusing to overwrite it", EXIT_USAGE) from None
+    except OSError as exc:
+        raise Fail(f"cannot create {path}: {exc.strerror}", EXIT_USAGE) from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+@main.command("keygen", epilog=examples(
+    "mauthctl keygen key /etc/mauth/router.key      # for musersd, mauthserver and mauthctl --router",
+    "mauthctl keygen token /etc/mauth/api.token     # for mauthserver --token-file and mauthctl --server",
+    "mauthctl keygen key /etc/mauth/router.key --rotate   # new current key first, old keys kept"))
+@json_option
+@click.argument("kind", type=click.Choice(["key", "token"]))
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--key-id", type=click.IntRange(1, 0xFFFF), metavar="N",
+              help="Id of the new key (default 1, or one more than the largest with --rotate).")
+@click.option("--rotate", is_flag=True, help="Add a new current key in front of the keys of an existing key file.")
+@click.pass_context
+def keygen(ctx, kind, file, key_id, rotate):
+    """Create a secrets file (mode 0600): a protocol v2 KEY file, or an API TOKEN file.
+
+    An existing file is never overwritten. With --rotate, the new key becomes
+    the current one (the one clients sign with) and the old keys stay, so
+    routers and clients can be moved over one at a time; remove the old line
+    when all have the new file.
+    """
+    if kind == "token":
+        if rotate or key_id:
+            raise Fail("--rotate and --key-id are for key files", EXIT_USAGE)
+        _write_new(file, secrets.token_urlsafe(32) + "\n")
+        _emit(ctx, {"file": file, "kind": "token"}, lambda: click.echo(f"wrote API token file {file} (mode 0600)"))
+        return
+    if not rotate:
+        kid = key_id or 1
+        _write_new(file, "# mauth router key (protocol v2); the first key is the current one\n"
+                         + format_key_line(kid, generate_secret()))
+        _emit(ctx, {"file": file, "kind": "key", "key_id": kid},
+              lambda: click.echo(f"wrote key file {file} with key id {kid} (mode 0600)"))
+        return
+    try:
+        ring = load_keys(file)
+        with open(file, encoding="utf-8") as f:
+            old = f.read()
+    except (KeyFileError, OSError) as exc:
+        raise Fail(str(exc) if isinstance(exc, KeyFileError) else f"cannot read {file}: {exc.strerror}",
+                   EXIT_USAGE) from None
+    ids = list(ring.key_ids)
+    kid = key_id or max(ids) + 1
+    if kid in ids or kid > 0xFFFF:
+        raise Fail(f"key id {kid} is already in {file} (or out of range); give another with --key-id", EXIT_USAGE)
+    tmp = f"{file}.new"
+    lines = old.splitlines(keepends=True)
+    head = 0
+    while head < len(lines) and (not lines[head].strip() or lines[head].lstrip().startswith("#")):
+        head += 1  # keep the leading comments on top
+    _write_new(tmp, "".join(lines[:head]) + format_key_line(kid, generate_secret()) + "".join(lines[head:]))
+    os.replace(tmp, file)
+    _emit(ctx, {"file": file, "kind": "key", "key_id": kid, "keys": [kid, *ids]},
+          lambda: click.echo(f"{file}: new current key id {kid}; old keys {', '.join(map(str, ids))} kept"))
+
+
 # =============================================================================
 # announce: SAP from an SDP file (no server needed)
 # =============================================================================
 
 
-@main.command("announce")
+@main.command("announce", epilog=examples(
+    "mauthctl announce session.sdp --source 192.0.2.10 --count 1",
+    "mauthctl announce session.sdp --interval 30        # until Ctrl-C, then a deletion",
+    "mauthctl announce session.sdp --delete"))
+@json_option
 @click.argument("sdpfile", type=click.Path(dir_okay=False))
 @click.option("--interval", type=click.FloatRange(0.01, 86400), metavar="SECONDS",
               help="Seconds between announcements (default: RFC 2974's, at least 300 s, randomized).")

@@ -16,6 +16,9 @@ answer with JSON; they decide nothing. So a 2xx answer to a command means
 * `GET /api/v1/events` streams `text/event-stream`: `id:` (resume with
   `Last-Event-ID`), `event:` (kind), `data:` (JSON); a comment line every
   15 s keeps idle connections open through proxies.
+* `GET /api/v1/traffic` reads every router's rule counters and denied pairs
+  live (`TrafficReader`). Counters change with every packet, so they are not
+  events: a client that shows rates (the dashboard) asks every few seconds.
 * An unexpected exception in a handler is answered with 500, logged, and
   stops the daemon (exit status 1), as any other unexpected exception does:
   it must not limp on in an unknown state (CONVENTIONS.md).
@@ -30,13 +33,19 @@ import hmac
 import json
 import logging
 import re
+import time
 from typing import Callable
 
 from aiohttp import web
 
 from musersd.protocol.model import Mode
 
+from musersd.protocol import v2
+from musersd.protocol.errors import RouterUnreachable
+
 from . import core
+from .fanout import RouterLink
+from .fanout import _Answer as RouterAnswer  # a router answered with an error status
 from .openapi import spec
 
 log = logging.getLogger("mauthserver.api")
@@ -58,6 +67,87 @@ MEDIATOR = web.AppKey("mediator", object)
 TOKEN = web.AppKey("token", TokenBox)
 ON_FATAL = web.AppKey("on_fatal", object)
 COUNTERS = web.AppKey("counters", dict)
+TRAFFIC = web.AppKey("traffic", object)
+
+
+class TrafficReader:
+    """Every router's per-rule counters and denied pairs, read live when a client asks.
+
+    Each router is read over a protocol session of its own, not the
+    reconciler's: a long listing must neither interleave with nor delay the
+    fan-out. One read runs at a time, and an answer younger than `max_age`
+    seconds is shared by every client asking meanwhile, so that several
+    dashboards cost the routers no more than one. A router the reconciler
+    knows to be down is not asked (its last error is reported instead).
+    """
+
+    def __init__(self, fanout=None, *, max_age: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.fanout = fanout
+        self.max_age = max_age
+        self.clock, self.wall = clock, wall
+        self._links: dict[str, RouterLink] = {}
+        self._lock = asyncio.Lock()
+        self._last: tuple[float, dict] | None = None
+        self.reads = 0
+
+    async def read(self) -> dict:
+        async with self._lock:
+            if self._last is not None and self.clock() - self._last[0] < self.max_age:
+                return self._last[1]
+            tasks = self.fanout.tasks if self.fanout is not None else {}
+            names = sorted(tasks)
+            results = await asyncio.gather(*(self._read_one(tasks[n]) for n in names))
+            data = {"at": self.wall(), "routers": dict(zip(names, results))}
+            self.reads += 1
+            self._last = (self.clock(), data)
+            return data
+
+    async def _read_one(self, task) -> dict:
+        rc = task.core
+        if rc.status == core.DOWN:
+            return {"ok": False, "error": rc.last_error or f"router {rc.name} is down"}
+        link = self._links.get(rc.name)
+        if link is None:
+            link = self._links[rc.name] = RouterLink(rc.name, rc.host, rc.port, task.link.client.keys,
+                                                     task.link.client.policy)
+        link.client.keys = task.link.client.keys  # follow key-file reloads
+        try:
+            counters = (await link.call(v2.GetCounters())).body
+            rules = await link.list_all()
+            denied = await self._denied(link)
+        except (RouterUnreachable, RouterAnswer, OSError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {
+            "ok": True,
+            "at": self.wall(),
+            "mode": str(counters.mode),
+            "rule_count": counters.rule_count,
+            "filter": {str(c.reason): {"packets": c.packets, "bytes": c.octets} for c in counters.reasons},
+            "rules": [{"source": str(e.rule.source), "group": str(e.rule.group), "max_ttl": e.rule.max_ttl,
+                       "packets": e.packets, "bytes": e.octets,
+                       "last_seen": e.last_seen / 1000 if e.last_seen else None} for e in rules],
+            "denied": [{"source": str(d.source), "group": str(d.group), "reason": str(d.reason),
+                        "packets": d.packets, "bytes": d.octets, "last_ttl": d.last_ttl,
+                        "last_seen": d.last_seen / 1000 if d.last_seen else None} for d in denied],
+        }
+
+    @staticmethod
+    async def _denied(link: RouterLink) -> list:
+        entries: list = []
+        cursor, seen = b"", set()
+        while True:
+            page = (await link.call(v2.ListDenied(0, cursor))).body
+            entries.extend(page.entries)
+            if not page.cursor or page.cursor in seen:
+                return entries
+            seen.add(page.cursor)
+            cursor = page.cursor
+
+    def close(self) -> None:
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
 
 
 def _json(data, status: int = 200) -> web.Response:
@@ -237,6 +327,10 @@ async def put_mode(request: web.Request) -> web.Response:
     return _json({"mode": text})
 
 
+async def traffic(request: web.Request) -> web.Response:
+    return _json(await request.app[TRAFFIC].read())
+
+
 async def audit(request: web.Request) -> web.Response:
     try:
         limit = int(request.query.get("limit", "100"))
@@ -291,13 +385,17 @@ ROUTES = [
     ("GET", "/mode", get_mode),
     ("PUT", "/mode", put_mode),
     ("GET", "/audit", audit),
+    ("GET", "/traffic", traffic),
     ("GET", "/events", events),
 ]
 
 
-def make_app(mediator, token: str, on_fatal: Callable[[], None] = lambda: None) -> web.Application:
+def make_app(mediator, token: str, on_fatal: Callable[[], None] = lambda: None, *,
+             fanout=None) -> web.Application:
+    """The API app; `fanout` (the routers' tasks) lets `GET /traffic` read the routers."""
     app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
     app[MEDIATOR] = mediator
+    app[TRAFFIC] = TrafficReader(fanout)
     app[TOKEN] = TokenBox(token)
     app[ON_FATAL] = on_fatal
     app[COUNTERS] = {"requests": 0, "unauthorized": 0, "refused": 0, "errors": 0}
@@ -307,5 +405,9 @@ def make_app(mediator, token: str, on_fatal: Callable[[], None] = lambda: None) 
     async def _close_streams(app: web.Application) -> None:
         mediator.bus.close_all()
 
+    async def _close_links(app: web.Application) -> None:
+        app[TRAFFIC].close()
+
     app.on_shutdown.append(_close_streams)
+    app.on_cleanup.append(_close_links)
     return app

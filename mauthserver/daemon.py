@@ -132,7 +132,7 @@ class Daemon:
         self.fanout = FanOut(self.mediator, self.store, bus, self.keys, policy)
 
         # The client API.
-        self._app = api.make_app(self.mediator, self.token, self.fatal)
+        self._app = api.make_app(self.mediator, self.token, self.fatal, fanout=self.fanout)
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         host, port = o.api

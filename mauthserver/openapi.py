@@ -98,6 +98,9 @@ PATHS: dict[str, dict] = {
                        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}},
                                       {"name": "before", "in": "query", "schema": {"type": "integer"}}],
                        "responses": {"200": _ok("entries", {"type": "array"})}}},
+    "/traffic": {"get": {"summary": "Every router's per-rule counters and denied pairs, read live"
+                                    " (answers younger than 1 s are shared)",
+                         "responses": {"200": _ok("traffic", _ref("Traffic"))}}},
     "/events": {"get": {"summary": "Server-Sent Events: session.*, rule.*, router.changed, mode.changed",
                         "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
                         "responses": {"200": {"description": "event stream",
@@ -131,6 +134,20 @@ SCHEMAS = {
         "last_heard": {"type": "number"}, "expires": {"type": "number"}, "stops": {"type": ["number", "null"]},
         "suggested_senders": {"type": "array", "items": {"type": "string"}},
         "rules": {"type": "array", "items": {"type": "object"}}, "sdp": {"type": "string"}}},
+    "Traffic": {"type": "object", "required": ["at", "routers"], "properties": {
+        "at": {"type": "number"},
+        "routers": {"type": "object", "additionalProperties": {"type": "object", "required": ["ok"], "properties": {
+            "ok": {"type": "boolean"}, "error": {"type": "string"}, "at": {"type": "number"},
+            "mode": {"enum": ["enforce", "monitor"]}, "rule_count": {"type": "integer"},
+            "filter": {"type": "object"},
+            "rules": {"type": "array", "items": {"type": "object", "properties": {
+                "source": {"type": "string"}, "group": {"type": "string"}, "max_ttl": {"type": "integer"},
+                "packets": {"type": "integer"}, "bytes": {"type": "integer"},
+                "last_seen": {"type": ["number", "null"]}}}},
+            "denied": {"type": "array", "items": {"type": "object", "properties": {
+                "source": {"type": "string"}, "group": {"type": "string"},
+                "reason": {"type": "string"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"},
+                "last_ttl": {"type": "integer"}, "last_seen": {"type": ["number", "null"]}}}}}}}}},
     "Router": {"type": "object", "properties": {
         "name": {"type": "string"}, "address": {"type": "string"},
         "state": {"enum": ["unknown", "up", "down", "converging"]},

@@ -237,3 +237,44 @@ def test_mauthctl_client_against_the_server(mediator):
         assert audit[0]["actor"].startswith("alice (api 127.0.0.1")
 
     serve(mediator, test)
+
+
+def test_traffic_reads_every_router_live(tmp_path):
+    """GET /traffic: per-rule counters and denied pairs as each router's own listing says, shared for 1 s."""
+    import time
+
+    from tests.unit.loopback_fleet import TOKEN as FLEET_TOKEN
+    from tests.unit.loopback_fleet import LoopbackFleet
+
+    with LoopbackFleet(tmp_path, routers=("r1", "r2")) as fleet:
+        fleet.call(fleet.mediator.add_rule, "192.0.2.10", "239.1.1.1", 8, actor="test")
+        deadline = time.monotonic() + 10
+        while not (fleet.held("r1") and fleet.held("r2")):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        fleet.set_traffic("r1", "192.0.2.10", "239.1.1.1", 42, 4200)
+        fleet.set_denied("r2", [("192.0.2.66", "239.9.9.9", "unauthorized", 7, 700, 3)])
+        api = ApiClient(fleet.url, FLEET_TOKEN, timeout=5)
+        out = api.traffic()
+        assert set(out["routers"]) == {"r1", "r2"}
+        r1, r2 = out["routers"]["r1"], out["routers"]["r2"]
+        assert r1["ok"] and r2["ok"] and r1["mode"] == "enforce" and r1["rule_count"] == 1
+        assert [(e["source"], e["group"], e["max_ttl"], e["packets"], e["bytes"]) for e in r1["rules"]] == [
+            ("192.0.2.10", "239.1.1.1", 8, 42, 4200)]
+        assert r1["denied"] == []
+        assert [(d["source"], d["group"], d["reason"], d["packets"], d["last_ttl"]) for d in r2["denied"]] == [
+            ("192.0.2.66", "239.9.9.9", "unauthorized", 7, 3)]
+        # A second client within a second gets the same read; the routers are not asked again.
+        # (Only the traffic reader lists denied pairs in this fleet; the reconciler never does.)
+        def denied_reads():
+            return fleet.call(lambda: sum(op == "denied" for b in fleet.backends.values() for op, _ in b.log))
+
+        before = denied_reads()
+        assert before == 2
+        assert api.traffic()["at"] == out["at"]
+        assert denied_reads() == before
+        time.sleep(1.1)
+        assert api.traffic()["at"] > out["at"] and denied_reads() == before + 2
+        with pytest.raises(ApiError) as info:
+            ApiClient(fleet.url, "wrong-token-wrong-token", timeout=5).traffic()
+        assert info.value.status == 401

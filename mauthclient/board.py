@@ -1,0 +1,404 @@
+"""What the dashboard shows, decided without a screen: API data and events in, table rows out.
+
+Strategy (the core decides, a thin shell acts): `Board` holds the sessions,
+rules, routers and counter reads that `mauthclient.dashboard` feeds it, and
+turns them into the rows of its four panes. It does no I/O and never looks
+at a clock by itself (`now` is a parameter), so every rule below is unit
+tested with plain dictionaries.
+
+* Sessions, rules and routers come from one snapshot of the API and then
+  from the event stream (`apply_event`); a `resync` or `overflow` event
+  means "take a new snapshot", which the shell does.
+* Counters are not events: the shell reads `GET /traffic` every few seconds
+  (`apply_traffic`). Rates are the difference between two reads of the same
+  router divided by the time between them; a counter that went down (the
+  router restarted) starts again from zero rather than showing a negative
+  rate.
+* Whether a rule is on a router is what that router's own listing said at
+  the last read (applied, missing, or holding another max TTL); before the
+  first read, the per-router state the mediator reported in the snapshot.
+* A session is authorized ("yes") when every (declared sender, group) pair
+  has a rule that every router holds; "pending" when the rules exist but some
+  router does not hold them yet; "partial" when only some pairs have rules;
+  "no" otherwise. An any-source session counts the rules on its groups,
+  whoever the sender.
+* A denied pair is shown while its packet count keeps rising (within
+  `DENIED_WINDOW` seconds); on the first read, a pair the router saw within
+  that window counts as active. When the sender is authorized the router
+  forgets the pair, so it leaves the pane at the next read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+DENIED_WINDOW = 30.0
+
+RuleKey = tuple[str, str]  # (source, group) as the API spells them
+
+
+def human_rate(value: float | None) -> str:
+    """A rate with a k/M/G suffix that fits in 6 characters ("-" when unknown)."""
+    if value is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.1f}{unit}"
+    return f"{value:.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
+
+
+def human_count(value: int) -> str:
+    return human_rate(float(value)) if value >= 10000 else str(value)
+
+
+def human_age(seconds: float | None) -> str:
+    """A duration in at most 5 characters: 42s, 17m, 5h, 3d."""
+    if seconds is None:
+        return "-"
+    s = max(0.0, seconds)
+    for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= scale:
+            return f"{s / scale:.0f}{unit}"
+    return f"{s:.0f}s"
+
+
+def short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+@dataclass
+class Rate:
+    packets: float | None = None
+    octets: float | None = None
+
+    def add(self, other: "Rate") -> "Rate":
+        if other.packets is None:
+            return self
+        return Rate((self.packets or 0.0) + other.packets, (self.octets or 0.0) + (other.octets or 0.0))
+
+
+@dataclass
+class Denied:
+    source: str
+    group: str
+    reason: str
+    packets: int = 0
+    octets: int = 0
+    last_ttl: int = 0
+    routers: set[str] = field(default_factory=set)
+    rate: Rate = field(default_factory=Rate)
+    active_at: float | None = None  # when its count last rose (dashboard clock)
+
+
+@dataclass
+class RouterRead:
+    """One router's answer to the last counter read."""
+
+    ok: bool
+    at: float  # dashboard clock (monotonic) of the read
+    error: str = ""
+    wall: float | None = None  # the server's wall clock of the read
+    mode: str | None = None
+    rule_count: int | None = None
+    rules: dict[RuleKey, dict] = field(default_factory=dict)
+    denied: dict[tuple[str, str, str], dict] = field(default_factory=dict)
+
+
+class Board:
+    def __init__(self) -> None:
+        self.sessions: dict[str, dict] = {}
+        self.rules: dict[RuleKey, dict] = {}
+        self.routers: dict[str, dict] = {}
+        self.mode: str | None = None
+        self.reads: dict[str, RouterRead] = {}
+        self.rule_rates: dict[RuleKey, Rate] = {}
+        self.denied: dict[tuple[str, str, str], Denied] = {}
+        self.last_event_id: str | None = None
+        self.events = 0
+
+    # =========================================================================
+    # input
+    # =========================================================================
+
+    def load(self, sessions: list[dict], rules: list[dict], routers: list[dict], mode: str | None) -> None:
+        """A complete snapshot (start-up, and after `resync`)."""
+        self.sessions = {s["id"]: s for s in sessions}
+        self.rules = {(r["source"], r["group"]): r for r in rules}
+        self.routers = {r["name"]: r for r in routers}
+        self.mode = mode
+        for name in list(self.reads):
+            if name not in self.routers:
+                del self.reads[name]
+
+    def apply_event(self, ev_id: str, kind: str, data: dict) -> str | None:
+        """Apply one event; returns "resync" when a new snapshot is needed, else None."""
+        if ev_id:
+            self.last_event_id = ev_id
+        if kind in ("resync", "overflow"):
+            return "resync"
+        if kind == "hello":
+            return None
+        self.events += 1
+        if kind.startswith("session."):
+            s = data.get("session") or {}
+            if "id" not in s:
+                return None
+            if kind == "session.removed":
+                self.sessions.pop(s["id"], None)
+            else:
+                self.sessions[s["id"]] = s
+        elif kind.startswith("rule."):
+            r = data.get("rule") or {}
+            if "source" not in r:
+                return None
+            key = (r["source"], r["group"])
+            if kind == "rule.removed":
+                self.rules.pop(key, None)
+                self.rule_rates.pop(key, None)
+            else:
+                known = self.rules.get(key, {})
+                # An event carries the desired rule; the per-router states come from the routers' listings.
+                routers = known.get("routers", {}) if known.get("max_ttl") == r.get("max_ttl") else {}
+                self.rules[key] = {**r, "routers": routers}
+        elif kind == "router.changed":
+            if "name" in data:
+                self.routers[data["name"]] = {k: v for k, v in data.items() if k != "at"}
+        elif kind == "mode.changed":
+            self.mode = data.get("mode")
+        return None
+
+    def apply_traffic(self, data: dict, now: float) -> None:
+        """A `GET /traffic` answer read at `now` (the dashboard's monotonic clock)."""
+        rates: dict[RuleKey, Rate] = {}
+        denied_now: dict[tuple[str, str, str], Denied] = {}
+        for name, answer in (data.get("routers") or {}).items():
+            prev = self.reads.get(name)
+            if not answer.get("ok"):
+                self.reads[name] = RouterRead(False, now, error=answer.get("error") or "unreadable")
+                continue
+            read = RouterRead(True, now, wall=answer.get("at"), mode=answer.get("mode"),
+                              rule_count=answer.get("rule_count"),
+                              rules={(e["source"], e["group"]): e for e in answer.get("rules", [])},
+                              denied={(d["source"], d["group"], d["reason"]): d for d in answer.get("denied", [])})
+            self.reads[name] = read
+            base = prev if prev is not None and prev.ok else None
+            for key, entry in read.rules.items():
+                rates[key] = rates.get(key, Rate()).add(_rate(entry, base.rules.get(key) if base else None,
+                                                              now - base.at if base else 0.0))
+            for dkey, entry in read.denied.items():
+                d = denied_now.get(dkey)
+                if d is None:
+                    d = denied_now[dkey] = Denied(*dkey)
+                before = base.denied.get(dkey) if base else None
+                d.packets += entry.get("packets", 0)
+                d.octets += entry.get("bytes", 0)
+                d.last_ttl = entry.get("last_ttl", 0) or d.last_ttl
+                d.routers.add(name)
+                d.rate = d.rate.add(_rate(entry, before, now - base.at if base else 0.0))
+                old = self.denied.get(dkey)
+                if before is not None and entry.get("packets", 0) > before.get("packets", 0):
+                    d.active_at = now
+                elif before is None and old is None:
+                    seen, wall = entry.get("last_seen"), answer.get("at")
+                    if seen and wall and wall - seen <= DENIED_WINDOW:
+                        d.active_at = now - max(0.0, wall - seen)
+                if old is not None and old.active_at is not None and (d.active_at is None
+                                                                      or old.active_at > d.active_at):
+                    d.active_at = old.active_at
+        self.rule_rates = rates
+        self.denied = denied_now
+
+    # =========================================================================
+    # derived state
+    # =========================================================================
+
+    def rule_state_on(self, key: RuleKey, router: str) -> str:
+        """"applied", "pending" (not there yet), "ttl" (another max TTL there), "refused" or "unknown"."""
+        rule = self.rules.get(key)
+        if rule is None:
+            return "unknown"
+        read = self.reads.get(router)
+        if read is None:
+            return (rule.get("routers") or {}).get(router, {}).get("state", "unknown")
+        if not read.ok:
+            return "unknown"
+        held = read.rules.get(key)
+        if held is None:
+            mediator = (rule.get("routers") or {}).get(router, {}).get("state")
+            return "refused" if mediator == "refused" else "pending"
+        return "applied" if held.get("max_ttl") == rule.get("max_ttl") else "ttl"
+
+    def on_all_routers(self, key: RuleKey) -> bool:
+        return bool(self.routers) and all(self.rule_state_on(key, n) == "applied" for n in self.routers)
+
+    def session_pairs(self, s: dict) -> tuple[list[RuleKey], list[RuleKey]]:
+        """(pairs the session needs, pairs that have a rule)."""
+        groups = [g["address"] for g in s.get("groups", [])]
+        if s.get("sources"):
+            needed = [(src, g) for src in s["sources"] for g in groups]
+            return needed, [p for p in needed if p in self.rules]
+        ruled = [k for k in self.rules if k[1] in groups]
+        return ruled, ruled
+
+    def session_authorized(self, s: dict) -> str:
+        needed, ruled = self.session_pairs(s)
+        if not ruled:
+            return "no"
+        if len(ruled) < len(needed):
+            return "partial"
+        return "yes" if all(self.on_all_routers(k) for k in ruled) else "pending"
+
+    def active_denied(self, now: float) -> list[Denied]:
+        out = [d for d in self.denied.values() if d.active_at is not None and now - d.active_at <= DENIED_WINDOW]
+        return sorted(out, key=lambda d: (-(d.rate.packets or 0.0), -d.packets, d.source, d.group))
+
+    def routers_up(self) -> int:
+        return sum(1 for r in self.routers.values() if r.get("state") in ("up", "converging"))
+
+    def counts(self, now: float) -> dict[str, int]:
+        return {"sessions": len(self.sessions), "rules": len(self.rules), "denied": len(self.active_denied(now)),
+                "routers": len(self.routers), "routers_up": self.routers_up()}
+
+    # =========================================================================
+    # rows: (key, cells) per pane; widths fit 80 columns
+    # =========================================================================
+
+    SESSION_COLUMNS = (("NAME", 17), ("GROUPS/TTL", 18), ("SENDERS", 15), ("AGE", 4), ("EXP", 4), ("AUTH", 7))
+    RULE_COLUMNS = (("SOURCE", 15), ("GROUP", 15), ("TTL", 3), ("ROUTERS", 11), ("PKT/S", 6), ("B/S", 6),
+                    ("PKTS", 6))
+    DENIED_COLUMNS = (("SOURCE", 15), ("GROUP", 15), ("REASON", 6), ("PKT/S", 6), ("B/S", 6), ("TTL", 3),
+                      ("ROUTERS", 10))
+    ROUTER_COLUMNS = (("NAME", 10), ("STATE", 10), ("MODE", 7), ("RULES", 6), ("PEND", 4), ("EPOCH", 8),
+                      ("RESTARTS", 8), ("CONTACT", 7))
+
+    def session_rows(self, now_wall: float) -> list[tuple[str, list[str]]]:
+        rows = []
+        for s in sorted(self.sessions.values(), key=lambda s: (s.get("name", ""), s["id"])):
+            groups = s.get("groups", [])
+            first = groups[0] if groups else None
+            gtext = "-" if first is None else (
+                f"{first['address']}/{first['ttl']}" if first.get("ttl") is not None else first["address"])
+            if len(groups) > 1:
+                gtext = short(gtext, 14) + f" +{len(groups) - 1}"
+            senders = s.get("sources") or []
+            stext = "any" if not senders else senders[0] + (f" +{len(senders) - 1}" if len(senders) > 1 else "")
+            rows.append((s["id"], [short(s.get("name") or "-", 17), short(gtext, 18), short(stext, 15),
+                                   human_age(now_wall - s["first_heard"]) if s.get("first_heard") else "-",
+                                   human_age(s["expires"] - now_wall) if s.get("expires") else "-",
+                                   self.session_authorized(s)]))
+        return rows
+
+    def _router_marks(self, key: RuleKey) -> str:
+        marks = {"applied": "✓", "pending": "…", "ttl": "≠", "refused": "✗", "unknown": "?"}
+        states = [(n, self.rule_state_on(key, n)) for n in sorted(self.routers)]
+        if not states:
+            return "no routers"
+        text = " ".join(f"{n}{marks[st]}" for n, st in states)
+        if len(text) <= 11:
+            return text
+        ok = sum(1 for _, st in states if st == "applied")
+        return f"{ok}/{len(states)} ok"
+
+    def rule_rows(self) -> list[tuple[str, list[str]]]:
+        rows = []
+        for key in sorted(self.rules, key=_addr_order):
+            r = self.rules[key]
+            rate = self.rule_rates.get(key, Rate())
+            total = sum(read.rules[key].get("packets", 0) for read in self.reads.values()
+                        if read.ok and key in read.rules) if self.reads else r.get("packets", 0)
+            rows.append((f"{key[0]}|{key[1]}", [key[0], key[1], str(r.get("max_ttl", "?")), self._router_marks(key),
+                                                human_rate(rate.packets), human_rate(rate.octets),
+                                                human_count(total)]))
+        return rows
+
+    def denied_rows(self, now: float) -> list[tuple[str, list[str]]]:
+        return [(f"{d.source}|{d.group}|{d.reason}",
+                 [d.source, d.group, "ttl" if d.reason == "ttl" else "unauth" if d.reason == "unauthorized"
+                  else short(d.reason, 6), human_rate(d.rate.packets), human_rate(d.rate.octets),
+                  str(d.last_ttl or "-"), short(",".join(sorted(d.routers)), 10)])
+                for d in self.active_denied(now)]
+
+    def router_rows(self, now: float, now_wall: float) -> list[tuple[str, list[str]]]:
+        rows = []
+        for name in sorted(self.routers):
+            r = self.routers[name]
+            read = self.reads.get(name)
+            contact = r.get("last_contact")
+            if read is not None and read.ok and read.wall is not None:
+                contact = max(contact or 0.0, read.wall)
+            state = r.get("state") or "unknown"
+            if read is not None and not read.ok and state != "down":
+                state = "unreadable"
+            mode = (read.mode if read is not None and read.ok else None) or r.get("mode") or "-"
+            count = read.rule_count if read is not None and read.ok else r.get("rule_count")
+            counters = r.get("counters") or {}
+            rows.append((name, [short(name, 10), state, mode, "-" if count is None else str(count),
+                                str(r.get("pending", "-")), (r.get("epoch") or "-")[-8:],
+                                str(counters.get("restarts_seen", 0) + counters.get("state_losses", 0)),
+                                human_age(now_wall - contact) if contact else "never"]))
+        return rows
+
+    # =========================================================================
+    # details of a selected row (one or two lines under the table)
+    # =========================================================================
+
+    def session_detail(self, sid: str, now_wall: float) -> str:
+        s = self.sessions.get(sid)
+        if s is None:
+            return ""
+        groups = ", ".join(f"{g['address']} ttl {g['ttl'] if g.get('ttl') is not None else '?'}"
+                           for g in s.get("groups", []))
+        senders = ", ".join(s.get("sources") or []) or (
+            "any (suggested: " + (", ".join(s.get("suggested_senders") or []) or "none") + ")")
+        needed, ruled = self.session_pairs(s)
+        return (f"{s.get('name')} [{sid}] from {s.get('announcer')}: groups {groups}; senders {senders};"
+                f" rules {len(ruled)}/{len(needed) or len(ruled)}, {self.session_authorized(s)} on all routers")
+
+    def rule_detail(self, key: RuleKey) -> str:
+        r = self.rules.get(key)
+        if r is None:
+            return ""
+        where = ", ".join(f"{n}: {self.rule_state_on(key, n)}" for n in sorted(self.routers)) or "no routers"
+        session = r.get("session")
+        name = self.sessions.get(session, {}).get("name") if session else None
+        origin = f"session {name or session}" if session else "added by hand"
+        expires = " (expires with the session)" if r.get("expire_with_session") else ""
+        return f"{key[0]} -> {key[1]} max TTL {r.get('max_ttl')}; {where}; {origin}{expires}; by {r.get('actor') or '?'}"
+
+    def denied_detail(self, dkey: tuple[str, str, str]) -> str:
+        d = self.denied.get(dkey)
+        if d is None:
+            return ""
+        why = ("no rule for this (source, group)" if d.reason == "unauthorized" else
+               f"TTL {d.last_ttl} above the rule's max TTL {self.rules.get((d.source, d.group), {}).get('max_ttl', '?')}"
+               if d.reason == "ttl" else d.reason)
+        return (f"{d.source} -> {d.group} dropped: {why}; {d.packets} packets, {d.octets} bytes so far"
+                f" on {', '.join(sorted(d.routers))}")
+
+    def router_detail(self, name: str) -> str:
+        r = self.routers.get(name)
+        if r is None:
+            return ""
+        read = self.reads.get(name)
+        err = r.get("last_error") or (read.error if read is not None and not read.ok else "")
+        return (f"{name} at {r.get('address')}: epoch {r.get('epoch') or '-'}, state id {r.get('state_id') or '-'},"
+                f" backend {r.get('backend') or '-'}" + (f"; last error: {err}" if err else ""))
+
+
+def _rate(entry: dict, before: dict | None, dt: float) -> Rate:
+    if before is None or dt <= 0:
+        return Rate()
+    dp = entry.get("packets", 0) - before.get("packets", 0)
+    db = entry.get("bytes", 0) - before.get("bytes", 0)
+    if dp < 0 or db < 0:  # the counter started again (router restart, rule re-added)
+        dp, db = entry.get("packets", 0), entry.get("bytes", 0)
+    return Rate(dp / dt, db / dt)
+
+
+def _addr_order(key: RuleKey):
+    try:
+        return (ipaddress.ip_address(key[0]).packed, ipaddress.ip_address(key[1]).packed)
+    except ValueError:
+        return (key[0].encode(), key[1].encode())
+

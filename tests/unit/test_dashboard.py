@@ -1,0 +1,228 @@
+"""The dashboard, driven headless with Textual's pilot against a real mauthserver API on 127.0.0.1.
+
+The server side is `LoopbackFleet`: the real mediator, store, fan-out and
+API, managing routers that run the real protocol server core on memory
+backends. Pressing keys in the dashboard must change what those routers
+hold; counters set on a router must show up as rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from mauthclient.dashboard import Dashboard
+from tests.unit.loopback_fleet import TOKEN, LoopbackFleet
+
+ASM = b"""v=0\r
+o=- 77 1 IN IP4 192.0.2.55\r
+s=Lobby camera\r
+c=IN IP4 239.255.12.42/32\r
+t=0 0\r
+m=video 5004 RTP/AVP 33\r
+"""
+SSM = b"""v=0\r
+o=- 78 1 IN IP4 192.0.2.56\r
+s=Declared feed\r
+c=IN IP4 232.1.1.1/16\r
+t=0 0\r
+a=source-filter: incl IN IP4 232.1.1.1 192.0.2.10\r
+m=video 5004 RTP/AVP 33\r
+"""
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    with LoopbackFleet(tmp_path, routers=("r1", "r2")) as f:
+        f.announce(ASM)
+        f.announce(SSM)
+        yield f
+
+
+async def until(pilot, predicate, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def cells(app: Dashboard, pane: str) -> dict[str, list[str]]:
+    table = app.table(pane)
+    return {rk.value: [str(c) for c in table.get_row(rk)] for rk in table.rows}
+
+
+def select(app: Dashboard, pane: str, key: str) -> None:
+    table = app.table(pane)
+    table.move_cursor(row=table.get_row_index(key))
+
+
+def app_for(fleet: LoopbackFleet, **kw) -> Dashboard:
+    return Dashboard(fleet.url, TOKEN, user="pilot", traffic_interval=0.5, **kw)
+
+
+def session_id(fleet: LoopbackFleet, name: str) -> str:
+    return fleet.call(lambda: next(s.id for s in fleet.mediator.directory.sessions() if s.name == name))
+
+
+@pytest.mark.asyncio
+async def test_authorize_a_declared_session_puts_its_rule_on_every_router(fleet):
+    sid = session_id(fleet, "Declared feed")
+    app = app_for(fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: sid in cells(app, "sessions"), what="the sessions")
+        assert cells(app, "sessions")[sid][0] == "Declared feed"
+        assert cells(app, "sessions")[sid][5] == "no"
+        status = str(app.query_one("#status").render())
+        assert "2 sessions" in status and "0 rules" in status and "routers up" in status
+
+        select(app, "sessions", sid)
+        await pilot.press("a")
+        await until(pilot, lambda: fleet.held("r1") == {("192.0.2.10", "232.1.1.1"): 16}
+                    and fleet.held("r2") == {("192.0.2.10", "232.1.1.1"): 16}, what="the rule on both routers")
+        # The rule arrives by the event stream; its state on each router from the routers' listings.
+        await until(pilot, lambda: cells(app, "sessions")[sid][5] == "yes", what="the session authorized")
+        await pilot.press("2")
+        assert app.pane == "senders"
+        row = cells(app, "senders")["192.0.2.10|232.1.1.1"]
+        assert row[:4] == ["192.0.2.10", "232.1.1.1", "16", "r1✓ r2✓"]
+
+
+@pytest.mark.asyncio
+async def test_any_source_session_asks_for_the_sender_and_never_assumes(fleet):
+    sid = session_id(fleet, "Lobby camera")
+    app = app_for(fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: sid in cells(app, "sessions"), what="the sessions")
+        assert cells(app, "sessions")[sid][2] == "any"
+        select(app, "sessions", sid)
+        await pilot.press("a")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SenderScreen"
+        await pilot.press("escape")  # cancelled: nothing is authorized
+        await pilot.pause()
+        assert type(app.screen).__name__ != "SenderScreen"
+        await pilot.pause(0.5)
+        assert fleet.held("r1") == {}
+
+        await pilot.press("a")
+        await pilot.pause()
+        await pilot.press("tab")  # from the suggestions to the address field
+        for ch in "192.0.2.99x":
+            await pilot.press(ch)
+        await pilot.press("enter")  # not an address: the dialog stays, with the error
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SenderScreen"
+        assert "not an IP address" in str(app.screen.query_one("#error").render())
+        await pilot.press("backspace", "enter")
+        await until(pilot, lambda: fleet.held("r1") == {("192.0.2.99", "239.255.12.42"): 32},
+                    what="the typed sender's rule")
+
+        await pilot.press("a")  # again, and pick the first suggestion (the o= origin)
+        await pilot.pause()
+        await pilot.press("enter")
+        await until(pilot, lambda: ("192.0.2.55", "239.255.12.42") in fleet.held("r2"), what="the suggestion")
+
+
+@pytest.mark.asyncio
+async def test_revoke_needs_confirmation(fleet):
+    fleet.call(fleet.mediator.add_rule, "192.0.2.10", "239.1.1.1", 8, actor="test")
+    app = app_for(fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: "192.0.2.10|239.1.1.1" in cells(app, "senders"), what="the rule")
+        await until(pilot, lambda: fleet.held("r1") and fleet.held("r2"), what="the fan-out")
+        await pilot.press("r")
+        await pilot.pause()
+        await pilot.press("n")
+        await pilot.pause(0.5)
+        assert ("192.0.2.10", "239.1.1.1") in fleet.held("r1")
+        await pilot.press("d", "y")
+        await until(pilot, lambda: fleet.held("r1") == {} and fleet.held("r2") == {}, what="the removal")
+        await until(pilot, lambda: cells(app, "senders") == {}, what="the row to go")
+
+
+@pytest.mark.asyncio
+async def test_rates_denied_pairs_and_routers(fleet):
+    fleet.call(fleet.mediator.add_rule, "192.0.2.10", "239.1.1.1", 8, actor="test")
+    app = app_for(fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: fleet.held("r1") and fleet.held("r2"), what="the fan-out")
+        # Traffic grows on r1 between the dashboard's reads; r2 sees none.
+        fleet.set_denied("r1", [("192.0.2.66", "239.9.9.9", "unauthorized", 10, 1000, 5)])
+        fleet.set_traffic("r1", "192.0.2.10", "239.1.1.1", 100, 10000)
+        start = app.traffic_reads
+        await until(pilot, lambda: app.traffic_reads >= start + 1, what="a read")
+        fleet.set_traffic("r1", "192.0.2.10", "239.1.1.1", 1100, 110000)
+        fleet.set_denied("r1", [("192.0.2.66", "239.9.9.9", "unauthorized", 510, 51000, 5)])
+        await until(pilot, lambda: app.traffic_reads >= start + 2, what="a second read")
+        await pilot.press("2")
+        await until(pilot, lambda: cells(app, "senders")["192.0.2.10|239.1.1.1"][4] not in ("-", "0"),
+                    what="a packet rate")
+        row = cells(app, "senders")["192.0.2.10|239.1.1.1"]
+        assert row[6] == "1100"
+        await pilot.press("3")
+        denied = cells(app, "denied")
+        assert list(denied) == ["192.0.2.66|239.9.9.9|unauthorized"]
+        d = denied["192.0.2.66|239.9.9.9|unauthorized"]
+        assert d[:3] == ["192.0.2.66", "239.9.9.9", "unauth"] and d[3] != "-" and d[5] == "5" and d[6] == "r1"
+        assert "1 denied" in str(app.query_one("#status").render())
+
+        # Authorizing the denied pair from the Denied pane asks for the max TTL.
+        await pilot.press("a")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "TtlScreen"
+        for ch in "12":
+            await pilot.press(ch)
+        await pilot.press("enter")
+        await until(pilot, lambda: fleet.held("r2").get(("192.0.2.66", "239.9.9.9")) == 12, what="the rule")
+
+        await pilot.press("4")
+        routers = cells(app, "routers")
+        assert set(routers) == {"r1", "r2"}
+        assert routers["r1"][1] in ("up", "converging") and routers["r1"][2] == "enforce"
+
+
+@pytest.mark.asyncio
+async def test_filter_help_and_quit(fleet):
+    app = app_for(fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: len(cells(app, "sessions")) == 2, what="the sessions")
+        await pilot.press("slash", *"lobby", "enter")
+        await pilot.pause()
+        assert [c[0] for c in cells(app, "sessions").values()] == ["Lobby camera"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(cells(app, "sessions")) == 2
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+@pytest.mark.asyncio
+async def test_sessions_follow_the_event_stream(fleet):
+    app = app_for(fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: len(cells(app, "sessions")) == 2, what="the sessions")
+        snapshots = app.snapshots
+        fleet.withdraw(ASM)
+        await until(pilot, lambda: len(cells(app, "sessions")) == 1, what="the deletion")
+        assert app.snapshots == snapshots  # an event, not a re-read
+
+
+@pytest.mark.asyncio
+async def test_ctrl_c_quits_and_an_unreachable_server_is_shown(tmp_path):
+    app = Dashboard("http://127.0.0.1:1", TOKEN, traffic_interval=0.5)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "offline" in str(app.query_one("#status").render()), what="offline")
+        detail = str(app.query_one("#detail").render())
+        assert "0 sessions │ 0 rules │ 0 denied │ 0/0 routers up" in str(app.query_one("#status").render())
+        assert "cannot reach mauthserver at http://127.0.0.1:1/api/v1: Connection refused" in detail
+        await pilot.press("ctrl+c")
+        await asyncio.sleep(0)
+    assert app.return_code == 0
