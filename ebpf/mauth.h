@@ -46,6 +46,9 @@
 #define MAUTH_R_IPV6          7  /* IPv6: passed unfiltered in this layout */
 #define MAUTH_R_RATE          8  /* reserved: per-rule rate limit */
 #define MAUTH_R_IGMP          9  /* IGMP to a routable group (v1/v2 reports) */
+#define MAUTH_R_SAP_LOCAL    10  /* SAP from an unauthorized announcer: TTL set
+                                  * to 1, so the router hears it but never
+                                  * forwards it */
 #define MAUTH_R_MAX          16
 
 #define MAUTH_MODE_ENFORCE 0  /* the zero value: fresh maps fail closed */

@@ -7,6 +7,8 @@
  *   MAUTH_PIN_DIR     bpffs directory of this layout's pinned maps (required)
  *   MAUTH_MAX_RULES   capacity of the rule and per-rule stats maps
  *   MAUTH_DENIED_SETS sets in the denied table (MAUTH_DENIED_WAYS pairs each)
+ *   MAUTH_SAP_GROUP0..3  SAP groups (network-order u32; 0 = unused) whose
+ *                     announcements are delivered to the router itself
  *
  * The policy, in order (DESIGN.md "Packet policy"; the pure-Python model in
  * musersd/policy.py mirrors every branch and a test runs one table of cases
@@ -27,9 +29,15 @@
  *       (ip_mr_input() never forwards IGMP: it goes to the routing daemon)
  *     no rule for (source, group) ................ DROP, "unauthorized"
  *     TTL > rule's max TTL ....................... DROP, "ttl"
+ *       except SAP (UDP to port 9875 on a SAP group, unfragmented) from
+ *       such a sender: TTL set to 1 .............. pass, "sap_local"
+ *       (the router's own SAP listener, mauthserver, hears every announcer;
+ *        ip_mr_forward() never forwards a packet whose TTL is not above
+ *        the interface's threshold of 1, so it goes no further)
  *     otherwise .................................. pass, "passed" + rule stats
  *
- * In monitor mode every DROP above becomes a pass, with identical counting.
+ * In monitor mode every DROP above becomes a pass, with identical counting,
+ * and nothing is rewritten.
  * Drops are recorded in the denied table so operators see who is trying.
  * IP options need no parsing: TTL and addresses are in the fixed header; the
  * options only have to lie inside the packet.
@@ -42,6 +50,7 @@
 #include <linux/in.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/udp.h>
 #include "mauth.h"
 
 #ifndef MAUTH_PIN_DIR
@@ -53,6 +62,21 @@
 #ifndef MAUTH_DENIED_SETS
 #define MAUTH_DENIED_SETS 1024
 #endif
+/* RFC 2974 SAP groups; musersd passes its own list (the defaults are
+ * 224.2.127.254, 239.255.255.255 and 239.195.255.255). */
+#ifndef MAUTH_SAP_GROUP0
+#define MAUTH_SAP_GROUP0 0
+#endif
+#ifndef MAUTH_SAP_GROUP1
+#define MAUTH_SAP_GROUP1 0
+#endif
+#ifndef MAUTH_SAP_GROUP2
+#define MAUTH_SAP_GROUP2 0
+#endif
+#ifndef MAUTH_SAP_GROUP3
+#define MAUTH_SAP_GROUP3 0
+#endif
+#define MAUTH_SAP_PORT 9875
 
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define MAUTH_BE16(x) ((__u16)((((x) & 0xff) << 8) | (((x) >> 8) & 0xff)))
@@ -150,6 +174,42 @@ count:
     d->reason = reason;
 }
 
+/* A SAP announcement: UDP to port 9875 on one of the SAP groups, not a
+ * fragment. The group is compared first: it is what rules out almost every
+ * denied packet, at the cost of four register compares. Unused slots are 0,
+ * which no multicast destination equals. */
+static __always_inline int mauth_is_sap(struct iphdr *ip, void *l3, u32 ihl, void *data_end)
+{
+    u32 grp = ip->daddr;
+    struct udphdr *udp;
+
+    if (grp != MAUTH_SAP_GROUP0 && grp != MAUTH_SAP_GROUP1 &&
+        grp != MAUTH_SAP_GROUP2 && grp != MAUTH_SAP_GROUP3)
+        return 0;
+    if (ip->protocol != IPPROTO_UDP || (ip->frag_off & MAUTH_BE16(0x3fff)))
+        return 0;
+    udp = l3 + ihl * 4;
+    if ((void *)(udp + 1) > data_end)
+        return 0;
+    return udp->dest == MAUTH_BE16(MAUTH_SAP_PORT);
+}
+
+/* Set the TTL to 1, updating the header checksum incrementally (RFC 1624,
+ * eqn. 3: HC' = ~(~HC + ~m + m'), on the 16-bit word holding TTL and
+ * protocol; one's complement sums do not depend on byte order). */
+static __always_inline void mauth_ttl_to_one(struct iphdr *ip)
+{
+    u16 *word = (u16 *)&ip->ttl;
+    u16 old = *word;
+    u32 sum;
+
+    ip->ttl = 1;
+    sum = (u16)~ip->check + (u16)~old + *word;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    ip->check = ~sum;
+}
+
 int mauth_xdp(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
@@ -231,9 +291,14 @@ int mauth_xdp(struct xdp_md *ctx)
     }
     return mauth_count(MAUTH_R_PASSED, len);
 
-deny:
-    mauth_count(reason, len);
+deny:;
     struct mauth_cfg *cfg = mauth_cfg.lookup(&zero);
+    if (mauth_is_sap(ip, l3, ihl, data_end)) {
+        if (ttl > 1 && !(cfg && cfg->mode == MAUTH_MODE_MONITOR))
+            mauth_ttl_to_one(ip);
+        return mauth_count(MAUTH_R_SAP_LOCAL, len);
+    }
+    mauth_count(reason, len);
     mauth_note_denied(&key, cfg ? cfg->denied_seed : 0, ttl, reason, len);
     if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
         return XDP_PASS;

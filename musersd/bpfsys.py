@@ -299,6 +299,7 @@ class _TestRunOpts(ctypes.Structure):
 class TestRun:
     retval: int
     duration_ns: int  # mean per repetition, as the kernel measured it
+    data: bytes = b""  # the frame as the program left it
 
 
 def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1) -> TestRun:
@@ -315,4 +316,4 @@ def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1) -> TestRun:
     opts.data_size_out = len(out)
     opts.repeat = repeat
     _check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
-    return TestRun(retval=opts.retval, duration_ns=opts.duration)
+    return TestRun(retval=opts.retval, duration_ns=opts.duration, data=out.raw[:opts.data_size_out])

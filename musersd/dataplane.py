@@ -33,6 +33,7 @@ import os
 import secrets
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,26 @@ def _mono_to_unix(ns: int) -> float | None:
     return time.time() - max(age, 0) / 1e9
 
 
+def sap_group_list(groups: Iterable[str]) -> tuple[ipaddress.IPv4Address, ...]:
+    """Validate the SAP groups given to the program: routable IPv4 multicast, distinct, at most four."""
+    out: list[ipaddress.IPv4Address] = []
+    for g in groups:
+        try:
+            addr = ipaddress.IPv4Address(str(g).strip())
+        except ValueError:
+            raise DataPlaneError(f"SAP group {g!r} is not an IPv4 address") from None
+        if not addr.is_multicast or addr in _LINK_LOCAL_GROUPS:
+            raise DataPlaneError(f"SAP group {addr} is not a routable multicast group (224.0.1.0-239.255.255.255)")
+        if addr not in out:
+            out.append(addr)
+    if len(out) > maps.MAX_SAP_GROUPS:
+        raise DataPlaneError(f"at most {maps.MAX_SAP_GROUPS} SAP groups can be given, not {len(out)}")
+    return tuple(out)
+
+
+_LINK_LOCAL_GROUPS = ipaddress.IPv4Network("224.0.0.0/24")
+
+
 def is_bpffs(path: str | os.PathLike) -> bool:
     try:
         return os.statvfs(path) is not None and _fs_magic(path) == BPF_FS_MAGIC
@@ -193,14 +214,21 @@ class DataPlane:
         *,
         max_rules: int | None = None,
         max_denied: int | None = None,
+        sap_groups: "Iterable[str]" = maps.DEFAULT_SAP_GROUPS,
     ):
-        """`max_rules`/`max_denied` None: the size of the pinned maps, or the default for new ones."""
+        """`max_rules`/`max_denied` None: the size of the pinned maps, or the default for new ones.
+
+        `sap_groups`: the SAP groups (at most four IPv4 multicast addresses,
+        none for no exception) whose announcements from senders without a
+        rule are delivered to the router with TTL 1 instead of dropped.
+        """
         if max_rules is not None and not 1 <= max_rules <= 16 * 1024 * 1024:
             raise DataPlaneError(f"max rules {max_rules} is outside 1-16777216")
         if max_denied is not None and not 16 <= max_denied <= 1024 * 1024:
             raise DataPlaneError(f"denied table size {max_denied} is outside 16-1048576")
         if max_denied is not None:  # whole sets of the set-associative table
             max_denied = -(-max_denied // maps.DENIED_WAYS) * maps.DENIED_WAYS
+        self.sap_groups = sap_group_list(sap_groups)
         self.pin_dir = Path(pin_dir)
         self.layout_dir = self.pin_dir / f"v{maps.LAYOUT}"
         self.max_rules = max_rules
@@ -304,6 +332,10 @@ class DataPlane:
             f'-DMAUTH_PIN_DIR="{self.layout_dir}"',
             f"-DMAUTH_MAX_RULES={self.max_rules}",
             f"-DMAUTH_DENIED_SETS={self.max_denied // maps.DENIED_WAYS}",
+        ] + [
+            # The group as the program reads it: the network-order bytes as a native u32.
+            f"-DMAUTH_SAP_GROUP{i}={int.from_bytes(g.packed, sys.byteorder)}u"
+            for i, g in enumerate(self.sap_groups)
         ]
 
     def load(self) -> "DataPlane":

@@ -31,10 +31,19 @@ REASONS: dict[int, str] = {
     7: "ipv6",
     8: "rate",
     9: "igmp",
+    10: "sap_local",
 }
 REASON_IDS = {name: idx for idx, name in REASONS.items()}
 MAX_REASONS = 16
 DROP_REASONS = frozenset({"unauthorized", "ttl", "rate"})
+
+# RFC 2974 SAP groups whose announcements from senders without a rule reach
+# the router itself with their TTL set to 1 (never forwarded): the global
+# scope, the highest address of the IPv4 local scope 239.255.0.0/16, and of
+# the organization-local scope 239.192.0.0/14. The program has room for four.
+SAP_PORT = 9875
+DEFAULT_SAP_GROUPS = ("224.2.127.254", "239.255.255.255", "239.195.255.255")
+MAX_SAP_GROUPS = 4
 
 
 class Mode(str, Enum):

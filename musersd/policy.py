@@ -26,7 +26,7 @@ import struct
 from dataclasses import dataclass
 from typing import Mapping
 
-from .maps import Mode
+from .maps import DEFAULT_SAP_GROUPS, SAP_PORT, Mode
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -34,6 +34,7 @@ ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
 MAX_VLAN_TAGS = 2
 IPPROTO_IGMP = 2
+IPPROTO_UDP = 17
 
 PASS = "pass"
 DROP = "drop"
@@ -48,6 +49,7 @@ class Verdict:
     reason: str  # name in musersd.maps.REASONS (what it counts)
     key: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None = None
     ttl: int | None = None
+    new_ttl: int | None = None  # the TTL the program writes into the packet, if it rewrites it
 
     @property
     def would_drop(self) -> bool:
@@ -58,8 +60,9 @@ def _pass(reason: str) -> Verdict:
     return Verdict(PASS, reason)
 
 
-def decide(frame: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE) -> Verdict:
-    """The verdict of the XDP program on `frame` given `rules` and `mode`."""
+def decide(frame: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE,
+           sap_groups: tuple[str, ...] = DEFAULT_SAP_GROUPS) -> Verdict:
+    """The verdict of the XDP program on `frame` given `rules`, `mode` and the program's SAP groups."""
     if len(frame) < 14:
         return _pass("malformed")
     (proto,) = struct.unpack_from("!H", frame, 12)
@@ -79,7 +82,7 @@ def decide(frame: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE) -> Verdict
 
     if len(frame) < off + 20:
         return _pass("malformed")
-    ver_ihl, _tos, tot_len, _id, _frag, ttl, proto, _csum, src, dst = struct.unpack_from(
+    ver_ihl, _tos, tot_len, _id, frag, ttl, proto, _csum, src, dst = struct.unpack_from(
         "!BBHHHBBH4s4s", frame, off
     )
     version, ihl = ver_ihl >> 4, ver_ihl & 0x0F
@@ -105,5 +108,20 @@ def decide(frame: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE) -> Verdict
         reason = "ttl"
     else:
         return Verdict(PASS, "passed", key, ttl)
+    if _is_sap(frame, off, ihl, proto, frag, key[1], sap_groups):
+        rewrite = ttl > 1 and mode is not Mode.MONITOR
+        return Verdict(PASS, "sap_local", key, ttl, 1 if rewrite else None)
     action = PASS if mode is Mode.MONITOR else DROP
     return Verdict(action, reason, key, ttl)
+
+
+def _is_sap(frame: bytes, off: int, ihl: int, proto: int, frag: int, group: ipaddress.IPv4Address,
+            sap_groups: tuple[str, ...]) -> bool:
+    """UDP to the SAP port on a SAP group, not a fragment, with its UDP header in the frame."""
+    if str(group) not in sap_groups or proto != IPPROTO_UDP or frag & 0x3FFF:
+        return False
+    udp = off + ihl * 4
+    if len(frame) < udp + 8:
+        return False
+    (dport,) = struct.unpack_from("!H", frame, udp + 2)
+    return dport == SAP_PORT

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from scapy.layers.inet import IP, UDP, IPOption_Router_Alert
+from scapy.layers.inet import IP, TCP, UDP, IPOption_Router_Alert
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.igmp import IGMP
@@ -27,11 +27,13 @@ GROUP = "239.1.1.1"
 GROUP_TTL1 = "239.1.1.2"
 GROUP_MAX = "239.255.0.1"
 OTHER_GROUP = "239.1.1.9"
+SAP_GLOBAL, SAP_LOCAL_SCOPE, SAP_ORG_SCOPE = "224.2.127.254", "239.255.255.255", "239.195.255.255"
 
 RULES = {
     (A(SENDER), A(GROUP)): 16,
     (A(SENDER_LOW_TTL), A(GROUP_TTL1)): 1,
     (A(SENDER), A(GROUP_MAX)): 255,
+    (A(SENDER), A(SAP_GLOBAL)): 16,  # an announcer allowed to announce beyond this router
 }
 
 MAC = dict(src="02:00:00:00:00:01", dst="01:00:5e:01:01:01")
@@ -43,6 +45,7 @@ class Case:
     frame: bytes
     reason: str
     action: str  # "pass" or "drop", in enforce mode
+    new_ttl: int | None = None  # the TTL the program writes, in enforce mode, if it rewrites the packet
 
     @property
     def runnable_in_kernel(self) -> bool:
@@ -58,6 +61,11 @@ def _with_l2(l2, src: str, dst: str, ttl: int) -> bytes:
     return bytes(l2 / IP(src=src, dst=dst, ttl=ttl) / UDP(sport=4000, dport=5000) / Raw(b"x" * 16))
 
 
+def sap(src: str, dst: str, ttl: int, dport: int = 9875, **ip) -> bytes:
+    return bytes(Ether(**MAC) / IP(src=src, dst=dst, ttl=ttl, **ip) / UDP(sport=9875, dport=dport)
+                 / Raw(b"\x20\x00\x12\x34" + bytes([192, 0, 2, 66]) + b"application/sdp\0v=0\r\n"))
+
+
 def _raw_ip(header: bytes, rest: bytes = b"") -> bytes:
     return bytes(Ether(**MAC, type=0x0800)) + header + rest
 
@@ -68,7 +76,8 @@ def _patched(frame: bytes, offset: int, value: bytes) -> bytes:
 
 def _cases() -> list[Case]:
     c: list[Case] = []
-    add = lambda name, frame, reason, action="pass": c.append(Case(name, frame, reason, action))  # noqa: E731
+    add = lambda name, frame, reason, action="pass", new_ttl=None: c.append(  # noqa: E731
+        Case(name, frame, reason, action, new_ttl))
 
     # Rule hits and TTL limits.
     add("authorized, TTL below max", udp(SENDER, GROUP, 8), "passed")
@@ -144,6 +153,30 @@ def _cases() -> list[Case]:
         "unauthorized", "drop")
     add("non-first fragment, authorized",
         bytes(Ether(**MAC) / IP(src=SENDER, dst=GROUP, ttl=2, frag=100, proto=17) / Raw(b"f" * 64)), "passed")
+
+    # SAP announcements from senders without a rule reach the router itself
+    # (its SAP listener) with TTL 1, so they are never forwarded.
+    add("SAP global scope, unknown announcer, TTL 255", sap(STRANGER, SAP_GLOBAL, 255), "sap_local", new_ttl=1)
+    add("SAP local scope, unknown announcer, TTL 15", sap(STRANGER, SAP_LOCAL_SCOPE, 15), "sap_local", new_ttl=1)
+    add("SAP org scope, unknown announcer, TTL 1", sap(STRANGER, SAP_ORG_SCOPE, 1), "sap_local")
+    add("SAP with router alert option", sap(STRANGER, SAP_GLOBAL, 64, options=[IPOption_Router_Alert()]),
+        "sap_local", new_ttl=1)
+    add("SAP, 802.1Q tagged", bytes(Ether(**MAC) / Dot1Q(vlan=10) / IP(src=STRANGER, dst=SAP_GLOBAL, ttl=9)
+                                    / UDP(sport=9875, dport=9875) / Raw(b"sap")), "sap_local", new_ttl=1)
+    add("SAP, authorized announcer within its TTL", sap(SENDER, SAP_GLOBAL, 16), "passed")
+    add("SAP, authorized announcer above its TTL", sap(SENDER, SAP_GLOBAL, 17), "sap_local", new_ttl=1)
+    add("SAP group, other UDP port", sap(STRANGER, SAP_GLOBAL, 4, dport=9876), "unauthorized", "drop")
+    add("SAP port, not a SAP group", sap(STRANGER, OTHER_GROUP, 4), "unauthorized", "drop")
+    add("SAP group and port over TCP",
+        bytes(Ether(**MAC) / IP(src=STRANGER, dst=SAP_GLOBAL, ttl=4) / TCP(sport=9875, dport=9875)),
+        "unauthorized", "drop")
+    add("SAP, first fragment", sap(STRANGER, SAP_GLOBAL, 4, flags="MF"), "unauthorized", "drop")
+    add("SAP, non-first fragment",
+        bytes(Ether(**MAC) / IP(src=STRANGER, dst=SAP_GLOBAL, ttl=4, frag=3, proto=17)
+              / Raw(b"\x26\x93\x26\x93\x00\x10\x00\x00")), "unauthorized", "drop")
+    add("SAP group, UDP header cut short",
+        bytes(Ether(**MAC) / IP(src=STRANGER, dst=SAP_GLOBAL, ttl=4, proto=17) / Raw(b"\x26\x93\x26\x93")),
+        "unauthorized", "drop")
 
     # Malformed IPv4: every one is dropped by the kernel's ip_rcv() anyway.
     good = udp(STRANGER, GROUP, 4)

@@ -42,6 +42,7 @@ class Reason(enum.IntEnum):
     IPV6 = 8  # IPv6, passed unfiltered by this filter version
     RATE = 9  # over the rule's rate limit
     IGMP = 10  # IGMP to a routable group (IGMPv1/v2 reports)
+    SAP_LOCAL = 11  # SAP from a sender without a rule: delivered to the router only, TTL 1
 
     def __str__(self) -> str:
         return self.name.lower()

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from lab.netns import inside
-from lab.topology import Lab
+from lab.topology import Lab, Route
+from musersd.protocol.model import Reason
 from sap import announcer as ann
 from sap.sap import announcement, encode
 from sap.sdp import unix_to_ntp
@@ -27,11 +28,14 @@ pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sdp"
 ANNOUNCER = "192.0.2.20"  # on s1, behind the guarded interface
+SAP_LOCAL_SCOPE = "239.255.255.255"
 
 
 @pytest.fixture
 def sap_lab(pin_dir):
-    with Lab(senders={"s1": ["192.0.2.10", ANNOUNCER]}, routes=[]) as lab:
+    # The router has a forwarding route for the announcer's SAP flow, so only
+    # the filter decides whether its announcements leave the site.
+    with Lab(senders={"s1": ["192.0.2.10", ANNOUNCER]}, routes=[Route(SAP_LOCAL_SCOPE, ANNOUNCER)]) as lab:
         key, token = make_secrets(lab.workdir)
         musersd = MusersdProc(lab, pin_dir, key).start()
 
@@ -136,18 +140,90 @@ def test_deletion_timeout_and_stop_remove_sessions(sap_lab):
     assert counters.get("removed_timeout") == 1
 
 
-def test_sap_from_a_guarded_network_needs_the_announcer_authorized(sap_lab):
-    """The XDP filter guards the SAP groups like any other: an unauthorized announcer is not heard."""
+def test_sap_from_a_guarded_network_is_heard_by_the_router_but_not_forwarded(sap_lab):
+    """An announcer without a rule reaches the router's own mauthserver (TTL set to 1), never the
+    networks beyond; authorizing it to the SAP group lets its announcements be forwarded as well."""
     lab, musersd, start = sap_lab
     server = start()
-    s1 = lab.senders["s1"]
-    vlc = (DATA / "asm_vlc.sdp").read_bytes()
-    send_sap(s1.ns, ANNOUNCER, encode(announcement(ANNOUNCER, vlc)))
-    time.sleep(1.0)
-    assert server.call("sessions") == []
-    out = server.ctl("add-sender", ANNOUNCER, "239.255.255.255", "--max-ttl", "255")
-    assert out.returncode == 0, out.stderr
-    server.converged()
-    send_sap(s1.ns, ANNOUNCER, encode(announcement(ANNOUNCER, vlc)))
-    sessions = server.wait_for(lambda: server.call("sessions"), lambda s: len(s) == 1)
-    assert sessions[0]["announcer"] == ANNOUNCER and sessions[0]["name"] == "Lobby camera"
+    s1, r1 = lab.senders["s1"], lab.receivers["r1"]
+    outside = _sap_listener(r1.ns, r1.addrs[0], SAP_LOCAL_SCOPE)
+    try:
+        before = _sap_local(musersd)
+        vlc = (DATA / "asm_vlc.sdp").read_bytes()
+        for _ in range(3):
+            send_sap(s1.ns, ANNOUNCER, encode(announcement(ANNOUNCER, vlc)), SAP_LOCAL_SCOPE, ttl=255)
+        sessions = server.wait_for(lambda: server.call("sessions"), lambda s: len(s) == 1)
+        assert sessions[0]["announcer"] == ANNOUNCER and sessions[0]["name"] == "Lobby camera"
+        assert _heard_from(outside, ANNOUNCER) == 0  # heard here, not forwarded
+        assert _sap_local(musersd) - before == 3
+        denied = {(str(d.source), str(d.group)) for d in _router(musersd, "denied_all")}
+        assert (ANNOUNCER, SAP_LOCAL_SCOPE) not in denied  # announcing is not an attempt to send
+
+        out = server.ctl("add-sender", ANNOUNCER, SAP_LOCAL_SCOPE, "--max-ttl", "255")
+        assert out.returncode == 0, out.stderr
+        server.converged()
+        for _ in range(3):
+            send_sap(s1.ns, ANNOUNCER, encode(announcement(ANNOUNCER, vlc)), SAP_LOCAL_SCOPE, ttl=255)
+        assert _heard_from(outside, ANNOUNCER) == 3
+        assert _sap_local(musersd) - before == 3
+    finally:
+        outside.close()
+
+
+def test_sap_exception_can_be_turned_off(pin_dir):
+    """With --sap-group none, SAP from a guarded network is filtered like any other multicast."""
+    with Lab(senders={"s1": ["192.0.2.10", ANNOUNCER]}, routes=[]) as lab:
+        key, token = make_secrets(lab.workdir)
+        musersd = MusersdProc(lab, pin_dir, key)
+        musersd.extra += ["--sap-group", "none"]
+        musersd.start()
+        server = MauthserverProc(lab, key, token, routers={"r1": "127.0.0.1:7575"}).start()
+        s1 = lab.senders["s1"]
+        vlc = (DATA / "asm_vlc.sdp").read_bytes()
+        send_sap(s1.ns, ANNOUNCER, encode(announcement(ANNOUNCER, vlc)))
+        time.sleep(1.0)
+        assert server.call("sessions") == []
+        unauthorized = _router(musersd, "counters").by_reason()[Reason.UNAUTHORIZED].packets
+        assert unauthorized >= 1
+        out = server.ctl("add-sender", ANNOUNCER, SAP_LOCAL_SCOPE, "--max-ttl", "255")
+        assert out.returncode == 0, out.stderr
+        server.converged()
+        send_sap(s1.ns, ANNOUNCER, encode(announcement(ANNOUNCER, vlc)))
+        sessions = server.wait_for(lambda: server.call("sessions"), lambda s: len(s) == 1)
+        assert sessions[0]["announcer"] == ANNOUNCER
+
+
+def _sap_listener(ns: str, iface_addr: str, group: str) -> socket.socket:
+    """A SAP listener on a host beyond the router: what it hears was forwarded."""
+    with inside(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((group, 9875))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(iface_addr))
+    s.settimeout(1.0)
+    return s
+
+
+def _heard_from(sock: socket.socket, source: str) -> int:
+    """SAP packets from `source` read until the socket has been quiet for a second."""
+    n = 0
+    while True:
+        try:
+            _, (src, _) = sock.recvfrom(65535)
+        except socket.timeout:
+            return n
+        n += src == source
+
+
+def _router(musersd: MusersdProc, method: str):
+    client = musersd.client()
+    try:
+        with inside(musersd.lab.router.ns):
+            return getattr(client, method)()
+    finally:
+        client.close()
+
+
+def _sap_local(musersd: MusersdProc) -> int:
+    c = _router(musersd, "counters").by_reason().get(Reason.SAP_LOCAL)
+    return c.packets if c else 0

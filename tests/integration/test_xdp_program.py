@@ -55,12 +55,39 @@ def test_kernel_matches_model_on_every_case(dp, mode):
         run = dp.test_run(case.frame)
         after = dp.counters()
         model = decide(case.frame, RULES, mode)
-        got = (ACTIONS.get(run.retval, str(run.retval)), _reason_delta(before, after))
-        want = (model.action, {model.reason})
+        got = (ACTIONS.get(run.retval, str(run.retval)), _reason_delta(before, after), _rewritten(case.frame, run.data))
+        want = (model.action, {model.reason}, _expected_rewrite(case.frame, model.new_ttl))
         if got != want:
             mismatches.append((case.name, got, want))
         assert after[case.reason]["bytes"] - before[case.reason]["bytes"] == len(case.frame)
     assert mismatches == []
+
+
+def _ip_offset(frame: bytes) -> int:
+    off, proto = 14, int.from_bytes(frame[12:14], "big")
+    while proto in (0x8100, 0x88A8):
+        proto, off = int.from_bytes(frame[off + 2:off + 4], "big"), off + 4
+    return off
+
+
+def _rewritten(before: bytes, after: bytes) -> bytes | None:
+    """None if the program left the frame as it was, else the frame it made."""
+    return None if after == before else after
+
+
+def _expected_rewrite(frame: bytes, new_ttl: int | None) -> bytes | None:
+    """The frame with its TTL set and its header checksum recomputed from scratch (scapy)."""
+    if new_ttl is None:
+        return None
+    from scapy.layers.l2 import Ether
+
+    pkt = Ether(frame)
+    ip = pkt.getlayer("IP")
+    ip.ttl, ip.chksum = new_ttl, None
+    out = bytes(pkt)
+    off = _ip_offset(frame)
+    assert out[:off] == frame[:off] and len(out) == len(frame)
+    return out
 
 
 def test_struct_sizes_match_what_bcc_compiled(dp):
@@ -165,7 +192,7 @@ def test_table_full_is_an_error_and_slots_are_reused(pin_dir):
 def test_flush_and_apply_touch_only_the_difference(dp):
     dp.test_run(udp(SENDER, GROUP, 2), repeat=5)
     wanted = [Rule.make(SENDER, GROUP, 16), Rule.make(STRANGER, GROUP, 4)]
-    assert dp.apply(wanted) == (1, 0, 2)
+    assert dp.apply(wanted) == (1, 0, len(RULES) - 1)  # one added, none replaced, the others removed
     assert dp.get_rule((SENDER, GROUP)).packets == 5  # untouched rule kept its counters
     assert {str(r.rule) for r in dp.rules()} == {str(r) for r in wanted}
     assert dp.flush() == 2
