@@ -4,7 +4,11 @@
     s2 (192.0.2.64/26)   ---veth--- in1  >  router namespace  <   out1 ---veth--- r2 (198.51.100.64/26)
     ...                                 /   smcrouted, XDP    \\
 
-Every address is from the documentation ranges (RFC 5737) and exists only
+With `ipv6=True` every link also gets IPv6: 2001:db8:0:k::/64 for sender k
+(router ::1, each IPv4 host address .N twinned as ::N in hex), 2001:db8:1:j::/64
+for receiver j (router ::1, host ::2), and the router forwards IPv6.
+
+Every address is from the documentation ranges (RFC 5737, RFC 3849) and exists only
 inside the lab's namespaces; nothing is ever sent anywhere else. The router
 forwards multicast for real: the kernel's multicast routing, driven by a real
 smcrouted from Debian running in the router namespace with the lab's routes.
@@ -35,6 +39,11 @@ from .traffic import Receiver, Sender
 _seq = count()
 
 
+def _v6(text: str) -> str:
+    """An IPv6 address in its canonical (compressed) text form, as sockets report it."""
+    return str(ipaddress.IPv6Address(text))
+
+
 @dataclass
 class Host:
     role: str  # name in the lab: "s1", "r1", "router", ...
@@ -44,6 +53,8 @@ class Host:
     router_iface: str = ""
     router_addr: str = ""
     prefix: int = 26
+    addrs6: list[str] = field(default_factory=list)  # with ipv6=True: 2001:db8::/32 documentation addresses
+    router_addr6: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class Lab:
         *,
         workdir: str | os.PathLike | None = None,
         smcroute: bool = True,
+        ipv6: bool = False,
     ):
         self.tag = f"{netns.PREFIX}{os.getpid()}-{next(_seq)}"
         self.senders: dict[str, Host] = {}
@@ -73,6 +85,7 @@ class Lab:
         self.router = Host("router", f"{self.tag}-rt")
         self.routes = list(routes or [])
         self.use_smcroute = smcroute
+        self.ipv6 = ipv6
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{self.tag}-"))
         self.procs: list[subprocess.Popen] = []
@@ -85,12 +98,17 @@ class Lab:
             for a in addrs:
                 if ipaddress.IPv4Address(a) not in net or int(ipaddress.IPv4Address(a)) - int(net[0]) < 2:
                     raise LabError(f"sender address {a} of {role} must be a host of {net} above .1")
+            # IPv6 twin of each IPv4 address: 192.0.2.N on in{i} -> 2001:db8:0:{i}::N.
+            v6 = [_v6(f"2001:db8:0:{i}::{int(ipaddress.IPv4Address(a)) & 0xFF:x}") for a in addrs] if ipv6 else []
             self.senders[role] = Host(role, f"{self.tag}-{role}", addrs=list(addrs),
-                                      router_iface=f"in{i}", router_addr=str(net[1]))
+                                      router_iface=f"in{i}", router_addr=str(net[1]), addrs6=v6,
+                                      router_addr6=_v6(f"2001:db8:0:{i}::1") if ipv6 else "")
         for j, role in enumerate(receivers):
             net = ipaddress.IPv4Network(f"198.51.100.{64 * j}/26")
             self.receivers[role] = Host(role, f"{self.tag}-{role}", addrs=[str(net[2])],
-                                        router_iface=f"out{j}", router_addr=str(net[1]))
+                                        router_iface=f"out{j}", router_addr=str(net[1]),
+                                        addrs6=[_v6(f"2001:db8:1:{j}::2")] if ipv6 else [],
+                                        router_addr6=_v6(f"2001:db8:1:{j}::1") if ipv6 else "")
 
     # ---------------------------------------------------------------- build
 
@@ -104,7 +122,7 @@ class Lab:
 
     def host_of(self, source: str) -> Host:
         for h in self.senders.values():
-            if source in h.addrs:
+            if source in h.addrs or source in h.addrs6:
                 return h
         raise LabError(f"no sender host has address {source}")
 
@@ -123,10 +141,19 @@ class Lab:
         netns.sweep_stale()
         for h in self.hosts:
             netns.add(h.ns)
-            # IPv4 lab: no IPv6 autoconfiguration or MLD chatter on the links.
-            sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=h.ns)
-            sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=h.ns)
+            if self.ipv6:
+                # Static documentation addresses only: no router advertisements,
+                # no autoconfiguration, no duplicate address detection delay.
+                for conf in ("all", "default"):
+                    for key, value in (("accept_ra", 0), ("autoconf", 0), ("accept_dad", 0)):
+                        sh("sysctl", "-qw", f"net.ipv6.conf.{conf}.{key}={value}", ns=h.ns)
+            else:
+                # IPv4 lab: no IPv6 autoconfiguration or MLD chatter on the links.
+                sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=h.ns)
+                sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=h.ns)
         rt = self.router.ns
+        if self.ipv6:
+            sh("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", ns=rt)
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=rt)
         sh("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", ns=rt)
         sh("sysctl", "-qw", "net.ipv4.conf.default.rp_filter=0", ns=rt)
@@ -140,6 +167,11 @@ class Lab:
             sh("ip", "link", "set", h.iface, "up", ns=h.ns)
             sh("ip", "route", "add", "default", "via", h.router_addr, ns=h.ns)
             sh("ip", "route", "add", "224.0.0.0/4", "dev", h.iface, ns=h.ns)
+            if self.ipv6:
+                sh("ip", "-6", "addr", "add", f"{h.router_addr6}/64", "dev", h.router_iface, "nodad", ns=rt)
+                for a in h.addrs6:
+                    sh("ip", "-6", "addr", "add", f"{a}/64", "dev", h.iface, "nodad", ns=h.ns)
+                sh("ip", "-6", "route", "add", "default", "via", h.router_addr6, ns=h.ns)
         if self.use_smcroute:
             self._start_smcroute()
 

@@ -227,3 +227,43 @@ def _router(musersd: MusersdProc, method: str):
 def _sap_local(musersd: MusersdProc) -> int:
     c = _router(musersd, "counters").by_reason().get(Reason.SAP_LOCAL)
     return c.packets if c else 0
+
+
+def send_sap6(ns: str, source: str, packet: bytes, group: str, iface: str = "eth0") -> None:
+    with inside(ns):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        index = socket.if_nametoindex(iface)
+    try:
+        s.bind((source, 0))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        s.sendto(packet, (group, 9875))
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("group", ["ff0e::2:7ffe", "ff05::2:7ffe", "ff02::2:7ffe"])
+def test_ipv6_sap_from_an_ipv6_announcer(pin_dir, group):
+    """SAP over IPv6 (global, site-local and link-local SAP groups; IPv6 originating source, IPv6 SDP)
+    is heard on the router, and its deletion packet removes the session."""
+    with Lab(senders={"s1": ["192.0.2.10"]}, routes=[], ipv6=True) as lab:
+        key, token = make_secrets(lab.workdir)
+        MusersdProc(lab, pin_dir, key).start()
+        server = MauthserverProc(lab, key, token, routers={"r1": "127.0.0.1:7575"}).start()
+        server.wait_log("listening for SAP on port 9875")
+        r1 = lab.receivers["r1"]
+        announcer = r1.addrs6[0]
+        body = (DATA / "ssm_v6.sdp").read_bytes()
+        msg = announcement(announcer, body)
+        send_sap6(r1.ns, announcer, encode(msg), group)
+        sessions = server.wait_for(lambda: _sessions(server), lambda s: len(s) == 1)
+        s = sessions[0]
+        assert s["announcer"] == announcer
+        assert s["origin"] == "2001:db8:10::20"
+        assert s["name"] == "Campus radio (IPv6 SSM)"
+        assert {g["address"] for g in s["groups"]} == {"ff3e::8000:1", "ff3e::8000:2"}
+        assert set(s["sources"]) == {"2001:db8:10::20", "2001:db8:10::21", "2001:db8:10::22"}
+
+        from sap.sap import deletion
+        send_sap6(r1.ns, announcer, encode(deletion(announcer, body, msg_id_hash=msg.msg_id_hash)), group)
+        server.wait_for(lambda: _sessions(server), lambda s: s == [])
