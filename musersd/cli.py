@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from .metrics import DEFAULT_DENIED_SERIES, DEFAULT_RULE_SERIES, MetricsError, parse_metrics_address
 from .daemon import DEFAULT_LEGACY_ALLOW, DEFAULT_PORT, Musersd, Options, StartupError, parse_listen
 
 EPILOG = f"""\b
@@ -45,11 +46,20 @@ the filter enforcing the last rules (unless --detach-on-exit).
               help="Rule table capacity for new maps (default: the pinned size, or 65536).")
 @click.option("--xdp-mode", type=click.Choice(["auto", "native", "generic"]), default="auto", show_default=True,
               help="XDP attach mode; auto tries native, then generic.")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (off by default; they name senders "
+                   "and groups, so bind to loopback or a management address, e.g. 127.0.0.1:9575).")
+@click.option("--metrics-rules", type=click.IntRange(0, 16 * 1024 * 1024), default=DEFAULT_RULE_SERIES,
+              show_default=True, metavar="N",
+              help="Export per-rule series while the table holds at most N rules (0: never).")
+@click.option("--metrics-denied", type=click.IntRange(0, 100000), default=DEFAULT_DENIED_SERIES,
+              show_default=True, metavar="N", help="Export per-pair series for the N denied pairs with the most "
+                                                   "packets (0: none).")
 @click.option("--detach-on-exit", is_flag=True, help="Remove the filter on SIGTERM instead of leaving it enforcing.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rules, xdp_mode, detach_on_exit,
-         log_level):
+         metrics, metrics_rules, metrics_denied, log_level):
     """Guard a multicast router's internal interfaces with the mauth XDP filter and serve its rules."""
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -65,10 +75,13 @@ def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rule
             max_rules=max_rules,
             xdp_mode=xdp_mode,
             detach_on_exit=detach_on_exit,
+            metrics=parse_metrics_address(metrics) if metrics else None,
+            metrics_rules=metrics_rules,
+            metrics_denied=metrics_denied,
         )
         daemon = Musersd(opts)
         daemon.start()
-    except StartupError as exc:
+    except (StartupError, MetricsError) as exc:
         click.echo(f"musersd: {exc}", err=True)
         sys.exit(2)
     try:

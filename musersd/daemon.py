@@ -5,7 +5,8 @@ decides what every datagram means and what to answer; `DataPlaneBackend`
 turns its commands into map operations; this module only owns the socket,
 the signals, the clock and systemd notifications. One thread, one select
 loop: commands are executed one at a time, in arrival order, so the maps
-never see two writers.
+never see two writers. With `--metrics` a second thread serves Prometheus scrapes;
+it only reads (see musersd/metrics.py).
 
 Start-up order matters for the "no gap" promise:
   1. load the program, creating or adopting the pinned maps;
@@ -38,6 +39,7 @@ from .dataplane import DataPlane, DataPlaneError
 from .dataplane_backend import DataPlaneBackend
 from .protocol.keys import KeyFileError, load_keys
 from .hostport import HostPortError, parse_hostport
+from .metrics import DEFAULT_DENIED_SERIES, DEFAULT_RULE_SERIES, MetricsError, MetricsServer, MusersdCollector
 from .protocol.server import ServerCore, legacy_checker
 
 log = logging.getLogger("musersd")
@@ -58,6 +60,9 @@ class Options:
     max_rules: int | None = None
     xdp_mode: str = "auto"
     detach_on_exit: bool = False
+    metrics: tuple[str, int] | None = None  # Prometheus endpoint HOST:PORT; None: off
+    metrics_rules: int = DEFAULT_RULE_SERIES  # per-rule series while the table holds at most this many
+    metrics_denied: int = DEFAULT_DENIED_SERIES  # per-pair series for this many denied pairs
 
 
 class StartupError(Exception):
@@ -123,6 +128,8 @@ class Musersd:
         self._pending: list[int] = []
         self.epoch = secrets.randbits(64) or 1
         self.attached: dict[str, str] = {}
+        self.started = time.time()
+        self.metrics: MetricsServer | None = None
 
     # -------------------------------------------------------------- start-up
 
@@ -156,6 +163,8 @@ class Musersd:
             state_id=self.dp.state_id,
             legacy_allowed=self.legacy_allowed,
         )
+        if o.metrics is not None:
+            self._start_metrics(o.metrics)
         host, port = self.sock.getsockname()[:2]
         log.info(
             "serving on %s:%d (v2 %s, v1 from %s), mode %s, %d rules, interfaces %s",
@@ -163,6 +172,23 @@ class Musersd:
             ", ".join(str(n) for n in self.allow) or "nobody", self.dp.mode.value,
             self.dp.rule_count(), ", ".join(f"{i} ({m})" for i, m in self.attached.items()),
         )
+
+    def _start_metrics(self, address: tuple[str, int]) -> None:
+        """Serve /metrics from a thread of its own; the collector reads the maps at each scrape."""
+        from . import bpfsys
+        from .dataplane import xdp_status
+
+        collector = MusersdCollector(
+            self.dp, core=lambda: self.core, attached=self.attached, epoch=self.epoch, started=self.started,
+            rule_series=self.opts.metrics_rules, denied_series=self.opts.metrics_denied,
+            xdp_status=xdp_status, prog_id=bpfsys.prog_id(self.dp.prog_fd), backend=self.backend.name)
+        self.metrics = MetricsServer([collector])
+        try:
+            host, port = self.metrics.start(address)
+        except MetricsError as exc:
+            self.metrics = None
+            raise StartupError(str(exc)) from None
+        log.info("metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
 
     # -------------------------------------------------------------- signals
 
@@ -264,6 +290,9 @@ class Musersd:
                     log.warning("peer=%s:%d reply not sent: %s", peer[0], peer[1], exc.strerror)
 
     def stop(self) -> None:
+        if self.metrics is not None:  # before the maps close: no scrape may read them after
+            self.metrics.stop()
+            self.metrics = None
         if self.sock is not None:
             self.sock.close()
         if self.dp is not None:
