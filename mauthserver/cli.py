@@ -82,11 +82,17 @@ Default SAP groups: {", ".join(DEFAULT_SAP_GROUPS)}.
               metavar="SECONDS", help="First retransmission timeout of a router call.")
 @click.option("--router-tries", type=click.IntRange(1, 20), default=5, show_default=True,
               help="Transmissions of a router call before the router counts as unreachable.")
+@click.option("--metrics", "metrics_addr", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics, without the API token (off by "
+                   "default; bind to loopback or a management address, e.g. 127.0.0.1:9576).")
+@click.option("--denied-interval", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
+              metavar="SECONDS", help="List each router's denied senders this often and report new ones on the "
+                                      "event stream and in the log, rate-limited (0: never).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def main(db, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_ifaces, no_sap, sap_timeout,
          listen, legacy_allow, probe_interval, verify_interval, retry_max, router_timeout, router_tries,
-         log_level):
+         metrics_addr, denied_interval, log_level):
     """Mediate between the administrator and the routers: sessions, rules, fan-out, recovery."""
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -111,6 +117,8 @@ def main(db, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_
             retry_max=retry_max,
             router_timeout=router_timeout,
             router_tries=router_tries,
+            metrics=parse_hostport(metrics_addr, "--metrics") if metrics_addr else None,
+            denied_interval=denied_interval,
         )
         token = load_token(token_file)
         keys = load_key_file(key_file) if key_file else None

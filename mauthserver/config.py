@@ -61,6 +61,8 @@ class Options:
     retry_max: float = 10.0
     router_timeout: float = 0.25
     router_tries: int = 5
+    metrics: tuple[str, int] | None = None  # Prometheus endpoint; None: off
+    denied_interval: float = 5.0  # seconds between listings of each router's denied table; 0: off
 
 
 def parse_hostport(text: str, what: str, default_port: int | None = None) -> tuple[str, int]:

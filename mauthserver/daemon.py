@@ -7,6 +7,8 @@ never see two callers at once and need no locks. In the loop:
 * the router protocol for the whole fleet (`FleetServer`, a datagram endpoint);
 * the SAP listener (datagram endpoints), feeding the mediator;
 * one fan-out task per router;
+* with `--metrics`, a second aiohttp site serving /metrics (mauthserver/metrics.py);
+* one task per router listing its denied senders (mauthserver/denied.py);
 * a housekeeping task: session expiry at the directory's next deadline,
   persisting when sessions were last heard, joining SAP groups on new
   interfaces.
@@ -43,7 +45,9 @@ from sap.directory import Directory
 
 from . import api
 from .config import ConfigError, Options, load_key_file, load_token
+from . import metrics
 from .core import RouterCore, Timers
+from .denied import DeniedWatch
 from .events import EventBus
 from .fanout import FanOut
 from musersd.protocol.server import legacy_checker
@@ -95,6 +99,8 @@ class Daemon:
         self._sap_heard: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self.notifier = Notifier()
+        self.denied: DeniedWatch | None = None
+        self._metrics_runner: web.AppRunner | None = None
 
     # -- start -------------------------------------------------------------------
 
@@ -130,6 +136,8 @@ class Daemon:
         except LocalProtocolError as exc:
             raise StartupError(f"--router-timeout/--router-tries: {exc}") from None
         self.fanout = FanOut(self.mediator, self.store, bus, self.keys, policy)
+        if o.denied_interval > 0 and self.fanout.tasks:
+            self.denied = DeniedWatch(self.fanout, bus, interval=o.denied_interval)
 
         # The client API.
         self._app = api.make_app(self.mediator, self.token, self.fatal, fanout=self.fanout)
@@ -140,6 +148,15 @@ class Daemon:
             await web.TCPSite(self._runner, host, port, reuse_address=True).start()
         except OSError as exc:
             raise StartupError(f"cannot serve the API on {host}:{port}: {exc.strerror or exc}") from None
+
+        # Prometheus metrics, on a listener of their own (no bearer token).
+        if o.metrics is not None:
+            try:
+                self._metrics_runner, bound = await metrics.serve(o.metrics, metrics.make_registry(self))
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {o.metrics[0]}:{o.metrics[1]}:"
+                                   f" {exc.strerror or exc}") from None
+            log.info("metrics on http://%s:%d/metrics", f"[{bound[0]}]" if ":" in bound[0] else bound[0], bound[1])
 
         # The router protocol for the whole fleet.
         if o.listen is not None:
@@ -161,6 +178,8 @@ class Daemon:
                 raise StartupError(exc.strerror or str(exc)) from None
 
         self.fanout.start(self._on_task_done)
+        if self.denied is not None:
+            self.denied.start(self._on_task_done)
         for coro, name in ((self._housekeeping(), "housekeeping"),):
             task = loop.create_task(coro, name=name)
             task.add_done_callback(self._on_task_done)
@@ -272,8 +291,15 @@ class Daemon:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        if self.denied is not None:
+            await self.denied.stop()
         if self.fanout is not None:
             await self.fanout.stop()
+        if self._metrics_runner is not None:
+            try:
+                await self._metrics_runner.cleanup()
+            except Exception:  # pragma: no cover - best effort on the way out
+                log.debug("metrics listener shutdown failed", exc_info=True)
         if self.sap is not None:
             self.sap.close()
         if self._fleet_transport is not None:

@@ -10,8 +10,10 @@ with `Last-Event-ID` and gets what it missed from the history, or `resync`
 Event ids are `<boot>-<n>`: `boot` is random per daemon start, so an id from
 before a restart is recognised as unknown (-> `resync`) instead of being
 taken for a recent one. Kinds: `session.added|changed|removed`,
-`rule.added|changed|removed`, `router.changed`, and the stream's own
-`hello`, `resync`, `overflow`.
+`rule.added|changed|removed`, `router.changed`, `denied` and
+`denied.suppressed` (a router's filter dropped packets of a sender without
+a rule; shape in mauthserver/denied.py), and the stream's own `hello`,
+`resync`, `overflow`.
 """
 
 from __future__ import annotations

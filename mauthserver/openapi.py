@@ -101,13 +101,33 @@ PATHS: dict[str, dict] = {
     "/traffic": {"get": {"summary": "Every router's per-rule counters and denied pairs, read live"
                                     " (answers younger than 1 s are shared)",
                          "responses": {"200": _ok("traffic", _ref("Traffic"))}}},
-    "/events": {"get": {"summary": "Server-Sent Events: session.*, rule.*, router.changed, mode.changed",
+    "/events": {"get": {"summary": "Server-Sent Events: session.*, rule.*, router.changed, mode.changed, denied,"
+                                   " denied.suppressed",
+                        "description": "Each event has `id:` (resume with Last-Event-ID), `event:` (the kind) and"
+                                       " `data:` (JSON with `at`, Unix time, and the fields of the kind). `denied`"
+                                       " (schema DeniedEvent): a router's filter dropped packets of a sender without"
+                                       " a rule (or above its max TTL), new or still sending; reported at most a few"
+                                       " per second in all, biggest first. `denied.suppressed` (schema"
+                                       " DeniedSuppressedEvent): how many reports one poll held back.",
                         "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
                         "responses": {"200": {"description": "event stream",
                                               "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}},
 }
 
 SCHEMAS = {
+    "DeniedEvent": {"type": "object", "required": ["at", "router", "source", "group", "reason", "packets",
+                                                   "new_packets", "first"], "properties": {
+        "at": {"type": "number"}, "router": {"type": "string"}, "source": {"type": "string"},
+        "group": {"type": "string"}, "reason": {"type": "string", "description": "unauthorized, ttl, rate..."},
+        "packets": {"type": "integer", "description": "the pair's packets in the router's denied table"},
+        "bytes": {"type": "integer"},
+        "new_packets": {"type": "integer", "description": "since this pair was last reported (all when first)"},
+        "first": {"type": "boolean", "description": "the pair was not reported before"},
+        "last_ttl": {"type": "integer"}, "last_seen": {"type": ["number", "null"]}}},
+    "DeniedSuppressedEvent": {"type": "object", "required": ["at", "router", "suppressed", "pairs"], "properties": {
+        "at": {"type": "number"}, "router": {"type": "string"},
+        "suppressed": {"type": "integer", "description": "reports held back; offered again at the next poll"},
+        "pairs": {"type": "integer", "description": "denied pairs in the router's table"}}},
     "Error": {"type": "object", "required": ["error", "code"],
               "properties": {"error": {"type": "string"}, "code": {"type": "string"}}},
     "RouterRuleState": {"type": "object", "properties": {

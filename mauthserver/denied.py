@@ -1,0 +1,251 @@
+"""Denied senders: every router's DENIED table, polled, reported as `denied` events and log lines.
+
+Strategy. Each router's filter already keeps a bounded table of the
+(source, group) pairs it dropped (or, in monitor mode, would have), with
+their packet counts. Every `interval` seconds this module lists that table
+(v2 DENIED, paged) on a protocol session of its own, not the reconciler's,
+so a listing never delays a rule change. `DeniedTracker` (pure) compares
+each listing with what was last reported, and a pair is news when it is new
+(router, source, group, reason) or its packet count grew. News is published
+on the event stream (`denied`) and logged.
+
+Rate limit. A flood of spoofed sources makes thousands of distinct pairs;
+each would be an event and a log line. One token bucket for every router
+together (`rate` per second, `burst`) decides what is reported; the biggest
+growth goes first. What does not get a token is not marked as reported, so
+it is offered again at the next poll (with its larger count), and each poll
+that held some back says so once: one `denied.suppressed` event and one log
+line "N more ... suppressed". So the log and the stream carry at most
+`rate` reports per second plus one summary per router per poll, whatever
+arrives. Memory is bounded by the routers' own tables: a pair that leaves a
+router's table is forgotten (and is news again if it comes back).
+
+A router the reconciler knows is down (or has not reached yet) is not
+polled. After a mediator restart every pair still in the routers' tables is
+news once more.
+
+Event `denied` (data, besides the stream's `at`):
+    router, source, group, reason ("unauthorized", "ttl", "rate"...),
+    packets and bytes (the pair's totals in the router's table),
+    new_packets (since the last report of this pair; all of them when first),
+    first (true: the pair was not reported before), last_ttl,
+    last_seen (Unix time of its last packet, or null).
+Event `denied.suppressed`: router, suppressed (reports held back by the rate
+limit in this poll; they are offered again at the next one), pairs (the
+router's denied pairs in this listing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from musersd.protocol import v2
+from musersd.protocol.errors import ReplyCode, RouterUnreachable
+from musersd.protocol.model import DeniedEntry
+
+from .core import CONVERGING, UP
+from .events import EventBus
+from .fanout import RouterLink
+from .fanout import _Answer as RouterAnswer  # a router answered with an error status
+
+log = logging.getLogger("mauthserver.denied")
+
+DEFAULT_INTERVAL = 5.0
+REPORT_RATE = 5.0  # reports per second, every router together
+REPORT_BURST = 50.0
+
+
+@dataclass(frozen=True)
+class DeniedReport:
+    router: str
+    source: str
+    group: str
+    reason: str
+    packets: int
+    bytes: int
+    new_packets: int
+    first: bool
+    last_ttl: int = 0
+    last_seen: float | None = None  # Unix time
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.source, self.group, self.reason
+
+    def to_dict(self) -> dict:
+        return {"router": self.router, "source": self.source, "group": self.group, "reason": self.reason,
+                "packets": self.packets, "bytes": self.bytes, "new_packets": self.new_packets,
+                "first": self.first, "last_ttl": self.last_ttl, "last_seen": self.last_seen}
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.last: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self.last is not None:
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class DeniedTracker:
+    """What each router's denied table held when last reported; pure (no clock, no I/O)."""
+
+    def __init__(self) -> None:
+        self._reported: dict[str, dict[tuple[str, str, str], int]] = {}
+        self.pairs: dict[str, int] = {}  # router -> pairs in its last listing
+        self.packets: dict[str, dict[str, int]] = {}  # router -> reason -> packets of the pairs listed
+
+    def observe(self, router: str, entries: Iterable[DeniedEntry]) -> list[DeniedReport]:
+        """A complete listing of `router`'s table: the news in it, biggest growth first."""
+        reported = self._reported.setdefault(router, {})
+        news: list[DeniedReport] = []
+        seen: set[tuple[str, str, str]] = set()
+        by_reason: dict[str, int] = {}
+        for e in entries:
+            reason = str(e.reason)
+            key = (str(e.source), str(e.group), reason)
+            if key in seen:
+                continue
+            seen.add(key)
+            by_reason[reason] = by_reason.get(reason, 0) + e.packets
+            before = reported.get(key)
+            if before is not None and e.packets == before:
+                continue
+            if before is not None and e.packets < before:  # left the table and came back: counted afresh
+                del reported[key]
+                before = None
+            news.append(DeniedReport(router, key[0], key[1], reason, e.packets, e.octets,
+                                     e.packets - (before or 0), before is None, e.last_ttl,
+                                     e.last_seen / 1000 if e.last_seen else None))
+        for key in [k for k in reported if k not in seen]:  # gone from the table: forget it
+            del reported[key]
+        self.pairs[router] = len(seen)
+        self.packets[router] = by_reason
+        news.sort(key=lambda r: (-r.new_packets, not r.first, r.source, r.group))
+        return news
+
+    def reported(self, report: DeniedReport) -> None:
+        self._reported.setdefault(report.router, {})[report.key] = report.packets
+
+
+class DeniedWatch:
+    """Polls every router's denied table and reports the news, within the rate limit."""
+
+    def __init__(self, fanout, bus: EventBus, *, interval: float = DEFAULT_INTERVAL, rate: float = REPORT_RATE,
+                 burst: float = REPORT_BURST, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.fanout = fanout
+        self.bus = bus
+        self.interval = interval
+        self.clock, self.wall = clock, wall
+        self.tracker = DeniedTracker()
+        self.bucket = TokenBucket(rate, burst)
+        self._links: dict[str, RouterLink] = {}
+        self._running: list[asyncio.Task] = []
+        self.counters = {"published_new": 0, "published_growing": 0, "suppressed": 0}
+        self.polls: dict[str, int] = dict.fromkeys(fanout.tasks, 0)
+        self.poll_failures: dict[str, int] = dict.fromkeys(fanout.tasks, 0)
+
+    # -- reporting (no I/O but the bus and the log) -----------------------------
+
+    def process(self, router: str, entries: Iterable[DeniedEntry]) -> list[DeniedReport]:
+        """Feed one complete listing; publish and log what the rate limit lets through; return that."""
+        news = self.tracker.observe(router, entries)
+        now = self.clock()
+        published: list[DeniedReport] = []
+        held = 0
+        for report in news:
+            if not self.bucket.take(now):
+                held += 1
+                continue
+            self.tracker.reported(report)
+            published.append(report)
+            self.bus.publish("denied", report.to_dict(), self.wall())
+            self.counters["published_new" if report.first else "published_growing"] += 1
+            if report.first:
+                log.warning("router=%s denied sender %s -> %s (%s): %d packets, last TTL %d", router,
+                            report.source, report.group, report.reason, report.packets, report.last_ttl)
+            else:
+                log.info("router=%s denied sender %s -> %s (%s) still sending: %d more packets, %d in all",
+                         router, report.source, report.group, report.reason, report.new_packets, report.packets)
+        if held:
+            self.counters["suppressed"] += held
+            pairs = self.tracker.pairs.get(router, 0)
+            self.bus.publish("denied.suppressed", {"router": router, "suppressed": held, "pairs": pairs},
+                             self.wall())
+            log.warning("router=%s %d more denied-sender reports suppressed by the rate limit (%d denied pairs "
+                        "listed); they are offered again at the next poll", router, held, pairs)
+        return published
+
+    # -- polling -----------------------------------------------------------------
+
+    def start(self, on_crash: Callable[[asyncio.Task], None]) -> None:
+        loop = asyncio.get_running_loop()
+        for name in self.fanout.tasks:
+            task = loop.create_task(self._run(name), name=f"denied-{name}")
+            task.add_done_callback(on_crash)
+            self._running.append(task)
+
+    async def stop(self) -> None:
+        for t in self._running:
+            t.cancel()
+        for t in self._running:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._running.clear()
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+
+    async def _run(self, name: str) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.poll(name)
+
+    async def poll(self, name: str) -> bool:
+        """List one router's denied table and report the news; False if it was not listed."""
+        task = self.fanout.tasks[name]
+        rc = task.core
+        if rc.status not in (UP, CONVERGING):
+            return False
+        link = self._links.get(name)
+        if link is None:
+            link = self._links[name] = RouterLink(name, rc.host, rc.port, task.link.client.keys,
+                                                  task.link.client.policy)
+        link.client.keys = task.link.client.keys  # follow key-file reloads
+        try:
+            entries = await self._list(link)
+        except (RouterUnreachable, RouterAnswer, OSError) as exc:
+            self.poll_failures[name] = self.poll_failures.get(name, 0) + 1
+            log.debug("router=%s denied table not read: %s", name, exc)
+            return False
+        self.polls[name] = self.polls.get(name, 0) + 1
+        self.process(name, entries)
+        return True
+
+    @staticmethod
+    async def _list(link: RouterLink) -> list[DeniedEntry]:
+        entries: list[DeniedEntry] = []
+        cursor, seen = b"", set()
+        while True:
+            page = (await link.call(v2.ListDenied(0, cursor))).body
+            entries.extend(page.entries)
+            if not page.cursor:
+                return entries
+            if page.cursor in seen:
+                raise RouterAnswer(ReplyCode.MALFORMED, "the router returned the same listing cursor twice")
+            seen.add(page.cursor)
+            cursor = page.cursor
