@@ -253,6 +253,17 @@ class Board:
         out = [d for d in self.denied.values() if d.active_at is not None and now - d.active_at <= DENIED_WINDOW]
         return sorted(out, key=lambda d: (-(d.rate.packets or 0.0), -d.packets, d.source, d.group))
 
+    def mode_text(self) -> str:
+        """The filter mode for the summary: the desired one, else what the routers report."""
+        if self.mode:
+            return self.mode
+        modes = set()
+        for name, r in self.routers.items():
+            read = self.reads.get(name)
+            modes.add((read.mode if read is not None and read.ok else None) or r.get("mode"))
+        modes.discard(None)
+        return modes.pop() if len(modes) == 1 else "mixed modes" if modes else "mode unknown"
+
     def routers_up(self) -> int:
         return sum(1 for r in self.routers.values() if r.get("state") in ("up", "converging"))
 
@@ -352,8 +363,9 @@ class Board:
         senders = ", ".join(s.get("sources") or []) or (
             "any (suggested: " + (", ".join(s.get("suggested_senders") or []) or "none") + ")")
         needed, ruled = self.session_pairs(s)
+        rules = f"{len(ruled)} of {len(needed)} rules" if s.get("sources") else f"{len(ruled)} rules"
         return (f"{s.get('name')} [{sid}] from {s.get('announcer')}: groups {groups}; senders {senders};"
-                f" rules {len(ruled)}/{len(needed) or len(ruled)}, {self.session_authorized(s)} on all routers")
+                f" {rules}; authorized on all routers: {self.session_authorized(s)}")
 
     def rule_detail(self, key: RuleKey) -> str:
         r = self.rules.get(key)

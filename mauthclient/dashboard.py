@@ -25,6 +25,8 @@ import asyncio
 import ipaddress
 import time
 
+from rich.markup import escape
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -37,8 +39,17 @@ from .api import ApiError, AsyncApiClient, Unreachable
 from .board import Board
 
 TRAFFIC_INTERVAL = 2.0
+MIN_READ_GAP = 1.0  # the server shares reads younger than 1 s anyway
 RETRY_MIN, RETRY_MAX = 1.0, 10.0
 PANES = ("sessions", "senders", "denied", "routers")
+# Colours for cells that say whether things are well: (pane, column) -> value -> style.
+STYLES = {
+    ("sessions", "AUTH"): {"yes": "green", "pending": "yellow", "partial": "yellow", "no": "red"},
+    ("routers", "STATE"): {"up": "green", "converging": "yellow", "down": "red", "unreadable": "red",
+                           "unknown": "yellow"},
+    ("routers", "MODE"): {"monitor": "yellow"},
+    ("denied", "REASON"): {"unauth": "red", "ttl": "yellow"},
+}
 
 HELP = """\
 [b]mauth dashboard[/b]  (server: {server})
@@ -95,7 +106,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.question)
+            yield Label(Text(self.question))
             yield Label("[b]y[/b] yes   [b]n[/b] / [b]esc[/b] no")
 
     def action_answer(self, yes: bool) -> None:
@@ -118,8 +129,8 @@ class SenderScreen(ModalScreen[list[str] | None]):
             roles = [r for r, a in (("origin o=", s.get("origin")), ("announcer", s.get("announcer"))) if a == addr]
             options.append(Option(f"{addr}  ({' and '.join(roles) or 'suggested'})", id=addr))
         with Vertical(id="dialog"):
-            yield Label(f"Authorize a sender for [b]{s.get('name')}[/b]")
-            yield Label("The session does not declare its senders. Pick one, or type addresses below:")
+            yield Label(f"Authorize a sender for [b]{escape(str(s.get('name')))}[/b]")
+            yield Label("No senders declared: pick one, or type addresses below.")
             if options:
                 yield OptionList(*options, id="suggestions")
             yield Input(placeholder="sender address(es), comma-separated", id="senders")
@@ -175,6 +186,7 @@ class TtlScreen(ModalScreen[int | None]):
 
 class Dashboard(App[int]):
     TITLE = "mauth"
+    ENABLE_COMMAND_PALETTE = False
     CSS = """
     #status { height: 1; background: $panel; padding: 0 1; }
     TabbedContent { height: 1fr; }
@@ -189,10 +201,10 @@ class Dashboard(App[int]):
     #dialog OptionList { height: auto; max-height: 6; }
     """
     BINDINGS = [
-        Binding("1", "pane('sessions')", "Sess", key_display="1"),
-        Binding("2", "pane('senders')", "Send", key_display="2"),
-        Binding("3", "pane('denied')", "Deny", key_display="3"),
-        Binding("4", "pane('routers')", "Rtrs", key_display="4"),
+        Binding("1", "pane('sessions')", "Sessions", show=False),
+        Binding("2", "pane('senders')", "Senders", show=False),
+        Binding("3", "pane('denied')", "Denied", show=False),
+        Binding("4", "pane('routers')", "Routers", show=False),
         Binding("a", "authorize", "Authorize"),
         Binding("r,d", "revoke", "Revoke", key_display="r"),
         Binding("slash", "filter", "Filter", key_display="/"),
@@ -271,7 +283,7 @@ class Dashboard(App[int]):
                         await self.snapshot()  # after subscribing, so that nothing falls in between
                     if self.board.apply_event(ev_id, kind, data) == "resync":
                         await self.snapshot()
-                    if kind.startswith("rule."):
+                    if kind.startswith("rule.") or kind == "denied":  # counters worth reading now
                         self._traffic_soon.set()
                     self.connected, self.problem, delay = True, "", RETRY_MIN
                     self.schedule_render()
@@ -296,10 +308,12 @@ class Dashboard(App[int]):
                 self.board.apply_traffic(data, time.monotonic())
                 self.traffic_reads += 1
                 self.schedule_render()
+            last = time.monotonic()
             self._traffic_soon.clear()
             try:
                 await asyncio.wait_for(self._traffic_soon.wait(), self.traffic_interval)
-                await asyncio.sleep(0.3)  # let the fan-out reach the routers first
+                # Soon, not at once: let the fan-out reach the routers, and never more than once a second.
+                await asyncio.sleep(max(0.3, MIN_READ_GAP - (time.monotonic() - last)))
             except (asyncio.TimeoutError, TimeoutError):
                 pass
 
@@ -321,8 +335,8 @@ class Dashboard(App[int]):
         c = b.counts(now)
         link = ("[green]● live[/green]" if self.connected else
                 "[yellow]○ connecting[/yellow]" if self.problem == "connecting" else "[red]○ offline[/red]")
-        mode = b.mode or "mode per router"
-        flt = f" │ /{self.filter_text}" if self.filter_text else ""
+        mode = b.mode_text()
+        flt = f" │ /{escape(self.filter_text)}" if self.filter_text else ""
         self.query_one("#status", Static).update(
             f"{c['sessions']} sessions │ {c['rules']} rules │ {c['denied']} denied │ "
             f"{c['routers_up']}/{c['routers']} routers up │ {mode} │ {link}{flt}")
@@ -337,6 +351,9 @@ class Dashboard(App[int]):
         keys = [k for k, _ in rows]
         current = [rk.value for rk in table.rows]
         columns = [c.key for c in table.columns.values()]
+        styles = [STYLES.get((pane, c.value), {}) for c in columns]
+        # Text, not markup: names and addresses come from the network (SAP) and are shown as they are.
+        rows = [(k, [Text(str(v), style=st.get(str(v), "")) for v, st in zip(cells, styles)]) for k, cells in rows]
         if keys == current:
             for key, cells in rows:
                 old = table.get_row(key)
@@ -371,9 +388,10 @@ class Dashboard(App[int]):
                 text = b.denied_detail(tuple(key.split("|")))
             else:
                 text = b.router_detail(key)
+        content = Text(text)
         if not self.connected:
-            text = f"[red]{self.problem or 'connecting'}; retrying[/red]"
-        self.query_one("#detail", Static).update(text)
+            content = Text(f"{self.problem or 'connecting'}; retrying", style="red")
+        self.query_one("#detail", Static).update(content)
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -1,0 +1,129 @@
+"""The dashboard's decisions without a screen: events and counter reads in, rows out (`mauthclient.board`)."""
+
+from __future__ import annotations
+
+from mauthclient.board import DENIED_WINDOW, Board, human_age, human_rate
+
+DECLARED = {"id": "aaaa000000000001", "name": "Declared", "announcer": "198.51.100.2", "origin": "192.0.2.56",
+            "groups": [{"address": "232.1.1.1", "ttl": 16}, {"address": "232.1.1.2", "ttl": 16}],
+            "sources": ["192.0.2.10"], "first_heard": 1000.0, "expires": 4600.0}
+ANY = {"id": "bbbb000000000002", "name": "Lobby", "announcer": "198.51.100.2", "origin": "192.0.2.55",
+       "groups": [{"address": "239.255.12.42", "ttl": 32}], "sources": [],
+       "suggested_senders": ["192.0.2.55", "198.51.100.2"], "first_heard": 1000.0, "expires": 4600.0}
+ROUTERS = [{"name": "r1", "state": "up", "mode": "enforce", "rule_count": 0, "pending": 0, "epoch": "00000000000000aa",
+            "counters": {"restarts_seen": 1, "state_losses": 0}, "last_contact": 1000.0},
+           {"name": "r2", "state": "up", "mode": "enforce", "rule_count": 0, "pending": 0, "epoch": "bb",
+            "counters": {}, "last_contact": 1000.0}]
+
+
+def rule(source, group, ttl, session=None):
+    return {"source": source, "group": group, "max_ttl": ttl, "session": session}
+
+
+def read(rules=(), denied=(), at=1000.0, ok=True):
+    return {"ok": ok, "at": at, "mode": "enforce", "rule_count": len(rules),
+            "rules": [{"source": s, "group": g, "max_ttl": t, "packets": p, "bytes": b} for s, g, t, p, b in rules],
+            "denied": [{"source": s, "group": g, "reason": r, "packets": p, "bytes": b, "last_ttl": ttl,
+                        "last_seen": seen} for s, g, r, p, b, ttl, seen in denied]}
+
+
+def board() -> Board:
+    b = Board()
+    b.load([DECLARED, ANY], [], ROUTERS, None)
+    return b
+
+
+def test_a_session_is_authorized_when_every_pair_is_on_every_router():
+    b = board()
+    assert b.session_authorized(DECLARED) == "no"
+    b.apply_event("x-1", "rule.added", {"rule": rule("192.0.2.10", "232.1.1.1", 16, DECLARED["id"])})
+    assert b.session_authorized(DECLARED) == "partial"  # one of its two groups
+    b.apply_event("x-2", "rule.added", {"rule": rule("192.0.2.10", "232.1.1.2", 16, DECLARED["id"])})
+    assert b.session_authorized(DECLARED) == "pending"  # no router has said it holds them
+    both = [("192.0.2.10", "232.1.1.1", 16, 0, 0), ("192.0.2.10", "232.1.1.2", 16, 0, 0)]
+    b.apply_traffic({"routers": {"r1": read(both), "r2": read(both[:1])}}, now=1.0)
+    assert b.session_authorized(DECLARED) == "pending" and b.rule_state_on(("192.0.2.10", "232.1.1.2"), "r2") == "pending"
+    b.apply_traffic({"routers": {"r1": read(both), "r2": read([both[0], ("192.0.2.10", "232.1.1.2", 9, 0, 0)])}},
+                    now=2.0)
+    assert b.rule_state_on(("192.0.2.10", "232.1.1.2"), "r2") == "ttl"
+    b.apply_traffic({"routers": {"r1": read(both), "r2": read(both)}}, now=3.0)
+    assert b.session_authorized(DECLARED) == "yes"
+    assert b.session_rows(1010.0)[0][1][5] == "yes"
+    # A router that cannot be read makes the state unknown, not "yes".
+    b.apply_traffic({"routers": {"r1": read(both), "r2": {"ok": False, "error": "did not answer"}}}, now=4.0)
+    assert b.session_authorized(DECLARED) == "pending"
+    assert b.rule_rows()[0][1][3] == "r1✓ r2?"
+
+
+def test_any_source_sessions_count_rules_on_their_groups_and_removal_events_apply():
+    b = board()
+    assert b.session_authorized(ANY) == "no"
+    b.apply_event("x-1", "rule.added", {"rule": rule("192.0.2.55", "239.255.12.42", 32)})
+    assert b.session_authorized(ANY) == "pending"
+    b.apply_event("x-2", "rule.removed", {"rule": rule("192.0.2.55", "239.255.12.42", 32)})
+    assert b.session_authorized(ANY) == "no" and b.rules == {}
+    b.apply_event("x-3", "session.removed", {"session": ANY, "reason": "deleted"})
+    assert set(b.sessions) == {DECLARED["id"]}
+    assert b.apply_event("x-4", "resync", {}) == "resync" and b.apply_event("x-5", "overflow", {}) == "resync"
+    assert b.last_event_id == "x-5"
+    b.apply_event("x-6", "router.changed", {**ROUTERS[0], "state": "down", "at": 5.0})
+    assert b.routers["r1"]["state"] == "down" and b.routers_up() == 1
+    b.apply_event("x-7", "mode.changed", {"mode": "monitor"})
+    assert b.mode_text() == "monitor"
+
+
+def test_rates_come_from_two_reads_and_survive_a_counter_reset():
+    b = board()
+    b.apply_event("x-1", "rule.added", {"rule": rule("192.0.2.10", "239.1.1.1", 8)})
+    key = ("192.0.2.10", "239.1.1.1")
+    b.apply_traffic({"routers": {"r1": read([(*key, 8, 100, 10000)]), "r2": read([(*key, 8, 0, 0)])}}, now=10.0)
+    assert b.rule_rates[key].packets is None  # one read: no rate yet
+    assert b.rule_rows()[0][1][4:] == ["-", "-", "100"]
+    b.apply_traffic({"routers": {"r1": read([(*key, 8, 300, 30000)]), "r2": read([(*key, 8, 50, 5000)])}}, now=12.0)
+    assert (b.rule_rates[key].packets, b.rule_rates[key].octets) == (125.0, 12500.0)  # (200 + 50) / 2 s
+    assert b.rule_rows()[0][1][4:] == ["125", "12.5k", "350"]
+    b.apply_traffic({"routers": {"r1": read([(*key, 8, 20, 2000)]), "r2": read([(*key, 8, 50, 5000)])}}, now=14.0)
+    assert b.rule_rates[key].packets == 10.0  # r1 restarted: its 20 packets are new, not -280
+
+
+def test_denied_pairs_show_while_they_grow_and_leave_when_the_router_forgets_them():
+    b = board()
+    pair = ("192.0.2.66", "239.9.9.9", "unauthorized")
+    old = ("192.0.2.77", "239.9.9.9", "unauthorized")
+    b.apply_traffic({"routers": {"r1": read(denied=[(*pair, 10, 1000, 5, 999.0), (*old, 3, 300, 5, 100.0)]),
+                                 "r2": read()}}, now=50.0)
+    # First read: the pair seen a second ago is active; the one seen 900 s ago is not.
+    assert [r[0] for r in b.denied_rows(50.0)] == ["192.0.2.66|239.9.9.9|unauthorized"]
+    b.apply_traffic({"routers": {"r1": read(denied=[(*pair, 30, 3000, 6, 1001.0), (*old, 3, 300, 5, 100.0)]),
+                                 "r2": read(denied=[(*pair, 4, 400, 7, 1001.0)])}}, now=52.0)
+    row = b.denied_rows(52.0)[0][1]
+    assert row == ["192.0.2.66", "239.9.9.9", "unauth", "10", "1.0k", "7", "r1,r2"]  # r1: 20 packets in 2 s
+    assert b.counts(52.0)["denied"] == 1
+    # It stops growing: shown until the window passes.
+    b.apply_traffic({"routers": {"r1": read(denied=[(*pair, 30, 3000, 6, 1001.0)]),
+                                 "r2": read(denied=[(*pair, 4, 400, 7, 1001.0)])}}, now=54.0)
+    assert b.denied_rows(54.0 + DENIED_WINDOW - 3) and not b.denied_rows(54.0 + DENIED_WINDOW + 1)
+    # The sender is authorized: the routers forget the pair, and it is gone at once.
+    b.apply_traffic({"routers": {"r1": read(), "r2": read()}}, now=56.0)
+    assert b.denied_rows(56.0) == [] and b.counts(56.0)["denied"] == 0
+
+
+def test_rows_fit_their_columns_and_text_helpers():
+    b = board()
+    for columns, rows in ((Board.SESSION_COLUMNS, b.session_rows(1100.0)),
+                          (Board.ROUTER_COLUMNS, b.router_rows(0.0, 1100.0))):
+        for _, cells in rows:
+            assert len(cells) == len(columns)
+            assert all(len(c) <= w for c, (_, w) in zip(cells, columns)), cells
+    assert sum(w + 2 for _, w in Board.SESSION_COLUMNS) <= 80
+    assert sum(w + 2 for _, w in Board.RULE_COLUMNS) <= 80
+    assert sum(w + 2 for _, w in Board.DENIED_COLUMNS) <= 80
+    assert sum(w + 2 for _, w in Board.ROUTER_COLUMNS) <= 80
+    declared = dict(b.session_rows(1100.0))[DECLARED["id"]]
+    assert declared[1] == "232.1.1.1/16 +1" and declared[2] == "192.0.2.10" and declared[3] == "2m"
+    assert dict(b.router_rows(0.0, 1100.0))["r1"] == ["r1", "up", "enforce", "0", "0", "000000aa", "1", "2m"]
+    assert b.mode_text() == "enforce"
+    assert (human_rate(None), human_rate(0), human_rate(2.5), human_rate(1234), human_rate(5e6)) == (
+        "-", "0", "2.5", "1.2k", "5.0M")
+    assert (human_age(5), human_age(125), human_age(7300), human_age(None)) == ("5s", "2m", "2h", "-")
+    assert "any (suggested: 192.0.2.55, 198.51.100.2)" in b.session_detail(ANY["id"], 1100.0)
