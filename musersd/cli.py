@@ -12,7 +12,8 @@ import sys
 import click
 
 from .metrics import DEFAULT_DENIED_SERIES, DEFAULT_RULE_SERIES, MetricsError, parse_metrics_address
-from .daemon import DEFAULT_LEGACY_ALLOW, DEFAULT_PORT, Musersd, Options, StartupError, parse_listen
+from .daemon import (DEFAULT_LEGACY_ALLOW, DEFAULT_PORT, Musersd, Options, StartupError, parse_listen,
+                     parse_sap_groups)
 
 EPILOG = f"""\b
 Examples:
@@ -46,6 +47,10 @@ the filter enforcing the last rules (unless --detach-on-exit).
               help="Rule table capacity for new maps (default: the pinned size, or 65536).")
 @click.option("--xdp-mode", type=click.Choice(["auto", "native", "generic"]), default="auto", show_default=True,
               help="XDP attach mode; auto tries native, then generic.")
+@click.option("--sap-group", "sap_groups", multiple=True, metavar="ADDR",
+              help="SAP group whose announcements from senders without a rule reach this router with TTL 1 "
+                   "(never forwarded), so a local mauthserver hears every announcer; repeat for up to 4; "
+                   "'none' turns the exception off. Default: 224.2.127.254, 239.255.255.255, 239.195.255.255.")
 @click.option("--metrics", metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (off by default; they name senders "
                    "and groups, so bind to loopback or a management address, e.g. 127.0.0.1:9575).")
@@ -58,7 +63,7 @@ the filter enforcing the last rules (unless --detach-on-exit).
 @click.option("--detach-on-exit", is_flag=True, help="Remove the filter on SIGTERM instead of leaving it enforcing.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rules, xdp_mode, detach_on_exit,
+def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rules, xdp_mode, sap_groups, detach_on_exit,
          metrics, metrics_rules, metrics_denied, log_level):
     """Guard a multicast router's internal interfaces with the mauth XDP filter and serve its rules."""
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
@@ -74,6 +79,7 @@ def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rule
             pin_dir=pin_dir,
             max_rules=max_rules,
             xdp_mode=xdp_mode,
+            sap_groups=parse_sap_groups(sap_groups),
             detach_on_exit=detach_on_exit,
             metrics=parse_metrics_address(metrics) if metrics else None,
             metrics_rules=metrics_rules,

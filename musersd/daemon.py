@@ -35,11 +35,12 @@ import time
 from dataclasses import dataclass, field
 
 from .config import ConfigError, load_rules
-from .dataplane import DataPlane, DataPlaneError
+from .dataplane import DataPlane, DataPlaneError, sap_group_list
 from .dataplane_backend import DataPlaneBackend
 from .protocol.keys import KeyFileError, load_keys
 from .hostport import HostPortError, parse_hostport
 from .metrics import DEFAULT_DENIED_SERIES, DEFAULT_RULE_SERIES, MetricsError, MetricsServer, MusersdCollector
+from .maps import DEFAULT_SAP_GROUPS
 from .protocol.server import ServerCore, legacy_checker
 
 log = logging.getLogger("musersd")
@@ -59,6 +60,7 @@ class Options:
     pin_dir: str = "/sys/fs/bpf/mauth"
     max_rules: int | None = None
     xdp_mode: str = "auto"
+    sap_groups: tuple[str, ...] = DEFAULT_SAP_GROUPS
     detach_on_exit: bool = False
     metrics: tuple[str, int] | None = None  # Prometheus endpoint HOST:PORT; None: off
     metrics_rules: int = DEFAULT_RULE_SERIES  # per-rule series while the table holds at most this many
@@ -74,6 +76,19 @@ def parse_listen(text: str) -> tuple[str, int]:
         return parse_hostport(text, "listen address", numeric=True)
     except HostPortError as exc:
         raise StartupError(str(exc)) from None
+
+
+def parse_sap_groups(groups) -> tuple[str, ...]:
+    """--sap-group values: none given keeps the defaults, 'none' alone turns the exception off."""
+    groups = [g.strip() for g in groups]
+    if not groups:
+        return DEFAULT_SAP_GROUPS
+    if groups == ["none"]:
+        return ()
+    try:
+        return tuple(str(g) for g in sap_group_list(groups))
+    except DataPlaneError as exc:
+        raise StartupError(f"--sap-group: {exc}") from None
 
 
 def parse_networks(cidrs: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -124,6 +139,7 @@ class Musersd:
         self.dp: DataPlane | None = None
         self.sock: socket.socket | None = None
         self.core: ServerCore | None = None
+        self.backend: DataPlaneBackend | None = None
         self.notifier = Notifier()
         self._pending: list[int] = []
         self.epoch = secrets.randbits(64) or 1
@@ -136,7 +152,7 @@ class Musersd:
     def start(self) -> None:
         o = self.opts
         try:
-            self.dp = DataPlane(o.pin_dir, max_rules=o.max_rules).load()
+            self.dp = DataPlane(o.pin_dir, max_rules=o.max_rules, sap_groups=o.sap_groups).load()
             if o.mode:
                 self.dp.set_mode(o.mode)
             if self.rule_file is not None:
@@ -214,6 +230,9 @@ class Musersd:
             except DataPlaneError as exc:
                 log.error("reload: applying %s failed part-way: %s", rf.path, exc)
                 return
+            finally:
+                if self.backend is not None:
+                    self.backend.rules_changed()  # LIST pages and the rule count must see the new table
             self.rule_file = rf
             log.info("reload: rule file %s applied: %d added, %d replaced, %d removed",
                      rf.path, added, replaced, removed)

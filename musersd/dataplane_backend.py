@@ -80,6 +80,10 @@ class DataPlaneBackend:
     def _changed(self) -> None:
         self._sorted = None
 
+    def rules_changed(self) -> None:
+        """The maps were changed behind this backend's back (a SIGHUP reload): forget the cached key order."""
+        self._changed()
+
     def add(self, rule: Rule) -> None:
         with _translated():
             self.dp.add_rule(rule)

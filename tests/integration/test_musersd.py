@@ -288,6 +288,7 @@ def test_sighup_applies_the_difference_and_rejects_a_broken_file(lab, pin_dir, k
     try:
         assert delivered(lab, [(AUTH, GROUP), (AUTH2, GROUP2), (ROGUE, GROUP)]) == {
             (AUTH, GROUP): N, (AUTH2, GROUP2): N, (ROGUE, GROUP): 0}
+        assert ctl_v2(lab, key, "list").returncode == 0  # the daemon now holds a LIST order of the old table
         conf.write_text(f"{AUTH} {GROUP} 8\n{ROGUE} {GROUP} 4\n")  # AUTH2 out, ROGUE in
         mark = len(d.log())
         d.signal(signal.SIGHUP)
@@ -295,6 +296,7 @@ def test_sighup_applies_the_difference_and_rejects_a_broken_file(lab, pin_dir, k
         assert delivered(lab, [(AUTH, GROUP), (AUTH2, GROUP2), (ROGUE, GROUP)]) == {
             (AUTH, GROUP): N, (AUTH2, GROUP2): 0, (ROGUE, GROUP): N}
         listed = {(r["source"], r["group"]): r for r in json.loads(ctl_v2(lab, key, "--json", "list").stdout)}
+        assert set(listed) == {(AUTH, GROUP), (ROGUE, GROUP)}  # LIST shows the reloaded table
         assert listed[(AUTH, GROUP)]["packets"] == 2 * N  # unchanged rule kept its counters
 
         conf.write_text(f"{AUTH} {GROUP} 8\n{AUTH2} 10.9.9.9 4\n{ROGUE} {GROUP} 4\n")
