@@ -18,8 +18,10 @@ unit: setup
 integration: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
+# The whole system in a namespace lab, with the dashboard; Ctrl-C removes it all.
+# HEADLESS=1: no terminal UI, a report and a JSON summary; exit 0 only if the policy held.
 demo: setup
-	$(PY) -m lab.demo
+	$(PY) -m lab.demo$(if $(filter-out 0 no false,$(HEADLESS)), --headless)
 
 # Benchmarks (bench/): print tables, regenerate docs/benchmarks.json. Root, about 1 minute.
 bench: setup
