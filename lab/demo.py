@@ -55,6 +55,7 @@ from pathlib import Path
 from .daemons import BIN, ROUTER_PORT, Mauthserver, Musersd, make_secrets, mauthctl
 from .netns import LabError, inside, private_bpffs
 from .topology import Lab, Route
+from .traffic import Receiver, Sender
 
 DATA = Path(__file__).resolve().parent / "data"
 AUTH, LOUD, ROGUE, ANNOUNCER = "192.0.2.10", "192.0.2.70", "192.0.2.72", "192.0.2.130"
@@ -172,8 +173,8 @@ class System:
         self.musersd = Musersd(lab, pin_dir, key_file=self.key)
         self.server = Mauthserver(lab, self.key, self.token, routers={"router": f"127.0.0.1:{ROUTER_PORT}"})
         self.session_ids: dict[str, str] = {}
-        self.rx = None
-        self.senders: dict[str, object] = {}
+        self.rx: Receiver | None = None
+        self.senders: dict[str, Sender] = {}
         self.sap_watch: SapWatch | None = None
 
     # -- start-up
@@ -201,8 +202,8 @@ class System:
             heard = self.server.wait_for(lambda: self.server.call("sessions"),
                                          lambda ss: names <= {s["name"] for s in ss}, timeout=30)
         except AssertionError:
-            raise DemoError("mauthserver did not hear the announced sessions within 30 s "
-                            f"(see {self.lab.workdir}/mauthserver.log)") from None
+            raise DemoError("mauthserver did not hear the announced sessions within 30 s (MAUTH_KEEP_LAB=1 keeps"
+                            " the lab's logs for a look)") from None
         by_name = {s["name"]: s["id"] for s in heard}
         self.session_ids = {key: by_name[name] for key, (_, name) in SESSIONS.items()}
         self.operator("sessions")
