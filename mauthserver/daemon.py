@@ -75,6 +75,10 @@ class Notifier:
             import sdnotify
 
             self._n = sdnotify.SystemdNotifier()
+        # WatchdogSec= in the unit: ping twice per period from the event loop, so a
+        # wedged loop stops the pings and systemd restarts the daemon.
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
 
     def notify(self, state: str) -> None:
         if self._n is not None:
@@ -199,11 +203,20 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_stop_signal, sig)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
             self.notifier.notify(f"READY=1\nSTATUS=managing {len(self.opts.routers)} routers")
+            if self.notifier.watchdog_interval:
+                task = loop.create_task(self._watchdog(self.notifier.watchdog_interval), name="watchdog")
+                task.add_done_callback(self._on_task_done)
+                self._tasks.append(task)
             await self._stop.wait()
         finally:
             self.notifier.notify("STOPPING=1")
             await self.close()
         return self.exit_code
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
 
     def _on_stop_signal(self, sig: int) -> None:
         log.info("%s received, stopping", signal.Signals(sig).name)
