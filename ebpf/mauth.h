@@ -9,17 +9,66 @@
  *
  * Map layout (version MAUTH_LAYOUT, pinned under <pin-dir>/v<MAUTH_LAYOUT>/):
  *
- *   cfg      ARRAY[1]            mode, layout, capacity, denied-table seed, state id
- *   rules4   HASH (src,grp)->rule  max TTL, flags, stats slot   (no prealloc)
- *   stats    PERCPU_ARRAY[slot]  packets, bytes, last seen per rule
- *   reasons  PERCPU_ARRAY[reason] packets, bytes per verdict reason
- *   denied4  PERCPU_ARRAY[set]   who tried to send without authorization:
- *                                MAUTH_DENIED_WAYS (src,grp) entries per set
+ *   cfg         ARRAY[1]             mode, layout, capacity, denied-table seed,
+ *                                    state id, which prefix tries hold rules
+ *   rules4      HASH (src,grp)->rule  max TTL, flags, stats slot  (no prealloc)
+ *   src_prefix4 LPM_TRIE {32+srclen, grp, src}->rule  source-prefix rules
+ *   grp_prefix4 LPM_TRIE {32+grplen, src, grp}->rule  group-prefix rules
+ *   rates       HASH slot->bucket    token buckets of rate-limited rules
+ *   stats       PERCPU_ARRAY[slot]   packets, bytes, last seen per rule
+ *   reasons     PERCPU_ARRAY[reason] packets, bytes per verdict reason
+ *   denied4     PERCPU_ARRAY[set]    who tried to send without authorization:
+ *                                    MAUTH_DENIED_WAYS (src,grp) entries per set
+ *
+ * Which rule a packet from S to G falls under, first match wins:
+ *
+ *   1. the exact rule (S, G)                           rules4, one hash lookup
+ *   2. the longest source prefix P with a rule (P, G)  src_prefix4
+ *   3. the longest group prefix Q with a rule (S, Q)   grp_prefix4
+ *
+ * so an exact rule always wins, and a subnet's rule yields to a rule naming
+ * a host of it. A rule has at most one prefix side: with both, "longest"
+ * has no single meaning (a longer source prefix or a longer group prefix?)
+ * and one trie cannot answer it. Steps 2 and 3 run only when step 1 missed
+ * and only when cfg says their trie holds a rule (cfg.prefixes, read on the
+ * miss path, which reads cfg anyway): a router with exact rules only pays
+ * one load and one branch for prefixes, on drops only. Every rule, exact or
+ * prefix, has the same value (struct mauth_rule), so the TTL and rate checks
+ * and the counters behind its slot are the same code for all three.
  *
  * Per-rule counters live in a per-CPU array indexed by a slot that user space
  * allocates, not in the rule itself: the hot path then does one hash lookup
  * and two inlined array lookups, never an atomic on a shared cache line, and
  * user space can replace a rule's max TTL without racing the counters.
+ *
+ * Rate limits (MAUTH_RULE_F_RATE in the rule's flags; the program looks at
+ * nothing else for a rule without it, so unlimited rules pay one test of a
+ * byte it has already loaded): two token buckets per rule, packets and bits,
+ * in the rule's entry of `rates`. The entry is shared by every CPU and
+ * guarded by a bpf_spin_lock, because a limit is a promise about the rule's
+ * whole traffic: per-CPU buckets would each allow the full rate, so a sender
+ * whose packets the NIC spreads over n CPUs (RSS, or receive steering)
+ * would get up to n times its limit, and splitting the rate between CPUs
+ * would cut a sender whose flow sits on one CPU to a fraction of it. A
+ * lock-free GCRA with compare-and-swap would do for one bucket, but two
+ * limits must be checked and charged together (a packet over the bit limit
+ * must not spend a packet token), which a lock makes plain. The lock is
+ * held for a dozen instructions and only by packets of that rule, so it is
+ * contended only by one sender's own packets on several CPUs at once.
+ *
+ * Tokens are kept in units of 1e-9 (a packet is MAUTH_NSEC tokens, a bit
+ * MAUTH_NSEC tokens) so that refilling is one multiply and no division:
+ * tokens += elapsed_ns * rate_per_second. Elapsed time is capped at the time
+ * an empty bucket takes to fill (user space precomputes it), so the product
+ * never exceeds the bucket's size, and sizes stay below 2^64: at most
+ * 100 Gbit/s of bits (musersd/rules.py MAX_BPS) and 2^32 packets per second,
+ * with buckets of 100 ms of the rate (at least one packet, at least 16 KiB).
+ * The clock is the program's per-CPU cache of the coarse monotonic clock
+ * (one tick, 4 ms at HZ=250): refills come in ticks, which the 100 ms
+ * buckets absorb. A packet passes when both buckets (those with a limit)
+ * hold its cost, and then pays it from both; otherwise it is dropped with
+ * reason "rate" and pays nothing. Bits are counted as the program sees the
+ * frame: Ethernet header, any VLAN tags and the IP packet.
  *
  * The denied table is a set-associative cache, not a kernel hash map, because
  * a dropped packet already paid for one hash lookup (the rule's): a second
@@ -32,7 +81,7 @@
 #ifndef MAUTH_H
 #define MAUTH_H
 
-#define MAUTH_LAYOUT 2
+#define MAUTH_LAYOUT 3
 
 /* Verdict reasons: indexes into the reasons map. Keep in sync with
  * musersd/maps.py REASONS (a test checks the names and values). */
@@ -44,7 +93,7 @@
 #define MAUTH_R_LINK_LOCAL    5  /* 224.0.0.0/24 control traffic */
 #define MAUTH_R_NOT_IP        6  /* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
 #define MAUTH_R_IPV6          7  /* IPv6: passed unfiltered in this layout */
-#define MAUTH_R_RATE          8  /* reserved: per-rule rate limit */
+#define MAUTH_R_RATE          8  /* over the rule's packet or bit rate */
 #define MAUTH_R_IGMP          9  /* IGMP to a routable group (v1/v2 reports) */
 #define MAUTH_R_SAP_LOCAL    10  /* SAP from an unauthorized announcer: TTL set
                                   * to 1, so the router hears it but never
@@ -55,7 +104,13 @@
 #define MAUTH_MODE_MONITOR 1
 
 /* struct mauth_rule.flags */
-#define MAUTH_RULE_F_RATE  0x01  /* reserved: rate limit configured */
+#define MAUTH_RULE_F_RATE  0x01  /* the rule has an entry in rates */
+
+/* struct mauth_cfg.prefixes: which prefix tries hold at least one rule */
+#define MAUTH_CFG_SRC_PREFIXES 0x01
+#define MAUTH_CFG_GRP_PREFIXES 0x02
+
+#define MAUTH_NSEC 1000000000ULL  /* tokens per packet, and per bit */
 
 struct mauth_cfg {
     __u32 mode;        /* MAUTH_MODE_* */
@@ -65,6 +120,9 @@ struct mauth_cfg {
                           pairs in the denied table's sets */
     __u64 state_id;    /* random, set when the maps are created: a change
                           means the router lost its rules */
+    __u32 prefixes;    /* MAUTH_CFG_*_PREFIXES: set after the first rule goes
+                          into a trie, cleared after the last one leaves */
+    __u32 _pad;
 };
 
 struct mauth_key4 {
@@ -72,11 +130,36 @@ struct mauth_key4 {
     __be32 grp;
 };
 
+/* Key of both prefix tries: the exact side, then the prefix side, so that
+ * the trie's longest match is the longest prefix for that exact address.
+ * src_prefix4: exact = group, prefix = source; grp_prefix4: the other way. */
+struct mauth_lpm4 {
+    __u32  prefixlen;  /* 32 + the prefix's length */
+    __be32 exact;
+    __be32 prefix;
+};
+
 struct mauth_rule {
-    __u32 slot;       /* index into stats */
+    __u32 slot;       /* index into stats, and key of rates */
     __u8  max_ttl;
-    __u8  flags;
+    __u8  flags;      /* MAUTH_RULE_F_* */
     __u16 _pad;
+};
+
+/* A rule's two token buckets (see "Rate limits" above). User space writes
+ * the whole entry with BPF_F_LOCK (full buckets) when it sets a limit. */
+struct mauth_rate {
+    struct bpf_spin_lock lock;
+    __u32 _pad;
+    __u64 last;        /* clock of the last refill (mauth_now()) */
+    __u64 pkt_tokens;  /* packets * MAUTH_NSEC */
+    __u64 bit_tokens;  /* bits * MAUTH_NSEC */
+    __u64 pps;         /* packets per second; 0: no packet limit */
+    __u64 bps;         /* bits per second; 0: no bit limit */
+    __u64 pkt_burst;   /* size of the packet bucket, in tokens */
+    __u64 bit_burst;   /* size of the bit bucket, in tokens */
+    __u64 pkt_fill;    /* ns an empty packet bucket takes to fill */
+    __u64 bit_fill;    /* ns an empty bit bucket takes to fill */
 };
 
 struct mauth_stats {
@@ -97,7 +180,7 @@ struct mauth_denied {
     __u64 bytes;
     __u64 last_seen;  /* bpf_ktime_get_coarse_ns() */
     __u8  last_ttl;
-    __u8  reason;     /* MAUTH_R_UNAUTHORIZED or MAUTH_R_TTL */
+    __u8  reason;     /* MAUTH_R_UNAUTHORIZED, MAUTH_R_TTL or MAUTH_R_RATE */
     __u8  _pad[6];
 };
 

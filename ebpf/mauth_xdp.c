@@ -27,8 +27,11 @@
  *     destination in 224.0.0.0/24 ................ pass, "link_local"
  *     IGMP (IGMPv1/v2 reports go to the group) ... pass, "igmp"
  *       (ip_mr_input() never forwards IGMP: it goes to the routing daemon)
- *     no rule for (source, group) ................ DROP, "unauthorized"
+ *     the rule for (source, group): exact, else longest source prefix
+ *       for the group, else longest group prefix for the source (mauth.h)
+ *     no rule .................................... DROP, "unauthorized"
  *     TTL > rule's max TTL ....................... DROP, "ttl"
+ *     rule rate-limited, packet over its rate .... DROP, "rate"
  *       except SAP (UDP to port 9875 on a SAP group, unfragmented) from
  *       such a sender: TTL set to 1 .............. pass, "sap_local"
  *       (the router's own SAP listener, mauthserver, hears every announcer;
@@ -42,9 +45,13 @@
  * IP options need no parsing: TTL and addresses are in the fixed header; the
  * options only have to lie inside the packet.
  *
- * Cost (docs/benchmarks.md, bench/xdp_cost.py): every path does at most one
- * hash lookup (the rule) and otherwise only inlined per-CPU array lookups,
- * no atomics, and no helper call except once per timer tick per CPU.
+ * Cost (docs/benchmarks.md, bench/xdp_cost.py): a packet of an exact rule
+ * without a rate limit, and a packet without a rule on a router without
+ * prefix rules, does at most one hash lookup (the rule) and otherwise only
+ * inlined array lookups, no atomics, and no helper call except once per
+ * timer tick per CPU. Prefix rules add trie lookups to packets that miss the
+ * exact table; rate limits add a hash lookup and a spin lock to packets of
+ * rate-limited rules only.
  */
 #include <uapi/linux/bpf.h>
 #include <linux/in.h>
@@ -93,6 +100,12 @@ BPF_TABLE_PINNED("array", u32, struct mauth_cfg, mauth_cfg, 1,
                  MAUTH_PIN_DIR "/cfg");
 BPF_TABLE_PINNED("hash", struct mauth_key4, struct mauth_rule, mauth_rules4,
                  MAUTH_MAX_RULES, MAUTH_PIN_DIR "/rules4", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct mauth_lpm4, struct mauth_rule, mauth_src_prefix4,
+                 MAUTH_MAX_RULES, MAUTH_PIN_DIR "/src_prefix4", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct mauth_lpm4, struct mauth_rule, mauth_grp_prefix4,
+                 MAUTH_MAX_RULES, MAUTH_PIN_DIR "/grp_prefix4", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", u32, struct mauth_rate, mauth_rates,
+                 MAUTH_MAX_RULES, MAUTH_PIN_DIR "/rates", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("percpu_array", u32, struct mauth_stats, mauth_stats,
                  MAUTH_MAX_RULES, MAUTH_PIN_DIR "/stats");
 BPF_TABLE_PINNED("percpu_array", u32, struct mauth_counter, mauth_reasons,
@@ -210,6 +223,88 @@ static __always_inline void mauth_ttl_to_one(struct iphdr *ip)
     ip->check = ~sum;
 }
 
+/* The prefix rule for a packet that has no exact rule: the longest source
+ * prefix for its group, else the longest group prefix for its source. Only
+ * the tries that `prefixes` (cfg) says are non-empty are looked at. */
+static __always_inline struct mauth_rule *mauth_prefix_rule(const struct mauth_key4 *key,
+                                                           u32 prefixes)
+{
+    struct mauth_lpm4 lk = { .prefixlen = 64 };
+    struct mauth_rule *rule;
+
+    if (prefixes & MAUTH_CFG_SRC_PREFIXES) {
+        lk.exact = key->grp;
+        lk.prefix = key->src;
+        rule = mauth_src_prefix4.lookup(&lk);
+        if (rule)
+            return rule;
+    }
+    if (prefixes & MAUTH_CFG_GRP_PREFIXES) {
+        lk.exact = key->src;
+        lk.prefix = key->grp;
+        return mauth_grp_prefix4.lookup(&lk);
+    }
+    return NULL;
+}
+
+/* One bucket's tokens after `elapsed` ns at `rate` per second: never more
+ * than `burst`, and no multiply larger than `fill` * rate (<= burst). */
+static __always_inline u64 mauth_refill(u64 tokens, u64 rate, u64 burst, u64 fill, u64 elapsed)
+{
+    u64 add;
+
+    if (elapsed > fill)
+        elapsed = fill;
+    add = elapsed * rate;
+    if (add >= burst - tokens)
+        return burst;
+    return tokens + add;
+}
+
+/* Whether a packet of `len` bytes fits the rule's rate limits; if it does it
+ * is charged to both buckets. Nothing in the locked section calls out. A
+ * rule whose entry is missing (never, unless user space is mid-update) is
+ * not limited. */
+static __always_inline int mauth_within_rate(u32 slot, u64 len)
+{
+    struct mauth_rate *r = mauth_rates.lookup(&slot);
+    u64 now = mauth_now();
+    u64 bits = len * 8 * MAUTH_NSEC;
+    u64 pkt, bit, elapsed;
+    int ok = 1;
+
+    if (!r)
+        return 1;
+    bpf_spin_lock(&r->lock);
+    elapsed = 0;
+    if (now > r->last) {
+        elapsed = now - r->last;
+        r->last = now;
+    }
+    pkt = r->pkt_tokens;
+    bit = r->bit_tokens;
+    if (r->pps) {
+        pkt = mauth_refill(pkt, r->pps, r->pkt_burst, r->pkt_fill, elapsed);
+        if (pkt < MAUTH_NSEC)
+            ok = 0;
+    }
+    if (r->bps) {
+        bit = mauth_refill(bit, r->bps, r->bit_burst, r->bit_fill, elapsed);
+        if (bit < bits)
+            ok = 0;
+    }
+    if (ok) {
+        if (r->pps)
+            pkt -= MAUTH_NSEC;
+        if (r->bps)
+            bit -= bits;
+    }
+    r->pkt_tokens = pkt;
+    r->bit_tokens = bit;
+    bpf_spin_unlock(&r->lock);
+    return ok;
+}
+
 int mauth_xdp(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
@@ -272,13 +367,23 @@ int mauth_xdp(struct xdp_md *ctx)
     key.src = ip->saddr;
     key.grp = ip->daddr;
 
+    struct mauth_cfg *cfg;
     struct mauth_rule *rule = mauth_rules4.lookup(&key);
     if (!rule) {
-        reason = MAUTH_R_UNAUTHORIZED;
-        goto deny;
+        cfg = mauth_cfg.lookup(&zero);
+        if (cfg && cfg->prefixes)
+            rule = mauth_prefix_rule(&key, cfg->prefixes);
+        if (!rule) {
+            reason = MAUTH_R_UNAUTHORIZED;
+            goto deny_cfg;
+        }
     }
     if (ttl > rule->max_ttl) {
         reason = MAUTH_R_TTL;
+        goto deny;
+    }
+    if ((rule->flags & MAUTH_RULE_F_RATE) && !mauth_within_rate(rule->slot, len)) {
+        reason = MAUTH_R_RATE;
         goto deny;
     }
 
@@ -291,8 +396,9 @@ int mauth_xdp(struct xdp_md *ctx)
     }
     return mauth_count(MAUTH_R_PASSED, len);
 
-deny:;
-    struct mauth_cfg *cfg = mauth_cfg.lookup(&zero);
+deny:
+    cfg = mauth_cfg.lookup(&zero);
+deny_cfg:
     if (mauth_is_sap(ip, l3, ihl, data_end)) {
         if (ttl > 1 && !(cfg && cfg->mode == MAUTH_MODE_MONITOR))
             mauth_ttl_to_one(ip);

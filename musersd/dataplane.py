@@ -15,9 +15,18 @@ before bcc sees it, and refuses a mismatch with a clear error instead of
 letting a rule map of the wrong shape be reinterpreted.
 
 Per-rule counters sit in a per-CPU array indexed by a slot. Slots are
-allocated here; the set in use is recomputed from the rule map on open, so
+allocated here; the set in use is recomputed from the rule maps on open, so
 nothing but the maps themselves holds state across restarts. One process
 writes the maps at a time (musersd); others may read.
+
+Exact rules live in a hash map, prefix rules in two LPM tries (ebpf/mauth.h
+gives the lookup order), rate limits in a map of token buckets keyed by the
+rule's slot. Writes are ordered so that the program never sees a half-made
+rule: a rule's bucket goes in before the rule that points at it, a trie's
+bit in cfg is set only once the trie holds a rule and cleared only once it
+is empty again. A trie lookup answers with the longest match, not the exact
+key, so the prefix rules' keys are also indexed here (rebuilt from the tries
+on open and whenever the index does not know a key).
 
 Every method that changes state validates first and raises `DataPlaneError`
 (one sentence) without changing anything when its input is bad.
@@ -40,7 +49,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import bpfsys, maps
-from .maps import Key4, Mode, RuleVal
+from .maps import Key4, Lpm4, Mode, RuleVal
 from .rules import IPAddress, Rule, RuleError, RuleKey
 
 log = logging.getLogger(__name__)
@@ -53,6 +62,21 @@ BPF_FS_MAGIC = 0xCAFE4A11
 _RULE_VAL = struct.Struct("=IBBH")  # RuleVal as bytes: slot, max_ttl, flags, pad
 _KEY4 = struct.Struct("!II")  # Key4 as bytes: source, group in network order
 assert _RULE_VAL.size == ctypes.sizeof(RuleVal) and _KEY4.size == ctypes.sizeof(Key4)
+
+_BPF_F_LOCK = 4  # update a map value that holds a bpf_spin_lock under that lock
+
+# The prefix tries, and how their keys read back as rule keys.
+_PREFIX_MAPS = ("mauth_src_prefix4", "mauth_grp_prefix4")
+
+
+def _prefix_key(cname: str, k: Lpm4) -> RuleKey:
+    """The RuleKey of a prefix trie's key (a /32 in a trie is never written, but reads back as a host)."""
+    net = k.prefix_network
+    side = net.network_address if net.prefixlen == 32 else net
+    if cname == "mauth_src_prefix4":
+        return RuleKey(side, k.exact_address)
+    return RuleKey(k.exact_address, side)
+
 
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -87,6 +111,8 @@ class RuleStats:
             "source": str(self.rule.source),
             "group": str(self.rule.group),
             "max_ttl": self.rule.max_ttl,
+            "pps": self.rule.pps,
+            "bps": self.rule.bps,
             "packets": self.packets,
             "bytes": self.bytes,
             "last_seen": self.last_seen,
@@ -238,6 +264,7 @@ class DataPlane:
         self._maps: dict[str, bpfsys.Map] = {}
         self._free_slots: list[int] = []
         self._next_slot = 0
+        self._prefix: dict[RuleKey, int] = {}  # prefix rules -> slot (see _value())
         # Slots from here up have never been handed out since the maps were
         # created, so their per-CPU stats are still zero. Unknown for adopted
         # maps (a removed rule leaves its counters behind): then nothing is.
@@ -254,6 +281,9 @@ class DataPlane:
         entries = {
             "mauth_cfg": 1,
             "mauth_rules4": self.max_rules,
+            "mauth_src_prefix4": self.max_rules,
+            "mauth_grp_prefix4": self.max_rules,
+            "mauth_rates": self.max_rules,
             "mauth_stats": self.max_rules,
             "mauth_reasons": maps.MAX_REASONS,
             "mauth_denied4": self.max_denied // maps.DENIED_WAYS,
@@ -362,7 +392,14 @@ class DataPlane:
             cfg.mode = Mode.ENFORCE.code
             self._maps["mauth_cfg"].update(ctypes.c_uint32(0), cfg)
             log.info("created pinned maps under %s (capacity %d rules)", self.layout_dir, self.max_rules)
+            for old in range(1, maps.LAYOUT):
+                if (self.pin_dir / f"v{old}").exists():
+                    log.warning("maps of layout %d remain under %s; this program does not use them, so the router"
+                                " starts without rules (state id changed); remove that directory to free them",
+                                old, self.pin_dir / f"v{old}")
         else:
+            # A crash between a trie write and the cfg write leaves the bit stale.
+            self._sync_prefix_flags()
             log.info(
                 "adopted pinned maps under %s (%d rules, mode %s)",
                 self.layout_dir,
@@ -488,6 +525,11 @@ class DataPlane:
 
     def _scan_slots(self) -> None:
         used = {v.slot for _, v in self._map("mauth_rules4").items()}
+        self._prefix = {}
+        for cname in _PREFIX_MAPS:
+            for k, v in self._map(cname).items():
+                self._prefix[_prefix_key(cname, k)] = v.slot
+        used.update(self._prefix.values())
         self._next_slot = max(used) + 1 if used else 0
         self._free_slots = sorted((s for s in range(self._next_slot) if s not in used), reverse=True)
 
@@ -529,6 +571,15 @@ class DataPlane:
         return Key4.of(key.source, key.group)
 
     @staticmethod
+    def _locate(key: RuleKey) -> tuple[str, ctypes.Structure]:
+        """The map that holds the rule for `key`, and its key there."""
+        if key.is_exact:
+            return "mauth_rules4", Key4.of(key.source, key.group)
+        if key.source_len < 32:
+            return "mauth_src_prefix4", Lpm4.of(key.group, key.source_address, key.source_len)
+        return "mauth_grp_prefix4", Lpm4.of(key.source, key.group_address, key.group_len)
+
+    @staticmethod
     def _as_rule(rule: Rule | tuple) -> Rule:
         if isinstance(rule, Rule):
             return rule
@@ -550,23 +601,87 @@ class DataPlane:
         except RuleError as exc:
             raise DataPlaneError(str(exc)) from None
 
+    def _value(self, key: RuleKey) -> RuleVal | None:
+        """The value stored under exactly `key`, or None.
+
+        A lookup in a prefix trie returns the longest prefix that matches,
+        which is the key itself only if the key is there; whether it is comes
+        from the index of prefix rules, rebuilt from the tries when it does
+        not know the key (another process changed them, or the key is absent).
+        """
+        cname, k = self._locate(key)
+        value = self._map(cname).lookup(k)
+        if value is None or key.is_exact:
+            return value
+        if self._prefix.get(key) != value.slot:
+            self._scan_slots()
+            if self._prefix.get(key) != value.slot:
+                return None
+        return value
+
+    def _rule_of(self, key: RuleKey, value: RuleVal) -> Rule:
+        """The Rule a map value stands for, with its rate limits from `rates`."""
+        pps = bps = 0
+        if value.flags & maps.RULE_F_RATE:
+            rate = self._map("mauth_rates").lookup(ctypes.c_uint32(value.slot))
+            if rate is not None:
+                pps, bps = rate.pps, rate.bps
+        return Rule(key, value.max_ttl, pps, bps)
+
+    def _set_rate(self, slot: int, rule: Rule, old: Rule | None = None) -> None:
+        """Give `slot` full buckets for the rule's limits, unless the limits are those it already has.
+
+        Written with BPF_F_LOCK: the program may be inside the entry's lock.
+        Keeping the buckets when the limits do not change means a REPLACE that
+        only changes the TTL (or a manager re-sending its rules) does not
+        hand the sender a fresh burst.
+        """
+        if old is not None and old.rate_limited and (old.pps, old.bps) == (rule.pps, rule.bps):
+            return
+        rates = self._map("mauth_rates")
+        rates.update(ctypes.c_uint32(slot), maps.Rate.full(rule.pps, rule.bps), bpfsys.BPF_ANY | _BPF_F_LOCK)
+
+    def _clear_rate(self, slot: int) -> None:
+        self._map("mauth_rates").delete(ctypes.c_uint32(slot))
+
+    def _sync_prefix_flags(self) -> None:
+        """cfg.prefixes from the index: a trie's bit set while it holds a rule, so the program looks in it."""
+        want = 0
+        for key in self._prefix:
+            want |= maps.CFG_SRC_PREFIXES if key.source_len < 32 else maps.CFG_GRP_PREFIXES
+        cfg = self._cfg()
+        if cfg.prefixes != want:
+            cfg.prefixes = want
+            self._map("mauth_cfg").update(ctypes.c_uint32(0), cfg)
+
     def add_rule(self, rule: Rule | tuple) -> None:
         """Add a rule; RuleExists if (source, group) already has one."""
         rule = self._as_rule(rule)
-        rules = self._map("mauth_rules4")
-        key = self._key(rule.key)
-        if rules.lookup(key) is not None:
+        cname, key = self._locate(rule.key)
+        rules = self._map(cname)
+        if self._value(rule.key) is not None:
             raise RuleExists(f"a rule for {rule.key} already exists")
         slot = self._alloc_slot()
         self._zero_stats(slot)
-        value = RuleVal(slot=slot, max_ttl=rule.max_ttl, flags=0)
+        # The bucket goes in before the rule that points at it: the program
+        # never sees MAUTH_RULE_F_RATE without an entry in rates.
+        if rule.rate_limited:
+            self._set_rate(slot, rule)
+        value = RuleVal(slot=slot, max_ttl=rule.max_ttl, flags=maps.RULE_F_RATE if rule.rate_limited else 0)
         err = rules.try_update(key, value, bpfsys.BPF_NOEXIST)
         if err:
+            if rule.rate_limited:
+                self._clear_rate(slot)
             self._free_slot(slot)
             if err == errno.EEXIST:
                 raise RuleExists(f"a rule for {rule.key} already exists")
             raise TableFull(f"the rule table is full ({self.max_rules} rules)")
-        self._forget_denied(bytes(key))
+        if rule.key.is_exact:
+            self._forget_denied(bytes(key))
+        else:
+            self._prefix[rule.key] = slot
+            self._sync_prefix_flags()  # after the insert: the trie is never consulted before it holds the rule
+            self._forget_denied_where(rule.key.covers)
 
     def add_rules_bulk(self, rules: Iterable[Rule | tuple], *, chunk: int = 1 << 16) -> int:
         """Add many new rules with a few BPF_MAP_UPDATE_BATCH calls; returns how many.
@@ -580,26 +695,35 @@ class DataPlane:
         `chunk` rules, plus one per rule already in the table (checked for
         clashes), plus one per set of the denied table (one per new pair
         when there are few) to forget new pairs that were denied before.
+        Exact rules without a rate limit go in by the batch; prefix and
+        rate-limited rules (few, as a rule) one by one with add_rule().
         """
         new = [self._as_rule(r) for r in rules]
         if not new:
             return 0
+        seen: set[RuleKey] = set()
+        for r in new:
+            if r.key in seen:
+                raise RuleExists(f"the rule for {r.key} is given twice")
+            seen.add(r.key)
+        one_by_one = [r for r in new if not r.key.is_exact or r.rate_limited]
+        new = [r for r in new if r.key.is_exact and not r.rate_limited]
+        for r in one_by_one:
+            if self._value(r.key) is not None:
+                raise RuleExists(f"a rule for {r.key} already exists")
+        if len(new) + len(one_by_one) > len(self._free_slots) + self.max_rules - self._next_slot:
+            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
         key4 = _KEY4.pack  # Key4 as bytes; int() of an address is cheaper than .packed
         packed = [key4(int(r.source), int(r.group)) for r in new]
         wanted = set(packed)
-        if len(wanted) != len(packed):
-            seen: set[bytes] = set()
-            for r, k in zip(new, packed):
-                if k in seen:
-                    raise RuleExists(f"the rule for {r.key} is given twice")
-                seen.add(k)
         rules_map = self._map("mauth_rules4")
-        if self._next_slot - len(self._free_slots) > 0:
+        if new and self._next_slot - len(self._free_slots) > 0:
             for k in rules_map.keys():
                 if bytes(k) in wanted:
                     raise RuleExists(f"a rule for {RuleKey(k.source, k.group)} already exists")
-        slots, dirty = self._alloc_slots(len(new))
+        slots, dirty = self._alloc_slots(len(new)) if new else ([], [])
         done = 0
+        added: list[RuleKey] = []
         try:
             self._zero_stats_bulk(dirty, chunk)
             pack = _RULE_VAL.pack
@@ -618,12 +742,18 @@ class DataPlane:
                     if err == errno.E2BIG:
                         raise TableFull(f"the rule table is full ({self.max_rules} rules)")
                     raise DataPlaneError(f"the kernel refused the rule for {failed}: {os.strerror(err)}")
+            for r in one_by_one:
+                self.add_rule(r)
+                added.append(r.key)
         except BaseException:
+            for key in added:
+                self.remove_rule(key)
             self._undo_bulk(packed[:done], chunk)
             self._free_slot_list(slots)
             raise
-        self._forget_denied_many(wanted)
-        return len(new)
+        if wanted:
+            self._forget_denied_many(wanted)
+        return len(new) + len(one_by_one)
 
     def _zero_stats_bulk(self, slots: list[int], chunk: int) -> None:
         stats = self._map("mauth_stats")
@@ -639,36 +769,50 @@ class DataPlane:
             rules_map.delete_batch((Key4 * len(part)).from_buffer_copy(b"".join(part)), len(part))
 
     def replace_rule(self, rule: Rule | tuple) -> bool:
-        """Add or replace a rule, keeping its counters if it existed; True if it replaced one."""
+        """Add or replace a rule, keeping its counters if it existed; True if it replaced one.
+
+        A changed rate limit starts with full buckets; an unchanged one keeps
+        its buckets as they are.
+        """
         rule = self._as_rule(rule)
-        rules = self._map("mauth_rules4")
-        key = self._key(rule.key)
-        old = rules.lookup(key)
+        cname, key = self._locate(rule.key)
+        old = self._value(rule.key)
         if old is None:
             self.add_rule(rule)
             return False
-        value = RuleVal(slot=old.slot, max_ttl=rule.max_ttl, flags=old.flags)
-        rules.update(key, value, bpfsys.BPF_EXIST)
-        self._forget_denied(bytes(key))
+        before = self._rule_of(rule.key, old)
+        if rule.rate_limited:
+            self._set_rate(old.slot, rule, before)
+        value = RuleVal(slot=old.slot, max_ttl=rule.max_ttl, flags=maps.RULE_F_RATE if rule.rate_limited else 0)
+        self._map(cname).update(key, value, bpfsys.BPF_EXIST)
+        if before.rate_limited and not rule.rate_limited:
+            self._clear_rate(old.slot)  # after the rule stopped pointing at it
+        if rule.key.is_exact:
+            self._forget_denied(bytes(key))
         return True
 
     def remove_rule(self, key: RuleKey | Rule | tuple) -> Rule:
         """Remove the rule for (source, group) and return it; RuleNotFound if there is none."""
         rkey = self._as_key(key)
-        rules = self._map("mauth_rules4")
-        k = self._key(rkey)
-        old = rules.lookup(k)
-        if old is None or not rules.delete(k):
+        cname, k = self._locate(rkey)
+        old = self._value(rkey)
+        if old is None or not self._map(cname).delete(k):
             raise RuleNotFound(f"there is no rule for {rkey}")
+        rule = self._rule_of(rkey, old)
+        if old.flags & maps.RULE_F_RATE:
+            self._clear_rate(old.slot)
+        if not rkey.is_exact:
+            del self._prefix[rkey]
+            self._sync_prefix_flags()
         self._free_slot(old.slot)
-        return Rule(rkey, old.max_ttl)
+        return rule
 
     def get_rule(self, key: RuleKey | Rule | tuple) -> RuleStats | None:
         rkey = self._as_key(key)
-        value = self._map("mauth_rules4").lookup(self._key(rkey))
+        value = self._value(rkey)
         if value is None:
             return None
-        return self._stats_for(Rule(rkey, value.max_ttl), value.slot)
+        return self._stats_for(self._rule_of(rkey, value), value.slot)
 
     def _stats_for(self, rule: Rule, slot: int) -> RuleStats:
         per_cpu = self._map("mauth_stats").lookup(ctypes.c_uint32(slot))
@@ -677,30 +821,47 @@ class DataPlane:
         last = max(s.last_seen for s in per_cpu)
         return RuleStats(rule, packets, nbytes, _mono_to_unix(last))
 
-    def rules(self) -> list[RuleStats]:
-        out = []
+    def _entries(self):
+        """(RuleKey, value) of every rule, exact and prefix, read from the maps."""
         for k, v in self._map("mauth_rules4").items():
-            rule = Rule(RuleKey(k.source, k.group), v.max_ttl)
-            out.append(self._stats_for(rule, v.slot))
+            yield RuleKey(k.source, k.group), v
+        for cname in _PREFIX_MAPS:
+            for k, v in self._map(cname).items():
+                yield _prefix_key(cname, k), v
+
+    def rules(self) -> list[RuleStats]:
+        out = [self._stats_for(self._rule_of(key, v), v.slot) for key, v in self._entries()]
         out.sort(key=lambda r: r.rule.key)
         return out
 
+    def rule_keys(self) -> list[RuleKey]:
+        """The key of every rule, read from the maps, in no particular order."""
+        keys = [RuleKey(k.source, k.group) for k in self._map("mauth_rules4").keys()]
+        for cname in _PREFIX_MAPS:
+            keys.extend(_prefix_key(cname, k) for k in self._map(cname).keys())
+        return keys
+
     def _rule_table(self) -> dict[RuleKey, Rule]:
         """Every rule, without reading its per-CPU counters."""
-        return {RuleKey(k.source, k.group): Rule(RuleKey(k.source, k.group), v.max_ttl)
-                for k, v in self._map("mauth_rules4").items()}
+        return {key: self._rule_of(key, v) for key, v in self._entries()}
 
     def rule_count(self) -> int:
-        return sum(1 for _ in self._map("mauth_rules4").keys())
+        return sum(1 for _ in self._map("mauth_rules4").keys()) + sum(
+            1 for cname in _PREFIX_MAPS for _ in self._map(cname).keys())
 
     def flush(self) -> int:
         """Remove every rule; returns how many there were."""
-        rules = self._map("mauth_rules4")
-        keys = list(rules.keys())
-        for k in keys:
-            rules.delete(k)
+        n = 0
+        for cname in ("mauth_rules4", *_PREFIX_MAPS):
+            table = self._map(cname)
+            for k in list(table.keys()):
+                n += table.delete(k)
         self._scan_slots()
-        return len(keys)
+        self._sync_prefix_flags()
+        rates = self._map("mauth_rates")
+        for k in list(rates.keys()):
+            rates.delete(k)
+        return n
 
     def apply(self, wanted: Iterable[Rule]) -> tuple[int, int, int]:
         """Make the rule set equal to `wanted`, touching only the difference.
@@ -715,7 +876,7 @@ class DataPlane:
             if old is None:
                 self.add_rule(rule)
                 added += 1
-            elif old.max_ttl != rule.max_ttl:
+            elif old != rule:
                 self.replace_rule(rule)
                 replaced += 1
         for key in current.keys() - desired.keys():
@@ -804,6 +965,19 @@ class DataPlane:
     def _forget_denied(self, key: bytes) -> None:
         """Drop a pair's entries (on every CPU) from the denied table."""
         self._forget_denied_many({key})
+
+    def _forget_denied_where(self, covers) -> None:
+        """Drop the entries of every pair (source, group) for which covers(source, group) holds."""
+        table = self._map("mauth_denied4")
+        for idx, per_cpu in self._denied_sets():
+            hit = False
+            for dset in per_cpu:
+                for d in dset.way:
+                    if d.packets and covers(ipaddress.IPv4Address(bytes(d.src)), ipaddress.IPv4Address(bytes(d.grp))):
+                        ctypes.memset(ctypes.addressof(d), 0, ctypes.sizeof(d))
+                        hit = True
+            if hit:
+                table.update(ctypes.c_uint32(idx), per_cpu)
 
     def _forget_denied_many(self, keys: set[bytes]) -> None:
         """_forget_denied() for many pairs: the pairs' own sets, or one pass over all sets."""

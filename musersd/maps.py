@@ -17,7 +17,7 @@ EBPF_DIR = Path(__file__).resolve().parent.parent / "ebpf"
 HEADER = EBPF_DIR / "mauth.h"
 PROGRAM = EBPF_DIR / "mauth_xdp.c"
 
-LAYOUT = 2
+LAYOUT = 3
 
 # Verdict reasons, index -> name; mirrors MAUTH_R_* in mauth.h.
 REASONS: dict[int, str] = {
@@ -66,7 +66,14 @@ class Cfg(ctypes.Structure):
         ("max_rules", ctypes.c_uint32),
         ("denied_seed", ctypes.c_uint32),
         ("state_id", ctypes.c_uint64),
+        ("prefixes", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     ]
+
+
+# Cfg.prefixes bits: which prefix tries hold rules (MAUTH_CFG_*_PREFIXES).
+CFG_SRC_PREFIXES = 0x01
+CFG_GRP_PREFIXES = 0x02
 
 
 class Key4(ctypes.Structure):
@@ -86,6 +93,37 @@ class Key4(ctypes.Structure):
         return ipaddress.IPv4Address(bytes(self.grp))
 
 
+class Lpm4(ctypes.Structure):
+    """Key of the prefix tries: 32 + the prefix's length, the exact address, the prefix's address.
+
+    src_prefix4: exact = group, prefix = source; grp_prefix4: exact = source,
+    prefix = group. Addresses in network byte order, as in the packet.
+    """
+
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("exact", ctypes.c_uint8 * 4), ("prefix", ctypes.c_uint8 * 4)]
+
+    @classmethod
+    def of(cls, exact: ipaddress.IPv4Address, prefix: ipaddress.IPv4Address, length: int) -> "Lpm4":
+        key = cls.from_buffer_copy(bytes(4) + exact.packed + prefix.packed)
+        key.prefixlen = 32 + length
+        return key
+
+    @property
+    def length(self) -> int:
+        return self.prefixlen - 32
+
+    @property
+    def exact_address(self) -> ipaddress.IPv4Address:
+        return ipaddress.IPv4Address(bytes(self.exact))
+
+    @property
+    def prefix_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network((bytes(self.prefix), self.length))
+
+
+RULE_F_RATE = 0x01  # MAUTH_RULE_F_RATE
+
+
 class RuleVal(ctypes.Structure):
     _fields_ = [
         ("slot", ctypes.c_uint32),
@@ -93,6 +131,51 @@ class RuleVal(ctypes.Structure):
         ("flags", ctypes.c_uint8),
         ("_pad", ctypes.c_uint16),
     ]
+
+
+NSEC = 1_000_000_000  # MAUTH_NSEC: tokens per packet, and per bit
+BURST_NS = 100_000_000  # a bucket holds 100 ms of its rate ...
+MIN_PKT_BURST = 1  # ... but at least one packet
+MIN_BIT_BURST = 16 * 1024 * 8  # ... and at least 16 KiB, so a jumbo frame always fits
+
+
+class Rate(ctypes.Structure):
+    """struct mauth_rate: a rule's packet and bit token buckets (tokens in units of 1/NSEC)."""
+
+    _fields_ = [
+        ("lock", ctypes.c_uint32),  # struct bpf_spin_lock; the kernel never copies it out
+        ("_pad", ctypes.c_uint32),
+        ("last", ctypes.c_uint64),
+        ("pkt_tokens", ctypes.c_uint64),
+        ("bit_tokens", ctypes.c_uint64),
+        ("pps", ctypes.c_uint64),
+        ("bps", ctypes.c_uint64),
+        ("pkt_burst", ctypes.c_uint64),
+        ("bit_burst", ctypes.c_uint64),
+        ("pkt_fill", ctypes.c_uint64),
+        ("bit_fill", ctypes.c_uint64),
+    ]
+
+    @classmethod
+    def full(cls, pps: int, bps: int) -> "Rate":
+        """Buckets for these limits (0 = none), full: a new limit starts with its burst allowance."""
+        pkt_burst, pkt_fill = bucket(pps, MIN_PKT_BURST)
+        bit_burst, bit_fill = bucket(bps, MIN_BIT_BURST)
+        return cls(pps=pps, bps=bps, pkt_burst=pkt_burst, bit_burst=bit_burst, pkt_fill=pkt_fill,
+                   bit_fill=bit_fill, pkt_tokens=pkt_burst, bit_tokens=bit_burst)
+
+
+def bucket(rate: int, minimum: int) -> tuple[int, int]:
+    """(size in tokens, ns an empty bucket takes to fill) for `rate` per second; (0, 0) for no limit.
+
+    The size is BURST_NS of the rate, at least `minimum` units. The fill
+    time is rounded up, so that fill * rate >= size: after that long idle a
+    bucket is full, and the kernel's multiply never needs more.
+    """
+    if not rate:
+        return 0, 0
+    size = max(rate * BURST_NS, minimum * NSEC)  # units * NSEC: (rate/s) * (BURST_NS ns)
+    return size, -(-size // rate)
 
 
 class Stats(ctypes.Structure):
@@ -149,6 +232,9 @@ def denied_index(key: bytes, seed: int, nsets: int) -> int:
 MAPS = {
     "mauth_cfg": ("cfg", "array", ctypes.c_uint32, Cfg, False),
     "mauth_rules4": ("rules4", "hash", Key4, RuleVal, False),
+    "mauth_src_prefix4": ("src_prefix4", "lpm_trie", Lpm4, RuleVal, False),
+    "mauth_grp_prefix4": ("grp_prefix4", "lpm_trie", Lpm4, RuleVal, False),
+    "mauth_rates": ("rates", "hash", ctypes.c_uint32, Rate, False),
     "mauth_stats": ("stats", "percpu_array", ctypes.c_uint32, Stats, True),
     "mauth_reasons": ("reasons", "percpu_array", ctypes.c_uint32, Counter, True),
     "mauth_denied4": ("denied4", "percpu_array", ctypes.c_uint32, DeniedSet, True),

@@ -3,26 +3,54 @@
 Strategy: a rule is a frozen dataclass built only through `Rule.make()`, which
 validates everything an operator can get wrong (a group that is not multicast,
 a link-local control group that the filter never looks at, a source that is not
-a unicast host, a TTL outside 1..255) and raises `RuleError` with one clear
-sentence. Everything below this layer (the protocol codecs, the data plane,
-the mediator) may then assume a rule is well formed.
+a unicast host, a TTL outside 1..255, a prefix the filter cannot look up, a
+rate it cannot count) and raises `RuleError` with one clear sentence.
+Everything below this layer (the protocol codecs, the data plane, the
+mediator) may then assume a rule is well formed.
 
-A rule's identity is its key (source, group). IPv4 only for now; the key
+A rule's identity is its key (source, group). Each side is a host (an
+`IPv4Address`) or a prefix shorter than the address (an `IPv4Network`):
+
+* a **source prefix** (192.0.2.0/24 -> 239.1.1.1): every host of the subnet
+  may send to the group;
+* a **group prefix** (192.0.2.10 -> 239.192.0.0/14): the trusted source may
+  send to every group of the range, e.g. an administratively scoped one.
+
+A key never has both: the filter finds a rule by an exact (source, group),
+then by the longest source prefix for the exact group, then by the longest
+group prefix for the exact source (ebpf/mauth.h), so a rule needs one exact
+side to be found. A host is always written and stored as an address, never
+as a /32, so `str()` of either side is its canonical text ("192.0.2.0/24",
+"192.0.2.10") everywhere: files, the database, JSON.
+
+A rule may also carry rate limits, packets per second and bits per second
+(0 = unlimited), enforced by the filter per rule. IPv4 only for now; the key
 already carries the address family so that IPv6 rules slot in later.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Endpoint = IPAddress | IPNetwork  # a host, or a prefix shorter than the address width
 
 MIN_TTL = 1
 MAX_TTL = 255
 
+# Rate limits. pps travels as a u32 in protocol v2; bps up to 100 Gbit/s is
+# what the filter's token arithmetic holds without overflow (ebpf/mauth.h).
+MAX_PPS = (1 << 32) - 1
+MAX_BPS = 100_000_000_000
+
 _V4_MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
 _V4_LINK_LOCAL_GROUPS = ipaddress.IPv4Network("224.0.0.0/24")
+_RATE = re.compile(r"(\d+(?:\.\d+)?)([kKMG]?)")
+_SI = {"": 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3}
 
 
 class RuleError(ValueError):
@@ -39,10 +67,51 @@ def parse_address(text: str | IPAddress, what: str) -> IPAddress:
         raise RuleError(f"{what} {text!r} is not an IP address") from None
 
 
-def check_group(group: IPAddress) -> None:
-    """Raise RuleError unless `group` is a multicast group the filter guards."""
+def parse_endpoint(text: str | Endpoint, what: str) -> Endpoint:
+    """Parse "ADDR" or "ADDR/LEN": an address, or a network if LEN is shorter than the address.
+
+    A /32 (/128) is the host itself. Bits set beyond the prefix length are an
+    error rather than silently cleared: 192.0.2.10/24 is more likely a typo
+    for a host than a wish for the whole subnet.
+    """
+    if isinstance(text, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        net = text
+    elif isinstance(text, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return text
+    else:
+        s = str(text).strip()
+        if "/" not in s:
+            return parse_address(s, what)
+        try:
+            net = ipaddress.ip_network(s, strict=True)
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(s, strict=False)
+            except ValueError:
+                raise RuleError(f"{what} {text!r} is not an IP address or prefix") from None
+            raise RuleError(f"{what} {s} has bits set beyond its prefix length (did you mean {loose}?)") from None
+    if net.prefixlen == net.max_prefixlen:
+        return net.network_address
+    return net
+
+
+def _is_prefix(value: Endpoint) -> bool:
+    return isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network))
+
+
+def check_group(group: Endpoint) -> None:
+    """Raise RuleError unless `group` is a multicast group (or range of groups) the filter guards."""
     if group.version != 4:
         raise RuleError(f"group {group} is IPv6, which this version of mauth does not filter yet")
+    if _is_prefix(group):
+        if group.prefixlen == 0:
+            raise RuleError("group prefix /0 is not a multicast range; the widest is 224.0.0.0/4 (every group)")
+        if not group.subnet_of(_V4_MULTICAST):
+            raise RuleError(f"group prefix {group} is not inside the multicast range 224.0.0.0/4")
+        if group.subnet_of(_V4_LINK_LOCAL_GROUPS):
+            raise RuleError(f"group prefix {group} holds only link-local control groups (224.0.0.0/24),"
+                            " which the filter always passes")
+        return
     if group not in _V4_MULTICAST:
         raise RuleError(f"group {group} is not a multicast address (224.0.0.0/4)")
     if group in _V4_LINK_LOCAL_GROUPS:
@@ -51,10 +120,16 @@ def check_group(group: IPAddress) -> None:
         )
 
 
-def check_source(source: IPAddress) -> None:
-    """Raise RuleError unless `source` could be the address of a sending host."""
+def check_source(source: Endpoint) -> None:
+    """Raise RuleError unless `source` could be the address of a sending host (or a subnet of them)."""
     if source.version != 4:
         raise RuleError(f"source {source} is IPv6, which this version of mauth does not filter yet")
+    if _is_prefix(source):
+        if source.prefixlen == 0:
+            raise RuleError("source prefix /0 would authorize every host; give the sending subnets instead")
+        if source.overlaps(_V4_MULTICAST):
+            raise RuleError(f"source prefix {source} overlaps the multicast range 224.0.0.0/4, which holds no sender")
+        return
     if source.is_multicast:
         raise RuleError(f"source {source} is a multicast address, not a sender")
     if source.is_unspecified or source == ipaddress.IPv4Address("255.255.255.255"):
@@ -74,26 +149,110 @@ def check_ttl(max_ttl: object) -> int:
     return value
 
 
-@dataclass(frozen=True, order=True)
-class RuleKey:
-    """The identity of a rule: which sender, to which group."""
+def check_rate(value: object, what: str, maximum: int) -> int:
+    """A rate limit as an int (0 = unlimited): an integer, or text like "500", "2k", "1.5M", "10G".
 
-    source: IPAddress
-    group: IPAddress
+    The suffixes are decimal (k = 1000), as rates on links are. Raises
+    RuleError naming `what` ("pps" or "bps") unless it is a whole number in
+    0..maximum.
+    """
+    if value is None:
+        return 0
+    if isinstance(value, bool) or isinstance(value, float):
+        raise RuleError(f"{what} limit {value!r} is not a whole number")
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip()
+        m = _RATE.fullmatch(text.lstrip("-"))
+        if m is not None and text.startswith("-"):
+            raise RuleError(f"{what} limit {text} is negative; 0 means unlimited")
+        if m is None:
+            raise RuleError(f"{what} limit {value!r} is not a number (e.g. 500, 2k, 1.5M, 10G)")
+        digits, suffix = m.groups()
+        whole, _, frac = digits.partition(".")
+        scaled = int(whole + frac) * _SI[suffix]
+        number, rest = divmod(scaled, 10 ** len(frac))
+        if rest:
+            raise RuleError(f"{what} limit {value!r} is not a whole number")
+    if number < 0:
+        raise RuleError(f"{what} limit {number} is negative; 0 means unlimited")
+    if number > maximum:
+        raise RuleError(f"{what} limit {number} is above the largest the filter counts ({maximum})")
+    return number
+
+
+def _width(value: Endpoint) -> int:
+    return 32 if value.version == 4 else 128
+
+
+def _packed(value: Endpoint) -> bytes:
+    return value.network_address.packed if _is_prefix(value) else value.packed
+
+
+@functools.total_ordering
+@dataclass(frozen=True)
+class RuleKey:
+    """The identity of a rule: which sender (or subnet), to which group (or range)."""
+
+    source: Endpoint
+    group: Endpoint
 
     @classmethod
-    def make(cls, source: str | IPAddress, group: str | IPAddress) -> "RuleKey":
-        src = parse_address(source, "source")
-        grp = parse_address(group, "group")
+    def make(cls, source: str | Endpoint, group: str | Endpoint) -> "RuleKey":
+        src = parse_endpoint(source, "source")
+        grp = parse_endpoint(group, "group")
         check_group(grp)
         check_source(src)
         if src.version != grp.version:
             raise RuleError(f"source {src} and group {grp} are of different address families")
+        if _is_prefix(src) and _is_prefix(grp):
+            raise RuleError(f"rule ({src}, {grp}) has a source prefix and a group prefix; a rule may have one"
+                            " or the other, since the filter finds a rule by its exact source or exact group")
         return cls(src, grp)
 
     @property
     def family(self) -> int:
         return self.group.version
+
+    @property
+    def source_len(self) -> int:
+        return self.source.prefixlen if _is_prefix(self.source) else _width(self.source)
+
+    @property
+    def group_len(self) -> int:
+        return self.group.prefixlen if _is_prefix(self.group) else _width(self.group)
+
+    @property
+    def source_address(self) -> IPAddress:
+        """The source, or the first address of the source prefix."""
+        return self.source.network_address if _is_prefix(self.source) else self.source
+
+    @property
+    def group_address(self) -> IPAddress:
+        """The group, or the first address of the group prefix."""
+        return self.group.network_address if _is_prefix(self.group) else self.group
+
+    @property
+    def is_exact(self) -> bool:
+        """A host sending to one group (the filter's fast path)."""
+        return not (_is_prefix(self.source) or _is_prefix(self.group))
+
+    @property
+    def cursor(self) -> bytes:
+        """Bytes whose order is the keys' order: family, source, group, source length, group length."""
+        return (bytes([self.family]) + _packed(self.source) + _packed(self.group)
+                + bytes([self.source_len, self.group_len]))
+
+    def covers(self, source: IPAddress, group: IPAddress) -> bool:
+        """Whether a packet from `source` to `group` falls under this key (the filter may still prefer another)."""
+        return (source == self.source if not _is_prefix(self.source) else source in self.source) and (
+            group == self.group if not _is_prefix(self.group) else group in self.group)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, RuleKey):
+            return NotImplemented
+        return self.cursor < other.cursor
 
     def __str__(self) -> str:
         return f"({self.source}, {self.group})"
@@ -101,23 +260,43 @@ class RuleKey:
 
 @dataclass(frozen=True, order=True)
 class Rule:
-    """An authorization: `source` may send to `group` with a TTL of at most `max_ttl`."""
+    """An authorization: `source` may send to `group` with a TTL of at most `max_ttl`.
+
+    `pps` and `bps` limit the rule's packets and bits per second (0 = no limit).
+    """
 
     key: RuleKey
     max_ttl: int
+    pps: int = 0
+    bps: int = 0
 
     @classmethod
-    def make(cls, source: str | IPAddress, group: str | IPAddress, max_ttl: object) -> "Rule":
+    def make(cls, source: str | Endpoint, group: str | Endpoint, max_ttl: object, *,
+             pps: object = 0, bps: object = 0) -> "Rule":
         key = RuleKey.make(source, group)
-        return cls(key, check_ttl(max_ttl))
+        return cls(key, check_ttl(max_ttl), check_rate(pps, "pps", MAX_PPS), check_rate(bps, "bps", MAX_BPS))
 
     @property
-    def source(self) -> IPAddress:
+    def source(self) -> Endpoint:
         return self.key.source
 
     @property
-    def group(self) -> IPAddress:
+    def group(self) -> Endpoint:
         return self.key.group
 
+    @property
+    def rate_limited(self) -> bool:
+        return bool(self.pps or self.bps)
+
+    @property
+    def terms(self) -> tuple[int, int, int]:
+        """What a router must hold for this key to hold this rule: (max TTL, pps, bps)."""
+        return (self.max_ttl, self.pps, self.bps)
+
     def __str__(self) -> str:
-        return f"{self.key.source} -> {self.key.group} max-ttl {self.max_ttl}"
+        text = f"{self.key.source} -> {self.key.group} max-ttl {self.max_ttl}"
+        if self.pps:
+            text += f" pps {self.pps}"
+        if self.bps:
+            text += f" bps {self.bps}"
+        return text

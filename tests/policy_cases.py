@@ -5,6 +5,12 @@ and the compiled XDP program through BPF_PROG_TEST_RUN
 (tests/integration/test_xdp_program.py), so the two are checked against one
 truth. Frames are crafted with scapy, including the odd ones: VLAN and QinQ
 tags, IP options, truncated and inconsistent headers.
+
+`CASES` hold under the exact rules `RULES`; `PREFIX_CASES` (prefix rules
+and the lookup order: exact, then longest source prefix, then longest group
+prefix; a rate-limited rule within its rate) hold under `ALL_RULES`, which
+adds `PREFIX_RULES` on addresses and groups no case of `CASES` uses, so
+every case holds under `ALL_RULES`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.igmp import IGMP
 from scapy.packet import Raw
 
+from musersd.rules import Rule
+
 A = ipaddress.IPv4Address
+N = ipaddress.IPv4Network
 
 SENDER = "192.0.2.10"
 SENDER_LOW_TTL = "192.0.2.11"
@@ -35,6 +44,36 @@ RULES = {
     (A(SENDER), A(GROUP_MAX)): 255,
     (A(SENDER), A(SAP_GLOBAL)): 16,  # an announcer allowed to announce beyond this router
 }
+
+# Prefix rules, on groups and sources that no rule of RULES touches.
+PREFIX_GROUP = "239.2.2.2"  # the subnet 192.0.2.128/25 may send here
+SUBNET_HOST = "192.0.2.130"  # in /25 only
+INNER_HOST = "192.0.2.200"  # in /25 and in the longer /26
+EXACT_IN_SUBNET = "192.0.2.129"  # in /25, and with an exact rule of its own
+TRUSTED = "192.0.2.20"  # may send to 239.192.0.0/14
+SCOPED_GROUP = "239.193.1.1"  # in /14 only
+INNER_GROUP = "239.192.10.5"  # in /14 and in the longer /24
+EXACT_SCOPED = "239.192.5.5"  # in /14, with an exact rule for TRUSTED
+BOTH_GROUP = "239.192.1.1"  # TRUSTED's group prefix, and a source prefix holding TRUSTED
+RATE_GROUP = "239.1.1.3"  # SENDER's rate-limited rule
+
+PREFIX_RULES = {
+    (N("192.0.2.128/25"), A(PREFIX_GROUP)): 8,
+    (N("192.0.2.192/26"), A(PREFIX_GROUP)): 2,
+    (A(EXACT_IN_SUBNET), A(PREFIX_GROUP)): 1,
+    (A(TRUSTED), N("239.192.0.0/14")): 16,
+    (A(TRUSTED), N("239.192.10.0/24")): 4,
+    (A(TRUSTED), A(EXACT_SCOPED)): 1,
+    (N("192.0.2.16/28"), A(BOTH_GROUP)): 2,
+    (A(SENDER), A(RATE_GROUP)): Rule.make(SENDER, RATE_GROUP, 16, pps=1_000_000, bps=10_000_000_000),
+}
+ALL_RULES = {**RULES, **PREFIX_RULES}
+
+
+def as_rules(table) -> list[Rule]:
+    """A case table's rules as musersd Rules (a value is a max TTL, or already a Rule)."""
+    return [v if isinstance(v, Rule) else Rule.make(s, g, v) for (s, g), v in table.items()]
+
 
 MAC = dict(src="02:00:00:00:00:01", dst="01:00:5e:01:01:01")
 
@@ -197,4 +236,37 @@ def _cases() -> list[Case]:
     return c
 
 
+def _prefix_cases() -> list[Case]:
+    c: list[Case] = []
+    add = lambda name, frame, reason, action="pass": c.append(Case(name, frame, reason, action))  # noqa: E731
+
+    add("source prefix: a host of the subnet", udp(SUBNET_HOST, PREFIX_GROUP, 8), "passed")
+    add("source prefix: a host of the subnet, TTL over", udp(SUBNET_HOST, PREFIX_GROUP, 9), "ttl", "drop")
+    add("source prefix: first host of the subnet", udp("192.0.2.128", PREFIX_GROUP, 3), "passed")
+    add("source prefix: last host of the subnet", udp("192.0.2.255", PREFIX_GROUP, 2), "passed")
+    add("source prefix: host just below the subnet", udp("192.0.2.127", PREFIX_GROUP, 1), "unauthorized", "drop")
+    add("source prefix: a host of the subnet, other group", udp(SUBNET_HOST, "239.2.2.3", 1), "unauthorized", "drop")
+    add("source prefix: the longest prefix decides (/26 max 2)", udp(INNER_HOST, PREFIX_GROUP, 3), "ttl", "drop")
+    add("source prefix: the longest prefix, within its TTL", udp(INNER_HOST, PREFIX_GROUP, 2), "passed")
+    add("exact rule beats the subnet's (max 1)", udp(EXACT_IN_SUBNET, PREFIX_GROUP, 2), "ttl", "drop")
+    add("exact rule inside the subnet, within its TTL", udp(EXACT_IN_SUBNET, PREFIX_GROUP, 1), "passed")
+    add("group prefix: a group of the range", udp(TRUSTED, SCOPED_GROUP, 16), "passed")
+    add("group prefix: a group of the range, TTL over", udp(TRUSTED, SCOPED_GROUP, 17), "ttl", "drop")
+    add("group prefix: first group of the range", udp(TRUSTED, "239.192.0.0", 5), "passed")
+    add("group prefix: last group of the range", udp(TRUSTED, "239.195.255.254", 5), "passed")
+    add("group prefix: a group just past the range", udp(TRUSTED, "239.196.0.0", 1), "unauthorized", "drop")
+    add("group prefix: another source", udp(STRANGER, SCOPED_GROUP, 1), "unauthorized", "drop")
+    add("group prefix: the longest prefix decides (/24 max 4)", udp(TRUSTED, INNER_GROUP, 8), "ttl", "drop")
+    add("group prefix: the longest prefix, within its TTL", udp(TRUSTED, INNER_GROUP, 4), "passed")
+    add("exact rule beats the group prefix (max 1)", udp(TRUSTED, EXACT_SCOPED, 2), "ttl", "drop")
+    add("source prefix beats group prefix (max 2, not 16)", udp(TRUSTED, BOTH_GROUP, 3), "ttl", "drop")
+    add("source prefix beats group prefix, within its TTL", udp(TRUSTED, BOTH_GROUP, 2), "passed")
+    add("group prefix, 802.1Q tagged",
+        _with_l2(Ether(**MAC) / Dot1Q(vlan=10), TRUSTED, SCOPED_GROUP, 4), "passed")
+    add("rate-limited rule within its rate", udp(SENDER, RATE_GROUP, 8), "passed")
+    add("rate-limited rule, TTL over", udp(SENDER, RATE_GROUP, 17), "ttl", "drop")
+    return c
+
+
 CASES = _cases()
+PREFIX_CASES = _prefix_cases()

@@ -22,7 +22,7 @@ from musersd.maps import Mode
 from musersd.policy import decide
 from musersd.rules import Rule
 from tests.conftest import REPO
-from tests.policy_cases import CASES, GROUP, RULES, SENDER, STRANGER, udp
+from tests.policy_cases import ALL_RULES, CASES, GROUP, PREFIX_CASES, SENDER, STRANGER, as_rules, udp
 
 XDP_DROP, XDP_PASS = 1, 2
 ACTIONS = {XDP_DROP: "drop", XDP_PASS: "pass"}
@@ -33,8 +33,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def dp(pin_dir):
     plane = DataPlane(pin_dir, max_rules=1024).load()
-    for (src, grp), ttl in RULES.items():
-        plane.add_rule(Rule.make(src, grp, ttl))
+    for rule in as_rules(ALL_RULES):
+        plane.add_rule(rule)
     yield plane
     plane.close()
 
@@ -43,7 +43,7 @@ def _reason_delta(before, after):
     return {r for r in after if after[r]["packets"] != before[r]["packets"]}
 
 
-KERNEL_CASES = [c for c in CASES if c.runnable_in_kernel]
+KERNEL_CASES = [c for c in CASES + PREFIX_CASES if c.runnable_in_kernel]
 
 
 @pytest.mark.parametrize("mode", [Mode.ENFORCE, Mode.MONITOR])
@@ -54,7 +54,7 @@ def test_kernel_matches_model_on_every_case(dp, mode):
         before = dp.counters()
         run = dp.test_run(case.frame)
         after = dp.counters()
-        model = decide(case.frame, RULES, mode)
+        model = decide(case.frame, ALL_RULES, mode)
         got = (ACTIONS.get(run.retval, str(run.retval)), _reason_delta(before, after), _rewritten(case.frame, run.data))
         want = (model.action, {model.reason}, _expected_rewrite(case.frame, model.new_ttl))
         if got != want:
@@ -192,7 +192,7 @@ def test_table_full_is_an_error_and_slots_are_reused(pin_dir):
 def test_flush_and_apply_touch_only_the_difference(dp):
     dp.test_run(udp(SENDER, GROUP, 2), repeat=5)
     wanted = [Rule.make(SENDER, GROUP, 16), Rule.make(STRANGER, GROUP, 4)]
-    assert dp.apply(wanted) == (1, 0, len(RULES) - 1)  # one added, none replaced, the others removed
+    assert dp.apply(wanted) == (1, 0, len(ALL_RULES) - 1)  # one added, none replaced, the others removed
     assert dp.get_rule((SENDER, GROUP)).packets == 5  # untouched rule kept its counters
     assert {str(r.rule) for r in dp.rules()} == {str(r) for r in wanted}
     assert dp.flush() == 2
@@ -293,3 +293,212 @@ def test_bulk_load_is_all_or_nothing(pin_dir):
         assert dp.rule_count() == 10000
         assert dp.get_rule(("198.51.100.9", GROUP)) is None
         assert dp.get_rule((str(r.source), str(r.group))).packets == 1
+
+
+# -- rate limits -----------------------------------------------------------------------
+#
+# BPF_PROG_TEST_RUN with `repeat` runs the program back to back within
+# microseconds, so the program's clock (one tick: 4 ms) moves at most once
+# during a run, and at these rates one tick refills less than the cost of one
+# packet on top of what the burst leaves over: exactly as many packets pass
+# as the model's buckets (musersd.policy.RateBuckets) say at a standing clock.
+
+RATE_GROUP = "239.1.1.3"
+
+
+def _burst_of(rule: Rule, frame: bytes, n: int) -> int:
+    from musersd.policy import RateBuckets
+
+    b = RateBuckets()
+    return sum(b((rule.source, rule.group), rule, len(frame)) for _ in range(n))
+
+
+@pytest.mark.parametrize("limits", [dict(pps=1), dict(pps=200), dict(bps=1000), dict(bps=100_000),
+                                    dict(pps=100, bps=100_000), dict(pps=1000, bps=20_000)],
+                         ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_rate_limit_passes_the_burst_then_drops_as_the_model_says(pin_dir, limits):
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        rule = Rule.make(SENDER, RATE_GROUP, 8, **limits)
+        dp.add_rule(rule)
+        frame = udp(SENDER, RATE_GROUP, 8, b"r" * 200)
+        want = _burst_of(rule, frame, 2000)
+        assert 0 < want < 2000
+        before = dp.counters()
+        assert dp.test_run(frame, repeat=2000).retval == XDP_DROP  # the last run was over the rate
+        after = dp.counters()
+        delta = {r: after[r]["packets"] - before[r]["packets"] for r in after}
+        assert (delta["passed"], delta["rate"]) == (want, 2000 - want)
+        rs = dp.get_rule((SENDER, RATE_GROUP))
+        assert rs.packets == want  # the rule counts what it let through
+        assert (rs.rule.pps, rs.rule.bps) == (rule.pps, rule.bps)
+        denied = {(str(d.source), str(d.group)): d for d in dp.denied()}
+        assert denied[(SENDER, RATE_GROUP)].reason == "rate"
+        assert denied[(SENDER, RATE_GROUP)].packets == 2000 - want
+
+
+def test_rate_limit_in_monitor_mode_counts_but_passes(pin_dir):
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        dp.add_rule(Rule.make(SENDER, RATE_GROUP, 8, pps=100))  # a burst of 10
+        dp.set_mode("monitor")
+        frame = udp(SENDER, RATE_GROUP, 8)
+        before = dp.counters()
+        assert dp.test_run(frame, repeat=50).retval == XDP_PASS
+        after = dp.counters()
+        assert after["passed"]["packets"] - before["passed"]["packets"] == 10
+        assert after["rate"]["packets"] - before["rate"]["packets"] == 40
+
+
+def test_other_rules_and_unlimited_rules_are_untouched_by_a_limit(pin_dir):
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        dp.add_rule(Rule.make(SENDER, RATE_GROUP, 8, pps=1))
+        dp.add_rule(Rule.make(SENDER, GROUP, 8))
+        dp.add_rule(Rule.make(STRANGER, RATE_GROUP, 8, pps=1))  # its own buckets
+        assert dp.test_run(udp(SENDER, RATE_GROUP, 8), repeat=100).retval == XDP_DROP
+        assert dp.test_run(udp(SENDER, GROUP, 8), repeat=10_000).retval == XDP_PASS
+        assert dp.get_rule((SENDER, GROUP)).packets == 10_000
+        assert dp.test_run(udp(STRANGER, RATE_GROUP, 8)).retval == XDP_PASS
+
+
+def test_replacing_a_limit_refills_only_when_the_limit_changes(pin_dir):
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        frame = udp(SENDER, RATE_GROUP, 8)
+        dp.add_rule(Rule.make(SENDER, RATE_GROUP, 8, pps=1))
+        assert dp.test_run(frame, repeat=5).retval == XDP_DROP
+        dp.replace_rule(Rule.make(SENDER, RATE_GROUP, 9, pps=1))  # TTL only: the empty bucket stays empty
+        assert dp.test_run(frame).retval == XDP_DROP
+        dp.replace_rule(Rule.make(SENDER, RATE_GROUP, 9, pps=2))  # a new limit: a full bucket
+        assert dp.test_run(frame).retval == XDP_PASS
+        dp.replace_rule(Rule.make(SENDER, RATE_GROUP, 9))  # no limit at all
+        assert dp.test_run(frame, repeat=1000).retval == XDP_PASS
+        assert dp._map("mauth_rates").lookup(ctypes.c_uint32(dp._value(Rule.make(SENDER, RATE_GROUP, 9).key).slot)) \
+            is None
+        assert dp.get_rule((SENDER, RATE_GROUP)).rule == Rule.make(SENDER, RATE_GROUP, 9)
+        assert dp.remove_rule((SENDER, RATE_GROUP)) == Rule.make(SENDER, RATE_GROUP, 9)
+
+
+def test_rate_buckets_are_shared_by_every_cpu(pin_dir):
+    """One bucket per rule, not per CPU: runs on each CPU in turn share a single burst.
+
+    pps=1 gives a burst of one packet and a refill of one a second, so the
+    time between the two runs (milliseconds) adds nothing.
+    """
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.fail("this test needs two CPUs to show the bucket is shared")
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        dp.add_rule(Rule.make(SENDER, RATE_GROUP, 8, pps=1))
+        frame = udp(SENDER, RATE_GROUP, 8)
+        mask = os.sched_getaffinity(0)
+        passed = 0
+        try:
+            for cpu in cpus[:2]:
+                os.sched_setaffinity(0, {cpu})
+                before = dp.counters()["passed"]["packets"]
+                dp.test_run(frame, repeat=8)
+                passed += dp.counters()["passed"]["packets"] - before
+        finally:
+            os.sched_setaffinity(0, mask)
+        assert passed == 1  # per-CPU buckets would have let one through on each CPU
+
+
+# -- prefix rules ----------------------------------------------------------------------
+
+
+def _cfg_prefixes(dp) -> int:
+    return dp._cfg().prefixes
+
+
+def test_prefix_tries_are_consulted_only_while_they_hold_rules(pin_dir):
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        assert _cfg_prefixes(dp) == 0
+        dp.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 8))
+        assert _cfg_prefixes(dp) == maps.CFG_SRC_PREFIXES
+        dp.add_rule(Rule.make("192.0.2.20", "239.192.0.0/14", 8))
+        assert _cfg_prefixes(dp) == maps.CFG_SRC_PREFIXES | maps.CFG_GRP_PREFIXES
+        assert dp.test_run(udp("192.0.2.130", "239.2.2.2", 8)).retval == XDP_PASS
+        assert dp.test_run(udp("192.0.2.20", "239.193.0.1", 8)).retval == XDP_PASS
+        dp.remove_rule(("192.0.2.128/25", "239.2.2.2"))
+        assert _cfg_prefixes(dp) == maps.CFG_GRP_PREFIXES
+        assert dp.test_run(udp("192.0.2.130", "239.2.2.2", 8)).retval == XDP_DROP
+        assert dp.flush() == 1
+        assert _cfg_prefixes(dp) == 0
+        assert dp.test_run(udp("192.0.2.20", "239.193.0.1", 8)).retval == XDP_DROP
+
+
+def test_prefix_rules_are_found_by_their_exact_key_not_the_longest_match(pin_dir):
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        dp.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 8))
+        # A trie lookup of the /26 would answer with the /25's rule: it is not the /26's.
+        assert dp.get_rule(("192.0.2.192/26", "239.2.2.2")) is None
+        with pytest.raises(RuleNotFound):
+            dp.remove_rule(("192.0.2.192/26", "239.2.2.2"))
+        dp.add_rule(Rule.make("192.0.2.192/26", "239.2.2.2", 2))
+        with pytest.raises(RuleExists):
+            dp.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 3))
+        assert dp.get_rule(("192.0.2.192/26", "239.2.2.2")).rule.max_ttl == 2
+        assert dp.get_rule(("192.0.2.128/25", "239.2.2.2")).rule.max_ttl == 8
+        assert dp.replace_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 5, bps=1_000_000)) is True
+        assert {str(r.rule) for r in dp.rules()} == {
+            "192.0.2.128/25 -> 239.2.2.2 max-ttl 5 bps 1000000", "192.0.2.192/26 -> 239.2.2.2 max-ttl 2"}
+        dp.test_run(udp("192.0.2.130", "239.2.2.2", 5), repeat=7)
+        dp.test_run(udp("192.0.2.200", "239.2.2.2", 2), repeat=3)
+        assert dp.get_rule(("192.0.2.128/25", "239.2.2.2")).packets == 7
+        assert dp.get_rule(("192.0.2.192/26", "239.2.2.2")).packets == 3
+        assert dp.remove_rule(("192.0.2.192/26", "239.2.2.2")).max_ttl == 2
+        assert dp.test_run(udp("192.0.2.200", "239.2.2.2", 5)).retval == XDP_PASS  # now under the /25
+
+
+def test_prefix_and_rate_rules_survive_the_process_and_are_adopted(pin_dir):
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from musersd.dataplane import DataPlane
+from musersd.rules import Rule
+dp = DataPlane({str(pin_dir)!r}, max_rules=1024).load()
+dp.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 8, pps=1))
+dp.add_rule(Rule.make("192.0.2.20", "239.192.0.0/14", 16))
+dp.add_rule(Rule.make("192.0.2.20", "239.1.1.1", 4))
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    with DataPlane(pin_dir).open() as reader:
+        assert [str(r.rule) for r in reader.rules()] == [
+            "192.0.2.20 -> 239.1.1.1 max-ttl 4",
+            "192.0.2.20 -> 239.192.0.0/14 max-ttl 16",
+            "192.0.2.128/25 -> 239.2.2.2 max-ttl 8 pps 1",
+        ]
+    with DataPlane(pin_dir, max_rules=1024).load() as dp:
+        assert not dp.created and dp.rule_count() == 3
+        assert _cfg_prefixes(dp) == maps.CFG_SRC_PREFIXES | maps.CFG_GRP_PREFIXES
+        assert dp.test_run(udp("192.0.2.200", "239.2.2.2", 8), repeat=5).retval == XDP_DROP
+        assert dp.get_rule(("192.0.2.128/25", "239.2.2.2")).packets == 1
+        with pytest.raises(RuleExists):
+            dp.add_rule(Rule.make("192.0.2.20", "239.192.0.0/14", 1))
+        dp.add_rule(Rule.make("192.0.2.21", "239.1.1.1", 4))
+        slots = [v.slot for _, v in dp._entries()]
+        assert len(set(slots)) == 4  # the new rule did not take an adopted rule's slot
+
+
+def test_authorizing_a_subnet_clears_its_hosts_from_the_denied_table(pin_dir):
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        for host in ("192.0.2.130", "192.0.2.131", "192.0.2.5"):
+            dp.test_run(udp(host, "239.2.2.2", 4))
+        dp.test_run(udp("192.0.2.130", "239.2.2.3", 4))
+        dp.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 8))
+        assert sorted((str(d.source), str(d.group)) for d in dp.denied()) == [
+            ("192.0.2.130", "239.2.2.3"), ("192.0.2.5", "239.2.2.2")]
+
+
+def test_bulk_load_takes_prefix_and_rate_rules_too_all_or_nothing(pin_dir):
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        rules = [Rule.make(f"192.0.2.{i}", GROUP, 4) for i in range(1, 11)]
+        rules += [Rule.make("192.0.2.128/25", "239.2.2.2", 8), Rule.make(SENDER, RATE_GROUP, 8, pps=1)]
+        assert dp.add_rules_bulk(rules) == 12
+        assert {r.rule for r in dp.rules()} == set(rules)
+        with pytest.raises(RuleExists):
+            dp.add_rules_bulk([Rule.make("198.51.100.1", GROUP, 4), Rule.make("192.0.2.128/25", "239.2.2.2", 1)])
+        assert dp.rule_count() == 12
+        with pytest.raises(TableFull):
+            dp.add_rules_bulk([Rule.make("198.51.100.0/24", f"239.9.9.{i}", 1) for i in range(1, 60)])
+        assert dp.rule_count() == 12 and _cfg_prefixes(dp) == maps.CFG_SRC_PREFIXES
