@@ -30,6 +30,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Label, OptionList, Static, TabbedContent, TabPane
@@ -326,6 +327,12 @@ class Dashboard(App[int]):
 
     def render_all(self) -> None:
         self._render_pending = False
+        try:
+            self._render_all()
+        except NoMatches:  # a render timer that fired while the app was closing
+            pass
+
+    def _render_all(self) -> None:
         now, now_wall = time.monotonic(), time.time()
         b = self.board
         self._fill("sessions", b.session_rows(now_wall))
