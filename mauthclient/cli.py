@@ -604,6 +604,9 @@ def _event_summary(kind: str, data: dict) -> str:
     if kind.startswith("rule."):
         r = data.get("rule", {})
         return f"{r.get('source')} -> {r.get('group')} max-ttl {r.get('max_ttl')} by {data.get('actor')}"
+    if kind == "denied":
+        return (f"{data.get('router')}: {data.get('source')} -> {data.get('group')} {data.get('reason')}"
+                f" (+{data.get('new_packets')} packets, {data.get('packets')} in all, last TTL {data.get('last_ttl')})")
     if kind == "router.changed":
         return f"{data.get('name')} {data.get('state')} pending {data.get('pending')}"
     return json.dumps(data, sort_keys=True)

@@ -278,6 +278,15 @@ def test_server_mode_events_follow_the_stream(server):
     assert r.stdout.split()[1:5] == ["rule.removed", "192.0.2.10", "->", "239.1.1.1"]
 
 
+def test_event_lines_name_what_happened():
+    from mauthclient.cli import _event_summary
+
+    assert _event_summary("denied", {"router": "r1", "source": "192.0.2.12", "group": "239.1.1.1",
+                                     "reason": "unauthorized", "new_packets": 5, "packets": 20, "last_ttl": 4}) == (
+        "r1: 192.0.2.12 -> 239.1.1.1 unauthorized (+5 packets, 20 in all, last TTL 4)")
+    assert _event_summary("router.changed", {"name": "r1", "state": "up", "pending": 0}) == "r1 up pending 0"
+
+
 def test_server_mode_errors(server, tmp_path):
     fleet, opts = server
     wrong = secret(tmp_path / "wrong.token", "wrong-token-wrong-token")
