@@ -42,7 +42,6 @@ from .board import Board
 TRAFFIC_INTERVAL = 2.0
 MIN_READ_GAP = 1.0  # the server shares reads younger than 1 s anyway
 RETRY_MIN, RETRY_MAX = 1.0, 10.0
-PANES = ("sessions", "senders", "denied", "routers")
 # Colours for cells that say whether things are well: (pane, column) -> value -> style.
 STYLES = {
     ("sessions", "AUTH"): {"yes": "green", "pending": "yellow", "partial": "yellow", "no": "red"},
