@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: setup test unit integration demo bench clean
+.PHONY: setup test unit integration demo bench clean install uninstall man
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,22 @@ demo: setup
 # Benchmarks (bench/): print tables, regenerate docs/benchmarks.json. Root, about 1 minute.
 bench: setup
 	$(PY) -m bench
+
+# Install on this machine (scripts/install.sh says what goes where and why).
+# DESTDIR stages the tree elsewhere; PREFIX defaults to /usr/local. Needs the
+# Debian packages of `make setup` (bcc, python3-venv, build tools).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+install:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" bash scripts/install.sh install
+
+uninstall:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" bash scripts/install.sh uninstall
+
+# Regenerate docs/man/*.1 from the command-line definitions.
+man: setup
+	$(PY) scripts/gen_manpages.py
 
 clean:
 	rm -rf $(VENV) *.egg-info build .pytest_cache
