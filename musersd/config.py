@@ -1,14 +1,21 @@
 """The declarative rule file (the paper's mauth.conf), parsed strictly.
 
-Format: one authorized sender per line, whitespace-separated:
+Format: one authorized sender per line, whitespace-separated, then
+optional rate limits:
 
-    # source        group          max-ttl
-    192.0.2.10      239.1.1.1      16
-    192.0.2.11      239.1.1.2      1     # trailing comments are fine
+    # source        group            max-ttl  [pps=N] [bps=N]
+    192.0.2.10      239.1.1.1        16
+    192.0.2.11      239.1.1.2        1        # trailing comments are fine
+    192.0.2.0/24    239.1.1.3        8        # every host of the subnet
+    192.0.2.12      239.192.0.0/14   16       # every group of the range
+    192.0.2.13      239.1.1.4        16       pps=500 bps=2M
 
-Blank lines and everything after `#` are ignored. Anything else is an error
-that names the file and line: a wrong number of fields, an invalid address,
-group or TTL, or the same (source, group) twice. The whole file is rejected
+A source or group written ADDR/LEN is a prefix (one per rule at most; see
+musersd/rules.py); pps and bps take a whole number with an optional k, M
+or G (x1000, x1000000, x1000000000). Blank lines and everything after `#`
+are ignored. Anything else is an error that names the file and line: a
+wrong number of fields, an invalid address, prefix, group, TTL or limit, a
+limit given twice or unknown, or the same (source, group) twice. The whole file is rejected
 on the first error, so a daemon reloading it on SIGHUP keeps the rules it
 runs with rather than applying half a file. `mauthctl check-config` uses this
 same parser.
@@ -42,12 +49,13 @@ def parse_rules(text: str, name: str = "<rules>") -> tuple[Rule, ...]:
         if not line:
             continue
         fields = line.split()
-        if len(fields) != 3:
+        if len(fields) < 3:
             raise ConfigError(
-                f"{name}:{lineno}: expected 'SOURCE GROUP MAX-TTL', got {len(fields)} field(s)"
+                f"{name}:{lineno}: expected 'SOURCE GROUP MAX-TTL [pps=N] [bps=N]', got {len(fields)} field(s)"
             )
         try:
-            rule = Rule.make(*fields)
+            limits = _limits(fields[3:])
+            rule = Rule.make(*fields[:3], **limits)
         except RuleError as exc:
             raise ConfigError(f"{name}:{lineno}: {exc}") from None
         if rule.key in seen:
@@ -57,6 +65,22 @@ def parse_rules(text: str, name: str = "<rules>") -> tuple[Rule, ...]:
         seen[rule.key] = lineno
         rules.append(rule)
     return tuple(rules)
+
+
+_LIMITS = ("pps", "bps")
+
+
+def _limits(fields: list[str]) -> dict[str, str]:
+    """{"pps": text, "bps": text} from the fields after the TTL; RuleError for anything else."""
+    out: dict[str, str] = {}
+    for field in fields:
+        name, eq, value = field.partition("=")
+        if not eq or name not in _LIMITS:
+            raise RuleError(f"unexpected {field!r} after the max TTL; only pps=N and bps=N may follow it")
+        if name in out:
+            raise RuleError(f"{name} is given twice")
+        out[name] = value
+    return out
 
 
 def load_rules(path: str | Path) -> RuleFile:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 from contextlib import contextmanager
-import ipaddress
 import logging
 
 from . import dataplane as dpl
@@ -50,11 +49,11 @@ def _translated():
 
 
 def _cursor(key: RuleKey) -> bytes:
-    return bytes([key.source.version]) + key.source.packed + key.group.packed
+    return key.cursor  # family, source, group, source length, group length: sorts as the keys do
 
 
 def _key_of_cursor(cursor: bytes) -> bytes:
-    if cursor and (len(cursor) != 9 or cursor[0] != 4):
+    if cursor and (len(cursor) != 11 or cursor[0] != 4):
         raise BadCursor("the cursor was not issued by this router")
     return cursor
 
@@ -73,12 +72,14 @@ class DataPlaneBackend:
     def __init__(self, dp: dpl.DataPlane):
         self.dp = dp
         self._sorted: list[bytes] | None = None
+        self._order: list[tuple[bytes, RuleKey]] | None = None
         self._denied_snapshot: tuple[list[bytes], list] | None = None
 
     # -------------------------------------------------------------- changes
 
     def _changed(self) -> None:
         self._sorted = None
+        self._order = None
 
     def rules_changed(self) -> None:
         """The maps were changed behind this backend's back (a SIGHUP reload): forget the cached key order."""
@@ -120,18 +121,22 @@ class DataPlaneBackend:
     def get_mode(self) -> Mode:
         return Mode.MONITOR if self.dp.mode is MapMode.MONITOR else Mode.ENFORCE
 
+    def _ordered(self) -> list[tuple[bytes, RuleKey]]:
+        """(cursor, key) of every rule, exact and prefix, in cursor order."""
+        if self._order is None:
+            self._order = sorted((k.cursor, k) for k in self.dp.rule_keys())
+        return self._order
+
     def _keys(self) -> list[bytes]:
         if self._sorted is None:
-            self._sorted = sorted(bytes([4]) + bytes(k.src) + bytes(k.grp)
-                                  for k in self.dp._map("mauth_rules4").keys())
+            self._sorted = [c for c, _ in self._ordered()]
         return self._sorted
 
     def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
-        keys = self._keys()
-        start = bisect.bisect_right(keys, _key_of_cursor(cursor)) if cursor else 0
+        keys = self._ordered()
+        start = bisect.bisect_right(keys, _key_of_cursor(cursor), key=lambda t: t[0]) if cursor else 0
         items = []
-        for raw in keys[start:start + limit]:
-            key = RuleKey(ipaddress.IPv4Address(raw[1:5]), ipaddress.IPv4Address(raw[5:9]))
+        for _, key in keys[start:start + limit]:
             rs = self.dp.get_rule(key)
             if rs is None:  # vanished since the cache was built
                 continue
@@ -144,8 +149,8 @@ class DataPlaneBackend:
         # listing reads it once, on its first page, and pages through that
         # snapshot; it also gives the listing one consistent view.
         if not cursor or self._denied_snapshot is None:
-            entries = sorted(self.dp.denied(), key=lambda d: bytes([4]) + d.source.packed + d.group.packed)
-            self._denied_snapshot = ([bytes([4]) + d.source.packed + d.group.packed for d in entries], entries)
+            entries = sorted(self.dp.denied(), key=lambda d: RuleKey(d.source, d.group).cursor)
+            self._denied_snapshot = ([RuleKey(d.source, d.group).cursor for d in entries], entries)
         keys, entries = self._denied_snapshot
         start = bisect.bisect_right(keys, _key_of_cursor(cursor)) if cursor else 0
         page = []

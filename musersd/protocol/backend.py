@@ -68,7 +68,7 @@ class Backend(Protocol):
 
 
 def _key_cursor(source: IPAddress, group: IPAddress) -> bytes:
-    return bytes([source.version]) + source.packed + group.packed
+    return RuleKey(source, group).cursor
 
 
 class MemoryBackend:
@@ -139,12 +139,12 @@ class MemoryBackend:
 
     def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
         self.log.append(("list", cursor))
-        ordered = sorted(self.rules.items(), key=lambda kv: _key_cursor(kv[0].source, kv[0].group))
+        ordered = sorted(self.rules.items(), key=lambda kv: kv[0].cursor)
         items = [
             RuleEntry(rule, *self.traffic.get(key, (0, 0, 0)))
             for key, rule in ordered
         ]
-        cursors = [_key_cursor(k.source, k.group) for k, _ in ordered]
+        cursors = [k.cursor for k, _ in ordered]
         return self._page(items, cursors, cursor, limit)
 
     def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
@@ -165,7 +165,7 @@ class MemoryBackend:
 
     @staticmethod
     def _page(items: list, cursors: list[bytes], cursor: bytes, limit: int) -> Page:
-        if cursor and (len(cursor) not in (9, 33) or cursor[0] not in (4, 6)):
+        if cursor and (len(cursor) not in (11, 35) or cursor[0] not in (4, 6)):
             raise BadCursor("the listing cursor is not one this router issued")
         start = 0
         if cursor:

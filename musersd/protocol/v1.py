@@ -139,6 +139,8 @@ def _check_byte(value: int, what: str) -> None:
 
 
 def _packed_v4(address: object, what: str) -> bytes:
+    if isinstance(address, ipaddress.IPv4Network):
+        raise LocalProtocolError(f"v1 carries host addresses only, not the {what} prefix {address}; use v2")
     if not isinstance(address, ipaddress.IPv4Address):
         raise LocalProtocolError(f"v1 carries only IPv4 addresses, not {what} {address}")
     return address.packed
@@ -148,6 +150,8 @@ def encode_request(request: V1Request) -> bytes:
     """The 11 bytes of `request`. LocalProtocolError if it cannot be expressed in v1."""
     if isinstance(request, V1Add):
         source, group, max_ttl = request.rule.source, request.rule.group, request.rule.max_ttl
+        if request.rule.rate_limited:
+            raise LocalProtocolError(f"v1 carries no rate limits, so it cannot add {request.rule}; use v2")
     elif isinstance(request, V1Remove):
         source, group, max_ttl = request.key.source, request.key.group, request.max_ttl
     else:

@@ -61,7 +61,7 @@ from musersd.protocol.model import (
     ReasonCounter,
     RuleEntry,
 )
-from musersd.rules import IPAddress, Rule, RuleError, RuleKey
+from musersd.rules import Endpoint, IPAddress, Rule, RuleError, RuleKey
 
 MAGIC = b"MAU"
 VERSION = 2
@@ -374,19 +374,26 @@ _RULE_FIXED = struct.Struct("!BBBBIQ")  # 16
 _KEY_FIXED = struct.Struct("!BBBB")  # 4
 
 
-def _host_check(family: int, src: IPAddress, grp: IPAddress, src_plen: int, grp_plen: int) -> None:
+def _endpoints(family: int, src: IPAddress, grp: IPAddress, src_plen: int,
+               grp_plen: int) -> tuple[Endpoint, Endpoint]:
+    """The source and group as rule sides: an address for a full-length prefix, else a network.
+
+    INVALID_ARGUMENT for a length beyond the address or bits set beyond it,
+    then UNSUPPORTED for IPv6; what a rule may be is up to Rule.make().
+    """
     bits = _ADDRESS_SIZE[family] * 8
+    sides = []
     for what, address, plen in (("source", src, src_plen), ("group", grp, grp_plen)):
         if plen > bits:
             raise InvalidArgument(f"{what} prefix length {plen} exceeds {bits}")
         try:
-            ipaddress.ip_network((address, plen), strict=True)
+            net = ipaddress.ip_network((address, plen), strict=True)
         except ValueError:
             raise InvalidArgument(f"{what} {address}/{plen} has bits set beyond the prefix length") from None
+        sides.append(address if plen == bits else net)
     if family != 4:
         raise Unsupported("IPv6 rules are not supported by this router yet")
-    if src_plen != bits or grp_plen != bits:
-        raise Unsupported("prefix rules are not supported by this router yet; use host prefixes (32)")
+    return sides[0], sides[1]
 
 
 def _read_addresses(r: _Reader, family: int, what: str) -> tuple[IPAddress, IPAddress]:
@@ -398,20 +405,21 @@ def _read_addresses(r: _Reader, family: int, what: str) -> tuple[IPAddress, IPAd
 def _read_rule(r: _Reader) -> Rule:
     family, src_plen, grp_plen, max_ttl, pps, bps = r.unpack(_RULE_FIXED, "rule")
     src, grp = _read_addresses(r, family, "rule")
-    _host_check(family, src, grp, src_plen, grp_plen)
-    if pps or bps:
-        raise Unsupported("per-rule rate limits are not supported by this router yet; send 0")
+    source, group = _endpoints(family, src, grp, src_plen, grp_plen)
     try:
-        return Rule.make(src, grp, max_ttl)
+        return Rule.make(source, group, max_ttl, pps=pps, bps=bps)
     except RuleError as err:
         raise InvalidArgument(str(err)) from None
 
 
 def _write_rule(rule: Rule) -> bytes:
-    family = _family_of(rule.source, rule.group)
-    bits = _ADDRESS_SIZE[family] * 8
+    key = rule.key
+    family = _family_of(key.source_address, key.group_address)
     _check_int(rule.max_ttl, 8, "max_ttl")
-    return _RULE_FIXED.pack(family, bits, bits, rule.max_ttl, 0, 0) + rule.source.packed + rule.group.packed
+    _check_int(rule.pps, 32, "pps")
+    _check_int(rule.bps, 64, "bps")
+    return (_RULE_FIXED.pack(family, key.source_len, key.group_len, rule.max_ttl, rule.pps, rule.bps)
+            + key.source_address.packed + key.group_address.packed)
 
 
 def _read_key(r: _Reader) -> RuleKey:
@@ -419,17 +427,17 @@ def _read_key(r: _Reader) -> RuleKey:
     src, grp = _read_addresses(r, family, "rule key")
     if reserved:
         raise Malformed("reserved byte of a rule key is not zero")
-    _host_check(family, src, grp, src_plen, grp_plen)
+    source, group = _endpoints(family, src, grp, src_plen, grp_plen)
     try:
-        return RuleKey.make(src, grp)
+        return RuleKey.make(source, group)
     except RuleError as err:
         raise InvalidArgument(str(err)) from None
 
 
 def _write_key(key: RuleKey) -> bytes:
-    family = _family_of(key.source, key.group)
-    bits = _ADDRESS_SIZE[family] * 8
-    return _KEY_FIXED.pack(family, bits, bits, 0) + key.source.packed + key.group.packed
+    family = _family_of(key.source_address, key.group_address)
+    return (_KEY_FIXED.pack(family, key.source_len, key.group_len, 0)
+            + key.source_address.packed + key.group_address.packed)
 
 
 # =============================================================================

@@ -20,7 +20,7 @@ from musersd import maps
 from musersd.dataplane import DataPlane, DataPlaneError, RuleExists, RuleNotFound, TableFull
 from musersd.maps import Mode
 from musersd.policy import decide
-from musersd.rules import Rule
+from musersd.rules import Rule, RuleKey
 from tests.conftest import REPO
 from tests.policy_cases import ALL_RULES, CASES, GROUP, PREFIX_CASES, SENDER, STRANGER, as_rules, udp
 
@@ -455,7 +455,7 @@ def test_prefix_and_rate_rules_survive_the_process_and_are_adopted(pin_dir):
 import sys
 sys.path.insert(0, {str(REPO)!r})
 from musersd.dataplane import DataPlane
-from musersd.rules import Rule
+from musersd.rules import Rule, RuleKey
 dp = DataPlane({str(pin_dir)!r}, max_rules=1024).load()
 dp.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 8, pps=1))
 dp.add_rule(Rule.make("192.0.2.20", "239.192.0.0/14", 16))
@@ -502,3 +502,34 @@ def test_bulk_load_takes_prefix_and_rate_rules_too_all_or_nothing(pin_dir):
         with pytest.raises(TableFull):
             dp.add_rules_bulk([Rule.make("198.51.100.0/24", f"239.9.9.{i}", 1) for i in range(1, 60)])
         assert dp.rule_count() == 12 and _cfg_prefixes(dp) == maps.CFG_SRC_PREFIXES
+
+
+def test_protocol_backend_pages_through_exact_prefix_and_rate_rules(pin_dir):
+    from musersd.dataplane_backend import DataPlaneBackend
+    from musersd.protocol.errors import Exists, NotFound
+
+    with DataPlane(pin_dir, max_rules=128).load() as dp:
+        b = DataPlaneBackend(dp)
+        want = {Rule.make(f"192.0.2.{i}", "239.2.2.2", 4) for i in range(1, 11)}
+        want |= {Rule.make(f"192.0.2.{16 * i}/28", "239.2.2.2", 5, pps=100 * i) for i in range(8)}
+        want |= {Rule.make("192.0.2.0", f"239.{192 + i}.0.0/16", 6, bps=10**6 * (i + 1)) for i in range(4)}
+        want |= {Rule.make("192.0.2.0", "239.2.2.2", 7)}  # same addresses as the /28 and the /16s: another key
+        for rule in sorted(want):
+            b.add(rule)
+        with pytest.raises(Exists):
+            b.add(Rule.make("192.0.2.16/28", "239.2.2.2", 1))
+        seen, cursor = [], b""
+        while True:
+            page = b.list(cursor, 5)
+            seen += [e.rule for e in page.items]
+            cursor = page.cursor
+            if not cursor:
+                break
+        assert len(seen) == len(set(seen)) == len(want) == b.counters().rule_count
+        assert set(seen) == want
+        b.remove(RuleKey.make("192.0.2.0", "239.193.0.0/16"))
+        with pytest.raises(NotFound):
+            b.remove(RuleKey.make("192.0.2.0", "239.193.0.0/16"))
+        assert b.replace(Rule.make("192.0.2.32/28", "239.2.2.2", 5)) is False  # replaced, no limit now
+        assert dp.get_rule(("192.0.2.32/28", "239.2.2.2")).rule.pps == 0
+        assert b.counters().rule_count == len(want) - 1

@@ -23,6 +23,24 @@ def test_good_file():
     )
 
 
+def test_prefixes_and_rate_limits():
+    rules = parse_rules("""\
+192.0.2.0/24   239.1.1.1       8   pps=500
+192.0.2.10     239.192.0.0/14  16  bps=2.5M pps=1k
+192.0.2.10/32  239.1.1.2       4   # a /32 is the host itself
+192.0.2.0      239.1.1.1       8   # the subnet's first address: not the subnet
+""")
+    assert rules == (
+        Rule.make("192.0.2.0/24", "239.1.1.1", 8, pps=500),
+        Rule.make("192.0.2.10", "239.192.0.0/14", 16, pps=1000, bps=2_500_000),
+        Rule.make("192.0.2.10", "239.1.1.2", 4),
+        Rule.make("192.0.2.0", "239.1.1.1", 8),
+    )
+    assert str(rules[0].source) == "192.0.2.0/24" and str(rules[2].source) == "192.0.2.10"
+    with pytest.raises(ConfigError, match="already authorized on line 1"):
+        parse_rules("192.0.2.0/24 239.1.1.1 8\n192.0.2.0/24 239.1.1.1 4 pps=1\n")
+
+
 def test_empty_file_means_no_rules():
     assert parse_rules("# nothing\n\n") == ()
 
@@ -30,8 +48,20 @@ def test_empty_file_means_no_rules():
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("192.0.2.10 239.1.1.1", "expected 'SOURCE GROUP MAX-TTL', got 2"),
-        ("192.0.2.10 239.1.1.1 5 extra", "got 4"),
+        ("192.0.2.10 239.1.1.1", "expected 'SOURCE GROUP MAX-TTL [pps=N] [bps=N]', got 2"),
+        ("192.0.2.10 239.1.1.1 5 extra", "unexpected 'extra' after the max TTL"),
+        ("192.0.2.10 239.1.1.1 5 ttl=4", "only pps=N and bps=N"),
+        ("192.0.2.10 239.1.1.1 5 pps=1 pps=2", "pps is given twice"),
+        ("192.0.2.10 239.1.1.1 5 pps=fast", "pps limit 'fast' is not a number"),
+        ("192.0.2.10 239.1.1.1 5 bps=1.5", "not a whole number"),
+        ("192.0.2.10 239.1.1.1 5 bps=-3", "negative"),
+        ("192.0.2.10 239.1.1.1 5 bps=200G", "above the largest"),
+        ("192.0.2.10/24 239.1.1.1 5", "bits set beyond its prefix length (did you mean 192.0.2.0/24?)"),
+        ("0.0.0.0/0 239.1.1.1 5", "source prefix /0"),
+        ("192.0.2.0/24 239.0.0.0/8 5", "a source prefix and a group prefix"),
+        ("192.0.2.10 224.0.0.0/24 5", "link-local"),
+        ("192.0.2.10 10.0.0.0/8 5", "not inside the multicast range"),
+        ("192.0.2.0/33 239.1.1.1 5", "not an IP address or prefix"),
         ("192.0.2.10 10.0.0.1 5", "not a multicast address"),
         ("192.0.2.10 224.0.0.5 5", "link-local"),
         ("192.0.2.10 239.1.1.1 0", "outside 1-255"),

@@ -208,3 +208,19 @@ def test_random_bytes_give_a_response_or_a_protocol_error(data):
     except ProtocolError:
         return
     assert v1.encode_response(message) == data
+
+
+@pytest.mark.parametrize("rule, why", [
+    (Rule.make("192.0.2.0/24", "239.1.1.1", 4), "source prefix 192.0.2.0/24"),
+    (Rule.make("192.0.2.10", "239.192.0.0/14", 4), "group prefix 239.192.0.0/14"),
+    (Rule.make("192.0.2.10", "239.1.1.1", 4, pps=100), "no rate limits"),
+])
+def test_v1_refuses_what_it_cannot_carry_instead_of_dropping_it(rule, why):
+    with pytest.raises(LocalProtocolError, match=why):
+        v1.encode_request(V1Add(1, rule))
+
+
+@pytest.mark.parametrize("key", [RuleKey.make("192.0.2.0/24", "239.1.1.1"), RuleKey.make("192.0.2.1", "239.0.0.0/8")])
+def test_v1_cannot_remove_a_prefix_rule(key):
+    with pytest.raises(LocalProtocolError, match="host addresses only"):
+        v1.encode_request(V1Remove(1, key))

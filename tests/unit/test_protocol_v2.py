@@ -115,6 +115,12 @@ REQUESTS = {
     "flush-request": (Request(Flush(), 2, E, 1, 8), req(0x08, "", seq=8, key_id=2, secret=b"\xaa" * 16)),
     "mode-get-request": (Request(ModeRequest(), 1, E, 1, 9), req(0x09, "00", seq=9)),
     "mode-set-request": (Request(ModeRequest(Mode.MONITOR), 1, E, 1, 10), req(0x09, "02", seq=10)),
+    "add-prefix-rate-request": (
+        Request(Add(Rule.make("10.0.0.0/24", "239.1.2.3", 16, pps=500, bps=2_000_000)), 1, E, 1, 11),
+        req(0x02, "04 18 20 10 000001f4 00000000001e8480 0a000000 ef010203", seq=11)),
+    "remove-group-prefix-request": (
+        Request(Remove(RuleKey.make("10.0.0.1", "239.192.0.0/14")), 1, E, 1, 12),
+        req(0x04, "04 20 0e 00 0a000001 efc00000", seq=12)),
 }
 
 LAST_SEEN = 0x00000190A3B2C1D0
@@ -333,11 +339,18 @@ V6_RULE = "06 80 80 10 00000000 0000000000000000" + "20010db80000000000000000000
         (0x02, V6_RULE, Unsupported, "IPv6"),
         (0x03, V6_RULE, Unsupported, "IPv6"),
         (0x04, "06 80 80 00 20010db8000000000000000000000001 ff3e0000000000000000000000000001", Unsupported, "IPv6"),
-        (0x02, "04 18 20 10 00000000 0000000000000000 0a000000 ef010203", Unsupported, "prefix"),
-        (0x02, "04 20 1c 10 00000000 0000000000000000 0a000001 ef010200", Unsupported, "prefix"),
-        (0x04, "04 00 20 00 00000000 ef010203", Unsupported, "prefix"),
-        (0x02, "04 20 20 10 00000001 0000000000000000 0a000001 ef010203", Unsupported, "rate"),
-        (0x02, "04 20 20 10 00000000 0000000000000001 0a000001 ef010203", Unsupported, "rate"),
+        (0x02, "04 18 1c 10 00000000 0000000000000000 0a000000 ef010200", InvalidArgument,
+         "a source prefix and a group prefix"),
+        (0x04, "04 00 20 00 00000000 ef010203", InvalidArgument, "source prefix /0"),
+        (0x02, "04 20 00 10 00000000 0000000000000000 0a000001 00000000", InvalidArgument, "group prefix /0"),
+        (0x02, "04 20 08 10 00000000 0000000000000000 0a000001 0a000000", InvalidArgument,
+         "not inside the multicast range"),
+        (0x02, "04 20 18 10 00000000 0000000000000000 0a000001 e0000000", InvalidArgument, "link-local"),
+        (0x02, "04 01 20 10 00000000 0000000000000000 80000000 ef010203", InvalidArgument, "overlaps"),
+        (0x02, "04 20 20 10 00000000 000000174876e801 0a000001 ef010203", InvalidArgument,
+         "above the largest"),
+        (0x02, "04 18 20 10 00000000 0000000000000000 0a000001 ef010203", InvalidArgument, "beyond the prefix"),
+        (0x04, "04 20 0e 00 0a000001 efc10000", InvalidArgument, "beyond the prefix"),
         (0x02, "04 18 20 10 00000000 0000000000000000 0a000001 ef010203", InvalidArgument, "beyond the prefix"),
         (0x02, "04 21 20 10 00000000 0000000000000000 0a000001 ef010203", InvalidArgument, "exceeds 32"),
         (0x02, "04 20 20 10 00000000 0000000000000000 0a000001 0a000002", InvalidArgument, "not a multicast"),
@@ -447,8 +460,14 @@ def test_encode_misuse_is_a_local_protocol_error(build):
 u8, u16, u32, u64 = (st.integers(0, 2**n - 1) for n in (8, 16, 32, 64))
 sources = st.integers(0x01000000, 0xDFFFFFFF).map(ipaddress.IPv4Address)
 groups = st.integers(0xE0000100, 0xEFFFFFFF).map(ipaddress.IPv4Address)
-rules = st.builds(Rule.make, sources, groups, st.integers(1, 255))
-rule_keys = st.builds(RuleKey.make, sources, groups)
+source_prefixes = st.builds(lambda a, n: ipaddress.IPv4Network((a, n), strict=False),
+                            st.integers(0x01000000, 0xDFFFFFFF), st.integers(4, 31))
+group_prefixes = st.builds(lambda a, n: ipaddress.IPv4Network((a, n), strict=False),
+                           st.integers(0xE0000100, 0xEFFFFFFF), st.integers(4, 23))
+rule_keys = st.one_of(st.builds(RuleKey.make, sources, groups), st.builds(RuleKey.make, source_prefixes, groups),
+                      st.builds(RuleKey.make, sources, group_prefixes))
+rules = st.builds(lambda k, ttl, pps, bps: Rule.make(k.source, k.group, ttl, pps=pps, bps=bps), rule_keys,
+                  st.integers(1, 255), st.one_of(st.just(0), u32), st.one_of(st.just(0), st.integers(1, 10**11)))
 cursors = st.binary(max_size=v2.MAX_CURSOR)
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=16)
 modes = st.sampled_from(Mode)
