@@ -126,11 +126,27 @@ def _server(ctx):
         raise Fail(str(exc), EXIT_UNREACHABLE) from None
 
 
-def _rule(source, group, max_ttl) -> Rule:
+def _rule(source, group, max_ttl, pps=0, bps=0) -> Rule:
     try:
-        return Rule.make(source, group, max_ttl)
+        return Rule.make(source, group, max_ttl, pps=pps, bps=bps)
     except RuleError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
+
+
+def _limits(rule) -> str:
+    """A rule's rate limits for a table cell ("-" for none); `rule` is a Rule or a rule's JSON."""
+    get = rule.get if isinstance(rule, dict) else lambda name, default=0: getattr(rule, name, default)
+    parts = [f"{name} {get(name, 0)}" for name in ("pps", "bps") if get(name, 0)]
+    return ", ".join(parts) or "-"
+
+
+def _add_through_server(api, rule: Rule, replace: bool) -> dict:
+    if not rule.rate_limited:
+        return api.add_rule(str(rule.source), str(rule.group), rule.max_ttl, replace=replace)
+    # ApiClient.add_rule() predates rate limits; POST /rules takes them as two more fields.
+    return api._json("POST", "/rules", {"source": str(rule.source), "group": str(rule.group),
+                                        "max_ttl": rule.max_ttl, "pps": rule.pps, "bps": rule.bps,
+                                        "replace": replace})
 
 
 def _key(source, group) -> RuleKey:
@@ -272,19 +288,30 @@ def main(ctx, router, server, token_file, key_file, v1, as_json, timeout, tries,
 @main.command("add-sender", epilog=examples(
     "mauthctl add-sender 192.0.2.10 239.1.1.1 --max-ttl 16",
     "mauthctl add-sender 2001:db8::10 ff3e::8000:1 --max-ttl 8 --replace",
-    "mauthctl --router 192.0.2.1 --key-file router.key add-sender 192.0.2.0/28 232.1.1.1 --max-ttl 4"))
+    "mauthctl --router 192.0.2.1 --key-file router.key add-sender 192.0.2.0/28 232.1.1.1 --max-ttl 4",
+    "mauthctl add-sender 192.0.2.10 239.192.0.0/14 --max-ttl 16",
+    "mauthctl add-sender 192.0.2.10 239.1.1.1 --max-ttl 16 --pps 500 --bps 2M"))
 @json_option
-@click.argument("source")
-@click.argument("group")
+@click.argument("source", metavar="SOURCE[/LEN]")
+@click.argument("group", metavar="GROUP[/LEN]")
 @click.option("--max-ttl", required=True, help="Largest TTL the sender may use (1-255).")
+@click.option("--pps", default="0", show_default=True, metavar="N",
+              help="Packets per second the rule lets through (0 = no limit; k, M, G = x1000).")
+@click.option("--bps", default="0", show_default=True, metavar="N",
+              help="Bits per second the rule lets through (0 = no limit; e.g. 2M).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing rule instead of failing.")
 @click.pass_context
-def add_sender(ctx, source, group, max_ttl, replace):
-    """Authorize SOURCE to send to GROUP with a TTL of at most --max-ttl."""
-    rule = _rule(source, group, max_ttl)
+def add_sender(ctx, source, group, max_ttl, pps, bps, replace):
+    """Authorize SOURCE to send to GROUP with a TTL of at most --max-ttl.
+
+    SOURCE/LEN authorizes every host of a subnet for GROUP; GROUP/LEN lets
+    SOURCE send to every group of a range (one prefix per rule). An exact
+    rule wins over a prefix rule, a longer prefix over a shorter one.
+    """
+    rule = _rule(source, group, max_ttl, pps, bps)
     if _server_mode(ctx):
         with _server(ctx) as api:
-            out = api.add_rule(str(rule.source), str(rule.group), rule.max_ttl, replace=replace)
+            out = _add_through_server(api, rule, replace)
         _emit(ctx, out, lambda: click.echo(f"{out['result']}: {rule} (committed; routers: "
                                            f"{_router_states(out['rule'])})"))
         return
@@ -295,14 +322,16 @@ def add_sender(ctx, source, group, max_ttl, replace):
         else:
             c.add(rule)
             verb = "added"
-    _emit(ctx, {"result": verb, "source": str(rule.source), "group": str(rule.group), "max_ttl": rule.max_ttl},
+    limits = {"pps": rule.pps, "bps": rule.bps} if rule.rate_limited else {}
+    _emit(ctx, {"result": verb, "source": str(rule.source), "group": str(rule.group), "max_ttl": rule.max_ttl,
+                **limits},
           lambda: click.echo(f"{verb}: {rule}"))
 
 
 @main.command("del-sender", epilog=examples("mauthctl del-sender 192.0.2.10 239.1.1.1"))
 @json_option
-@click.argument("source")
-@click.argument("group")
+@click.argument("source", metavar="SOURCE[/LEN]")
+@click.argument("group", metavar="GROUP[/LEN]")
 @click.pass_context
 def del_sender(ctx, source, group):
     """Remove the authorization of SOURCE to send to GROUP."""
@@ -328,18 +357,20 @@ def list_rules(ctx):
         with _server(ctx) as api:
             rules = api.rules()
         _emit(ctx, rules, lambda: _table(
-            ["SOURCE", "GROUP", "MAX-TTL", "STATE", "ROUTERS", "SESSION", "PACKETS", "BYTES"],
+            ["SOURCE", "GROUP", "MAX-TTL", "STATE", "ROUTERS", "SESSION", "PACKETS", "BYTES", "LIMITS"],
             [[r["source"], r["group"], r["max_ttl"], r["state"], _router_states(r), r.get("session") or "-",
-              r.get("packets", 0), r.get("bytes", 0)] for r in rules]))
+              r.get("packets", 0), r.get("bytes", 0), _limits(r)] for r in rules]))
         return
     with _client(ctx) as c:
         entries = c.list_all()
     data = [{"source": str(e.rule.source), "group": str(e.rule.group), "max_ttl": e.rule.max_ttl,
+             "pps": e.rule.pps, "bps": e.rule.bps,
              "packets": e.packets, "bytes": e.octets, "last_seen": e.last_seen / 1000 if e.last_seen else None}
             for e in entries]
     _emit(ctx, data, lambda: _table(
-        ["SOURCE", "GROUP", "MAX-TTL", "PACKETS", "BYTES", "LAST SEEN"],
-        [[e.rule.source, e.rule.group, e.rule.max_ttl, e.packets, e.octets, _when(e.last_seen)] for e in entries]))
+        ["SOURCE", "GROUP", "MAX-TTL", "PACKETS", "BYTES", "LAST SEEN", "LIMITS"],
+        [[e.rule.source, e.rule.group, e.rule.max_ttl, e.packets, e.octets, _when(e.last_seen), _limits(e.rule)]
+         for e in entries]))
 
 
 @main.command("denied", epilog=examples("mauthctl denied", "mauthctl --router 192.0.2.1 --key-file router.key denied --json"))

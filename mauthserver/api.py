@@ -125,7 +125,7 @@ class TrafficReader:
             "rule_count": counters.rule_count,
             "filter": {str(c.reason): {"packets": c.packets, "bytes": c.octets} for c in counters.reasons},
             "rules": [{"source": str(e.rule.source), "group": str(e.rule.group), "max_ttl": e.rule.max_ttl,
-                       "packets": e.packets, "bytes": e.octets,
+                       "pps": e.rule.pps, "bps": e.rule.bps, "packets": e.packets, "bytes": e.octets,
                        "last_seen": e.last_seen / 1000 if e.last_seen else None} for e in rules],
             "denied": [{"source": str(d.source), "group": str(d.group), "reason": str(d.reason),
                         "packets": d.packets, "bytes": d.octets, "last_ttl": d.last_ttl,
@@ -254,10 +254,12 @@ async def list_rules(request: web.Request) -> web.Response:
 
 
 async def add_rule(request: web.Request) -> web.Response:
-    body = _fields(await _body(request), {"source": str, "group": str, "max_ttl": (int, str), "replace": bool},
+    body = _fields(await _body(request), {"source": str, "group": str, "max_ttl": (int, str), "replace": bool,
+                                          "pps": (int, str), "bps": (int, str)},
                    ("source", "group", "max_ttl"))
     result = _m(request).add_rule(body["source"], body["group"], body["max_ttl"],
-                                  replace=bool(body.get("replace")), actor=_actor(request))
+                                  replace=bool(body.get("replace")), actor=_actor(request),
+                                  pps=body.get("pps", 0), bps=body.get("bps", 0))
     return _json(result, status=201 if result["result"] == "added" else 200)
 
 

@@ -72,6 +72,8 @@ class DesiredRule:
             "source": str(self.rule.source),
             "group": str(self.rule.group),
             "max_ttl": self.rule.max_ttl,
+            "pps": self.rule.pps,
+            "bps": self.rule.bps,
             "session": self.session_id,
             "expire_with_session": self.expire_with_session,
             "created": self.created,
@@ -144,9 +146,9 @@ class Unprocessable(Refused):
     status, code = 422, "needs_input"
 
 
-def make_rule(source: object, group: object, max_ttl: object) -> Rule:
+def make_rule(source: object, group: object, max_ttl: object, *, pps: object = 0, bps: object = 0) -> Rule:
     try:
-        return Rule.make(source, group, max_ttl)  # type: ignore[arg-type]
+        return Rule.make(source, group, max_ttl, pps=pps, bps=bps)  # type: ignore[arg-type]
     except RuleError as exc:
         raise Invalid(str(exc)) from None
 
@@ -162,10 +164,11 @@ def plan_add(desired: Mapping[RuleKey, DesiredRule], rule: Rule, *, replace_exis
              now: float, session_id: str | None = None, expire_with_session: bool = False) -> list[Change]:
     """Add `rule`; an identical rule is left as it is (so a retried command is harmless)."""
     old = desired.get(rule.key)
-    if old is not None and old.rule.max_ttl == rule.max_ttl:
+    if old is not None and old.rule == rule:
         return []
     if old is not None and not replace_existing:
-        raise Conflict(f"a rule for {rule.key} already exists with max TTL {old.rule.max_ttl};"
+        limits = "".join(f", {n} {v}" for n, v in (("pps", old.rule.pps), ("bps", old.rule.bps)) if v)
+        raise Conflict(f"a rule for {rule.key} already exists with max TTL {old.rule.max_ttl}{limits};"
                        " use replace to change it", rule=old.to_dict())
     new = DesiredRule(rule, session_id, expire_with_session and session_id is not None,
                       created=old.created if old else now, updated=now, actor=actor)
@@ -421,7 +424,7 @@ class RouterCore:
 
     def __init__(self, name: str, host: str, port: int, timers: Timers | None = None, *,
                  jitter: Callable[[], float] = lambda: 0.5,
-                 applied: Mapping[RuleKey, int] | None = None) -> None:
+                 applied: Mapping[RuleKey, tuple[int, int, int]] | None = None) -> None:
         self.name, self.host, self.port = name, host, port
         self.timers = timers or Timers()
         self._jitter = jitter
@@ -438,11 +441,12 @@ class RouterCore:
         self.probe_due: float | None = None  # None: probe now
         self.verify_due: float | None = None
         self.verified = False
-        # What we believe the router holds: key -> max TTL (from the store until verified).
-        self.applied: dict[RuleKey, int] = dict(applied or {})
+        # What we believe the router holds: key -> Rule.terms, (max TTL, pps, bps)
+        # (from the store until verified).
+        self.applied: dict[RuleKey, tuple[int, int, int]] = dict(applied or {})
         self.traffic: dict[RuleKey, RuleEntry] = {}  # from the last LIST
         self.filter: Counters | None = None  # the router's filter counters, as last read
-        self.refused: dict[RuleKey, tuple[int | None, str]] = {}  # key -> (desired TTL, why), not retried
+        self.refused: dict[RuleKey, tuple[tuple | None, str]] = {}  # key -> (desired terms, why), not retried
         self.dirty: dict[RuleKey, None] = {}  # keys that may differ; an ordered set
         self.counters: dict[str, int] = dict.fromkeys(
             ("probes", "hellos", "lists", "installs", "removals", "refused", "failures", "restarts_seen",
@@ -471,7 +475,7 @@ class RouterCore:
         while self.dirty:
             key = next(iter(self.dirty))
             want = desired.get(key)
-            want_ttl = want.rule.max_ttl if want is not None else None
+            want_ttl = want.rule.terms if want is not None else None
             if self.applied.get(key) == want_ttl:
                 del self.dirty[key]
                 self.refused.pop(key, None)
@@ -488,7 +492,7 @@ class RouterCore:
         n = 0
         for key in self.dirty:
             want = desired.get(key)
-            want_ttl = want.rule.max_ttl if want is not None else None
+            want_ttl = want.rule.terms if want is not None else None
             if self.applied.get(key) == want_ttl:
                 continue
             refused = self.refused.get(key)
@@ -497,8 +501,8 @@ class RouterCore:
             n += 1
         return n
 
-    def rule_state(self, key: RuleKey, want_ttl: int) -> dict:
-        """This router's side of one desired rule, for listings."""
+    def rule_state(self, key: RuleKey, want_ttl: tuple[int, int, int]) -> dict:
+        """This router's side of one desired rule (its Rule.terms), for listings."""
         out: dict = {}
         if self.applied.get(key) == want_ttl:
             out["state"] = "applied"
@@ -569,7 +573,7 @@ class RouterCore:
         self.counters["lists"] += 1
         if self.verified:
             self.counters["verifications"] += 1
-        self.applied = {e.rule.key: e.rule.max_ttl for e in entries}
+        self.applied = {e.rule.key: e.rule.terms for e in entries}
         self.traffic = {e.rule.key: e for e in entries}
         self.rule_count = len(self.applied)
         self.verified = True
@@ -587,7 +591,7 @@ class RouterCore:
     def on_done(self, op: Op, now: float) -> None:
         """The router executed `op` (NOT_FOUND for a removal counts as done)."""
         if isinstance(op, Install):
-            self.applied[op.key] = op.rule.max_ttl
+            self.applied[op.key] = op.rule.terms
             self.counters["installs"] += 1
         else:
             self.applied.pop(op.key, None)
@@ -600,7 +604,7 @@ class RouterCore:
 
     def on_refused(self, op: Op, reason: str, now: float) -> None:
         """The router refused `op` for good (TABLE_FULL, INVALID_ARGUMENT, UNSUPPORTED)."""
-        want_ttl = op.rule.max_ttl if isinstance(op, Install) else None
+        want_ttl = op.rule.terms if isinstance(op, Install) else None
         self.refused[op.key] = (want_ttl, reason)  # the key stays dirty, as in on_done
         self.counters["refused"] += 1
         self.last_error = reason
@@ -696,4 +700,4 @@ class Fleet:
 
 
 def key_cursor(key: RuleKey) -> bytes:
-    return bytes([key.source.version]) + key.source.packed + key.group.packed
+    return key.cursor

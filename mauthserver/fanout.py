@@ -187,9 +187,9 @@ class RouterTask:
         self.wall = wall
         self.wakeup = asyncio.Event()
         self._hello_seen = None  # the HelloInfo object last fed to the core
-        self._put: dict[RuleKey, int] = {}
+        self._put: dict[RuleKey, tuple[int, int, int]] = {}
         self._del: set[RuleKey] = set()
-        self._all: dict[RuleKey, int] | None = None
+        self._all: dict[RuleKey, tuple[int, int, int]] | None = None
         self._row_dirty = False
         self._last_status = core.status
         self._last_seen: tuple = ()
@@ -298,7 +298,7 @@ class RouterTask:
             self._feed_hello()
         core.on_done(op, self.clock())
         if isinstance(op, Install):
-            self._put[op.key] = op.rule.max_ttl
+            self._put[op.key] = op.rule.terms
             self._del.discard(op.key)
         else:
             self._del.add(op.key)

@@ -70,7 +70,8 @@ class FleetBackend:
 
     def _put(self, rule: Rule) -> None:
         try:
-            self.mediator.add_rule(rule.source, rule.group, rule.max_ttl, replace=True, actor=self.actor)
+            self.mediator.add_rule(rule.source, rule.group, rule.max_ttl, replace=True, actor=self.actor,
+                                   pps=rule.pps, bps=rule.bps)
         except mcore.Refused as exc:  # pragma: no cover - the codec validated the rule already
             raise BackendUnsupported(exc.message) from None
 
@@ -108,7 +109,7 @@ class FleetBackend:
 
     def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
         keys = self.fleet.sorted_keys()
-        if cursor and (len(cursor) not in (9, 33) or cursor[0] not in (4, 6) or len(cursor) > MAX_CURSOR):
+        if cursor and (len(cursor) not in (11, 35) or cursor[0] not in (4, 6) or len(cursor) > MAX_CURSOR):
             raise BadCursor("the listing cursor is not one this server issued")
         start = 0
         if cursor:

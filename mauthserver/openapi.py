@@ -29,6 +29,9 @@ def _body(schema: dict) -> dict:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+_RATE = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?[kKMG]?$"}],
+         "description": "limit per second, 0 = none; a string may use k, M, G (x1000)"}
+
 _RULE_PARAMS = [
     {"name": "source", "in": "path", "required": True, "schema": {"type": "string"}},
     {"name": "group", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -49,6 +52,7 @@ PATHS: dict[str, dict] = {
                                        "additionalProperties": False,
                                        "properties": {"source": {"type": "string"}, "group": {"type": "string"},
                                                       "max_ttl": {"type": "integer", "minimum": 1, "maximum": 255},
+                                                      "pps": _RATE, "bps": _RATE,
                                                       "replace": {"type": "boolean"}}}),
                  "responses": {"201": _ok("added", _ref("RuleResult")), "200": _ok("changed or unchanged",
                                                                                    _ref("RuleResult")),
@@ -135,7 +139,10 @@ SCHEMAS = {
         "verified": {"type": "boolean"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"},
         "last_seen": {"type": ["number", "null"]}}},
     "Rule": {"type": "object", "required": ["source", "group", "max_ttl", "state", "routers"], "properties": {
-        "source": {"type": "string"}, "group": {"type": "string"}, "max_ttl": {"type": "integer"},
+        "source": {"type": "string", "description": "a host, or a prefix ADDR/LEN"},
+        "group": {"type": "string", "description": "a group, or a prefix ADDR/LEN"}, "max_ttl": {"type": "integer"},
+        "pps": {"type": "integer", "description": "packets/s limit, 0 = none"},
+        "bps": {"type": "integer", "description": "bits/s limit, 0 = none"},
         "session": {"type": ["string", "null"]}, "expire_with_session": {"type": "boolean"},
         "state": {"enum": ["applied", "pending", "refused"]},
         "routers": {"type": "object", "additionalProperties": _ref("RouterRuleState")},
@@ -162,6 +169,7 @@ SCHEMAS = {
             "filter": {"type": "object"},
             "rules": {"type": "array", "items": {"type": "object", "properties": {
                 "source": {"type": "string"}, "group": {"type": "string"}, "max_ttl": {"type": "integer"},
+                "pps": {"type": "integer"}, "bps": {"type": "integer"},
                 "packets": {"type": "integer"}, "bytes": {"type": "integer"},
                 "last_seen": {"type": ["number", "null"]}}}},
             "denied": {"type": "array", "items": {"type": "object", "properties": {

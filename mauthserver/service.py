@@ -90,13 +90,13 @@ class Mediator:
         self.wake()
 
     def add_rule(self, source: object, group: object, max_ttl: object, *, replace: bool = False,
-                 actor: str) -> dict:
-        rule = core.make_rule(source, group, max_ttl)
+                 actor: str, pps: object = 0, bps: object = 0) -> dict:
+        rule = core.make_rule(source, group, max_ttl, pps=pps, bps=bps)
         changes = core.plan_add(self.fleet.desired, rule, replace_existing=replace, actor=actor, now=self.clock())
         result = "unchanged" if not changes else changes[0].kind
         self._commit(changes, actor=actor, action="add-sender",
                      detail={"source": str(rule.source), "group": str(rule.group), "max_ttl": rule.max_ttl,
-                             "replace": replace})
+                             "pps": rule.pps, "bps": rule.bps, "replace": replace})
         return {"result": result, "rule": self.rule_view(self.fleet.desired[rule.key])}
 
     def remove_rule(self, source: object, group: object, *, actor: str) -> dict:
@@ -289,7 +289,7 @@ class Mediator:
         routers = {}
         packets = octets = 0
         for name, r in sorted(self.fleet.routers.items()):
-            state = r.rule_state(dr.key, dr.rule.max_ttl)
+            state = r.rule_state(dr.key, dr.rule.terms)
             packets += state.get("packets", 0)
             octets += state.get("bytes", 0)
             routers[name] = state

@@ -29,7 +29,11 @@ Tables:
               one, so the directory can be rebuilt after a restart, and when it was heard
     audit     append-only log: at, actor, action, detail (JSON)
 
-Addresses are stored as text in canonical form; times are Unix seconds.
+Addresses are stored as text in canonical form (a prefix rule's prefix as
+"192.0.2.0/24"); rate limits as integers, 0 = none; times are Unix seconds.
+
+Schema 2 added the rate limits (pps, bps) to `rules` and `applied`; a
+schema-1 database is upgraded in place, in one transaction, on open.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from musersd.rules import Rule, RuleError, RuleKey
 
 from .core import Change, Delete, DesiredRule, Put
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x6D415554  # "mAUT"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -75,6 +79,8 @@ CREATE TABLE rules (
     source              TEXT NOT NULL,
     grp                 TEXT NOT NULL,
     max_ttl             INTEGER NOT NULL CHECK (max_ttl BETWEEN 1 AND 255),
+    pps                 INTEGER NOT NULL DEFAULT 0,
+    bps                 INTEGER NOT NULL DEFAULT 0,
     session_id          TEXT,
     expire_with_session INTEGER NOT NULL DEFAULT 0,
     created             REAL NOT NULL,
@@ -88,6 +94,8 @@ CREATE TABLE applied (
     source  TEXT NOT NULL,
     grp     TEXT NOT NULL,
     max_ttl INTEGER NOT NULL,
+    pps     INTEGER NOT NULL DEFAULT 0,
+    bps     INTEGER NOT NULL DEFAULT 0,
     at      REAL NOT NULL,
     PRIMARY KEY (router, source, grp)
 );
@@ -109,6 +117,14 @@ CREATE TABLE audit (
     detail TEXT NOT NULL
 );
 """
+
+# Schema n -> n+1, run in one transaction by Store._check_and_init.
+_UPGRADES = {
+    1: ("ALTER TABLE rules ADD COLUMN pps INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE rules ADD COLUMN bps INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE applied ADD COLUMN pps INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE applied ADD COLUMN bps INTEGER NOT NULL DEFAULT 0"),
+}
 
 
 class StoreError(Exception):
@@ -165,12 +181,13 @@ class Tx:
             if isinstance(change, Put):
                 r = change.rule
                 self.db.execute(
-                    "INSERT INTO rules (source, grp, max_ttl, session_id, expire_with_session, created, updated, actor)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, grp) DO UPDATE SET"
-                    " max_ttl = excluded.max_ttl, session_id = excluded.session_id,"
+                    "INSERT INTO rules (source, grp, max_ttl, pps, bps, session_id, expire_with_session, created,"
+                    " updated, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, grp) DO UPDATE SET"
+                    " max_ttl = excluded.max_ttl, pps = excluded.pps, bps = excluded.bps,"
+                    " session_id = excluded.session_id,"
                     " expire_with_session = excluded.expire_with_session, updated = excluded.updated,"
                     " actor = excluded.actor",
-                    (str(r.rule.source), str(r.rule.group), r.rule.max_ttl, r.session_id,
+                    (str(r.rule.source), str(r.rule.group), r.rule.max_ttl, r.rule.pps, r.rule.bps, r.session_id,
                      int(r.expire_with_session), r.created, r.updated, r.actor))
             elif isinstance(change, Delete):
                 self.db.execute("DELETE FROM rules WHERE source = ? AND grp = ?",
@@ -305,9 +322,18 @@ class Store:
                 if version > SCHEMA_VERSION:
                     raise StoreError(f"database {path} has schema {version}, written by a newer mauthserver"
                                      f" (this one knows schema {SCHEMA_VERSION}); refusing to start")
-                if version < SCHEMA_VERSION:
+                if version < SCHEMA_VERSION and any(v not in _UPGRADES for v in range(version, SCHEMA_VERSION)):
                     raise StoreError(f"database {path} has schema {version}, which this mauthserver cannot"
                                      " upgrade; refusing to start")
+                if version < SCHEMA_VERSION:
+                    db.execute("BEGIN IMMEDIATE")
+                    for v in range(version, SCHEMA_VERSION):
+                        for statement in _UPGRADES[v]:
+                            db.execute(statement)
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                    db.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, 'mauthserver', 'upgrade-db',"
+                               " ?)", (now, json.dumps({"from": version, "to": SCHEMA_VERSION})))
+                    db.execute("COMMIT")
                 missing = {"meta", "routers", "rules", "applied", "sessions", "audit"} - tables
                 if missing:
                     raise StoreError(f"database {path} lacks table(s) {', '.join(sorted(missing))};"
@@ -399,8 +425,8 @@ class Store:
 
     def save_router(self, name: str, *, epoch: int | None, state_id: int | None, mode: str | None,
                     rule_count: int | None, last_contact: float | None, last_error: str | None,
-                    applied_put: Mapping[RuleKey, int] = {}, applied_del: Iterable[RuleKey] = (),
-                    applied_all: Mapping[RuleKey, int] | None = None, now: float) -> None:
+                    applied_put: Mapping[RuleKey, tuple[int, int, int]] = {}, applied_del: Iterable[RuleKey] = (),
+                    applied_all: Mapping[RuleKey, tuple[int, int, int]] | None = None, now: float) -> None:
         """Record what we know about router `name`, and its applied rules, in one transaction."""
         with self.transaction(now) as tx:
             tx.db.execute("UPDATE routers SET epoch = ?, state_id = ?, mode = ?, rule_count = ?, last_contact = ?,"
@@ -410,16 +436,19 @@ class Store:
                 tx.db.execute("DELETE FROM applied WHERE router = ?", (name,))
                 applied_put = applied_all
             tx.db.executemany(
-                "INSERT INTO applied (router, source, grp, max_ttl, at) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (router, source, grp) DO UPDATE SET max_ttl = excluded.max_ttl, at = excluded.at",
-                [(name, str(k.source), str(k.group), ttl, now) for k, ttl in applied_put.items()])
+                "INSERT INTO applied (router, source, grp, max_ttl, pps, bps, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (router, source, grp) DO UPDATE SET max_ttl = excluded.max_ttl, pps = excluded.pps,"
+                " bps = excluded.bps, at = excluded.at",
+                [(name, str(k.source), str(k.group), *terms, now) for k, terms in applied_put.items()])
             tx.db.executemany("DELETE FROM applied WHERE router = ? AND source = ? AND grp = ?",
                               [(name, str(k.source), str(k.group)) for k in applied_del])
 
-    def applied(self) -> dict[str, dict[RuleKey, int]]:
-        out: dict[str, dict[RuleKey, int]] = {}
-        for router, source, grp, ttl in self.db.execute("SELECT router, source, grp, max_ttl FROM applied"):
-            out.setdefault(router, {})[self._key(source, grp)] = ttl
+    def applied(self) -> dict[str, dict[RuleKey, tuple[int, int, int]]]:
+        """Per router, key -> (max TTL, pps, bps) of the rules it was last seen or told to hold."""
+        out: dict[str, dict[RuleKey, tuple[int, int, int]]] = {}
+        for router, source, grp, ttl, pps, bps in self.db.execute(
+                "SELECT router, source, grp, max_ttl, pps, bps FROM applied"):
+            out.setdefault(router, {})[self._key(source, grp)] = (ttl, pps, bps)
         return out
 
     # -- rules ------------------------------------------------------------------
@@ -432,10 +461,12 @@ class Store:
 
     def rules(self) -> list[DesiredRule]:
         out = []
-        for source, grp, ttl, session_id, expire, created, updated, actor in self.db.execute(
-                "SELECT source, grp, max_ttl, session_id, expire_with_session, created, updated, actor FROM rules"):
+        for source, grp, ttl, pps, bps, session_id, expire, created, updated, actor in self.db.execute(
+                "SELECT source, grp, max_ttl, pps, bps, session_id, expire_with_session, created, updated, actor"
+                " FROM rules"):
             key = self._key(source, grp)
-            out.append(DesiredRule(Rule(key, int(ttl)), session_id, bool(expire), created, updated, actor))
+            out.append(DesiredRule(Rule(key, int(ttl), int(pps), int(bps)), session_id, bool(expire), created,
+                                   updated, actor))
         return out
 
     # -- sessions ------------------------------------------------------------------

@@ -70,10 +70,10 @@ def test_fanout_converges_recovers_and_persists(tmp_path):
         try:
             for i in range(30):
                 m.add_rule("192.0.2.10", f"239.1.1.{i + 1}", 8, actor="t")
-            want = {k: r.rule.max_ttl for k, r in m.fleet.desired.items()}
+            want = {k: r.rule.terms for k, r in m.fleet.desired.items()}
 
             def held(b):
-                return {k: r.max_ttl for k, r in b.rules.items()}
+                return {k: r.terms for k, r in b.rules.items()}
 
             await until(lambda: held(backend) == want)
             await until(lambda: m.routers_view()[0]["state"] == "up")

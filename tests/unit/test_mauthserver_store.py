@@ -72,12 +72,12 @@ def test_routers_applied_state_and_sessions(db):
             "added": ["r1", "r2"], "removed": [], "moved": []}
         k1, k2 = RuleKey.make("192.0.2.10", "239.1.1.1"), RuleKey.make("192.0.2.10", "239.1.1.2")
         s.save_router("r1", epoch=5, state_id=7, mode="enforce", rule_count=2, last_contact=T, last_error=None,
-                      applied_all={k1: 8, k2: 4}, now=T)
+                      applied_all={k1: (8, 0, 0), k2: (4, 500, 0)}, now=T)
         s.save_router("r2", epoch=1, state_id=2, mode=None, rule_count=None, last_contact=None, last_error="down",
-                      applied_put={k1: 8}, now=T)
+                      applied_put={k1: (8, 0, 0)}, now=T)
         s.save_router("r1", epoch=5, state_id=7, mode="enforce", rule_count=1, last_contact=T, last_error=None,
                       applied_del=[k2], now=T)
-        assert s.applied() == {"r1": {k1: 8}, "r2": {k1: 8}}
+        assert s.applied() == {"r1": {k1: (8, 0, 0)}, "r2": {k1: (8, 0, 0)}}
         assert s.routers()["r1"].epoch == 5 and s.routers()["r2"].last_error == "down"
         # A router removed from the configuration takes its applied state with it; a moved one forgets it.
         assert s.sync_routers([("r1", "192.0.2.2", 7575)], now=T) == {"added": [], "removed": ["r2"],
