@@ -12,6 +12,7 @@ import sys
 import click
 
 from .metrics import DEFAULT_DENIED_SERIES, DEFAULT_RULE_SERIES, MetricsError, parse_metrics_address
+from .nfqueue import DEFAULT_QUEUE_NUM, DEFAULT_STATE_DIR
 from .daemon import (DEFAULT_LEGACY_ALLOW, DEFAULT_PORT, Musersd, Options, StartupError, parse_listen,
                      parse_sap_groups)
 
@@ -21,6 +22,7 @@ Examples:
   musersd --iface eth1 --iface eth2 --config /etc/mauth/mauth.conf --mode monitor
   musersd --iface eth1 --listen 0.0.0.0:{DEFAULT_PORT} --key-file /etc/mauth/router.key \\
           --legacy-allow 192.0.2.5/32
+  musersd --iface eth1 --backend nfqueue --key-file /etc/mauth/router.key   # where XDP cannot be used
 
 SIGHUP re-reads --config and --key-file; SIGTERM stops the daemon and leaves
 the filter enforcing the last rules (unless --detach-on-exit).
@@ -60,10 +62,19 @@ the filter enforcing the last rules (unless --detach-on-exit).
 @click.option("--metrics-denied", type=click.IntRange(0, 100000), default=DEFAULT_DENIED_SERIES,
               show_default=True, metavar="N", help="Export per-pair series for the N denied pairs with the most "
                                                    "packets (0: none).")
+@click.option("--backend", type=click.Choice(["xdp", "nfqueue"]), default="xdp", show_default=True,
+              help="Where the policy is enforced: the XDP filter, or (where XDP cannot be used) user space through "
+                   "iptables -j NFQUEUE; nfqueue drops guarded multicast while musersd is down and removes its "
+                   "iptables rules on SIGTERM.")
+@click.option("--queue-num", type=click.IntRange(0, 65535), default=DEFAULT_QUEUE_NUM, show_default=True,
+              metavar="N", help="NFQUEUE number used by --backend nfqueue.")
+@click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True, metavar="DIR",
+              help="Directory where --backend nfqueue keeps its rules across restarts.")
 @click.option("--detach-on-exit", is_flag=True, help="Remove the filter on SIGTERM instead of leaving it enforcing.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rules, xdp_mode, sap_groups, detach_on_exit,
+def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rules, xdp_mode, sap_groups, backend,
+         queue_num, state_dir, detach_on_exit,
          metrics, metrics_rules, metrics_denied, log_level):
     """Guard a multicast router's internal interfaces with the mauth XDP filter and serve its rules."""
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
@@ -81,6 +92,9 @@ def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rule
             xdp_mode=xdp_mode,
             sap_groups=parse_sap_groups(sap_groups),
             detach_on_exit=detach_on_exit,
+            backend=backend,
+            queue_num=queue_num,
+            state_dir=state_dir,
             metrics=parse_metrics_address(metrics) if metrics else None,
             metrics_rules=metrics_rules,
             metrics_denied=metrics_denied,

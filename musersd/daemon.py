@@ -16,7 +16,11 @@ Start-up order matters for the "no gap" promise:
   4. bind the socket, tell systemd READY=1.
 A clean stop (SIGTERM) leaves the program attached and the maps pinned, so
 the router keeps enforcing the last rules (fail closed); `--detach-on-exit`
-removes the filter instead. SIGUSR1 logs the protocol counters. SIGHUP re-reads the rule file and the key file;
+removes the filter instead. With `--backend nfqueue` (musersd/nfqueue.py) the
+filter is iptables rules queueing multicast to this process, whose netlink
+socket joins the select loop: a clean stop removes those rules, a crash
+leaves them dropping the queued traffic (fail closed).
+SIGUSR1 logs the protocol counters. SIGHUP re-reads the rule file and the key file;
 either one with an error is rejected whole and the running state is kept.
 Any unexpected exception is logged and the process exits non-zero, so that
 systemd restarts it rather than letting it limp on.
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 from .config import ConfigError, load_rules
 from .dataplane import DataPlane, DataPlaneError, sap_group_list
 from .dataplane_backend import DataPlaneBackend
+from .nfqueue import DEFAULT_QUEUE_NUM, DEFAULT_STATE_DIR
 from .protocol.keys import KeyFileError, load_keys
 from .hostport import HostPortError, parse_hostport
 from .metrics import DEFAULT_DENIED_SERIES, DEFAULT_RULE_SERIES, MetricsError, MetricsServer, MusersdCollector
@@ -62,6 +67,9 @@ class Options:
     xdp_mode: str = "auto"
     sap_groups: tuple[str, ...] = DEFAULT_SAP_GROUPS
     detach_on_exit: bool = False
+    backend: str = "xdp"  # "xdp", or "nfqueue" where XDP cannot be used (musersd/nfqueue.py)
+    queue_num: int = DEFAULT_QUEUE_NUM  # nfqueue: the NFQUEUE number
+    state_dir: str = DEFAULT_STATE_DIR  # nfqueue: where the rules are kept across restarts
     metrics: tuple[str, int] | None = None  # Prometheus endpoint HOST:PORT; None: off
     metrics_rules: int = DEFAULT_RULE_SERIES  # per-rule series while the table holds at most this many
     metrics_denied: int = DEFAULT_DENIED_SERIES  # per-pair series for this many denied pairs
@@ -146,13 +154,30 @@ class Musersd:
         self.attached: dict[str, str] = {}
         self.started = time.time()
         self.metrics: MetricsServer | None = None
+        self.clean_stop = False  # set when a signal asked us to stop (not an error)
 
     # -------------------------------------------------------------- start-up
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self._abandon_start()
+            raise
+
+    def _abandon_start(self) -> None:
+        """A start that failed half-way removes the iptables rules it installed (nfqueue) and the queue."""
+        if self.opts.backend != "nfqueue" or self.dp is None:
+            return
+        for iface in self.attached:
+            self.dp.detach(iface)
+        self.dp.close()
+        self.dp = None
+
+    def _start(self) -> None:
         o = self.opts
         try:
-            self.dp = DataPlane(o.pin_dir, max_rules=o.max_rules, sap_groups=o.sap_groups).load()
+            self.dp = self._data_plane().load()
             if o.mode:
                 self.dp.set_mode(o.mode)
             if self.rule_file is not None:
@@ -171,7 +196,7 @@ class Musersd:
             raise StartupError(f"cannot listen on {o.listen[0]}:{o.listen[1]}: {exc.strerror}") from None
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.setblocking(False)
-        self.backend = DataPlaneBackend(self.dp)
+        self.backend = self._protocol_backend()
         self.core = ServerCore(
             self.backend,
             keys=self.keys,
@@ -189,15 +214,33 @@ class Musersd:
             self.dp.rule_count(), ", ".join(f"{i} ({m})" for i, m in self.attached.items()),
         )
 
+    def _data_plane(self):
+        """The XDP data plane, or the NFQUEUE one (same methods, same errors) with --backend nfqueue."""
+        o = self.opts
+        if o.backend == "nfqueue":
+            from .nfqueue import NfqueueFilter
+
+            return NfqueueFilter(o.state_dir, queue_num=o.queue_num, max_rules=o.max_rules, sap_groups=o.sap_groups)
+        return DataPlane(o.pin_dir, max_rules=o.max_rules, sap_groups=o.sap_groups)
+
+    def _protocol_backend(self):
+        if self.opts.backend == "nfqueue":
+            from .nfqueue_backend import NfqueueBackend
+
+            return NfqueueBackend(self.dp)
+        return DataPlaneBackend(self.dp)
+
     def _start_metrics(self, address: tuple[str, int]) -> None:
         """Serve /metrics from a thread of its own; the collector reads the maps at each scrape."""
         from . import bpfsys
         from .dataplane import xdp_status
 
+        xdp = self.backend.name == "xdp"  # the nfqueue filter has no program to look for
         collector = MusersdCollector(
             self.dp, core=lambda: self.core, attached=self.attached, epoch=self.epoch, started=self.started,
             rule_series=self.opts.metrics_rules, denied_series=self.opts.metrics_denied,
-            xdp_status=xdp_status, prog_id=bpfsys.prog_id(self.dp.prog_fd), backend=self.backend.name)
+            xdp_status=xdp_status if xdp else None, prog_id=bpfsys.prog_id(self.dp.prog_fd) if xdp else None,
+            backend=self.backend.name)
         self.metrics = MetricsServer([collector])
         try:
             host, port = self.metrics.start(address)
@@ -257,6 +300,8 @@ class Musersd:
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(s, self._on_signal)
         sel.register(rfd, selectors.EVENT_READ)
+        if self.opts.backend == "nfqueue":  # queued packets are answered in this loop too
+            sel.register(self.dp.fileno(), selectors.EVENT_READ, self.dp.process)
         self.notifier.notify(f"READY=1\nSTATUS=serving {self.dp.rule_count()} rules")
         next_dog = time.monotonic()
         try:
@@ -274,6 +319,8 @@ class Musersd:
                             os.read(rfd, 512)
                         except BlockingIOError:
                             pass
+                    elif key.data is not None:
+                        key.data()
                     else:
                         self._serve_datagrams()
                 while self._pending:
@@ -287,6 +334,7 @@ class Musersd:
                     else:
                         log.info("%s received, stopping", signal.Signals(signum).name)
                         self.notifier.notify("STOPPING=1")
+                        self.clean_stop = True
                         return 0
         finally:
             signal.set_wakeup_fd(-1)
@@ -315,12 +363,19 @@ class Musersd:
         if self.sock is not None:
             self.sock.close()
         if self.dp is not None:
-            if self.opts.detach_on_exit:
+            nfqueue = self.opts.backend == "nfqueue"
+            if self.opts.detach_on_exit or (nfqueue and self.clean_stop):
                 for iface in self.opts.ifaces:
                     try:
                         self.dp.detach(iface)
                     except DataPlaneError as exc:
                         log.error("%s", exc)
+                if nfqueue:
+                    log.info("iptables rules removed from %s: their multicast is no longer filtered",
+                             ", ".join(self.attached))
+            elif nfqueue:
+                log.warning("iptables rules left on %s with nobody on their queue: the kernel drops their "
+                            "routable multicast until musersd is back (fail closed)", ", ".join(self.attached))
             else:
                 log.info("filter left attached on %s, enforcing the last rules", ", ".join(self.opts.ifaces))
             self.dp.close()

@@ -209,6 +209,10 @@ class RateBuckets:
     def advance(self, ns: int) -> None:
         self.now += ns
 
+    def forget(self, key: tuple) -> None:
+        """Drop a rule's buckets (the rule was removed): they start full if it comes back, as in the program."""
+        self._state.pop(key, None)
+
     def __call__(self, key: tuple, rule: Rule, length: int) -> bool:
         b = self._state.get(key)
         if b is None or (b.pps, b.bps) != (rule.pps, rule.bps):
@@ -242,3 +246,17 @@ def _is_sap(frame: bytes, off: int, ihl: int, proto: int, frag: int, group: ipad
         return False
     (dport,) = struct.unpack_from("!H", frame, udp + 2)
     return dport == SAP_PORT
+
+
+ETH_HEADER_IP = bytes(12) + struct.pack("!H", ETH_P_IP)  # what decide_ip() puts in front of a packet
+
+
+def decide_ip(packet: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE,
+              sap_groups: tuple[str, ...] = DEFAULT_SAP_GROUPS, *,
+              within_rate: RateOracle | None = None) -> Verdict:
+    """decide() for an IPv4 packet without its link layer (what NFQUEUE hands to user space).
+
+    Rate limits are charged the packet's length plus 14 bytes, as the XDP
+    filter charges an untagged Ethernet frame.
+    """
+    return decide(ETH_HEADER_IP + packet, rules, mode, sap_groups, within_rate=within_rate)
