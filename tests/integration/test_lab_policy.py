@@ -214,22 +214,22 @@ with inside({lab.router.ns!r}):
 
 def test_case_table_on_the_wire(guarded):
     """Each crafted frame, injected on the sender's link, moves the router's counter the model predicts."""
-    from tests.policy_cases import CASES, RULES
+    from tests.policy_cases import ALL_RULES, CASES, PREFIX_CASES, as_rules
 
     lab, dp = guarded
-    for (src, grp), ttl in RULES.items():
-        dp.add_rule(Rule.make(src, grp, ttl))
+    for rule in as_rules(ALL_RULES):
+        dp.add_rule(rule)
     with inside(lab.senders["s1"].ns):
         raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         raw.bind(("eth0", 0))
     wrong = []
     try:
-        for case in CASES:
+        for case in CASES + PREFIX_CASES:
             if len(case.frame) < 14:
                 continue
             before = dp.counters()
             raw.send(case.frame)
-            expect = decide(case.frame, RULES).reason
+            expect = decide(case.frame, ALL_RULES).reason
             deadline = time.monotonic() + 2
             while time.monotonic() < deadline:
                 after = dp.counters()
