@@ -20,6 +20,7 @@ import select
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -290,6 +291,35 @@ def test_prefix_and_rate_limited_rules_on_forwarded_traffic(lab, key):
         assert denied == {(AUTH, GROUP): (Reason.RATE, burst - got), (ROGUE, GROUP3): (Reason.UNAUTHORIZED, N)}
     finally:
         d.stop()
+
+
+def test_a_flood_does_not_starve_the_command_protocol(lab, nfq):
+    """Commands are served while a flood keeps the queue full (the queue is read without blocking the loop)."""
+    done = threading.Event()
+    sent = []
+
+    def send() -> None:  # for longer than a client retries (about 6 s): the queue never runs dry meanwhile
+        rogue, end = lab.sender(ROGUE), time.monotonic() + 8
+        while time.monotonic() < end:
+            rogue.send(GROUP, 10_000, ttl=4)
+            sent.append(10_000)
+        done.set()
+
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        changes = 0
+        while not done.is_set() or changes < 3:
+            call(nfq, "add", Rule.make(AUTH, GROUP2, 4))
+            call(nfq, "remove", RuleKey.make(AUTH, GROUP2))
+            changes += 1
+    finally:
+        t.join()
+    assert changes >= 3
+    judged = reasons(nfq)
+    assert 0 < judged[Reason.UNAUTHORIZED] <= sum(sent)  # what did not fit in the queue the kernel dropped
+    assert delivered(lab, [(ROGUE, GROUP)]) == {(ROGUE, GROUP): 0}
+    assert nfq.proc.poll() is None
 
 
 def test_monitor_mode_passes_everything_and_counts_would_be_drops(lab, nfq):
