@@ -43,7 +43,8 @@ The XDP filter also fails closed, but keeps forwarding authorized senders
 because its verdicts need no user space. A clean stop (SIGTERM) removes the
 iptables rules: stopping musersd turns this filter off. At start, rules left
 by a crashed musersd for the interfaces being guarded are replaced without a
-gap (the new rules go in before the old ones come out).
+gap (the new rules go in before the old ones come out); rules whose queue a
+live process still listens on belong to a running musersd, and are refused.
 
 State. Rules and the mode are written through to SQLite (`<state-dir>/
 nfqueue.sqlite`, WAL, synchronous=FULL) before the change takes effect and
@@ -315,16 +316,45 @@ class Iptables:
         return parse_listing(self("-S", "PREROUTING", *(["-v"] if counters else [])))
 
 
+def bound_queues(path: str = "/proc/net/netfilter/nfnetlink_queue") -> set[int]:
+    """The NFQUEUE numbers some process of this network namespace listens on now."""
+    try:
+        with open(path) as f:
+            return {int(line.split()[0]) for line in f if line.strip()}
+    except (OSError, ValueError, IndexError):
+        return set()
+
+
+def queue_of(rule: ListedRule) -> int | None:
+    argv = rule.argv
+    if "NFQUEUE" in argv and "--queue-num" in argv[:-1]:
+        try:
+            return int(argv[argv.index("--queue-num") + 1])
+        except ValueError:
+            return None
+    return None
+
+
 class Hooks:
     """The iptables rules of the interfaces this musersd guards: installs, adopts, counts and removes them."""
 
-    def __init__(self, iptables: Iptables, queue_num: int):
+    def __init__(self, iptables: Iptables, queue_num: int, bound: Callable[[], set[int]] = bound_queues):
         self.ipt = iptables
         self.queue_num = queue_num
         self.installed: dict[str, list[list[str]]] = {}
+        self._bound = bound
 
     def install(self, iface: str) -> None:
-        """Guard `iface`: insert its rules, then remove any left for it by an earlier musersd (no gap)."""
+        """Guard `iface`: insert its rules, then remove any left for it by an earlier musersd (no gap).
+
+        Refused if the interface's rules send to a queue that another process
+        listens on: that is a musersd still running, not one that crashed.
+        """
+        live = self._bound() - {self.queue_num}
+        for r in self.ipt.listing():
+            q = queue_of(r)
+            if (r.owner() or ("",))[0] == iface and q in live:
+                raise DataPlaneError(f"{iface} is guarded by another running musersd (NFQUEUE {q})")
         specs = hook_specs(iface, self.queue_num)
         done: list[list[str]] = []
         try:

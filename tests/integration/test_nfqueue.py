@@ -466,6 +466,17 @@ def test_a_crash_fails_closed_and_the_restart_adopts_the_rules(lab, key):
     assert our_rules(lab) == []
 
 
+def test_a_second_musersd_cannot_take_over_a_guarded_interface(lab, nfq, key):
+    mine = our_rules(lab)
+    other = nfqueue_musersd(lab, key, "--queue-num", "4343", "--listen", "127.0.0.1:7576", name="second")
+    other.spawn()
+    assert other.proc.wait(timeout=60) == 2
+    assert "in0 is guarded by another running musersd (NFQUEUE 4242)" in other.log()
+    assert our_rules(lab) == mine
+    call(nfq, "add", Rule.make(AUTH, GROUP, 8))
+    assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
+
+
 def test_a_start_that_fails_leaves_no_iptables_rules(lab, key):
     with inside(lab.router.ns):
         blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

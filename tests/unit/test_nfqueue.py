@@ -424,6 +424,16 @@ def test_install_replaces_stale_rules_of_the_interface_and_remove_takes_exactly_
     assert hooks.remove("in0") is True  # nothing installed any more: nothing to do
 
 
+def test_an_interface_guarded_by_a_running_musersd_is_refused():
+    theirs = hook_specs("in0", 99)
+    ipt = FakeIptables(theirs)
+    with pytest.raises(DataPlaneError, match="in0 is guarded by another running musersd .NFQUEUE 99."):
+        Hooks(Iptables(run=ipt), 12, bound=lambda: {99, 12}).install("in0")
+    assert ipt.rules() == theirs
+    Hooks(Iptables(run=ipt), 12, bound=lambda: {12}).install("in0")  # 99 has nobody: a crashed one's rules
+    assert ipt.rules() == hook_specs("in0", 12)
+
+
 def test_install_that_fails_half_way_leaves_nothing_behind():
     ipt = FakeIptables()
     ipt.fail_on = "224.0.0.0/24"
