@@ -7,7 +7,15 @@
  * Every name carries the mauth_ / MAUTH_ prefix: bcc compiles this together
  * with kernel headers, and a type named like a kernel type fails to compile.
  *
- * Map layout (version MAUTH_LAYOUT, pinned under <pin-dir>/v<MAUTH_LAYOUT>/):
+ * Map layout (version MAUTH_LAYOUT, pinned under <pin-dir>/v<MAUTH_LAYOUT>/;
+ * a change of any struct or map bumps it, so pins of another layout are
+ * never reused: layout 3 added the prefix tries, rates and cfg.prefixes.
+ * Upgrading a router from layout 2: the new musersd finds no v3 pins,
+ * creates empty maps with a new state id, loads its rule file and attaches
+ * the new program in place of the old one in one netlink operation;
+ * mauthserver sees the new state id at its next contact and re-installs
+ * every rule. Nothing uses the old <pin-dir>/v2/ any more; it stays, and
+ * holds its memory, until an operator removes it (musersd logs a warning).)
  *
  *   cfg         ARRAY[1]             mode, layout, capacity, denied-table seed,
  *                                    state id, which prefix tries hold rules

@@ -40,7 +40,8 @@ the filter enforcing the last rules (unless --detach-on-exit).
               help=f"Client addresses allowed to use unauthenticated protocol v1 "
                    f"(repeatable; default {', '.join(DEFAULT_LEGACY_ALLOW)}).")
 @click.option("--config", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Rule file (mauth.conf: SOURCE GROUP MAX-TTL per line), applied at start and on SIGHUP.")
+              help="Rule file (mauth.conf: SOURCE[/LEN] GROUP[/LEN] MAX-TTL [pps=N] [bps=N] per line), "
+                   "applied at start and on SIGHUP.")
 @click.option("--mode", type=click.Choice(["enforce", "monitor"]),
               help="Filter mode; default: keep the pinned mode (enforce for a new router).")
 @click.option("--pin-dir", default="/sys/fs/bpf/mauth", show_default=True, metavar="DIR",

@@ -533,3 +533,15 @@ def test_protocol_backend_pages_through_exact_prefix_and_rate_rules(pin_dir):
         assert b.replace(Rule.make("192.0.2.32/28", "239.2.2.2", 5)) is False  # replaced, no limit now
         assert dp.get_rule(("192.0.2.32/28", "239.2.2.2")).rule.pps == 0
         assert b.counters().rule_count == len(want) - 1
+
+
+def test_an_older_layout_is_not_adopted_and_is_pointed_out(pin_dir, caplog):
+    """Pins of layout 2 (another map shape) live under v2/; layout 3 starts afresh beside them."""
+    import logging
+
+    (pin_dir / "v2").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="musersd.dataplane"):
+        with DataPlane(pin_dir, max_rules=64).load() as dp:
+            assert dp.created and dp.layout_dir.name == f"v{maps.LAYOUT}" == "v3"
+            assert dp.rule_count() == 0
+    assert any("layout 2 remain" in r.getMessage() for r in caplog.records)
