@@ -29,7 +29,7 @@ DEB_PACKAGES=(
     python3-bpfcc python3-venv python3-dev libbpf1 bpftool
     linux-headers-amd64
     smcroute iproute2 iptables nftables kmod procps psmisc
-    tcpdump netsniff-ng tmux systemd
+    tcpdump netsniff-ng tmux systemd systemd-container
     libnetfilter-queue-dev gcc
 )
 

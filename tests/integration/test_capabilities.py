@@ -1,0 +1,369 @@
+"""The privileges in systemd/*.service, proved on the real daemons.
+
+Strategy, two levels:
+
+* Capabilities alone. musersd runs in the lab's router namespace under
+  `setpriv` with exactly the capability set of systemd/musersd.service (read
+  from the unit file, so the unit and this test cannot drift apart) and no new
+  privileges; it must load, attach, serve, and a rule added with mauthctl must
+  let its sender through while another sender stays blocked. Then each of those
+  capabilities is dropped in turn, and musersd must fail to start with the
+  error that capability prevents: the set is minimal, not merely sufficient.
+
+* The units themselves. `make install DESTDIR=...` stages the programs and
+  units; systemd-nspawn boots a real systemd on this machine's /usr (the
+  staged /usr/local bound over it), inside the lab's router namespace. systemd
+  starts both units with all of their sandboxing (seccomp filters, read-only
+  file system, dynamic user, watchdog), and the test drives them as an
+  operator would: a SAP announcement reaches mauthserver, a rule added
+  through mauthserver's API reaches musersd and is enforced on real forwarded
+  multicast (smcrouted routes it), reloads re-read the secrets, and after
+  musersd is killed the filter keeps enforcing until systemd has restarted it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lab.daemons import BIN, mauthctl, write_key_file
+from lab.netns import inside, private_bpffs
+from musersd.dataplane import xdp_status
+from tests.integration.conftest import AUTH, GROUP, ROGUE
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+ROUTER_IN = "192.0.2.1"  # the router's address on the senders' link
+N = 30
+SDP = REPO / "tests/data/sdp/asm_vlc.sdp"
+
+# Linux capability numbers (linux/capability.h), for reading /proc/PID/status.
+CAP_BITS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+
+# What musersd says when one capability of the unit's set is missing.
+WITHOUT = {
+    # No CAP_SYS_ADMIN (nor CAP_BPF): bcc cannot create the maps.
+    "CAP_SYS_ADMIN": "could not load the XDP program",
+    # The program loads, but netlink refuses to attach it.
+    "CAP_NET_ADMIN": "could not attach the XDP program to",
+}
+
+
+def unit_directive(unit: str, key: str) -> str:
+    [value] = [line.split("=", 1)[1].strip() for line in (REPO / "systemd" / unit).read_text().splitlines()
+               if line.startswith(f"{key}=")]
+    return value
+
+
+def unit_caps() -> list[str]:
+    return unit_directive("musersd.service", "CapabilityBoundingSet").split()
+
+
+def cap_mask(caps) -> int:
+    return sum(1 << CAP_BITS[c] for c in caps)
+
+
+def proc_status(text: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def setpriv(caps) -> list[str]:
+    """Root with exactly `caps` (no others in any set) and no_new_privs, as the unit runs musersd."""
+    spec = ",".join(["-all"] + [f"+{c[4:].lower()}" for c in caps])
+    return ["setpriv", f"--inh-caps={spec}", f"--bounding-set={spec}", "--no-new-privs", "--"]
+
+
+def delivered(lab, flows, ttl=4) -> dict:
+    rx = lab.receiver(sorted({g for _, g in flows}))
+    for src, grp in flows:
+        lab.sender(src).send(grp, N, ttl=ttl)
+    counts = rx.drain()
+    rx.close()
+    return {f: counts[f] for f in flows}
+
+
+def wait_for(what: str, check, timeout: float = 60.0, every: float = 0.2, detail=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
+        time.sleep(every)
+
+
+# ------------------------------------------------------------------ capabilities alone
+
+
+def start_musersd(lab, pin_dir, key, caps, name):
+    argv = setpriv(caps) + [str(BIN / "musersd"), "--pin-dir", str(pin_dir), "--key-file", str(key),
+                            "--listen", f"{ROUTER_IN}:7575", *sum((["--iface", i] for i in lab.internal_ifaces), [])]
+    return lab.spawn(lab.router.ns, argv, name)
+
+
+def wait_serving(lab, proc, name: str) -> None:
+    wait_for(f"{name} to serve", lambda: "serving on" in lab.log(name) or proc.poll() is not None)
+    assert proc.poll() is None, lab.log(name)
+
+
+def stop(proc) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+
+
+def test_unit_capability_set_loads_attaches_serves_enforces_and_adopts(lab, pin_dir):
+    caps = unit_caps()
+    assert set(caps) == {"CAP_SYS_ADMIN", "CAP_NET_ADMIN"}
+    key = write_key_file(lab.workdir / "router.key")
+    proc = start_musersd(lab, pin_dir, key, caps, "musersd")
+    try:
+        wait_serving(lab, proc, "musersd")
+        # `ip netns exec` and setpriv exec, so the Popen pid is musersd itself.
+        status = proc_status(Path(f"/proc/{proc.pid}/status").read_text())
+        assert int(status["CapEff"], 16) == int(status["CapBnd"], 16) == cap_mask(caps)
+        assert status["NoNewPrivs"] == "1" and status["Uid"].split()[0] == "0"
+
+        r = mauthctl(lab, lab.senders["s1"].ns, "--router", f"{ROUTER_IN}:7575", "--key-file", str(key),
+                     "add-sender", AUTH, GROUP, "--max-ttl", "8")
+        assert r.returncode == 0, r.stderr
+        assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
+    finally:
+        stop(proc)
+    assert "filter left attached" in lab.log("musersd")
+
+    # A second musersd with the same privileges adopts the pinned maps and their rule.
+    proc = start_musersd(lab, pin_dir, key, caps, "musersd2")
+    try:
+        wait_serving(lab, proc, "musersd2")
+        assert "adopted pinned maps" in lab.log("musersd2")
+        assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("missing", sorted(WITHOUT))
+def test_each_capability_of_the_unit_is_needed(lab, pin_dir, missing):
+    caps = [c for c in unit_caps() if c != missing]
+    key = write_key_file(lab.workdir / "router.key")
+    proc = start_musersd(lab, pin_dir, key, caps, "musersd")
+    assert proc.wait(timeout=120) == 2, lab.log("musersd")
+    log = lab.log("musersd")
+    assert WITHOUT[missing] in log, log
+    assert "serving on" not in log
+    with inside(lab.router.ns):
+        assert [xdp_status(i) for i in lab.internal_ifaces] == [(None, 0)] * len(lab.internal_ifaces)
+
+
+def test_cap_bpf_and_cap_perfmon_start_but_cannot_adopt_the_pins(lab, pin_dir):
+    """Why the unit has CAP_SYS_ADMIN: the narrower capabilities fail at the first restart."""
+    narrow = ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]
+    key = write_key_file(lab.workdir / "router.key")
+    proc = start_musersd(lab, pin_dir, key, narrow, "first")
+    wait_serving(lab, proc, "first")
+    stop(proc)
+    proc = start_musersd(lab, pin_dir, key, narrow, "restart")
+    assert proc.wait(timeout=120) == 2, lab.log("restart")
+    # bcc reopens each pinned map by id (BPF_MAP_GET_FD_BY_ID): CAP_SYS_ADMIN only.
+    assert re.search(r"could not open bpf map: \w+, error: Operation not permitted", lab.log("restart")), \
+        lab.log("restart")
+    # Meanwhile the first musersd's program still guards the interface.
+    with inside(lab.router.ns):
+        assert xdp_status(lab.internal_ifaces[0])[1] != 0
+
+
+# ------------------------------------------------------------------ the units under systemd
+
+TEST_TARGET = """\
+[Unit]
+Description=mauth units under test
+Wants=musersd.service mauthserver.service
+"""
+
+# A short watchdog for the test's duration: the daemons' pings must keep both alive.
+WATCHDOG_DROPIN = "[Service]\nWatchdogSec=3s\n"
+
+
+class Container:
+    """A systemd booted with systemd-nspawn on this machine's /usr, in a lab namespace."""
+
+    def __init__(self, lab, dest: Path, bpffs: Path, workdir: Path):
+        self.name = f"mauth-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        etc = workdir / "container-etc"
+        etc.mkdir()
+        (etc / "mauth-test.target").write_text(TEST_TARGET)
+        (etc / "watchdog.conf").write_text(WATCHDOG_DROPIN)
+        binds = [f"--bind={bpffs}:/sys/fs/bpf", f"--bind={dest}/usr/local:/usr/local",
+                 f"--bind={dest}/etc/mauth:/etc/mauth",
+                 f"--bind-ro={etc}/mauth-test.target:/etc/systemd/system/mauth-test.target"]
+        for unit in ("musersd", "mauthserver"):
+            binds.append(f"--bind-ro={etc}/watchdog.conf:/etc/systemd/system/{unit}.service.d/watchdog.conf")
+        self.argv = [
+            "systemd-nspawn", "--quiet", "--keep-unit", "--register=no", "--machine", self.name,
+            "--directory=/", "--volatile=yes", "--overlay=/etc::/etc", "--console=passive",
+            f"--network-namespace-path=/run/netns/{lab.router.ns}",
+            # The container's ceiling; systemd narrows it per unit.
+            f"--capability={','.join(unit_caps())}", "--system-call-filter=bpf",
+            *binds, "--boot", "--", "--unit=mauth-test.target",
+        ]
+        self.log = workdir / "nspawn.log"
+        self.proc: subprocess.Popen | None = None
+        self.init_pid = 0
+
+    def start(self) -> "Container":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.init_pid = wait_for("the container's systemd", self._find_init, timeout=60)
+        return self
+
+    def _find_init(self) -> int:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"systemd-nspawn exited with {self.proc.returncode}: {self.log.read_text()}")
+        # nspawn is the subreaper of the container's init (its child, or a grandchild while it starts).
+        for child in _children(self.proc.pid):
+            for pid in (child, *_children(child)):
+                try:
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                        return pid
+                except OSError:
+                    continue
+        return 0
+
+    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        r = subprocess.run(["nsenter", "-t", str(self.init_pid), "-a", *cmd], capture_output=True, text=True,
+                           timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+        return r
+
+    def show(self, unit: str, prop: str) -> str:
+        """A unit property; "" while the container's systemd does not answer yet."""
+        return self.run("systemctl", "show", "-p", prop, "--value", unit, check=False).stdout.strip()
+
+    def journal(self, unit: str) -> str:
+        return self.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, check=False).stdout
+
+    def main_status(self, unit: str) -> dict[str, str]:
+        pid = self.show(unit, "MainPID")
+        return proc_status(self.run("cat", f"/proc/{pid}/status").stdout)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # nspawn asks the container's systemd to power off
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        subprocess.run(["rm", "-rf", f"/run/systemd/nspawn/propagate/{self.name}"], check=False)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # ppid
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.fixture
+def staged(tmp_path) -> Path:
+    dest = tmp_path / "dest"
+    r = subprocess.run(["make", "-C", str(REPO), "install", f"DESTDIR={dest}"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return dest
+
+
+def test_units_under_systemd(lab, staged):
+    conf = staged / "etc/mauth"
+    ifaces = " ".join(f"--iface {i}" for i in lab.internal_ifaces)
+    (conf / "musersd.env").write_text(f'MUSERSD_IFACES="{ifaces}"\nMUSERSD_LISTEN={ROUTER_IN}:7575\nMUSERSD_OPTS=""\n')
+    (conf / "mauthserver.env").write_text(
+        f'MAUTHSERVER_API=127.0.0.1:7580\nMAUTHSERVER_OPTS="--router r1={ROUTER_IN}:7575"\n')
+    key, token = conf / "router.key", conf / "api.token"
+    rt = lab.router.ns
+
+    def server(*args):
+        return mauthctl(lab, rt, "--server", "http://127.0.0.1:7580", "--token-file", str(token), *args)
+
+    def router_rules():
+        r = mauthctl(lab, rt, "--router", f"{ROUTER_IN}:7575", "--key-file", str(key), "--json", "list")
+        return [(x["source"], x["group"], x["max_ttl"]) for x in json.loads(r.stdout)] if r.returncode == 0 else None
+
+    with private_bpffs() as bpffs:
+        ctr = Container(lab, staged, bpffs, lab.workdir)
+        try:
+            ctr.start()
+
+            def both_active():
+                states = [ctr.show(u, "ActiveState") for u in ("musersd", "mauthserver")]
+                if "failed" in states:
+                    raise AssertionError(f"{states}: {ctr.journal('musersd')}{ctr.journal('mauthserver')}")
+                return states == ["active", "active"]
+
+            try:
+                wait_for("both units to be active", both_active, timeout=120)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {ctr.journal('musersd')}{ctr.journal('mauthserver')}") from None
+
+            # The privileges systemd gave them are the ones the units promise.
+            m = ctr.main_status("musersd")
+            assert m["Uid"].split()[0] == "0"
+            assert int(m["CapEff"], 16) == int(m["CapBnd"], 16) == cap_mask(unit_caps())
+            s = ctr.main_status("mauthserver")
+            assert s["Uid"].split()[0] != "0"
+            assert int(s["CapEff"], 16) == int(s["CapBnd"], 16) == 0
+            for st in (m, s):
+                assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2"  # seccomp filter mode
+            assert (bpffs / "mauth").is_dir()  # pinned on the one writable path
+
+            # A session announced on the senders' link reaches mauthserver through the filter.
+            r = mauthctl(lab, lab.senders["s1"].ns, "announce", str(SDP), "--source", AUTH, "--count", "1")
+            assert r.returncode == 0, r.stderr
+            wait_for("the SAP session", lambda: json.loads(server("--json", "sessions").stdout or "[]"))
+
+            # A rule added through mauthserver's API reaches musersd and is enforced.
+            assert delivered(lab, [(AUTH, GROUP)]) == {(AUTH, GROUP): 0}
+            r = server("add-sender", AUTH, GROUP, "--max-ttl", "8")
+            assert r.returncode == 0, r.stderr
+            wait_for("the rule on the router", lambda: router_rules() == [(AUTH, GROUP, 8)])
+            assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
+
+            # Reloads re-read the secrets (mauthserver's through its privileged copy step).
+            ctr.run("systemctl", "reload", "musersd", "mauthserver")
+            assert "reload: key file /etc/mauth/router.key loaded" in ctr.journal("musersd")
+            assert "reload: token file /run/mauthserver/api.token loaded" in ctr.journal("mauthserver")
+
+            # musersd killed: the pinned filter keeps enforcing, systemd restarts it, it adopts the maps.
+            ctr.run("systemctl", "kill", "--signal=SIGKILL", "musersd")
+            assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
+            wait_for("musersd to be restarted",
+                     lambda: ctr.show("musersd", "NRestarts") == "1" and ctr.show("musersd", "ActiveState") == "active",
+                     timeout=120, detail=lambda: ctr.run("systemctl", "status", "musersd", check=False).stdout)
+            assert "adopted pinned maps" in ctr.journal("musersd")
+            assert router_rules() == [(AUTH, GROUP, 8)]
+            assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
+
+            # All along, a 3 s watchdog never fired: both daemons ping systemd.
+            assert ctr.show("mauthserver", "NRestarts") == "0"
+            for unit in ("musersd", "mauthserver"):
+                assert ctr.show(unit, "WatchdogUSec") == "3s"
+                assert not re.search(r"[Ww]atchdog timeout", ctr.journal(unit)), ctr.journal(unit)
+        finally:
+            ctr.stop()
