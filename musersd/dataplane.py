@@ -525,13 +525,17 @@ class DataPlane:
 
     def _scan_slots(self) -> None:
         used = {v.slot for _, v in self._map("mauth_rules4").items()}
+        self._scan_prefixes()
+        used.update(self._prefix.values())
+        self._next_slot = max(used) + 1 if used else 0
+        self._free_slots = sorted((s for s in range(self._next_slot) if s not in used), reverse=True)
+
+    def _scan_prefixes(self) -> None:
+        """Rebuild the index of prefix rules (key -> slot) from the two tries."""
         self._prefix = {}
         for cname in _PREFIX_MAPS:
             for k, v in self._map(cname).items():
                 self._prefix[_prefix_key(cname, k)] = v.slot
-        used.update(self._prefix.values())
-        self._next_slot = max(used) + 1 if used else 0
-        self._free_slots = sorted((s for s in range(self._next_slot) if s not in used), reverse=True)
 
     def _alloc_slot(self) -> int:
         if self._free_slots:
@@ -606,15 +610,17 @@ class DataPlane:
 
         A lookup in a prefix trie returns the longest prefix that matches,
         which is the key itself only if the key is there; whether it is comes
-        from the index of prefix rules, rebuilt from the tries when it does
-        not know the key (another process changed them, or the key is absent).
+        from the index of prefix rules, which this process keeps up to date
+        and rebuilds from the tries (not from the exact rules: they may be a
+        million) when it does not know the key: the key is absent, or a
+        process that only reads was overtaken by the writer.
         """
         cname, k = self._locate(key)
         value = self._map(cname).lookup(k)
         if value is None or key.is_exact:
             return value
         if self._prefix.get(key) != value.slot:
-            self._scan_slots()
+            self._scan_prefixes()
             if self._prefix.get(key) != value.slot:
                 return None
         return value
@@ -659,7 +665,9 @@ class DataPlane:
         rule = self._as_rule(rule)
         cname, key = self._locate(rule.key)
         rules = self._map(cname)
-        if self._value(rule.key) is not None:
+        # An exact key is checked here; a prefix key by the insert itself
+        # (BPF_NOEXIST in a trie compares exact keys, where a lookup would not).
+        if rule.key.is_exact and rules.lookup(key) is not None:
             raise RuleExists(f"a rule for {rule.key} already exists")
         slot = self._alloc_slot()
         self._zero_stats(slot)
@@ -709,7 +717,7 @@ class DataPlane:
         one_by_one = [r for r in new if not r.key.is_exact or r.rate_limited]
         new = [r for r in new if r.key.is_exact and not r.rate_limited]
         for r in one_by_one:
-            if self._value(r.key) is not None:
+            if r.key in self._prefix or (r.key.is_exact and self._value(r.key) is not None):
                 raise RuleExists(f"a rule for {r.key} already exists")
         if len(new) + len(one_by_one) > len(self._free_slots) + self.max_rules - self._next_slot:
             raise TableFull(f"the rule table is full ({self.max_rules} rules)")
