@@ -29,8 +29,9 @@ DEB_PACKAGES=(
     python3-bpfcc python3-venv python3-dev libbpf1 bpftool
     linux-headers-amd64
     smcroute iproute2 iptables nftables kmod procps psmisc
-    tcpdump netsniff-ng tmux systemd systemd-container
+    tcpdump netsniff-ng tmux systemd systemd-container sqlite3
     libnetfilter-queue-dev gcc
+    xdp-tools ethtool
 )
 
 missing=()

@@ -37,7 +37,7 @@ import pytest
 from lab.daemons import BIN, mauthctl, write_key_file
 from lab.netns import inside, private_bpffs
 from musersd.dataplane import xdp_status
-from tests.integration.conftest import AUTH, GROUP, ROGUE
+from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, ROGUE
 
 pytestmark = pytest.mark.integration
 
@@ -281,6 +281,19 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def doc_commands() -> tuple[str, str]:
+    """The backup and the restore commands of docs/operations.md, with a backup file under /var/tmp."""
+    text = (REPO / "docs/operations.md").read_text()
+    section = text[text.index("## Backup and restore"):]
+    backup, restore = (block.split("\n", 1)[1] for block in section.split("```sh")[1:3])
+    backup, restore = backup.split("```", 1)[0], restore.split("```", 1)[0]
+    backup = "\n".join(line for line in backup.splitlines() if not line.startswith("#"))
+    backup = backup.replace("/root/", "/var/tmp/")
+    restore = restore.replace("/root/mauthserver-2026-11-20.db", "/var/tmp/mauthserver-$(date +%F).db")
+    assert "systemctl stop mauthserver" in restore and "systemctl start mauthserver" in restore
+    return backup, restore
+
+
 @pytest.fixture
 def staged(tmp_path) -> Path:
     dest = tmp_path / "dest"
@@ -360,8 +373,22 @@ def test_units_under_systemd(lab, staged):
             assert router_rules() == [(AUTH, GROUP, 8)]
             assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
 
+            # Backup and restore, with the commands of docs/operations.md: rules added after
+            # the backup leave the router when the restored mediator starts.
+            backup, restore = doc_commands()
+            run_sh = lambda script: ctr.run("sh", "-ec", script)  # noqa: E731
+            out = run_sh(backup).stdout
+            assert out.strip().splitlines()[-1] == "ok", out
+            r = server("add-sender", AUTH2, GROUP2, "--max-ttl", "4")
+            assert r.returncode == 0, r.stderr
+            wait_for("the second rule", lambda: router_rules() == [(AUTH, GROUP, 8), (AUTH2, GROUP2, 4)])
+            run_sh(restore)
+            assert ctr.show("mauthserver", "ActiveState") == "active"
+            wait_for("the router to converge to the backup", lambda: router_rules() == [(AUTH, GROUP, 8)],
+                     detail=lambda: ctr.journal("mauthserver")[-2000:])
+
             # All along, a 3 s watchdog never fired: both daemons ping systemd.
-            assert ctr.show("mauthserver", "NRestarts") == "0"
+            assert ctr.show("mauthserver", "NRestarts") == "0"  # stopped and started by the restore, never restarted
             for unit in ("musersd", "mauthserver"):
                 assert ctr.show(unit, "WatchdogUSec") == "3s"
                 assert not re.search(r"[Ww]atchdog timeout", ctr.journal(unit)), ctr.journal(unit)

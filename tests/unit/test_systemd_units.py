@@ -205,6 +205,54 @@ def test_systemd_analyze_verify(staged, tmp_path):
     assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
 
 
+FRR_ORDERING = """\
+[Unit]
+Description=FRRouting's ordering, as its unit ships it
+Wants=network.target
+After=network-pre.target systemd-sysctl.service
+Before=network.target
+
+[Service]
+ExecStart=/bin/sleep infinity
+"""
+
+
+def frr_override() -> list[str]:
+    """The [Unit] lines docs/operations.md tells FRR users to put in place of the network ordering."""
+    text = (REPO / "docs/operations.md").read_text()
+    section = text[text.index("* **FRR**"):]
+    block = section.split("```ini\n", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip()]
+
+
+def verify_in(directory: Path, *units: str) -> str:
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{directory}:", "SYSTEMD_LOG_LEVEL": "notice"}
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True,
+                       env=env, cwd=directory)
+    return r.stdout + r.stderr
+
+
+def test_frr_ordering_needs_the_documented_override(staged, tmp_path):
+    shipped = unit_text(staged, "musersd.service").replace(f"{PREFIX}/", f"{staged}{PREFIX}/")
+    before = "Before=smcroute.service pimd.service\n"
+    assert before in shipped
+    naive, fixed = tmp_path / "naive", tmp_path / "fixed"
+    for d in (naive, fixed):
+        d.mkdir()
+        (d / "frr.service").write_text(FRR_ORDERING)
+    # Simply ordering musersd before FRR: a cycle systemd breaks by dropping a job.
+    (naive / "musersd.service").write_text(shipped.replace(before, "Before=smcroute.service pimd.service frr.service\n"))
+    assert "Found ordering cycle" in verify_in(naive, "musersd.service", "frr.service")
+    # The override of docs/operations.md: no cycle, nothing to report.
+    lines = [line for line in shipped.splitlines(keepends=True)
+             if line not in ("Wants=network-online.target\n", "After=network-online.target\n", before)]
+    at = lines.index("[Unit]\n") + 1
+    lines[at:at] = [line + "\n" for line in frr_override()]
+    (fixed / "musersd.service").write_text("".join(lines))
+    assert any(line.startswith("Before=") and "frr.service" in line for line in frr_override())
+    assert verify_in(fixed, "musersd.service", "frr.service") == ""
+
+
 @pytest.mark.parametrize("unit,daemon", [("musersd.service", "musersd"), ("mauthserver.service", "mauthserver")])
 def test_exec_start_flags_are_the_daemons_own(staged, unit, daemon):
     env_path = staged / "etc/mauth" / f"{daemon}.env"
