@@ -104,6 +104,15 @@ def _cpu_busy() -> dict[int, int]:
     return busy
 
 
+def quietest_cpu(sample_s: float = 0.5) -> int:
+    """The allowed CPU that was least busy over the next `sample_s` seconds."""
+    allowed = sorted(os.sched_getaffinity(0))
+    before = _cpu_busy()
+    time.sleep(sample_s)
+    after = _cpu_busy()
+    return min(allowed, key=lambda c: (after.get(c, 0) - before.get(c, 0), -c))
+
+
 def pin_to_quietest_cpu(sample_s: float = 0.5) -> int:
     """Pin this process to the allowed CPU that was least busy over `sample_s`; returns it.
 
@@ -112,11 +121,7 @@ def pin_to_quietest_cpu(sample_s: float = 0.5) -> int:
     per-CPU map slots. BPF_F_TEST_RUN_ON_CPU would not do: the kernel accepts
     it only for raw tracepoint programs, not XDP.
     """
-    allowed = sorted(os.sched_getaffinity(0))
-    before = _cpu_busy()
-    time.sleep(sample_s)
-    after = _cpu_busy()
-    cpu = min(allowed, key=lambda c: (after.get(c, 0) - before.get(c, 0), -c))
+    cpu = quietest_cpu(sample_s)
     os.sched_setaffinity(0, {cpu})
     return cpu
 
