@@ -797,6 +797,8 @@ class DataPlane:
             self._clear_rate(old.slot)  # after the rule stopped pointing at it
         if rule.key.is_exact:
             self._forget_denied(bytes(key))
+        else:
+            self._forget_denied_where(rule.key.covers)
         return True
 
     def remove_rule(self, key: RuleKey | Rule | tuple) -> Rule:
@@ -839,7 +841,7 @@ class DataPlane:
 
     def rules(self) -> list[RuleStats]:
         out = [self._stats_for(self._rule_of(key, v), v.slot) for key, v in self._entries()]
-        out.sort(key=lambda r: r.rule.key)
+        out.sort(key=lambda r: r.rule.key.cursor)
         return out
 
     def rule_keys(self) -> list[RuleKey]:
