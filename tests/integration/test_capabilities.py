@@ -186,7 +186,7 @@ def test_cap_bpf_and_cap_perfmon_start_but_cannot_adopt_the_pins(lab, pin_dir):
 TEST_TARGET = """\
 [Unit]
 Description=mauth units under test
-Wants=musersd.service mauthserver.service
+Wants={units}
 """
 
 # A short watchdog for the test's duration: the daemons' pings must keep both alive.
@@ -196,11 +196,12 @@ WATCHDOG_DROPIN = "[Service]\nWatchdogSec=3s\n"
 class Container:
     """A systemd booted with systemd-nspawn on this machine's /usr, in a lab namespace."""
 
-    def __init__(self, lab, dest: Path, bpffs: Path, workdir: Path):
+    def __init__(self, lab, dest: Path, bpffs: Path, workdir: Path,
+                 units: tuple[str, ...] = ("musersd.service", "mauthserver.service")):
         self.name = f"mauth-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         etc = workdir / "container-etc"
         etc.mkdir()
-        (etc / "mauth-test.target").write_text(TEST_TARGET)
+        (etc / "mauth-test.target").write_text(TEST_TARGET.format(units=" ".join(units)))
         (etc / "watchdog.conf").write_text(WATCHDOG_DROPIN)
         binds = [f"--bind={bpffs}:/sys/fs/bpf", f"--bind={dest}/usr/local:/usr/local",
                  f"--bind={dest}/etc/mauth:/etc/mauth",
@@ -392,5 +393,39 @@ def test_units_under_systemd(lab, staged):
             for unit in ("musersd", "mauthserver"):
                 assert ctr.show(unit, "WatchdogUSec") == "3s"
                 assert not re.search(r"[Ww]atchdog timeout", ctr.journal(unit)), ctr.journal(unit)
+        finally:
+            ctr.stop()
+
+
+def test_nfqueue_backend_under_the_same_unit(lab, staged):
+    """musersd --backend nfqueue, for routers without XDP, runs under the shipped unit unchanged."""
+    conf = staged / "etc/mauth"
+    ifaces = " ".join(f"--iface {i}" for i in lab.internal_ifaces)
+    (conf / "musersd.env").write_text(
+        f'MUSERSD_IFACES="{ifaces}"\nMUSERSD_LISTEN={ROUTER_IN}:7575\nMUSERSD_OPTS="--backend nfqueue"\n')
+    key = conf / "router.key"
+
+    def ctl(*args):
+        return mauthctl(lab, lab.senders["s1"].ns, "--router", f"{ROUTER_IN}:7575", "--key-file", str(key), *args)
+
+    def mangle_rules() -> str:
+        return subprocess.run(["ip", "netns", "exec", lab.router.ns, "iptables", "-t", "mangle", "-S", "PREROUTING"],
+                              capture_output=True, text=True, check=True).stdout
+
+    with private_bpffs() as bpffs:
+        ctr = Container(lab, staged, bpffs, lab.workdir, units=("musersd.service",))
+        try:
+            ctr.start()
+            wait_for("musersd to be active", lambda: ctr.show("musersd", "ActiveState") in ("active", "failed"),
+                     timeout=120)
+            assert ctr.show("musersd", "ActiveState") == "active", ctr.journal("musersd")
+            assert "interfaces in0 (nfqueue)" in ctr.journal("musersd")
+            assert "NFQUEUE" in mangle_rules()  # installed from inside the sandbox
+            assert ctl("add-sender", AUTH, GROUP, "--max-ttl", "8").returncode == 0
+            assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
+            # Its rules live in the unit's own state directory, not in mauthserver's.
+            assert ctr.run("test", "-s", "/var/lib/musersd/nfqueue.sqlite", check=False).returncode == 0
+            ctr.run("systemctl", "stop", "musersd")
+            assert "NFQUEUE" not in mangle_rules()  # a clean stop removes them
         finally:
             ctr.stop()
