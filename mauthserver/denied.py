@@ -46,10 +46,11 @@ from typing import Callable, Iterable
 from musersd.protocol import v2
 from musersd.protocol.errors import ReplyCode, RouterUnreachable
 from musersd.protocol.model import DeniedEntry
+from musersd.protocol.server import TokenBucket
 
 from .core import CONVERGING, UP
 from .events import EventBus
-from .fanout import RouterLink
+from .fanout import RouterLink, cancel_all
 from .fanout import _Answer as RouterAnswer  # a router answered with an error status
 
 log = logging.getLogger("mauthserver.denied")
@@ -80,22 +81,6 @@ class DeniedReport:
         return {"router": self.router, "source": self.source, "group": self.group, "reason": self.reason,
                 "packets": self.packets, "bytes": self.bytes, "new_packets": self.new_packets,
                 "first": self.first, "last_ttl": self.last_ttl, "last_seen": self.last_seen}
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = burst
-        self.last: float | None = None
-
-    def take(self, now: float) -> bool:
-        if self.last is not None:
-            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 class DeniedTracker:
@@ -198,13 +183,7 @@ class DeniedWatch:
             self._running.append(task)
 
     async def stop(self) -> None:
-        for t in self._running:
-            t.cancel()
-        for t in self._running:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_all(self._running)
         self._running.clear()
         for link in self._links.values():
             link.close()

@@ -396,13 +396,18 @@ class FanOut:
             self._running.append(t)
 
     async def stop(self) -> None:
-        for t in self._running:
-            t.cancel()
-        for t in self._running:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_all(self._running)
+
+
+async def cancel_all(tasks: list[asyncio.Task]) -> None:
+    """Cancel `tasks` and wait for each to end, whatever it ends with (its crash was reported already)."""
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        try:
+            await t
+        except (asyncio.CancelledError, Exception):
+            pass
 
 
 def jitter() -> float:

@@ -158,7 +158,9 @@ class _V1Client:
     last_used: float
 
 
-class _TokenBucket:
+class TokenBucket:
+    """`rate` tokens a second up to `burst`; take() spends one if there is one (time is a parameter)."""
+
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self.burst = burst
@@ -210,7 +212,7 @@ class ServerCore:
         self.v1_lifetime = v1_lifetime
         self._keys = keys
         self._legacy_allowed = legacy_allowed
-        self._bucket = _TokenBucket(unauth_rate, unauth_burst)
+        self._bucket = TokenBucket(unauth_rate, unauth_burst)
         self._sessions: OrderedDict[int, _Session] = OrderedDict()  # least recently used first
         self._issued = 0  # highest session number handed out
         self._low_water = 0  # every session <= this is refused unless still in the table
@@ -288,7 +290,7 @@ class ServerCore:
     def _execute_v1(self, data: bytes) -> v1.V1Response:
         try:
             request = v1.decode_request(data)
-        except RemoteProtocolError as err:  # unknown command, invalid rule: ERROR for that seq
+        except RemoteProtocolError:  # unknown command, invalid rule: ERROR for that seq
             return v1.V1Response(v1.V1Type.ERROR, data[0])
         self._count("executed")
         try:
