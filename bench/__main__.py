@@ -1,11 +1,16 @@
-"""Run every benchmark in turn: `python -m bench` (what `make bench` does).
+"""Run the benchmarks: `python -m bench` runs them all (what `make bench` does).
 
-Each one is a module of its own that measures, prints its table and writes
-its section of docs/benchmarks.json; a new benchmark is one more line in
-BENCHMARKS. They run one after another in separate processes, so one's
-pinned CPU, loaded programs and memory cannot disturb the next. The whole
-run must stay under 15 minutes on the 2-core machine docs/benchmarks.md
-describes; each module prints how long it took.
+    python -m bench                        # every area, in the order below
+    python -m bench forwarding control     # only these areas
+    python -m bench --list                 # the areas and what they measure
+
+Each area is a module of its own that measures, prints its table and
+writes its section of docs/benchmarks.json (leaving the others alone); a
+new benchmark is one more line in BENCHMARKS. They run one after another in
+separate processes, so one's pinned CPU, loaded programs, namespaces and
+memory cannot disturb the next. The whole run must stay under 15 minutes on
+the 2-core machine docs/benchmarks.md describes; each module prints how
+long it took, and the total is printed at the end.
 """
 
 from __future__ import annotations
@@ -14,21 +19,40 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = [
-    "bench.xdp_cost",  # per-packet cost of the XDP filter vs an empty XDP program
-]
+BENCHMARKS = {
+    "xdp_cost": "per-packet cost of the XDP filter vs an empty XDP program (BPF_PROG_TEST_RUN)",
+    "forwarding": "forwarding and drop rates of the lab router under each filter; upcalls under a flood",
+    "control": "protocol command rates, loading and re-converging rules, daemon memory",
+    "sap": "SAP announcements parsed per second",
+}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--list"], ["-l"]):
+        for name, what in BENCHMARKS.items():
+            print(f"{name:12s} {what}")
+        return 0
+    if any(a.startswith("-") for a in args):
+        print("usage: python -m bench [--list] [AREA ...]", file=sys.stderr)
+        return 2
+    unknown = [a for a in args if a not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark {unknown[0]!r}; the areas are: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
     failed = []
-    for module in BENCHMARKS:
+    started = time.monotonic()
+    for name in args or list(BENCHMARKS):
+        module = f"bench.{name}"
         print(f"== {module}", file=sys.stderr, flush=True)
-        started = time.monotonic()
+        t0 = time.monotonic()
         rc = subprocess.run([sys.executable, "-m", module]).returncode
-        print(f"== {module}: {'ok' if rc == 0 else f'exit {rc}'} in {time.monotonic() - started:.0f} s",
+        print(f"== {module}: {'ok' if rc == 0 else f'exit {rc}'} in {time.monotonic() - t0:.0f} s",
               file=sys.stderr, flush=True)
         if rc != 0:
             failed.append(module)
+    print(f"== all: {time.monotonic() - started:.0f} s{'; failed: ' + ', '.join(failed) if failed else ''}",
+          file=sys.stderr, flush=True)
     return 1 if failed else 0
 
 
