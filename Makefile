@@ -23,7 +23,8 @@ integration: setup
 demo: setup
 	$(PY) -m lab.demo$(if $(filter-out 0 no false,$(HEADLESS)), --headless)
 
-# Benchmarks (bench/): print tables, regenerate docs/benchmarks.json. Root, about 1 minute.
+# Benchmarks (bench/): print tables, regenerate docs/benchmarks.json and the tables of
+# docs/benchmarks.md. Root, about 8 minutes; `python -m bench AREA` runs one area.
 bench: setup
 	$(PY) -m bench
 

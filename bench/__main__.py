@@ -6,7 +6,8 @@
 
 Each area is a module of its own that measures, prints its table and
 writes its section of docs/benchmarks.json (leaving the others alone); a
-new benchmark is one more line in BENCHMARKS. They run one after another in
+new benchmark is one more line in BENCHMARKS. Then bench.report rewrites
+the generated tables of docs/benchmarks.md from that file. They run one after another in
 separate processes, so one's pinned CPU, loaded programs, namespaces and
 memory cannot disturb the next. The whole run must stay under 15 minutes on
 the 2-core machine docs/benchmarks.md describes; each module prints how
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         if rc != 0:
             failed.append(module)
+    if subprocess.run([sys.executable, "-m", "bench.report"]).returncode != 0:  # the tables of benchmarks.md
+        failed.append("bench.report")
     print(f"== all: {time.monotonic() - started:.0f} s{'; failed: ' + ', '.join(failed) if failed else ''}",
           file=sys.stderr, flush=True)
     return 1 if failed else 0

@@ -388,7 +388,7 @@ class XdpFilter(Guard):
         self.bpffs = workdir
         self.sources = sorted({str(r.source) for r in rules}, key=ipaddress.IPv4Address)
         self.loaded_once = False
-        self.version = _first_line(["xdp-filter", "--version"])
+        self.version = _first_line(["xdp-filter", "load", "--version"])
 
     def _run(self, *args: str) -> str:
         script = 'mount --bind "$1" /sys/fs/bpf && ns="$2" && shift 2 && exec nsenter --net="$ns" xdp-filter "$@"'
@@ -681,8 +681,8 @@ def summarize(samples: dict, guards: list[Guard]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], guards: list[Guard], upcalls: list[dict]) -> str:
-    labels = {g.name: g.label for g in guards}
+def markdown(rows: list[dict], labels: dict[str, str], upcalls: list[dict]) -> str:
+    """The tables of docs/benchmarks.md, from the figures; `labels`: guard name -> its label."""
     lines = []
     for prof in PROFILES:
         lines += ["", f"profile: {prof}", "",
@@ -814,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         "zero_upcalls_with_mauth": mauth_upcalls == 0 if mauth_upcalls is not None else None,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    print(markdown(rows, guards, upcalls))
+    print(markdown(rows, {g.name: g.label for g in guards}, upcalls))
     if not args.no_json:
         common.store_section(SECTION, section)
         print(f"wrote section {SECTION!r} of {common.JSON_PATH}", file=sys.stderr)

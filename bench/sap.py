@@ -101,6 +101,17 @@ def run_kind(kind: str, pkts: list[bytes], now: float) -> tuple[float, dict]:
     return total, {"plain_s": split[0], "compressed_s": split[1]}
 
 
+def markdown(section: dict) -> str:
+    """The table of docs/benchmarks.md, from the figures."""
+    lines = ["| what | per second | µs per packet |", "| --- | ---: | ---: |"]
+    for r in section["results"]:
+        lines.append(f"| {r['kind']} | {r['per_second']:,} | {r['us_per_packet']} |")
+    new = next(r for r in section["results"] if r["kind"] == "new")
+    lines.append(f"\nNew sessions only: plain {new['plain_per_second']:,}/s, "
+                 f"compressed {new['compressed_per_second']:,}/s.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.sap", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=10_000, help="distinct announcements")
@@ -143,12 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    lines = ["| what | per second | µs per packet |", "| --- | ---: | ---: |"]
-    for r in results:
-        lines.append(f"| {r['kind']} | {r['per_second']:,} | {r['us_per_packet']} |")
-    new = next(r for r in results if r["kind"] == "new")
-    lines.append(f"\nnew sessions: plain {new['plain_per_second']:,}/s, compressed {new['compressed_per_second']:,}/s")
-    print("\n".join(lines))
+    print(markdown(section))
     if not args.no_json:
         common.store_section(SECTION, section)
         print(f"wrote section {SECTION!r} of {common.JSON_PATH}", file=sys.stderr)
