@@ -489,7 +489,14 @@ class RouterCore:
 
     def pending(self, desired: Mapping[RuleKey, DesiredRule]) -> int:
         """How many rules still differ (and are not refused), without changing anything."""
-        n = 0
+        return sum(1 for _ in self._pending_keys(desired))
+
+    def has_pending(self, desired: Mapping[RuleKey, DesiredRule]) -> bool:
+        """Whether any rule still differs: stops at the first one, so a status check after each of
+        100,000 installs does not walk every key still to do (which made re-convergence quadratic)."""
+        return next(self._pending_keys(desired), None) is not None
+
+    def _pending_keys(self, desired: Mapping[RuleKey, DesiredRule]):
         for key in self.dirty:
             want = desired.get(key)
             want_ttl = want.rule.terms if want is not None else None
@@ -498,8 +505,7 @@ class RouterCore:
             refused = self.refused.get(key)
             if refused is not None and refused[0] == want_ttl:
                 continue
-            n += 1
-        return n
+            yield key
 
     def rule_state(self, key: RuleKey, want_ttl: tuple[int, int, int]) -> dict:
         """This router's side of one desired rule (its Rule.terms), for listings."""
@@ -630,7 +636,7 @@ class RouterCore:
         """Recompute up/converging after contact (down/unknown are set by the events)."""
         if self.status in (UNKNOWN, DOWN):
             return self.status
-        busy = not self.verified or self.pending(desired) > 0 or (
+        busy = not self.verified or self.has_pending(desired) or (
             mode is not None and self.mode is not None and self.mode != mode)
         self.status = CONVERGING if busy else UP
         return self.status
