@@ -118,27 +118,6 @@ class _XdpMd(ctypes.Structure):
                 ("data", "data_end", "data_meta", "ingress_ifindex", "rx_queue_index", "egress_ifindex")]
 
 
-class _TestRunOpts(ctypes.Structure):
-    # struct bpf_test_run_opts (libbpf 1.x, tools/lib/bpf/bpf.h), with batch_size.
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("data_in", ctypes.c_void_p),
-        ("data_out", ctypes.c_void_p),
-        ("data_size_in", ctypes.c_uint32),
-        ("data_size_out", ctypes.c_uint32),
-        ("ctx_in", ctypes.c_void_p),
-        ("ctx_out", ctypes.c_void_p),
-        ("ctx_size_in", ctypes.c_uint32),
-        ("ctx_size_out", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32),
-        ("repeat", ctypes.c_int),
-        ("duration", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("batch_size", ctypes.c_uint32),
-    ]
-
-
 @dataclass(frozen=True)
 class Flow:
     source: str
@@ -228,16 +207,16 @@ class LiveGen:
     def close(self) -> None:
         self.bpf.cleanup()
 
-    def _burst(self, count: int, opts: _TestRunOpts) -> None:
+    def _burst(self, count: int, opts: bpfsys.TestRunOpts) -> None:
         opts.repeat = count
         ret = bpfsys.lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
         if ret < 0:
             raise bpfsys.BPFSysError(-ret, f"BPF_PROG_TEST_RUN (live frames): {os.strerror(-ret)}")
 
-    def _opts(self) -> tuple[_TestRunOpts, tuple]:
+    def _opts(self) -> tuple[bpfsys.TestRunOpts, tuple]:
         buf = ctypes.create_string_buffer(self._frame, len(self._frame))
         md = _XdpMd(data=0, data_end=len(self._frame), ingress_ifindex=self.ifindex)
-        opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.cast(buf, ctypes.c_void_p),
+        opts = bpfsys.TestRunOpts(sz=ctypes.sizeof(bpfsys.TestRunOpts), data_in=ctypes.cast(buf, ctypes.c_void_p),
                             data_size_in=len(self._frame), ctx_in=ctypes.cast(ctypes.pointer(md), ctypes.c_void_p),
                             ctx_size_in=ctypes.sizeof(md), flags=BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=BATCH)
         return opts, (buf, md)  # the buffers must outlive the calls

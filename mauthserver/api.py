@@ -115,7 +115,7 @@ class TrafficReader:
         try:
             counters = (await link.call(v2.GetCounters())).body
             rules = await link.list_all()
-            denied = await self._denied(link)
+            denied = await link.list_denied()
         except (RouterUnreachable, RouterAnswer, OSError) as exc:
             return {"ok": False, "error": str(exc)}
         return {
@@ -131,18 +131,6 @@ class TrafficReader:
                         "packets": d.packets, "bytes": d.octets, "last_ttl": d.last_ttl,
                         "last_seen": d.last_seen / 1000 if d.last_seen else None} for d in denied],
         }
-
-    @staticmethod
-    async def _denied(link: RouterLink) -> list:
-        entries: list = []
-        cursor, seen = b"", set()
-        while True:
-            page = (await link.call(v2.ListDenied(0, cursor))).body
-            entries.extend(page.entries)
-            if not page.cursor or page.cursor in seen:
-                return entries
-            seen.add(page.cursor)
-            cursor = page.cursor
 
     def close(self) -> None:
         for link in self._links.values():

@@ -43,8 +43,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from musersd.protocol import v2
-from musersd.protocol.errors import ReplyCode, RouterUnreachable
+from musersd.protocol.errors import RouterUnreachable
 from musersd.protocol.model import DeniedEntry
 from musersd.protocol.server import TokenBucket
 
@@ -206,7 +205,7 @@ class DeniedWatch:
                                                   task.link.client.policy)
         link.client.keys = task.link.client.keys  # follow key-file reloads
         try:
-            entries = await self._list(link)
+            entries = await link.list_denied()
         except (RouterUnreachable, RouterAnswer, OSError) as exc:
             self.poll_failures[name] = self.poll_failures.get(name, 0) + 1
             log.debug("router=%s denied table not read: %s", name, exc)
@@ -214,17 +213,3 @@ class DeniedWatch:
         self.polls[name] = self.polls.get(name, 0) + 1
         self.process(name, entries)
         return True
-
-    @staticmethod
-    async def _list(link: RouterLink) -> list[DeniedEntry]:
-        entries: list[DeniedEntry] = []
-        cursor, seen = b"", set()
-        while True:
-            page = (await link.call(v2.ListDenied(0, cursor))).body
-            entries.extend(page.entries)
-            if not page.cursor:
-                return entries
-            if page.cursor in seen:
-                raise RouterAnswer(ReplyCode.MALFORMED, "the router returned the same listing cursor twice")
-            seen.add(page.cursor)
-            cursor = page.cursor

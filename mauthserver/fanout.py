@@ -37,7 +37,7 @@ from musersd.protocol import v2
 from musersd.protocol.client import Call, ClientCore, RetryPolicy
 from musersd.protocol.errors import ReplyCode, RouterUnreachable, Timeout
 from musersd.protocol.keys import KeyRing
-from musersd.protocol.model import Mode, RuleEntry
+from musersd.protocol.model import DeniedEntry, Mode, RuleEntry
 from musersd.rules import RuleKey
 
 from .core import (
@@ -160,10 +160,17 @@ class RouterLink:
                 return out
 
     async def list_all(self) -> list[RuleEntry]:
-        entries: list[RuleEntry] = []
+        return await self._pages(v2.ListRules)
+
+    async def list_denied(self) -> list[DeniedEntry]:
+        return await self._pages(v2.ListDenied)
+
+    async def _pages(self, request_type) -> list:
+        """Every entry of a paged listing; a router that repeats a cursor is answering nonsense."""
+        entries: list = []
         cursor, seen = b"", set()
         while True:
-            page = (await self.call(v2.ListRules(0, cursor))).body
+            page = (await self.call(request_type(0, cursor))).body
             entries.extend(page.entries)
             if not page.cursor:
                 return entries

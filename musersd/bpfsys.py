@@ -274,8 +274,8 @@ class Map:
             self.fd = -1
 
 
-class _TestRunOpts(ctypes.Structure):
-    # struct bpf_test_run_opts (libbpf 1.x, tools/lib/bpf/bpf.h)
+class TestRunOpts(ctypes.Structure):
+    # struct bpf_test_run_opts (libbpf 1.x, tools/lib/bpf/bpf.h), batch_size included (live frames)
     _fields_ = [
         ("sz", ctypes.c_size_t),
         ("data_in", ctypes.c_void_p),
@@ -308,7 +308,7 @@ def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1) -> TestRun:
         raise ValueError("BPF_PROG_TEST_RUN needs at least an Ethernet header (14 bytes)")
     buf = ctypes.create_string_buffer(frame, len(frame))
     out = ctypes.create_string_buffer(len(frame) + 256)
-    opts = _TestRunOpts()
+    opts = TestRunOpts()
     opts.sz = ctypes.sizeof(opts)
     opts.data_in = ctypes.cast(buf, ctypes.c_void_p)
     opts.data_size_in = len(frame)

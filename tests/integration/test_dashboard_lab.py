@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 
@@ -135,7 +134,6 @@ def _wait_screen(session: str, *needles: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"the dashboard never showed {needles}; screen:\n{screen}")
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by scripts/setup.sh")
 def test_the_dashboard_in_a_real_terminal(system):
     lab, musersd, server, session = system
     tmux = f"mauth-dash-{lab.tag}"
