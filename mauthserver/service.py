@@ -28,7 +28,7 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from musersd.protocol.model import Mode
-from sap.directory import Directory, SessionAdded, SessionChanged, SessionRemoved
+from sap.directory import Directory, RemovalReason, SessionAdded, SessionChanged, SessionRemoved
 from sap.errors import SAPDecodeError, SDPDecodeError
 
 from . import core
@@ -60,6 +60,7 @@ class Mediator:
         self.wake: Callable[[], None] = lambda: None  # set by the fan-out: desired state changed
         self._heard: dict[str, float] = {}  # session id -> last_heard as stored
         self._first_heard: dict[str, float] = {}  # session id -> first_heard as stored (survives restarts)
+        self._full = False  # the directory evicted since it last had room: warned once per episode
         self.counters: Counter[str] = Counter()
 
     # =========================================================================
@@ -158,14 +159,13 @@ class Mediator:
         """Remove the rules authorized from a session (which may be gone from the directory)."""
         ref = str(ref).strip().lower()
         session_id = ref
-        if not any(r.session_id == ref for r in self.fleet.desired.values()):
-            ids = {r.session_id for r in self.fleet.desired.values() if r.session_id}
-            matches = [i for i in ids if len(ref) >= MIN_SESSION_PREFIX and i.startswith(ref)]
+        if not self.fleet.session_rules(ref):
+            matches = [i for i in self.fleet.session_ids() if len(ref) >= MIN_SESSION_PREFIX and i.startswith(ref)]
             if len(matches) > 1:
                 raise core.Invalid(f"session id prefix {ref!r} matches {len(matches)} sessions; give more of it")
             if matches:
                 session_id = matches[0]
-        changes = core.plan_revoke(self.fleet.desired, session_id)
+        changes = core.plan_revoke(self.fleet.session_rules(session_id), session_id)
         self._commit(changes, actor=actor, action="revoke",
                      detail={"session": session_id,
                              "rules": [f"{c.key.source} {c.key.group}" for c in changes]})
@@ -178,12 +178,16 @@ class Mediator:
 
     def restore_sessions(self) -> None:
         """Rebuild the directory from the stored packets, then expire what timed out while we were down."""
-        rows = self.store.sessions()
+        rows = self.store.sessions()  # least recently heard first, as the directory evicts
+        evicted: set[str] = set()  # more stored sessions than the directory holds (--max-sessions lowered)
         for row in rows:
             try:
-                self.directory.handle_packet(row.packet, row.last_heard)
+                events = self.directory.handle_packet(row.packet, row.last_heard)
             except (SAPDecodeError, SDPDecodeError) as exc:
                 log.warning("session=%s stored announcement no longer decodes (%s); dropping it", row.id, exc)
+            else:
+                evicted.update(e.session.id for e in events
+                               if isinstance(e, SessionRemoved) and e.reason is RemovalReason.EVICTED)
             self._heard[row.id] = row.last_heard
             self._first_heard[row.id] = row.first_heard
         restored = sum(1 for row in rows if row.id in self.directory)
@@ -191,7 +195,12 @@ class Mediator:
         self._handle_events(self.directory.expire(now), None, now)
         for row in rows:
             if row.id not in self.directory and row.id in self._heard:
-                self._session_gone(row.id, row.name, "timeout", now)
+                # Evicted ones did not end: their expiring rules stay, as for any eviction.
+                self._session_gone(row.id, row.name, "evicted" if row.id in evicted else "timeout", now)
+        if evicted:
+            log.warning("%d stored sessions did not fit in the session directory (at most %d sessions);"
+                        " the least recently heard were dropped, their rules kept", len(evicted),
+                        self.directory.max_sessions)
         if rows:
             log.info("restored %d of %d stored sessions; %d still announced", restored, len(rows),
                      len(self.directory))
@@ -230,7 +239,7 @@ class Mediator:
                     tx.delete_session(s.id)
                     self._heard.pop(s.id, None)
                     self._first_heard.pop(s.id, None)
-                    changes = core.plan_session_gone(self.fleet.desired, s.id, event.reason.value)
+                    changes = core.plan_session_gone(self.fleet.session_rules(s.id), s.id, event.reason.value)
                     changes = [c for c in changes if c.key not in {x.key for x in rule_changes}]
                     if changes:
                         tx.apply(changes)
@@ -239,6 +248,7 @@ class Mediator:
                         tx.audit("mauthserver", "session-ended", detail)
                         audits.append(detail)
                         rule_changes += changes
+        self._note_evictions(events)
         for event in events:
             s = event.session
             kind = event.kind
@@ -255,9 +265,23 @@ class Mediator:
                          detail["reason"], len(detail["rules"]))
             self._mirror(rule_changes, actor="mauthserver", reason="session-ended", now=now)
 
+    def _note_evictions(self, events: list) -> None:
+        """Warn once each time the directory fills up (every eviction is also logged and counted)."""
+        reasons = {e.reason for e in events if isinstance(e, SessionRemoved)}
+        if RemovalReason.EVICTED not in reasons:
+            if reasons:  # a session ended: there is room again
+                self._full = False
+            return
+        if not self._full:
+            d = self.directory
+            log.warning("the session directory is full (%d sessions, at most %d; %d bytes of descriptions, at"
+                        " most %d): each new session now evicts the least recently heard one (its rules stay);"
+                        " raise --max-sessions to hold more", len(d), d.max_sessions, d.stored_bytes, d.max_bytes)
+        self._full = True
+
     def _session_gone(self, session_id: str, name: str, reason: str, now: float) -> None:
         """A stored session that did not come back after a restart."""
-        changes = core.plan_session_gone(self.fleet.desired, session_id, reason)
+        changes = core.plan_session_gone(self.fleet.session_rules(session_id), session_id, reason)
         with self.store.transaction(now) as tx:
             tx.delete_session(session_id)
             if changes:
@@ -317,7 +341,7 @@ class Mediator:
             out["suggested_senders"] = SessionView.of(s).suggestions()
         out["rules"] = [{"source": str(r.rule.source), "group": str(r.rule.group), "max_ttl": r.rule.max_ttl,
                          "expire_with_session": r.expire_with_session}
-                        for k, r in sorted(self.fleet.desired.items()) if r.session_id == s.id]
+                        for r in self.fleet.session_rules(s.id).values()]
         return out
 
     def sessions_view(self) -> list[dict]:
@@ -334,6 +358,7 @@ class Mediator:
         return {
             "rules": len(self.fleet.desired),
             "sessions": len(self.directory),
+            "sessions_max": self.directory.max_sessions,
             "mode": str(self.fleet.mode) if self.fleet.mode is not None else None,
             "routers": {r["name"]: {k: r[k] for k in ("state", "pending", "rule_count", "mode", "last_contact",
                                                       "last_error", "counters", "filter")}

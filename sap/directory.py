@@ -55,6 +55,10 @@ descriptions; beyond that the least recently heard session is evicted
 (``removed`` with reason "evicted", counter ``evicted``). A flood of distinct
 announcements thus costs bounded memory and shows up in the counters; it can
 push out quiet legitimate sessions, which come back when next announced.
+Evicting rather than refusing the newcomer is deliberate: a full directory
+that refused new announcements would lock out every new session until the
+flood's entries timed out (an hour or more), while an evicted session only
+waits for its next announcement (minutes).
 Encrypted announcements (which we cannot read) are counted and kept aside in
 their own bounded table, visible through ``encrypted()``, and never produce
 session events.
@@ -334,6 +338,11 @@ class Directory:
     def counters(self) -> dict[str, int]:
         """A copy of the counters (packets, added, changed, evicted, encrypted, malformed_sdp...)."""
         return dict(self._counters)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Payload bytes of the descriptions held (bounded by ``max_bytes``)."""
+        return self._bytes
 
     def predicted_interval(self) -> float:
         """RFC 2974 §3.1 interval for the announcements now cached, in seconds."""

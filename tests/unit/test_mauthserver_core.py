@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mauthserver import core
 from mauthserver.core import (
@@ -85,6 +87,47 @@ def test_session_end_removes_only_expiring_rules_of_that_session():
     assert [c.key.group for c in core.plan_revoke(desired, "s1")] == [ip("239.1.1.1"), ip("239.1.1.2")]
     with pytest.raises(core.NotFound):
         core.plan_revoke(desired, "nope")
+
+
+def _by_scan(fleet: Fleet, session_id: str) -> list[DesiredRule]:
+    """A session's rules found the slow way: every desired rule, sorted, filtered."""
+    return [r for _, r in sorted(fleet.desired.items()) if r.session_id == session_id]
+
+
+def test_the_session_index_follows_puts_moves_and_deletes():
+    fleet = Fleet([dr(grp="239.1.1.1", session_id="s1"), dr(grp="239.1.1.9", session_id="s1"),
+                   dr(grp="239.1.1.2", session_id="s2"), dr(grp="239.1.1.3")])
+    assert [str(r.rule.group) for r in fleet.session_rules("s1").values()] == ["239.1.1.1", "239.1.1.9"]
+    assert sorted(fleet.session_ids()) == ["s1", "s2"]
+    # A rule re-authorized from another session moves to that session's index.
+    moved = dr(grp="239.1.1.9", ttl=9, session_id="s2")
+    fleet.apply([Put(moved, fleet.desired[moved.key])])
+    assert list(fleet.session_rules("s1")) == [dr(grp="239.1.1.1").key]
+    assert list(fleet.session_rules("s2").values()) == [fleet.desired[dr(grp="239.1.1.2").key], moved]
+    # A rule replaced by a plain add-sender (no session) leaves the index; the last one removes the session.
+    fleet.apply([Put(dr(grp="239.1.1.1", ttl=3), fleet.desired[dr(grp="239.1.1.1").key])])
+    assert fleet.session_rules("s1") == {} and sorted(fleet.session_ids()) == ["s2"]
+    fleet.apply([core.Delete(fleet.desired[dr(grp="239.1.1.2").key])])
+    assert list(fleet.session_rules("s2").values()) == [moved]
+    fleet.apply(core.plan_revoke(fleet.session_rules("s2"), "s2"))
+    assert fleet.session_ids() == [] and set(fleet.desired) == {dr(grp="239.1.1.1").key, dr(grp="239.1.1.3").key}
+
+
+@given(st.lists(st.tuples(st.integers(0, 11), st.sampled_from([None, "s1", "s2", "s3"]), st.booleans()),
+                max_size=60))
+def test_the_session_index_always_matches_a_scan_of_every_rule(ops):
+    """Random puts (with or without a session, new or replacing) and deletes: index == full scan, in order."""
+    fleet = Fleet([dr(grp=f"239.1.2.{i}", session_id="s1") for i in range(3)])
+    for i, session, delete in ops:
+        key = dr(grp=f"239.1.2.{i}").key
+        old = fleet.desired.get(key)
+        if delete:
+            fleet.apply([core.Delete(old)] if old is not None else [])
+        else:
+            fleet.apply([Put(dr(grp=f"239.1.2.{i}", ttl=1 + i, session_id=session), old)])
+        for sid in ("s1", "s2", "s3"):
+            assert list(fleet.session_rules(sid).values()) == _by_scan(fleet, sid)
+        assert sorted(fleet.session_ids()) == sorted({r.session_id for r in fleet.desired.values() if r.session_id})
 
 
 # -- authorize -----------------------------------------------------------------

@@ -150,3 +150,74 @@ def test_garbage_is_counted_not_fatal(env):
     m.on_sap_packet(b"\x20\x00", ("198.51.100.2", 9875))
     m.on_sap_packet(encode(announcement("198.51.100.2", b"v=0\r\nnot sdp\r\n")), ("198.51.100.2", 9875))
     assert m.counters["sap_rejected"] == 2 and m.directory.sessions() == []
+
+
+def test_session_view_lists_the_sessions_own_rules_through_adds_replaces_and_removals(env):
+    clock, make, stores = env
+    m = make()
+    a, b = sdp(1, "A"), sdp(2, "B", group="232.2.2.2/16")
+    m.on_sap_packet(ann(a), ("198.51.100.2", 9875))
+    m.on_sap_packet(ann(b), ("198.51.100.2", 9875))
+    sa = next(s for s in m.directory.sessions() if s.name == "A")
+    sb = next(s for s in m.directory.sessions() if s.name == "B")
+    for i in range(50):  # rules of no session around them
+        m.add_rule(f"192.0.2.{100 + i}", "232.9.9.9", 4, actor="t")
+
+    def view(s) -> list[tuple]:
+        return [(r["source"], r["group"], r["max_ttl"], r["expire_with_session"])
+                for r in m.session_view(s)["rules"]]
+
+    assert view(sa) == [] and view(sb) == []
+    m.authorize(sa.id, senders=["192.0.2.30", "192.0.2.20"], expire_with_session=True, actor="t")
+    m.authorize(sb.id, actor="t")
+    assert view(sa) == [("192.0.2.20", "232.1.1.1", 16, True), ("192.0.2.30", "232.1.1.1", 16, True)]
+    assert view(sb) == [("192.0.2.10", "232.2.2.2", 16, False)]
+    # A plain add-sender replacing one of A's rules takes it out of A's view.
+    m.add_rule("192.0.2.20", "232.1.1.1", 3, replace=True, actor="t")
+    assert view(sa) == [("192.0.2.30", "232.1.1.1", 16, True)]
+    # The view published with a session event is the same view.
+    seen = []
+    m.bus.publish = lambda kind, data, now: seen.append((kind, data))
+    m.on_sap_packet(dele(a), ("198.51.100.2", 9875))  # A ends: its expiring rule goes with it
+    assert [k for k, _ in seen][:1] == ["session.removed"]
+    assert [r["source"] for r in seen[0][1]["session"]["rules"]] == ["192.0.2.30"]
+    assert ("192.0.2.20", "232.1.1.1") in {(str(r.rule.source), str(r.rule.group)) for r in m.fleet.desired.values()}
+    assert m.fleet.session_rules(sa.id) == {}
+    m.revoke(sb.id[:6], actor="t")  # by id prefix
+    assert view(sb) == [] and len(m.fleet.desired) == 51
+
+
+def test_a_full_directory_warns_once_and_a_smaller_one_after_restart_keeps_the_rules(env, caplog):
+    clock, make, stores = env
+    m = make(max_sessions=2)
+    caplog.set_level("INFO", logger="mauthserver")
+    m.on_sap_packet(ann(sdp(1, "A")), ("198.51.100.2", 9875))
+    m.authorize(m.directory.sessions()[0].id, expire_with_session=True, actor="t")
+    for i in range(2, 6):
+        clock.t += 10
+        m.on_sap_packet(ann(sdp(i, f"S{i}", group=f"232.{i}.{i}.{i}/16")), ("198.51.100.2", 9875))
+    assert [s.name for s in m.directory.sessions()] == ["S4", "S5"]
+    assert m.directory.counters["evicted"] == 3 and len(m.fleet.desired) == 1
+    assert sum("session directory is full" in r.message for r in caplog.records) == 1
+    assert m.stats()["sessions_max"] == 2
+    # A session that ends makes room; the next time the directory fills, the operator is warned again.
+    m.on_sap_packet(dele(sdp(5, "S5")), ("198.51.100.2", 9875))
+    for i in range(6, 8):
+        clock.t += 10
+        m.on_sap_packet(ann(sdp(i, f"S{i}", group=f"232.{i}.{i}.{i}/16")), ("198.51.100.2", 9875))
+        if i == 6:
+            m.authorize(next(s.id for s in m.directory.sessions() if s.name == "S6"), expire_with_session=True,
+                        actor="t")
+    assert sum("session directory is full" in r.message for r in caplog.records) == 2
+    assert [s.name for s in m.directory.sessions()] == ["S6", "S7"] and len(m.fleet.desired) == 2
+    stores.pop().close()
+
+    # Restarted with room for one: the most recently heard is restored, the other is dropped as
+    # evicted (not ended), so the rule that expires with session S6 stays.
+    m2 = make(max_sessions=1)
+    m2.restore_sessions()
+    assert [s.name for s in m2.directory.sessions()] == ["S7"]
+    assert [r.id for r in m2.store.sessions()] == [m2.directory.sessions()[0].id]
+    assert len(m2.fleet.desired) == 2
+    assert any("1 stored sessions did not fit" in r.message for r in caplog.records)
+    assert not [e for e in m2.store.audit_log() if e["action"] == "session-ended"]
