@@ -13,12 +13,15 @@ import sys
 
 import click
 
+from sap.directory import DEFAULT_MAX_SESSIONS
+
 from .config import (
     DEFAULT_API,
     DEFAULT_DB,
     DEFAULT_LEGACY_ALLOW,
     DEFAULT_LISTEN,
     DEFAULT_TOKEN_FILE,
+    MAX_MAX_SESSIONS,
     ConfigError,
     Options,
     load_key_file,
@@ -67,6 +70,10 @@ Default SAP groups: {", ".join(DEFAULT_SAP_GROUPS)}.
 @click.option("--sap-timeout", type=click.FloatRange(1, None), metavar="SECONDS",
               help="Drop a session not heard for this long (default: RFC 2974's ten announcement periods"
                    " or one hour, whichever is greater).")
+@click.option("--max-sessions", type=click.IntRange(1, MAX_MAX_SESSIONS), default=DEFAULT_MAX_SESSIONS,
+              show_default=True, metavar="N",
+              help="Announced sessions to hold; when a new one arrives with the directory full, the least"
+                   " recently heard session is dropped from it (counted as evicted; its rules stay).")
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT|off",
               help="UDP address where the router protocol is served for the whole fleet.")
 @click.option("--legacy-allow", multiple=True, metavar="CIDR",
@@ -91,8 +98,8 @@ Default SAP groups: {", ".join(DEFAULT_SAP_GROUPS)}.
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def main(db, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_ifaces, no_sap, sap_timeout,
-         listen, legacy_allow, probe_interval, verify_interval, retry_max, router_timeout, router_tries,
-         metrics_addr, denied_interval, log_level):
+         max_sessions, listen, legacy_allow, probe_interval, verify_interval, retry_max, router_timeout,
+         router_tries, metrics_addr, denied_interval, log_level):
     """Mediate between the administrator and the routers: sessions, rules, fan-out, recovery."""
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -110,6 +117,7 @@ def main(db, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_
             sap_ifaces=list(sap_ifaces) or None,
             sap=not no_sap,
             sap_timeout=sap_timeout,
+            max_sessions=max_sessions,
             listen=None if listen.strip().lower() in ("off", "none", "") else parse_hostport(listen, "--listen"),
             legacy_allow=parse_cidrs(legacy_allow) if legacy_allow else list(DEFAULT_LEGACY_ALLOW),
             probe_interval=probe_interval,

@@ -20,6 +20,8 @@ from musersd.protocol.keys import KeyFileError, KeyRing, load_keys
 from musersd.secretfile import SecretFileError
 from musersd.secretfile import load_token as _load_token
 
+from sap.directory import DEFAULT_MAX_SESSIONS
+
 from .sapl import DEFAULT_SAP_GROUPS, SAP_PORT, parse_groups
 
 DEFAULT_DB = "/var/lib/mauth/mauthserver.db"
@@ -27,6 +29,7 @@ DEFAULT_API = "127.0.0.1:7580"
 DEFAULT_LISTEN = "127.0.0.1:7576"
 DEFAULT_TOKEN_FILE = "/etc/mauth/api.token"
 DEFAULT_ROUTER_PORT = 7575
+MAX_MAX_SESSIONS = 1_000_000  # about 16 KiB of memory each: a typo should not ask for 100 GiB
 DEFAULT_LEGACY_ALLOW = ("127.0.0.0/8", "::1/128")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -54,6 +57,7 @@ class Options:
     sap_ifaces: list[str] | None = None
     sap: bool = True
     sap_timeout: float | None = None  # None: RFC 2974's implicit timeout
+    max_sessions: int = DEFAULT_MAX_SESSIONS  # announced sessions held; beyond it the least recently heard goes
     listen: tuple[str, int] | None = ("127.0.0.1", 7576)
     legacy_allow: list[str] = field(default_factory=lambda: list(DEFAULT_LEGACY_ALLOW))
     probe_interval: float = 2.0

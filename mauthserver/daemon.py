@@ -41,7 +41,7 @@ from aiohttp import web
 
 from musersd.protocol.client import RetryPolicy
 from musersd.protocol.errors import LocalProtocolError
-from sap.directory import Directory
+from sap.directory import DEFAULT_MAX_BYTES, DEFAULT_MAX_SESSIONS, Directory
 
 from . import api
 from .config import ConfigError, Options, load_key_file, load_token
@@ -127,10 +127,14 @@ class Daemon:
         applied = self.store.applied()
         cores = [RouterCore(r.name, r.host, r.port, timers, jitter=random.random, applied=applied.get(r.name))
                  for r in o.routers]
+        # The stored descriptions are bounded too, at the defaults' share per session (about 8 KiB), so
+        # that --max-sessions, not the byte bound, is what limits sessions of any usual size.
+        bounds = {"max_sessions": o.max_sessions,
+                  "max_bytes": max(DEFAULT_MAX_BYTES, DEFAULT_MAX_BYTES * o.max_sessions // DEFAULT_MAX_SESSIONS)}
         if o.sap_timeout is None:  # RFC 2974 §4: ten announcement periods or one hour, whichever is greater
-            directory = Directory(allow_missing_ttl=True)
+            directory = Directory(allow_missing_ttl=True, **bounds)
         else:  # the operator's fixed timeout
-            directory = Directory(min_timeout=o.sap_timeout, timeout_factor=0.0, allow_missing_ttl=True)
+            directory = Directory(min_timeout=o.sap_timeout, timeout_factor=0.0, allow_missing_ttl=True, **bounds)
         bus = EventBus()
         self.mediator = Mediator(self.store, directory, bus, cores)
         self.mediator.restore_sessions()
@@ -188,10 +192,11 @@ class Daemon:
             task = loop.create_task(coro, name=name)
             task.add_done_callback(self._on_task_done)
             self._tasks.append(task)
-        log.info("ready: API on %s:%d, router protocol %s, %d routers (%s), %d rules, %d sessions, database %s",
+        log.info("ready: API on %s:%d, router protocol %s, %d routers (%s), %d rules, %d sessions (at most %d),"
+                 " database %s",
                  o.api[0], o.api[1], f"on {o.listen[0]}:{o.listen[1]}" if o.listen else "off",
                  len(o.routers), ", ".join(f"{r.name}={r.host}:{r.port}" for r in o.routers) or "none",
-                 len(self.mediator.fleet.desired), len(directory), o.db)
+                 len(self.mediator.fleet.desired), len(directory), directory.max_sessions, o.db)
 
     # -- run ---------------------------------------------------------------------
 

@@ -100,3 +100,28 @@ def test_mauthctl_announce_checks_its_file(tmp_path):
     (tmp_path / "bad.sdp").write_text("v=0\ns=nothing else\n")
     r = runner.invoke(mauthctl, ["announce", str(tmp_path / "bad.sdp"), "--count", "1"])
     assert r.exit_code == 2 and "invalid" in r.stderr
+
+
+def test_mauthserver_max_sessions_option(tmp_path, monkeypatch):
+    from mauthserver import daemon as daemon_mod
+
+    runner = CliRunner()
+    token = secret(tmp_path / "tok", "abcdefghijklmnopqrstuvwxyz")
+    base = ["--db", str(tmp_path / "m.db"), "--no-sap", "--api", "127.0.0.1:1", "--listen", "off",
+            "--token-file", str(token)]
+    for bad, why in [("0", "not in the range 1<=x<=1000000"), ("-3", "not in the range"),
+                     ("many", "not a valid integer"), ("1000001", "not in the range")]:
+        r = runner.invoke(mauthserver, [*base, "--max-sessions", bad])
+        assert r.exit_code == 2 and "Invalid value for '--max-sessions'" in r.stderr and why in r.stderr, r.stderr
+    assert not (tmp_path / "m.db").exists()  # refused before anything was opened
+
+    seen = []
+
+    async def run(self):
+        seen.append(self.opts.max_sessions)
+        return 0
+
+    monkeypatch.setattr(daemon_mod.Daemon, "run", run)
+    assert runner.invoke(mauthserver, [*base, "--max-sessions", "50000"]).exit_code == 0
+    assert runner.invoke(mauthserver, base).exit_code == 0
+    assert seen == [50000, 2000]

@@ -40,3 +40,20 @@ def test_a_busy_port_is_a_startup_error(tmp_path):
     finally:
         busy.close()
     assert os.path.exists(tmp_path / "m.db")
+
+
+def test_max_sessions_bounds_the_directory_and_its_bytes(tmp_path, monkeypatch):
+    from sap.directory import DEFAULT_MAX_BYTES
+
+    seen = {}
+
+    async def stop_at_once(self):
+        seen["directory"] = self.mediator.directory
+        self.fatal()
+
+    monkeypatch.setattr(Daemon, "_housekeeping", stop_at_once)
+    for n, max_bytes in [(2000, DEFAULT_MAX_BYTES), (10, DEFAULT_MAX_BYTES), (20000, 10 * DEFAULT_MAX_BYTES)]:
+        daemon = Daemon(options(tmp_path, max_sessions=n), "t" * 20, None)
+        asyncio.run(asyncio.wait_for(daemon.run(), 10))
+        d = seen.pop("directory")
+        assert (d.max_sessions, d.max_bytes) == (n, max_bytes)
