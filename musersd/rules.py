@@ -24,8 +24,26 @@ as a /32, so `str()` of either side is its canonical text ("192.0.2.0/24",
 "192.0.2.10") everywhere: files, the database, JSON.
 
 A rule may also carry rate limits, packets per second and bits per second
-(0 = unlimited), enforced by the filter per rule. IPv4 only for now; the key
-already carries the address family so that IPv6 rules slot in later.
+(0 = unlimited), enforced by the filter per rule.
+
+IPv4 and IPv6 rules follow the same shape; the two families never mix within
+a rule. What a rule may name follows the filter's policy (DESIGN.md, "Packet
+policy"), so that no rule is accepted that the filter would never match:
+
+* IPv4 groups lie in 224.0.0.0/4 outside the control block 224.0.0.0/24;
+  IPv6 groups lie in ff00::/8 with a scope above 2 (RFC 4291 2.7: the scope
+  is the low nibble of the second byte), since the filter passes interface-
+  and link-scope groups (ff01::, ff02::, ff12::, ff32::...) untouched. A
+  group prefix may be as wide as the whole multicast range but not lie
+  wholly inside the groups the filter passes.
+* A source is a unicast host, or a prefix of them. For IPv6 that also rules
+  out the loopback ::1, link-local fe80::/10 (routers never forward packets
+  with a link-local source, RFC 4291 2.5.6) and IPv4-mapped ::ffff:0:0/96
+  (the filter sees such a sender as IPv4), and an address with a zone index.
+* The max TTL is the IPv6 hop limit, in the same 1..255.
+
+Addresses print in their canonical text (RFC 5952 compressed form for IPv6,
+"2001:db8::10"), whatever the operator typed.
 """
 
 from __future__ import annotations
@@ -49,6 +67,10 @@ MAX_BPS = 100_000_000_000
 
 _V4_MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
 _V4_LINK_LOCAL_GROUPS = ipaddress.IPv4Network("224.0.0.0/24")
+_V6_MULTICAST = ipaddress.IPv6Network("ff00::/8")
+_V6_LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
+_V6_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_V6_MAX_LOCAL_SCOPE = 2  # scopes 0 (reserved), 1 (interface) and 2 (link): the filter passes them
 _RATE = re.compile(r"(\d+(?:\.\d+)?)([kKMG]?)")
 _SI = {"": 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3}
 
@@ -62,9 +84,19 @@ def parse_address(text: str | IPAddress, what: str) -> IPAddress:
     if isinstance(text, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return text
     try:
-        return ipaddress.ip_address(str(text).strip())
+        address = ipaddress.ip_address(str(text).strip())
     except ValueError:
         raise RuleError(f"{what} {text!r} is not an IP address") from None
+    _check_no_zone(address, what)
+    return address
+
+
+def _check_no_zone(value: Endpoint, what: str) -> None:
+    """A zone index (fe80::1%eth0) names an interface, which no rule on a router's filter can mean."""
+    address = value.network_address if _is_prefix(value) else value
+    if getattr(address, "scope_id", None):
+        raise RuleError(f"{what} {value} has a zone index (%{address.scope_id}); a rule names an address"
+                        " without one")
 
 
 def parse_endpoint(text: str | Endpoint, what: str) -> Endpoint:
@@ -90,6 +122,7 @@ def parse_endpoint(text: str | Endpoint, what: str) -> Endpoint:
             except ValueError:
                 raise RuleError(f"{what} {text!r} is not an IP address or prefix") from None
             raise RuleError(f"{what} {s} has bits set beyond its prefix length (did you mean {loose}?)") from None
+    _check_no_zone(net, what)
     if net.prefixlen == net.max_prefixlen:
         return net.network_address
     return net
@@ -99,10 +132,16 @@ def _is_prefix(value: Endpoint) -> bool:
     return isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network))
 
 
+def v6_scope(address: ipaddress.IPv6Address) -> int:
+    """The scope of an IPv6 multicast address: the low nibble of its second byte (RFC 4291 2.7)."""
+    return address.packed[1] & 0x0F
+
+
 def check_group(group: Endpoint) -> None:
     """Raise RuleError unless `group` is a multicast group (or range of groups) the filter guards."""
-    if group.version != 4:
-        raise RuleError(f"group {group} is IPv6, which this version of mauth does not filter yet")
+    if group.version == 6:
+        _check_group_v6(group)
+        return
     if _is_prefix(group):
         if group.prefixlen == 0:
             raise RuleError("group prefix /0 is not a multicast range; the widest is 224.0.0.0/4 (every group)")
@@ -120,10 +159,28 @@ def check_group(group: Endpoint) -> None:
         )
 
 
+def _check_group_v6(group: Endpoint) -> None:
+    if _is_prefix(group):
+        if group.prefixlen == 0:
+            raise RuleError("group prefix /0 is not a multicast range; the widest is ff00::/8 (every group)")
+        if not group.subnet_of(_V6_MULTICAST):
+            raise RuleError(f"group prefix {group} is not inside the multicast range ff00::/8")
+        # The last address of a prefix has every free bit set, so the largest scope in it.
+        if v6_scope(group.broadcast_address) <= _V6_MAX_LOCAL_SCOPE:
+            raise RuleError(f"group prefix {group} holds only link-scope groups (scope 2 or smaller),"
+                            " which the filter always passes")
+        return
+    if group not in _V6_MULTICAST:
+        raise RuleError(f"group {group} is not a multicast address (ff00::/8)")
+    if v6_scope(group) <= _V6_MAX_LOCAL_SCOPE:
+        raise RuleError(f"group {group} is a link-scope group (scope 2 or smaller), which the filter always passes")
+
+
 def check_source(source: Endpoint) -> None:
     """Raise RuleError unless `source` could be the address of a sending host (or a subnet of them)."""
-    if source.version != 4:
-        raise RuleError(f"source {source} is IPv6, which this version of mauth does not filter yet")
+    if source.version == 6:
+        _check_source_v6(source)
+        return
     if _is_prefix(source):
         if source.prefixlen == 0:
             raise RuleError("source prefix /0 would authorize every host; give the sending subnets instead")
@@ -134,6 +191,31 @@ def check_source(source: Endpoint) -> None:
         raise RuleError(f"source {source} is a multicast address, not a sender")
     if source.is_unspecified or source == ipaddress.IPv4Address("255.255.255.255"):
         raise RuleError(f"source {source} cannot be the address of a sender")
+
+
+def _check_source_v6(source: Endpoint) -> None:
+    if _is_prefix(source):
+        if source.prefixlen == 0:
+            raise RuleError("source prefix /0 would authorize every host; give the sending subnets instead")
+        if source.overlaps(_V6_MULTICAST):
+            raise RuleError(f"source prefix {source} overlaps the multicast range ff00::/8, which holds no sender")
+        if source.overlaps(_V6_LINK_LOCAL):
+            raise RuleError(f"source prefix {source} overlaps the link-local range fe80::/10, whose senders"
+                            " routers never forward")
+        if source.subnet_of(_V6_V4_MAPPED):
+            v4 = ipaddress.IPv4Network((source.network_address.ipv4_mapped, source.prefixlen - 96))
+            raise RuleError(f"source prefix {source} is IPv4-mapped; write the IPv4 prefix {v4} instead")
+        return
+    if source.is_multicast:
+        raise RuleError(f"source {source} is a multicast address, not a sender")
+    if source.is_unspecified or source.is_loopback:
+        raise RuleError(f"source {source} cannot be the address of a sender")
+    if source in _V6_LINK_LOCAL:
+        raise RuleError(f"source {source} is link-local (fe80::/10), and routers never forward packets"
+                        " with a link-local source")
+    if source in _V6_V4_MAPPED:
+        raise RuleError(f"source {source} is an IPv4-mapped address; write the IPv4 address"
+                        f" {source.ipv4_mapped} instead")
 
 
 def check_ttl(max_ttl: object) -> int:
