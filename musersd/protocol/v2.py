@@ -50,7 +50,6 @@ from musersd.protocol.errors import (
     ReplyCode,
     UnknownCommand,
     UnknownKey,
-    Unsupported,
 )
 from musersd.protocol.keys import KeyRing
 from musersd.protocol.model import (
@@ -378,8 +377,8 @@ def _endpoints(family: int, src: IPAddress, grp: IPAddress, src_plen: int,
                grp_plen: int) -> tuple[Endpoint, Endpoint]:
     """The source and group as rule sides: an address for a full-length prefix, else a network.
 
-    INVALID_ARGUMENT for a length beyond the address or bits set beyond it,
-    then UNSUPPORTED for IPv6; what a rule may be is up to Rule.make().
+    INVALID_ARGUMENT for a length beyond the address or bits set beyond it;
+    what a rule of either family may be is up to Rule.make().
     """
     bits = _ADDRESS_SIZE[family] * 8
     sides = []
@@ -391,8 +390,6 @@ def _endpoints(family: int, src: IPAddress, grp: IPAddress, src_plen: int,
         except ValueError:
             raise InvalidArgument(f"{what} {address}/{plen} has bits set beyond the prefix length") from None
         sides.append(address if plen == bits else net)
-    if family != 4:
-        raise Unsupported("IPv6 rules are not supported by this router yet")
     return sides[0], sides[1]
 
 

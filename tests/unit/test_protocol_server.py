@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from musersd.protocol import v1, v2
 from musersd.protocol.backend import MemoryBackend
-from musersd.protocol.errors import LocalProtocolError, ReplyCode
+from musersd.protocol.errors import BackendUnsupported, LocalProtocolError, ReplyCode
 from musersd.protocol.keys import Key, KeyRing
 from musersd.protocol.model import DeniedEntry, Mode, Reason
 from musersd.protocol.server import STATS, ServerCore
@@ -300,24 +300,55 @@ def test_list_with_a_bad_cursor_is_invalid_argument():
     assert c.send(ListRules(0, b"\x07garbage")).status == ReplyCode.INVALID_ARGUMENT
 
 
-def test_unsupported_and_invalid_rules_are_answered_and_remembered():
+def _v6_rule(source: str, group: str, *, src_plen: int = 128, grp_plen: int = 128, ttl: int = 16) -> bytes:
+    """A rule record of family 6, written field by field as docs/protocol.md lays it out."""
+    return (bytes([6, src_plen, grp_plen, ttl]) + bytes(12) + ipaddress.IPv6Address(source).packed
+            + ipaddress.IPv6Address(group).packed)
+
+
+class IPv4OnlyBackend(MemoryBackend):
+    """A backend that refuses IPv6 rules, as the nfqueue one does."""
+
+    def add(self, rule: Rule) -> None:
+        if rule.key.family == 6:
+            raise BackendUnsupported(f"this backend filters IPv4 only, so it cannot hold the rule for {rule.key}")
+        super().add(rule)
+
+
+def test_ipv6_rules_execute_and_invalid_ones_are_answered_and_remembered():
     server = make()
     c = Client(server)
     c.hello()
-    v6 = (bytes.fromhex("0680801000000000" "0000000000000000") + ipaddress.IPv6Address("2001:db8::1").packed
-          + ipaddress.IPv6Address("ff3e::1").packed)
-    wire = _signed_request(Command.ADD, v6, c.session, 1)
+    wire = _signed_request(Command.ADD, _v6_rule("2001:db8:0:1::", "ff0e::db8:1", src_plen=64), c.session, 1)
+    first = server.receive(wire, PEER, 0.0)
+    assert v2.decode_response(first, KEYS).status == ReplyCode.OK
+    assert server.receive(wire, PEER, 1.0) == first  # a duplicate: answered from memory, not executed again
+    assert mutations(server.backend) == [("add", Rule.make("2001:db8:0:1::/64", "ff0e::db8:1", 16))]
+    link_scope = _signed_request(Command.ADD, _v6_rule("2001:db8::1", "ff02::1"), c.session, 2)
+    reply = v2.decode_response(server.receive(link_scope, PEER, 0.0), KEYS)
+    assert reply.status == ReplyCode.INVALID_ARGUMENT and "link-scope group" in reply.body.message
+    link_local = _signed_request(Command.ADD, _v6_rule("fe80::1", "ff0e::1"), c.session, 3)
+    reply = v2.decode_response(server.receive(link_local, PEER, 0.0), KEYS)
+    assert reply.status == ReplyCode.INVALID_ARGUMENT and "link-local" in reply.body.message
+    bad_group = bytes.fromhex("0420201000000000" "0000000000000000" "0a000001" "0a000002")
+    reply = v2.decode_response(server.receive(_signed_request(Command.ADD, bad_group, c.session, 4), PEER, 0.0), KEYS)
+    assert reply.status == ReplyCode.INVALID_ARGUMENT
+    reply = v2.decode_response(server.receive(_signed_request(0x42, b"", c.session, 5), PEER, 0.0), KEYS)
+    assert reply.status == ReplyCode.UNKNOWN_COMMAND
+    assert len(mutations(server.backend)) == 1
+
+
+def test_a_backend_that_cannot_hold_a_rule_answers_unsupported_and_it_is_remembered():
+    server = make(IPv4OnlyBackend())
+    c = Client(server)
+    c.hello()
+    wire = _signed_request(Command.ADD, _v6_rule("2001:db8::1", "ff3e::1"), c.session, 1)
     first = server.receive(wire, PEER, 0.0)
     reply = v2.decode_response(first, KEYS)
-    assert reply.status == ReplyCode.UNSUPPORTED and reply.authenticated and "IPv6" in reply.body.message
+    assert reply.status == ReplyCode.UNSUPPORTED and reply.authenticated and "IPv4 only" in reply.body.message
     assert server.receive(wire, PEER, 1.0) == first  # remembered like any answer
     assert server.stats["duplicates"] == 1
-    bad_group = bytes.fromhex("0420201000000000" "0000000000000000" "0a000001" "0a000002")
-    reply = v2.decode_response(server.receive(_signed_request(Command.ADD, bad_group, c.session, 2), PEER, 0.0), KEYS)
-    assert reply.status == ReplyCode.INVALID_ARGUMENT
-    reply = v2.decode_response(server.receive(_signed_request(0x42, b"", c.session, 3), PEER, 0.0), KEYS)
-    assert reply.status == ReplyCode.UNKNOWN_COMMAND
-    assert server.backend.log == [("counters", None)]  # only HELLO's
+    assert server.backend.rules == {}
 
 
 def _signed_request(command: int, body: bytes, session: int, seq: int, *, epoch: int = EPOCH,

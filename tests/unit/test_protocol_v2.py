@@ -32,7 +32,6 @@ from musersd.protocol.errors import (
     ReplyCode,
     UnknownCommand,
     UnknownKey,
-    Unsupported,
 )
 from musersd.protocol.keys import Key, KeyRing
 from musersd.protocol.model import Counters, DeniedEntry, Mode, Reason, ReasonCounter, RuleEntry
@@ -121,6 +120,13 @@ REQUESTS = {
     "remove-group-prefix-request": (
         Request(Remove(RuleKey.make("10.0.0.1", "239.192.0.0/14")), 1, E, 1, 12),
         req(0x04, "04 20 0e 00 0a000001 efc00000", seq=12)),
+    "add-ipv6-request": (
+        Request(Add(Rule.make("2001:db8:0:1::/64", "ff0e::db8:1", 8)), 1, E, 1, 13),
+        req(0x02, "06 40 80 08 00000000 0000000000000000"
+                  " 20010db8000000010000000000000000 ff0e000000000000000000000db80001", seq=13)),
+    "remove-ipv6-group-prefix-request": (
+        Request(Remove(RuleKey.make("2001:db8::10", "ff15::/16")), 1, E, 1, 14),
+        req(0x04, "06 80 10 00 20010db8000000000000000000000010 ff150000000000000000000000000000", seq=14)),
 }
 
 LAST_SEEN = 0x00000190A3B2C1D0
@@ -330,15 +336,32 @@ def test_other_versions_and_magic_are_not_v2():
 
 # --- field checks -------------------------------------------------------------------
 
-V6_RULE = "06 80 80 10 00000000 0000000000000000" + "20010db8000000000000000000000001" + "ff3e0000000000000000000000000001"
+V6_SRC = "20010db8000000000000000000000001"  # 2001:db8::1
+V6_FIXED = "00000000 0000000000000000"  # no pps, no bps limit
 
 
 @pytest.mark.parametrize(
     "command,body,error,why",
     [
-        (0x02, V6_RULE, Unsupported, "IPv6"),
-        (0x03, V6_RULE, Unsupported, "IPv6"),
-        (0x04, "06 80 80 00 20010db8000000000000000000000001 ff3e0000000000000000000000000001", Unsupported, "IPv6"),
+        (0x02, "06 80 80 10" + V6_FIXED + V6_SRC + "ff020000000000000000000000000001", InvalidArgument,
+         "ff02::1 is a link-scope group"),
+        (0x03, "06 80 80 10" + V6_FIXED + V6_SRC + "ff320000000000000000000080000001", InvalidArgument,
+         "link-scope group"),
+        (0x04, "06 80 10 00" + V6_SRC + "ff020000000000000000000000000000", InvalidArgument,
+         "ff02::/16 holds only link-scope groups"),
+        (0x02, "06 80 80 10" + V6_FIXED + "fe800000000000000000000000000001" + "ff0e0000000000000000000000000001",
+         InvalidArgument, "link-local"),
+        (0x02, "06 80 80 10" + V6_FIXED + "00000000000000000000ffffc0000201" + "ff0e0000000000000000000000000001",
+         InvalidArgument, "write the IPv4 address 192.0.2.1 instead"),
+        (0x04, "06 80 80 00" + "ff0e0000000000000000000000000001" * 2, InvalidArgument,
+         "multicast address, not a sender"),
+        (0x02, "06 81 80 10" + V6_FIXED + V6_SRC + "ff0e0000000000000000000000000001", InvalidArgument,
+         "exceeds 128"),
+        (0x02, "06 40 80 10" + V6_FIXED + V6_SRC + "ff0e0000000000000000000000000001", InvalidArgument,
+         "beyond the prefix"),
+        (0x02, "06 80 80 00" + V6_FIXED + V6_SRC + "ff0e0000000000000000000000000001", InvalidArgument,
+         "max TTL 0"),
+        (0x02, "06 80 80 10" + V6_FIXED + V6_SRC + "0a000001", Malformed, "rule group"),
         (0x02, "04 18 1c 10 00000000 0000000000000000 0a000000 ef010200", InvalidArgument,
          "a source prefix and a group prefix"),
         (0x04, "04 00 20 00 00000000 ef010203", InvalidArgument, "source prefix /0"),
@@ -416,14 +439,21 @@ def test_a_full_page_of_the_largest_entries_fits_a_datagram():
     assert v2.MAX_LIST_ENTRIES == 17 and v2.MAX_DENIED_ENTRIES == 21
 
 
-def test_ipv6_entries_from_a_newer_router_decode_to_unsupported():
-    entry = RuleEntry(V6_RULE_OBJ, 1, 2, 3)
-    wire = v2.encode_response(Response(Command.LIST, ReplyCode.OK, RulesPage((entry,)), 1, E, 1, 1, IRT), KEYS)
-    with pytest.raises(Unsupported):
-        v2.decode_response(wire, KEYS)
-    # denied pairs are plain addresses: IPv6 ones already decode
+def test_ipv6_entries_decode_next_to_ipv4_ones():
+    entries = (RuleEntry(RULE, 4, 5, 6), RuleEntry(V6_RULE_OBJ, 1, 2, 3),
+               RuleEntry(Rule.make("2001:db8::10", "ff15::/16", 8, pps=10), 0, 0, 0))
+    wire = v2.encode_response(Response(Command.LIST, ReplyCode.OK, RulesPage(entries), 1, E, 1, 1, IRT), KEYS)
+    assert v2.decode_response(wire, KEYS).body.entries == entries
     wire = v2.encode_response(Response(Command.DENIED, ReplyCode.OK, DeniedPage((V6_DENIED,)), 1, E, 1, 1, IRT), KEYS)
     assert v2.decode_response(wire, KEYS).body.entries == (V6_DENIED,)
+
+
+def test_a_rule_from_another_router_that_this_one_would_refuse_does_not_decode():
+    """A LIST entry is checked as a request's rule is: a link-scope group is INVALID_ARGUMENT, not a rule."""
+    body = ("0001 00" + "06 80 80 10" + V6_FIXED + V6_SRC + "ff020000000000000000000000000001"
+            + "0000000000000000" * 3)
+    with pytest.raises(InvalidArgument, match="link-scope"):
+        v2.decode_response(resp(0x05, 0x00, body), KEYS)
 
 
 def test_long_error_messages_are_cut_on_a_character_boundary():
@@ -464,8 +494,18 @@ source_prefixes = st.builds(lambda a, n: ipaddress.IPv4Network((a, n), strict=Fa
                             st.integers(0x01000000, 0xDFFFFFFF), st.integers(4, 31))
 group_prefixes = st.builds(lambda a, n: ipaddress.IPv4Network((a, n), strict=False),
                            st.integers(0xE0000100, 0xEFFFFFFF), st.integers(4, 23))
+# IPv6: sources in 2000::/3 (global unicast), groups of scope 3 and up (ff03:: .. ff0f::, ff13:: ...)
+sources6 = st.integers(0x2 << 125, (0x4 << 125) - 1).map(ipaddress.IPv6Address)
+groups6 = st.builds(lambda flags, scope, rest: ipaddress.IPv6Address((0xFF << 120) | (flags << 116) | (scope << 112)
+                                                                     | rest),
+                    st.integers(0, 15), st.integers(3, 15), st.integers(0, 2**112 - 1))
+source_prefixes6 = st.builds(lambda a, n: ipaddress.IPv6Network((a, n), strict=False),
+                             st.integers(0x2 << 125, (0x4 << 125) - 1), st.integers(3, 127))
+group_prefixes6 = st.builds(lambda g, n: ipaddress.IPv6Network((g, n), strict=False), groups6, st.integers(16, 127))
 rule_keys = st.one_of(st.builds(RuleKey.make, sources, groups), st.builds(RuleKey.make, source_prefixes, groups),
-                      st.builds(RuleKey.make, sources, group_prefixes))
+                      st.builds(RuleKey.make, sources, group_prefixes),
+                      st.builds(RuleKey.make, sources6, groups6), st.builds(RuleKey.make, source_prefixes6, groups6),
+                      st.builds(RuleKey.make, sources6, group_prefixes6))
 rules = st.builds(lambda k, ttl, pps, bps: Rule.make(k.source, k.group, ttl, pps=pps, bps=bps), rule_keys,
                   st.integers(1, 255), st.one_of(st.just(0), u32), st.one_of(st.just(0), st.integers(1, 10**11)))
 cursors = st.binary(max_size=v2.MAX_CURSOR)
