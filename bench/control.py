@@ -34,16 +34,19 @@ directory in a private bpffs, its own port (7600 + i), one key file.
    epoch. Timed from r1 serving again until mauthserver reports it up with
    nothing pending; the router's own rule count is checked. Detection
    (mauthserver probes each router every 2 s by default) is timed apart.
-   Several sizes, because the time grows with the square of the rule count
-   (docs/benchmarks.md says why).
+   Several sizes, to show how the time grows with the rule count (it grew
+   with its square until the status check after each install stopped at the
+   first pending rule; docs/benchmarks.md).
 5. Memory. VmRSS and VmHWM (/proc/PID/status) of musersd idle and with the
    --load rules (after 3a); of mauthserver idle, after --sessions SAP
    announcements from the sender host (real multicast to
-   239.255.255.255:9875 arriving on the router's in0), and restarted with
+   239.255.255.255:9875 arriving on the router's in0; mauthserver runs with
+   --max-sessions large enough to hold them all), and restarted with
    those sessions and the --load rules in its database, managing r0, which
    holds the same rules; and the kernel memory of r0's BPF maps (bpftool's
    memlock). Then the rate at which mauthserver takes in new sessions, with
-   no rules and with the --load rules.
+   no rules and with the --load rules: --probe-sessions more announcements
+   at the same pace (SAP_RATE) to the restarted one.
 
 Timings use time.monotonic() around real calls; the machine is shared, so
 rates come from interleaved rounds (median), and single timings are
@@ -149,10 +152,12 @@ def musersd(lab: Lab, i: int, bpffs: Path, key: Path, extra: list[str] = ()) -> 
 
 
 def mauthserver(lab: Lab, db: Path, key: Path, token: Path, routers: list[int], *, sap: bool = False,
-                name: str = "mauthserver") -> Daemon:
+                name: str = "mauthserver", max_sessions: int | None = None) -> Daemon:
     argv = [str(BIN / "mauthserver"), "--db", str(db), "--api", f"127.0.0.1:{API_PORT}",
             "--token-file", str(token), "--key-file", str(key), "--listen", f"127.0.0.1:{FLEET_PORT}"]
     argv += ["--sap-iface", "in0"] if sap else ["--no-sap"]
+    if max_sessions is not None:
+        argv += ["--max-sessions", str(max_sessions)]
     for i in routers:
         argv += ["--router", f"r{i}=127.0.0.1:{ROUTER_PORT + i}"]
     return Daemon(lab, name, argv, "ready:")
@@ -517,18 +522,20 @@ def map_memory(b: Bench, pin_dir: Path) -> int | None:
     return total if found else None
 
 
-def memory(b: Bench, routers: list[Daemon], n: int, sessions: int, probe: int = 20) -> dict:
+def memory(b: Bench, routers: list[Daemon], n: int, sessions: int, probe: int) -> dict:
     """mauthserver's memory with `sessions` announced and n rules (r0 holds the same), and musersd's.
 
-    Sessions are announced first, to a mauthserver without rules: each
-    new session costs mauthserver a sort of every rule it holds (found by
-    this benchmark, see docs/benchmarks.md), so announcing them with n rules
-    in place would take hours. The rules then go into the same database and
+    Sessions are announced first, to a mauthserver without rules (the rate
+    without rules). The rules then go into the same database and
     mauthserver restarts with both, as after a crash, restoring the sessions
-    from the database.
+    from the database; `probe` more sessions announced to it give the rate
+    with rules. (Announcing in that order was once a necessity: each new
+    session cost a sort of every rule, see docs/benchmarks.md.)
     """
     db = b.shm / "memory.db"
-    m1 = mauthserver(b.lab, db, b.key, b.token, [], sap=True, name="mauthserver-sessions").start()
+    room = sessions + probe  # hold every session announced: the memory figure is for all of them
+    m1 = mauthserver(b.lab, db, b.key, b.token, [], sap=True, name="mauthserver-sessions",
+                     max_sessions=room).start()
     try:
         idle = m1.memory()
         t0 = time.monotonic()
@@ -538,7 +545,7 @@ def memory(b: Bench, routers: list[Daemon], n: int, sessions: int, probe: int = 
     finally:
         m1.stop()
     preload_s = preload_db(db, make_rules(n))
-    m2 = mauthserver(b.lab, db, b.key, b.token, [0], sap=True, name="mauthserver-memory")
+    m2 = mauthserver(b.lab, db, b.key, b.token, [0], sap=True, name="mauthserver-memory", max_sessions=room)
     t1 = time.monotonic()
     m2.start()
     try:
@@ -547,14 +554,19 @@ def memory(b: Bench, routers: list[Daemon], n: int, sessions: int, probe: int = 
         mem_full = m2.memory()
         base = b.api("stats")
         t2 = time.monotonic()
-        flood_sap(b, probe, rate=SAP_RATE, first=sessions)  # a burst the socket buffer holds
+        flood_sap(b, probe, rate=SAP_RATE, first=sessions)  # the pace of the first flood
         stats2, t_probe = heard(b, base["mediator"].get("sap_packets", 0) + probe, 600, quiet=30.0)
         probed = stats2["mediator"].get("sap_packets", 0) - base["mediator"].get("sap_packets", 0)
         return {
             "rules": n,
             "sessions_announced": sessions,
+            "max_sessions": room,
+            "probe_sessions": probe,
+            "sessions_restored": base["sessions"],
             "sap_packets_heard": stats1["mediator"].get("sap_packets", 0),
-            "sessions_held": stats2["sessions"],
+            "sessions_held": stats1["sessions"],
+            "sessions_held_after_probe": stats2["sessions"],
+            "sap_rate": SAP_RATE,
             "sessions_evicted": stats1["directory"].get("evicted", 0),
             "sap_send_s": round(sent_s, 2),
             "new_sessions_per_second_no_rules": round(stats1["mediator"].get("sap_packets", 0)
@@ -614,7 +626,8 @@ def markdown(s: dict) -> str:
     if mem.get("r0_bpf_maps_bytes"):
         lines.append(f"\nkernel memory of the router's maps with {ld['rules']:,} rules: "
                      f"{mem['r0_bpf_maps_bytes'] / 2**20:,.1f} MiB")
-    lines.append(f"new SAP sessions per second in mauthserver: {mem['new_sessions_per_second_no_rules']:,} "
+    pace = f" (announced at {mem['sap_rate']:,.0f} a second)" if mem.get("sap_rate") else ""
+    lines.append(f"new SAP sessions per second in mauthserver{pace}: {mem['new_sessions_per_second_no_rules']:,} "
                  f"without rules, {mem['new_sessions_per_second_with_rules']:,} with {mem['rules']:,}")
     return "\n".join(lines)
 
@@ -628,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reconverge", default="2000,5000,10000",
                     help="comma-separated rule counts for the re-convergence figure")
     ap.add_argument("--sessions", type=int, default=10_000, help="SAP announcements for the memory figure")
+    ap.add_argument("--probe-sessions", type=int, default=1000,
+                    help="SAP announcements to the restarted mauthserver, for the rate with rules")
     ap.add_argument("--no-json", action="store_true", help="print only; leave docs/benchmarks.json alone")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on `kill`
@@ -659,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"load times done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
             section["reconverge"] = reconverge(b, routers, [int(x) for x in args.reconverge.split(",")])
             print(f"re-convergence done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-            section["memory"] = memory(b, routers, args.load, args.sessions)
+            section["memory"] = memory(b, routers, args.load, args.sessions, args.probe_sessions)
             for d in routers:
                 d.stop()
     finally:

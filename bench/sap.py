@@ -19,8 +19,18 @@ rtpmap attributes; about 300 bytes of SDP):
 Each kind runs `--rounds` times in turn; the figure is the median rate, plain
 and compressed packets counted together, and each separately for `new`.
 The directory is made with room for every session (max_sessions), so no
-eviction happens; mauthserver's own directory keeps at most
-sap.directory.DEFAULT_MAX_SESSIONS (see docs/benchmarks.md).
+eviction happens; mauthserver's own directory keeps --max-sessions
+(default sap.directory.DEFAULT_MAX_SESSIONS, see docs/benchmarks.md).
+
+Then the same new-session packets through mauthserver's mediator
+(`Mediator.on_sap_packet`: the directory, a SQLite transaction storing the
+session, on tmpfs, and the event with the session's view and its rules),
+with no rules and with `--rules` rules (100,000) in the store, each new
+session an event. Twice with the rules: as mauthserver does it now (the
+fleet's index from session to rules) and as it did before that index
+(`ScanningMediator`: every rule sorted per event, kept here only to
+measure against). Rounds interleave the three; `--mediator-sessions` new
+sessions per round, fewer for the scanning one, which is slow.
 
 The packets are built once with sap.sap.encode() from text templates; the
 same builder feeds the control-plane benchmark's SAP flood.
@@ -31,14 +41,22 @@ from __future__ import annotations
 import argparse
 import gc
 import ipaddress
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+from mauthserver.core import DesiredRule, Put, SessionView
+from mauthserver.events import EventBus
+from mauthserver.service import Mediator
+from mauthserver.store import Store
 from sap.directory import Directory
 from sap.sap import announcement, decode, encode
 from sap.sdp import parse_sdp
 
 from . import common
+from .forwarding import make_rules
 
 SECTION = "sap"
 ANNOUNCER = ipaddress.IPv4Address("192.0.2.10")
@@ -101,6 +119,82 @@ def run_kind(kind: str, pkts: list[bytes], now: float) -> tuple[float, dict]:
     return total, {"plain_s": split[0], "compressed_s": split[1]}
 
 
+class ScanningMediator(Mediator):
+    """The mediator's session view as it was before the fleet indexed rules by session.
+
+    Every session event sorted every desired rule to pick the session's own;
+    this subclass keeps that code so the benchmark can price it next to the
+    index, in the same run. mauthserver does not use it.
+    """
+
+    def session_view(self, s) -> dict:
+        out = s.to_dict()
+        out["first_heard"] = min(out["first_heard"], self._first_heard.get(s.id, out["first_heard"]))
+        if s.any_source:
+            out["suggested_senders"] = SessionView.of(s).suggestions()
+        out["rules"] = [{"source": str(r.rule.source), "group": str(r.rule.group), "max_ttl": r.rule.max_ttl,
+                         "expire_with_session": r.expire_with_session}
+                        for k, r in sorted(self.fleet.desired.items()) if r.session_id == s.id]
+        return out
+
+
+MEDIATORS = ("index_no_rules", "index_rules", "scan_rules")
+
+
+def mediator_rates(n_rules: int, per_round: int, scan_per_round: int, rounds: int, now: float) -> list[dict]:
+    """New sessions a second through Mediator.on_sap_packet, by variant (see the module docstring)."""
+    shm = Path(tempfile.mkdtemp(prefix="mauth-bench-sap-", dir="/dev/shm"))
+    stores = []
+    try:
+        rules = make_rules(n_rules)
+        mediators = {}
+        for name in MEDIATORS:
+            store = Store.open(shm / f"{name}.db", now=now)
+            stores.append(store)
+            if name != "index_no_rules":
+                store.commit([Put(DesiredRule(r, created=now, updated=now, actor="bench")) for r in rules],
+                             actor="bench", action="bench-preload", detail={"rules": n_rules}, now=now)
+            cls = ScanningMediator if name == "scan_rules" else Mediator
+            mediators[name] = cls(store, Directory(max_sessions=1 << 20, max_bytes=1 << 30), EventBus(), [],
+                                  clock=lambda: now)
+        samples: dict[str, list[tuple[int, float]]] = {name: [] for name in MEDIATORS}
+        first = 0
+        for r in range(rounds):
+            for name in MEDIATORS[r % 3:] + MEDIATORS[:r % 3]:
+                m = mediators[name]
+                count = scan_per_round if name == "scan_rules" else per_round
+                pkts = packets(count, first=first)
+                first += count
+                added = m.counters["sessions_added"]
+                gc.collect()
+                t0 = time.perf_counter()
+                for p in pkts:
+                    m.on_sap_packet(p, ("192.0.2.10", 9875), now)
+                secs = time.perf_counter() - t0
+                if m.counters["sessions_added"] - added != count:
+                    raise SystemExit(f"{name}: {m.counters['sessions_added'] - added} sessions added, not {count}")
+                samples[name].append((count, secs))
+        out = []
+        for name in MEDIATORS:
+            rates = [c / s for c, s in samples[name]]
+            q1, med, q3 = common.quartiles(rates)
+            out.append({"variant": name, "rules": 0 if name == "index_no_rules" else n_rules,
+                        "sessions_per_round": samples[name][0][0], "per_second": round(med, 1),
+                        "per_second_iqr": [round(q1, 1), round(q3, 1)], "ms_per_session": round(1e3 / med, 3)})
+        return out
+    finally:
+        for store in stores:
+            store.close()
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+MEDIATOR_LABELS = {
+    "index_no_rules": "no rules",
+    "index_rules": "{rules:,} rules, rules indexed by session",
+    "scan_rules": "{rules:,} rules, every rule sorted per event (before the index)",
+}
+
+
 def markdown(section: dict) -> str:
     """The table of docs/benchmarks.md, from the figures."""
     lines = ["| what | per second | µs per packet |", "| --- | ---: | ---: |"]
@@ -109,6 +203,12 @@ def markdown(section: dict) -> str:
     new = next(r for r in section["results"] if r["kind"] == "new")
     lines.append(f"\nNew sessions only: plain {new['plain_per_second']:,}/s, "
                  f"compressed {new['compressed_per_second']:,}/s.")
+    if section.get("mediator"):
+        lines += ["", "| new sessions through mauthserver's mediator | per second | ms per session |",
+                  "| --- | ---: | ---: |"]
+        for r in section["mediator"]:
+            lines.append(f"| {MEDIATOR_LABELS[r['variant']].format(rules=r['rules'])} | {r['per_second']:,} "
+                         f"| {r['ms_per_session']} |")
     return "\n".join(lines)
 
 
@@ -116,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.sap", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=10_000, help="distinct announcements")
     ap.add_argument("--rounds", type=int, default=3, help="timed passes per kind, interleaved")
+    ap.add_argument("--rules", type=int, default=100_000, help="rules in the mediator's store")
+    ap.add_argument("--mediator-sessions", type=int, default=1000,
+                    help="new sessions per round through the mediator (0: skip the mediator)")
+    ap.add_argument("--scan-sessions", type=int, default=10,
+                    help="new sessions per round through the scanning mediator (slow: a sort of every rule each)")
     ap.add_argument("--no-json", action="store_true", help="print only; leave docs/benchmarks.json alone")
     args = ap.parse_args(argv)
     started = time.monotonic()
@@ -139,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
             row["compressed_per_second"] = round(
                 common.quartiles([_rate(n - n // 2, d["compressed_s"]) for _, d in samples[kind]])[1])
         results.append(row)
+    mediator = []
+    if args.mediator_sessions > 0:
+        mediator = mediator_rates(args.rules, args.mediator_sessions, args.scan_sessions, args.rounds, now)
     section = {
         "generated": common.now_iso(),
         "command": " ".join(["python -m bench.sap", *(argv if argv is not None else sys.argv[1:])]),
@@ -152,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             "summary": "median rate over rounds; kinds interleaved",
         },
         "results": results,
+        "mediator": mediator,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     print(markdown(section))
