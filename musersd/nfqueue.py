@@ -29,8 +29,14 @@ What the kernel does before PREROUTING shapes what this backend sees:
 ip_rcv() has already dropped malformed IPv4 headers (bad version, IHL,
 length or checksum), and frames that are not IPv4 (ARP, IPv6, VLAN-tagged
 frames on the parent interface) never reach the IPv4 hooks. So the reasons
-"malformed", "not_ip" and "ipv6" never move here; a VLAN is guarded by naming
-its own interface (eth1.10), not the parent's. Byte counts are IP lengths,
+"malformed", "not_ip" and "mld" never move here; a VLAN is guarded by naming
+its own interface (eth1.10), not the parent's.
+
+IPv4 only, by design: the queue rules are iptables rules, so IPv6 multicast
+is not filtered by this backend at all, and an IPv6 rule is refused (the
+protocol answers UNSUPPORTED, a rule file with an IPv6 line is refused
+whole) rather than accepted and silently not enforced. Routers that must
+filter IPv6 run the XDP backend. Byte counts are IP lengths,
 without the 14 bytes of Ethernet header the XDP filter counts; rate limits
 charge IP length + 14, as the program charges an untagged frame.
 

@@ -26,7 +26,11 @@ from musersd.nfqueue import (NfqueueFilter, Hooks, Iptables, hook_specs, ip_chec
                              STATE_FILE)
 from musersd.nfqueue_backend import NfqueueBackend
 from musersd.policy import decide
-from musersd.protocol.errors import BackendUnsupported, Exists, NotFound
+from musersd.protocol import v2
+from musersd.protocol.errors import BackendUnsupported, Exists, NotFound, ReplyCode
+from musersd.protocol.keys import Key, KeyRing
+from musersd.protocol.server import ServerCore
+from musersd.protocol.v2 import Add, GetCounters, Hello, Remove, Replace, Request
 from musersd.protocol.model import Mode as WireMode, Reason
 from musersd.rules import Rule, RuleKey
 from musersd.policy import RateBuckets
@@ -38,8 +42,8 @@ TABLE = CASES + PREFIX_CASES  # every row holds under ALL_RULES
 A = ipaddress.IPv4Address
 
 
-def l3_part(frame: bytes) -> bytes | None:
-    """The IPv4 packet in `frame` after Ethernet and up to two VLAN tags, None if there is none."""
+def _network_layer(frame: bytes) -> tuple[int, bytes] | None:
+    """(EtherType, payload) of `frame` after Ethernet and up to two VLAN tags, None if truncated."""
     if len(frame) < 14:
         return None
     (proto,) = struct.unpack_from("!H", frame, 12)
@@ -51,7 +55,18 @@ def l3_part(frame: bytes) -> bytes | None:
             return None
         (proto,) = struct.unpack_from("!H", frame, off + 2)
         off += 4
-    return frame[off:] if proto == 0x0800 else None
+    return proto, frame[off:]
+
+
+def l3_part(frame: bytes) -> bytes | None:
+    """The IPv4 packet in `frame` after Ethernet and up to two VLAN tags, None if there is none."""
+    found = _network_layer(frame)
+    return found[1] if found is not None and found[0] == 0x0800 else None
+
+
+def is_ipv6(frame: bytes) -> bool:
+    found = _network_layer(frame)
+    return found is not None and found[0] == 0x86DD
 
 
 class FakeIptables:
@@ -126,8 +141,9 @@ def test_case_table_l3_part_gets_the_models_verdict(filt, case):
     assert (model.action, model.reason, model.new_ttl) == (case.action, case.reason, case.new_ttl)
     packet = l3_part(case.frame)
     if packet is None:
-        # No IPv4 packet in the frame: the kernel never hands it to an IPv4 hook.
-        assert model.reason in ("not_ip", "ipv6", "malformed")
+        # No IPv4 packet in the frame: the kernel never hands it to an IPv4 hook
+        # (this backend leaves IPv6 to the kernel, whatever the XDP filter would do).
+        assert model.reason in ("not_ip", "malformed") or is_ipv6(case.frame)
         return
     j = filt.judge(packet)
     assert j.verdict == model
@@ -218,10 +234,14 @@ def test_rule_errors_change_nothing(tmp_path, ipt):
         f.add_rule(("192.0.2.12", "239.1.1.1", 8))
     with pytest.raises(TableFull):
         f.apply([Rule.make(f"192.0.2.{i}", "239.1.1.1", 3) for i in range(20, 23)])
-    ipv6 = Rule(RuleKey(ipaddress.IPv6Address("2001:db8::1"), ipaddress.IPv6Address("ff0e::1")), 4)
-    with pytest.raises(DataPlaneError, match="IPv4 only"):
-        f.replace_rule(ipv6)
-    assert f.rule_count() == 2
+    ipv6 = Rule.make("2001:db8::1", "ff0e::1", 4)
+    for change in (f.add_rule, f.replace_rule):
+        with pytest.raises(DataPlaneError, match="the nfqueue backend filters IPv4 only"):
+            change(ipv6)
+    with pytest.raises(DataPlaneError, match="IPv4 only"):  # a rule file with one IPv6 line
+        f.apply([Rule.make("192.0.2.10", "239.1.1.1", 8), Rule.make("2001:db8:0:1::/64", "ff0e::db8:1", 8)])
+    assert sorted(str(r.rule) for r in f.rules()) == ["192.0.2.10 -> 239.1.1.1 max-ttl 8",
+                                                      "192.0.2.11 -> 239.1.1.1 max-ttl 8"]
     f.close()
     assert NfqueueFilter(tmp_path).open().rule_count() == 2
 
@@ -527,7 +547,7 @@ def test_protocol_backend_over_the_nfqueue_filter(filt):
     with pytest.raises(NotFound):
         b.remove(RuleKey.make("192.0.2.99", GROUP))
     with pytest.raises(BackendUnsupported, match="IPv4 only"):
-        b.add(Rule(RuleKey(ipaddress.IPv6Address("2001:db8::1"), ipaddress.IPv6Address("ff0e::1")), 4))
+        b.add(Rule.make("2001:db8::1", "ff0e::1", 4))
     for i in range(10):
         b.add(Rule.make(f"192.0.2.{20 + i}", "239.2.0.1", 5))
     seen, cursor = [], b""
@@ -549,3 +569,34 @@ def test_protocol_backend_over_the_nfqueue_filter(filt):
 
 def test_frames_built_by_the_table_helper_really_carry_an_l3_part():
     assert l3_part(udp(SENDER, GROUP, 3))[:1] == b"\x45"
+
+
+def test_an_ipv6_rule_over_protocol_v2_is_unsupported_and_changes_nothing(filt, tmp_path):
+    """What a manager sees: UNSUPPORTED with one sentence; the table and the state file stay as they were."""
+    keys = KeyRing([Key(1, b"\x01" * 32)])
+    server = ServerCore(NfqueueBackend(filt), keys, 7, filt.state_id, lambda host: False)
+    peer = ("192.0.2.1", 4000)
+
+    def call(body, seq, session=0, epoch=0):
+        wire = v2.encode_request(Request(body, 1, epoch, session, seq), keys)
+        return v2.decode_response(server.receive(wire, peer, 0.0), keys)
+
+    hello = call(Hello(), 1)
+    session, epoch = hello.body.session, hello.epoch
+
+    def state_rows():
+        with sqlite3.connect(tmp_path / "state" / STATE_FILE) as db:
+            return sorted(db.execute("SELECT * FROM rules").fetchall())
+
+    before_rows, before = state_rows(), sorted(str(r.rule) for r in filt.rules())
+    for n, body in enumerate((Add(Rule.make("2001:db8::1", "ff0e::1", 8)),
+                              Replace(Rule.make("2001:db8:0:1::/64", "ff0e::db8:1", 8, pps=100)),
+                              Add(Rule.make("2001:db8::10", "ff15::/16", 8))), start=2):
+        reply = call(body, n, session, epoch)
+        assert reply.status == ReplyCode.UNSUPPORTED
+        assert reply.body.message.startswith("the nfqueue backend filters IPv4 only, so it cannot hold the rule")
+        assert "\n" not in reply.body.message
+    assert call(Remove(RuleKey.make("2001:db8::1", "ff0e::1")), 5, session, epoch).status == ReplyCode.NOT_FOUND
+    assert sorted(str(r.rule) for r in filt.rules()) == before and state_rows() == before_rows
+    assert call(GetCounters(), 6, session, epoch).body.rule_count == len(ALL_RULES)
+
