@@ -9,13 +9,15 @@ optional rate limits:
     192.0.2.0/24    239.1.1.3        8        # every host of the subnet
     192.0.2.12      239.192.0.0/14   16       # every group of the range
     192.0.2.13      239.1.1.4        16       pps=500 bps=2M
+    2001:db8:0:1::/64  ff0e::db8:1   8        # IPv6: the max TTL is the hop limit
 
 A source or group written ADDR/LEN is a prefix (one per rule at most; see
 musersd/rules.py); pps and bps take a whole number with an optional k, M
 or G (x1000, x1000000, x1000000000). Blank lines and everything after `#`
 are ignored. Anything else is an error that names the file and line: a
 wrong number of fields, an invalid address, prefix, group, TTL or limit, a
-limit given twice or unknown, or the same (source, group) twice. The whole file is rejected
+limit given twice or unknown, or the same (source, group) twice
+(2001:DB8::10 and 2001:db8:0::10 are the same address). The whole file is rejected
 on the first error, so a daemon reloading it on SIGHUP keeps the rules it
 runs with rather than applying half a file. `mauthctl check-config` uses this
 same parser.

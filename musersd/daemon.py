@@ -38,7 +38,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from .config import ConfigError, load_rules
+from .config import ConfigError, RuleFile, load_rules
 from .dataplane import DataPlane, DataPlaneError, sap_group_list
 from .dataplane_backend import DataPlaneBackend
 from .nfqueue import DEFAULT_QUEUE_NUM, DEFAULT_STATE_DIR
@@ -141,7 +141,7 @@ class Musersd:
         self.rule_file = None
         if opts.config:
             try:
-                self.rule_file = load_rules(opts.config)
+                self.rule_file = self._load_rules(opts.config)
             except ConfigError as exc:
                 raise StartupError(str(exc)) from None
         self.dp: DataPlane | None = None
@@ -214,6 +214,16 @@ class Musersd:
             self.dp.rule_count(), ", ".join(f"{i} ({m})" for i, m in self.attached.items()),
         )
 
+    def _load_rules(self, path: str) -> RuleFile:
+        """The rule file, refused whole if it holds a rule this backend cannot enforce (IPv6 on nfqueue)."""
+        rf = load_rules(path)
+        if self.opts.backend == "nfqueue":
+            ipv6 = next((r for r in rf.rules if r.key.family == 6), None)
+            if ipv6 is not None:
+                raise ConfigError(f"{rf.path}: the nfqueue backend filters IPv4 only, so it cannot hold the rule"
+                                  f" for {ipv6.key}")
+        return rf
+
     def _data_plane(self):
         """The XDP data plane, or the NFQUEUE one (same methods, same errors) with --backend nfqueue."""
         o = self.opts
@@ -264,7 +274,7 @@ class Musersd:
                 log.info("reload: key file %s loaded (%d keys)", self.opts.key_file, len(keys))
         if self.opts.config:
             try:
-                rf = load_rules(self.opts.config)
+                rf = self._load_rules(self.opts.config)
             except ConfigError as exc:
                 log.error("reload: rule file rejected, the running rules stay as they were: %s", exc)
                 return

@@ -93,3 +93,36 @@ def test_file_errors(tmp_path):
     good = tmp_path / "good.conf"
     good.write_text(GOOD)
     assert len(load_rules(good).rules) == 3
+
+
+def test_ipv6_lines_next_to_ipv4_ones():
+    rules = parse_rules("""\
+192.0.2.10          239.1.1.1     16
+2001:db8:0:1::/64   ff0e::db8:1   8    pps=500   # a subnet to one group
+2001:DB8:0:0::10    ff15::/16     4              # a trusted host to a site-local range
+2001:db8::10        ff3e::8000:1  255
+""")
+    assert [str(r) for r in rules] == [
+        "192.0.2.10 -> 239.1.1.1 max-ttl 16",
+        "2001:db8:0:1::/64 -> ff0e::db8:1 max-ttl 8 pps 500",
+        "2001:db8::10 -> ff15::/16 max-ttl 4",
+        "2001:db8::10 -> ff3e::8000:1 max-ttl 255",
+    ]
+    with pytest.raises(ConfigError, match="^r.conf:2: \\(2001:db8::10, ff0e::1\\) is already authorized on line 1$"):
+        parse_rules("2001:db8::10 ff0e::1 8\n2001:DB8:0::10 FF0E::0001 4\n", "r.conf")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("2001:db8::10 ff02::1 5", "group ff02::1 is a link-scope group (scope 2 or smaller)"),
+    ("2001:db8::10 ff02::/16 5", "holds only link-scope groups"),
+    ("fe80::1 ff0e::1 5", "link-local"),
+    ("::ffff:192.0.2.10 ff0e::1 5", "write the IPv4 address 192.0.2.10 instead"),
+    ("2001:db8::10 239.1.1.1 5", "different address families"),
+    ("2001:db8::/64 ff0e::/16 5", "a source prefix and a group prefix"),
+    ("2001:db8::10 ff0e::1 256", "outside 1-255"),
+])
+def test_ipv6_errors_name_the_line(line, message):
+    with pytest.raises(ConfigError) as err:
+        parse_rules("2001:db8::10 ff0e::2 8\n" + line + "\n", "mauth.conf")
+    assert str(err.value).startswith("mauth.conf:2: ") and message in str(err.value)
+    assert "\n" not in str(err.value)

@@ -600,3 +600,28 @@ def test_an_ipv6_rule_over_protocol_v2_is_unsupported_and_changes_nothing(filt, 
     assert sorted(str(r.rule) for r in filt.rules()) == before and state_rows() == before_rows
     assert call(GetCounters(), 6, session, epoch).body.rule_count == len(ALL_RULES)
 
+
+
+def test_musersd_refuses_a_rule_file_with_ipv6_lines_for_the_nfqueue_backend(tmp_path, ipt, caplog):
+    from musersd.daemon import Musersd, Options, StartupError
+
+    conf = tmp_path / "mauth.conf"
+    conf.write_text("192.0.2.10 239.1.1.1 8\n2001:db8:0:1::/64 ff0e::db8:1 8\n")
+    with pytest.raises(StartupError) as err:
+        Musersd(Options(ifaces=["eth1"], config=str(conf), backend="nfqueue", state_dir=str(tmp_path / "s")))
+    assert str(err.value) == (f"{conf}: the nfqueue backend filters IPv4 only, so it cannot hold the rule for"
+                              " (2001:db8:0:1::/64, ff0e::db8:1)")
+    assert not (tmp_path / "s").exists()  # refused before the state was touched
+    # the XDP backend takes the same file
+    assert len(Musersd(Options(ifaces=["eth1"], config=str(conf))).rule_file.rules) == 2
+
+    # SIGHUP with an IPv6 line added: the file is rejected whole, the running rules stay
+    conf.write_text("192.0.2.10 239.1.1.1 8\n")
+    m = Musersd(Options(ifaces=["eth1"], config=str(conf), backend="nfqueue", state_dir=str(tmp_path / "s")))
+    m.dp = NfqueueFilter(tmp_path / "s", iptables=Iptables(run=ipt)).open()
+    m.dp.apply(m.rule_file.rules)
+    conf.write_text("192.0.2.11 239.1.1.1 4\n2001:db8::10 ff0e::1 8\n")
+    m.reload()
+    assert [str(r.rule) for r in m.dp.rules()] == ["192.0.2.10 -> 239.1.1.1 max-ttl 8"]
+    assert "rule file rejected" in caplog.text and "filters IPv4 only" in caplog.text
+    m.dp.close()
