@@ -32,6 +32,15 @@ two exact rules make room for a source-prefix and a group-prefix rule:
     group_prefix           no exact rule nor source prefix; the source's group prefix
     unauthorized_prefixes  no rule at all, with both tries consulted: dropped
 
+and (from 5 rules up, two more exact IPv4 rules making room for IPv6 ones)
+the IPv6 paths, on a table of two IPv6 rules (IPv6 rules have maps of their
+own, so IPv4's figures do not depend on them and the reverse):
+
+    passed6        an authorized IPv6 (source, group), hop limit under the max
+    unauthorized6  no rule: dropped, IPv6 denied table updated
+    ttl6           hop limit above the rule's max: dropped
+    passed6_ext    passed6 behind hop-by-hop and destination options headers
+
 The kernel reports whole nanoseconds (it truncates total/repeat), so the
 thread's CPU clock around each call is recorded too: a finer (sub-ns)
 cross-check of the added cost that also excludes time the thread was not
@@ -70,7 +79,11 @@ UNICAST = ipaddress.IPv4Address("10.200.0.1")
 FLOOR_C = b"int mauth_floor(struct xdp_md *ctx) { return XDP_PASS; }"
 
 KINDS = ("passed", "unauthorized", "ttl", "not_multicast")
-EXTRA_KINDS = ("rate_limited", "source_prefix", "group_prefix", "unauthorized_prefixes")
+EXTRA_KINDS = ("rate_limited", "source_prefix", "group_prefix", "unauthorized_prefixes",
+               "passed6", "unauthorized6", "ttl6", "passed6_ext")
+SENDER6 = ipaddress.IPv6Address("2001:db8::10")
+STRANGER6 = ipaddress.IPv6Address("2001:db8::66")
+GROUP6 = ipaddress.IPv6Address("ff0e::db8:1")
 SOURCE_PREFIX = ipaddress.IPv4Network("172.16.0.0/12")  # to rule 0's group; no exact rule's source is in it
 TRUSTED = ipaddress.IPv4Address("192.0.2.77")  # may send to GROUP_PREFIX
 GROUP_PREFIX = ipaddress.IPv4Network("239.192.0.0/14")
@@ -100,6 +113,20 @@ def udp_frame(src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, ttl: int, 
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, ttl, 17, 0, src.packed, dst.packed)
     ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
     return eth + ip + udp
+
+
+def udp6_frame(src: ipaddress.IPv6Address, dst: ipaddress.IPv6Address, hlim: int, payload: int = 32,
+               ext: int = 0) -> bytes:
+    """Ethernet + IPv6 + `ext` empty extension headers (hop-by-hop, then destination options) + UDP."""
+    eth = bytes.fromhex("333300000db8" "020000000001" "86dd")
+    udp = struct.pack("!HHHH", 4000, 5000, 8 + payload, 0) + b"\x00" * payload
+    headers = b""
+    for i in range(ext):  # 8 bytes each: next header, length 0, PadN of 4
+        nxt = 60 if i + 1 < ext else 17
+        headers += bytes([nxt, 0, 1, 4, 0, 0, 0, 0])
+    first = (0 if ext else 17)
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(headers) + len(udp), first, hlim, src.packed, dst.packed)
+    return eth + ip + headers + udp
 
 
 def rule_key(i: int) -> RuleKey:
@@ -135,6 +162,12 @@ def add_extra_rules(dp: DataPlane, n: int) -> tuple[str, ...]:
         dp.remove_rule(rule_key(i))
     dp.add_rule(Rule.make(SOURCE_PREFIX, rule_key(0).group, RULE_MAX_TTL))
     dp.add_rule(Rule.make(TRUSTED, GROUP_PREFIX, RULE_MAX_TTL))
+    if n < 5:
+        return EXTRA_KINDS[:4]
+    for i in (n - 3, n - 4):
+        dp.remove_rule(rule_key(i))
+    dp.add_rule(Rule.make(SENDER6, GROUP6, RULE_MAX_TTL))
+    dp.add_rule(Rule.make(STRANGER6, ipaddress.IPv6Address("ff0e::db8:2"), RULE_MAX_TTL))
     return EXTRA_KINDS
 
 
@@ -145,6 +178,10 @@ def extra_frames_for(n: int, payload: int = PAYLOADS[0]) -> dict[str, tuple[byte
         "source_prefix": (udp_frame(SOURCE_PREFIX[5 << 16 | 5], rule_key(0).group, 8, payload), XDP_PASS, "passed"),
         "group_prefix": (udp_frame(TRUSTED, GROUP_PREFIX[1 << 16 | 257], 8, payload), XDP_PASS, "passed"),
         "unauthorized_prefixes": (udp_frame(STRANGER, rule_key(0).group, 8, payload), XDP_DROP, "unauthorized"),
+        "passed6": (udp6_frame(SENDER6, GROUP6, 8, payload), XDP_PASS, "passed"),
+        "unauthorized6": (udp6_frame(STRANGER6, GROUP6, 8, payload), XDP_DROP, "unauthorized"),
+        "ttl6": (udp6_frame(SENDER6, GROUP6, 64, payload), XDP_DROP, "ttl"),
+        "passed6_ext": (udp6_frame(SENDER6, GROUP6, 8, payload, ext=2), XDP_PASS, "passed"),
     }
 
 

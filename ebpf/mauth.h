@@ -9,12 +9,13 @@
  *
  * Map layout (version MAUTH_LAYOUT, pinned under <pin-dir>/v<MAUTH_LAYOUT>/;
  * a change of any struct or map bumps it, so pins of another layout are
- * never reused: layout 3 added the prefix tries, rates and cfg.prefixes.
- * Upgrading a router from layout 2: the new musersd finds no v3 pins,
+ * never reused: layout 3 added the prefix tries, rates and cfg.prefixes;
+ * layout 4 the IPv6 maps and 32-byte IPv4 denied entries.
+ * Upgrading a router from an older layout: the new musersd finds no pins,
  * creates empty maps with a new state id, loads its rule file and attaches
  * the new program in place of the old one in one netlink operation;
  * mauthserver sees the new state id at its next contact and re-installs
- * every rule. Nothing uses the old <pin-dir>/v2/ any more; it stays, and
+ * every rule. Nothing uses the old <pin-dir>/v<n>/ any more; it stays, and
  * holds its memory, until an operator removes it (musersd logs a warning).)
  *
  *   cfg         ARRAY[1]             mode, layout, capacity, denied-table seed,
@@ -22,11 +23,19 @@
  *   rules4      HASH (src,grp)->rule  max TTL, flags, stats slot  (no prealloc)
  *   src_prefix4 LPM_TRIE {32+srclen, grp, src}->rule  source-prefix rules
  *   grp_prefix4 LPM_TRIE {32+grplen, src, grp}->rule  group-prefix rules
+ *   rules6, src_prefix6, grp_prefix6   the same for IPv6 (128-bit addresses,
+ *                                    prefix lengths 128 + len in the tries)
  *   rates       HASH slot->bucket    token buckets of rate-limited rules
  *   stats       PERCPU_ARRAY[slot]   packets, bytes, last seen per rule
  *   reasons     PERCPU_ARRAY[reason] packets, bytes per verdict reason
  *   denied4     PERCPU_ARRAY[set]    who tried to send without authorization:
  *                                    MAUTH_DENIED_WAYS (src,grp) entries per set
+ *   denied6     PERCPU_ARRAY[set]    the same for IPv6 pairs
+ *
+ * The two families have their own rule maps, so an IPv4 packet never pays
+ * for IPv6's 32-byte keys and IPv4 tables stay as dense as before; the
+ * stats slots, rates, reasons and cfg are shared, so a rule is a rule
+ * whatever its family, and the capacity (max_rules) counts both.
  *
  * Which rule a packet from S to G falls under, first match wins:
  *
@@ -89,7 +98,7 @@
 #ifndef MAUTH_H
 #define MAUTH_H
 
-#define MAUTH_LAYOUT 3
+#define MAUTH_LAYOUT 4
 
 /* Verdict reasons: indexes into the reasons map. Keep in sync with
  * musersd/maps.py REASONS (a test checks the names and values). */
@@ -97,10 +106,14 @@
 #define MAUTH_R_UNAUTHORIZED  1  /* no rule for (source, group) */
 #define MAUTH_R_TTL           2  /* TTL above the rule's max TTL */
 #define MAUTH_R_NOT_MULTICAST 3  /* IPv4 unicast or broadcast destination */
-#define MAUTH_R_MALFORMED     4  /* truncated or inconsistent IPv4 header */
-#define MAUTH_R_LINK_LOCAL    5  /* 224.0.0.0/24 control traffic */
+#define MAUTH_R_MALFORMED     4  /* truncated or inconsistent header (IPv4:
+                                  * passed, the kernel drops it; IPv6 routable
+                                  * multicast: dropped, see mauth_xdp.c) */
+#define MAUTH_R_LINK_LOCAL    5  /* 224.0.0.0/24; IPv6 scope <= 2 (ff02::/16) */
 #define MAUTH_R_NOT_IP        6  /* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
-#define MAUTH_R_IPV6          7  /* IPv6: passed unfiltered in this layout */
+#define MAUTH_R_MLD           7  /* MLD (ICMPv6 130-132, 143) with hop limit 1
+                                  * to a routable group (MLDv1 reports go to
+                                  * the group; was "ipv6" before layout 4) */
 #define MAUTH_R_RATE          8  /* over the rule's packet or bit rate */
 #define MAUTH_R_IGMP          9  /* IGMP to a routable group (v1/v2 reports) */
 #define MAUTH_R_SAP_LOCAL    10  /* SAP from an unauthorized announcer: TTL set
@@ -115,8 +128,10 @@
 #define MAUTH_RULE_F_RATE  0x01  /* the rule has an entry in rates */
 
 /* struct mauth_cfg.prefixes: which prefix tries hold at least one rule */
-#define MAUTH_CFG_SRC_PREFIXES 0x01
-#define MAUTH_CFG_GRP_PREFIXES 0x02
+#define MAUTH_CFG_SRC_PREFIXES  0x01
+#define MAUTH_CFG_GRP_PREFIXES  0x02
+#define MAUTH_CFG_SRC_PREFIXES6 0x04
+#define MAUTH_CFG_GRP_PREFIXES6 0x08
 
 #define MAUTH_NSEC 1000000000ULL  /* tokens per packet, and per bit */
 
@@ -145,6 +160,19 @@ struct mauth_lpm4 {
     __u32  prefixlen;  /* 32 + the prefix's length */
     __be32 exact;
     __be32 prefix;
+};
+
+/* IPv6 addresses as four words each, in packet byte order (the words give
+ * the struct 4-byte alignment; the bytes are exactly the packet's). */
+struct mauth_key6 {
+    __be32 src[4];
+    __be32 grp[4];
+};
+
+struct mauth_lpm6 {
+    __u32  prefixlen;  /* 128 + the prefix's length */
+    __be32 exact[4];
+    __be32 prefix[4];
 };
 
 struct mauth_rule {
@@ -181,21 +209,44 @@ struct mauth_counter {
     __u64 bytes;
 };
 
-/* One entry of the denied table: one CPU's view of one (src, grp) pair. */
+/* One entry of the denied table: one CPU's view of one (src, grp) pair.
+ * 32 bytes, so a set of four is two cache lines (it was three with 48):
+ * a denied packet reads its set to find its pair, and under a flood of
+ * pairs those reads are cache misses. last_seen is the coarse clock in
+ * units of 2^20 ns (MAUTH_TICK_SHIFT, about 1 ms), kept to 32 bits: it
+ * wraps after 52 days, so ages are computed modulo 2^32 (a pair silent
+ * for longer looks recent again, which only affects which entry a full
+ * set gives up first). */
+#define MAUTH_TICK_SHIFT 20
+
 struct mauth_denied {
     struct mauth_key4 key;  /* all zero: an empty entry (no group is 0.0.0.0) */
     __u64 packets;
     __u64 bytes;
-    __u64 last_seen;  /* bpf_ktime_get_coarse_ns() */
+    __u32 last_seen;  /* bpf_ktime_get_coarse_ns() >> MAUTH_TICK_SHIFT */
     __u8  last_ttl;
     __u8  reason;     /* MAUTH_R_UNAUTHORIZED, MAUTH_R_TTL or MAUTH_R_RATE */
-    __u8  _pad[6];
+    __u16 _pad;
+};
+
+struct mauth_denied6 {
+    struct mauth_key6 key;
+    __u64 packets;
+    __u64 bytes;
+    __u32 last_seen;
+    __u8  last_ttl;   /* the hop limit */
+    __u8  reason;
+    __u16 _pad;
 };
 
 #define MAUTH_DENIED_WAYS 4
 
 struct mauth_denied_set {
     struct mauth_denied way[MAUTH_DENIED_WAYS];
+};
+
+struct mauth_denied6_set {
+    struct mauth_denied6 way[MAUTH_DENIED_WAYS];
 };
 
 /* The set of the denied table that holds (src, grp): the addresses as the
@@ -214,6 +265,19 @@ static __always_inline __u32 mauth_denied_index(const struct mauth_key4 *key,
 
     k *= MAUTH_DENIED_MULT;
     return (__u32)(((k >> 32) * nsets) >> 32);
+}
+
+/* The same for an IPv6 pair: each address folded to 32 bits by XOR of its
+ * four words (loaded as the host loads them), then as above. */
+static __always_inline __u32 mauth_denied6_index(const struct mauth_key6 *key,
+                                                 __u32 seed, __u32 nsets)
+{
+    struct mauth_key4 folded = {
+        .src = key->src[0] ^ key->src[1] ^ key->src[2] ^ key->src[3],
+        .grp = key->grp[0] ^ key->grp[1] ^ key->grp[2] ^ key->grp[3],
+    };
+
+    return mauth_denied_index(&folded, seed, nsets);
 }
 
 #endif /* MAUTH_H */

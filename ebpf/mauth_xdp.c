@@ -9,6 +9,8 @@
  *   MAUTH_DENIED_SETS sets in the denied table (MAUTH_DENIED_WAYS pairs each)
  *   MAUTH_SAP_GROUP0..3  SAP groups (network-order u32; 0 = unused) whose
  *                     announcements are delivered to the router itself
+ *   MAUTH_SAP6_GROUP<n>_<w>  the same for IPv6, n = 0..3, word w = 0..3 of
+ *                     the address (network-order u32s; all 0 = unused)
  *
  * The policy, in order (DESIGN.md "Packet policy"; the pure-Python model in
  * musersd/policy.py mirrors every branch and a test runs one table of cases
@@ -16,7 +18,6 @@
  *
  *   Ethernet, up to two VLAN tags (802.1Q / 802.1ad)
  *     frame too short for a header ............... pass, "malformed"
- *     IPv6 ....................................... pass, "ipv6" (not filtered yet)
  *     neither IPv4 nor IPv6 ...................... pass, "not_ip"
  *   IPv4
  *     fixed header truncated, version != 4, IHL < 5, options past the end,
@@ -39,6 +40,30 @@
  *        the interface's threshold of 1, so it goes no further)
  *     otherwise .................................. pass, "passed" + rule stats
  *
+ *   IPv6 (the same policy; the hop limit is the TTL)
+ *     fixed header truncated, version != 6 ....... pass, "malformed"
+ *       (not recognisably multicast; ipv6_rcv() drops it)
+ *     destination not in ff00::/8 ................ pass, "not_multicast"
+ *     scope <= 2 (ff00::/16 - ff02::/16, any flags) pass, "link_local"
+ *     from here on the packet is routable multicast, and:
+ *     payload length beyond the frame, an extension header truncated or
+ *     beyond the payload, hop-by-hop not first, or more than
+ *     MAUTH_IPV6_MAX_EXT extension headers ........ DROP, "malformed"
+ *       (headers that cannot be walked cannot be judged: a SAP or MLD
+ *        exception must not be claimable by a packet we cannot parse)
+ *     MLD (ICMPv6 130, 131, 132, 143) with hop limit 1
+ *       ........................................... pass, "mld"
+ *       (MLDv1 reports go to the group; hop limit 1 is never forwarded)
+ *     the rule for (source, group), exactly as for IPv4: unauthorized,
+ *     hop limit above max TTL, rate ............... DROP
+ *       except SAP (UDP 9875 to an IPv6 SAP group, not a fragment):
+ *       hop limit set to 1 (no header checksum in IPv6) pass, "sap_local"
+ *     otherwise .................................. pass, "passed"
+ *   Extension headers walked: hop-by-hop (first only), routing, fragment,
+ *   destination options, AH; anything else ends the walk as the upper-layer
+ *   protocol (ESP and No Next Header included). A non-first fragment has no
+ *   upper-layer header: the walk stops at its fragment header.
+ *
  * In monitor mode every DROP above becomes a pass, with identical counting,
  * and nothing is rewritten.
  * Drops are recorded in the denied table so operators see who is trying.
@@ -57,6 +82,7 @@
 #include <linux/in.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/udp.h>
 #include "mauth.h"
 
@@ -85,6 +111,43 @@
 #endif
 #define MAUTH_SAP_PORT 9875
 
+#ifndef MAUTH_SAP6_GROUP0_0
+#define MAUTH_SAP6_GROUP0_0 0
+#define MAUTH_SAP6_GROUP0_1 0
+#define MAUTH_SAP6_GROUP0_2 0
+#define MAUTH_SAP6_GROUP0_3 0
+#endif
+#ifndef MAUTH_SAP6_GROUP1_0
+#define MAUTH_SAP6_GROUP1_0 0
+#define MAUTH_SAP6_GROUP1_1 0
+#define MAUTH_SAP6_GROUP1_2 0
+#define MAUTH_SAP6_GROUP1_3 0
+#endif
+#ifndef MAUTH_SAP6_GROUP2_0
+#define MAUTH_SAP6_GROUP2_0 0
+#define MAUTH_SAP6_GROUP2_1 0
+#define MAUTH_SAP6_GROUP2_2 0
+#define MAUTH_SAP6_GROUP2_3 0
+#endif
+#ifndef MAUTH_SAP6_GROUP3_0
+#define MAUTH_SAP6_GROUP3_0 0
+#define MAUTH_SAP6_GROUP3_1 0
+#define MAUTH_SAP6_GROUP3_2 0
+#define MAUTH_SAP6_GROUP3_3 0
+#endif
+
+/* Extension headers walked before giving up on an IPv6 packet. RFC 8200
+ * section 4.1's recommended order has at most six before the upper layer
+ * (hop-by-hop, destination options, routing, fragment, AH, destination
+ * options); eight leaves room for a repeated one. */
+#define MAUTH_IPV6_MAX_EXT 8
+#define MAUTH_NEXTHDR_HOP      0
+#define MAUTH_NEXTHDR_ROUTING 43
+#define MAUTH_NEXTHDR_FRAGMENT 44
+#define MAUTH_NEXTHDR_AUTH    51
+#define MAUTH_NEXTHDR_DEST    60
+#define MAUTH_NEXTHDR_ICMP    58
+
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define MAUTH_BE16(x) ((__u16)((((x) & 0xff) << 8) | (((x) >> 8) & 0xff)))
 #else
@@ -104,6 +167,12 @@ BPF_TABLE_PINNED("lpm_trie", struct mauth_lpm4, struct mauth_rule, mauth_src_pre
                  MAUTH_MAX_RULES, MAUTH_PIN_DIR "/src_prefix4", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct mauth_lpm4, struct mauth_rule, mauth_grp_prefix4,
                  MAUTH_MAX_RULES, MAUTH_PIN_DIR "/grp_prefix4", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", struct mauth_key6, struct mauth_rule, mauth_rules6,
+                 MAUTH_MAX_RULES, MAUTH_PIN_DIR "/rules6", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct mauth_lpm6, struct mauth_rule, mauth_src_prefix6,
+                 MAUTH_MAX_RULES, MAUTH_PIN_DIR "/src_prefix6", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct mauth_lpm6, struct mauth_rule, mauth_grp_prefix6,
+                 MAUTH_MAX_RULES, MAUTH_PIN_DIR "/grp_prefix6", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", u32, struct mauth_rate, mauth_rates,
                  MAUTH_MAX_RULES, MAUTH_PIN_DIR "/rates", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("percpu_array", u32, struct mauth_stats, mauth_stats,
@@ -112,6 +181,8 @@ BPF_TABLE_PINNED("percpu_array", u32, struct mauth_counter, mauth_reasons,
                  MAUTH_R_MAX, MAUTH_PIN_DIR "/reasons");
 BPF_TABLE_PINNED("percpu_array", u32, struct mauth_denied_set, mauth_denied4,
                  MAUTH_DENIED_SETS, MAUTH_PIN_DIR "/denied4");
+BPF_TABLE_PINNED("percpu_array", u32, struct mauth_denied6_set, mauth_denied6,
+                 MAUTH_DENIED_SETS, MAUTH_PIN_DIR "/denied6");
 
 /* Not pinned, not part of the layout: this program's own per-CPU cache of
  * bpf_ktime_get_coarse_ns(). That clock only moves once per timer tick, as
@@ -141,6 +212,12 @@ static __always_inline u64 mauth_now(void)
     return c->coarse_ns;
 }
 
+/* The denied table's clock: mauth_now() in units of 2^MAUTH_TICK_SHIFT ns. */
+static __always_inline u32 mauth_tick(void)
+{
+    return (u32)(mauth_now() >> MAUTH_TICK_SHIFT);
+}
+
 static __always_inline int mauth_count(u32 reason, u64 len)
 {
     struct mauth_counter *c = mauth_reasons.lookup(&reason);
@@ -154,13 +231,15 @@ static __always_inline int mauth_count(u32 reason, u64 len)
 
 /* Count a dropped packet against its (src, grp) in this CPU's denied table:
  * the pair's entry in its set, or else the set's least recently seen entry
- * (an empty one has last_seen 0), which then starts over for this pair. */
+ * (an empty one, with no packets, counts as the oldest), which then starts
+ * over for this pair. mauth_note_denied6() is the same for IPv6 pairs. */
 static __always_inline void mauth_note_denied(const struct mauth_key4 *key, u32 seed,
                                               u8 ttl, u8 reason, u64 len)
 {
     u32 idx = mauth_denied_index(key, seed, MAUTH_DENIED_SETS);
     struct mauth_denied_set *set = mauth_denied4.lookup(&idx);
     struct mauth_denied *d;
+    u32 now = mauth_tick(), age, oldest = 0;
 
     if (!set)
         return;
@@ -172,9 +251,12 @@ static __always_inline void mauth_note_denied(const struct mauth_key4 *key, u32 
     }
     d = &set->way[0];
 #pragma unroll
-    for (int i = 1; i < MAUTH_DENIED_WAYS; i++) {
-        if (set->way[i].last_seen < d->last_seen)
+    for (int i = 0; i < MAUTH_DENIED_WAYS; i++) {
+        age = set->way[i].packets ? now - set->way[i].last_seen : ~0u;
+        if (age > oldest) {
+            oldest = age;
             d = &set->way[i];
+        }
     }
     d->key = *key;
     d->packets = 0;
@@ -182,7 +264,50 @@ static __always_inline void mauth_note_denied(const struct mauth_key4 *key, u32 
 count:
     d->packets += 1;
     d->bytes += len;
-    d->last_seen = mauth_now();
+    d->last_seen = now;
+    d->last_ttl = ttl;
+    d->reason = reason;
+}
+
+static __always_inline int mauth_key6_eq(const struct mauth_key6 *a, const struct mauth_key6 *b)
+{
+    return a->src[0] == b->src[0] && a->src[1] == b->src[1] && a->src[2] == b->src[2] &&
+           a->src[3] == b->src[3] && a->grp[0] == b->grp[0] && a->grp[1] == b->grp[1] &&
+           a->grp[2] == b->grp[2] && a->grp[3] == b->grp[3];
+}
+
+static __always_inline void mauth_note_denied6(const struct mauth_key6 *key, u32 seed,
+                                               u8 ttl, u8 reason, u64 len)
+{
+    u32 idx = mauth_denied6_index(key, seed, MAUTH_DENIED_SETS);
+    struct mauth_denied6_set *set = mauth_denied6.lookup(&idx);
+    struct mauth_denied6 *d;
+    u32 now = mauth_tick(), age, oldest = 0;
+
+    if (!set)
+        return;
+#pragma unroll
+    for (int i = 0; i < MAUTH_DENIED_WAYS; i++) {
+        d = &set->way[i];
+        if (mauth_key6_eq(&d->key, key))
+            goto count;
+    }
+    d = &set->way[0];
+#pragma unroll
+    for (int i = 0; i < MAUTH_DENIED_WAYS; i++) {
+        age = set->way[i].packets ? now - set->way[i].last_seen : ~0u;
+        if (age > oldest) {
+            oldest = age;
+            d = &set->way[i];
+        }
+    }
+    d->key = *key;
+    d->packets = 0;
+    d->bytes = 0;
+count:
+    d->packets += 1;
+    d->bytes += len;
+    d->last_seen = now;
     d->last_ttl = ttl;
     d->reason = reason;
 }
@@ -247,6 +372,28 @@ static __always_inline struct mauth_rule *mauth_prefix_rule(const struct mauth_k
     return NULL;
 }
 
+/* mauth_prefix_rule() for IPv6. */
+static __always_inline struct mauth_rule *mauth_prefix_rule6(const struct mauth_key6 *key,
+                                                            u32 prefixes)
+{
+    struct mauth_lpm6 lk = { .prefixlen = 256 };
+    struct mauth_rule *rule;
+
+    if (prefixes & MAUTH_CFG_SRC_PREFIXES6) {
+        __builtin_memcpy(lk.exact, key->grp, sizeof(lk.exact));
+        __builtin_memcpy(lk.prefix, key->src, sizeof(lk.prefix));
+        rule = mauth_src_prefix6.lookup(&lk);
+        if (rule)
+            return rule;
+    }
+    if (prefixes & MAUTH_CFG_GRP_PREFIXES6) {
+        __builtin_memcpy(lk.exact, key->src, sizeof(lk.exact));
+        __builtin_memcpy(lk.prefix, key->grp, sizeof(lk.prefix));
+        return mauth_grp_prefix6.lookup(&lk);
+    }
+    return NULL;
+}
+
 /* One bucket's tokens after `elapsed` ns at `rate` per second: never more
  * than `burst`, and no multiply larger than `fill` * rate (<= burst). */
 static __always_inline u64 mauth_refill(u64 tokens, u64 rate, u64 burst, u64 fill, u64 elapsed)
@@ -305,6 +452,139 @@ static __always_inline int mauth_within_rate(u32 slot, u64 len)
     return ok;
 }
 
+/* The verdict on a packet of `len` bytes with TTL (hop limit) `ttl` that
+ * falls under `rule`: MAUTH_R_PASSED, after counting it against the rule,
+ * or the reason to drop it. */
+static __always_inline u32 mauth_rule_verdict(struct mauth_rule *rule, u8 ttl, u64 len)
+{
+    struct mauth_stats *st;
+    u32 slot;
+
+    if (ttl > rule->max_ttl)
+        return MAUTH_R_TTL;
+    if ((rule->flags & MAUTH_RULE_F_RATE) && !mauth_within_rate(rule->slot, len))
+        return MAUTH_R_RATE;
+    slot = rule->slot;
+    st = mauth_stats.lookup(&slot);
+    if (st) {
+        st->packets += 1;
+        st->bytes += len;
+        st->last_seen = mauth_now();
+    }
+    return MAUTH_R_PASSED;
+}
+
+static __always_inline int mauth_ipv6_ext(u8 nexthdr)
+{
+    return nexthdr == MAUTH_NEXTHDR_HOP || nexthdr == MAUTH_NEXTHDR_ROUTING ||
+           nexthdr == MAUTH_NEXTHDR_FRAGMENT || nexthdr == MAUTH_NEXTHDR_AUTH ||
+           nexthdr == MAUTH_NEXTHDR_DEST;
+}
+
+#define MAUTH_SAP6_IS(n, w)                                                      \
+    ((w)[0] == MAUTH_SAP6_GROUP##n##_0 && (w)[1] == MAUTH_SAP6_GROUP##n##_1 &&   \
+     (w)[2] == MAUTH_SAP6_GROUP##n##_2 && (w)[3] == MAUTH_SAP6_GROUP##n##_3)
+
+/* The IPv6 half of the policy (the table at the top of this file). */
+static __always_inline int mauth_ipv6(void *l3, void *data_end, u64 len)
+{
+    struct ipv6hdr *ip6 = l3;
+    struct mauth_key6 key;
+    struct mauth_cfg *cfg;
+    struct mauth_rule *rule;
+    struct udphdr *udp;
+    u32 zero = 0, reason, end, off = sizeof(*ip6), hlen;
+    u8 nexthdr, frag = 0, later = 0, ttl;
+    u8 *h;
+
+    if ((void *)(ip6 + 1) > data_end)
+        return mauth_count(MAUTH_R_MALFORMED, len);
+    if (ip6->version != 6)
+        return mauth_count(MAUTH_R_MALFORMED, len);
+    if (ip6->daddr.s6_addr[0] != 0xff)
+        return mauth_count(MAUTH_R_NOT_MULTICAST, len);
+    if ((ip6->daddr.s6_addr[1] & 0x0f) <= 2)
+        return mauth_count(MAUTH_R_LINK_LOCAL, len);
+
+    /* Routable multicast: every header up to the upper layer must be
+     * inside the payload, and the payload inside the frame. */
+    end = sizeof(*ip6) + MAUTH_BE16(ip6->payload_len);
+    if (l3 + end > data_end)
+        goto malformed;
+    nexthdr = ip6->nexthdr;
+#pragma unroll
+    for (int i = 0; i < MAUTH_IPV6_MAX_EXT; i++) {
+        if (!mauth_ipv6_ext(nexthdr))
+            goto walked;
+        if (nexthdr == MAUTH_NEXTHDR_HOP && i > 0)
+            goto malformed;
+        h = l3 + off;
+        if ((void *)(h + 8) > data_end)  /* every extension header has 8 bytes or more */
+            goto malformed;
+        if (nexthdr == MAUTH_NEXTHDR_FRAGMENT) {
+            hlen = 8;
+            frag = 1;
+            later = (*(__be16 *)(h + 2) & MAUTH_BE16(0xfff8)) != 0;
+        } else if (nexthdr == MAUTH_NEXTHDR_AUTH) {
+            hlen = ((u32)h[1] + 2) * 4;
+        } else {
+            hlen = ((u32)h[1] + 1) * 8;
+        }
+        if (off + hlen > end)
+            goto malformed;
+        nexthdr = h[0];
+        off += hlen;
+        if (later)  /* a non-first fragment: what follows is not a header */
+            goto walked;
+    }
+    if (mauth_ipv6_ext(nexthdr))
+        goto malformed;
+walked:
+    ttl = ip6->hop_limit;
+    h = l3 + off;
+    if (nexthdr == MAUTH_NEXTHDR_ICMP && !later && ttl == 1 && off < end && (void *)(h + 1) <= data_end) {
+        u8 type = h[0];
+
+        if (type == 130 || type == 131 || type == 132 || type == 143)
+            return mauth_count(MAUTH_R_MLD, len);
+    }
+
+    __builtin_memcpy(key.src, &ip6->saddr, sizeof(key.src));
+    __builtin_memcpy(key.grp, &ip6->daddr, sizeof(key.grp));
+    rule = mauth_rules6.lookup(&key);
+    if (!rule) {
+        cfg = mauth_cfg.lookup(&zero);
+        if (cfg && (cfg->prefixes & (MAUTH_CFG_SRC_PREFIXES6 | MAUTH_CFG_GRP_PREFIXES6)))
+            rule = mauth_prefix_rule6(&key, cfg->prefixes);
+    }
+    reason = rule ? mauth_rule_verdict(rule, ttl, len) : MAUTH_R_UNAUTHORIZED;
+    if (reason == MAUTH_R_PASSED)
+        return mauth_count(MAUTH_R_PASSED, len);
+
+    cfg = mauth_cfg.lookup(&zero);
+    udp = l3 + off;
+    if (nexthdr == IPPROTO_UDP && !frag && off + sizeof(*udp) <= end && (void *)(udp + 1) <= data_end &&
+        udp->dest == MAUTH_BE16(MAUTH_SAP_PORT) &&
+        (MAUTH_SAP6_IS(0, key.grp) || MAUTH_SAP6_IS(1, key.grp) ||
+         MAUTH_SAP6_IS(2, key.grp) || MAUTH_SAP6_IS(3, key.grp))) {
+        if (ttl > 1 && !(cfg && cfg->mode == MAUTH_MODE_MONITOR))
+            ip6->hop_limit = 1;
+        return mauth_count(MAUTH_R_SAP_LOCAL, len);
+    }
+    mauth_count(reason, len);
+    mauth_note_denied6(&key, cfg ? cfg->denied_seed : 0, ttl, reason, len);
+    if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
+        return XDP_PASS;
+    return XDP_DROP;
+
+malformed:
+    cfg = mauth_cfg.lookup(&zero);
+    mauth_count(MAUTH_R_MALFORMED, len);
+    if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
+        return XDP_PASS;
+    return XDP_DROP;
+}
+
 int mauth_xdp(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
@@ -334,10 +614,11 @@ int mauth_xdp(struct xdp_md *ctx)
         l3 = vh + 1;
     }
 
-    if (proto == MAUTH_BE16(ETH_P_IPV6))
-        return mauth_count(MAUTH_R_IPV6, len);
-    if (proto != MAUTH_BE16(ETH_P_IP))
+    if (proto != MAUTH_BE16(ETH_P_IP)) {
+        if (proto == MAUTH_BE16(ETH_P_IPV6))
+            return mauth_ipv6(l3, data_end, len);
         return mauth_count(MAUTH_R_NOT_IP, len);
+    }
 
     ip = l3;
     if ((void *)(ip + 1) > data_end)
@@ -378,25 +659,9 @@ int mauth_xdp(struct xdp_md *ctx)
             goto deny_cfg;
         }
     }
-    if (ttl > rule->max_ttl) {
-        reason = MAUTH_R_TTL;
-        goto deny;
-    }
-    if ((rule->flags & MAUTH_RULE_F_RATE) && !mauth_within_rate(rule->slot, len)) {
-        reason = MAUTH_R_RATE;
-        goto deny;
-    }
-
-    u32 slot = rule->slot;
-    struct mauth_stats *st = mauth_stats.lookup(&slot);
-    if (st) {
-        st->packets += 1;
-        st->bytes += len;
-        st->last_seen = mauth_now();
-    }
-    return mauth_count(MAUTH_R_PASSED, len);
-
-deny:
+    reason = mauth_rule_verdict(rule, ttl, len);
+    if (reason == MAUTH_R_PASSED)
+        return mauth_count(MAUTH_R_PASSED, len);
     cfg = mauth_cfg.lookup(&zero);
 deny_cfg:
     if (mauth_is_sap(ip, l3, ihl, data_end)) {

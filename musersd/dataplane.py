@@ -19,8 +19,9 @@ allocated here; the set in use is recomputed from the rule maps on open, so
 nothing but the maps themselves holds state across restarts. One process
 writes the maps at a time (musersd); others may read.
 
-Exact rules live in a hash map, prefix rules in two LPM tries (ebpf/mauth.h
-gives the lookup order), rate limits in a map of token buckets keyed by the
+Each address family has its own maps (maps.FAMILIES): exact rules live in a
+hash map, prefix rules in two LPM tries (ebpf/mauth.h gives the lookup order),
+denied pairs in a table of their own; stats slots are shared, rate limits in a map of token buckets keyed by the
 rule's slot. Writes are ordered so that the program never sees a half-made
 rule: a rule's bucket goes in before the rule that points at it, a trie's
 bit in cfg is set only once the trie holds a rule and cleared only once it
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import bpfsys, maps
-from .maps import Key4, Lpm4, Mode, RuleVal
+from .maps import FAMILIES, Key4, Mode, RuleVal
 from .rules import IPAddress, Rule, RuleError, RuleKey
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,18 @@ assert _RULE_VAL.size == ctypes.sizeof(RuleVal) and _KEY4.size == ctypes.sizeof(
 
 _BPF_F_LOCK = 4  # update a map value that holds a bpf_spin_lock under that lock
 
-# The prefix tries, and how their keys read back as rule keys.
-_PREFIX_MAPS = ("mauth_src_prefix4", "mauth_grp_prefix4")
+# The maps of each kind, over both families, and how a trie's key reads back as a rule key.
+_RULE_MAPS = tuple(f.rules for f in FAMILIES.values())
+_PREFIX_MAPS = tuple(m for f in FAMILIES.values() for m in (f.src_prefix, f.grp_prefix))
+_DENIED_MAPS = tuple(f.denied for f in FAMILIES.values())
+_SOURCE_TRIES = frozenset(f.src_prefix for f in FAMILIES.values())
 
 
-def _prefix_key(cname: str, k: Lpm4) -> RuleKey:
-    """The RuleKey of a prefix trie's key (a /32 in a trie is never written, but reads back as a host)."""
+def _prefix_key(cname: str, k) -> RuleKey:
+    """The RuleKey of a prefix trie's key (a full-length prefix is never written, but reads back as a host)."""
     net = k.prefix_network
-    side = net.network_address if net.prefixlen == 32 else net
-    if cname == "mauth_src_prefix4":
+    side = net.network_address if net.prefixlen == net.max_prefixlen else net
+    if cname in _SOURCE_TRIES:
         return RuleKey(side, k.exact_address)
     return RuleKey(k.exact_address, side)
 
@@ -149,20 +153,32 @@ def _mono_to_unix(ns: int) -> float | None:
     return time.time() - max(age, 0) / 1e9
 
 
-def sap_group_list(groups: Iterable[str]) -> tuple[ipaddress.IPv4Address, ...]:
-    """Validate the SAP groups given to the program: routable IPv4 multicast, distinct, at most four."""
-    out: list[ipaddress.IPv4Address] = []
+_TICK_MASK = (1 << 32) - 1
+
+
+def _tick_age(tick: int, now_ns: int) -> int:
+    """Nanoseconds since a denied entry's last_seen (the coarse clock >> TICK_SHIFT, modulo 2^32)."""
+    return (((now_ns >> maps.TICK_SHIFT) - tick) & _TICK_MASK) << maps.TICK_SHIFT
+
+
+def sap_group_list(groups: Iterable[str]) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    """Validate the SAP groups given to the program: routable multicast, distinct, at most four per family."""
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for g in groups:
         try:
-            addr = ipaddress.IPv4Address(str(g).strip())
+            addr = ipaddress.ip_address(str(g).strip())
         except ValueError:
-            raise DataPlaneError(f"SAP group {g!r} is not an IPv4 address") from None
-        if not addr.is_multicast or addr in _LINK_LOCAL_GROUPS:
+            raise DataPlaneError(f"SAP group {g!r} is not an IP address") from None
+        if addr.version == 4 and (not addr.is_multicast or addr in _LINK_LOCAL_GROUPS):
             raise DataPlaneError(f"SAP group {addr} is not a routable multicast group (224.0.1.0-239.255.255.255)")
+        if addr.version == 6 and (not addr.is_multicast or addr.packed[1] & 0x0F <= 2):
+            raise DataPlaneError(f"SAP group {addr} is not a routable IPv6 multicast group (ff00::/8, scope 3 or wider)")
         if addr not in out:
             out.append(addr)
-    if len(out) > maps.MAX_SAP_GROUPS:
-        raise DataPlaneError(f"at most {maps.MAX_SAP_GROUPS} SAP groups can be given, not {len(out)}")
+    for version in (4, 6):
+        n = sum(1 for a in out if a.version == version)
+        if n > maps.MAX_SAP_GROUPS:
+            raise DataPlaneError(f"at most {maps.MAX_SAP_GROUPS} IPv{version} SAP groups can be given, not {n}")
     return tuple(out)
 
 
@@ -244,8 +260,8 @@ class DataPlane:
     ):
         """`max_rules`/`max_denied` None: the size of the pinned maps, or the default for new ones.
 
-        `sap_groups`: the SAP groups (at most four IPv4 multicast addresses,
-        none for no exception) whose announcements from senders without a
+        `sap_groups`: the SAP groups (at most four multicast addresses of
+        each family, none for no exception) whose announcements from senders without a
         rule are delivered to the router with TTL 1 instead of dropped.
         """
         if max_rules is not None and not 1 <= max_rules <= 16 * 1024 * 1024:
@@ -278,16 +294,14 @@ class DataPlane:
 
     def _expected(self, cname: str) -> tuple[str, int, int, int]:
         _, mtype, ktype, vtype, _ = maps.MAPS[cname]
-        entries = {
-            "mauth_cfg": 1,
-            "mauth_rules4": self.max_rules,
-            "mauth_src_prefix4": self.max_rules,
-            "mauth_grp_prefix4": self.max_rules,
-            "mauth_rates": self.max_rules,
-            "mauth_stats": self.max_rules,
-            "mauth_reasons": maps.MAX_REASONS,
-            "mauth_denied4": self.max_denied // maps.DENIED_WAYS,
-        }[cname]
+        if cname == "mauth_cfg":
+            entries = 1
+        elif cname == "mauth_reasons":
+            entries = maps.MAX_REASONS
+        elif cname in _DENIED_MAPS:
+            entries = self.max_denied // maps.DENIED_WAYS
+        else:  # the rule maps, rates and stats: one entry per rule at most
+            entries = self.max_rules
         return mtype, ctypes.sizeof(ktype), ctypes.sizeof(vtype), entries
 
     def _pinned_entries(self, cname: str) -> int | None:
@@ -331,7 +345,7 @@ class DataPlane:
                     vsize,
                 ):
                     unit = "entries"
-                    if cname == "mauth_denied4":  # sets of DENIED_WAYS pairs: speak in pairs
+                    if cname in _DENIED_MAPS:  # sets of DENIED_WAYS pairs: speak in pairs
                         unit, have, want = "denied pairs", info.max_entries * maps.DENIED_WAYS, self.max_denied
                     else:
                         have, want = info.max_entries, entries
@@ -365,7 +379,12 @@ class DataPlane:
         ] + [
             # The group as the program reads it: the network-order bytes as a native u32.
             f"-DMAUTH_SAP_GROUP{i}={int.from_bytes(g.packed, sys.byteorder)}u"
-            for i, g in enumerate(self.sap_groups)
+            for i, g in enumerate(g for g in self.sap_groups if g.version == 4)
+        ] + [
+            # An IPv6 group as four such words.
+            f"-DMAUTH_SAP6_GROUP{i}_{w}={int.from_bytes(g.packed[4 * w:4 * w + 4], sys.byteorder)}u"
+            for i, g in enumerate(g for g in self.sap_groups if g.version == 6)
+            for w in range(4)
         ]
 
     def load(self) -> "DataPlane":
@@ -524,7 +543,7 @@ class DataPlane:
     # ------------------------------------------------------------------ rules
 
     def _scan_slots(self) -> None:
-        used = {v.slot for _, v in self._map("mauth_rules4").items()}
+        used = {v.slot for cname in _RULE_MAPS for _, v in self._map(cname).items()}
         self._scan_prefixes()
         used.update(self._prefix.values())
         self._next_slot = max(used) + 1 if used else 0
@@ -571,17 +590,14 @@ class DataPlane:
         stats.update(ctypes.c_uint32(slot), stats.slot_type())
 
     @staticmethod
-    def _key(key: RuleKey) -> Key4:
-        return Key4.of(key.source, key.group)
-
-    @staticmethod
     def _locate(key: RuleKey) -> tuple[str, ctypes.Structure]:
         """The map that holds the rule for `key`, and its key there."""
+        fam = FAMILIES[key.family]
         if key.is_exact:
-            return "mauth_rules4", Key4.of(key.source, key.group)
-        if key.source_len < 32:
-            return "mauth_src_prefix4", Lpm4.of(key.group, key.source_address, key.source_len)
-        return "mauth_grp_prefix4", Lpm4.of(key.source, key.group_address, key.group_len)
+            return fam.rules, fam.key.of(key.source, key.group)
+        if key.source_len < fam.width:
+            return fam.src_prefix, fam.lpm.of(key.group, key.source_address, key.source_len)
+        return fam.grp_prefix, fam.lpm.of(key.source, key.group_address, key.group_len)
 
     @staticmethod
     def _as_rule(rule: Rule | tuple) -> Rule:
@@ -654,7 +670,8 @@ class DataPlane:
         """cfg.prefixes from the index: a trie's bit set while it holds a rule, so the program looks in it."""
         want = 0
         for key in self._prefix:
-            want |= maps.CFG_SRC_PREFIXES if key.source_len < 32 else maps.CFG_GRP_PREFIXES
+            fam = FAMILIES[key.family]
+            want |= fam.cfg_src if key.source_len < fam.width else fam.cfg_grp
         cfg = self._cfg()
         if cfg.prefixes != want:
             cfg.prefixes = want
@@ -722,41 +739,45 @@ class DataPlane:
         if len(new) + len(one_by_one) > len(self._free_slots) + self.max_rules - self._next_slot:
             raise TableFull(f"the rule table is full ({self.max_rules} rules)")
         key4 = _KEY4.pack  # Key4 as bytes; int() of an address is cheaper than .packed
-        packed = [key4(int(r.source), int(r.group)) for r in new]
+        packed = [key4(int(r.source), int(r.group)) if r.key.family == 4 else r.source.packed + r.group.packed
+                  for r in new]
         wanted = set(packed)
-        rules_map = self._map("mauth_rules4")
         if new and self._next_slot - len(self._free_slots) > 0:
-            for k in rules_map.keys():
-                if bytes(k) in wanted:
-                    raise RuleExists(f"a rule for {RuleKey(k.source, k.group)} already exists")
+            for cname in _RULE_MAPS:
+                for k in self._map(cname).keys():
+                    if bytes(k) in wanted:
+                        raise RuleExists(f"a rule for {RuleKey(k.source, k.group)} already exists")
         slots, dirty = self._alloc_slots(len(new)) if new else ([], [])
-        done = 0
+        done: dict[int, list[bytes]] = {4: [], 6: []}  # keys written, per family, to undo on failure
         added: list[RuleKey] = []
         try:
             self._zero_stats_bulk(dirty, chunk)
             pack = _RULE_VAL.pack
-            for start in range(0, len(new), chunk):
-                part = range(start, min(start + chunk, len(new)))
-                keys = (Key4 * len(part)).from_buffer_copy(b"".join(packed[i] for i in part))
-                values = (RuleVal * len(part)).from_buffer_copy(
-                    b"".join(pack(slots[i], new[i].max_ttl, 0, 0) for i in part)
-                )
-                # Batch updates take no BPF_NOEXIST (the kernel allows only
-                # BPF_F_LOCK): the clash check above is what keeps this an add.
-                applied, err = rules_map.try_update_batch(keys, values, len(part))
-                done += applied
-                if err:
-                    failed = new[start + applied].key
-                    if err == errno.E2BIG:
-                        raise TableFull(f"the rule table is full ({self.max_rules} rules)")
-                    raise DataPlaneError(f"the kernel refused the rule for {failed}: {os.strerror(err)}")
+            for fam in FAMILIES.values():
+                mine = [i for i, r in enumerate(new) if r.key.family == fam.version]
+                rules_map = self._map(fam.rules)
+                for start in range(0, len(mine), chunk):
+                    part = mine[start:start + chunk]
+                    keys = (fam.key * len(part)).from_buffer_copy(b"".join(packed[i] for i in part))
+                    values = (RuleVal * len(part)).from_buffer_copy(
+                        b"".join(pack(slots[i], new[i].max_ttl, 0, 0) for i in part)
+                    )
+                    # Batch updates take no BPF_NOEXIST (the kernel allows only
+                    # BPF_F_LOCK): the clash check above is what keeps this an add.
+                    applied, err = rules_map.try_update_batch(keys, values, len(part))
+                    done[fam.version].extend(packed[i] for i in part[:applied])
+                    if err:
+                        failed = new[part[applied]].key
+                        if err == errno.E2BIG:
+                            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+                        raise DataPlaneError(f"the kernel refused the rule for {failed}: {os.strerror(err)}")
             for r in one_by_one:
                 self.add_rule(r)
                 added.append(r.key)
         except BaseException:
             for key in added:
                 self.remove_rule(key)
-            self._undo_bulk(packed[:done], chunk)
+            self._undo_bulk(done, chunk)
             self._free_slot_list(slots)
             raise
         if wanted:
@@ -770,11 +791,13 @@ class DataPlane:
             keys = (ctypes.c_uint32 * len(part))(*part)
             stats.update_batch(keys, (stats.slot_type * len(part))(), len(part))
 
-    def _undo_bulk(self, packed: list[bytes], chunk: int) -> None:
-        rules_map = self._map("mauth_rules4")
-        for start in range(0, len(packed), chunk):
-            part = packed[start:start + chunk]
-            rules_map.delete_batch((Key4 * len(part)).from_buffer_copy(b"".join(part)), len(part))
+    def _undo_bulk(self, packed: dict[int, list[bytes]], chunk: int) -> None:
+        for version, keys in packed.items():
+            fam = FAMILIES[version]
+            rules_map = self._map(fam.rules)
+            for start in range(0, len(keys), chunk):
+                part = keys[start:start + chunk]
+                rules_map.delete_batch((fam.key * len(part)).from_buffer_copy(b"".join(part)), len(part))
 
     def replace_rule(self, rule: Rule | tuple) -> bool:
         """Add or replace a rule, keeping its counters if it existed; True if it replaced one.
@@ -833,8 +856,9 @@ class DataPlane:
 
     def _entries(self):
         """(RuleKey, value) of every rule, exact and prefix, read from the maps."""
-        for k, v in self._map("mauth_rules4").items():
-            yield RuleKey(k.source, k.group), v
+        for cname in _RULE_MAPS:
+            for k, v in self._map(cname).items():
+                yield RuleKey(k.source, k.group), v
         for cname in _PREFIX_MAPS:
             for k, v in self._map(cname).items():
                 yield _prefix_key(cname, k), v
@@ -846,7 +870,7 @@ class DataPlane:
 
     def rule_keys(self) -> list[RuleKey]:
         """The key of every rule, read from the maps, in no particular order."""
-        keys = [RuleKey(k.source, k.group) for k in self._map("mauth_rules4").keys()]
+        keys = [RuleKey(k.source, k.group) for cname in _RULE_MAPS for k in self._map(cname).keys()]
         for cname in _PREFIX_MAPS:
             keys.extend(_prefix_key(cname, k) for k in self._map(cname).keys())
         return keys
@@ -856,13 +880,12 @@ class DataPlane:
         return {key: self._rule_of(key, v) for key, v in self._entries()}
 
     def rule_count(self) -> int:
-        return sum(1 for _ in self._map("mauth_rules4").keys()) + sum(
-            1 for cname in _PREFIX_MAPS for _ in self._map(cname).keys())
+        return sum(1 for cname in (*_RULE_MAPS, *_PREFIX_MAPS) for _ in self._map(cname).keys())
 
     def flush(self) -> int:
         """Remove every rule; returns how many there were."""
         n = 0
-        for cname in ("mauth_rules4", *_PREFIX_MAPS):
+        for cname in (*_RULE_MAPS, *_PREFIX_MAPS):
             table = self._map(cname)
             for k in list(table.keys()):
                 n += table.delete(k)
@@ -921,87 +944,98 @@ class DataPlane:
     # same set on another CPU at that very instant can be lost from the table
     # (never from the verdict or the reason counters).
 
-    def _denied_sets(self):
-        """(index, per-CPU DeniedSet values) for every set of the denied table."""
-        table = self._map("mauth_denied4")
+    def _denied_sets(self, cname: str):
+        """(index, per-CPU set values) for every set of one denied table."""
+        table = self._map(cname)
         for idx in range(self.max_denied // maps.DENIED_WAYS):
             yield idx, table.lookup(ctypes.c_uint32(idx))
 
     def denied(self) -> list[DeniedEntry]:
-        """The denied (source, group) pairs, most recently seen first."""
-        pairs: dict[bytes, list] = {}
-        for _, per_cpu in self._denied_sets():
-            for dset in per_cpu:
-                for d in dset.way:
-                    if not d.packets:
-                        continue
-                    key = bytes(d.src) + bytes(d.grp)
-                    acc = pairs.get(key)
-                    if acc is None:
-                        pairs[key] = [d.packets, d.bytes, d.last_seen, d.last_ttl, d.reason]
-                        continue
-                    acc[0] += d.packets
-                    acc[1] += d.bytes
-                    if d.last_seen > acc[2]:
-                        acc[2:] = [d.last_seen, d.last_ttl, d.reason]
+        """The denied (source, group) pairs of both families, most recently seen first."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        wall = time.time()
         out = []
-        for key, (packets, nbytes, last, ttl, reason) in pairs.items():
-            out.append(
-                DeniedEntry(
-                    source=ipaddress.IPv4Address(key[:4]),
-                    group=ipaddress.IPv4Address(key[4:]),
-                    packets=packets,
-                    bytes=nbytes,
-                    last_ttl=ttl,
-                    reason=maps.REASONS.get(reason, str(reason)),
-                    last_seen=_mono_to_unix(last),
+        for fam in FAMILIES.values():
+            pairs: dict[bytes, list] = {}  # key -> [packets, bytes, age in ns, last TTL, reason]
+            for _, per_cpu in self._denied_sets(fam.denied):
+                for dset in per_cpu:
+                    for d in dset.way:
+                        if not d.packets:
+                            continue
+                        key = bytes(d.src) + bytes(d.grp)
+                        age = _tick_age(d.last_seen, now)
+                        acc = pairs.get(key)
+                        if acc is None:
+                            pairs[key] = [d.packets, d.bytes, age, d.last_ttl, d.reason]
+                            continue
+                        acc[0] += d.packets
+                        acc[1] += d.bytes
+                        if age < acc[2]:
+                            acc[2:] = [age, d.last_ttl, d.reason]
+            half = fam.width // 8
+            for key, (packets, nbytes, age, ttl, reason) in pairs.items():
+                out.append(
+                    DeniedEntry(
+                        source=ipaddress.ip_address(key[:half]),
+                        group=ipaddress.ip_address(key[half:]),
+                        packets=packets,
+                        bytes=nbytes,
+                        last_ttl=ttl,
+                        reason=maps.REASONS.get(reason, str(reason)),
+                        last_seen=wall - age / 1e9,
+                    )
                 )
-            )
         out.sort(key=lambda e: e.last_seen or 0, reverse=True)
         return out
 
     def clear_denied(self) -> int:
-        """Empty the denied table; returns how many pairs it held."""
+        """Empty the denied tables; returns how many pairs they held."""
         held = len(self.denied())
-        table = self._map("mauth_denied4")
         nsets = self.max_denied // maps.DENIED_WAYS
         chunk = 1 << 12
-        for start in range(0, nsets, chunk):
-            n = min(chunk, nsets - start)
-            keys = (ctypes.c_uint32 * n)(*range(start, start + n))
-            table.update_batch(keys, (table.slot_type * n)(), n)
+        for cname in _DENIED_MAPS:
+            table = self._map(cname)
+            for start in range(0, nsets, chunk):
+                n = min(chunk, nsets - start)
+                keys = (ctypes.c_uint32 * n)(*range(start, start + n))
+                table.update_batch(keys, (table.slot_type * n)(), n)
         return held
 
     def _forget_denied(self, key: bytes) -> None:
-        """Drop a pair's entries (on every CPU) from the denied table."""
+        """Drop a pair's entries (on every CPU) from the denied table (key: a Key4's or Key6's bytes)."""
         self._forget_denied_many({key})
 
     def _forget_denied_where(self, covers) -> None:
         """Drop the entries of every pair (source, group) for which covers(source, group) holds."""
-        table = self._map("mauth_denied4")
-        for idx, per_cpu in self._denied_sets():
-            hit = False
-            for dset in per_cpu:
-                for d in dset.way:
-                    if d.packets and covers(ipaddress.IPv4Address(bytes(d.src)), ipaddress.IPv4Address(bytes(d.grp))):
-                        ctypes.memset(ctypes.addressof(d), 0, ctypes.sizeof(d))
-                        hit = True
-            if hit:
-                table.update(ctypes.c_uint32(idx), per_cpu)
+        for fam in FAMILIES.values():
+            table = self._map(fam.denied)
+            for idx, per_cpu in self._denied_sets(fam.denied):
+                hit = False
+                for dset in per_cpu:
+                    for d in dset.way:
+                        if d.packets and covers(ipaddress.ip_address(bytes(d.src)), ipaddress.ip_address(bytes(d.grp))):
+                            ctypes.memset(ctypes.addressof(d), 0, ctypes.sizeof(d))
+                            hit = True
+                if hit:
+                    table.update(ctypes.c_uint32(idx), per_cpu)
 
     def _forget_denied_many(self, keys: set[bytes]) -> None:
         """_forget_denied() for many pairs: the pairs' own sets, or one pass over all sets."""
-        table = self._map("mauth_denied4")
         nsets = self.max_denied // maps.DENIED_WAYS
-        if len(keys) < nsets // 4:
-            seed = self._cfg().denied_seed
-            indexes = sorted({maps.denied_index(k, seed, nsets) for k in keys})
-            sets = ((idx, table.lookup(ctypes.c_uint32(idx))) for idx in indexes)
-        else:
-            sets = self._denied_sets()
-        for idx, per_cpu in sets:
-            if self._zero_matching(per_cpu, keys):
-                table.update(ctypes.c_uint32(idx), per_cpu)
+        for fam in FAMILIES.values():
+            mine = {k for k in keys if len(k) == fam.width // 4}
+            if not mine:
+                continue
+            table = self._map(fam.denied)
+            if len(mine) < nsets // 4:
+                seed = self._cfg().denied_seed
+                indexes = sorted({maps.denied_index(k, seed, nsets) for k in mine})
+                sets = ((idx, table.lookup(ctypes.c_uint32(idx))) for idx in indexes)
+            else:
+                sets = self._denied_sets(fam.denied)
+            for idx, per_cpu in sets:
+                if self._zero_matching(per_cpu, mine):
+                    table.update(ctypes.c_uint32(idx), per_cpu)
 
     @staticmethod
     def _zero_matching(per_cpu, keys: set[bytes]) -> bool:

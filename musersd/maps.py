@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import sys
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -17,7 +18,7 @@ EBPF_DIR = Path(__file__).resolve().parent.parent / "ebpf"
 HEADER = EBPF_DIR / "mauth.h"
 PROGRAM = EBPF_DIR / "mauth_xdp.c"
 
-LAYOUT = 3
+LAYOUT = 4
 
 # Verdict reasons, index -> name; mirrors MAUTH_R_* in mauth.h.
 REASONS: dict[int, str] = {
@@ -28,7 +29,7 @@ REASONS: dict[int, str] = {
     4: "malformed",
     5: "link_local",
     6: "not_ip",
-    7: "ipv6",
+    7: "mld",
     8: "rate",
     9: "igmp",
     10: "sap_local",
@@ -40,10 +41,14 @@ DROP_REASONS = frozenset({"unauthorized", "ttl", "rate"})
 # RFC 2974 SAP groups whose announcements from senders without a rule reach
 # the router itself with their TTL set to 1 (never forwarded): the global
 # scope, the highest address of the IPv4 local scope 239.255.0.0/16, and of
-# the organization-local scope 239.192.0.0/14. The program has room for four.
+# the organization-local scope 239.192.0.0/14; for IPv6 ff0X::2:7ffe in the
+# routable scopes mauthserver listens on (site, organization, global; the
+# link-scope ff02::2:7ffe is never filtered). The program has room for four
+# groups of each family.
 SAP_PORT = 9875
-DEFAULT_SAP_GROUPS = ("224.2.127.254", "239.255.255.255", "239.195.255.255")
-MAX_SAP_GROUPS = 4
+DEFAULT_SAP_GROUPS = ("224.2.127.254", "239.255.255.255", "239.195.255.255",
+                      "ff05::2:7ffe", "ff08::2:7ffe", "ff0e::2:7ffe")
+MAX_SAP_GROUPS = 4  # per address family
 
 
 class Mode(str, Enum):
@@ -71,54 +76,84 @@ class Cfg(ctypes.Structure):
     ]
 
 
-# Cfg.prefixes bits: which prefix tries hold rules (MAUTH_CFG_*_PREFIXES).
+# Cfg.prefixes bits: which prefix tries hold rules (MAUTH_CFG_*_PREFIXES*).
 CFG_SRC_PREFIXES = 0x01
 CFG_GRP_PREFIXES = 0x02
+CFG_SRC_PREFIXES6 = 0x04
+CFG_GRP_PREFIXES6 = 0x08
 
 
-class Key4(ctypes.Structure):
-    # Both addresses in network byte order, exactly as they sit in the packet.
-    _fields_ = [("src", ctypes.c_uint8 * 4), ("grp", ctypes.c_uint8 * 4)]
+class _Key:
+    """A rule key, (source, group), both addresses in network byte order as in the packet."""
+
+    _ip: type
+    src: ctypes.Array
+    grp: ctypes.Array
 
     @classmethod
-    def of(cls, source: ipaddress.IPv4Address, group: ipaddress.IPv4Address) -> "Key4":
+    def of(cls, source, group):
         return cls.from_buffer_copy(source.packed + group.packed)
 
     @property
-    def source(self) -> ipaddress.IPv4Address:
-        return ipaddress.IPv4Address(bytes(self.src))
+    def source(self):
+        return self._ip(bytes(self.src))
 
     @property
-    def group(self) -> ipaddress.IPv4Address:
-        return ipaddress.IPv4Address(bytes(self.grp))
+    def group(self):
+        return self._ip(bytes(self.grp))
 
 
-class Lpm4(ctypes.Structure):
-    """Key of the prefix tries: 32 + the prefix's length, the exact address, the prefix's address.
+class Key4(_Key, ctypes.Structure):
+    _ip = ipaddress.IPv4Address
+    _fields_ = [("src", ctypes.c_uint8 * 4), ("grp", ctypes.c_uint8 * 4)]
 
-    src_prefix4: exact = group, prefix = source; grp_prefix4: exact = source,
+
+class Key6(_Key, ctypes.Structure):
+    _ip = ipaddress.IPv6Address
+    _fields_ = [("src", ctypes.c_uint8 * 16), ("grp", ctypes.c_uint8 * 16)]
+
+
+class _Lpm:
+    """Key of the prefix tries: width + the prefix's length, the exact address, the prefix's address.
+
+    src_prefix*: exact = group, prefix = source; grp_prefix*: exact = source,
     prefix = group. Addresses in network byte order, as in the packet.
     """
 
-    _fields_ = [("prefixlen", ctypes.c_uint32), ("exact", ctypes.c_uint8 * 4), ("prefix", ctypes.c_uint8 * 4)]
+    _ip: type
+    _net: type
+    _width: int
+    prefixlen: int
+    exact: ctypes.Array
+    prefix: ctypes.Array
 
     @classmethod
-    def of(cls, exact: ipaddress.IPv4Address, prefix: ipaddress.IPv4Address, length: int) -> "Lpm4":
+    def of(cls, exact, prefix, length: int):
         key = cls.from_buffer_copy(bytes(4) + exact.packed + prefix.packed)
-        key.prefixlen = 32 + length
+        key.prefixlen = cls._width + length
         return key
 
     @property
     def length(self) -> int:
-        return self.prefixlen - 32
+        return self.prefixlen - self._width
 
     @property
-    def exact_address(self) -> ipaddress.IPv4Address:
-        return ipaddress.IPv4Address(bytes(self.exact))
+    def exact_address(self):
+        return self._ip(bytes(self.exact))
 
     @property
-    def prefix_network(self) -> ipaddress.IPv4Network:
-        return ipaddress.IPv4Network((bytes(self.prefix), self.length))
+    def prefix_network(self):
+        return self._net((bytes(self.prefix), self.length))
+
+
+class Lpm4(_Lpm, ctypes.Structure):
+    _ip, _net, _width = ipaddress.IPv4Address, ipaddress.IPv4Network, 32
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("exact", ctypes.c_uint8 * 4), ("prefix", ctypes.c_uint8 * 4)]
+
+
+class Lpm6(_Lpm, ctypes.Structure):
+    _ip, _net, _width = ipaddress.IPv6Address, ipaddress.IPv6Network, 128
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("exact", ctypes.c_uint8 * 16), ("prefix", ctypes.c_uint8 * 16)]
 
 
 RULE_F_RATE = 0x01  # MAUTH_RULE_F_RATE
@@ -190,18 +225,29 @@ class Counter(ctypes.Structure):
     _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
 
 
-class Denied(ctypes.Structure):
-    # One CPU's entry for one pair; src and grp both zero: an empty entry.
-    _fields_ = [
-        ("src", ctypes.c_uint8 * 4),
-        ("grp", ctypes.c_uint8 * 4),
+TICK_SHIFT = 20  # MAUTH_TICK_SHIFT: the denied table's last_seen is the coarse clock >> 20, in 32 bits
+
+
+def _denied_fields(width: int) -> list:
+    # One CPU's entry for one pair; no packets: an empty entry.
+    return [
+        ("src", ctypes.c_uint8 * width),
+        ("grp", ctypes.c_uint8 * width),
         ("packets", ctypes.c_uint64),
         ("bytes", ctypes.c_uint64),
-        ("last_seen", ctypes.c_uint64),
+        ("last_seen", ctypes.c_uint32),
         ("last_ttl", ctypes.c_uint8),
         ("reason", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 6),
+        ("_pad", ctypes.c_uint16),
     ]
+
+
+class Denied(ctypes.Structure):
+    _fields_ = _denied_fields(4)
+
+
+class Denied6(ctypes.Structure):
+    _fields_ = _denied_fields(16)
 
 
 DENIED_WAYS = 4  # MAUTH_DENIED_WAYS
@@ -211,18 +257,32 @@ class DeniedSet(ctypes.Structure):
     _fields_ = [("way", Denied * DENIED_WAYS)]
 
 
+class Denied6Set(ctypes.Structure):
+    _fields_ = [("way", Denied6 * DENIED_WAYS)]
+
+
 _MASK64 = (1 << 64) - 1
 _DENIED_MULT = 0x9E3779B97F4A7C15  # MAUTH_DENIED_MULT
 
 
-def denied_index(key: bytes, seed: int, nsets: int) -> int:
-    """mauth_denied_index() of mauth.h: the set of the denied table that holds a pair.
+def _fold(address: bytes) -> int:
+    """An address as the program loads it into a u32: one word, or the XOR of an IPv6 address's four."""
+    out = 0
+    for i in range(0, len(address), 4):
+        out ^= int.from_bytes(address[i:i + 4], sys.byteorder)
+    return out
 
-    `key` is the 8 bytes of Key4 (source then group, network order). The C
-    code loads each address as a host-order u32, so this reads them the same way.
+
+def denied_index(key: bytes, seed: int, nsets: int) -> int:
+    """mauth_denied_index() (8-byte keys) or mauth_denied6_index() (32) of mauth.h: a pair's set.
+
+    `key` is the bytes of Key4 or Key6 (source then group, network order).
+    The C code loads addresses as host-order u32 words, so this reads them
+    the same way.
     """
-    src = int.from_bytes(key[:4], sys.byteorder)
-    grp = int.from_bytes(key[4:8], sys.byteorder)
+    half = len(key) // 2
+    src = _fold(key[:half])
+    grp = _fold(key[half:])
     k = ((grp << 32) | src) ^ ((seed << 32) | seed)
     k = (k * _DENIED_MULT) & _MASK64
     return ((k >> 32) * nsets) >> 32
@@ -234,8 +294,36 @@ MAPS = {
     "mauth_rules4": ("rules4", "hash", Key4, RuleVal, False),
     "mauth_src_prefix4": ("src_prefix4", "lpm_trie", Lpm4, RuleVal, False),
     "mauth_grp_prefix4": ("grp_prefix4", "lpm_trie", Lpm4, RuleVal, False),
+    "mauth_rules6": ("rules6", "hash", Key6, RuleVal, False),
+    "mauth_src_prefix6": ("src_prefix6", "lpm_trie", Lpm6, RuleVal, False),
+    "mauth_grp_prefix6": ("grp_prefix6", "lpm_trie", Lpm6, RuleVal, False),
     "mauth_rates": ("rates", "hash", ctypes.c_uint32, Rate, False),
     "mauth_stats": ("stats", "percpu_array", ctypes.c_uint32, Stats, True),
     "mauth_reasons": ("reasons", "percpu_array", ctypes.c_uint32, Counter, True),
     "mauth_denied4": ("denied4", "percpu_array", ctypes.c_uint32, DeniedSet, True),
+    "mauth_denied6": ("denied6", "percpu_array", ctypes.c_uint32, Denied6Set, True),
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """The maps, key types and cfg bits of one address family."""
+
+    version: int
+    width: int  # address bits
+    rules: str  # exact rules (hash)
+    src_prefix: str  # source-prefix trie
+    grp_prefix: str  # group-prefix trie
+    denied: str  # denied table
+    key: type
+    lpm: type
+    cfg_src: int
+    cfg_grp: int
+
+
+FAMILIES = {
+    4: Family(4, 32, "mauth_rules4", "mauth_src_prefix4", "mauth_grp_prefix4", "mauth_denied4",
+              Key4, Lpm4, CFG_SRC_PREFIXES, CFG_GRP_PREFIXES),
+    6: Family(6, 128, "mauth_rules6", "mauth_src_prefix6", "mauth_grp_prefix6", "mauth_denied6",
+              Key6, Lpm6, CFG_SRC_PREFIXES6, CFG_GRP_PREFIXES6),
 }

@@ -24,6 +24,9 @@ integer, on a clock the caller moves.
               |             source address                |
               |           destination address             |
               |         options (ihl*4 - 20 bytes)        |
+    IPv6      ver(4) class(8) flow(20) | payload length(16) next(8) hop limit(8)
+              source(16) destination(16), then extension headers, each
+              next(8) len(8) ...: (len+1)*8 bytes, AH (len+2)*4, fragment 8
 """
 
 from __future__ import annotations
@@ -43,14 +46,22 @@ ETH_P_8021AD = 0x88A8
 MAX_VLAN_TAGS = 2
 IPPROTO_IGMP = 2
 IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+NEXTHDR_HOP = 0
+NEXTHDR_FRAGMENT = 44
+NEXTHDR_AUTH = 51
+IPV6_EXTENSIONS = frozenset({NEXTHDR_HOP, 43, NEXTHDR_FRAGMENT, NEXTHDR_AUTH, 60})  # hop, routing, frag, AH, dest
+IPV6_MAX_EXT = 8  # MAUTH_IPV6_MAX_EXT
+MLD_TYPES = frozenset({130, 131, 132, 143})
 
 PASS = "pass"
 DROP = "drop"
 
 # rules: (source, group) -> max TTL, or -> a Rule (which may carry rate
-# limits). Each side of a key is an IPv4Address, or an IPv4Network for a
-# prefix rule (one side at most, as in musersd.rules).
-Side = Union[ipaddress.IPv4Address, ipaddress.IPv4Network]
+# limits). Each side of a key is an address, or a network for a prefix
+# rule (one side at most, as in musersd.rules), both of one family.
+Side = Union[ipaddress.IPv4Address, ipaddress.IPv4Network, ipaddress.IPv6Address, ipaddress.IPv6Network]
+_Networks = (ipaddress.IPv4Network, ipaddress.IPv6Network)
 RuleTable = Mapping[tuple[Side, Side], Union[int, Rule]]
 # within_rate(rule key, rule, frame length) -> whether the packet fits the rule's rate (and is charged)
 RateOracle = Callable[[tuple[Side, Side], Rule, int], bool]
@@ -60,9 +71,9 @@ RateOracle = Callable[[tuple[Side, Side], Rule, int], bool]
 class Verdict:
     action: str  # PASS or DROP (what the program returns)
     reason: str  # name in musersd.maps.REASONS (what it counts)
-    key: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None = None
-    ttl: int | None = None
-    new_ttl: int | None = None  # the TTL the program writes into the packet, if it rewrites it
+    key: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] | None = None
+    ttl: int | None = None  # TTL, or hop limit
+    new_ttl: int | None = None  # the TTL (hop limit) the program writes into the packet, if it rewrites it
     rule: tuple[Side, Side] | None = None  # the key of the rule the packet fell under, if any
 
     @property
@@ -74,8 +85,7 @@ def _pass(reason: str) -> Verdict:
     return Verdict(PASS, reason)
 
 
-def find_rule(rules: RuleTable, source: ipaddress.IPv4Address,
-              group: ipaddress.IPv4Address) -> tuple[tuple[Side, Side], int | Rule] | None:
+def find_rule(rules: RuleTable, source, group) -> tuple[tuple[Side, Side], int | Rule] | None:
     """(key, value) of the rule a packet from `source` to `group` falls under, or None.
 
     The exact key; else the longest source prefix holding `source` whose
@@ -87,13 +97,13 @@ def find_rule(rules: RuleTable, source: ipaddress.IPv4Address,
         return (source, group), value
     best: tuple | None = None
     for (s, g), value in rules.items():  # source prefixes for this group
-        if g == group and isinstance(s, ipaddress.IPv4Network) and source in s:
+        if g == group and isinstance(s, _Networks) and source in s:
             if best is None or s.prefixlen > best[0][0].prefixlen:
                 best = ((s, g), value)
     if best is not None:
         return best
     for (s, g), value in rules.items():  # group prefixes for this source
-        if s == source and isinstance(g, ipaddress.IPv4Network) and group in g:
+        if s == source and isinstance(g, _Networks) and group in g:
             if best is None or g.prefixlen > best[0][1].prefixlen:
                 best = ((s, g), value)
     return best
@@ -121,7 +131,7 @@ def decide(frame: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE,
         off += 4
 
     if proto == ETH_P_IPV6:
-        return _pass("ipv6")
+        return _decide6(frame, off, rules, mode, sap_groups, within_rate)
     if proto != ETH_P_IP:
         return _pass("not_ip")
 
@@ -146,25 +156,100 @@ def decide(frame: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE,
         return _pass("igmp")
 
     key = (ipaddress.IPv4Address(src), ipaddress.IPv4Address(dst))
-    found = find_rule(rules, *key)
-    matched = found[0] if found is not None else None
-    if found is None:
-        reason = "unauthorized"
-    else:
-        rule = found[1]
-        max_ttl = rule.max_ttl if isinstance(rule, Rule) else rule
-        if ttl > max_ttl:
-            reason = "ttl"
-        elif (isinstance(rule, Rule) and rule.rate_limited and within_rate is not None
-              and not within_rate(matched, rule, len(frame))):
-            reason = "rate"
-        else:
-            return Verdict(PASS, "passed", key, ttl, rule=matched)
+    matched, reason = _judge(rules, key, ttl, len(frame), within_rate)
+    if reason == "passed":
+        return Verdict(PASS, "passed", key, ttl, rule=matched)
     if _is_sap(frame, off, ihl, proto, frag, key[1], sap_groups):
         rewrite = ttl > 1 and mode is not Mode.MONITOR
         return Verdict(PASS, "sap_local", key, ttl, 1 if rewrite else None, rule=matched)
     action = PASS if mode is Mode.MONITOR else DROP
     return Verdict(action, reason, key, ttl, rule=matched)
+
+
+def _judge(rules: RuleTable, key: tuple, ttl: int, length: int,
+           within_rate: RateOracle | None) -> tuple[tuple[Side, Side] | None, str]:
+    """(the key of the rule the packet falls under or None, "passed" or the reason to drop it)."""
+    found = find_rule(rules, *key)
+    if found is None:
+        return None, "unauthorized"
+    matched, rule = found
+    max_ttl = rule.max_ttl if isinstance(rule, Rule) else rule
+    if ttl > max_ttl:
+        return matched, "ttl"
+    if (isinstance(rule, Rule) and rule.rate_limited and within_rate is not None
+            and not within_rate(matched, rule, length)):
+        return matched, "rate"
+    return matched, "passed"
+
+
+def _walk6(frame: bytes, off: int, end: int, nexthdr: int) -> tuple[int, int, bool, bool] | None:
+    """Walk IPv6 extension headers as the program does: (upper protocol, its offset, fragment, later fragment).
+
+    None if the headers cannot be walked: one truncated or beyond the
+    payload (`end`), hop-by-hop anywhere but first, or more than IPV6_MAX_EXT.
+    """
+    frag = later = False
+    for i in range(IPV6_MAX_EXT):
+        if nexthdr not in IPV6_EXTENSIONS:
+            return nexthdr, off, frag, later
+        if nexthdr == NEXTHDR_HOP and i > 0:
+            return None
+        if off + 8 > len(frame):
+            return None
+        if nexthdr == NEXTHDR_FRAGMENT:
+            hlen = 8
+            frag = True
+            later = struct.unpack_from("!H", frame, off + 2)[0] & 0xFFF8 != 0
+        elif nexthdr == NEXTHDR_AUTH:
+            hlen = (frame[off + 1] + 2) * 4
+        else:
+            hlen = (frame[off + 1] + 1) * 8
+        if off + hlen > end:
+            return None
+        nexthdr = frame[off]
+        off += hlen
+        if later:
+            return nexthdr, off, frag, later
+    if nexthdr in IPV6_EXTENSIONS:
+        return None
+    return nexthdr, off, frag, later
+
+
+def _decide6(frame: bytes, l3: int, rules: RuleTable, mode: Mode, sap_groups: tuple[str, ...],
+             within_rate: RateOracle | None) -> Verdict:
+    """decide() for the IPv6 packet at `l3` (the program's mauth_ipv6())."""
+    if len(frame) < l3 + 40:
+        return _pass("malformed")
+    if frame[l3] >> 4 != 6:
+        return _pass("malformed")
+    plen, nexthdr, hop_limit = struct.unpack_from("!HBB", frame, l3 + 4)
+    src, dst = frame[l3 + 8:l3 + 24], frame[l3 + 24:l3 + 40]
+    if dst[0] != 0xFF:
+        return _pass("not_multicast")
+    if dst[1] & 0x0F <= 2:
+        return _pass("link_local")
+    drop = PASS if mode is Mode.MONITOR else DROP
+    end = l3 + 40 + plen
+    walked = _walk6(frame, l3 + 40, end, nexthdr) if end <= len(frame) else None
+    if walked is None:
+        return Verdict(drop, "malformed")
+    upper, off, frag, later = walked
+    if (upper == IPPROTO_ICMPV6 and not later and hop_limit == 1 and off < end
+            and frame[off] in MLD_TYPES):
+        return _pass("mld")
+    key = (ipaddress.IPv6Address(src), ipaddress.IPv6Address(dst))
+    matched, reason = _judge(rules, key, hop_limit, len(frame), within_rate)
+    if reason == "passed":
+        return Verdict(PASS, "passed", key, hop_limit, rule=matched)
+    if (upper == IPPROTO_UDP and not frag and off + 8 <= end
+            and struct.unpack_from("!H", frame, off + 2)[0] == SAP_PORT and _in_sap_groups(key[1], sap_groups)):
+        rewrite = hop_limit > 1 and mode is not Mode.MONITOR
+        return Verdict(PASS, "sap_local", key, hop_limit, 1 if rewrite else None, rule=matched)
+    return Verdict(drop, reason, key, hop_limit, rule=matched)
+
+
+def _in_sap_groups(group, sap_groups: tuple[str, ...]) -> bool:
+    return any(ipaddress.ip_address(g) == group for g in sap_groups)
 
 
 U64 = (1 << 64) - 1
@@ -239,7 +324,7 @@ class RateBuckets:
 def _is_sap(frame: bytes, off: int, ihl: int, proto: int, frag: int, group: ipaddress.IPv4Address,
             sap_groups: tuple[str, ...]) -> bool:
     """UDP to the SAP port on a SAP group, not a fragment, with its UDP header in the frame."""
-    if str(group) not in sap_groups or proto != IPPROTO_UDP or frag & 0x3FFF:
+    if not _in_sap_groups(group, sap_groups) or proto != IPPROTO_UDP or frag & 0x3FFF:
         return False
     udp = off + ihl * 4
     if len(frame) < udp + 8:

@@ -10,7 +10,11 @@ tags, IP options, truncated and inconsistent headers.
 and the lookup order: exact, then longest source prefix, then longest group
 prefix; a rate-limited rule within its rate) hold under `ALL_RULES`, which
 adds `PREFIX_RULES` on addresses and groups no case of `CASES` uses, so
-every case holds under `ALL_RULES`.
+every case holds under `ALL_RULES`. `IPV6_CASES` are the same policy over
+IPv6 (hop limit, scopes, MLD, extension headers, IPv6 SAP, prefixes) under
+`IPV6_RULES`; `EVERY_RULE` holds both families' rules, and every case of
+every table holds under it. (`ALL_RULES` stays IPv4: the NFQUEUE backend
+and the IPv4 lab run it.)
 """
 
 from __future__ import annotations
@@ -19,7 +23,11 @@ import ipaddress
 from dataclasses import dataclass
 
 from scapy.layers.inet import IP, TCP, UDP, IPOption_Router_Alert
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import (
+    ICMPv6EchoRequest, ICMPv6MLDone, ICMPv6MLReport, ICMPv6MLReport2, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, RouterAlert,
+)
+from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.igmp import IGMP
 from scapy.packet import Raw
@@ -28,6 +36,8 @@ from musersd.rules import Rule
 
 A = ipaddress.IPv4Address
 N = ipaddress.IPv4Network
+A6 = ipaddress.IPv6Address
+N6 = ipaddress.IPv6Network
 
 SENDER = "192.0.2.10"
 SENDER_LOW_TTL = "192.0.2.11"
@@ -157,9 +167,6 @@ def _cases() -> list[Case]:
                                                                options=[IPOption_Router_Alert()])
                                             / IGMP(type=0x16, gaddr=OTHER_GROUP)), "igmp")
     add("ARP", bytes(Ether(**MAC) / ARP(psrc=STRANGER, pdst=SENDER)), "not_ip")
-    add("IPv6 multicast", bytes(Ether(src=MAC["src"], dst="33:33:00:00:00:01") / IPv6(src="2001:db8::1",
-                                                                                       dst="ff0e::1")
-                                / UDP(sport=1, dport=2) / Raw(b"6")), "ipv6")
 
     # VLAN tags.
     add("802.1Q, authorized", _with_l2(Ether(**MAC) / Dot1Q(vlan=10), SENDER, GROUP, 4), "passed")
@@ -268,5 +275,193 @@ def _prefix_cases() -> list[Case]:
     return c
 
 
+# IPv6: documentation addresses, groups of global (e), site (5) and transient site (15) scope.
+SENDER6 = "2001:db8:0:1::10"
+SENDER6_LOW = "2001:db8:0:1::11"
+STRANGER6 = "2001:db8:0:2::66"
+GROUP6 = "ff0e::db8:1"
+GROUP6_TTL1 = "ff0e::db8:2"
+OTHER_GROUP6 = "ff0e::db8:9"
+SITE_GROUP6 = "ff05::db8:1"
+RATE_GROUP6 = "ff0e::db8:4"
+SAP6_GLOBAL, SAP6_SITE, SAP6_ORG = "ff0e::2:7ffe", "ff05::2:7ffe", "ff08::2:7ffe"
+PREFIX_GROUP6 = "ff0e::db8:3"  # 2001:db8:0:3::/64 may send here
+SUBNET6_HOST = "2001:db8:0:3::1:5"  # in /64 only
+INNER6_HOST = "2001:db8:0:3::7"  # in /64 and the longer /112
+TRUSTED6 = "2001:db8:0:1::20"  # may send to ff15::/16
+SCOPED_GROUP6 = "ff15::1:1"  # in /16 only
+INNER_GROUP6 = "ff15::db8:5"  # in /16 and the longer /112
+
+IPV6_RULES = {
+    (A6(SENDER6), A6(GROUP6)): 16,
+    (A6(SENDER6_LOW), A6(GROUP6_TTL1)): 1,
+    (A6(SENDER6), A6(SITE_GROUP6)): 255,
+    (A6(SENDER6), A6(SAP6_GLOBAL)): 16,
+    (N6("2001:db8:0:3::/64"), A6(PREFIX_GROUP6)): 8,
+    (N6("2001:db8:0:3::/112"), A6(PREFIX_GROUP6)): 2,
+    (A6(TRUSTED6), N6("ff15::/16")): 16,
+    (A6(TRUSTED6), N6("ff15::db8:0/112")): 4,
+    (A6(SENDER6), A6(RATE_GROUP6)): Rule.make(SENDER6, RATE_GROUP6, 16, pps=1_000_000, bps=10_000_000_000),
+}
+
+MAC6 = dict(src="02:00:00:00:00:01", dst="33:33:00:00:0d:b8")
+
+
+def udp6(src: str, dst: str, hlim: int, *ext, payload: bytes = b"mauth-test", sport: int = 4000,
+         dport: int = 5000, l2=None) -> bytes:
+    """An IPv6 UDP frame, with extension headers `ext` (scapy layers) between IPv6 and UDP."""
+    pkt = IPv6(src=src, dst=dst, hlim=hlim)
+    for h in ext:
+        pkt = pkt / h
+    return bytes((l2 if l2 is not None else Ether(**MAC6)) / pkt / UDP(sport=sport, dport=dport) / Raw(payload))
+
+
+def sap6(src: str, dst: str, hlim: int, *ext, dport: int = 9875) -> bytes:
+    return udp6(src, dst, hlim, *ext, sport=9875, dport=dport,
+                payload=b"\x30\x00\x12\x34" + A6(src).packed + b"application/sdp\0v=0\r\n")
+
+
+def _ip6(src: str, dst: str, hlim: int, upper, *ext) -> bytes:
+    pkt = IPv6(src=src, dst=dst, hlim=hlim)
+    for h in ext:
+        pkt = pkt / h
+    return bytes(Ether(**MAC6) / pkt / upper)
+
+
+def _ext_chain(n: int) -> list:
+    """Hop-by-hop followed by n - 1 destination options headers."""
+    return [IPv6ExtHdrHopByHop()] + [IPv6ExtHdrDestOpt() for _ in range(n - 1)]
+
+
+def _ipv6_cases() -> list[Case]:
+    c: list[Case] = []
+    add = lambda name, frame, reason, action="pass", new_ttl=None: c.append(  # noqa: E731
+        Case("IPv6 " + name, frame, reason, action, new_ttl))
+
+    # Rule hits and hop limits.
+    add("authorized, hop limit below max", udp6(SENDER6, GROUP6, 8), "passed")
+    add("authorized, hop limit equal to max", udp6(SENDER6, GROUP6, 16), "passed")
+    add("authorized, hop limit one above max", udp6(SENDER6, GROUP6, 17), "ttl", "drop")
+    add("authorized, hop limit 0", udp6(SENDER6, GROUP6, 0), "passed")
+    add("max 1, hop limit 1", udp6(SENDER6_LOW, GROUP6_TTL1, 1), "passed")
+    add("max 1, hop limit 2", udp6(SENDER6_LOW, GROUP6_TTL1, 2), "ttl", "drop")
+    add("site scope, max 255", udp6(SENDER6, SITE_GROUP6, 255), "passed")
+    add("unknown sender", udp6(STRANGER6, GROUP6, 1), "unauthorized", "drop")
+    add("authorized sender, other group", udp6(SENDER6, OTHER_GROUP6, 1), "unauthorized", "drop")
+    add("sender of another rule's group", udp6(SENDER6_LOW, GROUP6, 1), "unauthorized", "drop")
+    add("same group bits, other scope", udp6(SENDER6, "ff08::db8:1", 1), "unauthorized", "drop")
+    add("realm-local scope 3 is filtered", udp6(STRANGER6, "ff03::1", 1), "unauthorized", "drop")
+    add("admin-local scope 4 is filtered", udp6(STRANGER6, "ff04::1:3", 1), "unauthorized", "drop")
+    add("IPv4 rule's addresses mean nothing to IPv6", udp6("::ffff:192.0.2.10", GROUP6, 1), "unauthorized", "drop")
+    add("large payload authorized", udp6(SENDER6, GROUP6, 4, payload=b"y" * 1400), "passed")
+    add("Ethernet padding after a short packet",
+        bytes(Ether(**MAC6) / IPv6(src=SENDER6, dst=GROUP6, hlim=3, nh=59, plen=0)) + b"\0" * 6, "passed")
+    add("no next header, unknown sender",
+        bytes(Ether(**MAC6) / IPv6(src=STRANGER6, dst=GROUP6, hlim=3, nh=59, plen=0)), "unauthorized", "drop")
+    add("ESP ends the walk, authorized",
+        bytes(Ether(**MAC6) / IPv6(src=SENDER6, dst=GROUP6, hlim=3, nh=50) / Raw(b"\0\0\0\1" * 6)), "passed")
+
+    # Not multicast, and link scope or smaller.
+    add("unicast", udp6(STRANGER6, "2001:db8:0:9::7", 64), "not_multicast")
+    add("all-nodes ff02::1", udp6(STRANGER6, "ff02::1", 1), "link_local")
+    add("interface-local ff01::1", udp6(STRANGER6, "ff01::1", 1), "link_local")
+    add("reserved scope 0 ff00::1", udp6(STRANGER6, "ff00::1", 1), "link_local")
+    add("transient link scope ff12::1234", udp6(STRANGER6, "ff12::1234", 9), "link_local")
+    add("SAP on ff02::2:7ffe", sap6(STRANGER6, "ff02::2:7ffe", 255), "link_local")
+    add("MLDv2 report to ff02::16",
+        _ip6("fe80::1", "ff02::16", 1, ICMPv6MLReport2(), IPv6ExtHdrHopByHop(options=[RouterAlert()])),
+        "link_local")
+    add("neighbour solicitation to a solicited-node group",
+        _ip6("fe80::1", "ff02::1:ff00:10", 255, ICMPv6EchoRequest()), "link_local")
+
+    # MLD to routable groups: MLDv1 reports are sent to the group, with hop limit 1.
+    add("MLDv1 report to the group",
+        _ip6("fe80::1", OTHER_GROUP6, 1, ICMPv6MLReport(mladdr=OTHER_GROUP6),
+             IPv6ExtHdrHopByHop(options=[RouterAlert()])), "mld")
+    add("MLDv1 done to a routable group",
+        _ip6("fe80::1", OTHER_GROUP6, 1, ICMPv6MLDone(mladdr=OTHER_GROUP6),
+             IPv6ExtHdrHopByHop(options=[RouterAlert()])), "mld")
+    add("MLDv1 report without router alert", _ip6(STRANGER6, OTHER_GROUP6, 1, ICMPv6MLReport()), "mld")
+    add("MLD type with hop limit 2 is data", _ip6(STRANGER6, OTHER_GROUP6, 2, ICMPv6MLReport()),
+        "unauthorized", "drop")
+    add("ICMPv6 echo to a group, hop limit 1", _ip6(STRANGER6, OTHER_GROUP6, 1, ICMPv6EchoRequest()),
+        "unauthorized", "drop")
+    add("MLD type in a non-first fragment",
+        _ip6(STRANGER6, OTHER_GROUP6, 1, Raw(b"\x83\0\0\0\0\0\0\0"),
+             IPv6ExtHdrFragment(nh=58, offset=4, m=0)), "unauthorized", "drop")
+
+    # Extension headers.
+    add("hop-by-hop, authorized", udp6(SENDER6, GROUP6, 4, IPv6ExtHdrHopByHop()), "passed")
+    add("hop-by-hop, unknown sender", udp6(STRANGER6, GROUP6, 4, IPv6ExtHdrHopByHop()), "unauthorized", "drop")
+    add("destination options, hop limit over", udp6(SENDER6, GROUP6, 40, IPv6ExtHdrDestOpt()), "ttl", "drop")
+    add("routing header, authorized", udp6(SENDER6, GROUP6, 4, IPv6ExtHdrRouting(addresses=[])), "passed")
+    add("AH, authorized", udp6(SENDER6, GROUP6, 4, AH(nh=17, payloadlen=4, spi=1, icv=b"\0" * 12)), "passed")
+    add("eight extension headers, authorized", udp6(SENDER6, GROUP6, 4, *_ext_chain(8)), "passed")
+    add("nine extension headers", udp6(SENDER6, GROUP6, 4, *_ext_chain(9)), "malformed", "drop")
+    add("nine extension headers, unknown sender", udp6(STRANGER6, GROUP6, 4, *_ext_chain(9)), "malformed", "drop")
+    add("hop-by-hop not first", udp6(SENDER6, GROUP6, 4, IPv6ExtHdrDestOpt(), IPv6ExtHdrHopByHop()),
+        "malformed", "drop")
+    add("first fragment, authorized", udp6(SENDER6, GROUP6, 4, IPv6ExtHdrFragment(m=1, id=7)), "passed")
+    add("non-first fragment, authorized",
+        _ip6(SENDER6, GROUP6, 4, Raw(b"f" * 64), IPv6ExtHdrFragment(nh=17, offset=100, id=7)), "passed")
+    add("non-first fragment, unknown sender",
+        _ip6(STRANGER6, GROUP6, 4, Raw(b"f" * 64), IPv6ExtHdrFragment(nh=17, offset=100, id=7)),
+        "unauthorized", "drop")
+    good6 = udp6(SENDER6, GROUP6, 4, IPv6ExtHdrDestOpt())
+    add("payload length beyond the frame", _patched(good6, 18, b"\x05\xdc"), "malformed", "drop")
+    add("extension header longer than the payload", _patched(good6, 55, b"\x20"), "malformed", "drop")
+    add("extension header cut off by the frame end", good6[:60], "malformed", "drop")
+    add("payload length 0 with an extension header next", _patched(good6, 18, b"\x00\x00"), "malformed", "drop")
+    add("hop-by-hop, link scope: not walked",
+        _patched(udp6(STRANGER6, "ff02::1", 1, IPv6ExtHdrHopByHop()), 18, b"\x05\xdc"), "link_local")
+
+    # Malformed before the destination is known: passed (ipv6_rcv() drops it).
+    add("fixed header truncated", good6[:40], "malformed")
+    add("version 4 in an IPv6 frame", _patched(good6, 14, b"\x40"), "malformed")
+    add("unicast with a truncated extension header", udp6(STRANGER6, "2001:db8::7", 4, IPv6ExtHdrDestOpt())[:60],
+        "not_multicast")
+
+    # VLAN tags.
+    add("802.1Q, authorized", udp6(SENDER6, GROUP6, 4, l2=Ether(**MAC6) / Dot1Q(vlan=10)), "passed")
+    add("QinQ, unknown sender", udp6(STRANGER6, GROUP6, 4, l2=Ether(**MAC6) / Dot1AD(vlan=100) / Dot1Q(vlan=10)),
+        "unauthorized", "drop")
+
+    # SAP: hop limit 1 (IPv6 has no header checksum to mend).
+    add("SAP global scope, unknown announcer", sap6(STRANGER6, SAP6_GLOBAL, 255), "sap_local", new_ttl=1)
+    add("SAP site scope, unknown announcer", sap6(STRANGER6, SAP6_SITE, 15), "sap_local", new_ttl=1)
+    add("SAP org scope, hop limit 1 already", sap6(STRANGER6, SAP6_ORG, 1), "sap_local")
+    add("SAP behind hop-by-hop", sap6(STRANGER6, SAP6_GLOBAL, 64, IPv6ExtHdrHopByHop()), "sap_local", new_ttl=1)
+    add("SAP, 802.1Q tagged", udp6(STRANGER6, SAP6_SITE, 9, sport=9875, dport=9875,
+                                   l2=Ether(**MAC6) / Dot1Q(vlan=10)), "sap_local", new_ttl=1)
+    add("SAP, authorized announcer within its hop limit", sap6(SENDER6, SAP6_GLOBAL, 16), "passed")
+    add("SAP, authorized announcer above its hop limit", sap6(SENDER6, SAP6_GLOBAL, 17), "sap_local", new_ttl=1)
+    add("SAP group, other UDP port", sap6(STRANGER6, SAP6_GLOBAL, 4, dport=9876), "unauthorized", "drop")
+    add("SAP port, not a SAP group", sap6(STRANGER6, OTHER_GROUP6, 4), "unauthorized", "drop")
+    add("SAP admin-local ff04::2:7ffe is not a default group", sap6(STRANGER6, "ff04::2:7ffe", 4),
+        "unauthorized", "drop")
+    add("SAP, first fragment", sap6(STRANGER6, SAP6_GLOBAL, 4, IPv6ExtHdrFragment(m=1)), "unauthorized", "drop")
+    add("SAP group, UDP header cut short",
+        bytes(Ether(**MAC6) / IPv6(src=STRANGER6, dst=SAP6_GLOBAL, hlim=4, nh=17) / Raw(b"\x26\x93\x26\x93")),
+        "unauthorized", "drop")
+    add("SAP group and port over TCP", _ip6(STRANGER6, SAP6_GLOBAL, 4, TCP(sport=9875, dport=9875)),
+        "unauthorized", "drop")
+
+    # Prefixes and the lookup order.
+    add("source prefix: a host of the /64", udp6(SUBNET6_HOST, PREFIX_GROUP6, 8), "passed")
+    add("source prefix: a host of the /64, hop limit over", udp6(SUBNET6_HOST, PREFIX_GROUP6, 9), "ttl", "drop")
+    add("source prefix: the longest prefix decides (/112 max 2)", udp6(INNER6_HOST, PREFIX_GROUP6, 3), "ttl", "drop")
+    add("source prefix: the longest prefix, within", udp6(INNER6_HOST, PREFIX_GROUP6, 2), "passed")
+    add("source prefix: a host outside the /64", udp6("2001:db8:0:4::1", PREFIX_GROUP6, 1), "unauthorized", "drop")
+    add("group prefix: a group of ff15::/16", udp6(TRUSTED6, SCOPED_GROUP6, 16), "passed")
+    add("group prefix: hop limit over", udp6(TRUSTED6, SCOPED_GROUP6, 17), "ttl", "drop")
+    add("group prefix: the longest prefix decides (/112 max 4)", udp6(TRUSTED6, INNER_GROUP6, 5), "ttl", "drop")
+    add("group prefix: a group just outside", udp6(TRUSTED6, "ff16::1:1", 1), "unauthorized", "drop")
+    add("group prefix: another source", udp6(STRANGER6, SCOPED_GROUP6, 1), "unauthorized", "drop")
+    add("rate-limited rule within its rate", udp6(SENDER6, RATE_GROUP6, 8), "passed")
+    return c
+
+
 CASES = _cases()
 PREFIX_CASES = _prefix_cases()
+IPV6_CASES = _ipv6_cases()
+EVERY_RULE = {**ALL_RULES, **IPV6_RULES}

@@ -37,9 +37,9 @@ class Reason(enum.IntEnum):
     TTL = 3  # rule found, TTL above the rule's max TTL
     NOT_MULTICAST = 4  # unicast or broadcast destination
     MALFORMED = 5  # truncated or inconsistent header
-    LINK_LOCAL = 6  # 224.0.0.0/24 control traffic
+    LINK_LOCAL = 6  # 224.0.0.0/24 control traffic; IPv6 groups of scope 2 or smaller
     NOT_IP = 7  # neither IPv4 nor IPv6
-    IPV6 = 8  # IPv6, passed unfiltered by this filter version
+    MLD = 8  # MLD with hop limit 1 to a routable IPv6 group (MLDv1 reports go to the group)
     RATE = 9  # over the rule's rate limit
     IGMP = 10  # IGMP to a routable group (IGMPv1/v2 reports)
     SAP_LOCAL = 11  # SAP from a sender without a rule: delivered to the router only, TTL 1

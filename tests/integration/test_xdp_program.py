@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import re
 import subprocess
+import time
 import sys
 
 import pytest
@@ -22,7 +23,9 @@ from musersd.maps import Mode
 from musersd.policy import decide
 from musersd.rules import Rule, RuleKey
 from tests.conftest import REPO
-from tests.policy_cases import ALL_RULES, CASES, GROUP, PREFIX_CASES, SENDER, STRANGER, as_rules, udp
+from tests.policy_cases import (
+    CASES, EVERY_RULE, GROUP, IPV6_CASES, PREFIX_CASES, SENDER, STRANGER, as_rules, udp,
+)
 
 XDP_DROP, XDP_PASS = 1, 2
 ACTIONS = {XDP_DROP: "drop", XDP_PASS: "pass"}
@@ -33,7 +36,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def dp(pin_dir):
     plane = DataPlane(pin_dir, max_rules=1024).load()
-    for rule in as_rules(ALL_RULES):
+    for rule in as_rules(EVERY_RULE):
         plane.add_rule(rule)
     yield plane
     plane.close()
@@ -43,7 +46,7 @@ def _reason_delta(before, after):
     return {r for r in after if after[r]["packets"] != before[r]["packets"]}
 
 
-KERNEL_CASES = [c for c in CASES + PREFIX_CASES if c.runnable_in_kernel]
+KERNEL_CASES = [c for c in CASES + PREFIX_CASES + IPV6_CASES if c.runnable_in_kernel]
 
 
 @pytest.mark.parametrize("mode", [Mode.ENFORCE, Mode.MONITOR])
@@ -54,7 +57,7 @@ def test_kernel_matches_model_on_every_case(dp, mode):
         before = dp.counters()
         run = dp.test_run(case.frame)
         after = dp.counters()
-        model = decide(case.frame, ALL_RULES, mode)
+        model = decide(case.frame, EVERY_RULE, mode)
         got = (ACTIONS.get(run.retval, str(run.retval)), _reason_delta(before, after), _rewritten(case.frame, run.data))
         want = (model.action, {model.reason}, _expected_rewrite(case.frame, model.new_ttl))
         if got != want:
@@ -76,14 +79,17 @@ def _rewritten(before: bytes, after: bytes) -> bytes | None:
 
 
 def _expected_rewrite(frame: bytes, new_ttl: int | None) -> bytes | None:
-    """The frame with its TTL set and its header checksum recomputed from scratch (scapy)."""
+    """The frame with its TTL (hop limit) set and an IPv4 header checksum recomputed from scratch (scapy)."""
     if new_ttl is None:
         return None
     from scapy.layers.l2 import Ether
 
     pkt = Ether(frame)
     ip = pkt.getlayer("IP")
-    ip.ttl, ip.chksum = new_ttl, None
+    if ip is None:
+        pkt.getlayer("IPv6").hlim = new_ttl
+    else:
+        ip.ttl, ip.chksum = new_ttl, None
     out = bytes(pkt)
     off = _ip_offset(frame)
     assert out[:off] == frame[:off] and len(out) == len(frame)
@@ -192,7 +198,7 @@ def test_table_full_is_an_error_and_slots_are_reused(pin_dir):
 def test_flush_and_apply_touch_only_the_difference(dp):
     dp.test_run(udp(SENDER, GROUP, 2), repeat=5)
     wanted = [Rule.make(SENDER, GROUP, 16), Rule.make(STRANGER, GROUP, 4)]
-    assert dp.apply(wanted) == (1, 0, len(ALL_RULES) - 1)  # one added, none replaced, the others removed
+    assert dp.apply(wanted) == (1, 0, len(EVERY_RULE) - 1)  # one added, none replaced, the others removed
     assert dp.get_rule((SENDER, GROUP)).packets == 5  # untouched rule kept its counters
     assert {str(r.rule) for r in dp.rules()} == {str(r) for r in wanted}
     assert dp.flush() == 2
@@ -536,12 +542,117 @@ def test_protocol_backend_pages_through_exact_prefix_and_rate_rules(pin_dir):
 
 
 def test_an_older_layout_is_not_adopted_and_is_pointed_out(pin_dir, caplog):
-    """Pins of layout 2 (another map shape) live under v2/; layout 3 starts afresh beside them."""
+    """Pins of layout 3 (another map shape) live under v3/; layout 4 starts afresh beside them."""
     import logging
 
-    (pin_dir / "v2").mkdir(parents=True)
+    (pin_dir / "v3").mkdir(parents=True)
     with caplog.at_level(logging.WARNING, logger="musersd.dataplane"):
         with DataPlane(pin_dir, max_rules=64).load() as dp:
-            assert dp.created and dp.layout_dir.name == f"v{maps.LAYOUT}" == "v3"
+            assert dp.created and dp.layout_dir.name == f"v{maps.LAYOUT}" == "v4"
             assert dp.rule_count() == 0
-    assert any("layout 2 remain" in r.getMessage() for r in caplog.records)
+    assert any("layout 3 remain" in r.getMessage() for r in caplog.records)
+
+
+# -- IPv6 ----------------------------------------------------------------------------
+
+from tests.policy_cases import (  # noqa: E402  (the IPv6 names, next to their tests)
+    GROUP6, IPV6_RULES, SAP6_SITE, SENDER6, STRANGER6, sap6, udp6,
+)
+
+
+def test_ipv6_rule_counters_and_denied_table(dp):
+    frame = udp6(SENDER6, GROUP6, 5, payload=b"z" * 100)
+    assert dp.test_run(frame, repeat=23).retval == XDP_PASS
+    rs = dp.get_rule((SENDER6, GROUP6))
+    assert (rs.packets, rs.bytes) == (23, 23 * len(frame))
+
+    bad, over = udp6(STRANGER6, GROUP6, 9), udp6(SENDER6, GROUP6, 200)
+    dp.test_run(bad, repeat=11)
+    dp.test_run(over, repeat=3)
+    denied = {(str(d.source), str(d.group)): d for d in dp.denied()}
+    assert (denied[(STRANGER6, GROUP6)].packets, denied[(STRANGER6, GROUP6)].bytes) == (11, 11 * len(bad))
+    assert (denied[(STRANGER6, GROUP6)].reason, denied[(STRANGER6, GROUP6)].last_ttl) == ("unauthorized", 9)
+    assert (denied[(SENDER6, GROUP6)].reason, denied[(SENDER6, GROUP6)].last_ttl) == ("ttl", 200)
+    # last_seen travels as a 32-bit tick of about 1 ms: it must still read as "just now".
+    assert abs(denied[(STRANGER6, GROUP6)].last_seen - time.time()) < 5
+
+    dp.add_rule(Rule.make(STRANGER6, GROUP6, 9))
+    assert (STRANGER6, GROUP6) not in {(str(d.source), str(d.group)) for d in dp.denied()}
+    assert dp.test_run(bad).retval == XDP_PASS
+    # An IPv4 rule with the "same" addresses means nothing to IPv6, and the reverse.
+    dp.remove_rule((STRANGER6, GROUP6))
+    assert dp.test_run(bad).retval == XDP_DROP
+
+
+def test_ipv6_denied_set_hash_agrees_between_kernel_and_user_space(pin_dir):
+    """mauth_denied6_index() and maps.denied_index() on 32-byte keys: authorizing every recorded pair empties the table."""
+    import random
+
+    rng = random.Random(6)
+    with DataPlane(pin_dir, max_rules=1024, max_denied=4096).load() as dp:
+        pairs = {(f"2001:db8:{rng.randint(0, 0xffff):x}::{rng.randint(1, 0xffff):x}",
+                  f"ff0e::{rng.randint(0, 0xffff):x}:{rng.randint(1, 0xffff):x}") for _ in range(200)}
+        for i, (src, grp) in enumerate(sorted(pairs)):
+            dp.test_run(udp6(src, grp, 3), repeat=1 + i % 5)
+        seen = {(str(d.source), str(d.group)): d.packets for d in dp.denied()}
+        assert len(seen) >= len(pairs) - 10
+        for i, (src, grp) in enumerate(sorted(pairs)):
+            if (src, grp) in seen:
+                assert seen[(src, grp)] == 1 + i % 5
+        for src, grp in seen:
+            dp.add_rule(Rule.make(src, grp, 3))
+        assert dp.denied() == [], "an entry survived its authorization: the C and Python set hashes disagree"
+
+
+def test_ipv6_prefix_tries_have_their_own_cfg_bits(pin_dir):
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        dp.add_rule(Rule.make("192.0.2.0/24", GROUP, 4))
+        assert dp._cfg().prefixes == maps.CFG_SRC_PREFIXES
+        dp.add_rule(Rule.make("2001:db8:0:3::/64", GROUP6, 4))
+        dp.add_rule(Rule.make(SENDER6, "ff15::/16", 4))
+        assert dp._cfg().prefixes == (maps.CFG_SRC_PREFIXES | maps.CFG_SRC_PREFIXES6 | maps.CFG_GRP_PREFIXES6)
+        assert dp.test_run(udp6("2001:db8:0:3::99", GROUP6, 4)).retval == XDP_PASS
+        assert dp.test_run(udp6(SENDER6, "ff15::1:2", 4)).retval == XDP_PASS
+        dp.remove_rule(("2001:db8:0:3::/64", GROUP6))
+        dp.remove_rule((SENDER6, "ff15::/16"))
+        assert dp._cfg().prefixes == maps.CFG_SRC_PREFIXES
+        assert dp.test_run(udp6("2001:db8:0:3::99", GROUP6, 4)).retval == XDP_DROP
+        assert {str(k) for k in dp.rule_keys()} == {"(192.0.2.0/24, 239.1.1.1)"}
+
+
+def test_bulk_load_and_apply_mix_families(pin_dir):
+    v4 = [Rule.make(f"192.0.2.{i}", "239.3.0.1", 4) for i in range(1, 101)]
+    v6 = [Rule.make(f"2001:db8:0:1::{i:x}", "ff0e::db8:1", 4) for i in range(1, 101)]
+    NEW6 = "2001:db8:0:9::1"
+    with DataPlane(pin_dir, max_rules=512).load() as dp:
+        assert dp.add_rules_bulk(v4 + v6 + [Rule.make("2001:db8:0:3::/64", GROUP6, 2)]) == 201
+        assert dp.rule_count() == 201
+        assert dp.test_run(udp6("2001:db8:0:1::42", "ff0e::db8:1", 4)).retval == XDP_PASS
+        assert dp.test_run(udp("192.0.2.42", "239.3.0.1", 4)).retval == XDP_PASS
+        # A clash on an IPv6 key refuses the whole batch.
+        with pytest.raises(RuleExists):
+            dp.add_rules_bulk([Rule.make(NEW6, GROUP6, 1), v6[7]])
+        assert dp.get_rule((NEW6, GROUP6)) is None and dp.rule_count() == 201
+        assert dp.apply(v4[:50] + v6[50:] + [Rule.make(NEW6, GROUP6, 3)]) == (1, 0, 101)
+        assert sorted(str(r.rule.key) for r in dp.rules()) == sorted(str(r.key) for r in
+                                                                     v4[:50] + v6[50:] + [Rule.make(NEW6, GROUP6, 3)])
+        assert dp.flush() == 101
+        assert dp.test_run(udp6(NEW6, GROUP6, 3)).retval == XDP_DROP
+
+
+def test_ipv6_sap_groups_follow_the_configuration(pin_dir):
+    with DataPlane(pin_dir, max_rules=64, sap_groups=("224.2.127.254", "ff0e::2:7ffe")).load() as dp:
+        assert dp.test_run(sap6(STRANGER6, "ff0e::2:7ffe", 9)).retval == XDP_PASS
+        assert dp.test_run(sap6(STRANGER6, SAP6_SITE, 9)).retval == XDP_DROP  # not configured here
+        assert dp.counters()["sap_local"]["packets"] == 1
+    for bad, match in [(("ff02::2:7ffe",), "not a routable IPv6"), (("ff0e::1", "ff0e::2", "ff0e::3", "ff0e::4",
+                                                                      "ff0e::5"), "at most 4 IPv6"),
+                       (("2001:db8::1",), "not a routable IPv6"), (("sap",), "not an IP address")]:
+        with pytest.raises(DataPlaneError, match=match):
+            DataPlane(pin_dir, sap_groups=bad)
+
+
+def test_every_ipv6_rule_of_the_case_table_reads_back(dp):
+    keys = {str(k) for k in dp.rule_keys()}
+    for (s, g) in IPV6_RULES:
+        assert f"({s}, {g})" in keys

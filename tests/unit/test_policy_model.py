@@ -10,10 +10,12 @@ from musersd.maps import NSEC, REASONS, Mode, bucket
 from musersd.policy import DROP, PASS, RateBuckets, decide, find_rule
 from musersd.rules import MAX_BPS, MAX_PPS, Rule
 from tests.policy_cases import (
-    ALL_RULES, CASES, GROUP, PREFIX_CASES, PREFIX_GROUP, RATE_GROUP, RULES, SENDER, SUBNET_HOST, TRUSTED, udp,
+    CASES, EVERY_RULE, GROUP, IPV6_CASES, PREFIX_CASES, PREFIX_GROUP, RATE_GROUP, RULES, SENDER, SUBNET_HOST,
+    TRUSTED, udp,
 )
 
-EVERY_CASE = CASES + PREFIX_CASES
+EVERY_CASE = CASES + PREFIX_CASES + IPV6_CASES
+ALL_RULES = EVERY_RULE  # both families: every case holds under it
 A, N = ipaddress.IPv4Address, ipaddress.IPv4Network
 
 
