@@ -51,9 +51,10 @@ the filter enforcing the last rules (unless --detach-on-exit).
 @click.option("--xdp-mode", type=click.Choice(["auto", "native", "generic"]), default="auto", show_default=True,
               help="XDP attach mode; auto tries native, then generic.")
 @click.option("--sap-group", "sap_groups", multiple=True, metavar="ADDR",
-              help="SAP group whose announcements from senders without a rule reach this router with TTL 1 "
-                   "(never forwarded), so a local mauthserver hears every announcer; repeat for up to 4; "
-                   "'none' turns the exception off. Default: 224.2.127.254, 239.255.255.255, 239.195.255.255.")
+              help="SAP group whose announcements from senders without a rule reach this router with TTL "
+                   "(hop limit) 1, never forwarded, so a local mauthserver hears every announcer; repeat for up "
+                   "to 4 per address family; 'none' turns the exception off. Default: 224.2.127.254, "
+                   "239.255.255.255, 239.195.255.255, ff05::2:7ffe, ff08::2:7ffe, ff0e::2:7ffe.")
 @click.option("--metrics", metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (off by default; they name senders "
                    "and groups, so bind to loopback or a management address, e.g. 127.0.0.1:9575).")
