@@ -5,8 +5,11 @@
     ...                                 /   smcrouted, XDP    \\
 
 With `ipv6=True` every link also gets IPv6: 2001:db8:0:k::/64 for sender k
-(router ::1, each IPv4 host address .N twinned as ::N in hex), 2001:db8:1:j::/64
-for receiver j (router ::1, host ::2), and the router forwards IPv6.
+(router ::1, each IPv4 host address .N twinned as ::N in hex, see `twin6`),
+2001:db8:1:j::/64 for receiver j (router ::1, host ::2), and the router
+forwards IPv6, multicast included: smcrouted installs IPv6 (S,G) and (*,G)
+routes from the same `Route`s as IPv4 ones (`ip -6 mroute show` lists them),
+and `Sender`/`Receiver` speak IPv6 when given IPv6 addresses.
 
 Every address is from the documentation ranges (RFC 5737, RFC 3849) and exists only
 inside the lab's namespaces; nothing is ever sent anywhere else. The router
@@ -42,6 +45,27 @@ _seq = count()
 def _v6(text: str) -> str:
     """An IPv6 address in its canonical (compressed) text form, as sockets report it."""
     return str(ipaddress.IPv6Address(text))
+
+
+def twin6(address: str) -> str:
+    """The IPv6 address an `ipv6=True` lab gives the sender host that has IPv4 `address`.
+
+    192.0.2.N sits on sender link N // 64 and is twinned as 2001:db8:0:{N // 64}::{N:x},
+    e.g. twin6("192.0.2.10") == "2001:db8::a", twin6("192.0.2.70") == "2001:db8:0:1::46".
+    """
+    ip = ipaddress.IPv4Address(address)
+    if ip not in ipaddress.IPv4Network("192.0.2.0/24"):
+        raise LabError(f"{address} is not a lab sender address (192.0.2.0/24)")
+    last = int(ip) & 0xFF
+    return _v6(f"2001:db8:0:{last // 64:x}::{last:x}")
+
+
+def _canonical(address: str) -> str:
+    """`address` in the text form sockets and the lab use (IPv6 compressed)."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise LabError(f"{address!r} is not an IPv4 or IPv6 address") from None
 
 
 @dataclass
@@ -99,7 +123,7 @@ class Lab:
                 if ipaddress.IPv4Address(a) not in net or int(ipaddress.IPv4Address(a)) - int(net[0]) < 2:
                     raise LabError(f"sender address {a} of {role} must be a host of {net} above .1")
             # IPv6 twin of each IPv4 address: 192.0.2.N on in{i} -> 2001:db8:0:{i}::N.
-            v6 = [_v6(f"2001:db8:0:{i}::{int(ipaddress.IPv4Address(a)) & 0xFF:x}") for a in addrs] if ipv6 else []
+            v6 = [twin6(a) for a in addrs] if ipv6 else []
             self.senders[role] = Host(role, f"{self.tag}-{role}", addrs=list(addrs),
                                       router_iface=f"in{i}", router_addr=str(net[1]), addrs6=v6,
                                       router_addr6=_v6(f"2001:db8:0:{i}::1") if ipv6 else "")
@@ -121,6 +145,7 @@ class Lab:
         return [self.router, *self.senders.values(), *self.receivers.values()]
 
     def host_of(self, source: str) -> Host:
+        source = _canonical(source)
         for h in self.senders.values():
             if source in h.addrs or source in h.addrs6:
                 return h
@@ -176,18 +201,40 @@ class Lab:
             self._start_smcroute()
 
     def smcroute_conf(self) -> str:
+        """smcrouted's configuration: every lab link a multicast interface, one mroute line per route.
+
+        IPv4 and IPv6 routes use the same lines (smcrouted tells them apart by
+        the addresses); the kernel keeps them in two tables, `ip mroute` and
+        `ip -6 mroute`.
+        """
         lines = ["# mauth lab: written by lab/topology.py"]
         for h in [*self.senders.values(), *self.receivers.values()]:
             lines.append(f"phyint {h.router_iface} enable")
         outs = " ".join(h.router_iface for h in self.receivers.values())
         for r in self.routes:
+            group = self._route_group(r)
             if r.source is None:
                 for h in self.senders.values():
-                    lines.append(f"mroute from {h.router_iface} group {r.group} to {outs}")
+                    lines.append(f"mroute from {h.router_iface} group {group} to {outs}")
             else:
-                inbound = self.host_of(r.source).router_iface
-                lines.append(f"mroute from {inbound} source {r.source} group {r.group} to {outs}")
+                source = _canonical(r.source)
+                if ipaddress.ip_address(source).version != ipaddress.ip_network(group, strict=False).version:
+                    raise LabError(f"route {r} mixes IPv4 and IPv6")
+                inbound = self.host_of(source).router_iface
+                lines.append(f"mroute from {inbound} source {source} group {group} to {outs}")
         return "\n".join(lines) + "\n"
+
+    def _route_group(self, route: Route) -> str:
+        """The route's group (or group/len) checked: multicast, and IPv6 only in an IPv6 lab."""
+        try:
+            net = ipaddress.ip_network(route.group, strict=False)
+        except ValueError:
+            raise LabError(f"route {route}: {route.group!r} is not a multicast group") from None
+        if not net.is_multicast:
+            raise LabError(f"route {route}: {route.group} is not a multicast group")
+        if net.version == 6 and not self.ipv6:
+            raise LabError(f"route {route} is IPv6, which needs Lab(ipv6=True)")
+        return route.group if "/" in route.group else str(net.network_address)
 
     def _start_smcroute(self) -> None:
         conf = self.workdir / "smcroute.conf"
@@ -206,8 +253,11 @@ class Lab:
         raise LabError("smcrouted did not install the lab's routes within 15 s")
 
     def kernel_mroutes(self) -> list[str]:
-        """The router kernel's multicast forwarding cache, as `ip mroute show` lines."""
+        """The router kernel's multicast forwarding cache, as `ip mroute show` lines (and `ip -6 mroute
+        show` lines after them in an IPv6 lab)."""
         out = sh("ip", "mroute", "show", ns=self.router.ns, check=False)
+        if self.ipv6:
+            out += sh("ip", "-6", "mroute", "show", ns=self.router.ns, check=False)
         return [line for line in out.splitlines() if line.strip()]
 
     def spawn(self, ns: str, cmd: list[str], name: str, env: dict | None = None) -> subprocess.Popen:
@@ -246,13 +296,16 @@ class Lab:
     # ---------------------------------------------------------------- traffic
 
     def sender(self, source: str) -> Sender:
-        s = Sender(self.host_of(source).ns, source)
+        """A socket on the sender host that has `source` (IPv4, or IPv6 in an IPv6 lab), bound to it."""
+        host = self.host_of(source)
+        s = Sender(host.ns, _canonical(source), iface=host.iface)
         self._sockets.append(s)
         return s
 
     def receiver(self, groups: list[str], role: str | None = None) -> Receiver:
+        """A receiver on host `role` (default: the first) joined to `groups`, IPv4 and IPv6 alike."""
         host = self.receivers[role] if role else next(iter(self.receivers.values()))
-        r = Receiver(host.ns, host.addrs[0], groups)
+        r = Receiver(host.ns, host.addrs[0], groups, iface=host.iface)
         self._sockets.append(r)
         return r
 
