@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Union
 
 from musersd.protocol.model import Counters, Mode, RuleEntry
-from musersd.rules import IPAddress, Rule, RuleError, RuleKey, check_ttl
+from musersd.rules import IPAddress, Rule, RuleError, RuleKey, check_source, check_ttl
 
 # =============================================================================
 # Desired state and commands
@@ -209,6 +209,19 @@ def plan_session_gone(desired: Mapping[RuleKey, DesiredRule], session_id: str, r
 
 # -- authorize: a session's announced flows -> sender rules --------------------
 
+IPV6_DEFAULT_MAX_TTL = 255
+"""The max TTL (hop limit) of a rule authorized from an IPv6 group when no max TTL is given.
+
+An IPv6 c= line has no TTL (RFC 8866 section 5.7: "IPv6 multicast does not
+use TTL scoping, and hence the TTL value MUST NOT be present"): how far a
+group's packets go is bounded by the scope in its address (ff05:: site,
+ff08:: organization, ff0e:: global), which routers enforce at zone
+boundaries, not by a hop count. So the announcement gives no hop limit to
+check against, and a guessed one would drop the packets of a sender the
+operator just authorized whenever the sender's hop limit is higher. The
+default therefore does not restrict the hop limit; an operator who wants a
+cap gives one (`mauthctl authorize --max-ttl`)."""
+
 
 @dataclass(frozen=True)
 class FlowView:
@@ -249,8 +262,13 @@ class SessionView:
         except ValueError:
             origin = None
         for addr in (origin, self.announcer):
-            if addr is not None and not addr.is_multicast and not addr.is_unspecified:
-                out.setdefault(str(addr))
+            if addr is None:
+                continue
+            try:
+                check_source(addr)  # never suggest what cannot be a rule: multicast, link-local...
+            except RuleError:
+                continue
+            out.setdefault(str(addr))
         return list(out)
 
 
@@ -268,11 +286,12 @@ def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView,
     """Turn an announced session into sender rules (see README, "authorize").
 
     For each group: the senders the session's "incl" source filters declare
-    for it, or the `senders` given (which then apply to every group), with
-    the max TTL of its c= line unless `max_ttl` is given. A session that
-    declares no sender at all needs `senders`; its origin and announcer are
-    only offered as suggestions. A given sender that the session excludes
-    from a group ("excl") is not authorized there.
+    for it, or the `senders` given (which then apply to every group of their
+    address family), with the max TTL of its c= line unless `max_ttl` is
+    given; an IPv6 group, whose c= line has no TTL, gets IPV6_DEFAULT_MAX_TTL.
+    A session that declares no sender at all needs `senders`; its origin and
+    announcer are only offered as suggestions. A given sender that the
+    session excludes from a group ("excl") is not authorized there.
     """
     given: list[IPAddress] = []
     for s in senders:
@@ -299,8 +318,13 @@ def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView,
     for flow in session.flows:
         group = str(flow.group)
         if given:
-            sources = [s for s in given if s not in flow.excluded]
-            for s in given:
+            same_family = [s for s in given if s.version == flow.group.version]
+            if not same_family:
+                skipped.append({"group": group, "reason": f"no sender of its address family (IPv{flow.group.version})"
+                                                          " was given"})
+                continue
+            sources = [s for s in same_family if s not in flow.excluded]
+            for s in same_family:
                 if s in flow.excluded:
                     skipped.append({"group": group, "source": str(s),
                                     "reason": f"the session excludes {s} from {group}"})
@@ -310,6 +334,8 @@ def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView,
                 skipped.append({"group": group, "reason": "the session declares no sender for this group"})
                 continue
         ttl = ttl_override if ttl_override is not None else flow.ttl
+        if ttl is None and flow.group.version == 6:
+            ttl = IPV6_DEFAULT_MAX_TTL
         if ttl is None or ttl == 0:
             what = "no TTL" if ttl is None else "TTL 0"
             skipped.append({"group": group, "reason": f"its c= line gives {what}; give a max TTL"})
