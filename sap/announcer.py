@@ -12,7 +12,9 @@ relevant administrative scope zone": 239.255.255.255 for the IPv4 local scope
 239.255.255.255 for other 239/8 groups, whose zone we cannot know (the local
 scope is the smallest, so the announcement never travels further than the
 session). IPv6 sessions go to FF0X::2:7FFE with X the group's scope. A
-session with groups in several scopes is announced on each SAP group.
+session with groups in several scopes is announced on each SAP group; one
+with groups of both families on the SAP groups of the announcer's family
+(an IPv4 announcer cannot send to an IPv6 group).
 
 How often (§3.1): every max(300 s, 8 * size / 4000 bit/s), with the random
 offset of step 3 (+-1/3 of the interval) so announcers do not synchronise;
@@ -20,7 +22,15 @@ an explicit interval is used as given.
 
 The TTL of the packets (§3): the largest c= TTL of the session for
 TTL-scoped sessions; 255 for administratively scoped ones, whose boundary is
-the routers' scope zones, not the TTL.
+the routers' scope zones, not the TTL, and for IPv6 sessions (hop limit
+255), whose c= lines carry no TTL because the scope in the group address
+bounds them (RFC 8866 §5.7).
+
+Sending IPv6 from a given source: Linux picks the outgoing interface of a
+multicast datagram from its routes (one ff00::/8 route per interface), not
+from the bound source address, so the announcer sets IPV6_MULTICAST_IF to
+the interface that holds the source (found with pyroute2), as
+IP_MULTICAST_IF by address does for IPv4.
 
 Deletion (§6): a packet with the T bit, the same message id hash as the
 announcement it deletes, and as payload the session's o= line alone.
@@ -78,11 +88,16 @@ def sap_groups_for(desc: SessionDescription) -> list[IPAddress]:
     return out
 
 
-def default_ttl(desc: SessionDescription) -> int:
-    """255 for administratively scoped sessions, else the largest c= TTL (15 if there is none)."""
-    if any(g.address.version == 4 and g.address in _V4_ADMIN for g in desc.groups):
+def default_ttl(desc: SessionDescription, family: int | None = None) -> int:
+    """The TTL of SAP packets announcing `desc` (to the SAP groups of `family`, None: all its groups).
+
+    255 for IPv6 and for administratively scoped IPv4 sessions, whose scope
+    bounds them; else the largest c= TTL (15 if there is none).
+    """
+    groups = [g for g in desc.groups if family is None or g.address.version == family]
+    if any(g.address.version == 6 or g.address in _V4_ADMIN for g in groups):
         return 255
-    ttls = [g.ttl for g in desc.groups if g.ttl]
+    ttls = [g.ttl for g in groups if g.ttl]
     return max(ttls) if ttls else 15
 
 
@@ -142,17 +157,33 @@ def plan(sdp: bytes, *, origin: str | None = None, groups: list[str] | None = No
         sap_groups = sap_groups_for(desc)
         if not sap_groups:
             raise AnnounceError("the session announces no multicast group; give the SAP group to use")
+        sap_groups = [g for g in sap_groups if g.version == origin_addr.version] or sap_groups
     families = {g.version for g in sap_groups}
     if families != {origin_addr.version}:
         raise AnnounceError(f"announcer {origin_addr} and SAP group(s) "
                             f"{', '.join(str(g) for g in sap_groups)} are of different address families")
-    packet_ttl = default_ttl(desc) if ttl is None else ttl
+    packet_ttl = default_ttl(desc, origin_addr.version) if ttl is None else ttl
     if not 1 <= packet_ttl <= 255:
         raise AnnounceError(f"TTL {packet_ttl} is outside 1-255")
     msg_hash = make_msg_id_hash(sdp)
     ann = encode(announcement(origin_addr, sdp, msg_id_hash=msg_hash))
     dele = encode(deletion(origin_addr, deletion_payload(desc.origin), msg_id_hash=msg_hash))
     return Plan(desc, origin_addr, tuple(sap_groups), packet_ttl, ann, dele, base_interval(len(ann)))
+
+
+def interface_holding(address: str) -> int:
+    """The index of the interface (in this network namespace) that holds IPv6 `address`; OSError if none."""
+    from pyroute2 import IPRoute
+
+    wanted = ipaddress.IPv6Address(address)
+    if wanted.scope_id:  # fe80::1%eth1 names its interface
+        return socket.if_nametoindex(wanted.scope_id)
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr(family=socket.AF_INET6):
+            held = msg.get_attr("IFA_ADDRESS")
+            if held is not None and ipaddress.IPv6Address(held) == wanted:
+                return msg["index"]
+    raise OSError(f"no interface holds the address {address}")
 
 
 class Announcer:
@@ -167,9 +198,9 @@ class Announcer:
         try:
             if v6:
                 self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, plan.ttl)
-                if iface:
-                    self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF,
-                                         socket.if_nametoindex(iface))
+                if iface or source:
+                    index = socket.if_nametoindex(iface) if iface else interface_holding(source)
+                    self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
             else:
                 self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, plan.ttl)
                 if source:

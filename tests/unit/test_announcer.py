@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,37 @@ def test_run_counts_sleeps_and_withdraws_on_interrupt():
     fake.packets.clear()
     ann.run(fake, count=1, interval=None, delete=True, sleep=sleeps.append)
     assert fake.packets == [plan.deletion]
+
+
+def test_ipv6_sessions_go_to_their_scopes_sap_group_with_hop_limit_255():
+    plan = ann.plan((DATA / "ssm_v6.sdp").read_bytes())
+    assert plan.origin == ip("2001:db8:10::20") and plan.groups == (ip("ff0e::2:7ffe"),)
+    assert plan.ttl == 255  # no c= TTL in IPv6: the group's scope bounds the session, not a hop count
+    assert ann.plan((DATA / "ssm_v6.sdp").read_bytes(), ttl=8).ttl == 8
+    (added,) = Directory().handle_packet(plan.announcement, 1000.0)
+    assert added.session.announcer == ip("2001:db8:10::20")
+
+
+DUAL = b"""v=0\r
+o=- 9 1 IN IP4 192.0.2.55\r
+s=Dual stack\r
+t=0 0\r
+m=audio 5004 RTP/AVP 0\r
+c=IN IP4 224.2.1.1/32\r
+c=IN IP6 ff15::db8:1\r
+"""
+
+
+def test_a_dual_stack_session_is_announced_on_the_sap_groups_of_the_announcers_family():
+    v4 = ann.plan(DUAL)
+    assert (v4.groups, v4.ttl) == ((ip("224.2.127.254"),), 32)  # the IPv4 groups' TTL, not IPv6's 255
+    v6 = ann.plan(DUAL, origin="2001:db8::55")
+    assert (v6.groups, v6.ttl) == ((ip("ff05::2:7ffe"),), 255)
+    assert ann.default_ttl(ann.parse_sdp(DUAL)) == 255  # every group counted
+
+
+def test_the_interface_of_a_link_local_source_is_its_zone():
+    assert ann.interface_holding("fe80::1%lo") == socket.if_nametoindex("lo")
+    assert ann.interface_holding("::1") == socket.if_nametoindex("lo")
+    with pytest.raises(OSError, match="no interface holds the address 2001:db8:ffff::1"):
+        ann.interface_holding("2001:db8:ffff::1")
