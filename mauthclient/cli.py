@@ -217,6 +217,7 @@ Examples:
   mauthctl authorize 3fa2           # authorize an announced session
   mauthctl dashboard                # the live view
   mauthctl --router 192.0.2.1 --key-file router.key add-sender 192.0.2.10 239.1.1.1 --max-ttl 16
+  mauthctl --router [2001:db8::1]:7575 --key-file router.key add-sender 2001:db8::10 ff0e::db8:1 --max-ttl 16
   mauthctl --router 192.0.2.1 --key-file router.key list --json
   mauthctl check-config /etc/mauth/mauth.conf
   mauthctl announce session.sdp --source 192.0.2.10 --count 1
@@ -288,13 +289,15 @@ def main(ctx, router, server, token_file, key_file, v1, as_json, timeout, tries,
 @main.command("add-sender", epilog=examples(
     "mauthctl add-sender 192.0.2.10 239.1.1.1 --max-ttl 16",
     "mauthctl add-sender 2001:db8::10 ff3e::8000:1 --max-ttl 8 --replace",
+    "mauthctl add-sender 2001:db8:0:1::/64 ff0e::db8:1 --max-ttl 8",
+    "mauthctl add-sender 2001:db8::10 ff15::/16 --max-ttl 16",
     "mauthctl --router 192.0.2.1 --key-file router.key add-sender 192.0.2.0/28 232.1.1.1 --max-ttl 4",
     "mauthctl add-sender 192.0.2.10 239.192.0.0/14 --max-ttl 16",
     "mauthctl add-sender 192.0.2.10 239.1.1.1 --max-ttl 16 --pps 500 --bps 2M"))
 @json_option
 @click.argument("source", metavar="SOURCE[/LEN]")
 @click.argument("group", metavar="GROUP[/LEN]")
-@click.option("--max-ttl", required=True, help="Largest TTL the sender may use (1-255).")
+@click.option("--max-ttl", required=True, help="Largest TTL (IPv6: hop limit) the sender may use (1-255).")
 @click.option("--pps", default="0", show_default=True, metavar="N",
               help="Packets per second the rule lets through (0 = no limit; k, M, G = x1000).")
 @click.option("--bps", default="0", show_default=True, metavar="N",
@@ -328,7 +331,8 @@ def add_sender(ctx, source, group, max_ttl, pps, bps, replace):
           lambda: click.echo(f"{verb}: {rule}"))
 
 
-@main.command("del-sender", epilog=examples("mauthctl del-sender 192.0.2.10 239.1.1.1"))
+@main.command("del-sender", epilog=examples("mauthctl del-sender 192.0.2.10 239.1.1.1",
+                                            "mauthctl del-sender 2001:db8::10 ff15::/16"))
 @json_option
 @click.argument("source", metavar="SOURCE[/LEN]")
 @click.argument("group", metavar="GROUP[/LEN]")
@@ -530,14 +534,21 @@ def sessions(ctx):
 @json_option
 @click.argument("session", shell_complete=lambda ctx, param, incomplete: _complete_sessions(ctx, incomplete))
 @click.option("--sender", "senders", multiple=True, metavar="ADDR",
-              help="Sender to authorize on every group of the session (repeatable); required for an"
-                   " any-source session, otherwise it replaces the senders the session declares.")
-@click.option("--max-ttl", type=click.IntRange(1, 255), help="Max TTL instead of each group's c= TTL.")
+              help="Sender to authorize on every group of the session of its address family (repeatable);"
+                   " required for an any-source session, otherwise it replaces the senders the session"
+                   " declares.")
+@click.option("--max-ttl", type=click.IntRange(1, 255),
+              help="Max TTL instead of each group's c= TTL (IPv6 groups have none: 255 unless given).")
 @click.option("--expire-with-session", is_flag=True, help="Remove these rules when the session ends.")
 @click.option("--replace", is_flag=True, help="Overwrite existing rules with another max TTL.")
 @click.pass_context
 def authorize(ctx, session, senders, max_ttl, expire_with_session, replace):
-    """Turn announced SESSION (id or unique prefix) into sender rules on every router."""
+    """Turn announced SESSION (id or unique prefix) into sender rules on every router.
+
+    Each rule's max TTL is the c= TTL of its group, or --max-ttl. IPv6
+    groups have no TTL in c= (their scope, not a hop count, bounds them):
+    their rules allow hop limit 255 unless --max-ttl is given.
+    """
     with _server(ctx) as api:
         out = api.authorize(session, senders=list(senders), max_ttl=max_ttl,
                             expire_with_session=expire_with_session, replace=replace)
@@ -831,7 +842,8 @@ def keygen(ctx, kind, file, key_id, rotate):
 @click.option("--group", "groups", multiple=True, metavar="ADDR",
               help="SAP group (repeatable; default: the SAP group of the session's scope).")
 @click.option("--ttl", type=click.IntRange(1, 255), help="TTL of the SAP packets (default: 255 for"
-                                                         " admin-scoped sessions, else the largest c= TTL).")
+                                                         " admin-scoped and IPv6 sessions, else the largest"
+                                                         " c= TTL).")
 @click.option("--port", type=click.IntRange(1, 65535), default=9875, show_default=True)
 @click.option("--iface", metavar="IF", help="Send on this interface.")
 @click.pass_context

@@ -45,11 +45,13 @@ class RouterEndpoint(asyncio.DatagramProtocol):
         self.backend = backend
         self.core = ServerCore(backend, KEYS, epoch=epoch, state_id=epoch * 10)
         self.transport = None
+        self.datagrams: list[bytes] = []  # every request as it arrived, for tests of the wire encoding
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data, addr) -> None:
+        self.datagrams.append(data)
         reply = self.core.receive(data, addr, time.monotonic())
         if reply is not None:
             self.transport.sendto(reply, addr)
@@ -60,6 +62,7 @@ class LoopbackFleet:
         self.workdir = workdir
         self.names = routers
         self.backends = {name: MemoryBackend() for name in routers}
+        self.endpoints: dict[str, RouterEndpoint] = {}
         self.url = ""
         self.mediator: Mediator | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -94,9 +97,10 @@ class LoopbackFleet:
         transports, cores = [], []
         for i, name in enumerate(self.names):
             backend = self.backends[name]
-            transport, _ = await self.loop.create_datagram_endpoint(
+            transport, endpoint = await self.loop.create_datagram_endpoint(
                 lambda b=backend, e=i + 1: RouterEndpoint(b, e), local_addr=("127.0.0.1", 0))
             transports.append(transport)
+            self.endpoints[name] = endpoint
             port = transport.get_extra_info("sockname")[1]
             cores.append(RouterCore(name, "127.0.0.1", port, Timers(probe_interval=0.2, verify_interval=2.0,
                                                                     retry_base=0.05, retry_max=0.2)))
@@ -139,6 +143,11 @@ class LoopbackFleet:
     def withdraw(self, sdp: bytes, announcer: str = "198.51.100.2") -> None:
         packet = ann.plan(sdp, origin=announcer).deletion
         self.call(self.mediator.on_sap_packet, packet, (announcer, 9875))
+
+    def requests(self, router: str = "r1") -> list[bytes]:
+        """The datagrams `router` received so far, as they came off the wire."""
+        endpoint = self.endpoints[router]
+        return self.call(lambda: list(endpoint.datagrams))
 
     def held(self, router: str = "r1") -> dict[tuple[str, str], int]:
         """What a router's table holds: (source, group) -> max TTL."""
