@@ -280,6 +280,9 @@ class Board:
                     ("PKTS", 6))
     DENIED_COLUMNS = (("SOURCE", 15), ("GROUP", 15), ("REASON", 6), ("PKT/S", 6), ("B/S", 6), ("TTL", 3),
                       ("ROUTERS", 10))
+    # Columns of the senders and denied panes whose cells are addresses: shown whole, however
+    # wide (the widths above are what IPv4 needs; IPv6 addresses and prefixes widen them).
+    ADDRESS_COLUMNS = ("SOURCE", "GROUP")
     ROUTER_COLUMNS = (("NAME", 10), ("STATE", 10), ("MODE", 7), ("RULES", 6), ("PEND", 4), ("EPOCH", 8),
                       ("RESTARTS", 8), ("CONTACT", 7))
 
@@ -409,8 +412,13 @@ def _rate(entry: dict, before: dict | None, dt: float) -> Rate:
 
 
 def _addr_order(key: RuleKey):
+    """Rules in address order: IPv4 before IPv6, then source, then group (a host before its prefix)."""
+    def side(text: str):
+        net = ipaddress.ip_network(text, strict=False)
+        return net.version, net.network_address.packed, -net.prefixlen
+
     try:
-        return (ipaddress.ip_address(key[0]).packed, ipaddress.ip_address(key[1]).packed)
+        return (0, side(key[0]), side(key[1]))
     except ValueError:
-        return (key[0].encode(), key[1].encode())
+        return (1, key[0], key[1])
 

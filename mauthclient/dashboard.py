@@ -241,7 +241,10 @@ class Dashboard(App[int]):
                 with TabPane(title, id=pane):
                     table = DataTable(id=f"t-{pane}", cursor_type="row", zebra_stripes=True)
                     for label, width in columns:
-                        table.add_column(label, key=label, width=width)
+                        # Addresses are never cut: an IPv6 source or group widens its column
+                        # (2001:db8:0:1::10 and 2001:db8:0:1::11 would look alike at 15).
+                        auto = pane in ("senders", "denied") and label in Board.ADDRESS_COLUMNS
+                        table.add_column(label, key=label, width=None if auto else width)
                     yield table
         yield Static("", id="detail")
         yield Input(placeholder="filter rows (esc clears)", id="filter")

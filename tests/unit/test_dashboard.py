@@ -226,3 +226,39 @@ async def test_ctrl_c_quits_and_an_unreachable_server_is_shown(tmp_path):
         await pilot.press("ctrl+c")
         await asyncio.sleep(0)
     assert app.return_code == 0
+
+
+SSM6 = b"""v=0\r
+o=operator 3900000001 1 IN IP6 2001:db8:10::20\r
+s=Radio six\r
+c=IN IP6 ff3e::8000:1\r
+t=0 0\r
+a=source-filter: incl IN IP6 ff3e::8000:1 2001:db8:10:0:0:0:abcd:20\r
+m=audio 5004 RTP/AVP 0\r
+"""
+
+
+@pytest.mark.asyncio
+async def test_an_ipv6_session_is_authorized_with_one_key_and_its_addresses_are_shown_whole(fleet):
+    fleet.announce(SSM6, announcer="2001:db8:10::20")
+    sid = session_id(fleet, "Radio six")
+    sender, group = "2001:db8:10::abcd:20", "ff3e::8000:1"
+    app = app_for(fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: sid in cells(app, "sessions"), what="the sessions")
+        select(app, "sessions", sid)
+        await pilot.press("a")
+        await until(pilot, lambda: fleet.held("r1") == fleet.held("r2") == {(sender, group): 255},
+                    what="the rule on both routers, hop limit unrestricted")
+        await until(pilot, lambda: cells(app, "sessions")[sid][5] == "yes", what="the session authorized")
+        fleet.set_denied("r1", [("2001:db8:0:2::1:66", "ff0e::db8:9", "unauthorized", 10, 1000, 5)])
+        await pilot.press("2")
+        await until(pilot, lambda: f"{sender}|{group}" in cells(app, "senders"), what="the rule")
+        assert cells(app, "senders")[f"{sender}|{group}"][:3] == [sender, group, "255"]
+        await pilot.press("3")
+        await until(pilot, lambda: cells(app, "denied"), what="the denied pair")
+        assert list(cells(app, "denied").values())[0][:2] == ["2001:db8:0:2::1:66", "ff0e::db8:9"]
+        for pane, longest in (("senders", sender), ("denied", "2001:db8:0:2::1:66")):
+            table = app.table(pane)
+            source = next(c for c in table.columns.values() if str(c.label) == "SOURCE")
+            assert source.get_render_width(table) >= len(longest) + 2  # cell padding on both sides

@@ -127,3 +127,27 @@ def test_rows_fit_their_columns_and_text_helpers():
         "-", "0", "2.5", "1.2k", "5.0M")
     assert (human_age(5), human_age(125), human_age(7300), human_age(None)) == ("5s", "2m", "2h", "-")
     assert "any (suggested: 192.0.2.55, 198.51.100.2)" in b.session_detail(ANY["id"], 1100.0)
+
+
+SIX = {"id": "cccc000000000003", "name": "Radio six", "announcer": "2001:db8:10::20", "origin": "2001:db8:10::20",
+       "groups": [{"address": "ff3e::8000:1", "ttl": None}], "sources": ["2001:db8:10::20"],
+       "first_heard": 1000.0, "expires": 4600.0}
+
+
+def test_ipv6_sessions_and_rules_in_address_order_after_ipv4():
+    b = Board()
+    b.load([DECLARED, SIX], [rule("2001:db8:0:1::/64", "ff0e::db8:1", 8), rule("2001:db8::10", "ff15::/16", 8),
+                             rule("192.0.2.0/24", "239.1.1.1", 4), rule("2001:db8::10", "ff0e::1", 255),
+                             rule("192.0.2.10", "239.1.1.1", 4)], ROUTERS, None)
+    b.rules[("192.0.2.0", "239.1.1.1")] = rule("192.0.2.0", "239.1.1.1", 4)  # a host sorts before its prefix
+    assert [r[0] for r in b.rule_rows()] == ["192.0.2.0|239.1.1.1", "192.0.2.0/24|239.1.1.1", "192.0.2.10|239.1.1.1",
+                                             "2001:db8::10|ff0e::1", "2001:db8::10|ff15::/16",
+                                             "2001:db8:0:1::/64|ff0e::db8:1"]
+    row = dict(b.session_rows(1100.0))[SIX["id"]]
+    assert row[1] == "ff3e::8000:1" and row[2] == "2001:db8:10::20"  # no "/TTL" for an IPv6 group
+    assert b.session_authorized(SIX) == "no"
+    b.apply_event("x-1", "rule.added", {"rule": rule("2001:db8:10::20", "ff3e::8000:1", 255, SIX["id"])})
+    held = [("2001:db8:10::20", "ff3e::8000:1", 255, 0, 0)]
+    b.apply_traffic({"routers": {"r1": read(held), "r2": read(held)}}, now=1.0)
+    assert b.session_authorized(SIX) == "yes"
+    assert {"SOURCE", "GROUP"} == set(Board.ADDRESS_COLUMNS)
