@@ -79,7 +79,9 @@ PATHS: dict[str, dict] = {
                  "requestBody": {"content": {"application/json": {"schema": {
                      "type": "object", "additionalProperties": False,
                      "properties": {"senders": {"type": "array", "items": {"type": "string"}},
-                                    "max_ttl": {"type": "integer", "minimum": 1, "maximum": 255},
+                                    "max_ttl": {"type": "integer", "minimum": 1, "maximum": 255,
+                                                "description": "instead of each group's c= TTL; IPv6 groups,"
+                                                               " which have none, get 255 without it"},
                                     "expire_with_session": {"type": "boolean"},
                                     "replace": {"type": "boolean"}}}}}},
                  "responses": {"200": _ok("rules of the session", {"type": "object"}), "404": _ERR, "409": _ERR,
@@ -139,8 +141,10 @@ SCHEMAS = {
         "verified": {"type": "boolean"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"},
         "last_seen": {"type": ["number", "null"]}}},
     "Rule": {"type": "object", "required": ["source", "group", "max_ttl", "state", "routers"], "properties": {
-        "source": {"type": "string", "description": "a host, or a prefix ADDR/LEN"},
-        "group": {"type": "string", "description": "a group, or a prefix ADDR/LEN"}, "max_ttl": {"type": "integer"},
+        "source": {"type": "string", "description": "an IPv4 or IPv6 host, or a prefix ADDR/LEN, in canonical"
+                                                    " text (2001:db8::10)"},
+        "group": {"type": "string", "description": "a group, or a prefix ADDR/LEN"},
+        "max_ttl": {"type": "integer", "description": "largest TTL (IPv6: hop limit)"},
         "pps": {"type": "integer", "description": "packets/s limit, 0 = none"},
         "bps": {"type": "integer", "description": "bits/s limit, 0 = none"},
         "session": {"type": ["string", "null"]}, "expire_with_session": {"type": "boolean"},
