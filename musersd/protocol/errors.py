@@ -12,11 +12,11 @@ no v2 magic, a response fed to the server...).
     │   ├── Malformed                  our framing, broken content   MALFORMED
     │   ├── UnknownCommand                                           UNKNOWN_COMMAND
     │   ├── InvalidArgument            e.g. a group that is not multicast
-    │   ├── Unsupported                valid, not supported yet (IPv6, prefixes, rates)
+    │   ├── Unsupported                valid, but a field this version cannot act on
     │   ├── UnknownKey, BadAuth        v2 authentication failures
     ├── LocalProtocolError             we misused the API (a bug on our side)
     ├── CommandError                   a well-formed command the backend refused
-    │   ├── Exists, NotFound, TableFull, BadCursor, BackendUnsupported
+    │   ├── Exists, NotFound, TableFull, BadCursor, BackendUnsupported (IPv6 on nfqueue)
     │   └── BackendFailure             the data plane failed: INTERNAL
     ├── RouterError                    client side: the router answered an error code
     │   ├── RouterExists, RouterNotFound, RouterTableFull, RouterBusy,
