@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lab.netns import inside
-from lab.topology import Lab, Route
+from lab.topology import Lab, Route, twin6
 from musersd.dataplane import DataPlane
 
 # Addresses of the standard lab (all inside its namespaces only).
@@ -17,6 +17,11 @@ GROUP2 = "239.1.1.2"
 GROUP3 = "239.1.1.3"  # no rule for anybody
 GROUPS = [GROUP, GROUP2, GROUP3]
 SOURCES = [AUTH, AUTH2, ROGUE]
+# The same hosts over IPv6 in `lab6` (their twins, lab.topology.twin6) and global-scope groups.
+AUTH6, AUTH2_6, ROGUE6 = (twin6(a) for a in SOURCES)  # 2001:db8::a, ::b, ::c
+GROUP6, GROUP6_2, GROUP6_3 = "ff0e::db8:1", "ff0e::db8:2", "ff0e::db8:3"
+GROUPS6 = [GROUP6, GROUP6_2, GROUP6_3]
+SOURCES6 = [AUTH6, AUTH2_6, ROGUE6]
 
 
 @pytest.fixture
@@ -38,3 +43,32 @@ def guarded(lab, pin_dir):
         for iface in lab.internal_ifaces:
             dp.detach(iface)
     dp.close()
+
+
+def guard(lab: Lab, pin_dir):
+    """Load the XDP filter (pins in `pin_dir`), attach it to every internal link of `lab`; yield (lab, dp)."""
+    dp = DataPlane(pin_dir, max_rules=1024).load()
+    with inside(lab.router.ns):
+        for iface in lab.internal_ifaces:
+            dp.attach(iface)
+    try:
+        yield lab, dp
+    finally:
+        with inside(lab.router.ns):
+            for iface in lab.internal_ifaces:
+                dp.detach(iface)
+        dp.close()
+
+
+@pytest.fixture
+def lab6():
+    """The standard lab's hosts with IPv6 too; smcrouted has an IPv6 (S,G) route for every pair."""
+    routes = [Route(g, s) for s in SOURCES6 for g in GROUPS6]
+    with Lab(senders={"s1": SOURCES}, routes=routes, ipv6=True) as lab:
+        yield lab
+
+
+@pytest.fixture
+def guarded6(lab6, pin_dir):
+    """`lab6`'s router with the XDP filter loaded and attached, as `guarded` for IPv4."""
+    yield from guard(lab6, pin_dir)
