@@ -167,7 +167,7 @@ def sessions_by_name(opts) -> dict[str, dict]:
     return {s["name"]: s for s in json.loads(run(*opts, "sessions", "--json").stdout)}
 
 
-def test_server_mode_authorizes_an_ipv6_session_with_the_default_hop_limit(server):
+def test_server_mode_authorizes_an_ipv6_session_with_the_default_hop_limit(server):  # noqa: F811
     fleet, opts = server
     fleet.announce(SSM6, announcer="2001:db8:10::20")
     fleet.announce(ASM6, announcer="2001:db8:10::30")
@@ -204,7 +204,7 @@ def test_server_mode_authorizes_an_ipv6_session_with_the_default_hop_limit(serve
     wait(lambda: fleet.held("r1") == fleet.held("r2") == {("2001:db8:10::30", "ff15::db8:7"): 255})
 
 
-def test_server_mode_ipv6_prefixes_are_stored_listed_and_fanned_out_in_canonical_text(server):
+def test_server_mode_ipv6_prefixes_are_stored_listed_and_fanned_out_in_canonical_text(server):  # noqa: F811
     fleet, opts = server
     out = json.loads(run(*opts, "add-sender", "2001:DB8:0:1:0:0::/64", "ff0e:0::db8:1", "--max-ttl", "8",
                          "--json").stdout)
@@ -230,7 +230,7 @@ def test_server_mode_ipv6_prefixes_are_stored_listed_and_fanned_out_in_canonical
     assert audit[0]["action"] == "del-sender" and audit[0]["detail"] == {"source": SUBNET, "group": "ff0e::db8:1"}
 
 
-def test_server_mode_denied_pairs_and_events_carry_ipv6_in_canonical_text(server):
+def test_server_mode_denied_pairs_and_events_carry_ipv6_in_canonical_text(server):  # noqa: F811
     fleet, opts = server
     fleet.set_denied("r1", [("2001:db8:0:2:0::66", "FF0E::DB8:9", "unauthorized", 7, 700, 3)])
     data = json.loads(run(*opts, "denied", "--json").stdout)
