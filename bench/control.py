@@ -1,6 +1,7 @@
 """Control plane: command rates, loading and re-converging rule sets, daemon memory.
 
-    python -m bench.control [--rounds 3] [--load 100000] [--reconverge 2000,5000,10000] [--sessions 10000] [--no-json]
+    python -m bench.control [--rounds 3] [--load 100000] [--reconverge 2000,5000,10000,50000] [--sessions 10000]
+                            [--probe-sessions 1000] [--no-json]
 
 Everything runs as an operator would run it: the installed musersd and
 mauthserver, started in a lab router namespace (lab/topology.py) with
@@ -638,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commands", type=int, default=1000, help="ADDs (then REMOVEs) per rate sample")
     ap.add_argument("--fleet-commands", type=int, default=500, help="ADDs per sample through mauthserver")
     ap.add_argument("--load", type=int, default=100_000, help="rules for the load and memory figures")
-    ap.add_argument("--reconverge", default="2000,5000,10000",
+    ap.add_argument("--reconverge", default="2000,5000,10000,50000",
                     help="comma-separated rule counts for the re-convergence figure")
     ap.add_argument("--sessions", type=int, default=10_000, help="SAP announcements for the memory figure")
     ap.add_argument("--probe-sessions", type=int, default=1000,
@@ -662,7 +663,9 @@ def main(argv: list[str] | None = None) -> int:
             conf = lab.workdir / "r0.conf"
             rule_file(conf, [])
             big = ["--max-rules", str(max(131072, args.load)), "--config", str(conf)]
-            routers = [musersd(lab, i, bpffs, b.key, big if i == 0 else []).spawn() for i in range(ROUTERS)]
+            sizes = [int(x) for x in args.reconverge.split(",")]
+            extra = {0: big, 1: ["--max-rules", str(max(65536, *sizes))]}  # r1 re-converges
+            routers = [musersd(lab, i, bpffs, b.key, extra.get(i, [])).spawn() for i in range(ROUTERS)]
             for d in routers:
                 d.wait_log("serving on")
             print(f"{ROUTERS} routers serving ({time.monotonic() - started:.0f} s)", file=sys.stderr)
@@ -672,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fleet rates done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
             section["load"] = load_times(b, routers[0], conf, args.load)
             print(f"load times done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-            section["reconverge"] = reconverge(b, routers, [int(x) for x in args.reconverge.split(",")])
+            section["reconverge"] = reconverge(b, routers, sizes)
             print(f"re-convergence done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
             section["memory"] = memory(b, routers, args.load, args.sessions, args.probe_sessions)
             for d in routers:
