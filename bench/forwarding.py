@@ -370,6 +370,18 @@ class Mauth(Guard):
         return c["unauthorized"]["packets"] + c["ttl"]["packets"]
 
 
+class MauthNoDenied(Mauth):
+    def __init__(self):
+        Guard.__init__(self, "mauth-nodenied", "mauth (XDP), no denied record",
+                       note="musersd --denied-pairs 0: the same policy, no per-pair record of drops")
+
+    def setup(self, router: Router, rules: list[Rule], workdir: Path) -> None:
+        Guard.setup(self, router, rules, workdir)
+        self.dp = DataPlane(workdir / "mauth-nodenied", max_rules=max(len(rules), 1024), record_denied=False).load()
+        self.dp.add_rules_bulk(rules)
+        self.attach_mode = None
+
+
 class XdpFilter(Guard):
     """xdp-filter from xdp-tools: an allow-list of source addresses (its closest configuration).
 
@@ -555,7 +567,7 @@ def _first_line(cmd: list[str]) -> str:
 
 
 def all_guards() -> list[Guard]:
-    return [Unguarded(), XdpFloor(), Mauth(), XdpFilter(), Nft("prerouting"), Nft("ingress"), Iptables(),
+    return [Unguarded(), XdpFloor(), Mauth(), MauthNoDenied(), XdpFilter(), Nft("prerouting"), Nft("ingress"), Iptables(),
             *([Nfqueue()] if nfqueue_backend() else [])]
 
 

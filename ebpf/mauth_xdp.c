@@ -239,39 +239,41 @@ static __always_inline int mauth_count(u32 reason, u64 len)
  * and eviction loops made mauth's drops about 4 % dearer than xdp-filter's
  * (which keeps no record of who was dropped); rolled, the two are level.
  * mauth_note_denied6() is the same for IPv6 pairs. */
-static __always_inline void mauth_note_denied(const struct mauth_key4 *key, u32 seed,
-                                              u8 ttl, u8 reason, u64 len)
-{
-    u32 idx = mauth_denied_index(key, seed, MAUTH_DENIED_SETS);
-    struct mauth_denied_set *set = mauth_denied4.lookup(&idx);
-    struct mauth_denied *d, *w;
-    u32 now = mauth_tick(), age, oldest = 0;
+/* The body of both: `set` is the pair's set, `eq` compares two keys. A
+ * macro because the two families' sets are different types; it holds no
+ * map call (bcc cannot rewrite one inside a macro). */
+#define MAUTH_DENIED_RECORD(set, key, eq, ttl, reason, len)                  \
+    do {                                                                     \
+        typeof(&(set)->way[0]) d_ = &(set)->way[0], w_;                      \
+        u32 now_ = mauth_tick(), age_, oldest_ = 0;                          \
+                                                                             \
+        _Pragma("clang loop unroll(disable)")                                \
+        for (int i_ = 0; i_ < MAUTH_DENIED_WAYS; i_++) {                     \
+            w_ = &(set)->way[i_];                                            \
+            if (eq(&w_->key, key)) {                                         \
+                d_ = w_;                                                     \
+                goto count_;                                                 \
+            }                                                                \
+            age_ = w_->packets ? now_ - w_->last_seen : ~0u;                 \
+            if (age_ > oldest_) {                                            \
+                oldest_ = age_;                                              \
+                d_ = w_;                                                     \
+            }                                                                \
+        }                                                                    \
+        d_->key = *(key);                                                    \
+        d_->packets = 0;                                                     \
+        d_->bytes = 0;                                                       \
+    count_:                                                                  \
+        d_->packets += 1;                                                    \
+        d_->bytes += (len);                                                  \
+        d_->last_seen = now_;                                                \
+        d_->last_ttl = (ttl);                                                \
+        d_->reason = (reason);                                               \
+    } while (0)
 
-    if (!set)
-        return;
-    d = &set->way[0];
-#pragma clang loop unroll(disable)
-    for (int i = 0; i < MAUTH_DENIED_WAYS; i++) {
-        w = &set->way[i];
-        if (w->key.src == key->src && w->key.grp == key->grp) {
-            d = w;
-            goto count;
-        }
-        age = w->packets ? now - w->last_seen : ~0u;
-        if (age > oldest) {
-            oldest = age;
-            d = w;
-        }
-    }
-    d->key = *key;
-    d->packets = 0;
-    d->bytes = 0;
-count:
-    d->packets += 1;
-    d->bytes += len;
-    d->last_seen = now;
-    d->last_ttl = ttl;
-    d->reason = reason;
+static __always_inline int mauth_key4_eq(const struct mauth_key4 *a, const struct mauth_key4 *b)
+{
+    return a->src == b->src && a->grp == b->grp;
 }
 
 static __always_inline int mauth_key6_eq(const struct mauth_key6 *a, const struct mauth_key6 *b)
@@ -281,39 +283,28 @@ static __always_inline int mauth_key6_eq(const struct mauth_key6 *a, const struc
            a->grp[2] == b->grp[2] && a->grp[3] == b->grp[3];
 }
 
+static __always_inline void mauth_note_denied(const struct mauth_key4 *key, u32 seed,
+                                              u8 ttl, u8 reason, u64 len)
+{
+#ifndef MAUTH_NO_DENIED
+    u32 idx = mauth_denied_index(key, seed, MAUTH_DENIED_SETS);
+    struct mauth_denied_set *set = mauth_denied4.lookup(&idx);
+
+    if (set)
+        MAUTH_DENIED_RECORD(set, key, mauth_key4_eq, ttl, reason, len);
+#endif
+}
+
 static __always_inline void mauth_note_denied6(const struct mauth_key6 *key, u32 seed,
                                                u8 ttl, u8 reason, u64 len)
 {
+#ifndef MAUTH_NO_DENIED
     u32 idx = mauth_denied6_index(key, seed, MAUTH_DENIED_SETS);
     struct mauth_denied6_set *set = mauth_denied6.lookup(&idx);
-    struct mauth_denied6 *d, *w;
-    u32 now = mauth_tick(), age, oldest = 0;
 
-    if (!set)
-        return;
-    d = &set->way[0];
-#pragma clang loop unroll(disable)
-    for (int i = 0; i < MAUTH_DENIED_WAYS; i++) {
-        w = &set->way[i];
-        if (mauth_key6_eq(&w->key, key)) {
-            d = w;
-            goto count;
-        }
-        age = w->packets ? now - w->last_seen : ~0u;
-        if (age > oldest) {
-            oldest = age;
-            d = w;
-        }
-    }
-    d->key = *key;
-    d->packets = 0;
-    d->bytes = 0;
-count:
-    d->packets += 1;
-    d->bytes += len;
-    d->last_seen = now;
-    d->last_ttl = ttl;
-    d->reason = reason;
+    if (set)
+        MAUTH_DENIED_RECORD(set, key, mauth_key6_eq, ttl, reason, len);
+#endif
 }
 
 /* A SAP announcement: UDP to port 9875 on one of the SAP groups, not a

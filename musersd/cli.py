@@ -48,6 +48,10 @@ the filter enforcing the last rules (unless --detach-on-exit).
               help="bpffs directory where the filter's maps are pinned.")
 @click.option("--max-rules", type=click.IntRange(1, 16 * 1024 * 1024), metavar="N",
               help="Rule table capacity for new maps (default: the pinned size, or 65536).")
+@click.option("--denied-pairs", type=click.IntRange(0, 1024 * 1024), metavar="N",
+              help="Denied (source, group) pairs the filter records, per address family, in new maps (default: "
+                   "the pinned size, or 4096); 0 records none (drops are still counted by reason), which makes "
+                   "each drop under a flood about 12 % cheaper.")
 @click.option("--xdp-mode", type=click.Choice(["auto", "native", "generic"]), default="auto", show_default=True,
               help="XDP attach mode; auto tries native, then generic.")
 @click.option("--sap-group", "sap_groups", multiple=True, metavar="ADDR",
@@ -75,7 +79,8 @@ the filter enforcing the last rules (unless --detach-on-exit).
 @click.option("--detach-on-exit", is_flag=True, help="Remove the filter on SIGTERM instead of leaving it enforcing.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rules, xdp_mode, sap_groups, backend,
+def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rules, denied_pairs, xdp_mode, sap_groups,
+         backend,
          queue_num, state_dir, detach_on_exit,
          metrics, metrics_rules, metrics_denied, log_level):
     """Guard a multicast router's internal interfaces with the mauth XDP filter and serve its rules."""
@@ -91,6 +96,7 @@ def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rule
             mode=mode,
             pin_dir=pin_dir,
             max_rules=max_rules,
+            denied_pairs=denied_pairs,
             xdp_mode=xdp_mode,
             sap_groups=parse_sap_groups(sap_groups),
             detach_on_exit=detach_on_exit,

@@ -64,6 +64,7 @@ class Options:
     mode: str | None = None  # None: keep the pinned mode (enforce for new maps)
     pin_dir: str = "/sys/fs/bpf/mauth"
     max_rules: int | None = None
+    denied_pairs: int | None = None  # denied table size; 0: record no pairs; None: the pinned size or default
     xdp_mode: str = "auto"
     sap_groups: tuple[str, ...] = DEFAULT_SAP_GROUPS
     detach_on_exit: bool = False
@@ -231,7 +232,8 @@ class Musersd:
             from .nfqueue import NfqueueFilter
 
             return NfqueueFilter(o.state_dir, queue_num=o.queue_num, max_rules=o.max_rules, sap_groups=o.sap_groups)
-        return DataPlane(o.pin_dir, max_rules=o.max_rules, sap_groups=o.sap_groups)
+        return DataPlane(o.pin_dir, max_rules=o.max_rules, sap_groups=o.sap_groups,
+                         max_denied=o.denied_pairs or None, record_denied=o.denied_pairs != 0)
 
     def _protocol_backend(self):
         if self.opts.backend == "nfqueue":

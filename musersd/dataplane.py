@@ -257,12 +257,15 @@ class DataPlane:
         max_rules: int | None = None,
         max_denied: int | None = None,
         sap_groups: "Iterable[str]" = maps.DEFAULT_SAP_GROUPS,
+        record_denied: bool = True,
     ):
         """`max_rules`/`max_denied` None: the size of the pinned maps, or the default for new ones.
 
         `sap_groups`: the SAP groups (at most four multicast addresses of
         each family, none for no exception) whose announcements from senders without a
         rule are delivered to the router with TTL 1 instead of dropped.
+        `record_denied` False: the program keeps no record of denied pairs
+        (the tables stay, empty; every drop is still counted by reason).
         """
         if max_rules is not None and not 1 <= max_rules <= 16 * 1024 * 1024:
             raise DataPlaneError(f"max rules {max_rules} is outside 1-16777216")
@@ -271,6 +274,7 @@ class DataPlane:
         if max_denied is not None:  # whole sets of the set-associative table
             max_denied = -(-max_denied // maps.DENIED_WAYS) * maps.DENIED_WAYS
         self.sap_groups = sap_group_list(sap_groups)
+        self.record_denied = record_denied
         self.pin_dir = Path(pin_dir)
         self.layout_dir = self.pin_dir / f"v{maps.LAYOUT}"
         self.max_rules = max_rules
@@ -376,6 +380,7 @@ class DataPlane:
             f'-DMAUTH_PIN_DIR="{self.layout_dir}"',
             f"-DMAUTH_MAX_RULES={self.max_rules}",
             f"-DMAUTH_DENIED_SETS={self.max_denied // maps.DENIED_WAYS}",
+            *([] if self.record_denied else ["-DMAUTH_NO_DENIED=1"]),
         ] + [
             # The group as the program reads it: the network-order bytes as a native u32.
             f"-DMAUTH_SAP_GROUP{i}={int.from_bytes(g.packed, sys.byteorder)}u"
@@ -425,6 +430,9 @@ class DataPlane:
                 self.rule_count(),
                 self.mode.value,
             )
+        if not self.record_denied:
+            self.clear_denied()  # what an earlier program recorded would only grow stale
+            log.info("the filter records no denied pairs; drops are counted by reason only")
         if existing and existing != len(maps.MAPS):
             log.warning("only %d of %d maps were pinned under %s; the others were created empty",
                         existing, len(maps.MAPS), self.layout_dir)

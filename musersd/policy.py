@@ -31,6 +31,7 @@ integer, on a clock the caller moves.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass, field
@@ -248,8 +249,14 @@ def _decide6(frame: bytes, l3: int, rules: RuleTable, mode: Mode, sap_groups: tu
     return Verdict(drop, reason, key, hop_limit, rule=matched)
 
 
+@functools.lru_cache(maxsize=16)
+def _sap_addresses(sap_groups: tuple[str, ...]) -> frozenset:
+    return frozenset(ipaddress.ip_address(g) for g in sap_groups)
+
+
 def _in_sap_groups(group, sap_groups: tuple[str, ...]) -> bool:
-    return any(ipaddress.ip_address(g) == group for g in sap_groups)
+    """Whether `group` is one of the SAP groups (parsed once per tuple: NFQUEUE asks for every denied packet)."""
+    return group in _sap_addresses(tuple(sap_groups))
 
 
 U64 = (1 << 64) - 1

@@ -388,3 +388,27 @@ def test_tells_systemd_it_is_ready_and_feeds_the_watchdog(lab, pin_dir, key):
         sock.close()
         if d.proc.poll() is None:
             d.proc.kill()
+
+
+def test_denied_pairs_zero_records_no_pairs_but_still_drops_and_counts(lab, pin_dir, key):
+    """musersd --denied-pairs 0: drops are the same and counted by reason; the denied listing stays empty."""
+    d = Musersd(lab, pin_dir, key_file=key, extra=["--denied-pairs", "0"]).start()
+    try:
+        assert "records no denied pairs" in d.log()
+        assert delivered(lab, [(ROGUE, GROUP)])[(ROGUE, GROUP)] == 0
+        out = ctl_v2(lab, key, "--json", "stats")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["reasons"]["unauthorized"]["packets"] == N
+        out = ctl_v2(lab, key, "--json", "denied")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == []
+    finally:
+        d.stop()
+    # The same maps with recording on (the default): the pair shows up.
+    d = Musersd(lab, pin_dir, key_file=key).start()
+    try:
+        assert delivered(lab, [(ROGUE, GROUP)])[(ROGUE, GROUP)] == 0
+        out = ctl_v2(lab, key, "--json", "denied")
+        assert [(e["source"], e["group"], e["packets"]) for e in json.loads(out.stdout)] == [(ROGUE, GROUP, N)]
+    finally:
+        d.stop()

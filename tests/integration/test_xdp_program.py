@@ -656,3 +656,15 @@ def test_every_ipv6_rule_of_the_case_table_reads_back(dp):
     keys = {str(k) for k in dp.rule_keys()}
     for (s, g) in IPV6_RULES:
         assert f"({s}, {g})" in keys
+
+
+def test_a_filter_that_records_no_denied_pairs_drops_and_counts_the_same(pin_dir):
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        dp.test_run(udp(STRANGER, GROUP, 3), repeat=4)
+        assert len(dp.denied()) == 1
+    with DataPlane(pin_dir, record_denied=False).load() as dp:  # adopts the maps; the old record is cleared
+        assert dp.denied() == []
+        for frame in (udp(STRANGER, GROUP, 3), udp6(STRANGER6, GROUP6, 3)):
+            assert dp.test_run(frame, repeat=5).retval == XDP_DROP
+        assert dp.counters()["unauthorized"]["packets"] == 4 + 10
+        assert dp.denied() == []
