@@ -20,6 +20,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -139,7 +140,7 @@ def now_iso() -> str:
 
 
 def store_section(name: str, section: dict, path: Path = JSON_PATH) -> None:
-    """Write `section` under key `name` in the JSON file, keeping every other section."""
+    """Write `section` under key `name` in the JSON file, keeping every other section, and say so."""
     data: dict = {}
     if path.exists():
         try:
@@ -151,3 +152,4 @@ def store_section(name: str, section: dict, path: Path = JSON_PATH) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
+    print(f"wrote section {name!r} of {path}", file=sys.stderr)

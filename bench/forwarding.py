@@ -829,7 +829,6 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(rows, {g.name: g.label for g in guards}, upcalls))
     if not args.no_json:
         common.store_section(SECTION, section)
-        print(f"wrote section {SECTION!r} of {common.JSON_PATH}", file=sys.stderr)
     return 0
 
 

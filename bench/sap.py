@@ -266,7 +266,6 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(section))
     if not args.no_json:
         common.store_section(SECTION, section)
-        print(f"wrote section {SECTION!r} of {common.JSON_PATH}", file=sys.stderr)
     return 0
 
 

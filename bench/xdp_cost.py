@@ -355,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {v:g}" for k, v in spread.items()), file=sys.stderr)
     if not args.no_json:
         common.store_section(SECTION, section)
-        print(f"wrote section {SECTION!r} of {common.JSON_PATH}", file=sys.stderr)
     return 0
 
 

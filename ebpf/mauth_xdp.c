@@ -485,7 +485,7 @@ static __always_inline int mauth_ipv6(void *l3, void *data_end, u64 len)
 {
     struct ipv6hdr *ip6 = l3;
     struct mauth_key6 key;
-    struct mauth_cfg *cfg;
+    struct mauth_cfg *cfg = NULL;
     struct mauth_rule *rule;
     struct udphdr *udp;
     u32 zero = 0, reason, end, off = sizeof(*ip6), hlen;
@@ -556,7 +556,8 @@ walked:
     if (reason == MAUTH_R_PASSED)
         return mauth_count(MAUTH_R_PASSED, len);
 
-    cfg = mauth_cfg.lookup(&zero);
+    if (!cfg)  /* looked up already when the exact rule was missing */
+        cfg = mauth_cfg.lookup(&zero);
     udp = l3 + off;
     if (nexthdr == IPPROTO_UDP && !frag && off + sizeof(*udp) <= end && (void *)(udp + 1) <= data_end &&
         udp->dest == MAUTH_BE16(MAUTH_SAP_PORT) &&

@@ -309,5 +309,14 @@ class Lab:
         self._sockets.append(r)
         return r
 
+    def deliver(self, flows, count: int, *, ttl: int = 4) -> dict:
+        """Send `count` datagrams per (source, group) of `flows`; what the first receiver host got, per flow."""
+        rx = self.receiver(sorted({g for _, g in flows}))
+        for src, grp in flows:
+            self.sender(src).send(grp, count, ttl=ttl)
+        counts = rx.drain()
+        rx.close()
+        return {f: counts[f] for f in flows}
+
     def router_env(self) -> dict:
         return dict(os.environ)

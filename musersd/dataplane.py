@@ -431,7 +431,7 @@ class DataPlane:
                 self.mode.value,
             )
         if not self.record_denied:
-            self.clear_denied()  # what an earlier program recorded would only grow stale
+            self._zero_denied()  # what an earlier program recorded would only grow stale
             log.info("the filter records no denied pairs; drops are counted by reason only")
         if existing and existing != len(maps.MAPS):
             log.warning("only %d of %d maps were pinned under %s; the others were created empty",
@@ -999,6 +999,10 @@ class DataPlane:
     def clear_denied(self) -> int:
         """Empty the denied tables; returns how many pairs they held."""
         held = len(self.denied())
+        self._zero_denied()
+        return held
+
+    def _zero_denied(self) -> None:
         nsets = self.max_denied // maps.DENIED_WAYS
         chunk = 1 << 12
         for cname in _DENIED_MAPS:
@@ -1007,7 +1011,6 @@ class DataPlane:
                 n = min(chunk, nsets - start)
                 keys = (ctypes.c_uint32 * n)(*range(start, start + n))
                 table.update_batch(keys, (table.slot_type * n)(), n)
-        return held
 
     def _forget_denied(self, key: bytes) -> None:
         """Drop a pair's entries (on every CPU) from the denied table (key: a Key4's or Key6's bytes)."""

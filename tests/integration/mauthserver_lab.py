@@ -8,16 +8,19 @@ the API actor, and `announce` fails the test when mauthctl fails.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 from lab import daemons
 from lab.daemons import API_PORT, ROUTER_PORT, make_secrets, write_secret
 from lab.daemons import Daemon as Proc
+from lab.netns import inside
 from lab.topology import Lab
+from musersd.protocol.model import Reason
 
-__all__ = ["API_PORT", "ROUTER_PORT", "MauthserverProc", "MusersdProc", "Proc", "announce", "make_secrets",
-           "write_secret"]
+__all__ = ["API_PORT", "ROUTER_PORT", "MauthserverProc", "MusersdProc", "Proc", "announce", "heard_from",
+           "make_secrets", "router_call", "sap_local", "write_secret"]
 
 
 class MusersdProc(daemons.Musersd):
@@ -35,3 +38,30 @@ def announce(lab: Lab, ns: str, sdp_file: Path, *args: str) -> subprocess.Comple
     proc = daemons.announce(lab, ns, sdp_file, *args)
     assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def heard_from(sock: socket.socket, source: str) -> int:
+    """Datagrams from `source` read until the socket has been quiet for its timeout (IPv4 or IPv6)."""
+    n = 0
+    while True:
+        try:
+            _, addr = sock.recvfrom(65535)
+        except socket.timeout:
+            return n
+        n += addr[0] == source
+
+
+def router_call(musersd: MusersdProc, method: str):
+    """One protocol v2 call (a RouterClient method without arguments) to the lab's musersd."""
+    client = musersd.client()
+    try:
+        with inside(musersd.lab.router.ns):
+            return getattr(client, method)()
+    finally:
+        client.close()
+
+
+def sap_local(musersd: MusersdProc) -> int:
+    """The router's sap_local packet count."""
+    c = router_call(musersd, "counters").by_reason().get(Reason.SAP_LOCAL)
+    return c.packets if c else 0

@@ -83,12 +83,7 @@ def setpriv(caps) -> list[str]:
 
 
 def delivered(lab, flows, ttl=4) -> dict:
-    rx = lab.receiver(sorted({g for _, g in flows}))
-    for src, grp in flows:
-        lab.sender(src).send(grp, N, ttl=ttl)
-    counts = rx.drain()
-    rx.close()
-    return {f: counts[f] for f in flows}
+    return lab.deliver(flows, N, ttl=ttl)
 
 
 def wait_for(what: str, check, timeout: float = 60.0, every: float = 0.2, detail=None):

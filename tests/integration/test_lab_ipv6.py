@@ -531,12 +531,7 @@ def test_musersd_takes_ipv6_rules_over_protocol_v2_from_mauthctl(lab6, pin_dir):
         return mauthctl(lab, s1.ns, "--router", router, "--key-file", str(key), *args)
 
     def delivered(flows, ttl=4):
-        rx = lab.receiver(sorted({g for _, g in flows}))
-        for src, grp in flows:
-            lab.sender(src).send(grp, N, ttl=ttl)
-        counts = rx.drain()
-        rx.close()
-        return {f: counts[f] for f in flows}
+        return lab.deliver(flows, N, ttl=ttl)
 
     assert delivered([(AUTH, GROUP)]) == {(AUTH, GROUP): 0}
     r = ctl("add-sender", AUTH, GROUP, "--max-ttl", "8")

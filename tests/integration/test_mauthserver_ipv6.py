@@ -16,8 +16,9 @@ import pytest
 
 from lab.netns import inside
 from lab.topology import Lab, Route, twin6
-from musersd.protocol.model import Reason
-from tests.integration.mauthserver_lab import MauthserverProc, MusersdProc, announce, make_secrets
+from tests.integration.mauthserver_lab import (
+    MauthserverProc, MusersdProc, announce, heard_from, make_secrets, sap_local,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -115,14 +116,14 @@ def test_ipv6_sap_from_a_guarded_network_is_heard_but_not_forwarded(fleet6, tmp_
     (tmp_path / "ssm6.sdp").write_text(SSM6_SDP)
     outside = _sap6_listener(r1.ns, SAP6_GLOBAL)
     try:
-        before = _sap_local(musersd)
+        before = sap_local(musersd)
         for _ in range(3):
             announce(lab, lab.senders["s1"].ns, tmp_path / "ssm6.sdp", "--source", ANNOUNCER,
                      "--group", SAP6_GLOBAL, "--count", "1")
         sessions = server.wait_for(lambda: server.call("sessions"), lambda s: len(s) == 1)
         assert sessions[0]["announcer"] == ANNOUNCER
-        assert _heard_from(outside, ANNOUNCER) == 0
-        assert _sap_local(musersd) - before == 3
+        assert heard_from(outside, ANNOUNCER) == 0
+        assert sap_local(musersd) - before == 3
 
         out = server.ctl("add-sender", ANNOUNCER, SAP6_GLOBAL, "--max-ttl", "255")
         assert out.returncode == 0, out.stderr
@@ -130,8 +131,8 @@ def test_ipv6_sap_from_a_guarded_network_is_heard_but_not_forwarded(fleet6, tmp_
         for _ in range(3):
             announce(lab, lab.senders["s1"].ns, tmp_path / "ssm6.sdp", "--source", ANNOUNCER,
                      "--group", SAP6_GLOBAL, "--count", "1")
-        assert _heard_from(outside, ANNOUNCER) == 3
-        assert _sap_local(musersd) - before == 3
+        assert heard_from(outside, ANNOUNCER) == 3
+        assert sap_local(musersd) - before == 3
     finally:
         outside.close()
 
@@ -147,23 +148,3 @@ def _sap6_listener(ns: str, group: str) -> socket.socket:
                  + index.to_bytes(4, "little"))
     s.settimeout(1.0)
     return s
-
-
-def _heard_from(sock: socket.socket, source: str) -> int:
-    n = 0
-    while True:
-        try:
-            _, addr = sock.recvfrom(65535)
-        except socket.timeout:
-            return n
-        n += addr[0] == source
-
-
-def _sap_local(musersd: MusersdProc) -> int:
-    client = musersd.client()
-    try:
-        with inside(musersd.lab.router.ns):
-            c = client.counters().by_reason().get(Reason.SAP_LOCAL)
-    finally:
-        client.close()
-    return c.packets if c else 0

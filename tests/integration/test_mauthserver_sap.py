@@ -22,7 +22,9 @@ from musersd.protocol.model import Reason
 from sap import announcer as ann
 from sap.sap import announcement, encode
 from sap.sdp import unix_to_ntp
-from tests.integration.mauthserver_lab import MauthserverProc, MusersdProc, announce, make_secrets
+from tests.integration.mauthserver_lab import (
+    MauthserverProc, MusersdProc, announce, heard_from, make_secrets, router_call, sap_local,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -148,15 +150,15 @@ def test_sap_from_a_guarded_network_is_heard_by_the_router_but_not_forwarded(sap
     s1, r1 = lab.senders["s1"], lab.receivers["r1"]
     outside = _sap_listener(r1.ns, r1.addrs[0], SAP_LOCAL_SCOPE)
     try:
-        before = _sap_local(musersd)
+        before = sap_local(musersd)
         vlc = (DATA / "asm_vlc.sdp").read_bytes()
         for _ in range(3):
             send_sap(s1.ns, ANNOUNCER, encode(announcement(ANNOUNCER, vlc)), SAP_LOCAL_SCOPE, ttl=255)
         sessions = server.wait_for(lambda: server.call("sessions"), lambda s: len(s) == 1)
         assert sessions[0]["announcer"] == ANNOUNCER and sessions[0]["name"] == "Lobby camera"
-        assert _heard_from(outside, ANNOUNCER) == 0  # heard here, not forwarded
-        assert _sap_local(musersd) - before == 3
-        denied = {(str(d.source), str(d.group)) for d in _router(musersd, "denied_all")}
+        assert heard_from(outside, ANNOUNCER) == 0  # heard here, not forwarded
+        assert sap_local(musersd) - before == 3
+        denied = {(str(d.source), str(d.group)) for d in router_call(musersd, "denied_all")}
         assert (ANNOUNCER, SAP_LOCAL_SCOPE) not in denied  # announcing is not an attempt to send
 
         out = server.ctl("add-sender", ANNOUNCER, SAP_LOCAL_SCOPE, "--max-ttl", "255")
@@ -164,8 +166,8 @@ def test_sap_from_a_guarded_network_is_heard_by_the_router_but_not_forwarded(sap
         server.converged()
         for _ in range(3):
             send_sap(s1.ns, ANNOUNCER, encode(announcement(ANNOUNCER, vlc)), SAP_LOCAL_SCOPE, ttl=255)
-        assert _heard_from(outside, ANNOUNCER) == 3
-        assert _sap_local(musersd) - before == 3
+        assert heard_from(outside, ANNOUNCER) == 3
+        assert sap_local(musersd) - before == 3
     finally:
         outside.close()
 
@@ -183,7 +185,7 @@ def test_sap_exception_can_be_turned_off(pin_dir):
         send_sap(s1.ns, ANNOUNCER, encode(announcement(ANNOUNCER, vlc)))
         time.sleep(1.0)
         assert server.call("sessions") == []
-        unauthorized = _router(musersd, "counters").by_reason()[Reason.UNAUTHORIZED].packets
+        unauthorized = router_call(musersd, "counters").by_reason()[Reason.UNAUTHORIZED].packets
         assert unauthorized >= 1
         out = server.ctl("add-sender", ANNOUNCER, SAP_LOCAL_SCOPE, "--max-ttl", "255")
         assert out.returncode == 0, out.stderr
@@ -202,31 +204,6 @@ def _sap_listener(ns: str, iface_addr: str, group: str) -> socket.socket:
     s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(iface_addr))
     s.settimeout(1.0)
     return s
-
-
-def _heard_from(sock: socket.socket, source: str) -> int:
-    """SAP packets from `source` read until the socket has been quiet for a second."""
-    n = 0
-    while True:
-        try:
-            _, (src, _) = sock.recvfrom(65535)
-        except socket.timeout:
-            return n
-        n += src == source
-
-
-def _router(musersd: MusersdProc, method: str):
-    client = musersd.client()
-    try:
-        with inside(musersd.lab.router.ns):
-            return getattr(client, method)()
-    finally:
-        client.close()
-
-
-def _sap_local(musersd: MusersdProc) -> int:
-    c = _router(musersd, "counters").by_reason().get(Reason.SAP_LOCAL)
-    return c.packets if c else 0
 
 
 def send_sap6(ns: str, source: str, packet: bytes, group: str, iface: str = "eth0") -> None:
