@@ -45,4 +45,4 @@ man: setup
 	$(PY) scripts/gen_manpages.py
 
 clean:
-	rm -rf $(VENV) *.egg-info build .pytest_cache
+	rm -rf $(VENV) .venv-vm *.egg-info build .pytest_cache

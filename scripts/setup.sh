@@ -14,11 +14,19 @@
 #   3. bpffs mounted at /sys/fs/bpf.
 #   4. A virtual environment at .venv/ made by Debian's /usr/bin/python3 with
 #      --system-site-packages (so it sees bcc), with mauth installed editable.
+#   5. Only when this kernel cannot route multicast (or MAUTH_LAB_KERNEL=guest):
+#      what `python -m lab.vm` needs to run the lab under Debian's own kernel
+#      in QEMU: qemu-system-x86, busybox-static, linux-image-amd64 (installed
+#      with linux-headers-amd64 so both are one version and bcc in the guest
+#      finds /lib/modules/<release>/build), and virtme-ng from PyPI in a venv
+#      of its own at .venv-vm/, apart from the project's dependencies.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.mauth-setup-stamp"
+VM_VENV="$ROOT/.venv-vm"
+VIRTME_NG_VERSION="1.42"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -87,4 +95,50 @@ fi
 "$VENV/bin/python" - <<'EOF' || die "the virtual environment cannot import bcc"
 import bcc  # noqa: F401
 EOF
+
+# --- a guest kernel for the lab, when this one cannot route multicast -------
+need_guest=0
+case "${MAUTH_LAB_KERNEL:-}" in
+    guest) need_guest=1 ;;
+    host) ;;
+    ""|auto)
+        "$VENV/bin/python" -c 'import sys; from musersd.kernel import multicast_routing as m; sys.exit(m().problem() is not None)' \
+            || need_guest=1 ;;
+    *) die "MAUTH_LAB_KERNEL=$MAUTH_LAB_KERNEL is not one of host, guest, auto" ;;
+esac
+
+# True when /boot holds a kernel that routes multicast, with its modules and headers.
+guest_kernel_ready() {
+    local img rel
+    for img in /boot/vmlinuz-*; do
+        [ -e "$img" ] || continue
+        rel="${img#/boot/vmlinuz-}"
+        [ -e "/lib/modules/$rel/modules.dep" ] && [ -e "/lib/modules/$rel/build/Makefile" ] \
+            && grep -qs '^CONFIG_IP_MROUTE=y' "/boot/config-$rel" \
+            && grep -qs '^CONFIG_IPV6_MROUTE=y' "/boot/config-$rel" && return 0
+    done
+    return 1
+}
+
+if [ "$need_guest" = 1 ]; then
+    VM_PACKAGES=(qemu-system-x86 busybox-static linux-image-amd64 linux-headers-amd64)
+    missing=()
+    for p in "${VM_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ] || ! guest_kernel_ready; then
+        log "kernel $(uname -r) cannot route multicast: installing Debian's kernel and QEMU for lab.vm"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null
+        # Image and headers in one command, so apt gives both the same version.
+        apt-get install -y -q --no-install-recommends "${VM_PACKAGES[@]}" >/dev/null
+        guest_kernel_ready || die "no kernel in /boot with multicast routing, modules and headers after installing linux-image-amd64"
+    fi
+    if ! "$VM_VENV/bin/vng" --version 2>/dev/null | grep -qF "$VIRTME_NG_VERSION"; then
+        log "installing virtme-ng $VIRTME_NG_VERSION into $VM_VENV"
+        rm -rf "$VM_VENV"
+        /usr/bin/python3 -m venv "$VM_VENV"
+        "$VM_VENV/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION"
+    fi
+fi
 log "ready"
