@@ -30,6 +30,25 @@ class LabError(RuntimeError):
     pass
 
 
+def patience(seconds: float) -> float:
+    """`seconds` of waiting, scaled for where the lab runs.
+
+    Everything CPU-bound (bcc compiling the filter, Python start-up, packet
+    generators) runs about 25 times slower in the emulated (TCG) guest of
+    `lab.vm` than on the host, so a wait sized for the host is multiplied
+    there (by 10, or by MAUTH_LAB_PATIENCE when set) instead of being raised
+    everywhere.
+    """
+    factor = os.environ.get("MAUTH_LAB_PATIENCE")
+    if factor:
+        try:
+            return seconds * max(1.0, float(factor))
+        except ValueError:
+            raise LabError(f"MAUTH_LAB_PATIENCE={factor!r} is not a number") from None
+    in_vm = os.environ.get("MAUTH_VM", "")  # "<release> <accel>", set by lab.vm in its guest
+    return seconds * (10 if in_vm.endswith("tcg") else 1)
+
+
 def sh(*args: str, check: bool = True, ns: str | None = None, capture: bool = True) -> str:
     """Run a command (inside namespace `ns` if given); return stdout."""
     cmd = list(args)

@@ -32,14 +32,23 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import count
 from pathlib import Path
 
+from musersd.kernel import MulticastRouting, multicast_routing
+
 from . import netns
-from .netns import LabError, sh
+from .netns import LabError, patience, sh
 from .traffic import Receiver, Sender
 
 _seq = count()
+
+
+@cache
+def kernel_routing() -> MulticastRouting:
+    """Whether this kernel routes multicast: asked once per process, since the kernel cannot change under it."""
+    return multicast_routing()
 
 
 def _v6(text: str) -> str:
@@ -102,13 +111,15 @@ class Lab:
         workdir: str | os.PathLike | None = None,
         smcroute: bool = True,
         ipv6: bool = False,
+        forwarding: bool = False,
     ):
         self.tag = f"{netns.PREFIX}{os.getpid()}-{next(_seq)}"
         self.senders: dict[str, Host] = {}
         self.receivers: dict[str, Host] = {}
         self.router = Host("router", f"{self.tag}-rt")
         self.routes = list(routes or [])
-        self.use_smcroute = smcroute
+        self.forwarding = forwarding
+        self.use_smcroute = smcroute and forwarding
         self.ipv6 = ipv6
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{self.tag}-"))
@@ -163,6 +174,10 @@ class Lab:
         self.stop()
 
     def start(self) -> None:
+        if self.forwarding:
+            problem = kernel_routing().problem(ipv6=self.ipv6)
+            if problem:  # fail at once: smcrouted would only refuse every route, 15 s later
+                raise LabError(problem)
         netns.sweep_stale()
         for h in self.hosts:
             netns.add(h.ns)
@@ -243,14 +258,15 @@ class Lab:
         self.spawn(self.router.ns, ["smcrouted", "-n", "-N", "-f", str(conf), "-u", str(self.smcroute_sock),
                                     "-P", str(self.workdir / "smcroute.pid"), "-l", "info"], "smcrouted")
         want = sum(1 for r in self.routes if r.source is not None)
-        deadline = time.monotonic() + 15
+        wait = patience(15)
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.procs[-1].poll() is not None:
                 raise LabError(f"smcrouted exited: {(self.workdir / 'smcrouted.log').read_text()[-500:]}")
             if self.smcroute_sock.exists() and len(self.kernel_mroutes()) >= want:
                 return
             time.sleep(0.05)
-        raise LabError("smcrouted did not install the lab's routes within 15 s")
+        raise LabError(f"smcrouted did not install the lab's routes within {wait:.0f} s")
 
     def kernel_mroutes(self) -> list[str]:
         """The router kernel's multicast forwarding cache, as `ip mroute show` lines (and `ip -6 mroute
@@ -303,14 +319,25 @@ class Lab:
         return s
 
     def receiver(self, groups: list[str], role: str | None = None) -> Receiver:
-        """A receiver on host `role` (default: the first) joined to `groups`, IPv4 and IPv6 alike."""
-        host = self.receivers[role] if role else next(iter(self.receivers.values()))
-        r = Receiver(host.ns, host.addrs[0], groups, iface=host.iface)
+        """Where a test sees what the filter let through, joined to `groups` (IPv4 and IPv6 alike).
+
+        In a forwarding lab: a receiver on host `role` (default: the first),
+        behind the router, that gets what the kernel forwarded. Otherwise (or
+        with role="router"): a receiver on the router itself, joined on every
+        guarded link, that gets exactly the packets the filter passed, with
+        the TTL they arrived with (not yet decremented).
+        """
+        if role == "router" or (role is None and not self.forwarding):
+            links = [(h.router_addr, h.router_iface) for h in self.senders.values()]
+            r = Receiver(self.router.ns, links[0][0], groups, iface=links[0][1], links=links)
+        else:
+            host = self.receivers[role] if role else next(iter(self.receivers.values()))
+            r = Receiver(host.ns, host.addrs[0], groups, iface=host.iface)
         self._sockets.append(r)
         return r
 
     def deliver(self, flows, count: int, *, ttl: int = 4) -> dict:
-        """Send `count` datagrams per (source, group) of `flows`; what the first receiver host got, per flow."""
+        """Send `count` datagrams per (source, group) of `flows`; what `receiver()` got, per flow."""
         rx = self.receiver(sorted({g for _, g in flows}))
         for src, grp in flows:
             self.sender(src).send(grp, count, ttl=ttl)

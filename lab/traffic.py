@@ -29,7 +29,8 @@ from .netns import inside
 
 PORT = 5004
 TAG = b"MAUTHLAB"
-IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)  # Linux <linux/in.h>; Python 3.11 does not export it
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux <linux/in.h>; Python 3.11 does not export it
 _TTL_CMSG = {(socket.IPPROTO_IP, socket.IP_TTL), (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT)}
 
 
@@ -101,42 +102,63 @@ def _ttl(ancillary: list) -> int | None:
 
 
 class Receiver:
-    """Joined to `groups` on the host's interface: `iface_addr` (IPv4) and `iface` (IPv6, by index)."""
+    """Joined to `groups` on the host's interface: `iface_addr` (IPv4) and `iface` (IPv6, by index).
 
-    def __init__(self, ns: str, iface_addr: str, groups: list[str], *, port: int = PORT, iface: str = "eth0"):
+    `links`, a list of (IPv4 address, interface name), joins every group on
+    each of those interfaces instead: a receiver on a router that must hear a
+    group on every link it arrives on (the stack drops multicast arriving on
+    an interface with no membership). A link-scope IPv6 group gets a socket
+    per link, since its address only means something with an interface.
+    """
+
+    def __init__(self, ns: str, iface_addr: str, groups: list[str], *, port: int = PORT, iface: str = "eth0",
+                 links: list[tuple[str, str]] | None = None):
         self.ns = ns
         self.socks: dict[socket.socket, str] = {}
         self.counts: Counter = Counter()
         self.arrival_ttls: Counter = Counter()  # (source, group, ttl as received) -> datagrams
+        links = links or [(iface_addr, iface)]
         with inside(ns):
             for group in groups:
-                s = self._join6(group, port, iface) if is_ipv6(group) else self._join4(group, port, iface_addr)
-                s.setblocking(False)
-                self.socks[s] = group
+                if not is_ipv6(group):
+                    socks = [self._join4(group, port, [a for a, _ in links])]
+                elif (int(ipaddress.IPv6Address(group)) >> 112) & 0xF <= 2:  # scope: interface- or link-local
+                    socks = [self._join6(group, port, [name], scoped=True) for _, name in links]
+                else:
+                    socks = [self._join6(group, port, [name for _, name in links], scoped=len(links) == 1)]
+                for s in socks:
+                    s.setblocking(False)
+                    self.socks[s] = group
 
     @staticmethod
     def _socket(family: int) -> socket.socket:
         s = socket.socket(family, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        # Room for a whole test's flood before the first read (root may exceed rmem_max).
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+        except PermissionError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         return s
 
-    def _join4(self, group: str, port: int, iface_addr: str) -> socket.socket:
+    def _join4(self, group: str, port: int, iface_addrs: list[str]) -> socket.socket:
         s = self._socket(socket.AF_INET)
         s.bind((group, port))
-        mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(iface_addr))
-        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        for addr in iface_addrs:
+            mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(addr))
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
         s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         return s
 
-    def _join6(self, group: str, port: int, iface: str) -> socket.socket:
-        index = socket.if_nametoindex(iface)
+    def _join6(self, group: str, port: int, ifaces: list[str], *, scoped: bool) -> socket.socket:
+        indexes = [socket.if_nametoindex(i) for i in ifaces]
         s = self._socket(socket.AF_INET6)
         # Bound to the group itself, so the socket only hears that group; a link-scope
-        # group needs the interface as its scope id.
-        s.bind((group, port, 0, index))
-        mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", index)
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        # group needs the interface as its scope id, a wider one joined on several links none.
+        s.bind((group, port, 0, indexes[0] if scoped else 0))
+        for index in indexes:
+            mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", index)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
         return s
 

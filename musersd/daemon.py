@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from .config import ConfigError, RuleFile, load_rules
 from .dataplane import DataPlane, DataPlaneError, sap_group_list
+from .kernel import multicast_routing
 from .dataplane_backend import DataPlaneBackend
 from .nfqueue import DEFAULT_QUEUE_NUM, DEFAULT_STATE_DIR
 from .protocol.keys import KeyFileError, load_keys
@@ -207,6 +208,7 @@ class Musersd:
         )
         if o.metrics is not None:
             self._start_metrics(o.metrics)
+        self._warn_without_multicast_routing()
         host, port = self.sock.getsockname()[:2]
         log.info(
             "serving on %s:%d (v2 %s, v1 from %s), mode %s, %d rules, interfaces %s",
@@ -214,6 +216,14 @@ class Musersd:
             ", ".join(str(n) for n in self.allow) or "nobody", self.dp.mode.value,
             self.dp.rule_count(), ", ".join(f"{i} ({m})" for i, m in self.attached.items()),
         )
+
+    @staticmethod
+    def _warn_without_multicast_routing() -> None:
+        """One warning on a kernel that cannot route multicast: the filter works, nothing will be forwarded."""
+        missing = multicast_routing().missing()
+        if missing:
+            log.warning("%s: the filter enforces its rules all the same, but this host will forward no multicast "
+                        "(docs/operations.md says which kernel options a router needs)", missing)
 
     def _load_rules(self, path: str) -> RuleFile:
         """The rule file, refused whole if it holds a rule this backend cannot enforce (IPv6 on nfqueue)."""

@@ -26,6 +26,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 REPO = Path(__file__).resolve().parent.parent
 
 
+def routed(request) -> bool:
+    """Whether a lab fixture serves a router-tier test (marked `router`): its lab then forwards
+    with smcrouted and the kernel's multicast routing, which the kernel must have (`lab.vm` gives
+    it one). Every other lab observes the filter's verdict at the router itself."""
+    return request.node.get_closest_marker("router") is not None
+
+
 @pytest.fixture(scope="session")
 def bpffs():
     """A bpffs of this test session's own, mounted in a temporary directory.

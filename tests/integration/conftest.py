@@ -1,4 +1,4 @@
-"""Lab fixtures: a router namespace forwarding real multicast, guarded by mauth."""
+"""Lab fixtures: a router namespace guarded by mauth, seen from the router (or forwarding, for the router tier)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 from lab.netns import inside
 from lab.topology import Lab, Route, twin6
 from musersd.dataplane import DataPlane
+from tests.conftest import routed
 
 # Addresses of the standard lab (all inside its namespaces only).
 AUTH = "192.0.2.10"  # the authorized sender
@@ -25,9 +26,9 @@ SOURCES6 = [AUTH6, AUTH2_6, ROGUE6]
 
 
 @pytest.fixture
-def lab():
+def lab(request):
     routes = [Route(g, s) for s in SOURCES for g in GROUPS]
-    with Lab(senders={"s1": SOURCES}, routes=routes) as lab:
+    with Lab(senders={"s1": SOURCES}, routes=routes, forwarding=routed(request)) as lab:
         yield lab
 
 
@@ -61,10 +62,10 @@ def guard(lab: Lab, pin_dir):
 
 
 @pytest.fixture
-def lab6():
-    """The standard lab's hosts with IPv6 too; smcrouted has an IPv6 (S,G) route for every pair."""
+def lab6(request):
+    """The standard lab's hosts with IPv6 too; when it forwards, smcrouted has an IPv6 (S,G) route for every pair."""
     routes = [Route(g, s) for s in SOURCES6 for g in GROUPS6]
-    with Lab(senders={"s1": SOURCES}, routes=routes, ipv6=True) as lab:
+    with Lab(senders={"s1": SOURCES}, routes=routes, ipv6=True, forwarding=routed(request)) as lab:
         yield lab
 
 

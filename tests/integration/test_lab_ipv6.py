@@ -1,13 +1,15 @@
-"""IPv6 multicast on real forwarded traffic: the lab's router, then the filter's IPv6 policy.
+"""IPv6 multicast on real traffic: the lab's router, then the filter's IPv6 policy.
 
-sender ns -> router ns (kernel IPv6 multicast routing driven by smcrouted,
-the XDP filter on the internal links) -> receiver ns, all on documentation
-addresses (2001:db8::/32) and groups that exist only inside the lab.
+sender ns -> router ns (the XDP filter on the internal links; kernel IPv6
+multicast routing driven by smcrouted in the router tier) -> receiver ns, all
+on documentation addresses (2001:db8::/32) and groups that exist only inside
+the lab.
 
-The first tests run without the filter: they prove the lab itself forwards
-IPv6 multicast (exact counts, the hop limit decremented on the way, nothing
-with hop limit 1), so that every later "not delivered" is the filter's doing.
-The rest repeat the IPv4 lab checks (test_lab_policy, test_prefix_rules,
+The first tests (router tier) run without the filter: they prove the lab
+itself forwards IPv6 multicast (exact counts, the hop limit decremented on the
+way, nothing with hop limit 1). The policy tests see what the filter passed
+where it arrives, on the router (a socket joined on the guarded link), with
+the hop limit it was sent with. The rest repeat the IPv4 lab checks (test_lab_policy, test_prefix_rules,
 test_rate_limits, the SAP exception, musersd over protocol v2) over IPv6, and
 put extension-header chains on the wire with scapy. Counters are compared
 exactly, but only for the reasons our traffic moves: the hosts' own MLD and
@@ -70,6 +72,7 @@ def _denied(dp) -> dict:
 # ------------------------------------------------------------------ the lab alone
 
 
+@pytest.mark.router  # its subject is forwarding: runs where the kernel routes multicast
 def test_the_lab_forwards_ipv6_multicast_with_the_hop_limit_decremented(lab6):
     """No filter: (S,G) routes in the kernel, N datagrams in, N out, hop limit one less; hop limit 1 stays."""
     lab = lab6
@@ -87,11 +90,12 @@ def test_the_lab_forwards_ipv6_multicast_with_the_hop_limit_decremented(lab6):
     assert rx.got(AUTH, GROUP2) == 0
 
 
+@pytest.mark.router  # its subject is forwarding: runs where the kernel routes multicast
 def test_ipv6_star_g_routes_resolve_and_ipv4_keeps_working_beside_them(tmp_path):
     """A (*,G) IPv6 route becomes an (S,G) route on the first packet; IPv4 forwards in the same lab."""
     star = "ff0e::db8:44"
     with Lab(senders={"s1": ["192.0.2.10"]}, routes=[Route(star), Route("239.1.1.4", "192.0.2.10")],
-             ipv6=True) as lab:
+             ipv6=True, forwarding=True) as lab:
         source = lab.senders["s1"].addrs6[0]
         assert source == twin6("192.0.2.10") == "2001:db8::a"
         rx = lab.receiver([star, "239.1.1.4"])
@@ -119,7 +123,7 @@ def test_ipv6_star_g_routes_resolve_and_ipv4_keeps_working_beside_them(tmp_path)
 # ------------------------------------------------------------------ the policy
 
 
-def test_policy_holds_on_forwarded_ipv6_traffic(guarded6):
+def test_policy_holds_on_ipv6_traffic_arriving_at_the_router(guarded6):
     lab, dp = guarded6
     dp.add_rule(Rule.make(AUTH, GROUP, 8))
     dp.add_rule(Rule.make(AUTH2, GROUP2, 2))
@@ -137,7 +141,7 @@ def test_policy_holds_on_forwarded_ipv6_traffic(guarded6):
     auth2.send(GROUP, N, ttl=2)  # the sender of another group: dropped
     rx.drain()
 
-    assert rx.got(AUTH, GROUP) == 2 * N and rx.ttls(AUTH, GROUP) == {7: N, 1: N}
+    assert rx.got(AUTH, GROUP) == 2 * N and rx.ttls(AUTH, GROUP) == {8: N, 2: N}  # as they arrived
     assert rx.got(AUTH2, GROUP2) == N
     assert (rx.got(ROGUE, GROUP), rx.got(AUTH, GROUP3), rx.got(AUTH2, GROUP)) == (0, 0, 0)
     delta = _delta(before, dp.counters())
@@ -213,7 +217,7 @@ def test_monitor_mode_delivers_everything_and_counts_would_be_drops(guarded6):
     lab.sender(AUTH).send(GROUP, N, ttl=8)
     rx.drain()
     assert (rx.got(ROGUE, GROUP), rx.got(AUTH, GROUP), rx.got(AUTH, GROUP3)) == (N, 2 * N, N)
-    assert rx.ttls(AUTH, GROUP) == {19: N, 7: N}  # nothing rewritten
+    assert rx.ttls(AUTH, GROUP) == {20: N, 8: N}  # nothing rewritten
     delta = _delta(before, dp.counters())
     assert (delta["unauthorized"], delta["ttl"], delta["passed"]) == (2 * N, N, N)
     dp.set_mode("enforce")
@@ -409,7 +413,7 @@ def test_extension_header_chains_are_walked_to_the_upper_layer(guarded6):
         delta = _wait_counted(dp, before, "unauthorized", N)
     finally:
         wire.close()
-    assert rx.got(AUTH, GROUP) == 2 * N and rx.ttls(AUTH, GROUP) == {7: 2 * N}
+    assert rx.got(AUTH, GROUP) == 2 * N and rx.ttls(AUTH, GROUP) == {8: 2 * N}
     assert rx.got(ROGUE, GROUP) == 0
     assert (delta["passed"], delta["ttl"], delta["unauthorized"], delta["malformed"]) == (2 * N, N, N, 0)
     assert dp.get_rule((AUTH, GROUP)).packets == 2 * N
@@ -477,6 +481,7 @@ def test_mld_with_hop_limit_1_passes_and_other_icmpv6_to_a_group_does_not(guarde
 # ------------------------------------------------------------------ SAP
 
 
+@pytest.mark.router  # its subject is forwarding: runs where the kernel routes multicast
 def test_ipv6_sap_from_a_sender_without_a_rule_stays_on_the_router(guarded6):
     """SAP to ff0e::2:7ffe and ff05::2:7ffe from ROGUE: hop limit set to 1, heard on the router, not
     forwarded (the router has a forwarding route for it); with a rule it is forwarded like any flow."""

@@ -16,6 +16,7 @@ import pytest
 
 from lab.netns import inside
 from lab.topology import Lab, Route, twin6
+from tests.conftest import routed
 from tests.integration.mauthserver_lab import (
     MauthserverProc, MusersdProc, announce, heard_from, make_secrets, sap_local,
 )
@@ -49,10 +50,10 @@ def _json(proc):
 
 
 @pytest.fixture
-def fleet6(pin_dir):
+def fleet6(pin_dir, request):
     sources = ["192.0.2.10", "192.0.2.12", "192.0.2.20"]
     routes = [Route(g, s) for s in (AUTH, ROGUE) for g in SSM_GROUPS] + [Route(SAP6_GLOBAL, ANNOUNCER)]
-    with Lab(senders={"s1": sources}, routes=routes, ipv6=True) as lab:
+    with Lab(senders={"s1": sources}, routes=routes, ipv6=True, forwarding=routed(request)) as lab:
         key, token = make_secrets(lab.workdir)
         musersd = MusersdProc(lab, pin_dir, key).start()
         server = MauthserverProc(lab, key, token, routers={"r1": "127.0.0.1:7575"}).start()
@@ -90,7 +91,7 @@ def test_an_announced_ipv6_session_authorized_and_revoked(fleet6, tmp_path):
     rogue.send(SSM_GROUPS[0], N, ttl=4)
     rx.drain()
     assert [rx.got(AUTH, g) for g in SSM_GROUPS] == [N, N]
-    assert rx.ttls(AUTH, SSM_GROUPS[0]) == {15: N}  # forwarded once, hop limit decremented
+    assert rx.ttls(AUTH, SSM_GROUPS[0]) == {16: N}  # at the router, as sent: the ones at 17 were dropped
     assert rx.got(ROGUE, SSM_GROUPS[0]) == 0
     # The router saw who tried, by IPv6 address, through the server's denied view.
     denied = {(d["source"], d["group"], d["reason"]) for d in _json(server.ctl("--json", "denied"))}
@@ -107,6 +108,7 @@ def test_an_announced_ipv6_session_authorized_and_revoked(fleet6, tmp_path):
     assert [rx.got(AUTH, g) for g in SSM_GROUPS] == [0, 0]
 
 
+@pytest.mark.router  # its subject is forwarding: runs where the kernel routes multicast
 def test_ipv6_sap_from_a_guarded_network_is_heard_but_not_forwarded(fleet6, tmp_path):
     """An IPv6 announcer without a rule reaches the router's mauthserver (hop limit set to 1) and no
     further, although the router has a forwarding route for its SAP flow; authorizing it lets its

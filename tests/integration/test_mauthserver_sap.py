@@ -22,6 +22,7 @@ from musersd.protocol.model import Reason
 from sap import announcer as ann
 from sap.sap import announcement, encode
 from sap.sdp import unix_to_ntp
+from tests.conftest import routed
 from tests.integration.mauthserver_lab import (
     MauthserverProc, MusersdProc, announce, heard_from, make_secrets, router_call, sap_local,
 )
@@ -34,10 +35,11 @@ SAP_LOCAL_SCOPE = "239.255.255.255"
 
 
 @pytest.fixture
-def sap_lab(pin_dir):
+def sap_lab(pin_dir, request):
     # The router has a forwarding route for the announcer's SAP flow, so only
     # the filter decides whether its announcements leave the site.
-    with Lab(senders={"s1": ["192.0.2.10", ANNOUNCER]}, routes=[Route(SAP_LOCAL_SCOPE, ANNOUNCER)]) as lab:
+    with Lab(senders={"s1": ["192.0.2.10", ANNOUNCER]}, routes=[Route(SAP_LOCAL_SCOPE, ANNOUNCER)],
+             forwarding=routed(request)) as lab:
         key, token = make_secrets(lab.workdir)
         musersd = MusersdProc(lab, pin_dir, key).start()
 
@@ -142,6 +144,7 @@ def test_deletion_timeout_and_stop_remove_sessions(sap_lab):
     assert counters.get("removed_timeout") == 1
 
 
+@pytest.mark.router  # its subject is forwarding: runs where the kernel routes multicast
 def test_sap_from_a_guarded_network_is_heard_by_the_router_but_not_forwarded(sap_lab):
     """An announcer without a rule reaches the router's own mauthserver (TTL set to 1), never the
     networks beyond; authorizing it to the SAP group lets its announcements be forwarded as well."""
