@@ -154,6 +154,21 @@
 #define MAUTH_BE16(x) ((__u16)(x))
 #endif
 
+/* A 16-bit length field from the packet, in host order, as a value the
+ * verifier knows is below 65536. Kernels before 6.x's newer range tracking
+ * (6.1, Debian 12's kernel, among them) forget every bound across a byte swap,
+ * so "pkt + swapped length" is rejected there as "math between pkt pointer and
+ * register with unbounded min value". clang knows a swapped u16 fits in 16 bits
+ * and would drop a plain mask; the empty asm hides the value from it, so the
+ * mask reaches the verifier and gives it the bound. */
+static __always_inline u32 mauth_len16(__be16 field)
+{
+    u32 v = MAUTH_BE16(field);
+
+    asm volatile("" : "+r"(v));
+    return v & 0xffff;
+}
+
 struct mauth_vlan_hdr {
     __be16 tci;
     __be16 encap_proto;
@@ -503,7 +518,7 @@ static __always_inline int mauth_ipv6(void *l3, void *data_end, u64 len)
 
     /* Routable multicast: every header up to the upper layer must be
      * inside the payload, and the payload inside the frame. */
-    end = sizeof(*ip6) + MAUTH_BE16(ip6->payload_len);
+    end = sizeof(*ip6) + mauth_len16(ip6->payload_len);
     if (l3 + end > data_end)
         goto malformed;
     nexthdr = ip6->nexthdr;
@@ -624,7 +639,7 @@ int mauth_xdp(struct xdp_md *ctx)
         return mauth_count(MAUTH_R_MALFORMED, len);
     if (l3 + ihl * 4 > data_end)
         return mauth_count(MAUTH_R_MALFORMED, len);
-    tot = MAUTH_BE16(ip->tot_len);
+    tot = mauth_len16(ip->tot_len);
     if (tot < ihl * 4 || l3 + tot > data_end)
         return mauth_count(MAUTH_R_MALFORMED, len);
 
