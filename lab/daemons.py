@@ -9,6 +9,10 @@ Popen pid is the daemon's own.
 mauthserver's API is served on the router namespace's loopback: API calls
 made from Python run inside that namespace (`inside()`), and mauthctl runs
 there with `ip netns exec`. Nothing leaves the lab's namespaces.
+
+Every wait and timeout here is given in host seconds and passes through
+`lab.netns.patience()`, which stretches it in the emulated guest of `lab.vm`
+(where bcc's compile alone takes about a minute) and leaves it as is on the host.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from mauthclient.api import ApiClient, ApiError, Unreachable
 from musersd.protocol.keys import load_keys
 from musersd.protocol.udp import RouterClient
 
-from .netns import LabError, inside
+from .netns import LabError, inside, patience
 from .topology import Lab
 
 BIN = Path(sys.executable).parent
@@ -78,7 +82,7 @@ class Daemon:
         self.proc = self.lab.spawn(self.lab.router.ns, self.argv(), self.name)
 
     def start(self, timeout: float = 60.0):
-        """Spawn the daemon and wait until it logs that it serves."""
+        """Spawn the daemon and wait until it logs that it serves (`timeout` in host seconds)."""
         self.spawn()
         self.wait_log(self.ready_text, timeout=timeout)
         return self
@@ -86,6 +90,7 @@ class Daemon:
     def wait_log(self, text: str, after: int | None = None, timeout: float = 30.0) -> str:
         """Wait until `text` is in the log after offset `after` (default: since the last start); return that tail."""
         start = self._mark if after is None else after
+        timeout = patience(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             tail = self.log()[start:]
@@ -94,18 +99,18 @@ class Daemon:
             if self.proc is not None and self.proc.poll() is not None:
                 raise LabError(f"{self.name} exited with {self.proc.returncode}: {tail[-2000:]}")
             time.sleep(0.05)
-        raise LabError(f"{self.name} never logged {text!r} within {timeout} s: {self.log()[start:][-2000:]}")
+        raise LabError(f"{self.name} never logged {text!r} within {timeout:g} s: {self.log()[start:][-2000:]}")
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
 
     def kill9(self) -> None:
         self.signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=patience(10))
 
     def stop(self) -> int:
         self.signal(signal.SIGTERM)
-        return self.proc.wait(timeout=20)
+        return self.proc.wait(timeout=patience(20))
 
 
 class Musersd(Daemon):
@@ -136,8 +141,8 @@ class Musersd(Daemon):
     def client(self) -> RouterClient:
         """A protocol v2 client of this musersd, its socket opened in the router namespace."""
         with inside(self.lab.router.ns):
-            return RouterClient("127.0.0.1", self.port, load_keys(self.key_file), timeout=0.2, tries=10,
-                                max_timeout=1.0)
+            return RouterClient("127.0.0.1", self.port, load_keys(self.key_file), timeout=patience(0.2), tries=10,
+                                max_timeout=patience(1.0))
 
     def rules(self) -> dict[tuple[str, str], int]:
         """What the router's filter holds, read directly from musersd: (source, group) -> max TTL."""
@@ -152,14 +157,18 @@ class Musersd(Daemon):
 class Mauthserver(Daemon):
     """mauthserver in the router namespace, its API on that namespace's loopback.
 
-    `tuning` makes it notice router changes within a second (the lab's
-    routers are local); `extra` adds or overrides options.
+    `tuning()` makes it notice router changes within a second (the lab's
+    routers are local; its per-request timeout stretched with the rest
+    in the guest); `extra` adds or overrides options.
     """
 
     ready_text = "ready:"
     api_user = "lab"  # the actor mauthserver's audit log records for API calls made from Python
-    tuning = ["--probe-interval", "0.5", "--retry-max", "1", "--router-timeout", "0.1", "--router-tries", "4",
-              "--log-level", "debug"]
+
+    @staticmethod
+    def tuning() -> list[str]:
+        return ["--probe-interval", "0.5", "--retry-max", "1", "--router-timeout", f"{patience(0.1):g}",
+                "--router-tries", "4", "--log-level", "debug"]
 
     def __init__(self, lab: Lab, key_file: Path, token_file: Path, *, routers: dict[str, str],
                  db: Path | None = None, api_port: int = API_PORT, extra: list[str] | None = None,
@@ -174,7 +183,7 @@ class Mauthserver(Daemon):
 
     def argv(self) -> list[str]:
         cmd = [str(BIN / "mauthserver"), "--db", str(self.db), "--api", self.api_addr,
-               "--token-file", str(self.token_file), "--key-file", str(self.key_file), *self.tuning]
+               "--token-file", str(self.token_file), "--key-file", str(self.key_file), *self.tuning()]
         for name, addr in self.routers.items():
             cmd += ["--router", f"{name}={addr}"]
         return cmd + self.extra
@@ -183,7 +192,7 @@ class Mauthserver(Daemon):
         return super().start(timeout)
 
     def api(self) -> ApiClient:
-        return ApiClient(self.url, self.token_file.read_text().strip(), timeout=10, user=self.api_user)
+        return ApiClient(self.url, self.token_file.read_text().strip(), timeout=patience(10), user=self.api_user)
 
     def call(self, method: str, *args, **kwargs):
         """Call an ApiClient method from inside the router namespace."""
@@ -197,6 +206,7 @@ class Mauthserver(Daemon):
 
     def wait_for(self, what, predicate, timeout: float = 30.0, interval: float = 0.1):
         """Poll `what()` (an API call) until `predicate(result)`; return the last result."""
+        timeout = patience(timeout)
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -210,7 +220,7 @@ class Mauthserver(Daemon):
             if self.proc.poll() is not None:
                 raise LabError(f"{self.name} exited with {self.proc.returncode}: {self.log(True)[-2000:]}")
             time.sleep(interval)
-        raise AssertionError(f"timed out waiting; last answer: {str(last)[:2000]}\n"
+        raise AssertionError(f"timed out waiting {timeout:g} s; last answer: {str(last)[:2000]}\n"
                              f"{self.name} log: {self.log(True)[-3000:]}")
 
     def converged(self, timeout: float = 30.0) -> list[dict]:
@@ -223,7 +233,7 @@ class Mauthserver(Daemon):
 def mauthctl(lab: Lab, ns: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run mauthctl in namespace `ns`; returns the completed process (never raises on exit status)."""
     return subprocess.run(["ip", "netns", "exec", ns, str(BIN / "mauthctl"), *args],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=patience(timeout))
 
 
 def announce(lab: Lab, ns: str, sdp_file: Path, *args: str) -> subprocess.CompletedProcess:
