@@ -12,8 +12,12 @@ with the thread. Without the right to make a namespace the probe asks in the
 current one, where "address in use" (a daemon holds it) also means "supported".
 
 Reading /proc/config.gz would say how the kernel was built, not what it does,
-and many kernels do not carry it; /proc/net/ip_mr_vif exists only per namespace
-and only with IPv4. The socket option is what smcrouted itself runs into.
+and many kernels do not carry it. The socket option is what smcrouted itself
+runs into. Where the probe cannot ask (no CAP_NET_RAW, as under musersd's
+systemd unit, whose bounding set holds CAP_SYS_ADMIN and CAP_NET_ADMIN only),
+the answer comes from /proc/net/ip_mr_vif and /proc/net/ip6_mr_vif, which a
+kernel with multicast routing keeps in every network namespace and any user
+may look for.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ def _probe() -> tuple[bool | None, bool | None]:
 
 
 def multicast_routing() -> MulticastRouting:
-    """Ask the kernel whether it routes IPv4 and IPv6 multicast (needs CAP_NET_RAW)."""
+    """Ask the kernel whether it routes IPv4 and IPv6 multicast (best with CAP_NET_RAW, see above)."""
     result: list[tuple[bool | None, bool | None]] = []
 
     def worker() -> None:
@@ -99,4 +103,8 @@ def multicast_routing() -> MulticastRouting:
     t.start()
     t.join()
     v4, v6 = result[0] if result else (None, None)
-    return MulticastRouting(ipv4=bool(v4), ipv6=bool(v6), release=os.uname().release)
+    if v4 is None:
+        v4 = os.path.exists("/proc/net/ip_mr_vif")
+    if v6 is None:
+        v6 = os.path.exists("/proc/net/ip6_mr_vif")
+    return MulticastRouting(ipv4=v4, ipv6=v6, release=os.uname().release)
