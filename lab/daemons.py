@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 from mauthclient.api import ApiClient, ApiError, Unreachable
+from musersd.protocol.client import MAX_CALL_SPAN, RetryPolicy
+from musersd.protocol.errors import LocalProtocolError
 from musersd.protocol.keys import load_keys
 from musersd.protocol.udp import RouterClient
 
@@ -56,6 +58,22 @@ def make_secrets(workdir: Path) -> tuple[Path, Path]:
     key = write_secret(workdir / "router.key", f"1 {secrets.token_hex(32)}\n")
     token = write_secret(workdir / "api.token", secrets.token_urlsafe(32) + "\n")
     return key, token
+
+
+def client_retry_policy() -> RetryPolicy:
+    """The lab's retransmission timer for protocol calls to musersd: 0.2 s doubling to 1 s, 10 tries on the host.
+
+    Stretched by `patience()` where the lab is slow, with as many of the 10
+    tries as keep a call within the protocol's bound (MAX_CALL_SPAN, 60 s).
+    """
+    timeout = patience(0.2)
+    max_timeout = max(timeout, min(patience(1.0), MAX_CALL_SPAN / 4))
+    for tries in range(10, 1, -1):
+        try:
+            return RetryPolicy(timeout=timeout, tries=tries, max_timeout=max_timeout)
+        except LocalProtocolError:  # longer than the protocol allows: one try fewer
+            continue
+    return RetryPolicy(timeout=timeout, tries=1, max_timeout=max_timeout)
 
 
 class Daemon:
@@ -140,9 +158,10 @@ class Musersd(Daemon):
 
     def client(self) -> RouterClient:
         """A protocol v2 client of this musersd, its socket opened in the router namespace."""
+        policy = client_retry_policy()
         with inside(self.lab.router.ns):
-            return RouterClient("127.0.0.1", self.port, load_keys(self.key_file), timeout=patience(0.2), tries=10,
-                                max_timeout=patience(1.0))
+            return RouterClient("127.0.0.1", self.port, load_keys(self.key_file), timeout=policy.timeout,
+                                tries=policy.tries, max_timeout=policy.max_timeout)
 
     def rules(self) -> dict[tuple[str, str], int]:
         """What the router's filter holds, read directly from musersd: (source, group) -> max TTL."""

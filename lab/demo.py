@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .daemons import BIN, ROUTER_PORT, Mauthserver, Musersd, make_secrets, mauthctl
-from .netns import LabError, inside, private_bpffs
+from .netns import LabError, inside, patience, private_bpffs
 from .topology import Lab, Route
 from .traffic import Receiver, Sender
 
@@ -202,8 +202,8 @@ class System:
             heard = self.server.wait_for(lambda: self.server.call("sessions"),
                                          lambda ss: names <= {s["name"] for s in ss}, timeout=30)
         except AssertionError:
-            raise DemoError("mauthserver did not hear the announced sessions within 30 s (MAUTH_KEEP_LAB=1 keeps"
-                            " the lab's logs for a look)") from None
+            raise DemoError(f"mauthserver did not hear the announced sessions within {patience(30):g} s "
+                            "(MAUTH_KEEP_LAB=1 keeps the lab's logs for a look)") from None
         by_name = {s["name"]: s["id"] for s in heard}
         self.session_ids = {key: by_name[name] for key, (_, name) in SESSIONS.items()}
         self.operator("sessions")
@@ -269,7 +269,7 @@ def send_phase(system: System) -> None:
         for f in FLOWS:
             system.senders[f.source].send(f.group, BURST, ttl=f.ttl)
         time.sleep(0.05)
-    system.rx.drain()
+    system.rx.drain(quiet=patience(0.3), limit=patience(10.0))
 
 
 def measure(system: System, phase: int, before: Snapshot, after: Snapshot, rx_before: dict) -> list[dict]:
@@ -326,7 +326,7 @@ def headless(system: System) -> int:
     rx_before = {f.key: system.rx.got(*f.key) for f in FLOWS}
     before = system.snapshot()
     send_phase(system)
-    time.sleep(0.5)  # anything still in flight reaches the receiver before the SAP check
+    time.sleep(patience(0.5))  # anything still in flight reaches the receiver before the SAP check
     after2 = system.snapshot()
     phase2 = measure(system, 2, before, after2, rx_before)
     sap_forwarded = system.sap_watch.poll()
@@ -470,7 +470,7 @@ def run_dashboard(system: System) -> int:
     except KeyboardInterrupt:
         proc.terminate()
         try:
-            proc.wait(timeout=3)
+            proc.wait(timeout=patience(3))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -557,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with private_bpffs("mauth-demo-bpffs-") as bpffs:
             say("building the lab: sender hosts s1 and s2, announcer a1, a router, receiver r1")
-            with Lab(senders={"s1": [AUTH], "s2": [LOUD, ROGUE], "a1": [ANNOUNCER]}, routes=routes) as lab:
+            with Lab(senders={"s1": [AUTH], "s2": [LOUD, ROGUE], "a1": [ANNOUNCER]}, routes=routes,
+                     forwarding=True) as lab:
                 say(f"smcrouted in {lab.router.ns} forwards {len(lab.kernel_mroutes())} (S,G) routes to out0 "
                     f"(work directory {lab.workdir})")
                 system = System(lab, bpffs / "pins")
