@@ -30,12 +30,11 @@ import time
 from typing import Callable
 
 from musersd.protocol import v1 as v1_codec
-from musersd.protocol.v2 import MAX_CURSOR
 from musersd.protocol.errors import BackendUnsupported, BadCursor, Exists, NotFound
 from musersd.protocol.keys import KeyRing
 from musersd.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
 from musersd.protocol.server import ServerCore, new_epoch
-from musersd.rules import Rule, RuleKey
+from musersd.rules import Rule, RuleError, RuleKey, check_cursor
 
 from . import core as mcore
 from .core import key_cursor
@@ -109,11 +108,13 @@ class FleetBackend:
 
     def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
         keys = self.fleet.sorted_keys()
-        if cursor and (len(cursor) not in (11, 35) or cursor[0] not in (4, 6) or len(cursor) > MAX_CURSOR):
-            raise BadCursor("the listing cursor is not one this server issued")
         start = 0
         if cursor:
-            start = next((i for i, k in enumerate(keys) if key_cursor(k) > cursor), len(keys))
+            try:
+                position = check_cursor(cursor)
+            except RuleError as exc:
+                raise BadCursor(f"the listing cursor is not one this server issued: {exc}") from None
+            start = next((i for i, k in enumerate(keys) if key_cursor(k) > position), len(keys))
         chunk = keys[start:start + max(limit, 0)]
         items = []
         for key in chunk:

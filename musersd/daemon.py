@@ -22,8 +22,11 @@ socket joins the select loop: a clean stop removes those rules, a crash
 leaves them dropping the queued traffic (fail closed).
 SIGUSR1 logs the protocol counters. SIGHUP re-reads the rule file and the key file;
 either one with an error is rejected whole and the running state is kept.
-Any unexpected exception is logged and the process exits non-zero, so that
-systemd restarts it rather than letting it limp on.
+No request can end the daemon: `ServerCore.receive()` answers a request that
+fails on an unexpected error INTERNAL (or logs and drops the datagram) and
+the loop goes on. Any other unexpected exception, a fault of the daemon itself
+(its socket, its signal handling, a reload), is logged and the process exits
+non-zero, so that systemd restarts it rather than letting it limp on.
 """
 
 from __future__ import annotations

@@ -4,7 +4,11 @@ Strategy: translate, nothing more. Data-plane exceptions become the typed
 command errors the server maps to reply codes; data-plane values become the
 wire model's values (milliseconds since the Unix epoch, octets).
 
-Listings are paged by an opaque cursor (the last key returned). Walking a BPF
+Listings are paged by a cursor: the `RuleKey.cursor` of the last key returned
+(11 bytes for IPv4, 35 for IPv6, checked by `rules.check_cursor`), so the
+next page starts after that position in the keys' order whether or not its
+rule still exists, and a walk returns every rule present throughout exactly
+once (docs/protocol.md, "Listing cursors"). Walking a BPF
 hash map in key order would mean reading the whole map for every page, so
 the backend keeps a sorted list of the keys, rebuilt lazily after a change;
 musersd is the maps' only writer, so the list cannot go stale behind its
@@ -21,7 +25,7 @@ from . import dataplane as dpl
 from .maps import Mode as MapMode
 from .protocol.errors import BackendFailure, BadCursor, Exists, NotFound, TableFull
 from .protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
-from .rules import Rule, RuleKey
+from .rules import Rule, RuleError, RuleKey, check_cursor
 
 
 log = logging.getLogger("musersd.rules")
@@ -48,14 +52,12 @@ def _translated():
         raise
 
 
-def _cursor(key: RuleKey) -> bytes:
-    return key.cursor  # family, source, group, source length, group length: sorts as the keys do
-
-
-def _key_of_cursor(cursor: bytes) -> bytes:
-    if cursor and (len(cursor) != 11 or cursor[0] != 4):
-        raise BadCursor("the cursor was not issued by this router")
-    return cursor
+def _position(cursor: bytes) -> bytes:
+    """The listing position a client's cursor names; BadCursor (INVALID_ARGUMENT) if it has no such shape."""
+    try:
+        return check_cursor(cursor)
+    except RuleError as exc:
+        raise BadCursor(f"the cursor was not issued by this router: {exc}") from None
 
 
 def _ms(ts: float | None) -> int:
@@ -134,15 +136,17 @@ class DataPlaneBackend:
 
     def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
         keys = self._ordered()
-        start = bisect.bisect_right(keys, _key_of_cursor(cursor), key=lambda t: t[0]) if cursor else 0
+        start = bisect.bisect_right(keys, _position(cursor), key=lambda t: t[0]) if cursor else 0
+        chunk = keys[start:start + limit]
         items = []
-        for _, key in keys[start:start + limit]:
+        for _, key in chunk:
             rs = self.dp.get_rule(key)
             if rs is None:  # vanished since the cache was built
                 continue
             items.append(RuleEntry(rs.rule, rs.packets, rs.bytes, _ms(rs.last_seen)))
-        more = start + limit < len(keys)
-        return Page(tuple(items), _cursor(items[-1].rule.key) if more and items else b"")
+        more = start + len(chunk) < len(keys)
+        # The position of the last key looked at, even if its rule vanished: the next page goes on from there.
+        return Page(tuple(items), chunk[-1][0] if more and chunk else b"")
 
     def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
         # Reading the denied table means reading every set on every CPU, so a
@@ -152,13 +156,14 @@ class DataPlaneBackend:
             entries = sorted(self.dp.denied(), key=lambda d: RuleKey(d.source, d.group).cursor)
             self._denied_snapshot = ([RuleKey(d.source, d.group).cursor for d in entries], entries)
         keys, entries = self._denied_snapshot
-        start = bisect.bisect_right(keys, _key_of_cursor(cursor)) if cursor else 0
+        start = bisect.bisect_right(keys, _position(cursor)) if cursor else 0
+        chunk = entries[start:start + limit]
         page = []
-        for d in entries[start:start + limit]:
+        for d in chunk:
             reason = _reason(d.reason) or Reason.UNAUTHORIZED
             page.append(DeniedEntry(d.source, d.group, reason, d.packets, d.bytes, d.last_ttl, _ms(d.last_seen)))
-        more = start + limit < len(entries)
-        return Page(tuple(page), keys[start + limit - 1] if more and page else b"")
+        end = start + len(chunk)
+        return Page(tuple(page), keys[end - 1] if end < len(entries) and chunk else b"")
 
     def counters(self) -> Counters:
         reasons = []

@@ -324,7 +324,9 @@ class RuleKey:
     def cursor(self) -> bytes:
         """Bytes whose order is the keys' order: family, source, group, source length, group length.
 
-        Computed once per key (keys are sorted by it, a million at a time).
+        11 bytes for IPv4, 35 for IPv6 (CURSOR_SIZES); listings hand it out as
+        their paging cursor (docs/protocol.md, "Listing cursors"). Computed
+        once per key (keys are sorted by it, a million at a time).
         """
         return (bytes([self.family]) + _packed(self.source) + _packed(self.group)
                 + bytes([self.source_len, self.group_len]))
@@ -341,6 +343,28 @@ class RuleKey:
 
     def __str__(self) -> str:
         return f"({self.source}, {self.group})"
+
+
+CURSOR_SIZES = {4: 1 + 4 + 4 + 2, 6: 1 + 16 + 16 + 2}  # RuleKey.cursor length of each family
+MAX_CURSOR_SIZE = max(CURSOR_SIZES.values())  # 35
+
+
+def check_cursor(cursor: bytes) -> bytes:
+    """`cursor` if it has the shape of a `RuleKey.cursor` (a listing position), else RuleError.
+
+    A cursor names a position in the keys' order, not a key that must still
+    exist: a listing resumes after it even if its rule was removed meanwhile.
+    """
+    cursor = bytes(cursor)
+    family = cursor[0] if cursor else 0
+    size = CURSOR_SIZES.get(family)
+    if size is None or len(cursor) != size:
+        raise RuleError(f"a listing cursor is {CURSOR_SIZES[4]} bytes starting with 4 or {CURSOR_SIZES[6]} bytes"
+                        f" starting with 6, not {len(cursor)} bytes starting with {family}")
+    width = 32 if family == 4 else 128
+    if cursor[-2] > width or cursor[-1] > width:
+        raise RuleError(f"a listing cursor's prefix lengths are at most {width}, not {cursor[-2]} and {cursor[-1]}")
+    return cursor
 
 
 @dataclass(frozen=True, order=True)

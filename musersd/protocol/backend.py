@@ -3,9 +3,9 @@
 Strategy: the server core never touches the data plane; it calls a `Backend`.
 A backend raises the typed `CommandError`s of `errors.py` (Exists, NotFound,
 TableFull, BadCursor, BackendUnsupported, BackendFailure), each carrying the
-reply code the server answers with. Any other exception is a bug and escapes
-`ServerCore.receive()`, so that the daemon dies and systemd restarts it (a new
-epoch) rather than limping on in an unknown state.
+reply code the server answers with. Any other exception is a bug: the server
+logs it and answers that one request INTERNAL, and goes on serving the others
+(a request must never be able to stop a router's daemon).
 
 `MemoryBackend` is a fake that executes (after faucet's FakeOFTable): a dict
 of rules with a capacity, counters that tests set, and a log of every call so
@@ -26,7 +26,7 @@ from musersd.protocol.model import (
     ReasonCounter,
     RuleEntry,
 )
-from musersd.rules import IPAddress, Rule, RuleKey
+from musersd.rules import IPAddress, Rule, RuleError, RuleKey, check_cursor
 
 __all__ = ["Backend", "MemoryBackend"]
 
@@ -49,8 +49,10 @@ class Backend(Protocol):
     def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
         """Up to `limit` rules after `cursor` (b"" = from the start); BadCursor if unusable.
 
-        Cursors are opaque to clients and at most 32 bytes long (v2.MAX_CURSOR);
-        a listing walked page by page returns no rule twice.
+        Cursors are opaque to clients and at most v2.MAX_CURSOR (48) bytes long;
+        the backends of this repository issue `RuleKey.cursor` (11 bytes IPv4,
+        35 IPv6) and check a client's with `rules.check_cursor`. A listing
+        walked page by page returns no rule twice.
         """
 
     def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
@@ -165,11 +167,13 @@ class MemoryBackend:
 
     @staticmethod
     def _page(items: list, cursors: list[bytes], cursor: bytes, limit: int) -> Page:
-        if cursor and (len(cursor) not in (11, 35) or cursor[0] not in (4, 6)):
-            raise BadCursor("the listing cursor is not one this router issued")
         start = 0
         if cursor:
-            start = next((i for i, c in enumerate(cursors) if c > cursor), len(items))
+            try:
+                position = check_cursor(cursor)
+            except RuleError as exc:
+                raise BadCursor(f"the listing cursor is not one this router issued: {exc}") from None
+            start = next((i for i, c in enumerate(cursors) if c > position), len(items))
         chunk = items[start:start + max(limit, 0)]
         end = start + len(chunk)
         next_cursor = cursors[end - 1] if chunk and end < len(items) else b""

@@ -36,12 +36,21 @@ evict, a new session is refused with BUSY instead. See docs/protocol.md,
 Responses to requests whose authentication fails are unauthenticated error
 notices (key id 0, no tag, never longer than the request), sent at most
 `unauth_rate` per second.
+
+No request can stop the server: an exception other than a `CommandError`
+while one request is executed or its reply encoded (a bug in a backend or a
+codec) is logged with its traceback, counted in `internal_errors` and
+answered INTERNAL (v1: ERROR); the replay state records that answer as for
+any other, so the request is never executed twice. Should anything else in
+`receive()` fail, the datagram is logged and dropped. Only a fault of the
+daemon outside one request (its socket, its signals) may end it.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -61,6 +70,8 @@ from musersd.protocol.errors import (
 )
 from musersd.protocol.keys import KeyRing
 from musersd.protocol.v2 import Command
+
+log = logging.getLogger("musersd.protocol")
 
 # Counter name -> help text. Every counter exists from the start (value 0),
 # so that a metrics exporter sees a stable set.
@@ -90,6 +101,7 @@ STATS: dict[str, str] = {
     "busy": "v2 requests refused with BUSY because the session table was full",
     "sessions_opened": "v2 sessions handed out by HELLO",
     "sessions_evicted": "idle v2 sessions evicted to make room",
+    "internal_errors": "requests that failed on an unexpected error (logged); answered INTERNAL or dropped",
 }
 for _command in Command:
     STATS[f"requests_{_command}"] = f"{_command.name} requests received (authenticated v2 and allowed v1)"
@@ -242,10 +254,15 @@ class ServerCore:
         """Handle one datagram from `peer` ((host, port, ...)); return the reply or None."""
         self._count("datagrams")
         datagram = bytes(datagram)
-        if len(datagram) == v1.REQUEST_SIZE:
-            return self._receive_v1(datagram, (str(peer[0]), int(peer[1])), now)
-        if datagram[:len(v2.MAGIC)] == v2.MAGIC:
-            return self._receive_v2(datagram, (str(peer[0]), int(peer[1])), now)
+        try:
+            if len(datagram) == v1.REQUEST_SIZE:
+                return self._receive_v1(datagram, (str(peer[0]), int(peer[1])), now)
+            if datagram[:len(v2.MAGIC)] == v2.MAGIC:
+                return self._receive_v2(datagram, (str(peer[0]), int(peer[1])), now)
+        except Exception:  # a bug outside one command's execution: drop this datagram, serve the next
+            self._count("internal_errors")
+            log.exception("datagram of %d bytes from %s dropped on an unexpected error", len(datagram), peer[0])
+            return None
         self._count("unrecognized")
         return None
 
@@ -296,6 +313,10 @@ class ServerCore:
         try:
             _V1_HANDLERS[type(request)](self.backend, request)
         except CommandError:
+            return v1.V1Response(v1.V1Type.ERROR, request.seq)
+        except Exception:
+            self._count("internal_errors")
+            log.exception("v1 %s failed on an unexpected error; answered ERROR", type(request).__name__)
             return v1.V1Response(v1.V1Type.ERROR, request.seq)
         return v1.V1Response(v1.V1Type.ACK, request.seq)
 
@@ -384,11 +405,17 @@ class ServerCore:
         self._count("executed")
         try:
             body = _V2_HANDLERS[request.command](self, request.body)
+            response = v2.Response(h.command, ReplyCode.OK, body, h.key_id, self.epoch, h.session, h.seq,
+                                   h.in_reply_to)
+            return self._v2_sent(v2.encode_response(response, self._keys))
         except CommandError as err:
             return self._error(h, err.code or ReplyCode.INTERNAL, err.message)
-        response = v2.Response(h.command, ReplyCode.OK, body, h.key_id, self.epoch, h.session, h.seq,
-                               h.in_reply_to)
-        return self._v2_sent(v2.encode_response(response, self._keys))
+        except Exception as exc:  # a bug while executing or encoding this one request
+            self._count("internal_errors")
+            log.exception("%s request (session %d, seq %d) failed on an unexpected error; answered INTERNAL",
+                          request.command.name, h.session, h.seq)
+            return self._error(h, ReplyCode.INTERNAL, f"the router failed on this {request.command} request"
+                                                      f" ({type(exc).__name__}); its log says more")
 
     def _error(self, h: v2.RequestHeader, code: ReplyCode, message: str) -> bytes:
         response = v2.error_response(h, code, message, epoch=self.epoch, key_id=h.key_id)

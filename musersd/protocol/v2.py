@@ -60,7 +60,7 @@ from musersd.protocol.model import (
     ReasonCounter,
     RuleEntry,
 )
-from musersd.rules import Endpoint, IPAddress, Rule, RuleError, RuleKey
+from musersd.rules import MAX_CURSOR_SIZE, Endpoint, IPAddress, Rule, RuleError, RuleKey
 
 MAGIC = b"MAU"
 VERSION = 2
@@ -70,7 +70,9 @@ KIND_RESPONSE = 0x02
 TAG_SIZE = 32
 IN_REPLY_TO_SIZE = 16
 MAX_DATAGRAM = 1400  # no message this codec produces is longer
-MAX_CURSOR = 32
+# A listing cursor: musersd issues a RuleKey.cursor (11 bytes IPv4, 35 IPv6);
+# 48 leaves room for a longer format while LIST and DENIED pages stay 17 and 21 entries.
+MAX_CURSOR = 48
 MAX_MESSAGE = 255  # error text, bytes of UTF-8
 MAX_BACKEND_NAME = 64
 U64 = (1 << 64) - 1
@@ -710,6 +712,7 @@ _DENIED_ENTRY_MAX = _DENIED_FIXED.size + 2 * 16  # 60
 _PAGE_ROOM = MAX_DATAGRAM - RESPONSE_HEADER_SIZE - TAG_SIZE - _PAGE_RESP.size - MAX_CURSOR
 MAX_LIST_ENTRIES = _PAGE_ROOM // _RULE_ENTRY_MAX  # 17
 MAX_DENIED_ENTRIES = _PAGE_ROOM // _DENIED_ENTRY_MAX  # 21
+assert MAX_CURSOR >= MAX_CURSOR_SIZE, "every RuleKey.cursor must fit a v2 cursor"
 
 
 # =============================================================================

@@ -97,6 +97,9 @@ def resp(command: int, status: int, body: str, *, epoch: int = E, session: int =
 RULE_HEX = "04 20 20 10 00000000 0000000000000000 0a000001 ef010203"
 KEY_HEX = "04 20 20 00 0a000001 ef010203"
 CURSOR = h("04 0a000001 ef010203")
+# The cursor musersd hands out after the IPv6 rule (2001:db8::10, ff0e::db8:1): family, source, group,
+# source length, group length (docs/protocol.md, "Listing cursors").
+CURSOR6 = h("06 20010db8000000000000000000000010 ff0e000000000000000000000db80001 80 80")
 
 # name -> (message, datagram)
 REQUESTS = {
@@ -127,6 +130,9 @@ REQUESTS = {
     "remove-ipv6-group-prefix-request": (
         Request(Remove(RuleKey.make("2001:db8::10", "ff15::/16")), 1, E, 1, 14),
         req(0x04, "06 80 10 00 20010db8000000000000000000000010 ff150000000000000000000000000000", seq=14)),
+    "list-request-ipv6-cursor": (
+        Request(ListRules(0, CURSOR6), 1, E, 1, 15),
+        req(0x05, "0000 23 06 20010db8000000000000000000000010 ff0e000000000000000000000db80001 80 80", seq=15)),
 }
 
 LAST_SEEN = 0x00000190A3B2C1D0
@@ -384,7 +390,7 @@ V6_FIXED = "00000000 0000000000000000"  # no pps, no bps limit
         (0x02, "00 20 20 10 00000000 0000000000000000 0a000001 ef010203", Malformed, "family"),
         (0x04, "04 20 20 01 0a000001 ef010203", Malformed, "reserved"),
         (0x09, "03", InvalidArgument, "mode"),
-        (0x05, "0000 21" + "00" * 33, Malformed, "cursor length"),
+        (0x05, "0000 31" + "00" * 49, Malformed, "cursor length"),
         (0x00, "", UnknownCommand, "0x00"),
         (0x0A, "", UnknownCommand, "0x0a"),
         (0xFF, "00", UnknownCommand, "0xff"),
@@ -470,7 +476,7 @@ def test_long_error_messages_are_cut_on_a_character_boundary():
         lambda: v2.encode_request(Request(Add(RULE), 3, E, 1, 1), KEYS),  # key not in the ring
         lambda: v2.encode_request(Request("add", 1, E, 1, 1), KEYS),
         lambda: v2.encode_request(Request(ListRules(70000), 1, E, 1, 1), KEYS),
-        lambda: v2.encode_request(Request(ListRules(0, b"x" * 33), 1, E, 1, 1), KEYS),
+        lambda: v2.encode_request(Request(ListRules(0, b"x" * (v2.MAX_CURSOR + 1)), 1, E, 1, 1), KEYS),
         lambda: v2.encode_response(Response(Command.ADD, ReplyCode.OK, Flushed(1), 1, E, 1, 1, IRT), KEYS),
         lambda: v2.encode_response(Response(Command.ADD, ReplyCode.OK, Done(), 0, E, 1, 1, IRT), KEYS),
         lambda: v2.encode_response(Response(Command.ADD, ReplyCode.EXISTS, Done(), 1, E, 1, 1, IRT), KEYS),
@@ -630,3 +636,24 @@ def test_document_vectors_match_the_codec():
     for name, wire in vectors.items():
         assert table[name] == wire, name
     assert {"hello-request", "add-request", "hello-response", "add-response"} <= set(vectors)
+
+
+def test_the_ipv6_cursor_vector_is_the_cursor_of_its_rule_key():
+    key = RuleKey.make("2001:db8::10", "ff0e::db8:1")
+    assert key.cursor == CURSOR6 and len(CURSOR6) == 35 <= v2.MAX_CURSOR
+    assert "list-request-ipv6-cursor" in _doc_vectors()
+    request = v2.decode_request(REQUESTS["list-request-ipv6-cursor"][1], KEYS)
+    assert request.body.cursor == key.cursor
+
+
+def test_a_page_with_the_longest_cursor_and_the_most_ipv6_entries_fits_a_datagram():
+    rule6 = Rule.make("2001:db8::10", "ff0e::db8:1", 8, pps=1, bps=1)
+    entries = tuple(RuleEntry(rule6, 2**64 - 1, 2**64 - 1, 2**64 - 1) for _ in range(v2.MAX_LIST_ENTRIES))
+    denied = tuple(DeniedEntry(ipaddress.IPv6Address("2001:db8::10"), ipaddress.IPv6Address("ff0e::db8:1"),
+                               Reason.TTL, 2**64 - 1, 2**64 - 1, 255, 2**64 - 1)
+                   for _ in range(v2.MAX_DENIED_ENTRIES))
+    for command, body in ((Command.LIST, RulesPage(entries, b"\x06" * v2.MAX_CURSOR)),
+                          (Command.DENIED, DeniedPage(denied, b"\x06" * v2.MAX_CURSOR))):
+        wire = v2.encode_response(Response(command, ReplyCode.OK, body, 1, E, 1, 1, IRT), KEYS)
+        assert len(wire) <= v2.MAX_DATAGRAM
+        assert v2.decode_response(wire, KEYS).body == body
