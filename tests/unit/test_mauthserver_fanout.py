@@ -118,3 +118,46 @@ def test_fanout_needs_keys(tmp_path):
             FanOut(m, store, m.bus, None, RetryPolicy())
     finally:
         store.close()
+
+
+def test_fanout_verifies_a_router_holding_pages_of_ipv4_and_ipv6_rules(tmp_path):
+    """mauthserver installs 31 IPv6 and 20 IPv4 rules on a router running musersd's own backend
+    (DataPlaneBackend on the unit tier's fake data plane) and verifies them with LIST, page by page."""
+    from musersd.dataplane_backend import DataPlaneBackend
+    from tests.unit.fake_dataplane import FakeDataPlane
+
+    crashed = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        endpoint = FakeRouterEndpoint()
+        dp = FakeDataPlane()
+        endpoint.core = ServerCore(DataPlaneBackend(dp), KEYS, epoch=1, state_id=10)
+        transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        store = Store.open(tmp_path / "m.db", now=time.time())
+        store.sync_routers([("r1", "127.0.0.1", port)], now=time.time())
+        timers = Timers(probe_interval=0.1, verify_interval=0.2, retry_base=0.05, retry_max=0.2)
+        rc = RouterCore("r1", "127.0.0.1", port, timers)
+        bus = EventBus()
+        m = Mediator(store, Directory(), bus, [rc])
+        fanout = FanOut(m, store, bus, KEYS, RetryPolicy(timeout=0.05, tries=3, max_timeout=0.1))
+        fanout.start(lambda task: crashed.append(task) if not task.cancelled() and task.exception() else None)
+        try:
+            for i in range(31):
+                m.add_rule(f"2001:db8::{i + 1:x}", "ff0e::db8:1", 8, actor="t")
+            for i in range(20):
+                m.add_rule(f"192.0.2.{i + 10}", "239.1.1.1", 8, actor="t")
+            m.add_rule("2001:db8:1::/48", "ff0e::db8:1", 8, actor="t")
+            await until(lambda: set(dp.rule_keys()) == set(m.fleet.desired))
+            await until(lambda: rc.counters["verifications"] >= 2)
+            assert m.routers_view()[0]["state"] == "up"
+            assert endpoint.core.stats["internal_errors"] == 0
+            assert endpoint.core.stats["replies_invalid_argument"] == 0
+        finally:
+            await fanout.stop()
+            transport.close()
+            store.close()
+
+    asyncio.run(main())
+    assert crashed == []
