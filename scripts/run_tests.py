@@ -59,20 +59,33 @@ def say(msg: str) -> None:
     print(f"make test: {msg}", flush=True)
 
 
+def closing_counts(raw: bytes) -> dict[str, int] | None:
+    """The outcome counts of pytest's closing line ("3 passed, 1 failed in 2.0s"), or None for any other line."""
+    line = raw.decode(errors="replace")
+    if not re.search(r"\b(passed|failed|error|errors|no tests ran)\b.* in [\d.]+s", line):
+        return None
+    return {("errors" if k == "error" else k): int(n)
+            for n, k in re.findall(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)", line)}
+
+
 def run(name: str, where: str, argv: list[str]) -> Tier:
     """Run one tier, its output streamed through; its counts read from pytest's closing line."""
     say(f"{name} tier on {where}: {' '.join(argv[1:] if argv[0] == sys.executable else argv)}")
     start = time.monotonic()
     counts: dict[str, int] = {}
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # Unbuffered: pytest's output reaches a pipe as it is written, not in 8 kB blocks (also in the guest).
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
     assert proc.stdout is not None
-    for raw in proc.stdout:
-        sys.stdout.buffer.write(raw)
+    pending = b""
+    # Byte by byte as it comes (pytest's progress dots stream), lines parsed once complete.
+    while chunk := os.read(proc.stdout.fileno(), 65536):
+        sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
-        line = raw.decode(errors="replace")
-        if re.search(r"\b(passed|failed|error|errors|no tests ran)\b.* in [\d.]+s", line):
-            counts = {("errors" if k == "error" else k): int(n)
-                      for n, k in re.findall(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)", line)}
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            counts = closing_counts(raw) or counts
+    counts = closing_counts(pending) or counts
     rc = proc.wait()
     return Tier(name, where, rc, time.monotonic() - start, counts)
 
