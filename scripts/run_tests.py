@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=15"]
 OUTCOMES = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed")
 # The guest runs everything about 25 times slower: pytest-timeout's per-test bound stretches with it.
 GUEST_TEST_TIMEOUT = 3000

@@ -33,8 +33,10 @@ from lab.netns import patience
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
-# The demo's receiver sits behind the router: its subject is forwarding (smcrouted), so `make test`
-# runs these where the kernel routes multicast (the Debian guest of lab.vm on a kernel that cannot).
+# The headless demo's receiver sits behind the router: its subject is forwarding (smcrouted), so
+# `make test` runs it where the kernel routes multicast (lab.vm's Debian guest on a kernel that
+# cannot). The interactive ones are about the operator's dashboard and live view: they run on any
+# kernel with --at-router, counting what the filter passes where it arrives on the router.
 router = pytest.mark.router
 
 AUTH, LOUD, ROGUE = "192.0.2.10", "192.0.2.70", "192.0.2.72"
@@ -182,6 +184,12 @@ def test_headless_demo_reports_the_policy_holding():
     demo.assert_nothing_left()
 
 
+def test_at_router_is_refused_for_the_headless_demo():
+    out = subprocess.run([sys.executable, "-m", "lab.demo", "--headless", "--at-router"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--at-router is for the interactive demo" in out.stderr
+
+
 def test_make_demo_headless_passes_the_flag():
     dry = subprocess.run(["make", "-n", "demo", "HEADLESS=1"], cwd=REPO, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr
@@ -199,9 +207,8 @@ def _rules(server_cmd: str) -> dict[tuple[str, str], int]:
     return {(r["source"], r["group"]): r["max_ttl"] for r in json.loads(out.stdout)}
 
 
-@router
 def test_on_a_terminal_the_operator_authorizes_a_denied_sender_in_the_dashboard_and_ctrl_c_ends_it():
-    demo = Demo(tty=True)
+    demo = Demo("--at-router", tty=True)
     server_cmd = demo.wait_for(HINT).group(1)
     start = demo.wait_for(r"Ctrl-C removes every namespace and process").end()
     # The dashboard takes the screen (alternate screen) and shows the announced sessions.
@@ -229,9 +236,8 @@ def test_on_a_terminal_the_operator_authorizes_a_denied_sender_in_the_dashboard_
     demo.assert_nothing_left()
 
 
-@router
 def test_operator_authorizes_the_denied_sender_from_another_terminal():
-    demo = Demo("--interactive", "--no-dashboard")
+    demo = Demo("--interactive", "--no-dashboard", "--at-router")
     m = demo.wait_for(HINT)
     hint = f"{m.group(1)} {m.group(2)}"
     # The live view shows the sender being dropped as unauthorized...
