@@ -14,11 +14,15 @@ built into QEMU; rather than a hand-made initramfs because virtme-ng already
 loads the 9p modules, mounts /proc, /sys, /dev, /run and brings the guest up in
 about 15 s of emulated time.
 
-The guest's root is the host's, read-only; writes go to the guest's own
-tmpfs on /tmp, /run and /var/tmp, so a guest cannot change the host. One
-directory is shared read-write, a fresh host temporary directory mounted at
-/run/mauth-vm: it carries the command, its cwd and environment in, and the
-guest's "up" mark and exit status out. In the guest `python -m lab.vm --guest
+The guest's root is the host's, read-only, with two exceptions shared
+read-write: the current directory (a command may write its results there and
+find them on the host afterwards, as it would without a guest) and a fresh
+host temporary directory mounted at /run/mauth-vm that carries the command,
+its cwd and environment in, and the guest's "up" mark and exit status out.
+/tmp, /etc, /var and the other system directories are virtme-ng's overlays:
+the host's files are seen there, the guest's writes stay in its memory (the
+lab's Unix sockets live in /tmp, and a socket cannot live on 9p), so a guest
+cannot change the host's system. In the guest `python -m lab.vm --guest
 DIR` mounts bpffs, runs the command as root in the same cwd and records the
 status. Output streams live through virtme-ng's virtio serial ports (a
 terminal: through the guest's console, so a full-screen dashboard works).
@@ -201,6 +205,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
+def _shareable(cwd: str) -> bool:
+    """Whether the current directory can be shared read-write: not the root, /tmp or a system directory."""
+    system = {"/", "/tmp", "/etc", "/usr", "/var", "/lib", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run",
+              "/opt", "/srv", "/home", "/root"}
+    path = os.path.realpath(cwd)
+    return path not in system and not path.startswith(("/proc/", "/sys/", "/dev/", "/run/"))
+
+
 def boot(argv: list[str], *, kernel: GuestKernel, accel: str, cpus: int, memory: str, timeout: float,
          boot_timeout: float | None, tty: bool) -> int | None:
     """Boot `kernel`, run `argv` in it; return its exit status, or None when KVM did not come up in time."""
@@ -216,6 +228,8 @@ def boot(argv: list[str], *, kernel: GuestKernel, accel: str, cpus: int, memory:
         vng = _vng()
         cmd = [vng, "--run", str(kernel.image), "--force-9p", "--cpus", str(cpus), "--memory", memory,
                "--rwdir", f"{GUEST_DIR}={share}", "--cwd", os.getcwd(), "--name", "mauth-vm"]
+        if _shareable(os.getcwd()):
+            cmd += ["--rwdir", f"{os.getcwd()}={os.getcwd()}"]
         if accel == "tcg":
             cmd.append("--disable-kvm")
         if tty:
@@ -281,7 +295,8 @@ def run_in_guest(argv: list[str], *, accel: str = "auto", cpus: int = 2, memory:
         accel = "kvm" if ok else "tcg"
     how = {"kvm": "KVM (hardware virtualization)", "tcg": "TCG (software emulation, several times slower)"}[accel]
     say(f"booting Debian kernel {kernel.release} under QEMU with {how}: {reason}; {cpus} vCPUs, {memory} memory; "
-        f"host files over 9p, read-only; command: {shlex.join(argv)}")
+        f"host files over 9p ({'the current directory read-write, ' if _shareable(os.getcwd()) else ''}"
+        f"the rest read-only); command: {shlex.join(argv)}")
     start = time.monotonic()
     rc = boot(argv, kernel=kernel, accel=accel, cpus=cpus, memory=memory, timeout=timeout,
               boot_timeout=kvm_boot_timeout if accel == "kvm" else None, tty=tty)
@@ -312,8 +327,8 @@ def guest_main(share: str) -> int:
     (share_dir / "up").write_text(os.uname().release + "\n")
     rc = 125
     try:
-        # The guest's own /tmp (virtme-ng's overlay still shows the host's files) and bpffs.
-        _mount("tmpfs", "/tmp", "mode=1777")
+        # bpffs, where musersd pins by default (/tmp stays virtme-ng's overlay: the host's files seen,
+        # the guest's writes in its memory).
         _mount("bpf", "/sys/fs/bpf")
         env = dict(spec["env"])
         env[ENV_IN_VM] = spec["in_vm"]

@@ -1,0 +1,73 @@
+"""lab.vm for real: a command in the guest, its status, its files, and nothing left behind.
+
+One boot runs a script that checks what a command expects of the guest (its
+kernel routes multicast, bpffs is mounted, loopback is up, the host's files
+are seen at the same paths, the current directory is shared read-write) and
+exits with a status of its own; a second guest that outlives --timeout is
+killed. These need a guest kernel, which `make setup` installs only where the
+host kernel cannot route multicast; elsewhere they are not run, and say so.
+"""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab import vm
+from musersd.kernel import multicast_routing
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def guest_kernel():
+    try:
+        return vm.find_guest_kernel()
+    except vm.VMError:
+        if multicast_routing().missing() is None:
+            pytest.skip("this kernel routes multicast: make setup installs no guest kernel here, none is needed")
+        raise
+
+
+def _qemu_running() -> bool:
+    return subprocess.run(["pgrep", "-f", "qemu-system.*mauth-vm"], capture_output=True).returncode == 0
+
+
+def _run(args: list[str], cwd, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lab.vm", *args], cwd=cwd, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def test_a_command_runs_in_the_guest_with_the_host_files_and_its_status_comes_back(guest_kernel, tmp_path):
+    (tmp_path / "from-host.txt").write_text("seen\n")
+    (tmp_path / "check.sh").write_text(
+        "set -e\n"
+        "test \"$(uname -r)\" = \"$1\"\n"
+        "test -e /proc/net/ip_mr_vif && test -e /proc/net/ip6_mr_vif\n"
+        "mountpoint -q /sys/fs/bpf\n"
+        "ip -br link show lo | grep -q LOOPBACK,UP\n"
+        "test \"$(cat from-host.txt)\" = seen\n"
+        "test -n \"$MAUTH_VM\"\n"
+        "echo \"$MAUTH_VM\" > from-guest.txt\n"
+        "echo to-stdout; echo to-stderr >&2\n"
+        "exit 7\n")
+    before = set(glob.glob("/tmp/mauth-vm-*"))
+    out = _run(["--", "sh", "check.sh", guest_kernel.release], tmp_path, timeout=600)
+    assert out.returncode == 7, out.stderr[-3000:]
+    assert "to-stdout" in out.stdout and "to-stderr" in out.stderr
+    assert (tmp_path / "from-guest.txt").read_text().startswith(guest_kernel.release)
+    assert f"guest ({guest_kernel.release}" in out.stderr and "exit status 7" in out.stderr
+    assert not _qemu_running() and set(glob.glob("/tmp/mauth-vm-*")) == before
+
+
+def test_a_guest_that_outlives_its_timeout_is_killed_and_reported(guest_kernel, tmp_path):
+    start = time.monotonic()
+    out = _run(["--timeout", "20", "--", "sleep", "3600"], tmp_path, timeout=300)
+    assert out.returncode == 124, out.stderr[-3000:]
+    assert "did not finish within 20 s" in out.stderr
+    assert time.monotonic() - start < 120
+    assert not _qemu_running()
