@@ -99,11 +99,11 @@ class FleetBackend:
         for router in self.fleet.routers.values():
             if router.filter is None:
                 continue
-            for c in router.filter.reasons:
-                if c.reason in totals:
-                    totals[c.reason][0] += c.packets
-                    totals[c.reason][1] += c.octets
-        reasons = tuple(ReasonCounter(r, p, o) for r, (p, o) in totals.items())
+            for c in router.filter.reasons:  # a reason this version does not know (a newer musersd's) adds up too
+                total = totals.setdefault(c.reason, [0, 0])
+                total[0] += c.packets
+                total[1] += c.octets
+        reasons = tuple(ReasonCounter(r, p, o) for r, (p, o) in sorted(totals.items()))
         return Counters(len(self.fleet.desired), self.get_mode(), self.name, reasons)
 
     def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:

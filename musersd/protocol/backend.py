@@ -134,8 +134,9 @@ class MemoryBackend:
 
     def counters(self) -> Counters:
         self.log.append(("counters", None))
+        unknown = sorted(r for r in self.reason_counters if not r.known)  # a newer filter's reasons
         reasons = tuple(
-            ReasonCounter(reason, *self.reason_counters.get(reason, (0, 0))) for reason in Reason
+            ReasonCounter(reason, *self.reason_counters.get(reason, (0, 0))) for reason in (*Reason, *unknown)
         )
         return Counters(len(self.rules), self.mode, self.name, reasons)
 

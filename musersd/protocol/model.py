@@ -44,6 +44,29 @@ class Reason(enum.IntEnum):
     IGMP = 10  # IGMP to a routable group (IGMPv1/v2 reports)
     SAP_LOCAL = 11  # SAP from a sender without a rule: delivered to the router only, TTL 1
 
+    @classmethod
+    def _missing_(cls, value):
+        """A reason this version does not know (a newer filter's): kept, with its code.
+
+        Reason(12) is `Reason.UNKNOWN_12` ("unknown_12"), an int 12 that encodes
+        back to 12, so that a COUNTERS or DENIED answer of a newer server decodes
+        and shows whole (docs/protocol.md, "COUNTERS"). Only wire values, 0..255.
+        """
+        if type(value) is not int or not 0 <= value <= 255:
+            return None
+        member = int.__new__(cls, value)
+        member._name_ = f"UNKNOWN_{value}"
+        member._value_ = value
+        return cls._value2member_map_.setdefault(value, member)
+
+    def __reduce_ex__(self, protocol):
+        return type(self), (self._value_,)
+
+    @property
+    def known(self) -> bool:
+        """False for a reason this version does not know (see `_missing_`)."""
+        return self._name_ in type(self).__members__
+
     def __str__(self) -> str:
         return self.name.lower()
 

@@ -615,7 +615,9 @@ def _dec_denied_entry(r: _Reader) -> DeniedEntry:
     source, group = _read_addresses(r, family, "denied entry")
     if reserved:
         raise Malformed("reserved byte of a denied entry is not zero")
-    return DeniedEntry(source, group, _read_enum(Reason, reason, "reason"), packets, octets, last_ttl, last_seen)
+    # Any reason code decodes: one this version does not know is kept as Reason.UNKNOWN_<n>
+    # (docs/protocol.md, "COUNTERS").
+    return DeniedEntry(source, group, Reason(reason), packets, octets, last_ttl, last_seen)
 
 
 def _page_codec(page_cls, enc_entry, dec_entry, what: str):
@@ -656,7 +658,7 @@ def _dec_counters(r: _Reader) -> Counters:
     reasons = []
     for _ in range(count):
         reason, packets, octets = r.unpack(_REASON, "reason counter")
-        reasons.append(ReasonCounter(_read_enum(Reason, reason, "reason"), packets, octets))
+        reasons.append(ReasonCounter(Reason(reason), packets, octets))  # unknown codes kept, see _dec_denied_entry
     r.end("counters")
     return Counters(rule_count, _read_enum(Mode, mode, "mode"), name, tuple(reasons))
 

@@ -119,3 +119,21 @@ def test_wrong_key_changes_nothing(fleet):
     datagram = stranger.call(v2.Add(Rule.make("192.0.2.10", "239.1.1.1", 8))).start(0.0)
     server.datagram_received(datagram, PEER)
     assert m.fleet.desired == {}
+
+
+def test_counters_add_up_the_routers_reasons_unknown_ones_included(fleet):
+    """A reason a newer musersd counts (unknown here) is summed and passed on with its code."""
+    from mauthserver.core import RouterCore
+    from musersd.protocol.model import Counters, Reason, ReasonCounter
+
+    m, server = fleet
+    for name, filter_ in (("r1", (ReasonCounter(Reason.PASSED, 10, 1000), ReasonCounter(Reason(12), 1, 100))),
+                          ("r2", (ReasonCounter(Reason.PASSED, 5, 500), ReasonCounter(Reason(12), 2, 200)))):
+        core = RouterCore(name, "192.0.2.1", 7575)
+        core.filter = Counters(0, Mode.ENFORCE, "xdp", filter_)
+        m.fleet.add_router(core)
+    counters = call(server, ClientCore(KEYS), v2.GetCounters()).body
+    by = counters.by_reason()
+    assert by[Reason.PASSED] == ReasonCounter(Reason.PASSED, 15, 1500)
+    assert by[Reason(12)] == ReasonCounter(Reason(12), 3, 300) and str(by[Reason(12)].reason) == "unknown_12"
+    assert [int(c.reason) for c in counters.reasons] == [*range(1, 12), 12]
