@@ -184,6 +184,7 @@ class HelloInfo:
 
 _STALE = (ReplyCode.STALE_EPOCH, ReplyCode.STALE_SESSION)
 _HELLO, _COMMAND, _DONE = "hello", "command", "done"
+MAX_SEQ = 2**64 - 1  # the last seq of a session; the next call opens a new session (docs/protocol.md)
 
 
 class Call:
@@ -212,7 +213,8 @@ class Call:
         return self._timer.sent
 
     def start(self, now: float) -> bytes:
-        if isinstance(self.body, v2.Hello) or self.core.session is None:
+        if isinstance(self.body, v2.Hello) or self.core.session is None or self.core._seq > MAX_SEQ:
+            # No session yet, or its seqs are used up (the server would answer REPLAY for ever): a new one.
             return self._send_hello(now)
         return self._send_command(now)
 

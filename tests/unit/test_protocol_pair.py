@@ -382,3 +382,59 @@ def test_router_client_needs_keys_or_v1():
         RouterClient("127.0.0.1", 9, None)
     with pytest.raises(LocalProtocolError):
         RouterClient("127.0.0.1", 9, KEYS, v1=True)
+
+
+def test_a_session_whose_seqs_are_used_up_is_replaced_by_a_new_one():
+    """docs/protocol.md: the last seq is 2^64-1; the next call says HELLO and goes on in a new session."""
+    backend = MemoryBackend()
+    server = ServerCore(backend, KeyRing([Key(1, bytes(range(32)))]), epoch=5, state_id=1)
+    client = ClientCore(KeyRing([Key(1, bytes(range(32)))]))
+
+    def run(body):
+        call = client.call(body)
+        out = call.start(0.0)
+        while True:
+            reply = server.receive(out, ("192.0.2.5", 4711), 0.0)
+            result = call.on_datagram(reply, 0.0)
+            if isinstance(result, v2.Response):
+                return result
+            out = result
+
+    assert run(v2.Hello()).ok
+    first = client.session
+    client._seq = 2**64 - 1  # the session's last seq
+    assert run(v2.Add(Rule.make("192.0.2.10", "239.1.1.1", 8))).ok and client.session == first
+    done = run(v2.Add(Rule.make("192.0.2.11", "239.1.1.1", 8)))
+    assert done.ok and client.session != first and done.seq == 1
+    assert len(backend.rules) == 2 and server.stats["replays"] == 0 and server.stats["sessions_opened"] == 2
+
+
+def test_what_the_specification_states_of_ports_first_seqs_and_oversized_requests():
+    """docs/protocol.md, "Sessions": another UDP port may use a session; the first seq may be 0;
+    a request over 1400 bytes is answered MALFORMED (no valid request is that long)."""
+    keys = KeyRing([Key(1, bytes(range(32)))])
+    backend = MemoryBackend()
+    server = ServerCore(backend, keys, epoch=5, state_id=1)
+    hello = v2.decode_response(server.receive(v2.encode_request(v2.Request(v2.Hello(), 1, 0, 0, 9), keys),
+                                              ("192.0.2.5", 4711), 0.0), keys)
+    session = hello.body.session
+
+    def send(body, seq, port, raw=None):
+        datagram = raw or v2.encode_request(v2.Request(body, 1, 5, session, seq), keys)
+        return v2.decode_response(server.receive(datagram, ("192.0.2.5", port), 0.0), keys)
+
+    assert send(v2.Add(Rule.make("192.0.2.10", "239.1.1.1", 8)), 0, 4711).ok  # first seq 0
+    assert send(v2.Add(Rule.make("192.0.2.11", "239.1.1.1", 8)), 1, 5000).ok  # another port, same session
+    assert send(v2.Add(Rule.make("192.0.2.12", "239.1.1.1", 8)), 1, 4711).status == ReplyCode.REPLAY
+    assert len(backend.rules) == 2
+    # 1401 bytes, framed and signed correctly: MALFORMED (authenticated), nothing executed, session intact.
+    import hashlib
+    import hmac
+    import struct
+    body = bytes(1401 - v2.MIN_REQUEST_SIZE)
+    message = b"MAU\x02\x01" + struct.pack("!BBBHHQQQ", v2.Command.ADD, 0, 0, 1, len(body), 5, session, 2) + body
+    big = message + hmac.new(bytes(range(32)), message, hashlib.sha256).digest()
+    assert len(big) == 1401
+    answer = send(None, 2, 4711, raw=big)
+    assert answer.status == ReplyCode.MALFORMED and answer.authenticated and len(backend.rules) == 2
+    assert send(v2.GetCounters(), 3, 4711).ok

@@ -87,11 +87,11 @@ def req(command: int, body: str, *, epoch: int = E, session: int = 1, seq: int =
 
 
 def resp(command: int, status: int, body: str, *, epoch: int = E, session: int = 1, seq: int = 1,
-         key_id: int = 1, irt: bytes = IRT) -> bytes:
+         key_id: int = 1, irt: bytes = IRT, secret: bytes = SECRET) -> bytes:
     raw = h(body)
     message = b"MAU\x02\x02" + struct.pack("!BBBHHQQQ", command, status, 0, key_id, len(raw), epoch,
                                           session, seq) + irt + raw
-    return sign(message) if key_id else message
+    return sign(message, secret) if key_id else message
 
 
 RULE_HEX = "04 20 20 10 00000000 0000000000000000 0a000001 ef010203"
@@ -138,9 +138,9 @@ REQUESTS = {
 LAST_SEEN = 0x00000190A3B2C1D0
 RESPONSES = {
     "hello-response": (
-        Response(Command.HELLO, ReplyCode.OK, HelloReply(1, 0xCAFEF00D12345678, 3, Mode.ENFORCE, "bpf"), 1,
+        Response(Command.HELLO, ReplyCode.OK, HelloReply(1, 0xCAFEF00D12345678, 3, Mode.ENFORCE, "xdp"), 1,
                  E, 0, 0x0102030405060708, IRT),
-        resp(0x01, 0x00, "0000000000000001 cafef00d12345678 00000003 01 03 627066", session=0,
+        resp(0x01, 0x00, "0000000000000001 cafef00d12345678 00000003 01 03 786470", session=0,
              seq=0x0102030405060708),
     ),
     "add-response": (Response(Command.ADD, ReplyCode.OK, Done(), 1, E, 1, 1, IRT), resp(0x02, 0x00, "")),
@@ -164,14 +164,15 @@ RESPONSES = {
              " 0a000009 ef000001", seq=6),
     ),
     "counters-response": (
-        Response(Command.COUNTERS, ReplyCode.OK, Counters(3, Mode.MONITOR, "bpf", (
+        Response(Command.COUNTERS, ReplyCode.OK, Counters(3, Mode.MONITOR, "xdp", (
             ReasonCounter(Reason.PASSED, 100, 150000), ReasonCounter(Reason.UNAUTHORIZED, 5, 1500))), 1,
             E, 1, 7, IRT),
-        resp(0x07, 0x00, "00000003 02 03 627066 02 01 0000000000000064 00000000000249f0"
+        resp(0x07, 0x00, "00000003 02 03 786470 02 01 0000000000000064 00000000000249f0"
              " 02 0000000000000005 00000000000005dc", seq=7),
     ),
-    "flush-response": (Response(Command.FLUSH, ReplyCode.OK, Flushed(3), 1, E, 1, 8, IRT),
-                       resp(0x08, 0x00, "00000003", seq=8)),
+    # The server signs with the key the request used: flush-request's key 2.
+    "flush-response": (Response(Command.FLUSH, ReplyCode.OK, Flushed(3), 2, E, 1, 8, IRT),
+                       resp(0x08, 0x00, "00000003", seq=8, key_id=2, secret=b"\xaa" * 16)),
     "mode-response": (Response(Command.MODE, ReplyCode.OK, ModeReply(Mode.ENFORCE), 1, E, 1, 9, IRT),
                       resp(0x09, 0x00, "01", seq=9)),
     "stale-epoch-response": (
@@ -684,3 +685,16 @@ def test_an_unknown_reason_code_decodes_keeps_its_code_and_encodes_back():
     for bad in (256, -1, "ttl", None):
         with pytest.raises(ValueError):
             Reason(bad)
+
+
+def test_each_response_vector_is_signed_with_the_key_of_its_request():
+    """docs/protocol.md: the server signs its response with the key the request used."""
+    requests = {(r.command, r.seq): r.key_id for r, _ in REQUESTS.values()}
+    answered = 0
+    for name, (response, wire) in RESPONSES.items():
+        key_id = struct.unpack_from("!H", wire, 8)[0]
+        if (response.command, response.seq) in requests and key_id:
+            assert key_id == requests[response.command, response.seq], name
+            answered += 1
+    assert answered >= 8 and struct.unpack_from("!H", RESPONSES["flush-response"][1], 8)[0] == 2
+    assert "\"bpf\"" not in DOC.read_text(encoding="utf-8")
