@@ -390,14 +390,16 @@ class Musersd:
         if self.dp is not None:
             nfqueue = self.opts.backend == "nfqueue"
             if self.opts.detach_on_exit or (nfqueue and self.clean_stop):
+                detached = []
                 for iface in self.opts.ifaces:
                     try:
-                        self.dp.detach(iface)
+                        if self.dp.detach(iface):  # False: a rule could not be removed (logged)
+                            detached.append(iface)
                     except DataPlaneError as exc:
                         log.error("%s", exc)
-                if nfqueue:
+                if nfqueue and detached:
                     log.info("iptables rules removed from %s: their multicast is no longer filtered",
-                             ", ".join(self.attached))
+                             ", ".join(detached))
             elif nfqueue:
                 log.warning("iptables rules left on %s with nobody on their queue: the kernel drops their "
                             "routable multicast until musersd is back (fail closed)", ", ".join(self.attached))

@@ -421,6 +421,6 @@ def test_nfqueue_backend_under_the_same_unit(lab, staged):
             # Its rules live in the unit's own state directory, not in mauthserver's.
             assert ctr.run("test", "-s", "/var/lib/musersd/nfqueue.sqlite", check=False).returncode == 0
             ctr.run("systemctl", "stop", "musersd")
-            assert "NFQUEUE" not in mangle_rules()  # a clean stop removes them
+            assert "NFQUEUE" not in mangle_rules(), ctr.journal("musersd")  # a clean stop removes them
         finally:
             ctr.stop()
