@@ -5,16 +5,19 @@ rules added one by one with the real `mauthctl` over protocol v2, then listed
 with `mauthctl --json list`, which pages through LIST with the cursors musersd
 hands out (an IPv6 position is a 35-byte cursor, docs/protocol.md "Listing
 cursors"). No multicast is forwarded: only the tables and the protocol are
-exercised.
+exercised. The second test puts mauthserver in front: it installs the rules,
+verifies the router with paged LISTs every second, and lists them itself.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from lab.daemons import Musersd, mauthctl, write_key_file
+from lab.daemons import Mauthserver, Musersd, make_secrets, mauthctl, write_key_file
+from lab.netns import patience
 
 pytestmark = pytest.mark.integration
 
@@ -46,5 +49,40 @@ def test_thirty_ipv4_and_thirty_ipv6_rules_list_once_each_and_musersd_stays_up(l
         assert d.proc.poll() is None, d.log()
         assert "unexpected error" not in d.log()
     finally:
+        if d.proc.poll() is None:
+            d.stop()
+
+
+def test_through_mauthserver_every_rule_is_applied_verified_and_listed_once(lab, pin_dir):
+    """mauthserver installs more than a page of IPv4, IPv6 and prefix rules on a real musersd, verifies
+    them with LIST page by page (every second here), and lists each once; musersd stays up throughout."""
+    key, token = make_secrets(lab.workdir)
+    d = Musersd(lab, pin_dir, key_file=key).start()
+    server = Mauthserver(lab, key, token, routers={"r1": "127.0.0.1:7575"},
+                         extra=["--verify-interval", "1"]).start()
+    try:
+        wanted = {(f"10.30.0.{i + 1}", "239.30.0.1") for i in range(25)}
+        wanted |= {(f"2001:db8:30::{i + 1:x}", "ff0e::db8:30") for i in range(25)}
+        wanted |= {("10.31.0.0/24", "239.30.0.1"), ("2001:db8:31::/48", "ff0e::db8:30")}
+        for source, group in sorted(wanted):
+            r = server.ctl("add-sender", source, group, "--max-ttl", "8")
+            assert r.returncode == 0, r.stderr
+        server.converged()
+        mark = f"verified: it holds {len(wanted)} rules"  # mauthserver's log line after a paged LIST
+        verified = server.log().count(mark)
+        deadline = time.monotonic() + patience(10)
+        while server.log().count(mark) < verified + 2:  # two more verifications of the whole table
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.2)
+        r = server.ctl("--json", "list")
+        assert r.returncode == 0, r.stderr
+        rules = json.loads(r.stdout)
+        assert sorted((e["source"], e["group"]) for e in rules) == sorted(wanted)
+        assert {e["routers"]["r1"]["state"] for e in rules} == {"applied"}
+        assert set(d.rules()) == wanted
+        assert [(r["name"], r["state"], r["pending"]) for r in server.call("routers")] == [("r1", "up", 0)]
+        assert d.proc.poll() is None and "unexpected error" not in d.log()
+    finally:
+        server.stop()
         if d.proc.poll() is None:
             d.stop()
