@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -49,25 +50,36 @@ async def until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@asynccontextmanager
+async def fan_out_to(backend, tmp_path, crashed: list, *, verify_interval: float):
+    """One router (a ServerCore over `backend` behind a real UDP socket) and mauthserver's fan-out to it;
+    yields (endpoint, store, router core, bus, mediator). The store stays open for the caller to read."""
+    loop = asyncio.get_running_loop()
+    endpoint = FakeRouterEndpoint()
+    endpoint.core = ServerCore(backend, KEYS, epoch=1, state_id=10)
+    transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    store = Store.open(tmp_path / "m.db", now=time.time())
+    store.sync_routers([("r1", "127.0.0.1", port)], now=time.time())
+    timers = Timers(probe_interval=0.1, verify_interval=verify_interval, retry_base=0.05, retry_max=0.2)
+    rc = RouterCore("r1", "127.0.0.1", port, timers)
+    bus = EventBus()
+    m = Mediator(store, Directory(), bus, [rc])
+    fanout = FanOut(m, store, bus, KEYS, RetryPolicy(timeout=0.05, tries=3, max_timeout=0.1))
+    fanout.start(lambda task: crashed.append(task) if not task.cancelled() and task.exception() else None)
+    try:
+        yield endpoint, store, rc, bus, m
+    finally:
+        await fanout.stop()
+        transport.close()
+
+
 def test_fanout_converges_recovers_and_persists(tmp_path):
     crashed = []
 
     async def main():
-        loop = asyncio.get_running_loop()
-        endpoint = FakeRouterEndpoint()
         backend = MemoryBackend()
-        endpoint.core = ServerCore(backend, KEYS, epoch=1, state_id=10)
-        transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, local_addr=("127.0.0.1", 0))
-        port = transport.get_extra_info("sockname")[1]
-        store = Store.open(tmp_path / "m.db", now=time.time())
-        store.sync_routers([("r1", "127.0.0.1", port)], now=time.time())
-        timers = Timers(probe_interval=0.1, verify_interval=0, retry_base=0.05, retry_max=0.2)
-        rc = RouterCore("r1", "127.0.0.1", port, timers)
-        bus = EventBus()
-        m = Mediator(store, Directory(), bus, [rc])
-        fanout = FanOut(m, store, bus, KEYS, RetryPolicy(timeout=0.05, tries=3, max_timeout=0.1))
-        fanout.start(lambda task: crashed.append(task) if not task.cancelled() and task.exception() else None)
-        try:
+        async with fan_out_to(backend, tmp_path, crashed, verify_interval=0) as (endpoint, store, rc, bus, m):
             for i in range(30):
                 m.add_rule("192.0.2.10", f"239.1.1.{i + 1}", 8, actor="t")
             want = {k: r.rule.terms for k, r in m.fleet.desired.items()}
@@ -97,9 +109,6 @@ def test_fanout_converges_recovers_and_persists(tmp_path):
             assert rc.counters["restarts_seen"] >= 1
             kinds = [e.kind for e in bus._history]
             assert "router.changed" in kinds
-        finally:
-            await fanout.stop()
-            transport.close()
         applied = store.applied()["r1"]
         assert applied == want  # what the reconciler learnt is in the store
         row = store.routers()["r1"]
@@ -129,21 +138,9 @@ def test_fanout_verifies_a_router_holding_pages_of_ipv4_and_ipv6_rules(tmp_path)
     crashed = []
 
     async def main():
-        loop = asyncio.get_running_loop()
-        endpoint = FakeRouterEndpoint()
         dp = FakeDataPlane()
-        endpoint.core = ServerCore(DataPlaneBackend(dp), KEYS, epoch=1, state_id=10)
-        transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, local_addr=("127.0.0.1", 0))
-        port = transport.get_extra_info("sockname")[1]
-        store = Store.open(tmp_path / "m.db", now=time.time())
-        store.sync_routers([("r1", "127.0.0.1", port)], now=time.time())
-        timers = Timers(probe_interval=0.1, verify_interval=0.2, retry_base=0.05, retry_max=0.2)
-        rc = RouterCore("r1", "127.0.0.1", port, timers)
-        bus = EventBus()
-        m = Mediator(store, Directory(), bus, [rc])
-        fanout = FanOut(m, store, bus, KEYS, RetryPolicy(timeout=0.05, tries=3, max_timeout=0.1))
-        fanout.start(lambda task: crashed.append(task) if not task.cancelled() and task.exception() else None)
-        try:
+        async with fan_out_to(DataPlaneBackend(dp), tmp_path, crashed, verify_interval=0.2) as fan:
+            endpoint, store, rc, _, m = fan
             for i in range(31):
                 m.add_rule(f"2001:db8::{i + 1:x}", "ff0e::db8:1", 8, actor="t")
             for i in range(20):
@@ -154,10 +151,7 @@ def test_fanout_verifies_a_router_holding_pages_of_ipv4_and_ipv6_rules(tmp_path)
             assert m.routers_view()[0]["state"] == "up"
             assert endpoint.core.stats["internal_errors"] == 0
             assert endpoint.core.stats["replies_invalid_argument"] == 0
-        finally:
-            await fanout.stop()
-            transport.close()
-            store.close()
+        store.close()
 
     asyncio.run(main())
     assert crashed == []
