@@ -34,7 +34,7 @@ bench: setup
 
 # Install on this machine (scripts/install.sh says what goes where and why).
 # DESTDIR stages the tree elsewhere; PREFIX defaults to /usr/local. Needs the
-# Debian packages of `make setup` (bcc, python3-venv, build tools).
+# Debian packages of `make setup` (clang and libbpf-dev to build, libbpf1, python3-venv).
 PREFIX  ?= /usr/local
 DESTDIR ?=
 

@@ -2,9 +2,9 @@
 /*
  * mauth: the structs and constants shared by the XDP program (mauth_xdp.c)
  * and user space (musersd/maps.py mirrors every struct with ctypes, and a
- * test checks that the sizes match what bcc compiled).
+ * test checks those sizes against the BTF that clang wrote into the object).
  *
- * Every name carries the mauth_ / MAUTH_ prefix: bcc compiles this together
+ * Every name carries the mauth_ / MAUTH_ prefix: this is compiled together
  * with kernel headers, and a type named like a kernel type fails to compile.
  *
  * Map layout (version MAUTH_LAYOUT, pinned under <pin-dir>/v<MAUTH_LAYOUT>/;
@@ -240,6 +240,17 @@ struct mauth_denied6 {
 };
 
 #define MAUTH_DENIED_WAYS 4
+
+/* The program's read-only options (mauth_opts in mauth_xdp.c), set by the
+ * loader before the load and frozen by the kernel with it. */
+#define MAUTH_MAX_SAP 4  /* SAP groups per address family */
+
+struct mauth_opts {
+    __u32 denied_sets;    /* sets in denied4 and denied6 */
+    __u32 record_denied;  /* 0: drops are counted by reason only */
+    __be32 sap4[MAUTH_MAX_SAP];     /* IPv4 SAP groups; 0 = unused */
+    __be32 sap6[MAUTH_MAX_SAP][4];  /* IPv6 SAP groups; all 0 = unused */
+};
 
 struct mauth_denied_set {
     struct mauth_denied way[MAUTH_DENIED_WAYS];

@@ -12,7 +12,7 @@ there with `ip netns exec`. Nothing leaves the lab's namespaces.
 
 Every wait and timeout here is given in host seconds and passes through
 `lab.netns.patience()`, which stretches it in the emulated guest of `lab.vm`
-(where bcc's compile alone takes about a minute) and leaves it as is on the host.
+(where Python and the verifier run about 25 times slower) and leaves it as is on the host.
 """
 
 from __future__ import annotations

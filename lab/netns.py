@@ -33,8 +33,8 @@ class LabError(RuntimeError):
 def patience(seconds: float) -> float:
     """`seconds` of waiting, scaled for where the lab runs.
 
-    Everything CPU-bound (bcc compiling the filter, Python start-up, packet
-    generators) runs about 25 times slower in the emulated (TCG) guest of
+    Everything CPU-bound (Python start-up, the verifier loading the filter,
+    packet generators) runs about 25 times slower in the emulated (TCG) guest of
     `lab.vm` than on the host, so a wait sized for the host is multiplied
     there (by 10, or by MAUTH_LAB_PATIENCE when set) instead of being raised
     everywhere.

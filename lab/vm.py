@@ -7,9 +7,8 @@ CONFIG_IPV6_MROUTE (smcrouted drives the kernel's multicast forwarding). When
 the host kernel lacks them, Debian's stock kernel (package linux-image-amd64,
 the kernel real Debian 12 routers run) is booted under QEMU with virtme-ng,
 which exports the host's root filesystem to the guest over 9p: the checkout,
-the .venv, bcc, smcroute and the kernel headers (linux-headers-amd64 matches
-linux-image-amd64) are seen at the same paths with no image to build or keep in
-sync. 9p rather than virtiofs because virtiofsd is not in Debian 12 and 9p is
+the .venv, the filter's compiled object, libbpf and smcroute are seen at the
+same paths with no image to build or keep in sync. 9p rather than virtiofs because virtiofsd is not in Debian 12 and 9p is
 built into QEMU; rather than a hand-made initramfs because virtme-ng already
 loads the 9p modules, mounts /proc, /sys, /dev, /run and brings the guest up in
 about 15 s of emulated time.

@@ -1,12 +1,11 @@
-"""Thin ctypes bindings to libbpf's syscall wrappers, for what bcc 0.26 lacks.
+"""Thin ctypes bindings to libbpf's syscall wrappers: maps and programs by fd.
 
-Strategy: bcc compiles and loads the program and creates the pinned maps, but
-its Python API cannot open a pinned map without compiling a program, check a
-pinned map's type and size, run a program on a test packet, or update in
-batches. libbpf (Debian's libbpf1, which bcc already pulls in) has all of
-these as plain C functions on file descriptors, so this module wraps exactly
-those and nothing else. Every failure raises `BPFSysError` naming the call and
-the errno.
+Strategy: bpfobj.py loads the compiled filter and pins its maps; everything
+after that (opening a pinned map, checking its type and size, reading and
+writing entries, batches, running the program on a test packet) is a plain
+C function of libbpf (Debian's libbpf1) on a file descriptor, so this module
+wraps exactly those and nothing else. Every failure raises `BPFSysError`
+naming the call and the errno.
 
 libbpf >= 1.0 returns -errno from these functions (and sets errno).
 """

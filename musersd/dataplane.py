@@ -1,18 +1,21 @@
-"""The data plane: the only code in mauth that touches bcc and the filter's maps.
+"""The data plane: the only code in mauth that loads the filter and touches its maps.
 
-Strategy. The XDP program (ebpf/mauth_xdp.c) keeps all of its state in maps
-pinned under `<pin-dir>/v<layout>/`. Loading compiles the program with bcc;
-bcc creates each pinned map that is missing and adopts each one that exists,
-so a restarted musersd picks up the rules, counters and mode where the last
-one left them. Attaching a freshly loaded program to an interface replaces
+Strategy. The XDP program (ebpf/mauth_xdp.c, compiled once at build time into
+musersd/mauth_xdp.bpf.o) keeps all of its state in maps pinned under
+`<pin-dir>/v<layout>/`. Loading opens the object with libbpf (bpfobj.py),
+sizes its maps, names their pin paths and sets the program's read-only
+options (SAP groups, whether denied pairs are recorded, the denied table's
+sets); libbpf then creates each pinned map that is missing and adopts each one
+that exists, so a restarted musersd picks up the rules, counters and mode
+where the last one left them. Attaching a freshly loaded program to an interface replaces
 the old one in a single netlink operation: there is no instant at which the
 interface is unguarded. Neither a crash nor a clean exit of this process
 detaches anything; only `detach()` does.
 
-bcc reuses a pinned map by path without checking its type or size, so
-`_check_pins()` compares every existing pin with what this layout expects
-before bcc sees it, and refuses a mismatch with a clear error instead of
-letting a rule map of the wrong shape be reinterpreted.
+libbpf refuses to adopt a pin of another type or size, but only with a
+line in its log; `_check_pins()` compares every existing pin with what this
+layout expects before the load and refuses a mismatch with one sentence
+that says what to do.
 
 Per-rule counters sit in a per-CPU array indexed by a slot. Slots are
 allocated here; the set in use is recomputed from the rule maps on open, so
@@ -49,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from . import bpfsys, maps
+from . import bpfobj, bpfsys, maps
 from .maps import FAMILIES, Key4, Mode, RuleVal
 from .rules import IPAddress, Rule, RuleError, RuleKey
 
@@ -233,15 +236,13 @@ def xdp_status(iface: str) -> tuple[str | None, int]:
 
 def detach(iface: str) -> bool:
     """Detach whatever XDP program is on `iface` (in this thread's namespace); False if none."""
-    from bcc import BPF
-
     current, _ = xdp_status(iface)
     if current is None:
         return False
     flags = XDP_FLAGS_DRV_MODE if current == "native" else XDP_FLAGS_SKB_MODE
     try:
-        BPF.remove_xdp(iface.encode(), flags)
-    except Exception as exc:
+        bpfobj.xdp_detach(interface_index(iface), flags)
+    except bpfobj.BPFSysError as exc:
         raise DataPlaneError(f"could not detach the XDP program from {iface}: {exc}") from None
     log.info("iface=%s XDP program detached", iface)
     return True
@@ -279,8 +280,8 @@ class DataPlane:
         self.layout_dir = self.pin_dir / f"v{maps.LAYOUT}"
         self.max_rules = max_rules
         self.max_denied = max_denied
-        self._bpf = None
-        self._fn = None
+        self._obj: bpfobj.BPFObject | None = None
+        self._prog_fd = -1
         self._maps: dict[str, bpfsys.Map] = {}
         self._free_slots: list[int] = []
         self._next_slot = 0
@@ -374,35 +375,47 @@ class DataPlane:
             raise DataPlaneError(f"pin directory {self.pin_dir} is not on a bpffs")
         self.layout_dir.mkdir(mode=0o700, exist_ok=True)
 
-    def cflags(self) -> list[str]:
-        return [
-            f"-I{maps.EBPF_DIR}",
-            f'-DMAUTH_PIN_DIR="{self.layout_dir}"',
-            f"-DMAUTH_MAX_RULES={self.max_rules}",
-            f"-DMAUTH_DENIED_SETS={self.max_denied // maps.DENIED_WAYS}",
-            *([] if self.record_denied else ["-DMAUTH_NO_DENIED=1"]),
-        ] + [
-            # The group as the program reads it: the network-order bytes as a native u32.
-            f"-DMAUTH_SAP_GROUP{i}={int.from_bytes(g.packed, sys.byteorder)}u"
-            for i, g in enumerate(g for g in self.sap_groups if g.version == 4)
-        ] + [
-            # An IPv6 group as four such words.
-            f"-DMAUTH_SAP6_GROUP{i}_{w}={int.from_bytes(g.packed[4 * w:4 * w + 4], sys.byteorder)}u"
-            for i, g in enumerate(g for g in self.sap_groups if g.version == 6)
-            for w in range(4)
-        ]
+    def opts(self) -> maps.Opts:
+        """The program's read-only options for this data plane (struct mauth_opts)."""
+        opts = maps.Opts(denied_sets=self.max_denied // maps.DENIED_WAYS, record_denied=int(self.record_denied))
+        # A group as the program loads it: its network-order bytes read as native u32 words.
+        for i, g in enumerate(g for g in self.sap_groups if g.version == 4):
+            opts.sap4[i] = int.from_bytes(g.packed, sys.byteorder)
+        for i, g in enumerate(g for g in self.sap_groups if g.version == 6):
+            for w in range(4):
+                opts.sap6[i][w] = int.from_bytes(g.packed[4 * w:4 * w + 4], sys.byteorder)
+        return opts
+
+    def _object(self) -> bpfobj.BPFObject:
+        """The compiled program, opened, with its maps sized and pinned and its options set."""
+        obj = bpfobj.BPFObject(maps.OBJECT)
+        try:
+            for cname in maps.MAPS:
+                _, _, _, entries = self._expected(cname)
+                obj.set_max_entries(cname, entries)
+                obj.set_pin_path(cname, self._pin_path(cname))
+            obj.set_rodata(".rodata.opts", self.opts())
+        except Exception:
+            obj.close()
+            raise
+        return obj
 
     def load(self) -> "DataPlane":
-        """Compile and load the program, creating the pinned maps or adopting existing ones."""
-        from bcc import BPF  # imported here: only this layer needs bcc
-
+        """Load the compiled program, creating the pinned maps or adopting existing ones."""
         self._prepare_pin_dir()
         existing = self._check_pins()
         try:
-            self._bpf = BPF(src_file=str(maps.PROGRAM).encode(), cflags=self.cflags())
-            self._fn = self._bpf.load_func(b"mauth_xdp", BPF.XDP)
-        except Exception as exc:  # bcc raises bare Exception on compile/verifier errors
+            obj = self._object()
+        except bpfobj.BPFSysError as exc:
             raise DataPlaneError(f"could not load the XDP program: {exc}") from None
+        try:
+            obj.load()
+            prog_fd = obj.program_fd("mauth_xdp")
+        except bpfobj.BPFSysError as exc:
+            obj.close()
+            raise DataPlaneError(f"could not load the XDP program: {exc}") from None
+        self.close()
+        self._obj, self._prog_fd = obj, prog_fd
         self._open_maps()
         cfg = self._cfg()
         if cfg.layout == 0:
@@ -464,10 +477,10 @@ class DataPlane:
     def close(self) -> None:
         """Release this process's handles. Pins, program and attachments stay."""
         self.close_maps()
-        if self._bpf is not None:
-            self._bpf.cleanup()
-            self._bpf = None
-            self._fn = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+            self._prog_fd = -1
 
     def __enter__(self) -> "DataPlane":
         return self
@@ -477,9 +490,9 @@ class DataPlane:
 
     @property
     def prog_fd(self) -> int:
-        if self._fn is None:
+        if self._obj is None:
             raise DataPlaneError("the XDP program is not loaded in this process")
-        return self._fn.fd
+        return self._prog_fd
 
     def _map(self, cname: str) -> bpfsys.Map:
         try:
@@ -496,12 +509,10 @@ class DataPlane:
 
     def attach(self, iface: str, mode: str = "auto") -> str:
         """Attach the loaded program to `iface`, replacing any program there; returns the mode used."""
-        from bcc import BPF
-
         if mode not in ATTACH_MODES:
             raise DataPlaneError(f"XDP mode {mode!r} is not one of {', '.join(ATTACH_MODES)}")
-        interface_index(iface)
-        if self._fn is None:
+        ifindex = interface_index(iface)
+        if self._obj is None:
             raise DataPlaneError("the XDP program is not loaded in this process; call load() first")
         current, prog = xdp_status(iface)
         tries = {"auto": ["native", "generic"], "native": ["native"], "generic": ["generic"]}[mode]
@@ -513,8 +524,8 @@ class DataPlane:
         for attempt in tries:
             flags = XDP_FLAGS_DRV_MODE if attempt == "native" else XDP_FLAGS_SKB_MODE
             try:
-                BPF.attach_xdp(iface.encode(), self._fn, flags)
-            except Exception as exc:
+                bpfobj.xdp_attach(ifindex, self._prog_fd, flags)
+            except bpfobj.BPFSysError as exc:
                 last_error = exc
                 log.info("iface=%s native XDP refused (%s), trying generic", iface, exc)
                 continue

@@ -1,8 +1,8 @@
 """ctypes mirrors of ebpf/mauth.h: the only place user space spells the map layout.
 
 A test (tests/integration/test_xdp_program.py) compares every size here with
-the sizes bcc compiled, and the reason names with the header's #defines, so
-the two cannot drift apart silently.
+the sizes in the compiled object's BTF, and the reason names with the
+header's #defines, so the two cannot drift apart silently.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 EBPF_DIR = Path(__file__).resolve().parent.parent / "ebpf"
 HEADER = EBPF_DIR / "mauth.h"
 PROGRAM = EBPF_DIR / "mauth_xdp.c"
+# The program compiled once by scripts/build_bpf.sh; a wheel carries it as package data.
+OBJECT = Path(__file__).resolve().parent / "mauth_xdp.bpf.o"
 
 LAYOUT = 4
 
@@ -48,7 +50,18 @@ DROP_REASONS = frozenset({"unauthorized", "ttl", "rate"})
 SAP_PORT = 9875
 DEFAULT_SAP_GROUPS = ("224.2.127.254", "239.255.255.255", "239.195.255.255",
                       "ff05::2:7ffe", "ff08::2:7ffe", "ff0e::2:7ffe")
-MAX_SAP_GROUPS = 4  # per address family
+MAX_SAP_GROUPS = 4  # per address family (MAUTH_MAX_SAP)
+
+
+class Opts(ctypes.Structure):
+    """struct mauth_opts: the program's read-only options, set before the load."""
+
+    _fields_ = [
+        ("denied_sets", ctypes.c_uint32),
+        ("record_denied", ctypes.c_uint32),
+        ("sap4", ctypes.c_uint32 * MAX_SAP_GROUPS),  # network-order bytes, as the program loads them
+        ("sap6", (ctypes.c_uint32 * 4) * MAX_SAP_GROUPS),
+    ]
 
 
 class Mode(str, Enum):

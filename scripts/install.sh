@@ -9,14 +9,13 @@
 #   DESTDIR  (empty)                staging root prepended to every path (packaging, tests)
 #   UNITDIR  $PREFIX/lib/systemd/system   where the systemd units go (a directory systemd searches)
 #   CONFDIR  /etc/mauth             configuration and secrets (the daemons' defaults point here)
-#   PYTHON   /usr/bin/python3       Debian's Python: the one python3-bpfcc (bcc) is built for
+#   PYTHON   /usr/bin/python3       the Python of the venv (any 3.11 or newer)
 #   KEYGEN   yes                    create the router key and the API token when absent
 #
 # Layout and why:
-#   $PREFIX/lib/mauth/venv          a virtual environment made with --system-site-packages, so
-#                                   it sees bcc from Debian's python3-bpfcc (bcc is not on PyPI)
-#                                   while the other dependencies come from PyPI without touching
-#                                   the system's Python (Debian refuses pip there, PEP 668)
+#   $PREFIX/lib/mauth/venv          an ordinary virtual environment holding mauth's wheel (with the
+#                                   compiled XDP filter) and its dependencies from PyPI, without
+#                                   touching the system's Python (Debian refuses pip there, PEP 668)
 #   $PREFIX/bin/{musersd,mauthserver,mauthctl}  relative links into the venv
 #   $UNITDIR/{musersd,mauthserver}.service      with /usr/local replaced by $PREFIX
 #   $CONFDIR/*.env, mauth.conf, mauthctl.toml   examples, never overwriting an existing file
@@ -62,13 +61,14 @@ install_venv() {
     local venv="$DESTDIR$VENV" wheel
     if [ ! -x "$venv/bin/python" ]; then
         log "creating the virtual environment $VENV"
-        "$PYTHON" -m venv --system-site-packages "$venv" || die "cannot create a venv with $PYTHON (apt-get install python3-venv)"
+        "$PYTHON" -m venv "$venv" || die "cannot create a venv with $PYTHON (apt-get install python3-venv)"
     fi
     # Build from a clean copy: an in-tree build leaves build/ behind, and a
     # stale build/ would put deleted modules back into the wheel.
     STAGE="$(mktemp -d)"
     trap 'rm -rf "$STAGE"' EXIT
-    tar -C "$REPO" --exclude=__pycache__ -cf - pyproject.toml README.md musersd mauthserver mauthclient sap ebpf lab \
+    tar -C "$REPO" --exclude=__pycache__ --exclude='*.bpf.o' -cf - pyproject.toml setup.py MANIFEST.in README.md \
+        scripts/build_bpf.sh musersd mauthserver mauthclient sap ebpf lab \
         | { mkdir -p "$STAGE/src" && tar -C "$STAGE/src" -xf -; }
     log "building mauth"
     "$venv/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$STAGE/wheel" \
@@ -81,8 +81,8 @@ install_venv() {
     if [ -n "$DESTDIR" ]; then
         relocate_venv "$venv"
     fi
-    "$venv/bin/python" -c 'import bcc' 2>/dev/null \
-        || log "warning: bcc is not importable; musersd needs Debian's python3-bpfcc (make setup installs it)"
+    "$venv/bin/python" -c 'from musersd import bpfobj, maps; bpfobj.BPFObject(maps.OBJECT).close()' \
+        || log "warning: the XDP filter cannot be opened; musersd needs libbpf.so.1 (Debian's libbpf1)"
 }
 
 relocate_venv() {

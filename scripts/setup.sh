@@ -3,23 +3,20 @@
 #
 # Idempotent: every step checks first and does nothing when its work is done,
 # so a second run on a ready machine takes seconds. Needs root (it installs
-# Debian packages, links kernel headers and mounts bpffs).
+# Debian packages and mounts bpffs).
 #
-#   1. Debian packages: bcc (python3-bpfcc, compiled against Debian's own
-#      python3), python3-venv, kernel headers, smcroute, iproute2, tools.
-#   2. Kernel headers for bcc at /lib/modules/$(uname -r)/build. When the
-#      running kernel has no header package (the usual case on these
-#      machines), link Debian's linux-headers-amd64 there: the XDP program
-#      uses only UAPI definitions, so a version mismatch is harmless.
+#   1. Debian packages: clang and libbpf-dev (to compile the XDP filter once,
+#      here), libbpf1 (to load it), python3-venv, smcroute, iproute2, tools.
+#   2. The filter's object, musersd/mauth_xdp.bpf.o (scripts/build_bpf.sh).
+#      Nothing is compiled at run time and no kernel headers are needed.
 #   3. bpffs mounted at /sys/fs/bpf.
-#   4. A virtual environment at .venv/ made by Debian's /usr/bin/python3 with
-#      --system-site-packages (so it sees bcc), with mauth installed editable.
+#   4. A virtual environment at .venv/ (an ordinary one: every dependency
+#      comes from PyPI), with mauth installed editable.
 #   5. Only when this kernel cannot route multicast (or MAUTH_LAB_KERNEL=guest):
 #      what `python -m lab.vm` needs to run the lab under Debian's own kernel
-#      in QEMU: qemu-system-x86, busybox-static, linux-image-amd64 (installed
-#      with linux-headers-amd64 so both are one version and bcc in the guest
-#      finds /lib/modules/<release>/build), and virtme-ng from PyPI in a venv
-#      of its own at .venv-vm/, apart from the project's dependencies.
+#      in QEMU: qemu-system-x86, busybox-static, linux-image-amd64, and
+#      virtme-ng from PyPI in a venv of its own at .venv-vm/, apart from the
+#      project's dependencies.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,8 +31,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (installs packages, mounts bpffs, loads XDP programs)"
 
 DEB_PACKAGES=(
-    python3-bpfcc python3-venv python3-dev libbpf1 bpftool
-    linux-headers-amd64
+    clang llvm libbpf-dev libbpf1 bpftool python3-venv python3-dev
     smcroute iproute2 iptables nftables kmod procps psmisc
     tcpdump netsniff-ng tmux systemd systemd-container sqlite3
     libnetfilter-queue-dev gcc
@@ -53,23 +49,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# --- kernel headers for bcc -------------------------------------------------
-KREL="$(uname -r)"
-KDIR="/lib/modules/$KREL"
-if [ ! -e "$KDIR/build/Makefile" ] || [ ! -e "$KDIR/source/include/uapi/linux/bpf.h" ]; then
-    if [ -d "/usr/src/linux-headers-$KREL" ]; then
-        target="/usr/src/linux-headers-$KREL"
-        common="$target"
-    else
-        target="$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1)"
-        common="$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -1)"
-        [ -n "$target" ] && [ -n "$common" ] || die "no kernel headers found under /usr/src"
-        log "no headers for kernel $KREL: linking $target (UAPI only is used)"
-    fi
-    mkdir -p "$KDIR"
-    ln -sfn "$target" "$KDIR/build"
-    ln -sfn "$common" "$KDIR/source"
-fi
+# --- the filter, compiled once ---------------------------------------------
+bash "$ROOT/scripts/build_bpf.sh"
 
 # --- bpffs ------------------------------------------------------------------
 if ! mountpoint -q /sys/fs/bpf; then
@@ -79,10 +60,12 @@ if ! mountpoint -q /sys/fs/bpf; then
 fi
 
 # --- virtual environment ----------------------------------------------------
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import bcc' 2>/dev/null; then
+# An ordinary venv. One made by an older setup saw the system's packages
+# (for bcc): make it again without them.
+if [ ! -x "$VENV/bin/python" ] || grep -qs '^include-system-site-packages = true' "$VENV/pyvenv.cfg"; then
     log "creating virtual environment at $VENV"
     rm -rf "$VENV"
-    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+    /usr/bin/python3 -m venv "$VENV"
 fi
 # Reinstall only when the dependency list changed since the last run.
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
@@ -92,8 +75,9 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
     touch "$STAMP"
 fi
 
-"$VENV/bin/python" - <<'EOF' || die "the virtual environment cannot import bcc"
-import bcc  # noqa: F401
+"$VENV/bin/python" - <<'EOF' || die "the virtual environment cannot open the filter's object with libbpf"
+from musersd import bpfobj, maps
+bpfobj.BPFObject(maps.OBJECT).close()
 EOF
 
 # --- a guest kernel for the lab, when this one cannot route multicast -------
@@ -107,13 +91,13 @@ case "${MAUTH_LAB_KERNEL:-}" in
     *) die "MAUTH_LAB_KERNEL=$MAUTH_LAB_KERNEL is not one of host, guest, auto" ;;
 esac
 
-# True when /boot holds a kernel that routes multicast, with its modules and headers.
+# True when /boot holds a kernel that routes multicast, with its modules.
 guest_kernel_ready() {
     local img rel
     for img in /boot/vmlinuz-*; do
         [ -e "$img" ] || continue
         rel="${img#/boot/vmlinuz-}"
-        [ -e "/lib/modules/$rel/modules.dep" ] && [ -e "/lib/modules/$rel/build/Makefile" ] \
+        [ -e "/lib/modules/$rel/modules.dep" ] \
             && grep -qs '^CONFIG_IP_MROUTE=y' "/boot/config-$rel" \
             && grep -qs '^CONFIG_IPV6_MROUTE=y' "/boot/config-$rel" && return 0
     done
@@ -121,7 +105,7 @@ guest_kernel_ready() {
 }
 
 if [ "$need_guest" = 1 ]; then
-    VM_PACKAGES=(qemu-system-x86 busybox-static linux-image-amd64 linux-headers-amd64)
+    VM_PACKAGES=(qemu-system-x86 busybox-static linux-image-amd64)
     missing=()
     for p in "${VM_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -130,9 +114,8 @@ if [ "$need_guest" = 1 ]; then
         log "kernel $(uname -r) cannot route multicast: installing Debian's kernel and QEMU for lab.vm"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -q >/dev/null
-        # Image and headers in one command, so apt gives both the same version.
         apt-get install -y -q --no-install-recommends "${VM_PACKAGES[@]}" >/dev/null
-        guest_kernel_ready || die "no kernel in /boot with multicast routing, modules and headers after installing linux-image-amd64"
+        guest_kernel_ready || die "no kernel in /boot with multicast routing and modules after installing linux-image-amd64"
     fi
     if ! "$VM_VENV/bin/vng" --version 2>/dev/null | grep -qF "$VIRTME_NG_VERSION"; then
         log "installing virtme-ng $VIRTME_NG_VERSION into $VM_VENV"

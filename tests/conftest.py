@@ -1,6 +1,6 @@
 """Shared fixtures: Hypothesis profiles, a private bpffs, and the namespace lab.
 
-Integration tests need root, bcc and network namespaces; `make test` runs as
+Integration tests need root, libbpf and network namespaces; `make test` runs as
 root on the CI machine. They are not skipped when something is missing: a
 missing piece is a failure to fix, not a pass.
 """

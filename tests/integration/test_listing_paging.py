@@ -1,6 +1,6 @@
 """A real musersd holding more than a page of IPv4 and IPv6 rules lists every one of them, and stays up.
 
-Strategy: the real daemon (XDP back end, bcc) in the lab's router namespace;
+Strategy: the real daemon (XDP back end, the filter loaded through libbpf) in the lab's router namespace;
 rules added one by one with the real `mauthctl` over protocol v2, then listed
 with `mauthctl --json list`, which pages through LIST with the cursors musersd
 hands out (an IPv6 position is a 35-byte cursor, docs/protocol.md "Listing

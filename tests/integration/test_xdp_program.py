@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from musersd import maps
+from musersd import bpfobj, maps
 from musersd.dataplane import DataPlane, DataPlaneError, RuleExists, RuleNotFound, TableFull
 from musersd.maps import Mode
 from musersd.policy import decide
@@ -109,14 +109,12 @@ def _expected_rewrite(frame: bytes, new_ttl: int | None) -> bytes | None:
     return out
 
 
-def test_struct_sizes_match_what_bcc_compiled(dp):
-    for cname, (_, _, ktype, vtype, percpu) in maps.MAPS.items():
-        table = dp._bpf[cname.encode()]
-        assert ctypes.sizeof(table.Key) == ctypes.sizeof(ktype), cname
-        leaf = ctypes.sizeof(table.Leaf)
-        if percpu:
-            leaf //= dp._map(cname).ncpus
-        assert leaf == ctypes.sizeof(vtype), cname
+def test_struct_sizes_match_the_compiled_object():
+    with bpfobj.BPFObject(maps.OBJECT) as obj:
+        for cname, (_, _, ktype, vtype, _) in maps.MAPS.items():
+            assert obj.key_size(cname) == ctypes.sizeof(ktype), cname
+            assert obj.value_size(cname) == ctypes.sizeof(vtype), cname
+        assert obj.value_size(".rodata.opts") == ctypes.sizeof(maps.Opts)
 
 
 def test_reason_names_match_the_header():

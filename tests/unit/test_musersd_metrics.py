@@ -1,7 +1,7 @@
 """musersd's Prometheus collector: what a scrape shows, from a fake data plane and a real protocol core.
 
 The data plane is a fake with DataPlane's read methods (the real one needs
-root and bcc; tests/integration/test_metrics.py scrapes a real musersd in
+root and the kernel's BPF; tests/integration/test_metrics.py scrapes a real musersd in
 the lab). The protocol core is the real `ServerCore` on a `MemoryBackend`,
 fed real v1 datagrams, so the protocol metrics are the core's own counters.
 """
