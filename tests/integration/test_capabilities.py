@@ -8,7 +8,9 @@ Strategy, two levels:
   privileges; it must load, attach, serve, and a rule added with mauthctl must
   let its sender through while another sender stays blocked. Then each of those
   capabilities is dropped in turn, and musersd must fail to start with the
-  error that capability prevents: the set is minimal, not merely sufficient.
+  error that capability prevents, both on new pins and on the pins and
+  attached program of a previous musersd (which must stay as they were): the
+  set is minimal, not merely sufficient.
 
 * The units themselves. `make install DESTDIR=...` stages the programs and
   units; systemd-nspawn boots a real systemd on this machine's /usr (the
@@ -23,6 +25,7 @@ Strategy, two levels:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -36,6 +39,7 @@ import pytest
 
 from lab.daemons import BIN, mauthctl, write_key_file
 from lab.netns import inside, private_bpffs
+from musersd import maps
 from musersd.dataplane import xdp_status
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, ROGUE
 
@@ -49,12 +53,20 @@ SDP = REPO / "tests/data/sdp/asm_vlc.sdp"
 # Linux capability numbers (linux/capability.h), for reading /proc/PID/status.
 CAP_BITS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
 
-# What musersd says when one capability of the unit's set is missing.
+# What goes wrong when one capability of the unit's set is missing: the errno
+# in musersd's one-line error ("could not load the XDP program: [Errno N] the
+# kernel refused mauth_xdp.bpf.o: ..."), and what libbpf's debug output
+# (--log-level debug) shows of the kernel's reason.
 WITHOUT = {
-    # No CAP_SYS_ADMIN (nor CAP_BPF): bcc cannot create the maps.
-    "CAP_SYS_ADMIN": "could not load the XDP program",
-    # The program loads, but netlink refuses to attach it.
-    "CAP_NET_ADMIN": "could not attach the XDP program to",
+    # bpf() creates no map, loads no BTF and no program without CAP_BPF: libbpf's
+    # first probe fails, before any map is created.
+    "CAP_BPF": (errno.EPERM, "Operation not permitted", None),
+    # XDP is a networking program type: the kernel loads it only for CAP_NET_ADMIN
+    # (which netlink also wants to attach it). The maps are created first.
+    "CAP_NET_ADMIN": (errno.EPERM, "BPF program load failed: Operation not permitted", "created successfully"),
+    # Without CAP_PERFMON the verifier forbids pointer arithmetic that could leak
+    # a kernel address; the program computes the packet's length as data_end - data.
+    "CAP_PERFMON": (errno.EACCES, "pointer -= pointer prohibited", "created successfully"),
 }
 
 
@@ -100,9 +112,10 @@ def wait_for(what: str, check, timeout: float = 60.0, every: float = 0.2, detail
 # ------------------------------------------------------------------ capabilities alone
 
 
-def start_musersd(lab, pin_dir, key, caps, name):
+def start_musersd(lab, pin_dir, key, caps, name, *extra: str):
     argv = setpriv(caps) + [str(BIN / "musersd"), "--pin-dir", str(pin_dir), "--key-file", str(key),
-                            "--listen", f"{ROUTER_IN}:7575", *sum((["--iface", i] for i in lab.internal_ifaces), [])]
+                            "--listen", f"{ROUTER_IN}:7575", *sum((["--iface", i] for i in lab.internal_ifaces), []),
+                            *extra]
     return lab.spawn(lab.router.ns, argv, name)
 
 
@@ -116,13 +129,24 @@ def stop(proc) -> None:
     assert proc.wait(timeout=20) == 0
 
 
+def xdp_programs(lab) -> list[tuple[str | None, int]]:
+    with inside(lab.router.ns):
+        return [xdp_status(i) for i in lab.internal_ifaces]
+
+
+def pins(pin_dir: Path) -> list[str]:
+    layout = pin_dir / f"v{maps.LAYOUT}"
+    return sorted(p.name for p in layout.iterdir()) if layout.is_dir() else []
+
+
 def test_unit_capability_set_loads_attaches_serves_enforces_and_adopts(lab, pin_dir):
     caps = unit_caps()
-    assert set(caps) == {"CAP_SYS_ADMIN", "CAP_NET_ADMIN"}
+    assert set(caps) == {"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"}
     key = write_key_file(lab.workdir / "router.key")
     proc = start_musersd(lab, pin_dir, key, caps, "musersd")
     try:
         wait_serving(lab, proc, "musersd")
+        assert "created pinned maps" in lab.log("musersd")
         # `ip netns exec` and setpriv exec, so the Popen pid is musersd itself.
         status = proc_status(Path(f"/proc/{proc.pid}/status").read_text())
         assert int(status["CapEff"], 16) == int(status["CapBnd"], 16) == cap_mask(caps)
@@ -135,45 +159,65 @@ def test_unit_capability_set_loads_attaches_serves_enforces_and_adopts(lab, pin_
     finally:
         stop(proc)
     assert "filter left attached" in lab.log("musersd")
+    first = xdp_programs(lab)
+    assert all(prog for _, prog in first)
 
-    # A second musersd with the same privileges adopts the pinned maps and their rule.
+    # A second musersd with the same privileges adopts the pinned maps (by
+    # their pin paths) with their rule, and its program replaces the first
+    # one's in one step on every interface: no moment without a filter.
     proc = start_musersd(lab, pin_dir, key, caps, "musersd2")
     try:
         wait_serving(lab, proc, "musersd2")
-        assert "adopted pinned maps" in lab.log("musersd2")
+        log = lab.log("musersd2")
+        assert f"adopted pinned maps under {pin_dir}/v{maps.LAYOUT} (1 rules" in log, log
+        for iface, (_, prog) in zip(lab.internal_ifaces, first):
+            assert f"iface={iface} replaced XDP program id {prog} " in log, log
+        assert all(prog and prog not in {p for _, p in first} for _, prog in xdp_programs(lab))
         assert delivered(lab, [(AUTH, GROUP), (ROGUE, GROUP)]) == {(AUTH, GROUP): N, (ROGUE, GROUP): 0}
     finally:
         stop(proc)
 
 
+def assert_refused(lab, name: str, missing: str) -> None:
+    code, reason, before = WITHOUT[missing]
+    log = lab.log(name)
+    assert "serving on" not in log
+    # One line says why, and names the errno the kernel gave.
+    [error] = [line for line in log.splitlines() if line.startswith("musersd: ")]
+    assert error.startswith(f"musersd: could not load the XDP program: [Errno {code}] the kernel refused "
+                            "mauth_xdp.bpf.o: "), error
+    assert reason in log, log
+    if before is None:
+        assert "created successfully" not in log, log
+    else:
+        assert before in log, log
+
+
 @pytest.mark.parametrize("missing", sorted(WITHOUT))
 def test_each_capability_of_the_unit_is_needed(lab, pin_dir, missing):
-    caps = [c for c in unit_caps() if c != missing]
+    caps = unit_caps()
+    without = [c for c in caps if c != missing]
     key = write_key_file(lab.workdir / "router.key")
-    proc = start_musersd(lab, pin_dir, key, caps, "musersd")
-    assert proc.wait(timeout=120) == 2, lab.log("musersd")
-    log = lab.log("musersd")
-    assert WITHOUT[missing] in log, log
-    assert "serving on" not in log
-    with inside(lab.router.ns):
-        assert [xdp_status(i) for i in lab.internal_ifaces] == [(None, 0)] * len(lab.internal_ifaces)
 
+    # A first start: nothing is attached, and the maps libbpf created are unpinned again.
+    proc = start_musersd(lab, pin_dir, key, without, "fresh", "--log-level", "debug")
+    assert proc.wait(timeout=120) == 2, lab.log("fresh")
+    assert_refused(lab, "fresh", missing)
+    assert xdp_programs(lab) == [(None, 0)] * len(lab.internal_ifaces)
+    assert pins(pin_dir) == []
 
-def test_cap_bpf_and_cap_perfmon_start_but_cannot_adopt_the_pins(lab, pin_dir):
-    """Why the unit has CAP_SYS_ADMIN: the narrower capabilities fail at the first restart."""
-    narrow = ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]
-    key = write_key_file(lab.workdir / "router.key")
-    proc = start_musersd(lab, pin_dir, key, narrow, "first")
-    wait_serving(lab, proc, "first")
+    # A restart over a previous musersd's pins and program: the restart fails
+    # the same way and the previous program keeps filtering with its maps.
+    proc = start_musersd(lab, pin_dir, key, caps, "full")
+    wait_serving(lab, proc, "full")
     stop(proc)
-    proc = start_musersd(lab, pin_dir, key, narrow, "restart")
+    before, pinned = xdp_programs(lab), pins(pin_dir)
+    assert all(prog for _, prog in before) and len(pinned) == len(maps.MAPS)
+    proc = start_musersd(lab, pin_dir, key, without, "restart", "--log-level", "debug")
     assert proc.wait(timeout=120) == 2, lab.log("restart")
-    # bcc reopens each pinned map by id (BPF_MAP_GET_FD_BY_ID): CAP_SYS_ADMIN only.
-    assert re.search(r"could not open bpf map: \w+, error: Operation not permitted", lab.log("restart")), \
-        lab.log("restart")
-    # Meanwhile the first musersd's program still guards the interface.
-    with inside(lab.router.ns):
-        assert xdp_status(lab.internal_ifaces[0])[1] != 0
+    assert_refused(lab, "restart", missing)
+    assert xdp_programs(lab) == before
+    assert pins(pin_dir) == pinned
 
 
 # ------------------------------------------------------------------ the units under systemd
