@@ -11,7 +11,8 @@ the generated tables of docs/benchmarks.md from that file. They run one after an
 separate processes, so one's pinned CPU, loaded programs, namespaces and
 memory cannot disturb the next. The whole run must stay under 15 minutes on
 the 2-core machine docs/benchmarks.md describes; each module prints how
-long it took, and the total is printed at the end.
+long it took, and the total is printed at the end. The benchmarks' own XDP
+programs (ebpf/bench/) are compiled first, once, by scripts/build_bench_bpf.sh.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+
+from . import common
 
 BENCHMARKS = {
     "xdp_cost": "per-packet cost of the XDP filter vs an empty XDP program (BPF_PROG_TEST_RUN)",
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     failed = []
     started = time.monotonic()
+    common.build_bench_objects()
     for name in args or list(BENCHMARKS):
         module = f"bench.{name}"
         print(f"== {module}", file=sys.stderr, flush=True)

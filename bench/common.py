@@ -1,5 +1,6 @@
 """What every benchmark in bench/ shares: the machine's description, a private
-bpffs, CPU pinning, robust summaries, and the one JSON file of all figures.
+bpffs, CPU pinning, robust summaries, the one JSON file of all figures, and
+the benchmarks' own compiled BPF programs.
 
 Strategy. Each benchmark is a module run as `python -m bench.<name>` that
 measures, prints a table and stores its figures as one section of
@@ -29,6 +30,47 @@ from lab.netns import private_bpffs as netns_private_bpffs
 
 REPO = Path(__file__).resolve().parent.parent
 JSON_PATH = REPO / "docs" / "benchmarks.json"
+BENCH_BPF_DIR = REPO / "ebpf" / "bench"
+BUILD_BENCH_BPF = REPO / "scripts" / "build_bench_bpf.sh"
+
+_built = False
+
+
+def build_bench_objects() -> None:
+    """Compile the benchmarks' XDP programs (ebpf/bench/*.bpf.c) where an object is missing or older.
+
+    scripts/build_bench_bpf.sh does the work and does nothing when every
+    object is up to date; this runs it at most once per process.
+    """
+    global _built
+    if _built:
+        return
+    proc = subprocess.run([str(BUILD_BENCH_BPF)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"could not build the benchmarks' BPF programs: {(proc.stderr or proc.stdout).strip()}")
+    _built = True
+
+
+def bench_object(name: str):
+    """The benchmarks' BPF program `name` (ebpf/bench/NAME.bpf.c), built if needed and opened, not loaded.
+
+    Returns a musersd.bpfobj.BPFObject: size its maps, then load() it.
+    """
+    from musersd.bpfobj import BPFObject
+
+    build_bench_objects()
+    return BPFObject(BENCH_BPF_DIR / f"{name}.bpf.o")
+
+
+def load_bench_object(name: str):
+    """bench_object(name), loaded into the kernel as it is."""
+    obj = bench_object(name)
+    try:
+        obj.load()
+    except BaseException:
+        obj.close()
+        raise
+    return obj
 
 
 def _first_line_with(path: str, prefix: str) -> str | None:
@@ -52,14 +94,27 @@ def _deb_version(package: str) -> str | None:
     return out.stdout.strip() or None
 
 
+def libbpf_version() -> str | None:
+    """The version of the libbpf.so.1 that loads the programs, as libbpf reports it, with Debian's package version."""
+    import ctypes
+
+    try:
+        from musersd import bpfsys
+
+        lib = bpfsys.lib()
+        for fn in (lib.libbpf_major_version, lib.libbpf_minor_version):
+            fn.argtypes, fn.restype = [], ctypes.c_uint32
+        version = f"{lib.libbpf_major_version()}.{lib.libbpf_minor_version()}"
+    except (OSError, AttributeError):
+        version = None
+    deb = _deb_version("libbpf1")
+    if version and deb:
+        return f"{version} (Debian {deb})"
+    return version or deb
+
+
 def machine() -> dict:
     """What the figures were measured on."""
-    try:
-        import bcc
-
-        bcc_version = getattr(bcc, "__version__", None)
-    except ImportError:
-        bcc_version = None
     mem_kb = _first_line_with("/proc/meminfo", "MemTotal")
     jit = None
     with contextlib.suppress(OSError):
@@ -77,8 +132,7 @@ def machine() -> dict:
         "cpus": os.cpu_count(),
         "memory_gib": round(int(mem_kb.split()[0]) / 2**20, 1) if mem_kb else None,
         "virtualized": "hypervisor" in (_first_line_with("/proc/cpuinfo", "flags") or "").split(),
-        "bcc": bcc_version,
-        "libbpf": _deb_version("libbpf1"),
+        "libbpf": libbpf_version(),
         "bpf_jit_enable": jit,
         "spectre_v2": spectre_v2,  # call/return mitigations in force
         "python": platform.python_version(),

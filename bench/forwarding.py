@@ -85,7 +85,8 @@ from pathlib import Path
 
 from lab.netns import LabError, inside, sh
 from lab.topology import Lab
-from musersd.dataplane import DataPlane
+from musersd import bpfobj
+from musersd.dataplane import DataPlane, interface_index
 from musersd.rules import Rule
 
 from . import common
@@ -102,10 +103,7 @@ UPCALL_RANGE = "239.2.0.0/16"
 SMC_LEVEL = "debug"  # smcrouted logs each cache-miss upcall at debug level
 PROFILES = ("authorized", "mix", "unauthorized")
 
-FLOOR_C = b"""
-int bench_floor(struct xdp_md *ctx) { return XDP_PASS; }
-int bench_sink(struct xdp_md *ctx) { return XDP_DROP; }
-"""
+FLOOR_OBJECT = "floor"  # ebpf/bench/floor.bpf.c: bench_floor (XDP_PASS) and bench_sink (XDP_DROP)
 
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
 # The NAPI threads run SCHED_FIFO, as threaded NAPI usually is in production:
@@ -178,7 +176,7 @@ class Router:
         self.rt = self.lab.router.ns
         self.s1 = self.lab.senders["s1"].ns
         self.r1 = self.lab.receivers["r1"].ns
-        self._bpf = None
+        self._floor: bpfobj.BPFObject | None = None
         self.extra_cpu = None  # a guard's own CPU time in ns, counted as the router's (nfqueue)
 
     def __enter__(self) -> "Router":
@@ -193,14 +191,11 @@ class Router:
         self.stop()
 
     def start(self) -> None:
-        from bcc import BPF
-
         self.lab.start()
-        self._bpf = BPF(text=FLOOR_C)
-        self.floor_fn = self._bpf.load_func(b"bench_floor", BPF.XDP)
-        sink = self._bpf.load_func(b"bench_sink", BPF.XDP)
+        self._floor = common.load_bench_object(FLOOR_OBJECT)
+        self.floor_fd = self._floor.program_fd("bench_floor")
         with inside(self.r1):
-            BPF.attach_xdp(b"eth0", sink, XDP_FLAGS_DRV_MODE)
+            bpfobj.xdp_attach(interface_index("eth0"), self._floor.program_fd("bench_sink"), XDP_FLAGS_DRV_MODE)
         before = napi_threads()
         sh("ethtool", "-K", "in0", "gro", "on", ns=self.rt)
         sh("sh", "-c", "echo 1 > /sys/class/net/in0/threaded", ns=self.rt)
@@ -239,8 +234,9 @@ class Router:
         raise LabError("smcrouted did not install the benchmark's routes within 15 s")
 
     def stop(self) -> None:
-        if self._bpf is not None:
-            self._bpf.cleanup()
+        if self._floor is not None:
+            self._floor.close()  # the lab's namespaces go, and the sink with them
+            self._floor = None
         self.lab.stop()
 
     # -- readings
@@ -332,16 +328,12 @@ class XdpFloor(Guard):
                          note="XDP_PASS only: the price of running any XDP program on this veth")
 
     def install(self) -> None:
-        from bcc import BPF
-
         with inside(self.router.rt):
-            BPF.attach_xdp(b"in0", self.router.floor_fn, XDP_FLAGS_DRV_MODE)
+            bpfobj.xdp_attach(interface_index("in0"), self.router.floor_fd, XDP_FLAGS_DRV_MODE)
 
     def remove(self) -> None:
-        from bcc import BPF
-
         with inside(self.router.rt):
-            BPF.remove_xdp(b"in0", XDP_FLAGS_DRV_MODE)
+            bpfobj.xdp_detach(interface_index("in0"), XDP_FLAGS_DRV_MODE)
 
 
 class Mauth(Guard):

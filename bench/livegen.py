@@ -42,7 +42,9 @@ import time
 from dataclasses import dataclass
 
 from lab.netns import inside, sh
-from musersd import bpfsys
+from musersd import bpfobj, bpfsys
+
+from . import common
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 PAYLOAD = 18
@@ -52,55 +54,11 @@ HOLD_IFACE = "genhold"
 XDP_FLAGS_SKB_MODE = 1 << 1
 BATCH = 64  # frames per batch inside one run: redirected and flushed together, as a driver's NAPI poll would
 
-GEN_C = r"""
-#include <linux/if_ether.h>
-#include <linux/ip.h>
-
-struct gen_tpl {
-    __be32 saddr;
-    __be32 daddr;
-    __u8 ttl;
-    __u8 pad;
-    __u16 check;
-    __u8 dmac[6];
-    __u16 pad2;
-};
-
-BPF_ARRAY(gen_tpl, struct gen_tpl, GEN_MAX_TEMPLATES);
-BPF_ARRAY(gen_count, __u32, 1);       /* templates in use */
-BPF_PERCPU_ARRAY(gen_next, __u32, 1); /* the next one, per CPU */
-
-int gen(struct xdp_md *ctx)
-{
-    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
-    struct ethhdr *eth = data;
-    struct iphdr *ip = data + sizeof(*eth);
-    __u32 zero = 0, i;
-    __u32 *next, *count;
-    struct gen_tpl *t;
-
-    if ((void *)(ip + 1) > end)
-        return XDP_ABORTED;
-    next = gen_next.lookup(&zero);
-    count = gen_count.lookup(&zero);
-    if (!next || !count)
-        return XDP_ABORTED;
-    i = *next;
-    *next = i + 1 >= *count ? 0 : i + 1;
-    t = gen_tpl.lookup(&i);
-    if (!t)
-        return XDP_ABORTED;
-    __builtin_memcpy(eth->h_dest, t->dmac, 6);
-    ip->saddr = t->saddr;
-    ip->daddr = t->daddr;
-    ip->ttl = t->ttl;
-    ip->check = t->check;
-    return XDP_TX;
-}
-"""
+GEN_OBJECT = "livegen"  # ebpf/bench/livegen.bpf.c: the program `gen` and its maps
 
 
 class _Template(ctypes.Structure):
+    # struct gen_tpl of ebpf/bench/livegen.bpf.c
     _fields_ = [
         ("saddr", ctypes.c_uint8 * 4),
         ("daddr", ctypes.c_uint8 * 4),
@@ -158,12 +116,20 @@ class LiveGen:
     """Offers a list of flows, in order, round and round, out of `iface` of namespace `ns`."""
 
     def __init__(self, ns: str, iface: str, src_mac: bytes):
-        from bcc import BPF
-
         self.ns, self.src_mac = ns, src_mac
-        self.bpf = BPF(text=GEN_C.encode(), cflags=[f"-DGEN_MAX_TEMPLATES={MAX_TEMPLATES}"])
-        self._fn = self.bpf.load_func(b"gen", BPF.XDP)
-        self.fd = self._fn.fd
+        self._obj = common.bench_object(GEN_OBJECT)
+        try:
+            self._obj.set_max_entries("gen_tpl", MAX_TEMPLATES)
+            self._obj.load()
+        except BaseException:
+            self._obj.close()
+            raise
+        self.fd = self._obj.program_fd("gen")
+        self._tpl = bpfsys.Map(self._obj.map_fd("gen_tpl"), ctypes.c_uint32, _Template, "gen_tpl")
+        self._count = bpfsys.Map(self._obj.map_fd("gen_count"), ctypes.c_uint32, ctypes.c_uint32, "gen_count")
+        # A per-CPU value of 4 bytes takes an 8-byte slot per CPU in user space.
+        self._next = bpfsys.Map(self._obj.map_fd("gen_next"), ctypes.c_uint32, ctypes.c_uint64, "gen_next",
+                                percpu=True)
         with inside(ns):
             self.ifindex = socket.if_nametoindex(iface)
         self._hold_in_dispatcher()
@@ -180,32 +146,31 @@ class LiveGen:
         already attached somewhere keeps its place, so we attach ours in
         generic mode to a veth of its own, which is down and sees no packet.
         """
-        from bcc import BPF
-
         sh("ip", "link", "add", HOLD_IFACE, "type", "veth", "peer", "name", HOLD_IFACE + "p", ns=self.ns)
         with inside(self.ns):
-            BPF.attach_xdp(HOLD_IFACE.encode(), self._fn, XDP_FLAGS_SKB_MODE)
+            bpfobj.xdp_attach(socket.if_nametoindex(HOLD_IFACE), self.fd, XDP_FLAGS_SKB_MODE)
 
     def use(self, flows: list[Flow]) -> None:
         """Offer `flows` from now on, starting with the first on every CPU."""
         if not 1 <= len(flows) <= MAX_TEMPLATES:
             raise ValueError(f"between 1 and {MAX_TEMPLATES} flows, not {len(flows)}")
-        table = self.bpf[b"gen_tpl"]
         for i, flow in enumerate(flows):
             h = ip_header(flow)
             t = _Template(ttl=flow.ttl, check=struct.unpack("=H", h[10:12])[0])
             t.saddr[:] = list(h[12:16])
             t.daddr[:] = list(h[16:20])
             t.dmac[:] = list(multicast_mac(flow.group))
-            table[ctypes.c_int(i)] = t
-        self.bpf[b"gen_count"][ctypes.c_int(0)] = ctypes.c_uint32(len(flows))
-        nxt = self.bpf[b"gen_next"]
-        nxt[ctypes.c_int(0)] = nxt.Leaf(*([0] * nxt.total_cpu))
+            self._tpl.update(ctypes.c_uint32(i), t)
+        self._count.update(ctypes.c_uint32(0), ctypes.c_uint32(len(flows)))
+        self._next.update(ctypes.c_uint32(0), self._next.slot_type())  # zero on every CPU
         self.flows = list(flows)
         self._frame = frame(flows[0], self.src_mac)
 
     def close(self) -> None:
-        self.bpf.cleanup()
+        """Close this process's handles of the program and its maps (the holding veth goes with its namespace)."""
+        for m in (self._tpl, self._count, self._next):
+            m.close()
+        self._obj.close()
 
     def _burst(self, count: int, opts: bpfsys.TestRunOpts) -> None:
         opts.repeat = count

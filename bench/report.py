@@ -74,7 +74,7 @@ def machine_block(data: dict) -> str:
         f"| CPU | {m['cpus']} × {m['cpu_model']} at {float(m['cpu_mhz']):.0f} MHz |",
         f"| memory | {m['memory_gib']} GiB |",
         f"| BPF | JIT {'on' if m.get('bpf_jit_enable') == '1' else m.get('bpf_jit_enable')}; "
-        f"bcc {m.get('bcc')}; libbpf {m.get('libbpf')} |",
+        f"libbpf {m.get('libbpf')} |",
         f"| mitigations | spectre_v2: {m.get('spectre_v2')} |",
         f"| Python | {m['python']} |",
         "",

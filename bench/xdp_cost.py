@@ -76,7 +76,7 @@ GROUP_BASE = int(ipaddress.IPv4Address("239.1.0.0"))  # rule i: group 239.1.0.0 
 STRANGER = ipaddress.IPv4Address("192.0.2.66")  # never a rule's source
 UNICAST = ipaddress.IPv4Address("10.200.0.1")
 
-FLOOR_C = b"int mauth_floor(struct xdp_md *ctx) { return XDP_PASS; }"
+FLOOR_OBJECT, FLOOR_PROGRAM = "floor", "bench_floor"  # ebpf/bench/floor.bpf.c: returns XDP_PASS
 
 KINDS = ("passed", "unauthorized", "ttl", "not_multicast")
 EXTRA_KINDS = ("rate_limited", "source_prefix", "group_prefix", "unauthorized_prefixes",
@@ -274,13 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1_000_000 and not args.no_json:
         ap.error("--repeat below 1,000,000 is for trying things out: add --no-json")
 
-    from bcc import BPF
-
     started = time.monotonic()
     cpu = common.pin_to_quietest_cpu()
     print(f"pinned to CPU {cpu}; {args.rounds} rounds x {args.repeat:,} runs per call", file=sys.stderr)
-    floor_bpf = BPF(text=FLOOR_C)
-    floor_fd = floor_bpf.load_func(b"mauth_floor", BPF.XDP).fd
+    floor_obj = common.load_bench_object(FLOOR_OBJECT)
+    floor_fd = floor_obj.program_fd(FLOOR_PROGRAM)
     warm_until = time.monotonic() + 1.0  # the first second on a quiet vCPU runs slow
     while time.monotonic() < warm_until:
         timed_run(floor_fd, udp_frame(STRANGER, UNICAST, 8), 1_000_000)
@@ -317,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                 del rules
                 shutil.rmtree(pin_dir, ignore_errors=True)
     finally:
-        floor_bpf.cleanup()
+        floor_obj.close()
 
     order = {k: i for i, k in enumerate(KINDS + EXTRA_KINDS)}
     results.sort(key=lambda r: (order[r["kind"]], r["rules"]))
@@ -333,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": common.machine(),
         "method": {
             "harness": "BPF_PROG_TEST_RUN via libbpf bpf_prog_test_run_opts, one frame per call, cache-hot",
-            "floor": "empty XDP program (return XDP_PASS), same run, frame and CPU",
+            "floor": "empty XDP program (return XDP_PASS, ebpf/bench/floor.bpf.c), same run, frame and CPU",
             "repeat": args.repeat,
             "rounds": args.rounds,
             "order": "per round and kind: floor, filter, floor; added = filter - mean(floors); medians of rounds",
