@@ -28,6 +28,7 @@ BENCHMARKS = {
     "forwarding": "forwarding and drop rates of the lab router under each filter; upcalls under a flood",
     "control": "protocol command rates, loading and re-converging rules, daemon memory",
     "sap": "SAP announcements parsed per second",
+    "loader": "loading the filter and starting musersd: the bcc loader against the libbpf loader",
 }
 
 

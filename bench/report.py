@@ -13,9 +13,10 @@ markers,
 and is rendered here from that benchmark's section of benchmarks.json by
 the same function that prints its table when it runs. So the tables always
 show the last run's figures, and a benchmark run alone updates its own.
-The block `machine` holds the machine of the newest section and when each
-section was generated. A marker pair with no section in the JSON is left
-as it is; a section with no marker pair is reported, not added.
+The block `machine` holds the machine of the newest section and, for each
+section, when it was generated and on which CPU and kernel. A marker pair
+with no section in the JSON is left as it is; a section with no marker
+pair is reported, not added.
 """
 
 from __future__ import annotations
@@ -56,11 +57,18 @@ def _sap(s: dict) -> str:
     return sap.markdown(s)
 
 
+def _loader(s: dict) -> str:
+    from . import loader
+
+    return loader.markdown(s)
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "xdp_cost": _xdp_cost,
     "forwarding": _forwarding,
     "control": _control,
     "sap": _sap,
+    "loader": _loader,
 }
 
 
@@ -78,13 +86,15 @@ def machine_block(data: dict) -> str:
         f"| mitigations | spectre_v2: {m.get('spectre_v2')} |",
         f"| Python | {m['python']} |",
         "",
-        "| section | generated (UTC) | command | took |",
-        "| --- | --- | --- | ---: |",
+        "| section | generated (UTC) | command | took | CPU, kernel |",
+        "| --- | --- | --- | ---: | --- |",
     ]
     for name in sorted(data):
         s = data[name]
         took = f"{s['elapsed_s']:.0f} s" if "elapsed_s" in s else ""
-        lines.append(f"| {name} | {s.get('generated', '')} | `{s.get('command', '')}` | {took} |")
+        sm = s.get("machine", {})
+        where = f"{sm.get('cpu_model')}, {sm.get('kernel')}"
+        lines.append(f"| {name} | {s.get('generated', '')} | `{s.get('command', '')}` | {took} | {where} |")
     return "\n".join(lines)
 
 
