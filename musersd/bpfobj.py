@@ -24,6 +24,7 @@ log.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import threading
@@ -107,17 +108,33 @@ def _errno(ret: int | None = None) -> int:
     return ctypes.get_errno() or 1
 
 
+# The verifier's closing statistics, which follow its reason for refusing.
+_STATS = ("processed ", "verification time", "stack depth", "max_states_per_insn")
+
+
 def _reason(printed: list[str]) -> str:
     """The line of libbpf's output that says why, without its 'libbpf: ' prefix."""
     lines = [ln.strip() for chunk in printed for ln in chunk.splitlines() if ln.strip()]
-    # The verifier's own last word comes just before libbpf's "-- END PROG LOAD LOG --".
+    # The verifier's own last word: the last line of its log before its statistics and
+    # libbpf's "-- END PROG LOAD LOG --"; "processed ..." only when that is all there is.
     for i, ln in enumerate(lines):
-        if "END PROG LOAD LOG" in ln and i > 0:
-            return lines[i - 1]
+        if "END PROG LOAD LOG" in ln:
+            log_lines = lines[:i]
+            for cand in reversed(log_lines):
+                if "BEGIN PROG LOAD LOG" in cand:
+                    break
+                if not cand.startswith(_STATS):
+                    return cand
+            if log_lines and "BEGIN PROG LOAD LOG" not in log_lines[-1]:
+                return log_lines[-1]
     for ln in reversed(lines):
         if ln.startswith("libbpf: ") and "failed to load object" not in ln:
             return ln[len("libbpf: "):]
     return lines[-1] if lines else "no reason given"
+
+
+# What the kernel needs of a process that loads the filter (systemd/musersd.service).
+_PRIVILEGES = "loading needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
 
 
 class BPFObject:
@@ -184,7 +201,11 @@ class BPFObject:
             printed = list(_printed)
             _printed.clear()
         if ret < 0:
-            raise BPFObjectError(-ret, f"the kernel refused {self.path.name}: {_reason(printed)}")
+            reason = _reason(printed)
+            # EPERM; or EACCES from a verifier rule that only privilege lifts ("pointer -= pointer prohibited")
+            if -ret == errno.EPERM or (-ret == errno.EACCES and "prohibited" in reason):
+                reason = f"{reason} ({_PRIVILEGES})"
+            raise BPFObjectError(-ret, f"the kernel refused {self.path.name}: {reason}")
         self.loaded = True
 
     def program_fd(self, name: str) -> int:

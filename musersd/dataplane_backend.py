@@ -21,9 +21,10 @@ import bisect
 from contextlib import contextmanager
 import logging
 
-from . import dataplane as dpl
+from . import filter as flt
 from .maps import Mode as MapMode
-from .protocol.errors import BackendFailure, BadCursor, Exists, NotFound, TableFull
+from .filter import Filter, family_name
+from .protocol.errors import BackendFailure, BackendUnsupported, BadCursor, Exists, NotFound, TableFull
 from .protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
 from .rules import Rule, RuleError, RuleKey, check_cursor
 
@@ -34,10 +35,10 @@ log = logging.getLogger("musersd.rules")
 # Data-plane exception -> the command error the server turns into a reply code.
 # Order matters: the specific classes subclass DataPlaneError.
 _ERRORS = (
-    (dpl.RuleExists, Exists),
-    (dpl.RuleNotFound, NotFound),
-    (dpl.TableFull, TableFull),
-    (dpl.DataPlaneError, BackendFailure),
+    (flt.RuleExists, Exists),
+    (flt.RuleNotFound, NotFound),
+    (flt.TableFull, TableFull),
+    (flt.DataPlaneError, BackendFailure),
 )
 
 
@@ -45,7 +46,7 @@ _ERRORS = (
 def _translated():
     try:
         yield
-    except dpl.DataPlaneError as exc:
+    except flt.DataPlaneError as exc:
         for theirs, ours in _ERRORS:
             if isinstance(exc, theirs):
                 raise ours(str(exc)) from None
@@ -69,9 +70,11 @@ def _reason(name: str) -> Reason | None:
 
 
 class DataPlaneBackend:
+    """The protocol Backend over any filter.Filter (the XDP data plane, or NfqueueFilter)."""
+
     name = "xdp"
 
-    def __init__(self, dp: dpl.DataPlane):
+    def __init__(self, dp: Filter):
         self.dp = dp
         self._sorted: list[bytes] | None = None
         self._order: list[tuple[bytes, RuleKey]] | None = None
@@ -87,13 +90,22 @@ class DataPlaneBackend:
         """The maps were changed behind this backend's back (a SIGHUP reload): forget the cached key order."""
         self._changed()
 
+    def _held(self, rule: Rule) -> None:
+        """Refuse, as unsupported, a rule of an address family this filter cannot hold."""
+        families = self.dp.families
+        if rule.key.family not in families:
+            raise BackendUnsupported(f"the {self.name} backend filters {family_name(families)} only, so it cannot "
+                                     f"hold the rule for {rule.key}")
+
     def add(self, rule: Rule) -> None:
+        self._held(rule)
         with _translated():
             self.dp.add_rule(rule)
         self._changed()
         log.info("rule added: %s", rule)
 
     def replace(self, rule: Rule) -> bool:
+        self._held(rule)
         with _translated():
             replaced = self.dp.replace_rule(rule)
         self._changed()

@@ -89,8 +89,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from . import maps
-from .dataplane import (DataPlane, DataPlaneError, DeniedEntry, RuleExists, RuleNotFound, RuleStats, TableFull,
-                        sap_group_list)
+from .filter import (DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, DeniedEntry, RuleExists, RuleNotFound,
+                     RuleStats, TableFull, as_key, as_rule, check_sizes, family_name, plan, sap_group_list)
 from .maps import Mode
 from .policy import DROP, PASS, RateBuckets, Verdict, decide_ip
 from .rules import Rule, RuleKey
@@ -102,8 +102,6 @@ DEFAULT_QUEUE_NUM = 7575
 STATE_FILE = "nfqueue.sqlite"
 STATE_FORMAT = "mauth-nfqueue-state"
 STATE_VERSION = 1
-DEFAULT_MAX_RULES = 65536
-DEFAULT_MAX_DENIED = 4096
 BATCH = 64  # packets handled per wake-up of the select loop
 COPY_RANGE = 4096 - 80  # bytes of a packet the queue copies (netfilterqueue's buffer less its metadata)
 
@@ -538,6 +536,7 @@ class NfqueueFilter:
     """
 
     name = "nfqueue"
+    families = (4,)  # the queue rule is iptables: IPv4 only
 
     def __init__(self, state_dir: str | os.PathLike = DEFAULT_STATE_DIR, *, queue_num: int = DEFAULT_QUEUE_NUM,
                  max_rules: int | None = None, max_denied: int | None = None,
@@ -545,10 +544,7 @@ class NfqueueFilter:
                  clock: Callable[[], int] = time.monotonic_ns):
         if not 0 <= queue_num <= 65535:
             raise DataPlaneError(f"queue number {queue_num} is outside 0-65535")
-        if max_rules is not None and not 1 <= max_rules <= 16 * 1024 * 1024:
-            raise DataPlaneError(f"max rules {max_rules} is outside 1-16777216")
-        if max_denied is not None and not 16 <= max_denied <= 1024 * 1024:
-            raise DataPlaneError(f"denied table size {max_denied} is outside 16-1048576")
+        check_sizes(max_rules, max_denied)
         self.state_dir = Path(state_dir)
         self.queue_num = queue_num
         self.max_rules = max_rules or DEFAULT_MAX_RULES
@@ -704,10 +700,11 @@ class NfqueueFilter:
 
     # ------------------------------------------------------------------ rules
 
-    @staticmethod
-    def _pair(key: RuleKey) -> tuple:
-        if key.source.version != 4:
-            raise DataPlaneError(f"the nfqueue backend filters IPv4 only, so it cannot hold the rule for {key}")
+    @classmethod
+    def _pair(cls, key: RuleKey) -> tuple:
+        if key.family not in cls.families:
+            raise DataPlaneError(f"the {cls.name} backend filters {family_name(cls.families)} only, so it cannot "
+                                 f"hold the rule for {key}")
         return key.source, key.group
 
     def _write(self):
@@ -735,7 +732,7 @@ class NfqueueFilter:
 
     def add_rule(self, rule: Rule | tuple) -> None:
         """Add a rule; RuleExists if (source, group) already has one, TableFull when full."""
-        rule = DataPlane._as_rule(rule)
+        rule = as_rule(rule)
         key = self._pair(rule.key)
         if key in self._rules:
             raise RuleExists(f"a rule for {rule.key} already exists")
@@ -751,7 +748,7 @@ class NfqueueFilter:
 
     def replace_rule(self, rule: Rule | tuple) -> bool:
         """Add or replace a rule, keeping its counters (and its buckets if its rates stay); True if it replaced one."""
-        rule = DataPlane._as_rule(rule)
+        rule = as_rule(rule)
         key = self._pair(rule.key)
         if key not in self._rules:
             self.add_rule(rule)
@@ -765,7 +762,7 @@ class NfqueueFilter:
 
     def remove_rule(self, key: RuleKey | Rule | tuple) -> Rule:
         """Remove the rule for (source, group) and return it; RuleNotFound if there is none."""
-        rkey = DataPlane._as_key(key)
+        rkey = as_key(key)
         pair = (rkey.source, rkey.group)
         if pair not in self._rules:
             raise RuleNotFound(f"there is no rule for {rkey}")
@@ -785,21 +782,14 @@ class NfqueueFilter:
         return n
 
     def apply(self, wanted: Iterable[Rule]) -> tuple[int, int, int]:
-        """Make the rule set equal to `wanted` in one transaction; returns (added, replaced, removed)."""
-        desired = {}
-        for r in wanted:
-            rule = DataPlane._as_rule(r)
-            desired[self._pair(rule.key)] = rule
-        if len(desired) > self.max_rules:
-            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
-        put = [r for k, r in desired.items() if self._rules.get(k) != r]
-        gone = [k for k in self._rules if k not in desired]
-        added = sum(1 for r in put if self._pair(r.key) not in self._rules)
+        """Make the rule set equal to `wanted` in one transaction (filter.plan); returns (added, replaced, removed)."""
+        diff = plan(self._rules, wanted, self.max_rules, key=self._pair)
+        put = diff.add + diff.replace
         with self._write():
             self.store.put(put)
-            self.store.delete(self._rules[k].key for k in gone)
+            self.store.delete(self._rules[k].key for k in diff.remove)
         with self._lock:
-            for k in gone:
+            for k in diff.remove:
                 self._drop(k)
             for r in put:
                 k = self._pair(r.key)
@@ -808,10 +798,10 @@ class NfqueueFilter:
                     self._buckets.forget(k)
                 self._set(k, r)
                 self._forget_denied(r.key)
-        return added, len(put) - added, len(gone)
+        return len(diff.add), len(diff.replace), len(diff.remove)
 
     def get_rule(self, key: RuleKey | Rule | tuple) -> RuleStats | None:
-        rkey = DataPlane._as_key(key)
+        rkey = as_key(key)
         pair = (rkey.source, rkey.group)
         with self._lock:
             rule = self._rules.get(pair)

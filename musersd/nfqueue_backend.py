@@ -1,19 +1,16 @@
 """The protocol server's Backend over the NFQUEUE data plane.
 
-Strategy: `NfqueueFilter` offers the methods of `DataPlane` that
-`DataPlaneBackend` uses (rule_keys, get_rule, denied, counters, mode...)
+Strategy: `NfqueueFilter` implements filter.Filter, as `DataPlane` does,
 and raises the same data-plane errors, so the translation to reply codes,
-the paging and the counters are inherited unchanged. Only rules this
-backend cannot enforce (IPv6: the queue rule is iptables, IPv4 only) are
-refused here, as unsupported rather than as a failure.
+the paging, the counters and the refusal of rules of a family the filter
+does not hold (IPv6: the queue rule is iptables, IPv4 only; refused as
+unsupported rather than as a failure) are `DataPlaneBackend`'s, unchanged.
 """
 
 from __future__ import annotations
 
 from .dataplane_backend import DataPlaneBackend
 from .nfqueue import NfqueueFilter
-from .protocol.errors import BackendUnsupported
-from .rules import Rule
 
 
 class NfqueueBackend(DataPlaneBackend):
@@ -21,17 +18,3 @@ class NfqueueBackend(DataPlaneBackend):
 
     def __init__(self, dp: NfqueueFilter):
         super().__init__(dp)
-
-    @staticmethod
-    def _ipv4_only(rule: Rule) -> None:
-        if rule.source.version != 4:
-            raise BackendUnsupported(f"the nfqueue backend filters IPv4 only, so it cannot hold the rule for "
-                                     f"{rule.key}")
-
-    def add(self, rule: Rule) -> None:
-        self._ipv4_only(rule)
-        super().add(rule)
-
-    def replace(self, rule: Rule) -> bool:
-        self._ipv4_only(rule)
-        return super().replace(rule)

@@ -9,7 +9,7 @@ in the map `DataPlane._locate()` picks (exact rules, source-prefix trie or
 group-prefix trie of its family), under the bytes of the ctypes key that
 function builds (maps.Key4/Key6/Lpm4/Lpm6), and `rule_keys()` reads the keys
 back from those bytes exactly as `DataPlane.rule_keys()` does (including
-`dataplane._prefix_key` for the tries). So `DataPlaneBackend` and
+`xdp_rules._prefix_key` for the tries). So `DataPlaneBackend` and
 `NfqueueBackend` run unchanged on top of it, sort by the same
 `RuleKey.cursor` and check cursors with the same `rules.check_cursor`: an
 IPv6 key or a prefix key takes the same path through paging here as on a
@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 
-from musersd import dataplane as dpl
+from musersd import dataplane as dpl, xdp_rules
 from musersd.maps import FAMILIES, REASONS, Mode
 from musersd.rules import IPAddress, Rule, RuleKey
 
@@ -35,7 +35,7 @@ def _exact_decoder(key_type):
 
 def _trie_decoder(cname: str, lpm_type):
     def decode(raw: bytes) -> RuleKey:
-        return dpl._prefix_key(cname, lpm_type.from_buffer_copy(raw))  # as DataPlane reads a trie
+        return xdp_rules._prefix_key(cname, lpm_type.from_buffer_copy(raw))  # as DataPlane reads a trie
     return decode
 
 
@@ -50,7 +50,10 @@ for _fam in FAMILIES.values():
 class FakeDataPlane:
     """Rules in per-map dicts keyed by the ctypes key bytes the real maps use; counters set by tests."""
 
-    def __init__(self, max_rules: int = 65536, mode: Mode = Mode.ENFORCE) -> None:
+    name = "xdp"
+
+    def __init__(self, max_rules: int = 65536, mode: Mode = Mode.ENFORCE, families: tuple[int, ...] = (4, 6)) -> None:
+        self.families = families  # the address families whose rules the faked filter holds
         self.max_rules = max_rules
         self.mode = mode
         self.state_id = secrets.randbits(64) or 1

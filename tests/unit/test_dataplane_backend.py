@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from musersd.dataplane_backend import DataPlaneBackend
+from musersd.nfqueue import NfqueueFilter
 from musersd.nfqueue_backend import NfqueueBackend
 from musersd.protocol import v1, v2
 from musersd.protocol.errors import ReplyCode
@@ -81,7 +82,9 @@ class Client:
 
 def served(backend_type=DataPlaneBackend, dp: FakeDataPlane | None = None) -> tuple[FakeDataPlane, ServerCore,
                                                                                       Client]:
-    dp = dp if dp is not None else FakeDataPlane()
+    if dp is None:
+        # The fake holds what the real filter behind this backend holds (NfqueueFilter: IPv4 only).
+        dp = FakeDataPlane(families=NfqueueFilter.families if backend_type is NfqueueBackend else (4, 6))
     server = ServerCore(backend_type(dp), KEYS, EPOCH, dp.state_id, lambda host: host == "127.0.0.1")
     client = Client(server)
     client.hello()

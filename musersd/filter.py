@@ -1,0 +1,221 @@
+"""What both filters share: the interface they implement and the decisions they make alike.
+
+Strategy. musersd enforces its rules with one of two filters: the XDP data
+plane (dataplane.py: the compiled program and its pinned maps) or the NFQUEUE
+fallback (nfqueue.py: iptables sends routable multicast to a queue this
+process judges). Both are driven the same way by the protocol server's
+backend (dataplane_backend.py) and the daemon, so `Filter` states that one
+interface, and everything they must decide the same way is written here
+once: the errors and what they mean, the result types, the size bounds and
+defaults, which address families a filter holds, how an argument becomes a
+rule or a key, the SAP groups, and the difference that `apply()` makes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Callable, Hashable, Iterable, Mapping, Protocol, TypeVar
+
+from . import maps
+from .maps import Mode
+from .rules import IPAddress, Rule, RuleError, RuleKey
+
+DEFAULT_MAX_RULES = 65536
+DEFAULT_MAX_DENIED = 4096
+MAX_RULES_RANGE = (1, 16 * 1024 * 1024)
+MAX_DENIED_RANGE = (16, 1024 * 1024)
+
+
+class DataPlaneError(Exception):
+    """The data plane refused an operation; the message says why in one sentence."""
+
+
+class RuleExists(DataPlaneError):
+    pass
+
+
+class RuleNotFound(DataPlaneError):
+    pass
+
+
+class TableFull(DataPlaneError):
+    pass
+
+
+@dataclass(frozen=True)
+class RuleStats:
+    rule: Rule
+    packets: int
+    bytes: int
+    last_seen: float | None  # Unix time of the last passed packet, None if never
+
+    def as_dict(self) -> dict:
+        return {
+            "source": str(self.rule.source),
+            "group": str(self.rule.group),
+            "max_ttl": self.rule.max_ttl,
+            "pps": self.rule.pps,
+            "bps": self.rule.bps,
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "last_seen": self.last_seen,
+        }
+
+
+@dataclass(frozen=True)
+class DeniedEntry:
+    source: IPAddress
+    group: IPAddress
+    packets: int
+    bytes: int
+    last_ttl: int
+    reason: str
+    last_seen: float | None
+
+    def as_dict(self) -> dict:
+        return {
+            "source": str(self.source),
+            "group": str(self.group),
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "last_ttl": self.last_ttl,
+            "reason": self.reason,
+            "last_seen": self.last_seen,
+        }
+
+
+def check_sizes(max_rules: int | None, max_denied: int | None) -> None:
+    """Refuse a rule capacity or denied-table size outside what either filter accepts (None: not given)."""
+    lo, hi = MAX_RULES_RANGE
+    if max_rules is not None and not lo <= max_rules <= hi:
+        raise DataPlaneError(f"max rules {max_rules} is outside {lo}-{hi}")
+    lo, hi = MAX_DENIED_RANGE
+    if max_denied is not None and not lo <= max_denied <= hi:
+        raise DataPlaneError(f"denied table size {max_denied} is outside {lo}-{hi}")
+
+
+def family_name(families: Iterable[int]) -> str:
+    return " and ".join(f"IPv{v}" for v in sorted(families))
+
+
+def as_rule(rule: Rule | tuple) -> Rule:
+    """`rule`, or the Rule made of a (source, group, max_ttl[, pps, bps]) tuple; DataPlaneError if it is not one."""
+    if isinstance(rule, Rule):
+        return rule
+    try:
+        return Rule.make(*rule)
+    except RuleError as exc:
+        raise DataPlaneError(str(exc)) from None
+    except TypeError:
+        raise DataPlaneError(f"{rule!r} is not a (source, group, max_ttl) rule") from None
+
+
+def as_key(key: RuleKey | Rule | tuple) -> RuleKey:
+    """The RuleKey of a key, a rule or a (source, group) tuple; DataPlaneError if it is none of them."""
+    if isinstance(key, Rule):
+        return key.key
+    if isinstance(key, RuleKey):
+        return key
+    try:
+        return RuleKey.make(*key)
+    except RuleError as exc:
+        raise DataPlaneError(str(exc)) from None
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `apply()` changes: rules to add, rules to replace, keys whose rules go."""
+
+    add: list[Rule]
+    replace: list[Rule]
+    remove: list
+
+
+def plan(current: Mapping[K, Rule], wanted: Iterable[Rule | tuple], capacity: int,
+         key: Callable[[RuleKey], K] = lambda k: k) -> Plan:
+    """The difference between the rules held (`current`, by `key(rule.key)`) and `wanted`.
+
+    Every wanted rule is validated, and a set larger than `capacity` refused
+    (TableFull), before anything changes. A rule equal to the one held is
+    left alone (its counters and rate buckets stay).
+    """
+    desired: dict[K, Rule] = {}
+    for r in wanted:
+        rule = as_rule(r)
+        desired[key(rule.key)] = rule
+    if len(desired) > capacity:
+        raise TableFull(f"the rule table is full ({capacity} rules)")
+    add = [r for k, r in desired.items() if k not in current]
+    replace = [r for k, r in desired.items() if k in current and current[k] != r]
+    remove = [k for k in current if k not in desired]
+    return Plan(add, replace, remove)
+
+
+_LINK_LOCAL_GROUPS = ipaddress.IPv4Network("224.0.0.0/24")
+
+
+def sap_group_list(groups: Iterable[str]) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    """Validate the SAP groups given to the program: routable multicast, distinct, at most four per family."""
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for g in groups:
+        try:
+            addr = ipaddress.ip_address(str(g).strip())
+        except ValueError:
+            raise DataPlaneError(f"SAP group {g!r} is not an IP address") from None
+        if addr.version == 4 and (not addr.is_multicast or addr in _LINK_LOCAL_GROUPS):
+            raise DataPlaneError(f"SAP group {addr} is not a routable multicast group (224.0.1.0-239.255.255.255)")
+        if addr.version == 6 and (not addr.is_multicast or addr.packed[1] & 0x0F <= 2):
+            raise DataPlaneError(f"SAP group {addr} is not a routable IPv6 multicast group (ff00::/8, scope 3 or wider)")
+        if addr not in out:
+            out.append(addr)
+    for version in (4, 6):
+        n = sum(1 for a in out if a.version == version)
+        if n > maps.MAX_SAP_GROUPS:
+            raise DataPlaneError(f"at most {maps.MAX_SAP_GROUPS} IPv{version} SAP groups can be given, not {n}")
+    return tuple(out)
+
+
+
+
+class Filter(Protocol):
+    """The interface of a filter (DataPlane, NfqueueFilter), as the backend and the daemon use it.
+
+    Every method that changes state validates first and raises
+    DataPlaneError (one sentence) without changing anything when its input
+    is bad; RuleExists, RuleNotFound and TableFull say which refusal it was.
+    """
+
+    name: str
+    families: tuple[int, ...]  # the address families whose rules it can hold
+    max_rules: int | None
+    created: bool  # True when load() or open() started from empty state
+
+    def load(self) -> "Filter": ...
+    def open(self) -> "Filter": ...
+    def close(self) -> None: ...
+    def attach(self, iface: str, mode: str = "auto") -> str: ...
+    def detach(self, iface: str) -> bool: ...
+
+    @property
+    def mode(self) -> Mode: ...
+    def set_mode(self, mode: Mode | str) -> Mode: ...
+    @property
+    def state_id(self) -> int: ...
+
+    def add_rule(self, rule: Rule | tuple) -> None: ...
+    def replace_rule(self, rule: Rule | tuple) -> bool: ...
+    def remove_rule(self, key: RuleKey | Rule | tuple) -> Rule: ...
+    def flush(self) -> int: ...
+    def apply(self, wanted: Iterable[Rule]) -> tuple[int, int, int]: ...
+
+    def get_rule(self, key: RuleKey | Rule | tuple) -> RuleStats | None: ...
+    def rules(self) -> list[RuleStats]: ...
+    def rule_keys(self) -> list[RuleKey]: ...
+    def rule_count(self) -> int: ...
+    def counters(self) -> dict[str, dict[str, int]]: ...
+    def denied(self) -> list[DeniedEntry]: ...
+    def clear_denied(self) -> int: ...

@@ -1,0 +1,410 @@
+"""The XDP data plane, part 2 of 3: the rules in the maps.
+
+Each address family has its own maps (maps.FAMILIES): exact rules live in a
+hash map, prefix rules in two LPM tries (ebpf/mauth.h gives the lookup order);
+stats slots are shared, rate limits in a map of token buckets keyed by the
+rule's slot. Writes are ordered so that the program never sees a half-made
+rule: a rule's bucket goes in before the rule that points at it, a trie's bit
+in cfg is set only once the trie holds a rule and cleared only once it is
+empty again. A trie lookup answers with the longest match, not the exact key,
+so the prefix rules' keys are also indexed here (rebuilt from the tries on
+open and whenever the index does not know a key).
+
+Per-rule counters sit in a per-CPU array indexed by a slot. Slots are
+allocated here; the set in use is recomputed from the rule maps on open, so
+nothing but the maps themselves holds state across restarts. One process
+writes the maps at a time (musersd); others may read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+from typing import Iterable
+
+from . import bpfsys, maps
+from .filter import DataPlaneError, RuleExists, RuleNotFound, RuleStats, TableFull, as_key, as_rule, plan
+from .maps import FAMILIES, Key4, RuleVal
+from .rules import Rule, RuleKey
+from .xdp_counters import mono_to_unix
+
+_RULE_VAL = struct.Struct("=IBBH")  # RuleVal as bytes: slot, max_ttl, flags, pad
+_KEY4 = struct.Struct("!II")  # Key4 as bytes: source, group in network order
+assert _RULE_VAL.size == ctypes.sizeof(RuleVal) and _KEY4.size == ctypes.sizeof(Key4)
+
+_BPF_F_LOCK = 4  # update a map value that holds a bpf_spin_lock under that lock
+
+# The maps of each kind, over both families, and how a trie's key reads back as a rule key.
+_RULE_MAPS = tuple(f.rules for f in FAMILIES.values())
+_PREFIX_MAPS = tuple(m for f in FAMILIES.values() for m in (f.src_prefix, f.grp_prefix))
+_DENIED_MAPS = tuple(f.denied for f in FAMILIES.values())
+_SOURCE_TRIES = frozenset(f.src_prefix for f in FAMILIES.values())
+
+
+def _prefix_key(cname: str, k) -> RuleKey:
+    """The RuleKey of a prefix trie's key (a full-length prefix is never written, but reads back as a host)."""
+    net = k.prefix_network
+    side = net.network_address if net.prefixlen == net.max_prefixlen else net
+    if cname in _SOURCE_TRIES:
+        return RuleKey(side, k.exact_address)
+    return RuleKey(k.exact_address, side)
+
+
+
+
+class XdpRules:
+    """Writing and reading the rules (a part of DataPlane: needs XdpLoader's maps)."""
+
+    # ------------------------------------------------------------------ rules
+
+    def _scan_slots(self) -> None:
+        used = {v.slot for cname in _RULE_MAPS for _, v in self._map(cname).items()}
+        self._scan_prefixes()
+        used.update(self._prefix.values())
+        self._next_slot = max(used) + 1 if used else 0
+        self._free_slots = sorted((s for s in range(self._next_slot) if s not in used), reverse=True)
+
+    def _scan_prefixes(self) -> None:
+        """Rebuild the index of prefix rules (key -> slot) from the two tries."""
+        self._prefix = {}
+        for cname in _PREFIX_MAPS:
+            for k, v in self._map(cname).items():
+                self._prefix[_prefix_key(cname, k)] = v.slot
+
+    def _alloc_slot(self) -> int:
+        if self._free_slots:
+            return self._free_slots.pop()
+        if self._next_slot >= self.max_rules:
+            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+        self._next_slot += 1
+        self._fresh_from = max(self._fresh_from, self._next_slot)
+        return self._next_slot - 1
+
+    def _alloc_slots(self, n: int) -> tuple[list[int], list[int]]:
+        """n slots (free ones first, lowest first): (all of them, those whose stats need zeroing)."""
+        if n > len(self._free_slots) + self.max_rules - self._next_slot:
+            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+        reused = self._free_slots[len(self._free_slots) - min(n, len(self._free_slots)):][::-1]
+        del self._free_slots[len(self._free_slots) - len(reused):]
+        start = self._next_slot
+        self._next_slot += n - len(reused)
+        fresh = range(start, self._next_slot)
+        dirty = reused + list(range(start, min(self._next_slot, self._fresh_from)))
+        self._fresh_from = max(self._fresh_from, self._next_slot)
+        return reused + list(fresh), dirty
+
+    def _free_slot_list(self, slots: list[int]) -> None:
+        self._free_slots.extend(slots)
+        self._free_slots.sort(reverse=True)
+
+    def _free_slot(self, slot: int) -> None:
+        self._free_slots.append(slot)
+
+    def _zero_stats(self, slot: int) -> None:
+        stats = self._map("mauth_stats")
+        stats.update(ctypes.c_uint32(slot), stats.slot_type())
+
+    @staticmethod
+    def _locate(key: RuleKey) -> tuple[str, ctypes.Structure]:
+        """The map that holds the rule for `key`, and its key there."""
+        fam = FAMILIES[key.family]
+        if key.is_exact:
+            return fam.rules, fam.key.of(key.source, key.group)
+        if key.source_len < fam.width:
+            return fam.src_prefix, fam.lpm.of(key.group, key.source_address, key.source_len)
+        return fam.grp_prefix, fam.lpm.of(key.source, key.group_address, key.group_len)
+
+    _as_rule = staticmethod(as_rule)
+    _as_key = staticmethod(as_key)
+
+    def _value(self, key: RuleKey) -> RuleVal | None:
+        """The value stored under exactly `key`, or None.
+
+        A lookup in a prefix trie returns the longest prefix that matches,
+        which is the key itself only if the key is there; whether it is comes
+        from the index of prefix rules, which this process keeps up to date
+        and rebuilds from the tries (not from the exact rules: they may be a
+        million) when it does not know the key: the key is absent, or a
+        process that only reads was overtaken by the writer.
+        """
+        cname, k = self._locate(key)
+        value = self._map(cname).lookup(k)
+        if value is None or key.is_exact:
+            return value
+        if self._prefix.get(key) != value.slot:
+            self._scan_prefixes()
+            if self._prefix.get(key) != value.slot:
+                return None
+        return value
+
+    def _rule_of(self, key: RuleKey, value: RuleVal) -> Rule:
+        """The Rule a map value stands for, with its rate limits from `rates`."""
+        pps = bps = 0
+        if value.flags & maps.RULE_F_RATE:
+            rate = self._map("mauth_rates").lookup(ctypes.c_uint32(value.slot))
+            if rate is not None:
+                pps, bps = rate.pps, rate.bps
+        return Rule(key, value.max_ttl, pps, bps)
+
+    def _set_rate(self, slot: int, rule: Rule, old: Rule | None = None) -> None:
+        """Give `slot` full buckets for the rule's limits, unless the limits are those it already has.
+
+        Written with BPF_F_LOCK: the program may be inside the entry's lock.
+        Keeping the buckets when the limits do not change means a REPLACE that
+        only changes the TTL (or a manager re-sending its rules) does not
+        hand the sender a fresh burst.
+        """
+        if old is not None and old.rate_limited and (old.pps, old.bps) == (rule.pps, rule.bps):
+            return
+        rates = self._map("mauth_rates")
+        rates.update(ctypes.c_uint32(slot), maps.Rate.full(rule.pps, rule.bps), bpfsys.BPF_ANY | _BPF_F_LOCK)
+
+    def _clear_rate(self, slot: int) -> None:
+        self._map("mauth_rates").delete(ctypes.c_uint32(slot))
+
+    def _sync_prefix_flags(self) -> None:
+        """cfg.prefixes from the index: a trie's bit set while it holds a rule, so the program looks in it."""
+        want = 0
+        for key in self._prefix:
+            fam = FAMILIES[key.family]
+            want |= fam.cfg_src if key.source_len < fam.width else fam.cfg_grp
+        cfg = self._cfg()
+        if cfg.prefixes != want:
+            cfg.prefixes = want
+            self._map("mauth_cfg").update(ctypes.c_uint32(0), cfg)
+
+    def add_rule(self, rule: Rule | tuple) -> None:
+        """Add a rule; RuleExists if (source, group) already has one."""
+        rule = self._as_rule(rule)
+        cname, key = self._locate(rule.key)
+        rules = self._map(cname)
+        # An exact key is checked here; a prefix key by the insert itself
+        # (BPF_NOEXIST in a trie compares exact keys, where a lookup would not).
+        if rule.key.is_exact and rules.lookup(key) is not None:
+            raise RuleExists(f"a rule for {rule.key} already exists")
+        slot = self._alloc_slot()
+        self._zero_stats(slot)
+        # The bucket goes in before the rule that points at it: the program
+        # never sees MAUTH_RULE_F_RATE without an entry in rates.
+        if rule.rate_limited:
+            self._set_rate(slot, rule)
+        value = RuleVal(slot=slot, max_ttl=rule.max_ttl, flags=maps.RULE_F_RATE if rule.rate_limited else 0)
+        err = rules.try_update(key, value, bpfsys.BPF_NOEXIST)
+        if err:
+            if rule.rate_limited:
+                self._clear_rate(slot)
+            self._free_slot(slot)
+            if err == errno.EEXIST:
+                raise RuleExists(f"a rule for {rule.key} already exists")
+            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+        if rule.key.is_exact:
+            self._forget_denied(bytes(key))
+        else:
+            self._prefix[rule.key] = slot
+            self._sync_prefix_flags()  # after the insert: the trie is never consulted before it holds the rule
+            self._forget_denied_where(rule.key.covers)
+
+    def add_rules_bulk(self, rules: Iterable[Rule | tuple], *, chunk: int = 1 << 16) -> int:
+        """Add many new rules with a few BPF_MAP_UPDATE_BATCH calls; returns how many.
+
+        The same effect as add_rule() for each rule (fresh counters, the pair's
+        denied entry dropped), all or nothing: the rules are validated and
+        checked for duplicates, for rules that already exist and for room in
+        the table before anything changes, and a kernel refusal midway (out of
+        memory) removes what was added before raising. Like every writer here
+        it assumes it is the only one (musersd). Costs one syscall per
+        `chunk` rules, plus one per rule already in the table (checked for
+        clashes), plus one per set of the denied table (one per new pair
+        when there are few) to forget new pairs that were denied before.
+        Exact rules without a rate limit go in by the batch; prefix and
+        rate-limited rules (few, as a rule) one by one with add_rule().
+        """
+        new = [self._as_rule(r) for r in rules]
+        if not new:
+            return 0
+        seen: set[RuleKey] = set()
+        for r in new:
+            if r.key in seen:
+                raise RuleExists(f"the rule for {r.key} is given twice")
+            seen.add(r.key)
+        one_by_one = [r for r in new if not r.key.is_exact or r.rate_limited]
+        new = [r for r in new if r.key.is_exact and not r.rate_limited]
+        for r in one_by_one:
+            if r.key in self._prefix or (r.key.is_exact and self._value(r.key) is not None):
+                raise RuleExists(f"a rule for {r.key} already exists")
+        if len(new) + len(one_by_one) > len(self._free_slots) + self.max_rules - self._next_slot:
+            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+        key4 = _KEY4.pack  # Key4 as bytes; int() of an address is cheaper than .packed
+        packed = [key4(int(r.source), int(r.group)) if r.key.family == 4 else r.source.packed + r.group.packed
+                  for r in new]
+        wanted = set(packed)
+        if new and self._next_slot - len(self._free_slots) > 0:
+            for cname in _RULE_MAPS:
+                for k in self._map(cname).keys():
+                    if bytes(k) in wanted:
+                        raise RuleExists(f"a rule for {RuleKey(k.source, k.group)} already exists")
+        slots, dirty = self._alloc_slots(len(new)) if new else ([], [])
+        done: dict[int, list[bytes]] = {4: [], 6: []}  # keys written, per family, to undo on failure
+        added: list[RuleKey] = []
+        try:
+            self._zero_stats_bulk(dirty, chunk)
+            pack = _RULE_VAL.pack
+            for fam in FAMILIES.values():
+                mine = [i for i, r in enumerate(new) if r.key.family == fam.version]
+                rules_map = self._map(fam.rules)
+                for start in range(0, len(mine), chunk):
+                    part = mine[start:start + chunk]
+                    keys = (fam.key * len(part)).from_buffer_copy(b"".join(packed[i] for i in part))
+                    values = (RuleVal * len(part)).from_buffer_copy(
+                        b"".join(pack(slots[i], new[i].max_ttl, 0, 0) for i in part)
+                    )
+                    # Batch updates take no BPF_NOEXIST (the kernel allows only
+                    # BPF_F_LOCK): the clash check above is what keeps this an add.
+                    applied, err = rules_map.try_update_batch(keys, values, len(part))
+                    done[fam.version].extend(packed[i] for i in part[:applied])
+                    if err:
+                        failed = new[part[applied]].key
+                        if err == errno.E2BIG:
+                            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+                        raise DataPlaneError(f"the kernel refused the rule for {failed}: {os.strerror(err)}")
+            for r in one_by_one:
+                self.add_rule(r)
+                added.append(r.key)
+        except BaseException:
+            for key in added:
+                self.remove_rule(key)
+            self._undo_bulk(done, chunk)
+            self._free_slot_list(slots)
+            raise
+        if wanted:
+            self._forget_denied_many(wanted)
+        return len(new) + len(one_by_one)
+
+    def _zero_stats_bulk(self, slots: list[int], chunk: int) -> None:
+        stats = self._map("mauth_stats")
+        for start in range(0, len(slots), chunk):
+            part = slots[start:start + chunk]
+            keys = (ctypes.c_uint32 * len(part))(*part)
+            stats.update_batch(keys, (stats.slot_type * len(part))(), len(part))
+
+    def _undo_bulk(self, packed: dict[int, list[bytes]], chunk: int) -> None:
+        for version, keys in packed.items():
+            fam = FAMILIES[version]
+            rules_map = self._map(fam.rules)
+            for start in range(0, len(keys), chunk):
+                part = keys[start:start + chunk]
+                rules_map.delete_batch((fam.key * len(part)).from_buffer_copy(b"".join(part)), len(part))
+
+    def replace_rule(self, rule: Rule | tuple) -> bool:
+        """Add or replace a rule, keeping its counters if it existed; True if it replaced one.
+
+        A changed rate limit starts with full buckets; an unchanged one keeps
+        its buckets as they are.
+        """
+        rule = self._as_rule(rule)
+        cname, key = self._locate(rule.key)
+        old = self._value(rule.key)
+        if old is None:
+            self.add_rule(rule)
+            return False
+        before = self._rule_of(rule.key, old)
+        if rule.rate_limited:
+            self._set_rate(old.slot, rule, before)
+        value = RuleVal(slot=old.slot, max_ttl=rule.max_ttl, flags=maps.RULE_F_RATE if rule.rate_limited else 0)
+        self._map(cname).update(key, value, bpfsys.BPF_EXIST)
+        if before.rate_limited and not rule.rate_limited:
+            self._clear_rate(old.slot)  # after the rule stopped pointing at it
+        if rule.key.is_exact:
+            self._forget_denied(bytes(key))
+        else:
+            self._forget_denied_where(rule.key.covers)
+        return True
+
+    def remove_rule(self, key: RuleKey | Rule | tuple) -> Rule:
+        """Remove the rule for (source, group) and return it; RuleNotFound if there is none."""
+        rkey = self._as_key(key)
+        cname, k = self._locate(rkey)
+        old = self._value(rkey)
+        if old is None or not self._map(cname).delete(k):
+            raise RuleNotFound(f"there is no rule for {rkey}")
+        rule = self._rule_of(rkey, old)
+        if old.flags & maps.RULE_F_RATE:
+            self._clear_rate(old.slot)
+        if not rkey.is_exact:
+            del self._prefix[rkey]
+            self._sync_prefix_flags()
+        self._free_slot(old.slot)
+        return rule
+
+    def get_rule(self, key: RuleKey | Rule | tuple) -> RuleStats | None:
+        rkey = self._as_key(key)
+        value = self._value(rkey)
+        if value is None:
+            return None
+        return self._stats_for(self._rule_of(rkey, value), value.slot)
+
+    def _stats_for(self, rule: Rule, slot: int) -> RuleStats:
+        per_cpu = self._map("mauth_stats").lookup(ctypes.c_uint32(slot))
+        packets = sum(s.packets for s in per_cpu)
+        nbytes = sum(s.bytes for s in per_cpu)
+        last = max(s.last_seen for s in per_cpu)
+        return RuleStats(rule, packets, nbytes, mono_to_unix(last))
+
+    def _entries(self):
+        """(RuleKey, value) of every rule, exact and prefix, read from the maps."""
+        for cname in _RULE_MAPS:
+            for k, v in self._map(cname).items():
+                yield RuleKey(k.source, k.group), v
+        for cname in _PREFIX_MAPS:
+            for k, v in self._map(cname).items():
+                yield _prefix_key(cname, k), v
+
+    def rules(self) -> list[RuleStats]:
+        out = [self._stats_for(self._rule_of(key, v), v.slot) for key, v in self._entries()]
+        out.sort(key=lambda r: r.rule.key.cursor)
+        return out
+
+    def rule_keys(self) -> list[RuleKey]:
+        """The key of every rule, read from the maps, in no particular order."""
+        keys = [RuleKey(k.source, k.group) for cname in _RULE_MAPS for k in self._map(cname).keys()]
+        for cname in _PREFIX_MAPS:
+            keys.extend(_prefix_key(cname, k) for k in self._map(cname).keys())
+        return keys
+
+    def _rule_table(self) -> dict[RuleKey, Rule]:
+        """Every rule, without reading its per-CPU counters."""
+        return {key: self._rule_of(key, v) for key, v in self._entries()}
+
+    def rule_count(self) -> int:
+        return sum(1 for cname in (*_RULE_MAPS, *_PREFIX_MAPS) for _ in self._map(cname).keys())
+
+    def flush(self) -> int:
+        """Remove every rule; returns how many there were."""
+        n = 0
+        for cname in (*_RULE_MAPS, *_PREFIX_MAPS):
+            table = self._map(cname)
+            for k in list(table.keys()):
+                n += table.delete(k)
+        self._scan_slots()
+        self._sync_prefix_flags()
+        rates = self._map("mauth_rates")
+        for k in list(rates.keys()):
+            rates.delete(k)
+        return n
+
+    def apply(self, wanted: Iterable[Rule]) -> tuple[int, int, int]:
+        """Make the rule set equal to `wanted`, touching only the difference (filter.plan).
+
+        Returns (added, replaced, removed). Validation happens before any change.
+        """
+        diff = plan(self._rule_table(), wanted, self.max_rules)
+        for rule in diff.add:
+            self.add_rule(rule)
+        for rule in diff.replace:
+            self.replace_rule(rule)
+        for key in diff.remove:
+            self.remove_rule(key)
+        return len(diff.add), len(diff.replace), len(diff.remove)
+
