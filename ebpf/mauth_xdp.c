@@ -137,9 +137,6 @@ static __always_inline u32 mauth_len16(__be16 field)
     return v & 0xffff;
 }
 
-/* Where the network header can start: after Ethernet and two VLAN tags. */
-#define MAUTH_MAX_L3OFF (14 + 2 * 4)
-
 struct mauth_vlan_hdr {
     __be16 tci;
     __be16 encap_proto;
@@ -257,6 +254,31 @@ struct {
     __type(value, struct mauth_clock);
     __uint(max_entries, 1);
 } mauth_clock SEC(".maps");
+
+/* Not pinned either: one word of scratch per CPU, for mauth_forget(). */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __type(key, __u32);
+    __type(value, __u64);
+    __uint(max_entries, 1);
+} mauth_scratch SEC(".maps");
+
+/* `v`, as the verifier knows a word read back from a map: any value. The
+ * verifier tracks every register exactly, so paths that computed different
+ * values never merge and everything after them is checked once per path;
+ * after this they are one. It costs an inlined array lookup, a store and a
+ * load. The lookup cannot fail (index 0 of a one-entry array); if it did,
+ * the answer would be ~0, which the caller refuses as malformed. */
+static __always_inline u32 mauth_forget(u32 v)
+{
+    u32 zero = 0;
+    volatile u64 *w = bpf_map_lookup_elem(&mauth_scratch, &zero);
+
+    if (!w)
+        return ~0u;
+    *w = v;
+    return *w;
+}
 
 static __always_inline u64 mauth_now(void)
 {
@@ -542,17 +564,16 @@ static __always_inline int mauth_ipv6_ext(u8 nexthdr)
     ((w)[0] == mauth_opts.sap6[n][0] && (w)[1] == mauth_opts.sap6[n][1] &&       \
      (w)[2] == mauth_opts.sap6[n][2] && (w)[3] == mauth_opts.sap6[n][3])
 
-int mauth_ipv6_verdict(struct xdp_md *ctx, u32 l3off, u32 off, u32 walk);
-
-/* The IPv6 half of the policy (the table at the top of this file): the
- * headers up to the upper layer; mauth_ipv6_verdict() does the rest. `l3off`
- * is where the IPv6 header starts in the frame. */
-static __always_inline int mauth_ipv6(struct xdp_md *ctx, void *l3, u32 l3off, void *data_end, u64 len)
+/* The IPv6 half of the policy (the table at the top of this file). */
+static __always_inline int mauth_ipv6(void *l3, void *data_end, u64 len)
 {
     struct ipv6hdr *ip6 = l3;
-    struct mauth_cfg *cfg;
-    u32 zero = 0, end, off = sizeof(*ip6), hlen;
-    u8 nexthdr, frag = 0, later = 0;
+    struct mauth_key6 key;
+    struct mauth_cfg *cfg = NULL;
+    struct mauth_rule *rule;
+    struct udphdr *udp;
+    u32 zero = 0, reason, end, off = sizeof(*ip6), hlen, walk;
+    u8 nexthdr, frag = 0, later = 0, ttl;
     u8 *h;
 
     if ((void *)(ip6 + 1) > data_end)
@@ -598,52 +619,18 @@ static __always_inline int mauth_ipv6(struct xdp_md *ctx, void *l3, u32 l3off, v
     if (mauth_ipv6_ext(nexthdr))
         goto malformed;
 walked:
-    return mauth_ipv6_verdict(ctx, l3off, off, nexthdr | (u32)frag << 8 | (u32)later << 9);
-
-malformed:
-    cfg = bpf_map_lookup_elem(&mauth_cfg, &zero);
-    mauth_count(MAUTH_R_MALFORMED, len);
-    if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
-        return XDP_PASS;
-    return XDP_DROP;
-}
-
-/* The verdict on a routable IPv6 multicast packet once mauth_ipv6() has
- * walked its headers: `off` is where the upper layer starts (from the IPv6
- * header), `walk` holds the upper-layer protocol (bits 0-7), whether a
- * fragment header was seen (bit 8) and whether the packet is a non-first
- * fragment (bit 9). A global function, so the verifier checks it once, on its
- * own: inlined, it was checked again for every way the walk can end, which
- * took 660,000 instructions and 1.6 s of the verifier on every load. Its
- * arguments are re-checked here because the verifier knows nothing of them;
- * the checks that the walk already passed cannot fail. */
-__attribute__((noinline)) int mauth_ipv6_verdict(struct xdp_md *ctx, u32 l3off, u32 off, u32 walk)
-{
-    void *data = (void *)(long)ctx->data;
-    void *data_end = (void *)(long)ctx->data_end;
-    u64 len = data_end - data;
-    struct mauth_key6 key;
-    struct mauth_cfg *cfg = NULL;
-    struct mauth_rule *rule;
-    struct udphdr *udp;
-    struct ipv6hdr *ip6;
-    void *l3;
-    u32 zero = 0, reason, end;
-    u8 nexthdr = walk & 0xff, frag = (walk >> 8) & 1, later = (walk >> 9) & 1, ttl;
-    u8 *h;
-
-    if (l3off > MAUTH_MAX_L3OFF)
-        return XDP_PASS;
-    l3 = data + l3off;
-    ip6 = l3;
-    if ((void *)(ip6 + 1) > data_end)
-        return XDP_PASS;
-    end = sizeof(*ip6) + mauth_len16(ip6->payload_len);
-    /* The walk ends at most MAUTH_IPV6_MAX_EXT headers of at most 2048
-     * bytes in; saying so keeps l3 + off inside what the verifier accepts
-     * as a packet offset. */
-    if (off > end || off > sizeof(*ip6) + MAUTH_IPV6_MAX_EXT * 2048)
-        return XDP_PASS;
+    /* The walk can end in dozens of ways, each with its own exactly known
+     * offsets, and the verifier would check everything below once for each
+     * (666,000 instructions and 1.6 s of every load). Its result goes
+     * through mauth_forget(), so everything below sees one unknown word and
+     * is checked once; the bounds the code below needs are checked again. */
+    walk = mauth_forget(off | (u32)nexthdr << 16 | (u32)frag << 24 | (u32)later << 25);
+    off = walk & 0xffff;
+    nexthdr = walk >> 16;
+    frag = (walk >> 24) & 1;
+    later = (walk >> 25) & 1;
+    if (off > sizeof(*ip6) + MAUTH_IPV6_MAX_EXT * 2048 || off > end)
+        goto malformed;
     ttl = ip6->hop_limit;
     h = l3 + off;
     if (nexthdr == MAUTH_NEXTHDR_ICMP && !later && ttl == 1 && off < end && (void *)(h + 1) <= data_end) {
@@ -681,7 +668,15 @@ __attribute__((noinline)) int mauth_ipv6_verdict(struct xdp_md *ctx, u32 l3off, 
     if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
         return XDP_PASS;
     return XDP_DROP;
+
+malformed:
+    cfg = bpf_map_lookup_elem(&mauth_cfg, &zero);
+    mauth_count(MAUTH_R_MALFORMED, len);
+    if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
+        return XDP_PASS;
+    return XDP_DROP;
 }
+
 
 SEC("xdp")
 int mauth_xdp(struct xdp_md *ctx)
@@ -694,14 +689,13 @@ int mauth_xdp(struct xdp_md *ctx)
     struct iphdr *ip;
     void *l3;
     u16 proto;
-    u32 ihl, tot, l3off;
+    u32 ihl, tot;
     u8 *dst;
 
     if ((void *)(eth + 1) > data_end)
         return mauth_count(MAUTH_R_MALFORMED, len);
     proto = eth->h_proto;
     l3 = eth + 1;
-    l3off = sizeof(*eth);
 
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -712,12 +706,11 @@ int mauth_xdp(struct xdp_md *ctx)
             return mauth_count(MAUTH_R_MALFORMED, len);
         proto = vh->encap_proto;
         l3 = vh + 1;
-        l3off += sizeof(*vh);
     }
 
     if (proto != MAUTH_BE16(ETH_P_IP)) {
         if (proto == MAUTH_BE16(ETH_P_IPV6))
-            return mauth_ipv6(ctx, l3, l3off, data_end, len);
+            return mauth_ipv6(l3, data_end, len);
         return mauth_count(MAUTH_R_NOT_IP, len);
     }
 
