@@ -3,7 +3,7 @@
  * mauth_xdp: the multicast sender filter, attached at XDP on a router's
  * internal interfaces. Compiled once, at build time, by clang -target bpf
  * (scripts/build_bpf.sh) into mauth_xdp.bpf.o, which musersd loads through
- * libbpf (musersd/bpfobj.py, musersd/dataplane.py). Nothing is compiled on a
+ * libbpf (musersd/bpfobj.py, musersd/xdp_loader.py). Nothing is compiled on a
  * router. What differs per router is set by the loader before the load:
  *
  *   map sizes          max_entries of the rule, rate, stats and denied maps
@@ -145,7 +145,7 @@ struct mauth_vlan_hdr {
 /* The pinned maps of this layout. The sizes written here are placeholders:
  * the loader sets every one before the load (the capacity in rules, the
  * denied table's sets), pins the maps it creates under the layout's
- * directory and adopts the pins that are there (musersd/dataplane.py). */
+ * directory and adopts the pins that are there (musersd/xdp_loader.py). */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __type(key, __u32);

@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from .metrics import DEFAULT_DENIED_SERIES, DEFAULT_RULE_SERIES, MetricsError, parse_metrics_address
-from .nfqueue import DEFAULT_QUEUE_NUM, DEFAULT_STATE_DIR
+from .defaults import (DEFAULT_DENIED_SERIES, DEFAULT_QUEUE_NUM, DEFAULT_RULE_SERIES, DEFAULT_STATE_DIR, MetricsError,
+                       parse_metrics_address)
 from .daemon import (DEFAULT_LEGACY_ALLOW, DEFAULT_PORT, Musersd, Options, StartupError, parse_listen,
                      parse_sap_groups)
 

@@ -40,17 +40,20 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .config import ConfigError, RuleFile, load_rules
 from .dataplane import DataPlane, DataPlaneError, sap_group_list
 from .kernel import multicast_routing
 from .dataplane_backend import DataPlaneBackend
-from .nfqueue import DEFAULT_QUEUE_NUM, DEFAULT_STATE_DIR
 from .protocol.keys import KeyFileError, load_keys
 from .hostport import HostPortError, parse_hostport
-from .metrics import DEFAULT_DENIED_SERIES, DEFAULT_RULE_SERIES, MetricsError, MetricsServer, MusersdCollector
+from .defaults import DEFAULT_DENIED_SERIES, DEFAULT_QUEUE_NUM, DEFAULT_RULE_SERIES, DEFAULT_STATE_DIR, MetricsError
 from .maps import DEFAULT_SAP_GROUPS
 from .protocol.server import ServerCore, legacy_checker
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger("musersd")
 
@@ -259,6 +262,7 @@ class Musersd:
         """Serve /metrics from a thread of its own; the collector reads the maps at each scrape."""
         from . import bpfsys
         from .dataplane import xdp_status
+        from .metrics import MetricsServer, MusersdCollector  # prometheus_client: only when asked for
 
         xdp = self.backend.name == "xdp"  # the nfqueue filter has no program to look for
         collector = MusersdCollector(

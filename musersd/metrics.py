@@ -43,24 +43,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from . import maps
-from .hostport import HostPortError, parse_hostport
 from .protocol.server import STATS
 
 log = logging.getLogger("musersd.metrics")
 
-DEFAULT_RULE_SERIES = 1000
-DEFAULT_DENIED_SERIES = 20
-
-
-class MetricsError(Exception):
-    """The metrics endpoint cannot be served; the message says why in one sentence."""
-
-
-def parse_metrics_address(text: str, what: str = "--metrics") -> tuple[str, int]:
-    try:
-        return parse_hostport(text, what, numeric=True)
-    except HostPortError as exc:
-        raise MetricsError(str(exc)) from None
+from .defaults import DEFAULT_DENIED_SERIES, DEFAULT_RULE_SERIES, MetricsError, parse_metrics_address  # noqa: F401,E402
 
 
 # ---------------------------------------------------------------------------

@@ -97,8 +97,7 @@ from .rules import Rule, RuleKey
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = "/var/lib/mauth"
-DEFAULT_QUEUE_NUM = 7575
+from .defaults import DEFAULT_QUEUE_NUM, DEFAULT_STATE_DIR  # noqa: E402
 STATE_FILE = "nfqueue.sqlite"
 STATE_FORMAT = "mauth-nfqueue-state"
 STATE_VERSION = 1
