@@ -35,6 +35,15 @@ For each tree and round:
              and the namespace and the pin directory are removed (also on
              failure).
 
+    packet   (after the rounds above) one long-lived process per tree holds
+             its DataPlane, loaded into a fresh pin directory with the rules
+             of bench.xdp_cost at 1,000 rules (exact, rate-limited, prefix
+             and IPv6 rules), and runs each of xdp_cost's packets through
+             the loaded program with BPF_PROG_TEST_RUN (--repeat times a
+             run); runs alternate between the trees, kind by kind, round
+             by round, so both programs are timed side by side on the same
+             machine state. The kernel's mean ns per packet is recorded.
+
 Figures are medians over rounds; the ratio is bcc's median over libbpf's.
 Targets (the libbpf loader, on this host): musersd serving within 0.5 s of
 its spawn, and a peak RSS under 60 MB (MB: 10^6 bytes).
@@ -93,6 +102,24 @@ t2 = time.perf_counter()
 dp.close()
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"module": musersd.dataplane.__file__, "import_s": t1 - t0, "load_s": t2 - t1, "vmhwm_kib": hwm}))
+"""
+
+
+# Run by each tree's Python in a long-lived process: argv[1] is the pin directory,
+# the first line of stdin the rules (JSON), then one "frame-hex repeat" per line.
+PACKET_CHILD = r"""
+import json, sys
+from musersd.dataplane import DataPlane
+from musersd.rules import Rule
+dp = DataPlane(sys.argv[1], max_rules=4096).load()
+rules = [Rule.make(s, g, t, pps=p, bps=b) for s, g, t, p, b in json.loads(sys.stdin.readline())]
+dp.apply(rules)
+print(json.dumps({"rules": dp.rule_count()}), flush=True)
+for line in sys.stdin:
+    frame, repeat = line.split()
+    r = dp.test_run(bytes.fromhex(frame), int(repeat))
+    print(json.dumps({"retval": r.retval, "ns": r.duration_ns}), flush=True)
+dp.close()
 """
 
 
@@ -248,6 +275,66 @@ def measure_start(tree: Tree, workdir: Path) -> dict:
         shutil.rmtree(state, ignore_errors=True)
 
 
+class _Recorder:
+    """Takes the rule changes bench.xdp_cost makes to a DataPlane, to hand the result to each tree."""
+
+    def __init__(self, rules):
+        self.rules = {r.key: r for r in rules}
+
+    def add_rule(self, rule):
+        self.rules[rule.key] = rule
+
+    replace_rule = add_rule
+
+    def remove_rule(self, key):
+        del self.rules[key]
+
+
+def packet_workload(n: int = 1000) -> tuple[list, dict[str, tuple[bytes, int]]]:
+    """bench.xdp_cost's rules at `n` rules (as JSON-able tuples) and its packets (kind -> frame, XDP action)."""
+    from . import xdp_cost
+
+    rec = _Recorder(xdp_cost.make_rules(n))
+    xdp_cost.add_extra_rules(rec, n)
+    rules = [(str(r.source), str(r.group), r.max_ttl, r.pps, r.bps) for r in rec.rules.values()]
+    frames = xdp_cost.frames_for(n) | xdp_cost.extra_frames_for(n)
+    return rules, {kind: (frame, action) for kind, (frame, action, _) in frames.items()}
+
+
+def measure_packets(trees: list[Tree], rounds: int, repeat: int) -> dict[str, dict[str, float]]:
+    """kind -> tree -> median ns per packet, both trees' programs run alternately."""
+    rules, frames = packet_workload()
+    procs: dict[str, subprocess.Popen] = {}
+    pins = {t.name: _fresh_pin_dir() for t in trees}
+    samples: dict[str, dict[str, list[int]]] = {k: {t.name: [] for t in trees} for k in frames}
+    try:
+        for t in trees:
+            procs[t.name] = p = subprocess.Popen([str(t.python), "-c", PACKET_CHILD, str(pins[t.name])], cwd=t.root,
+                                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            p.stdin.write(json.dumps(rules) + "\n")
+            p.stdin.flush()
+            ready = p.stdout.readline()
+            if not ready:
+                raise SystemExit(f"the {t.name} tree's DataPlane did not load the packet workload")
+        for rnd in range(rounds):
+            for kind, (frame, action) in frames.items():
+                for t in (trees if rnd % 2 == 0 else trees[::-1]):
+                    p = procs[t.name]
+                    p.stdin.write(f"{frame.hex()} {repeat}\n")
+                    p.stdin.flush()
+                    out = json.loads(p.stdout.readline())
+                    if out["retval"] != action:
+                        raise SystemExit(f"the {t.name} tree's program gave {out['retval']} for {kind}, not {action}")
+                    samples[kind][t.name].append(out["ns"])
+    finally:
+        for p in procs.values():
+            p.stdin.close()
+            p.wait(timeout=30)
+        for pin in pins.values():
+            shutil.rmtree(pin, ignore_errors=True)
+    return {kind: {name: common.quartiles(v)[1] for name, v in per.items()} for kind, per in samples.items()}
+
+
 def summarize(samples: dict[str, list[dict]]) -> dict:
     out: dict = {}
     for name, rounds in samples.items():
@@ -280,6 +367,15 @@ def markdown(s: dict) -> str:
         q = s["ratio_bcc_over_libbpf"]
         lines.append(f"| bcc / libbpf | {q['load_s']:.1f} | {q['import_s']:.1f} | {q['process_s']:.1f} "
                      f"| {q['load_rss_mb']:.1f} | {q['start_s']:.1f} | {q['start_rss_mb']:.1f} |")
+    packets = s.get("packets")
+    if packets:
+        names = [n for n in ("bcc", "libbpf") if n in next(iter(packets.values()))]
+        lines += ["", "| packet | " + " | ".join(f"{n} ns" for n in names)
+                  + (" | libbpf - bcc ns |" if len(names) == 2 else " |"),
+                  "| --- |" + " ---: |" * (len(names) + (len(names) == 2))]
+        for kind, per in packets.items():
+            row = f"| {kind} | " + " | ".join(f"{per[n]:g}" for n in names)
+            lines.append(row + (f" | {per['libbpf'] - per['bcc']:+g} |" if len(names) == 2 else " |"))
     t = s["targets"]
     lib = res["libbpf"]
     lines += ["", f"libbpf loader against the targets: musersd serving in {lib['start_s']:.3f} s "
@@ -296,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bcc-commit", default=DEFAULT_BCC_COMMIT, help="the commit the bcc tree checks out")
     ap.add_argument("--libbpf-tree", type=Path, default=common.REPO,
                     help="the libbpf tree (default: this one)")
+    ap.add_argument("--packet-rounds", type=int, default=9, help="rounds of the per-packet comparison (0: none)")
+    ap.add_argument("--repeat", type=int, default=200_000, help="BPF_PROG_TEST_RUN repetitions per packet run")
     ap.add_argument("--no-json", action="store_true", help="print only; leave docs/benchmarks.json alone")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on `kill`
@@ -324,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{t.name} load {loads[t.name]['load_s']:.3f} s, start {starts[t.name]['start_s']:.3f} s"
                 for t in order), file=sys.stderr)
 
+    packets = measure_packets(trees, args.packet_rounds, args.repeat) if args.packet_rounds else None
     results = summarize(samples)
     ratio = None
     if "bcc" in results:
@@ -341,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
             "start": "python -m musersd.cli in a fresh network namespace guarding one veth end, fresh pin dir; "
                      f"spawn to the first answered protocol v2 HELLO, asked every {POLL_S * 1000:g} ms; "
                      "peak RSS = its VmHWM then",
+            "packet": f"one process per tree with bench.xdp_cost's rules at 1,000 rules; BPF_PROG_TEST_RUN of each "
+                      f"of its packets x {args.repeat}, trees alternating kind by kind, {args.packet_rounds} rounds; "
+                      "the kernel's mean ns per packet, median over rounds",
             "summary": "medians over rounds (IQR alongside); ratio = bcc median / libbpf median",
             "rss_unit": "MB = 10^6 bytes",
         },
@@ -351,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                          "rss_mb": max(lib["start_rss_mb"], lib["load_rss_mb"]) < TARGET_RSS_MB},
         "results": results,
         "ratio_bcc_over_libbpf": ratio,
+        "packets": packets,
         "samples": {name: [{m: round(v, 4) for m, v in r.items()} for r in rounds]
                     for name, rounds in samples.items()},
         "elapsed_s": round(time.monotonic() - started, 1),
