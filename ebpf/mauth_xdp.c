@@ -312,6 +312,16 @@ static __always_inline int mauth_count(u32 reason, u64 len)
     return XDP_PASS;
 }
 
+/* The end of every drop, of both families: count it under `reason`, and
+ * drop it, or pass it in monitor mode (cfg says which; without cfg, drop). */
+static __always_inline int mauth_deny(struct mauth_cfg *cfg, u32 reason, u64 len)
+{
+    mauth_count(reason, len);
+    if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
+        return XDP_PASS;
+    return XDP_DROP;
+}
+
 /* Count a dropped packet against its (src, grp) in this CPU's denied table:
  * the pair's entry in its set, or else the set's least recently seen entry
  * (an empty one, with no packets, counts as the oldest), which then starts
@@ -663,58 +673,24 @@ walked:
             ip6->hop_limit = 1;
         return mauth_count(MAUTH_R_SAP_LOCAL, len);
     }
-    mauth_count(reason, len);
     mauth_note_denied6(&key, cfg ? cfg->denied_seed : 0, ttl, reason, len);
-    if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
-        return XDP_PASS;
-    return XDP_DROP;
+    return mauth_deny(cfg, reason, len);
 
 malformed:
-    cfg = bpf_map_lookup_elem(&mauth_cfg, &zero);
-    mauth_count(MAUTH_R_MALFORMED, len);
-    if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
-        return XDP_PASS;
-    return XDP_DROP;
+    return mauth_deny(bpf_map_lookup_elem(&mauth_cfg, &zero), MAUTH_R_MALFORMED, len);
 }
 
 
-SEC("xdp")
-int mauth_xdp(struct xdp_md *ctx)
+/* The IPv4 half of the policy (the table at the top of this file). */
+static __always_inline int mauth_ipv4(void *l3, void *data_end, u64 len)
 {
-    void *data = (void *)(long)ctx->data;
-    void *data_end = (void *)(long)ctx->data_end;
-    u64 len = data_end - data;
-    struct ethhdr *eth = data;
-    struct mauth_vlan_hdr *vh;
-    struct iphdr *ip;
-    void *l3;
-    u16 proto;
-    u32 ihl, tot;
-    u8 *dst;
+    struct iphdr *ip = l3;
+    struct mauth_key4 key = {};
+    struct mauth_cfg *cfg;
+    struct mauth_rule *rule;
+    u32 zero = 0, reason, ihl, tot;
+    u8 ttl, *dst;
 
-    if ((void *)(eth + 1) > data_end)
-        return mauth_count(MAUTH_R_MALFORMED, len);
-    proto = eth->h_proto;
-    l3 = eth + 1;
-
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (proto != MAUTH_BE16(ETH_P_8021Q) && proto != MAUTH_BE16(ETH_P_8021AD))
-            break;
-        vh = l3;
-        if ((void *)(vh + 1) > data_end)
-            return mauth_count(MAUTH_R_MALFORMED, len);
-        proto = vh->encap_proto;
-        l3 = vh + 1;
-    }
-
-    if (proto != MAUTH_BE16(ETH_P_IP)) {
-        if (proto == MAUTH_BE16(ETH_P_IPV6))
-            return mauth_ipv6(l3, data_end, len);
-        return mauth_count(MAUTH_R_NOT_IP, len);
-    }
-
-    ip = l3;
     if ((void *)(ip + 1) > data_end)
         return mauth_count(MAUTH_R_MALFORMED, len);
     ihl = ip->ihl;
@@ -734,40 +710,65 @@ int mauth_xdp(struct xdp_md *ctx)
     if (ip->protocol == IPPROTO_IGMP)
         return mauth_count(MAUTH_R_IGMP, len);
 
-    struct mauth_key4 key = {};
-    u32 zero = 0;
-    u32 reason;
-    u8 ttl = ip->ttl;
-
+    ttl = ip->ttl;
     key.src = ip->saddr;
     key.grp = ip->daddr;
-
-    struct mauth_cfg *cfg;
-    struct mauth_rule *rule = bpf_map_lookup_elem(&mauth_rules4, &key);
+    rule = bpf_map_lookup_elem(&mauth_rules4, &key);
     if (!rule) {
         cfg = bpf_map_lookup_elem(&mauth_cfg, &zero);
         if (cfg && cfg->prefixes)
             rule = mauth_prefix_rule(&key, cfg->prefixes);
         if (!rule) {
             reason = MAUTH_R_UNAUTHORIZED;
-            goto deny_cfg;
+            goto deny;
         }
     }
     reason = mauth_rule_verdict(rule, ttl, len);
     if (reason == MAUTH_R_PASSED)
         return mauth_count(MAUTH_R_PASSED, len);
     cfg = bpf_map_lookup_elem(&mauth_cfg, &zero);
-deny_cfg:
+deny:
     if (mauth_is_sap(ip, l3, ihl, data_end)) {
         if (ttl > 1 && !(cfg && cfg->mode == MAUTH_MODE_MONITOR))
             mauth_ttl_to_one(ip);
         return mauth_count(MAUTH_R_SAP_LOCAL, len);
     }
-    mauth_count(reason, len);
     mauth_note_denied(&key, cfg ? cfg->denied_seed : 0, ttl, reason, len);
-    if (cfg && cfg->mode == MAUTH_MODE_MONITOR)
-        return XDP_PASS;
-    return XDP_DROP;
+    return mauth_deny(cfg, reason, len);
+}
+
+SEC("xdp")
+int mauth_xdp(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    u64 len = data_end - data;
+    struct ethhdr *eth = data;
+    struct mauth_vlan_hdr *vh;
+    void *l3;
+    u16 proto;
+
+    if ((void *)(eth + 1) > data_end)
+        return mauth_count(MAUTH_R_MALFORMED, len);
+    proto = eth->h_proto;
+    l3 = eth + 1;
+
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (proto != MAUTH_BE16(ETH_P_8021Q) && proto != MAUTH_BE16(ETH_P_8021AD))
+            break;
+        vh = l3;
+        if ((void *)(vh + 1) > data_end)
+            return mauth_count(MAUTH_R_MALFORMED, len);
+        proto = vh->encap_proto;
+        l3 = vh + 1;
+    }
+
+    if (proto == MAUTH_BE16(ETH_P_IP))
+        return mauth_ipv4(l3, data_end, len);
+    if (proto == MAUTH_BE16(ETH_P_IPV6))
+        return mauth_ipv6(l3, data_end, len);
+    return mauth_count(MAUTH_R_NOT_IP, len);
 }
 
 char LICENSE[] SEC("license") = "GPL";
