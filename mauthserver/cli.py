@@ -1,4 +1,4 @@
-"""mauthserver command line (DESIGN.md "Command-line surface").
+"""mauthserver command line (its manual page: docs/man/mauthserver.1, made by `make man`).
 
 Errors are one sentence on stderr and a non-zero exit status: 2 for a bad
 command line, configuration, secrets file or database, 1 for a failure at

@@ -1,4 +1,4 @@
-"""musersd command line (DESIGN.md "Command-line surface").
+"""musersd command line (its manual page: docs/man/musersd.1, made by `make man`).
 
 Errors are one sentence on stderr and a non-zero exit status: 2 for a bad
 command line or configuration, 1 for a failure at run time.

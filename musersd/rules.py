@@ -27,8 +27,8 @@ A rule may also carry rate limits, packets per second and bits per second
 (0 = unlimited), enforced by the filter per rule.
 
 IPv4 and IPv6 rules follow the same shape; the two families never mix within
-a rule. What a rule may name follows the filter's policy (DESIGN.md, "Packet
-policy"), so that no rule is accepted that the filter would never match:
+a rule. What a rule may name follows the filter's policy (README.md, "Packet
+policy"; ebpf/mauth_xdp.c), so that no rule is accepted that the filter would never match:
 
 * IPv4 groups lie in 224.0.0.0/4 outside the control block 224.0.0.0/24;
   IPv6 groups lie in ff00::/8 with a scope above 2 (RFC 4291 2.7: the scope

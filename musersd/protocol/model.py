@@ -29,7 +29,7 @@ class Mode(enum.IntEnum):
 
 
 class Reason(enum.IntEnum):
-    """Why the filter counted a packet where it did (see DESIGN.md, "Packet policy")."""
+    """Why the filter counted a packet where it did (README.md, "Packet policy"; ebpf/mauth_xdp.c)."""
 
     # Wire value = the filter's MAUTH_R_* index (ebpf/mauth.h) + 1.
     PASSED = 1  # matched a rule within its TTL

@@ -1,7 +1,8 @@
 """Protocol version 1: the paper's call/response messages, byte for byte.
 
-Source: Figure 2 of "the paper" (seeds/001, section 3.3), restated in
-DESIGN.md "Version 1". All fields in network byte order.
+Source: the call/response messages of the design mauth follows (the
+original mauth system's Figure 2), restated in docs/protocol.md, "Version 1".
+All fields in network byte order.
 
 Request, exactly 11 bytes:
 
