@@ -200,7 +200,7 @@ def measure_load(tree: Tree) -> dict:
     try:
         t0 = time.perf_counter()
         proc = subprocess.run([str(tree.python), "-c", LOAD_CHILD, str(pin_dir)], cwd=tree.root,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=netns.patience(120))
         process_s = time.perf_counter() - t0
     finally:
         shutil.rmtree(pin_dir, ignore_errors=True)
@@ -258,8 +258,8 @@ def measure_start(tree: Tree, workdir: Path) -> dict:
                 log.flush()
                 tail = (workdir / f"musersd-{tree.name}.log").read_text()[-800:]
                 raise SystemExit(f"musersd of the {tree.name} tree exited with {proc.returncode}: {tail}")
-            if time.perf_counter() - t0 > START_TIMEOUT_S:
-                raise SystemExit(f"musersd of the {tree.name} tree did not answer within {START_TIMEOUT_S:g} s")
+            if time.perf_counter() - t0 > netns.patience(START_TIMEOUT_S):
+                raise SystemExit(f"musersd of the {tree.name} tree did not answer within {netns.patience(START_TIMEOUT_S):g} s")
             time.sleep(POLL_S)
         rss_mb = _mb(_vmhwm_kib(proc.pid))  # nsenter execs musersd: the same pid
         proc.send_signal(signal.SIGTERM)
