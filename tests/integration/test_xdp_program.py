@@ -2,7 +2,7 @@
 
 The same case table as the pure-Python model (tests/policy_cases.py): for
 every frame the kernel's verdict and the reason counter it bumps must equal
-the model's. Also: the ctypes mirrors match what bcc compiled, counters count
+the model's. Also: the ctypes mirrors match the object's BTF, counters count
 exactly, the denied table records who tried, and pinned state outlives the
 process that made it.
 """
