@@ -407,14 +407,23 @@ class FanOut:
 
 
 async def cancel_all(tasks: list[asyncio.Task]) -> None:
-    """Cancel `tasks` and wait for each to end, whatever it ends with (its crash was reported already)."""
+    """Cancel `tasks` and wait for each to end, whatever it ends with (its crash was reported already).
+
+    Python 3.11's asyncio.wait_for() loses a cancellation that arrives just as
+    the awaitable it waits for completes: the task then carries on with its
+    loop as if nothing happened, and awaiting it would never end (seen once: a
+    test's stop of the fan-out waited until the test's timeout). So a task
+    still running a moment after its cancellation is cancelled again.
+    """
     for t in tasks:
         t.cancel()
     for t in tasks:
-        try:
-            await t
-        except (asyncio.CancelledError, Exception):
-            pass
+        while not t.done():
+            await asyncio.wait([t], timeout=0.1)
+            if not t.done():
+                t.cancel()
+        if not t.cancelled():
+            t.exception()  # retrieved, so that asyncio does not report it again
 
 
 def jitter() -> float:

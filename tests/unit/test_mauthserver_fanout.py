@@ -155,3 +155,32 @@ def test_fanout_verifies_a_router_holding_pages_of_ipv4_and_ipv6_rules(tmp_path)
 
     asyncio.run(main())
     assert crashed == []
+
+
+def test_cancel_all_ends_a_task_that_lost_its_first_cancellation():
+    """As Python 3.11's wait_for() can: the first CancelledError is swallowed and the loop goes on."""
+    from mauthserver.fanout import cancel_all
+
+    async def main():
+        swallowed = []
+
+        async def loop_forever():
+            while True:
+                try:
+                    await asyncio.sleep(0.01)
+                except asyncio.CancelledError:
+                    if swallowed:
+                        raise
+                    swallowed.append(True)
+
+        async def crashing():
+            raise RuntimeError("reported already")
+
+        tasks = [asyncio.create_task(loop_forever()), asyncio.create_task(crashing())]
+        await asyncio.sleep(0.02)
+        stopping = asyncio.create_task(cancel_all(tasks))
+        done, _ = await asyncio.wait([stopping], timeout=3)
+        assert stopping in done, "cancel_all() still waits for a task that lost its cancellation"
+        assert swallowed == [True] and all(t.done() for t in tasks)
+
+    asyncio.run(main())
