@@ -23,7 +23,7 @@ import logging
 
 from . import filter as flt
 from .maps import Mode as MapMode
-from .filter import Filter, family_name
+from .filter import Filter
 from .protocol.errors import BackendFailure, BackendUnsupported, BadCursor, Exists, NotFound, TableFull
 from .protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
 from .rules import Rule, RuleError, RuleKey, check_cursor
@@ -92,10 +92,9 @@ class DataPlaneBackend:
 
     def _held(self, rule: Rule) -> None:
         """Refuse, as unsupported, a rule of an address family this filter cannot hold."""
-        families = self.dp.families
-        if rule.key.family not in families:
-            raise BackendUnsupported(f"the {self.name} backend filters {family_name(families)} only, so it cannot "
-                                     f"hold the rule for {rule.key}")
+        why = flt.not_held(self.name, self.dp.families, rule.key)
+        if why:
+            raise BackendUnsupported(why)
 
     def add(self, rule: Rule) -> None:
         self._held(rule)

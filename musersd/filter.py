@@ -99,6 +99,14 @@ def family_name(families: Iterable[int]) -> str:
     return " and ".join(f"IPv{v}" for v in sorted(families))
 
 
+def not_held(name: str, families: Iterable[int], key: RuleKey) -> str | None:
+    """Why a filter called `name`, holding `families`, cannot hold the rule for `key`; None if it can."""
+    families = tuple(families)
+    if key.family in families:
+        return None
+    return f"the {name} backend filters {family_name(families)} only, so it cannot hold the rule for {key}"
+
+
 def as_rule(rule: Rule | tuple) -> Rule:
     """`rule`, or the Rule made of a (source, group, max_ttl[, pps, bps]) tuple; DataPlaneError if it is not one."""
     if isinstance(rule, Rule):

@@ -90,7 +90,7 @@ from typing import Callable, Iterable
 
 from . import maps
 from .filter import (DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, DeniedEntry, RuleExists, RuleNotFound,
-                     RuleStats, TableFull, as_key, as_rule, check_sizes, family_name, plan, sap_group_list)
+                     RuleStats, TableFull, as_key, as_rule, check_sizes, not_held, plan, sap_group_list)
 from .maps import Mode
 from .policy import DROP, PASS, RateBuckets, Verdict, decide_ip
 from .rules import Rule, RuleKey
@@ -701,9 +701,9 @@ class NfqueueFilter:
 
     @classmethod
     def _pair(cls, key: RuleKey) -> tuple:
-        if key.family not in cls.families:
-            raise DataPlaneError(f"the {cls.name} backend filters {family_name(cls.families)} only, so it cannot "
-                                 f"hold the rule for {key}")
+        why = not_held(cls.name, cls.families, key)
+        if why:
+            raise DataPlaneError(why)
         return key.source, key.group
 
     def _write(self):
