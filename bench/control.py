@@ -10,7 +10,7 @@ Ten musersd processes stand for ten routers: one namespace, each with its
 own interface to guard (a veth pair g0..g9 made for it), its own pin
 directory in a private bpffs, its own port (7600 + i), one key file.
 
-1. Protocol rates. A client (musersd.protocol.udp.RouterClient, the code
+1. Protocol rates. A client (mauthcore.protocol.udp.RouterClient, the code
    mauthctl --router runs) sends commands one at a time, each waiting for
    its answer, as the protocol is stop-and-wait: --commands ADDs then as
    many REMOVEs to router r0, over v1 and over v2 (HMAC-SHA256), rounds
@@ -73,9 +73,10 @@ from lab.daemons import write_key_file
 from lab.netns import LabError, inside, sh
 from lab.topology import Lab
 from mauthclient.api import ApiClient, ApiError, Unreachable
-from musersd.protocol.keys import load_keys
-from musersd.protocol.udp import RouterClient
-from musersd.rules import Rule
+from mauthcore.protocol.keys import load_keys
+from mauthcore.protocol.udp import RouterClient
+from mauthcore.constants import SAP_PORT
+from mauthcore.rules import Rule
 
 from . import common
 from .forwarding import make_rules
@@ -88,7 +89,6 @@ ROUTER_PORT = 7600
 FLEET_PORT = 7590
 API_PORT = 7580
 SAP_GROUP = "239.255.255.255"
-SAP_PORT = 9875
 SAP_RATE = 1000.0  # announcements per second sent to mauthserver
 
 

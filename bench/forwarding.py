@@ -87,7 +87,7 @@ from lab.netns import LabError, inside, sh
 from lab.topology import Lab
 from musersd import bpfobj
 from musersd.dataplane import DataPlane, interface_index
-from musersd.rules import Rule
+from mauthcore.rules import Rule
 
 from . import common
 from .livegen import Flow, LiveGen

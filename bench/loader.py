@@ -110,7 +110,7 @@ print(json.dumps({"module": musersd.dataplane.__file__, "import_s": t1 - t0, "lo
 PACKET_CHILD = r"""
 import json, sys
 from musersd.dataplane import DataPlane
-from musersd.rules import Rule
+from mauthcore.rules import Rule
 dp = DataPlane(sys.argv[1], max_rules=4096).load()
 rules = [Rule.make(s, g, t, pps=p, bps=b) for s, g, t, p, b in json.loads(sys.stdin.readline())]
 dp.apply(rules)
@@ -214,7 +214,7 @@ def measure_load(tree: Tree) -> dict:
 
 
 def _answers(ns: str, keys) -> bool:
-    from musersd.protocol.udp import RouterClient
+    from mauthcore.protocol.udp import RouterClient
 
     with inside(ns):
         client = RouterClient("127.0.0.1", PORT, keys, timeout=0.05, tries=1, max_timeout=0.05)
@@ -229,7 +229,7 @@ def _answers(ns: str, keys) -> bool:
 
 def measure_start(tree: Tree, workdir: Path) -> dict:
     """musersd of `tree` from spawn to its first answer, in a namespace of its own."""
-    from musersd.protocol.keys import load_keys
+    from mauthcore.protocol.keys import load_keys
 
     ns = f"mldr{uuid.uuid4().hex[:8]}"
     pin_dir = _fresh_pin_dir()

@@ -62,7 +62,7 @@ import time
 
 from musersd import bpfsys
 from musersd.dataplane import DataPlane
-from musersd.rules import Rule, RuleKey
+from mauthcore.rules import Rule, RuleKey
 
 from . import common
 

@@ -78,7 +78,7 @@
  * tokens += elapsed_ns * rate_per_second. Elapsed time is capped at the time
  * an empty bucket takes to fill (user space precomputes it), so the product
  * never exceeds the bucket's size, and sizes stay below 2^64: at most
- * 100 Gbit/s of bits (musersd/rules.py MAX_BPS) and 2^32 packets per second,
+ * 100 Gbit/s of bits (mauthcore/rules.py MAX_BPS) and 2^32 packets per second,
  * with buckets of 100 ms of the rate (at least one packet, at least 16 KiB).
  * The clock is the program's per-CPU cache of the coarse monotonic clock
  * (one tick, 4 ms at HZ=250): refills come in ticks, which the 100 ms

@@ -26,17 +26,16 @@ import time
 from pathlib import Path
 
 from mauthclient.api import ApiClient, ApiError, Unreachable
-from musersd.protocol.client import MAX_CALL_SPAN, RetryPolicy
-from musersd.protocol.errors import LocalProtocolError
-from musersd.protocol.keys import load_keys
-from musersd.protocol.udp import RouterClient
+from mauthcore.protocol.client import MAX_CALL_SPAN, RetryPolicy
+from mauthcore.constants import API_PORT, ROUTER_PORT
+from mauthcore.protocol.errors import LocalProtocolError
+from mauthcore.protocol.keys import load_keys
+from mauthcore.protocol.udp import RouterClient
 
 from .netns import LabError, inside, patience
 from .topology import Lab
 
 BIN = Path(sys.executable).parent
-ROUTER_PORT = 7575
-API_PORT = 7580
 
 
 def write_secret(path: Path, text: str) -> Path:

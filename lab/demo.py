@@ -58,6 +58,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mauthcore.constants import SAP_PORT
+
 from .daemons import BIN, ROUTER_PORT, Mauthserver, Musersd, make_secrets, mauthctl
 from .netns import LabError, inside, patience, private_bpffs
 from .topology import Lab, Route
@@ -67,7 +69,6 @@ DATA = Path(__file__).resolve().parent / "data"
 AUTH, LOUD, ROGUE, ANNOUNCER = "192.0.2.10", "192.0.2.70", "192.0.2.72", "192.0.2.130"
 SSM_GROUP, ASM_GROUP = "232.1.1.1", "239.1.1.1"
 SAP_GROUPS = ("224.2.127.254", "239.255.255.255")  # where the announcer's sessions are announced
-SAP_PORT = 9875
 SESSIONS = {  # key -> (SDP file, session name)
     "ssm": ("campus_tv_ssm.sdp", "Campus TV (SSM)"),
     "asm": ("lecture_hall_asm.sdp", "Lecture hall (any source)"),
@@ -312,7 +313,7 @@ def explain(flow: Flow, row: dict, snap: Snapshot) -> str:
 def headless(system: System) -> int:
     system.authorize("ssm")
     for f in FLOWS[:2]:
-        if system.musersd.rules().get(f.key) != 8:
+        if system.mauthcore.rules().get(f.key) != 8:
             raise DemoError(f"the SSM session's rule for {f.source} did not reach the router")
     say(f"phase 1: {PER_PHASE} packets from each sender: "
         + ", ".join(f"{f.source} -> {f.group} TTL {f.ttl}" for f in FLOWS))
@@ -327,7 +328,7 @@ def headless(system: System) -> int:
 
     say(f"halfway: the operator authorizes {ROGUE} for the any-source session")
     system.authorize("asm", ROGUE)
-    rule_ttl = system.musersd.rules().get((ROGUE, ASM_GROUP))
+    rule_ttl = system.mauthcore.rules().get((ROGUE, ASM_GROUP))
     say("phase 2: the same traffic again")
     rx_before = {f.key: system.rx.got(*f.key) for f in FLOWS}
     before = system.snapshot()

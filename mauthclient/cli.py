@@ -29,14 +29,14 @@ import click
 
 from mauthclient import api as mapi
 from mauthclient import config as mconfig
-from musersd.config import ConfigError, load_rules
-from musersd.daemon import DEFAULT_PORT
-from musersd.hostport import HostPortError, parse_hostport
-from musersd.protocol.errors import LocalProtocolError, ProtocolError, RouterError, Timeout
-from musersd.protocol.keys import KeyFileError, format_key_line, generate_secret, load_keys
-from musersd.protocol.udp import RouterClient
-from musersd.rules import Rule, RuleError, RuleKey
-from musersd.secretfile import SecretFileError, load_token
+from mauthcore.rulefile import ConfigError, load_rules
+from mauthcore.constants import ROUTER_PORT
+from mauthcore.hostport import HostPortError, parse_hostport
+from mauthcore.protocol.errors import LocalProtocolError, ProtocolError, RouterError, Timeout
+from mauthcore.protocol.keys import KeyFileError, format_key_line, generate_secret, load_keys
+from mauthcore.protocol.udp import RouterClient
+from mauthcore.rules import Rule, RuleError, RuleKey
+from mauthcore.secretfile import SecretFileError, load_token
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 
@@ -52,7 +52,7 @@ class Fail(click.ClickException):
 
 def _router_addr(text: str) -> tuple[str, int]:
     try:
-        return parse_hostport(text, "router address", DEFAULT_PORT)
+        return parse_hostport(text, "router address", ROUTER_PORT)
     except HostPortError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
 

@@ -38,10 +38,10 @@ from typing import Callable
 
 from aiohttp import web
 
-from musersd.protocol.model import Mode
+from mauthcore.protocol.model import Mode
 
-from musersd.protocol import v2
-from musersd.protocol.errors import RouterUnreachable
+from mauthcore.protocol import v2
+from mauthcore.protocol.errors import RouterUnreachable
 
 from . import core
 from .fanout import RouterLink

@@ -30,7 +30,9 @@ from .config import (
     parse_hostport,
     parse_routers,
 )
-from .sapl import DEFAULT_SAP_GROUPS, SAP_PORT, parse_groups
+from mauthcore.constants import SAP_PORT
+
+from .sapl import DEFAULT_SAP_GROUPS, parse_groups
 
 EPILOG = f"""\b
 Examples:

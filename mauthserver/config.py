@@ -14,21 +14,21 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from musersd.hostport import HostPortError
-from musersd.hostport import parse_hostport as _parse_hostport
-from musersd.protocol.keys import KeyFileError, KeyRing, load_keys
-from musersd.secretfile import SecretFileError
-from musersd.secretfile import load_token as _load_token
+from mauthcore.hostport import HostPortError
+from mauthcore.hostport import parse_hostport as _parse_hostport
+from mauthcore.protocol.keys import KeyFileError, KeyRing, load_keys
+from mauthcore.constants import API_PORT, MEDIATOR_PORT, ROUTER_PORT, SAP_PORT
+from mauthcore.secretfile import SecretFileError
+from mauthcore.secretfile import load_token as _load_token
 
 from sap.directory import DEFAULT_MAX_SESSIONS
 
-from .sapl import DEFAULT_SAP_GROUPS, SAP_PORT, parse_groups
+from .sapl import DEFAULT_SAP_GROUPS, parse_groups
 
 DEFAULT_DB = "/var/lib/mauth/mauthserver.db"
-DEFAULT_API = "127.0.0.1:7580"
-DEFAULT_LISTEN = "127.0.0.1:7576"
+DEFAULT_API = f"127.0.0.1:{API_PORT}"
+DEFAULT_LISTEN = f"127.0.0.1:{MEDIATOR_PORT}"
 DEFAULT_TOKEN_FILE = "/etc/mauth/api.token"
-DEFAULT_ROUTER_PORT = 7575
 MAX_MAX_SESSIONS = 1_000_000  # about 16 KiB of memory each: a typo should not ask for 100 GiB
 DEFAULT_LEGACY_ALLOW = ("127.0.0.0/8", "::1/128")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -48,7 +48,7 @@ class RouterSpec:
 @dataclass
 class Options:
     db: str = DEFAULT_DB
-    api: tuple[str, int] = ("127.0.0.1", 7580)
+    api: tuple[str, int] = ("127.0.0.1", API_PORT)
     token_file: str = DEFAULT_TOKEN_FILE
     routers: list[RouterSpec] = field(default_factory=list)
     key_file: str | None = None
@@ -58,7 +58,7 @@ class Options:
     sap: bool = True
     sap_timeout: float | None = None  # None: RFC 2974's implicit timeout
     max_sessions: int = DEFAULT_MAX_SESSIONS  # announced sessions held; beyond it the least recently heard goes
-    listen: tuple[str, int] | None = ("127.0.0.1", 7576)
+    listen: tuple[str, int] | None = ("127.0.0.1", MEDIATOR_PORT)
     legacy_allow: list[str] = field(default_factory=lambda: list(DEFAULT_LEGACY_ALLOW))
     probe_interval: float = 2.0
     verify_interval: float = 60.0
@@ -84,7 +84,7 @@ def parse_router(text: str) -> RouterSpec:
     name = name.strip()
     if not _NAME.fullmatch(name):
         raise ConfigError(f"--router name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
-    host, port = parse_hostport(address, f"--router {name}", DEFAULT_ROUTER_PORT)
+    host, port = parse_hostport(address, f"--router {name}", ROUTER_PORT)
     return RouterSpec(name, host, port)
 
 
@@ -108,7 +108,7 @@ def parse_cidrs(texts) -> list[str]:
 
 
 def load_token(path: str) -> str:
-    """The API bearer token (musersd.secretfile.load_token), as a ConfigError on failure."""
+    """The API bearer token (mauthcore.secretfile.load_token), as a ConfigError on failure."""
     try:
         return _load_token(path)
     except SecretFileError as exc:

@@ -44,8 +44,8 @@ import ipaddress
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Union
 
-from musersd.protocol.model import Counters, Mode, RuleEntry
-from musersd.rules import IPAddress, Rule, RuleError, RuleKey, check_source, check_ttl
+from mauthcore.protocol.model import Counters, Mode, RuleEntry
+from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_source, check_ttl
 
 # =============================================================================
 # Desired state and commands

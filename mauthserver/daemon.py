@@ -39,8 +39,8 @@ import time
 
 from aiohttp import web
 
-from musersd.protocol.client import RetryPolicy
-from musersd.protocol.errors import LocalProtocolError
+from mauthcore.protocol.client import RetryPolicy
+from mauthcore.protocol.errors import LocalProtocolError
 from sap.directory import DEFAULT_MAX_BYTES, DEFAULT_MAX_SESSIONS, Directory
 
 from . import api
@@ -50,7 +50,7 @@ from .core import RouterCore, Timers
 from .denied import DeniedWatch
 from .events import EventBus
 from .fanout import FanOut
-from musersd.protocol.server import legacy_checker
+from mauthcore.protocol.server import legacy_checker
 
 from .fleet_backend import FleetServer
 from .sapl import SapListener

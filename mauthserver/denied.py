@@ -43,9 +43,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from musersd.protocol.errors import RouterUnreachable
-from musersd.protocol.model import DeniedEntry
-from musersd.protocol.server import TokenBucket
+from mauthcore.protocol.errors import RouterUnreachable
+from mauthcore.protocol.model import DeniedEntry
+from mauthcore.protocol.server import TokenBucket
 
 from .core import CONVERGING, UP
 from .events import EventBus

@@ -33,12 +33,12 @@ import random
 import time
 from typing import Callable
 
-from musersd.protocol import v2
-from musersd.protocol.client import Call, ClientCore, RetryPolicy
-from musersd.protocol.errors import ReplyCode, RouterUnreachable, Timeout
-from musersd.protocol.keys import KeyRing
-from musersd.protocol.model import DeniedEntry, Mode, RuleEntry
-from musersd.rules import RuleKey
+from mauthcore.protocol import v2
+from mauthcore.protocol.client import Call, ClientCore, RetryPolicy
+from mauthcore.protocol.errors import ReplyCode, RouterUnreachable, Timeout
+from mauthcore.protocol.keys import KeyRing
+from mauthcore.protocol.model import DeniedEntry, Mode, RuleEntry
+from mauthcore.rules import RuleKey
 
 from .core import (
     CONVERGING,

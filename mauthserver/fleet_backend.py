@@ -1,6 +1,6 @@
 """The router protocol, served by mauthserver for the whole fleet (the paper's section 3.4.2).
 
-Strategy: reuse, do not re-implement. `musersd.protocol.server.ServerCore`
+Strategy: reuse, do not re-implement. `mauthcore.protocol.server.ServerCore`
 (the same at-most-once state machine musersd runs) serves v2, and v1 from
 allowed addresses, on mauthserver's own UDP port; `FleetBackend` is the
 `Backend` it executes on. Each mutation becomes a mediator command: committed
@@ -29,12 +29,12 @@ import logging
 import time
 from typing import Callable
 
-from musersd.protocol import v1 as v1_codec
-from musersd.protocol.errors import BackendUnsupported, BadCursor, Exists, NotFound
-from musersd.protocol.keys import KeyRing
-from musersd.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
-from musersd.protocol.server import ServerCore, new_epoch
-from musersd.rules import Rule, RuleError, RuleKey, check_cursor
+from mauthcore.protocol import v1 as v1_codec
+from mauthcore.protocol.errors import BackendUnsupported, BadCursor, Exists, NotFound
+from mauthcore.protocol.keys import KeyRing
+from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
+from mauthcore.protocol.server import ServerCore, new_epoch
+from mauthcore.rules import Rule, RuleError, RuleKey, check_cursor
 
 from . import core as mcore
 from .core import key_cursor
@@ -43,7 +43,7 @@ log = logging.getLogger("mauthserver.fleet")
 
 
 class FleetBackend:
-    """A `musersd.protocol.backend.Backend` whose operations go to the mediator (store + fan-out)."""
+    """A `mauthcore.protocol.backend.Backend` whose operations go to the mediator (store + fan-out)."""
 
     name = "mauthserver"
 

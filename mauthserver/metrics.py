@@ -27,7 +27,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from musersd.metrics import protocol_metrics
+from mauthcore.protocol.metrics import protocol_metrics
 
 from .api import COUNTERS
 from .core import CONVERGING, DOWN, UNKNOWN, UP

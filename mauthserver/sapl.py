@@ -32,18 +32,12 @@ import socket
 import struct
 from typing import Callable
 
+from mauthcore.constants import SAP_GROUP_LINK_LOCAL, SAP_GROUPS, SAP_PORT
+
 log = logging.getLogger("mauthserver.sap")
 
-SAP_PORT = 9875
-DEFAULT_SAP_GROUPS = (
-    "224.2.127.254",
-    "239.255.255.255",
-    "239.195.255.255",
-    "ff02::2:7ffe",
-    "ff05::2:7ffe",
-    "ff08::2:7ffe",
-    "ff0e::2:7ffe",
-)
+# Heard by default: every routable SAP group, and IPv6's link-local one (never routed, heard on the link).
+DEFAULT_SAP_GROUPS = (*SAP_GROUPS[:3], SAP_GROUP_LINK_LOCAL, *SAP_GROUPS[3:])
 
 _SIOCGIFFLAGS = 0x8913
 _IFF_UP = 0x1

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from typing import Callable, Iterable
 
-from musersd.protocol.model import Mode
+from mauthcore.protocol.model import Mode
 from sap.directory import Directory, RemovalReason, SessionAdded, SessionChanged, SessionRemoved
 from sap.errors import SAPDecodeError, SDPDecodeError
 

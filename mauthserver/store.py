@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from musersd.protocol.model import Mode
-from musersd.rules import Rule, RuleError, RuleKey
+from mauthcore.protocol.model import Mode
+from mauthcore.rules import Rule, RuleError, RuleKey
 
 from .core import Change, Delete, DesiredRule, Put
 

@@ -13,14 +13,16 @@ import click
 
 from .defaults import (DEFAULT_DENIED_SERIES, DEFAULT_QUEUE_NUM, DEFAULT_RULE_SERIES, DEFAULT_STATE_DIR, MetricsError,
                        parse_metrics_address)
-from .daemon import (DEFAULT_LEGACY_ALLOW, DEFAULT_PORT, Musersd, Options, StartupError, parse_listen,
+from mauthcore.constants import ROUTER_PORT
+
+from .daemon import (DEFAULT_LEGACY_ALLOW, Musersd, Options, StartupError, parse_listen,
                      parse_sap_groups)
 
 EPILOG = f"""\b
 Examples:
   musersd --iface eth1 --key-file /etc/mauth/router.key
   musersd --iface eth1 --iface eth2 --config /etc/mauth/mauth.conf --mode monitor
-  musersd --iface eth1 --listen 0.0.0.0:{DEFAULT_PORT} --key-file /etc/mauth/router.key \\
+  musersd --iface eth1 --listen 0.0.0.0:{ROUTER_PORT} --key-file /etc/mauth/router.key \\
           --legacy-allow 192.0.2.5/32
   musersd --iface eth1 --backend nfqueue --key-file /etc/mauth/router.key   # where XDP cannot be used
 
@@ -32,7 +34,7 @@ the filter enforcing the last rules (unless --detach-on-exit).
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--iface", "ifaces", multiple=True, required=True, metavar="IF",
               help="Internal interface to guard (repeatable).")
-@click.option("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", show_default=True, metavar="HOST:PORT",
+@click.option("--listen", default=f"127.0.0.1:{ROUTER_PORT}", show_default=True, metavar="HOST:PORT",
               help="UDP address for the command protocol.")
 @click.option("--key-file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Pre-shared keys for protocol v2 (without it, only v1 is served).")

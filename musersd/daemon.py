@@ -1,6 +1,6 @@
 """musersd: the router daemon. A thin shell around the data plane and the protocol core.
 
-Strategy (the core decides, a thin shell acts): `musersd.protocol.server`
+Strategy (the core decides, a thin shell acts): `mauthcore.protocol.server`
 decides what every datagram means and what to answer; `DataPlaneBackend`
 turns its commands into map operations; this module only owns the socket,
 the signals, the clock and systemd notifications. One thread, one select
@@ -42,29 +42,30 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .config import ConfigError, RuleFile, load_rules
+from mauthcore.rulefile import ConfigError, RuleFile, load_rules
 from .dataplane import DataPlane, DataPlaneError, sap_group_list
 from .kernel import multicast_routing
 from .dataplane_backend import DataPlaneBackend
-from .protocol.keys import KeyFileError, load_keys
-from .hostport import HostPortError, parse_hostport
+from mauthcore.protocol.keys import KeyFileError, load_keys
+from mauthcore.hostport import HostPortError, parse_hostport
 from .defaults import DEFAULT_DENIED_SERIES, DEFAULT_QUEUE_NUM, DEFAULT_RULE_SERIES, DEFAULT_STATE_DIR, MetricsError
-from .maps import DEFAULT_SAP_GROUPS
-from .protocol.server import ServerCore, legacy_checker
+from .maps import SAP_GROUPS
+from mauthcore.constants import ROUTER_PORT
+from mauthcore.protocol.server import ServerCore, legacy_checker
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
 
 log = logging.getLogger("musersd")
 
-DEFAULT_PORT = 7575
+
 DEFAULT_LEGACY_ALLOW = ("127.0.0.0/8", "::1/128")
 
 
 @dataclass
 class Options:
     ifaces: list[str]
-    listen: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)
+    listen: tuple[str, int] = ("127.0.0.1", ROUTER_PORT)
     key_file: str | None = None
     legacy_allow: list[str] = field(default_factory=lambda: list(DEFAULT_LEGACY_ALLOW))
     config: str | None = None
@@ -73,7 +74,7 @@ class Options:
     max_rules: int | None = None
     denied_pairs: int | None = None  # denied table size; 0: record no pairs; None: the pinned size or default
     xdp_mode: str = "auto"
-    sap_groups: tuple[str, ...] = DEFAULT_SAP_GROUPS
+    sap_groups: tuple[str, ...] = SAP_GROUPS
     detach_on_exit: bool = False
     backend: str = "xdp"  # "xdp", or "nfqueue" where XDP cannot be used (musersd/nfqueue.py)
     queue_num: int = DEFAULT_QUEUE_NUM  # nfqueue: the NFQUEUE number
@@ -98,7 +99,7 @@ def parse_sap_groups(groups) -> tuple[str, ...]:
     """--sap-group values: none given keeps the defaults, 'none' alone turns the exception off."""
     groups = [g.strip() for g in groups]
     if not groups:
-        return DEFAULT_SAP_GROUPS
+        return SAP_GROUPS
     if groups == ["none"]:
         return ()
     try:

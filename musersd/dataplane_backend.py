@@ -24,12 +24,12 @@ import logging
 from . import filter as flt
 from .maps import Mode as MapMode
 from .filter import Filter
-from .protocol.errors import BackendFailure, BackendUnsupported, BadCursor, Exists, NotFound, TableFull
-from .protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
-from .rules import Rule, RuleError, RuleKey, check_cursor
+from mauthcore.protocol.errors import BackendFailure, BackendUnsupported, BadCursor, Exists, NotFound, TableFull
+from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
+from mauthcore.rules import Rule, RuleError, RuleKey, check_cursor
 
 
-log = logging.getLogger("musersd.rules")
+log = logging.getLogger("mauthcore.rules")
 
 
 # Data-plane exception -> the command error the server turns into a reply code.

@@ -8,7 +8,7 @@ start without them do not pay for them. The modules re-export these names.
 
 from __future__ import annotations
 
-from .hostport import HostPortError, parse_hostport
+from mauthcore.hostport import HostPortError, parse_hostport
 
 # metrics.py
 DEFAULT_RULE_SERIES = 1000

@@ -19,7 +19,7 @@ from typing import Callable, Hashable, Iterable, Mapping, Protocol, TypeVar
 
 from . import maps
 from .maps import Mode
-from .rules import IPAddress, Rule, RuleError, RuleKey
+from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey
 
 DEFAULT_MAX_RULES = 65536
 DEFAULT_MAX_DENIED = 4096

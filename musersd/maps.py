@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from mauthcore.constants import SAP_GROUPS, SAP_PORT  # noqa: F401 (part of the maps' vocabulary)
+
 EBPF_DIR = Path(__file__).resolve().parent.parent / "ebpf"
 HEADER = EBPF_DIR / "mauth.h"
 PROGRAM = EBPF_DIR / "mauth_xdp.c"
@@ -47,9 +49,6 @@ DROP_REASONS = frozenset({"unauthorized", "ttl", "rate"})
 # routable scopes mauthserver listens on (site, organization, global; the
 # link-scope ff02::2:7ffe is never filtered). The program has room for four
 # groups of each family.
-SAP_PORT = 9875
-DEFAULT_SAP_GROUPS = ("224.2.127.254", "239.255.255.255", "239.195.255.255",
-                      "ff05::2:7ffe", "ff08::2:7ffe", "ff0e::2:7ffe")
 MAX_SAP_GROUPS = 4  # per address family (MAUTH_MAX_SAP)
 
 

@@ -93,7 +93,7 @@ from .filter import (DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, Deni
                      RuleStats, TableFull, as_key, as_rule, check_sizes, not_held, plan, sap_group_list)
 from .maps import Mode
 from .policy import DROP, PASS, RateBuckets, Verdict, decide_ip
-from .rules import Rule, RuleKey
+from mauthcore.rules import Rule, RuleKey
 
 log = logging.getLogger(__name__)
 
@@ -539,7 +539,7 @@ class NfqueueFilter:
 
     def __init__(self, state_dir: str | os.PathLike = DEFAULT_STATE_DIR, *, queue_num: int = DEFAULT_QUEUE_NUM,
                  max_rules: int | None = None, max_denied: int | None = None,
-                 sap_groups: Iterable[str] = maps.DEFAULT_SAP_GROUPS, iptables: Iptables | None = None,
+                 sap_groups: Iterable[str] = maps.SAP_GROUPS, iptables: Iptables | None = None,
                  clock: Callable[[], int] = time.monotonic_ns):
         if not 0 <= queue_num <= 65535:
             raise DataPlaneError(f"queue number {queue_num} is outside 0-65535")

@@ -37,8 +37,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Union
 
-from .maps import DEFAULT_SAP_GROUPS, MIN_BIT_BURST, MIN_PKT_BURST, NSEC, SAP_PORT, Mode, bucket
-from .rules import Rule
+from .maps import SAP_GROUPS, MIN_BIT_BURST, MIN_PKT_BURST, NSEC, SAP_PORT, Mode, bucket
+from mauthcore.rules import Rule
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -60,7 +60,7 @@ DROP = "drop"
 
 # rules: (source, group) -> max TTL, or -> a Rule (which may carry rate
 # limits). Each side of a key is an address, or a network for a prefix
-# rule (one side at most, as in musersd.rules), both of one family.
+# rule (one side at most, as in mauthcore.rules), both of one family.
 Side = Union[ipaddress.IPv4Address, ipaddress.IPv4Network, ipaddress.IPv6Address, ipaddress.IPv6Network]
 _Networks = (ipaddress.IPv4Network, ipaddress.IPv6Network)
 RuleTable = Mapping[tuple[Side, Side], Union[int, Rule]]
@@ -111,7 +111,7 @@ def find_rule(rules: RuleTable, source, group) -> tuple[tuple[Side, Side], int |
 
 
 def decide(frame: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE,
-           sap_groups: tuple[str, ...] = DEFAULT_SAP_GROUPS, *,
+           sap_groups: tuple[str, ...] = SAP_GROUPS, *,
            within_rate: RateOracle | None = None) -> Verdict:
     """The verdict of the XDP program on `frame` given `rules`, `mode` and the program's SAP groups.
 
@@ -344,7 +344,7 @@ ETH_HEADER_IP = bytes(12) + struct.pack("!H", ETH_P_IP)  # what decide_ip() puts
 
 
 def decide_ip(packet: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE,
-              sap_groups: tuple[str, ...] = DEFAULT_SAP_GROUPS, *,
+              sap_groups: tuple[str, ...] = SAP_GROUPS, *,
               within_rate: RateOracle | None = None) -> Verdict:
     """decide() for an IPv4 packet without its link layer (what NFQUEUE hands to user space).
 

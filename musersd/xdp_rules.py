@@ -27,7 +27,7 @@ from typing import Iterable
 from . import bpfsys, maps
 from .filter import DataPlaneError, RuleExists, RuleNotFound, RuleStats, TableFull, as_key, as_rule, plan
 from .maps import FAMILIES, Key4, RuleVal
-from .rules import Rule, RuleKey
+from mauthcore.rules import Rule, RuleKey
 from .xdp_counters import mono_to_unix
 
 _RULE_VAL = struct.Struct("=IBBH")  # RuleVal as bytes: slot, max_ttl, flags, pad

@@ -34,14 +34,12 @@ import ipaddress
 import zlib
 from dataclasses import dataclass
 
+from mauthcore.constants import SAP_GROUPS, SAP_PORT  # noqa: F401 (SAP_PORT: RFC 2974 section 3)
 from sap.errors import SAPDecodeError, SAPUsageError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-SAP_PORT = 9875
-"""RFC 2974 §3: "SAP announcements MUST be sent on port 9875"."""
-
-SAP_GROUP_IPV4_GLOBAL = ipaddress.IPv4Address("224.2.127.254")
+SAP_GROUP_IPV4_GLOBAL = ipaddress.IPv4Address(SAP_GROUPS[0])
 """RFC 2974 §3: the IPv4 global scope SAP group (sap.mcast.net)."""
 
 MIME_SDP = "application/sdp"

@@ -68,7 +68,7 @@ install_venv() {
     STAGE="$(mktemp -d)"
     trap 'rm -rf "$STAGE"' EXIT
     tar -C "$REPO" --exclude=__pycache__ --exclude='*.bpf.o' -cf - pyproject.toml setup.py MANIFEST.in README.md \
-        scripts/build_bpf.sh musersd mauthserver mauthclient sap ebpf lab \
+        scripts/build_bpf.sh mauthcore musersd mauthserver mauthclient sap ebpf \
         | { mkdir -p "$STAGE/src" && tar -C "$STAGE/src" -xf -; }
     log "building mauth"
     "$venv/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$STAGE/wheel" \

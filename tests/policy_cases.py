@@ -32,7 +32,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.igmp import IGMP
 from scapy.packet import Raw
 
-from musersd.rules import Rule
+from mauthcore.rules import Rule
 
 A = ipaddress.IPv4Address
 N = ipaddress.IPv4Network

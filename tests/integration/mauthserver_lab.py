@@ -17,7 +17,7 @@ from lab.daemons import API_PORT, ROUTER_PORT, make_secrets, write_secret
 from lab.daemons import Daemon as Proc
 from lab.netns import inside
 from lab.topology import Lab
-from musersd.protocol.model import Reason
+from mauthcore.protocol.model import Reason
 
 __all__ = ["API_PORT", "ROUTER_PORT", "MauthserverProc", "MusersdProc", "Proc", "announce", "heard_from",
            "make_secrets", "router_call", "sap_local", "write_secret"]

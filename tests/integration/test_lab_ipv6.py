@@ -45,7 +45,7 @@ from lab.topology import Lab, Route, twin6
 from lab.traffic import PORT, TAG, Receiver, Sender
 from musersd.maps import BURST_NS, NSEC, SAP_PORT
 from musersd.policy import IPV6_MAX_EXT
-from musersd.rules import Rule
+from mauthcore.rules import Rule
 from tests.integration.conftest import (
     AUTH2_6 as AUTH2,
     AUTH6 as AUTH,
@@ -550,7 +550,7 @@ def test_musersd_takes_ipv6_rules_over_protocol_v2_from_mauthctl(lab6, pin_dir):
     listed = json.loads(ctl("--json", "list").stdout)
     assert {(x["source"], x["group"], x["max_ttl"], x["packets"]) for x in listed} == {
         (AUTH, GROUP, 8, N), (AUTH2, GROUP2, 4, N)}
-    assert musersd.rules() == {(AUTH, GROUP): 8, (AUTH2, GROUP2): 4}
+    assert mauthcore.rules() == {(AUTH, GROUP): 8, (AUTH2, GROUP2): 4}
     stats = json.loads(ctl("--json", "stats").stdout)
     assert stats["reasons"]["passed"]["packets"] == 2 * N
     assert stats["reasons"]["unauthorized"]["packets"] == 2 * N  # the first probe, then ROGUE
@@ -565,6 +565,6 @@ def test_musersd_takes_ipv6_rules_over_protocol_v2_from_mauthctl(lab6, pin_dir):
     assert ctl("del-sender", AUTH, GROUP).returncode == 0
     assert ctl("del-sender", AUTH2, GROUP2).returncode == 0
     assert delivered([(AUTH, GROUP), (AUTH2, GROUP2)]) == {(AUTH, GROUP): 0, (AUTH2, GROUP2): 0}
-    assert musersd.rules() == {}
+    assert mauthcore.rules() == {}
     assert musersd.stop() == 0
 

@@ -22,7 +22,7 @@ import pytest
 from lab.netns import inside
 from musersd.dataplane import detach, xdp_status
 from musersd.policy import decide
-from musersd.rules import Rule
+from mauthcore.rules import Rule
 from tests.conftest import REPO
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, GROUP3, ROGUE
 

@@ -18,7 +18,7 @@ import pytest
 
 from lab.netns import inside
 from lab.topology import Lab, Route
-from musersd.protocol.model import Reason
+from mauthcore.protocol.model import Reason
 from sap import announcer as ann
 from sap.sap import announcement, encode
 from sap.sdp import unix_to_ntp

@@ -22,9 +22,9 @@ from lab.daemons import Musersd, mauthctl, write_key_file
 from lab.netns import inside
 from lab.relay import LossyRelay
 from musersd.dataplane import xdp_status
-from musersd.protocol.keys import load_keys
-from musersd.protocol.udp import RouterClient
-from musersd.rules import Rule
+from mauthcore.protocol.keys import load_keys
+from mauthcore.protocol.udp import RouterClient
+from mauthcore.rules import Rule
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, ROGUE
 
 pytestmark = pytest.mark.integration

@@ -32,8 +32,8 @@ from lab.topology import Lab, Route
 from lab.traffic import Receiver, Sender
 from musersd.maps import Mode
 from musersd.policy import decide
-from musersd.protocol.model import Reason
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol.model import Reason
+from mauthcore.rules import Rule, RuleKey
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, GROUP3, GROUPS, ROGUE, SOURCES
 from musersd.nfqueue import NfqueueFilter
 from tests.policy_cases import ALL_RULES, CASES, PREFIX_CASES, as_rules

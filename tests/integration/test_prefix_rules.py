@@ -14,7 +14,7 @@ import pytest
 from lab.netns import inside
 from lab.topology import Lab, Route
 from musersd.dataplane import DataPlane
-from musersd.rules import Rule
+from mauthcore.rules import Rule
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from lab.netns import inside
 from lab.topology import Lab, Route
 from musersd.dataplane import DataPlane
 from musersd.maps import BURST_NS, MIN_BIT_BURST, NSEC
-from musersd.rules import Rule
+from mauthcore.rules import Rule
 
 pytestmark = pytest.mark.integration
 

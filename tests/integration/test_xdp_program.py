@@ -22,7 +22,7 @@ from musersd import bpfobj, maps
 from musersd.dataplane import DataPlane, DataPlaneError, RuleExists, RuleNotFound, TableFull
 from musersd.maps import Mode
 from musersd.policy import decide
-from musersd.rules import Rule, RuleKey
+from mauthcore.rules import Rule, RuleKey
 from tests.conftest import REPO
 from tests.policy_cases import (
     CASES, EVERY_RULE, GROUP, IPV6_CASES, PREFIX_CASES, SENDER, STRANGER, as_rules, udp,
@@ -472,7 +472,7 @@ def test_prefix_and_rate_rules_survive_the_process_and_are_adopted(pin_dir):
 import sys
 sys.path.insert(0, {str(REPO)!r})
 from musersd.dataplane import DataPlane
-from musersd.rules import Rule, RuleKey
+from mauthcore.rules import Rule, RuleKey
 dp = DataPlane({str(pin_dir)!r}, max_rules=1024).load()
 dp.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 8, pps=1))
 dp.add_rule(Rule.make("192.0.2.20", "239.192.0.0/14", 16))
@@ -523,7 +523,7 @@ def test_bulk_load_takes_prefix_and_rate_rules_too_all_or_nothing(pin_dir):
 
 def test_protocol_backend_pages_through_exact_prefix_and_rate_rules(pin_dir):
     from musersd.dataplane_backend import DataPlaneBackend
-    from musersd.protocol.errors import Exists, NotFound
+    from mauthcore.protocol.errors import Exists, NotFound
 
     with DataPlane(pin_dir, max_rules=128).load() as dp:
         b = DataPlaneBackend(dp)

@@ -24,7 +24,7 @@ import secrets
 
 from musersd import dataplane as dpl, xdp_rules
 from musersd.maps import FAMILIES, REASONS, Mode
-from musersd.rules import IPAddress, Rule, RuleKey
+from mauthcore.rules import IPAddress, Rule, RuleKey
 
 def _exact_decoder(key_type):
     def decode(raw: bytes) -> RuleKey:

@@ -24,12 +24,12 @@ from mauthserver.events import EventBus
 from mauthserver.fanout import FanOut
 from mauthserver.service import Mediator
 from mauthserver.store import Store
-from musersd.protocol.backend import MemoryBackend
-from musersd.protocol.client import RetryPolicy
-from musersd.protocol.keys import Key, KeyRing
-from musersd.protocol.model import DeniedEntry, Reason
-from musersd.protocol.server import ServerCore
-from musersd.rules import RuleKey
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.client import RetryPolicy
+from mauthcore.protocol.keys import Key, KeyRing
+from mauthcore.protocol.model import DeniedEntry, Reason
+from mauthcore.protocol.server import ServerCore
+from mauthcore.rules import RuleKey
 from sap.directory import Directory
 from sap import announcer as ann
 from sap.sap import announcement, encode

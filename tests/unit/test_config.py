@@ -2,8 +2,8 @@
 
 import pytest
 
-from musersd.config import ConfigError, load_rules, parse_rules
-from musersd.rules import Rule
+from mauthcore.rulefile import ConfigError, load_rules, parse_rules
+from mauthcore.rules import Rule
 
 GOOD = """\
 # authorized senders

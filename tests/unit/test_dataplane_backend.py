@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from musersd.dataplane_backend import DataPlaneBackend
 from musersd.nfqueue import NfqueueFilter
 from musersd.nfqueue_backend import NfqueueBackend
-from musersd.protocol import v1, v2
-from musersd.protocol.errors import ReplyCode
-from musersd.protocol.keys import Key, KeyRing
-from musersd.protocol.model import Mode, Reason
-from musersd.protocol.server import ServerCore
-from musersd.protocol.v2 import (
+from mauthcore.protocol import v1, v2
+from mauthcore.protocol.errors import ReplyCode
+from mauthcore.protocol.keys import Key, KeyRing
+from mauthcore.protocol.model import Mode, Reason
+from mauthcore.protocol.server import ServerCore
+from mauthcore.protocol.v2 import (
     Add,
     Flush,
     GetCounters,
@@ -38,7 +38,7 @@ from musersd.protocol.v2 import (
     Replace,
     Request,
 )
-from musersd.rules import Rule, RuleKey
+from mauthcore.rules import Rule, RuleKey
 from tests.unit.fake_dataplane import FakeDataPlane
 
 SECRET = bytes(range(32))

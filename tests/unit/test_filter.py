@@ -9,7 +9,7 @@ import pytest
 from musersd import filter as flt
 from musersd.dataplane import DataPlane
 from musersd.nfqueue import NfqueueFilter
-from musersd.rules import Rule, RuleKey
+from mauthcore.rules import Rule, RuleKey
 
 
 @pytest.mark.parametrize("impl", [DataPlane, NfqueueFilter])

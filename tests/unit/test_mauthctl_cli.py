@@ -22,12 +22,12 @@ from click.testing import CliRunner
 
 from mauthclient import config as mconfig
 from mauthclient.cli import main as mauthctl
-from musersd.protocol.backend import MemoryBackend
-from musersd.protocol.keys import format_key_line, load_keys
-from musersd.protocol.model import DeniedEntry, Reason
-from musersd.protocol.server import ServerCore
-from musersd.protocol.udp import serve
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.keys import format_key_line, load_keys
+from mauthcore.protocol.model import DeniedEntry, Reason
+from mauthcore.protocol.server import ServerCore
+from mauthcore.protocol.udp import serve
+from mauthcore.rules import Rule, RuleKey
 from tests.unit.loopback_fleet import KEYS, TOKEN, LoopbackFleet
 
 SSM = b"""v=0\r

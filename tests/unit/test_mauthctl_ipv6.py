@@ -19,12 +19,12 @@ import time
 
 import pytest
 
-from musersd.protocol import v2
-from musersd.protocol.backend import MemoryBackend
-from musersd.protocol.keys import format_key_line
-from musersd.protocol.server import ServerCore
-from musersd.protocol.udp import serve
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol import v2
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.keys import format_key_line
+from mauthcore.protocol.server import ServerCore
+from mauthcore.protocol.udp import serve
+from mauthcore.rules import Rule, RuleKey
 from tests.unit.loopback_fleet import KEYS
 # Fixtures (server, and the autouse no_user_config) and helpers of the mauthctl tests, used by name.
 from tests.unit.test_mauthctl_cli import no_user_config, one_error, run, secret, server, wait  # noqa: F401

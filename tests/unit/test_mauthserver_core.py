@@ -29,10 +29,10 @@ from mauthserver.core import (
     Timers,
     Wait,
 )
-from musersd.protocol.backend import MemoryBackend
-from musersd.protocol.errors import NotFound, TableFull
-from musersd.protocol.model import Mode
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.errors import NotFound, TableFull
+from mauthcore.protocol.model import Mode
+from mauthcore.rules import Rule, RuleKey
 
 ip = ipaddress.ip_address
 T = 1000.0

@@ -22,8 +22,8 @@ from mauthserver.denied import DeniedTracker
 from mauthserver.events import EventBus
 from mauthserver.service import Mediator
 from mauthserver.store import Store
-from musersd.protocol.model import DeniedEntry, Reason
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol.model import DeniedEntry, Reason
+from mauthcore.rules import Rule, RuleKey
 from sap.directory import Directory
 from sap.sap import announcement, encode
 

@@ -23,10 +23,10 @@ from mauthserver.config import Options, RouterSpec
 from mauthserver.daemon import Daemon
 from mauthserver.denied import DeniedTracker, DeniedWatch
 from mauthserver.events import EventBus
-from musersd.protocol.backend import MemoryBackend
-from musersd.protocol.keys import Key, KeyRing
-from musersd.protocol.model import DeniedEntry, Reason
-from musersd.protocol.server import ServerCore
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.keys import Key, KeyRing
+from mauthcore.protocol.model import DeniedEntry, Reason
+from mauthcore.protocol.server import ServerCore
 
 KEYS = KeyRing([Key(1, bytes(range(32)))])
 A = ipaddress.IPv4Address

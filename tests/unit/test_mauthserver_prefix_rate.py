@@ -20,8 +20,8 @@ from mauthserver.core import DesiredRule, Fleet, Install, Put, RouterCore
 from mauthserver.events import EventBus
 from mauthserver.service import Mediator
 from mauthserver.store import SCHEMA_VERSION, Store
-from musersd.protocol.model import RuleEntry
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol.model import RuleEntry
+from mauthcore.rules import Rule, RuleKey
 from sap.directory import Directory
 
 T = 1_700_000_000.0

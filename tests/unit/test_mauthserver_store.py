@@ -10,7 +10,7 @@ import pytest
 
 from mauthserver.core import Delete, DesiredRule, Put
 from mauthserver.store import APPLICATION_ID, SCHEMA_VERSION, SessionRow, Store, StoreError
-from musersd.rules import Rule, RuleKey
+from mauthcore.rules import Rule, RuleKey
 
 T = 1_700_000_000.0
 

@@ -19,17 +19,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from musersd import maps
 from musersd.dataplane import DeniedEntry, RuleStats
 from musersd.metrics import (
-    REJECTIONS,
     MetricsError,
     MetricsServer,
     MusersdCollector,
     parse_metrics_address,
-    protocol_metrics,
 )
-from musersd.protocol import v1
-from musersd.protocol.backend import MemoryBackend
-from musersd.protocol.server import STATS, ServerCore, legacy_checker
-from musersd.rules import Rule
+from mauthcore.protocol.metrics import REJECTIONS, protocol_metrics
+from mauthcore.protocol import v1
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.server import STATS, ServerCore, legacy_checker
+from mauthcore.rules import Rule
 
 A = ipaddress.IPv4Address
 

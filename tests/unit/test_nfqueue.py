@@ -26,13 +26,13 @@ from musersd.nfqueue import (NfqueueFilter, Hooks, Iptables, hook_specs, ip_chec
                              STATE_FILE)
 from musersd.nfqueue_backend import NfqueueBackend
 from musersd.policy import decide
-from musersd.protocol import v2
-from musersd.protocol.errors import BackendUnsupported, Exists, NotFound, ReplyCode
-from musersd.protocol.keys import Key, KeyRing
-from musersd.protocol.server import ServerCore
-from musersd.protocol.v2 import Add, GetCounters, Hello, Remove, Replace, Request
-from musersd.protocol.model import Mode as WireMode, Reason
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol import v2
+from mauthcore.protocol.errors import BackendUnsupported, Exists, NotFound, ReplyCode
+from mauthcore.protocol.keys import Key, KeyRing
+from mauthcore.protocol.server import ServerCore
+from mauthcore.protocol.v2 import Add, GetCounters, Hello, Remove, Replace, Request
+from mauthcore.protocol.model import Mode as WireMode, Reason
+from mauthcore.rules import Rule, RuleKey
 from musersd.policy import RateBuckets
 from tests.policy_cases import (ALL_RULES, CASES, GROUP, PREFIX_CASES, PREFIX_GROUP, SENDER, STRANGER,
                                 SUBNET_HOST, as_rules, udp)

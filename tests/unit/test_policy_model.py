@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from musersd.maps import NSEC, REASONS, Mode, bucket
 from musersd.policy import DROP, PASS, RateBuckets, decide, find_rule
-from musersd.rules import MAX_BPS, MAX_PPS, Rule
+from mauthcore.rules import MAX_BPS, MAX_PPS, Rule
 from tests.policy_cases import (
     CASES, EVERY_RULE, GROUP, IPV6_CASES, PREFIX_CASES, PREFIX_GROUP, RATE_GROUP, RULES, SENDER, SUBNET_HOST,
     TRUSTED, udp,

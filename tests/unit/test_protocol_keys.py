@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from musersd.protocol.keys import (
+from mauthcore.protocol.keys import (
     Key,
     KeyFileError,
     KeyRing,

@@ -17,10 +17,10 @@ import threading
 
 import pytest
 
-from musersd.protocol import v1, v2
-from musersd.protocol.backend import MemoryBackend
-from musersd.protocol.client import ClientCore, RetryPolicy, V1ClientCore
-from musersd.protocol.errors import (
+from mauthcore.protocol import v1, v2
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.client import ClientCore, RetryPolicy, V1ClientCore
+from mauthcore.protocol.errors import (
     LocalProtocolError,
     ReplyCode,
     RouterExists,
@@ -29,11 +29,11 @@ from musersd.protocol.errors import (
     RouterUnreachable,
     Timeout,
 )
-from musersd.protocol.keys import Key, KeyRing
-from musersd.protocol.model import DeniedEntry, Mode, Reason
-from musersd.protocol.server import ServerCore
-from musersd.protocol.udp import RouterClient, serve
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol.keys import Key, KeyRing
+from mauthcore.protocol.model import DeniedEntry, Mode, Reason
+from mauthcore.protocol.server import ServerCore
+from mauthcore.protocol.udp import RouterClient, serve
+from mauthcore.rules import Rule, RuleKey
 
 KEYS = KeyRing([Key(1, bytes(range(32)))])
 EPOCH = 0x5EED

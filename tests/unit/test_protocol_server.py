@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from musersd.protocol import v1, v2
-from musersd.protocol.backend import MemoryBackend
-from musersd.protocol.errors import BackendUnsupported, LocalProtocolError, ReplyCode
-from musersd.protocol.keys import Key, KeyRing
-from musersd.protocol.model import DeniedEntry, Mode, Reason
-from musersd.protocol.server import STATS, ServerCore
-from musersd.protocol.v2 import (
+from mauthcore.protocol import v1, v2
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.errors import BackendUnsupported, LocalProtocolError, ReplyCode
+from mauthcore.protocol.keys import Key, KeyRing
+from mauthcore.protocol.model import DeniedEntry, Mode, Reason
+from mauthcore.protocol.server import STATS, ServerCore
+from mauthcore.protocol.v2 import (
     Add,
     Command,
     Flush,
@@ -32,7 +32,7 @@ from musersd.protocol.v2 import (
     Replace,
     Request,
 )
-from musersd.rules import Rule, RuleKey
+from mauthcore.rules import Rule, RuleKey
 
 SECRET = bytes(range(32))
 KEYS = KeyRing([Key(1, SECRET), Key(2, b"\x22" * 16)])

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from musersd.protocol import v1
-from musersd.protocol.errors import (
+from mauthcore.protocol import v1
+from mauthcore.protocol.errors import (
     InvalidArgument,
     LocalProtocolError,
     Malformed,
@@ -23,8 +23,8 @@ from musersd.protocol.errors import (
     ReplyCode,
     UnknownCommand,
 )
-from musersd.protocol.v1 import V1Add, V1Remove, V1Response, V1Type
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol.v1 import V1Add, V1Remove, V1Response, V1Type
+from mauthcore.rules import Rule, RuleKey
 
 REQUESTS = [
     # seq cmd source       group        ttl

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from musersd.protocol import v2
-from musersd.protocol.errors import (
+from mauthcore.protocol import v2
+from mauthcore.protocol.errors import (
     BadAuth,
     InvalidArgument,
     LocalProtocolError,
@@ -33,9 +33,9 @@ from musersd.protocol.errors import (
     UnknownCommand,
     UnknownKey,
 )
-from musersd.protocol.keys import Key, KeyRing
-from musersd.protocol.model import Counters, DeniedEntry, Mode, Reason, ReasonCounter, RuleEntry
-from musersd.protocol.v2 import (
+from mauthcore.protocol.keys import Key, KeyRing
+from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Reason, ReasonCounter, RuleEntry
+from mauthcore.protocol.v2 import (
     Add,
     Command,
     DeniedPage,
@@ -57,7 +57,7 @@ from musersd.protocol.v2 import (
     Response,
     RulesPage,
 )
-from musersd.rules import Rule, RuleKey
+from mauthcore.rules import Rule, RuleKey
 
 SECRET = bytes(range(32))  # 000102...1f
 KEYS = KeyRing([Key(1, SECRET), Key(2, b"\xaa" * 16)])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from musersd.rules import MAX_BPS, Rule, RuleError, RuleKey, check_rate
+from mauthcore.rules import MAX_BPS, Rule, RuleError, RuleKey, check_rate
 
 A, N = ipaddress.IPv4Address, ipaddress.IPv4Network
 

@@ -34,8 +34,8 @@ import gen_manpages  # noqa: E402  (scripts/ is not a package)
 from mauthclient.cli import main as mauthctl_main  # noqa: E402
 from mauthserver.cli import main as mauthserver_main  # noqa: E402
 from musersd.cli import main as musersd_main  # noqa: E402
-from musersd.protocol.keys import load_keys  # noqa: E402
-from musersd.secretfile import load_token  # noqa: E402
+from mauthcore.protocol.keys import load_keys  # noqa: E402
+from mauthcore.secretfile import load_token  # noqa: E402
 
 PREFIX = "/usr/local"
 UNITDIR = f"{PREFIX}/lib/systemd/system"
@@ -134,6 +134,12 @@ def test_install_tree(staged):
     # The compiled XDP program travels with the package (musersd loads it at start).
     site = next((root / VENV.lstrip("/") / "lib").glob("python3*/site-packages"))
     assert (site / "musersd" / "mauth_xdp.bpf.o").is_file() and (site / "musersd" / "cli.py").is_file()
+    # Only the programs' packages and the core are installed as top-level names: not the lab,
+    # the benchmarks, the tests or the C sources.
+    [dist_info] = site.glob("mauth-*.dist-info")
+    top_level = {line.split("/")[0] for line in (dist_info / "RECORD").read_text().splitlines()
+                 if not line.startswith(("mauth-", "../", "__pycache__"))}
+    assert top_level == {"mauthcore", "musersd", "mauthserver", "mauthclient", "sap"}, top_level
 
 
 def test_configuration_and_secrets(staged):

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from musersd.protocol.errors import BadCursor, Exists, NotFound, TableFull
-from musersd.protocol.model import (
+from mauthcore.protocol.errors import BadCursor, Exists, NotFound, TableFull
+from mauthcore.protocol.model import (
     Counters,
     DeniedEntry,
     Mode,
@@ -26,7 +26,7 @@ from musersd.protocol.model import (
     ReasonCounter,
     RuleEntry,
 )
-from musersd.rules import IPAddress, Rule, RuleError, RuleKey, check_cursor
+from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_cursor
 
 __all__ = ["Backend", "MemoryBackend"]
 

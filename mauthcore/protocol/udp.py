@@ -14,15 +14,15 @@ import threading
 import time
 from typing import Callable
 
-from musersd.protocol import v1, v2
-from musersd.protocol.client import (
+from mauthcore.protocol import v1, v2
+from mauthcore.protocol.client import (
     AnyCall,
     ClientCore,
     HelloInfo,
     RetryPolicy,
     V1ClientCore,
 )
-from musersd.protocol.errors import (
+from mauthcore.protocol.errors import (
     LocalProtocolError,
     Malformed,
     ReplyCode,
@@ -30,10 +30,10 @@ from musersd.protocol.errors import (
     Timeout,
     router_error,
 )
-from musersd.protocol.keys import KeyRing
-from musersd.protocol.model import Counters, DeniedEntry, Mode, RuleEntry
-from musersd.protocol.server import ServerCore
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol.keys import KeyRing
+from mauthcore.protocol.model import Counters, DeniedEntry, Mode, RuleEntry
+from mauthcore.protocol.server import ServerCore
+from mauthcore.rules import Rule, RuleKey
 
 RECV_SIZE = 65535
 

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from musersd.rules import IPAddress, Rule
+from mauthcore.rules import IPAddress, Rule
 
 T = TypeVar("T")
 

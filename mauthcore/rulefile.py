@@ -12,7 +12,7 @@ optional rate limits:
     2001:db8:0:1::/64  ff0e::db8:1   8        # IPv6: the max TTL is the hop limit
 
 A source or group written ADDR/LEN is a prefix (one per rule at most; see
-musersd/rules.py); pps and bps take a whole number with an optional k, M
+mauthcore/rules.py); pps and bps take a whole number with an optional k, M
 or G (x1000, x1000000, x1000000000). Blank lines and everything after `#`
 are ignored. Anything else is an error that names the file and line: a
 wrong number of fields, an invalid address, prefix, group, TTL or limit, a

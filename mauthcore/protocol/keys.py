@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from musersd.secretfile import SecretFileError, read_secret_file
+from mauthcore.secretfile import SecretFileError, read_secret_file
 
 MIN_KEY_ID = 1
 MAX_KEY_ID = 0xFFFF

@@ -34,11 +34,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from musersd.protocol import v1, v2
-from musersd.protocol.errors import LocalProtocolError, RemoteProtocolError, ReplyCode, Timeout
-from musersd.protocol.keys import KeyRing
-from musersd.protocol.model import Mode
-from musersd.rules import Rule, RuleKey
+from mauthcore.protocol import v1, v2
+from mauthcore.protocol.errors import LocalProtocolError, RemoteProtocolError, ReplyCode, Timeout
+from mauthcore.protocol.keys import KeyRing
+from mauthcore.protocol.model import Mode
+from mauthcore.rules import Rule, RuleKey
 
 MAX_CALL_SPAN = 60.0  # seconds from a call's first transmission to giving up, at most
 

@@ -56,9 +56,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from musersd.protocol import v1, v2
-from musersd.protocol.backend import Backend
-from musersd.protocol.errors import (
+from mauthcore.protocol import v1, v2
+from mauthcore.protocol.backend import Backend
+from mauthcore.protocol.errors import (
     BadAuth,
     CommandError,
     LocalProtocolError,
@@ -68,10 +68,10 @@ from musersd.protocol.errors import (
     ReplyCode,
     UnknownKey,
 )
-from musersd.protocol.keys import KeyRing
-from musersd.protocol.v2 import Command
+from mauthcore.protocol.keys import KeyRing
+from mauthcore.protocol.v2 import Command
 
-log = logging.getLogger("musersd.protocol")
+log = logging.getLogger("mauthcore.protocol")
 
 # Counter name -> help text. Every counter exists from the start (value 0),
 # so that a metrics exporter sees a stable set.

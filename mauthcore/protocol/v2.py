@@ -40,7 +40,7 @@ import struct
 from dataclasses import dataclass, field, replace
 from typing import Callable, Union
 
-from musersd.protocol.errors import (
+from mauthcore.protocol.errors import (
     BadAuth,
     InvalidArgument,
     LocalProtocolError,
@@ -51,8 +51,8 @@ from musersd.protocol.errors import (
     UnknownCommand,
     UnknownKey,
 )
-from musersd.protocol.keys import KeyRing
-from musersd.protocol.model import (
+from mauthcore.protocol.keys import KeyRing
+from mauthcore.protocol.model import (
     Counters,
     DeniedEntry,
     Mode,
@@ -60,7 +60,7 @@ from musersd.protocol.model import (
     ReasonCounter,
     RuleEntry,
 )
-from musersd.rules import MAX_CURSOR_SIZE, Endpoint, IPAddress, Rule, RuleError, RuleKey
+from mauthcore.rules import MAX_CURSOR_SIZE, Endpoint, IPAddress, Rule, RuleError, RuleKey
 
 MAGIC = b"MAU"
 VERSION = 2

@@ -5,9 +5,9 @@ Sans-IO codecs (`v1`, `v2`), the server's at-most-once state machine
 backend interface (`backend.Backend`) and thin blocking UDP shells (`udp`).
 """
 
-from musersd.protocol.backend import Backend, MemoryBackend
-from musersd.protocol.client import Call, ClientCore, HelloInfo, RetryPolicy, V1Call, V1ClientCore
-from musersd.protocol.errors import (
+from mauthcore.protocol.backend import Backend, MemoryBackend
+from mauthcore.protocol.client import Call, ClientCore, HelloInfo, RetryPolicy, V1Call, V1ClientCore
+from mauthcore.protocol.errors import (
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
@@ -16,9 +16,9 @@ from musersd.protocol.errors import (
     RouterUnreachable,
     Timeout,
 )
-from musersd.protocol.keys import Key, KeyFileError, KeyRing, load_keys, parse_keys
-from musersd.protocol.model import Counters, DeniedEntry, Mode, Reason, ReasonCounter, RuleEntry
-from musersd.protocol.server import ServerCore, new_epoch, new_state_id
+from mauthcore.protocol.keys import Key, KeyFileError, KeyRing, load_keys, parse_keys
+from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Reason, ReasonCounter, RuleEntry
+from mauthcore.protocol.server import ServerCore, new_epoch, new_state_id
 
 __all__ = [
     "Backend", "MemoryBackend",

@@ -34,14 +34,14 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from musersd.protocol.errors import (
+from mauthcore.protocol.errors import (
     InvalidArgument,
     LocalProtocolError,
     Malformed,
     NotV1,
     UnknownCommand,
 )
-from musersd.rules import Rule, RuleError, RuleKey
+from mauthcore.rules import Rule, RuleError, RuleKey
 
 REQUEST_SIZE = 11
 RESPONSE_SIZE = 2
