@@ -313,7 +313,7 @@ def explain(flow: Flow, row: dict, snap: Snapshot) -> str:
 def headless(system: System) -> int:
     system.authorize("ssm")
     for f in FLOWS[:2]:
-        if system.mauthcore.rules().get(f.key) != 8:
+        if system.musersd.rules().get(f.key) != 8:
             raise DemoError(f"the SSM session's rule for {f.source} did not reach the router")
     say(f"phase 1: {PER_PHASE} packets from each sender: "
         + ", ".join(f"{f.source} -> {f.group} TTL {f.ttl}" for f in FLOWS))
@@ -328,7 +328,7 @@ def headless(system: System) -> int:
 
     say(f"halfway: the operator authorizes {ROGUE} for the any-source session")
     system.authorize("asm", ROGUE)
-    rule_ttl = system.mauthcore.rules().get((ROGUE, ASM_GROUP))
+    rule_ttl = system.musersd.rules().get((ROGUE, ASM_GROUP))
     say("phase 2: the same traffic again")
     rx_before = {f.key: system.rx.got(*f.key) for f in FLOWS}
     before = system.snapshot()

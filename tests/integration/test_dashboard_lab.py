@@ -96,7 +96,7 @@ async def test_authorize_from_the_dashboard_lets_the_traffic_through(system):
             await pilot.press("a")
             await until(pilot, lambda: rows(app, "sessions")[session["id"]][5] == "yes", what="authorized")
             # The rule is in the router's own table, read with the router protocol.
-            assert mauthcore.rules() == {(SENDER, GROUP): 16}
+            assert musersd.rules() == {(SENDER, GROUP): 16}
             await pilot.press("2")
             assert rows(app, "senders")[f"{SENDER}|{GROUP}"][:4] == [SENDER, GROUP, "16", "r1✓"]
 
@@ -218,7 +218,7 @@ def test_mauthctl_from_keygen_to_traffic_with_a_config_file(pin_dir, tmp_path):
         out = ctl("revoke", session["id"])
         assert out.returncode == 0 and "1 rules removed" in out.stdout
         server.converged()
-        assert mauthcore.rules() == {}
+        assert musersd.rules() == {}
         # Errors stay one sentence with their exit codes.
         out = ctl("authorize", "ffffffffffffffff")
         assert out.returncode == 1 and out.stderr.count("\n") == 1 and "no announced session" in out.stderr

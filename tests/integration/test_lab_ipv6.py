@@ -550,7 +550,7 @@ def test_musersd_takes_ipv6_rules_over_protocol_v2_from_mauthctl(lab6, pin_dir):
     listed = json.loads(ctl("--json", "list").stdout)
     assert {(x["source"], x["group"], x["max_ttl"], x["packets"]) for x in listed} == {
         (AUTH, GROUP, 8, N), (AUTH2, GROUP2, 4, N)}
-    assert mauthcore.rules() == {(AUTH, GROUP): 8, (AUTH2, GROUP2): 4}
+    assert musersd.rules() == {(AUTH, GROUP): 8, (AUTH2, GROUP2): 4}
     stats = json.loads(ctl("--json", "stats").stdout)
     assert stats["reasons"]["passed"]["packets"] == 2 * N
     assert stats["reasons"]["unauthorized"]["packets"] == 2 * N  # the first probe, then ROGUE
@@ -565,6 +565,6 @@ def test_musersd_takes_ipv6_rules_over_protocol_v2_from_mauthctl(lab6, pin_dir):
     assert ctl("del-sender", AUTH, GROUP).returncode == 0
     assert ctl("del-sender", AUTH2, GROUP2).returncode == 0
     assert delivered([(AUTH, GROUP), (AUTH2, GROUP2)]) == {(AUTH, GROUP): 0, (AUTH2, GROUP2): 0}
-    assert mauthcore.rules() == {}
+    assert musersd.rules() == {}
     assert musersd.stop() == 0
 

@@ -136,7 +136,7 @@ def test_kill9_mauthserver_during_1000_commands(fleet):
     rules = server.converged(timeout=120)
     assert {(r["source"], r["group"]): r["max_ttl"] for r in rules} == want
     assert all(r["routers"]["r1"]["state"] == "applied" for r in rules)
-    assert mauthcore.rules() == want
+    assert musersd.rules() == want
     audit = server.call("audit", 10000)
     assert sum(1 for e in audit if e["action"] in ("add-sender", "del-sender")) >= len(cmds)
 
@@ -151,7 +151,7 @@ def test_router_restarted_empty_reconverges_by_itself(fleet, pin_dir):
     server.call("add_rule", AUTH, GROUP, 8)
     want[(AUTH, GROUP)] = 8
     server.converged()
-    assert mauthcore.rules() == want
+    assert musersd.rules() == want
     first_state = server.call("routers")[0]["state_id"]
 
     # 1. musersd restarts with its pinned maps: a new epoch, the same state_id, nothing to re-install.
@@ -167,7 +167,7 @@ def test_router_restarted_empty_reconverges_by_itself(fleet, pin_dir):
     shutil.rmtree(pin_dir)
     musersd.start()
     deadline = time.monotonic() + 60
-    while mauthcore.rules() != want:  # nobody asks: mauthserver notices the new state_id itself
+    while musersd.rules() != want:  # nobody asks: mauthserver notices the new state_id itself
         assert time.monotonic() < deadline, server.log(True)[-3000:]
         time.sleep(0.2)
     routers = server.call("routers")
@@ -191,7 +191,7 @@ def test_commands_for_a_router_that_is_down_wait_for_it(fleet):
     assert server.call("rules")[0]["routers"]["r1"]["state"] == "pending"
     musersd.start()
     server.converged(timeout=30)
-    assert mauthcore.rules() == {(AUTH, GROUP): 8}
+    assert musersd.rules() == {(AUTH, GROUP): 8}
 
 
 SDP = """v=0
@@ -223,4 +223,4 @@ def test_sessions_and_their_rules_survive_a_mediator_crash(fleet, tmp_path: Path
     announce(lab, r1.ns, tmp_path / "s.sdp", "--source", r1.addrs[0], "--delete")
     server.wait_for(lambda: server.call("rules"), lambda rs: rs == [])
     server.converged()
-    assert mauthcore.rules() == {}
+    assert musersd.rules() == {}
