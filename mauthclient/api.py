@@ -168,9 +168,11 @@ class ApiClient:
     def health(self) -> dict:
         return self._json("GET", "/health")
 
-    def add_rule(self, source: str, group: str, max_ttl: int, *, replace: bool = False) -> dict:
+    def add_rule(self, source: str, group: str, max_ttl: int, *, pps: int = 0, bps: int = 0,
+                 replace: bool = False) -> dict:
+        """POST /rules: `pps` and `bps` limit the rule's packets and bits per second (0 = no limit)."""
         return self._json("POST", "/rules", {"source": source, "group": group, "max_ttl": max_ttl,
-                                             "replace": replace})
+                                             "pps": pps, "bps": bps, "replace": replace})
 
     def remove_rule(self, source: str, group: str) -> dict:
         return self._json("DELETE", f"/rules/{self._q(source)}/{self._q(group)}")

@@ -1,8 +1,8 @@
 """mauthctl: the administrator's command line.
 
-Direct mode (`--router HOST:PORT`, the paper's section 3.3) talks to one
+Direct mode (`--router HOST:PORT`, docs/design.md) talks to one
 router's musersd with protocol v2 (`--key-file`) or v1 (`--v1`).
-Server mode (`--server URL`, section 3.4) talks to mauthserver's HTTP API
+Server mode (`--server URL`, the mediator) talks to mauthserver's HTTP API
 (`mauthclient.api`, bearer token from `--token-file`): the same rule
 commands then apply to every router, and the session commands (`sessions`,
 `authorize`, `revoke`, `routers`, `events`, `dashboard`) become available.
@@ -141,12 +141,8 @@ def _limits(rule) -> str:
 
 
 def _add_through_server(api, rule: Rule, replace: bool) -> dict:
-    if not rule.rate_limited:
-        return api.add_rule(str(rule.source), str(rule.group), rule.max_ttl, replace=replace)
-    # ApiClient.add_rule() predates rate limits; POST /rules takes them as two more fields.
-    return api._json("POST", "/rules", {"source": str(rule.source), "group": str(rule.group),
-                                        "max_ttl": rule.max_ttl, "pps": rule.pps, "bps": rule.bps,
-                                        "replace": replace})
+    return api.add_rule(str(rule.source), str(rule.group), rule.max_ttl, pps=rule.pps, bps=rule.bps,
+                        replace=replace)
 
 
 def _key(source, group) -> RuleKey:
@@ -325,9 +321,7 @@ def add_sender(ctx, source, group, max_ttl, pps, bps, replace):
         else:
             c.add(rule)
             verb = "added"
-    limits = {"pps": rule.pps, "bps": rule.bps} if rule.rate_limited else {}
-    _emit(ctx, {"result": verb, "source": str(rule.source), "group": str(rule.group), "max_ttl": rule.max_ttl,
-                **limits},
+    _emit(ctx, {"result": verb, **rule.as_json(limits=rule.rate_limited)},
           lambda: click.echo(f"{verb}: {rule}"))
 
 
@@ -347,7 +341,7 @@ def del_sender(ctx, source, group):
         return
     with _client(ctx) as c:
         c.remove(key)
-    _emit(ctx, {"result": "removed", "source": str(key.source), "group": str(key.group)},
+    _emit(ctx, {"result": "removed", **key.as_json()},
           lambda: click.echo(f"removed: {key}"))
 
 
@@ -367,10 +361,7 @@ def list_rules(ctx):
         return
     with _client(ctx) as c:
         entries = c.list_all()
-    data = [{"source": str(e.rule.source), "group": str(e.rule.group), "max_ttl": e.rule.max_ttl,
-             "pps": e.rule.pps, "bps": e.rule.bps,
-             "packets": e.packets, "bytes": e.octets, "last_seen": e.last_seen / 1000 if e.last_seen else None}
-            for e in entries]
+    data = [e.as_json() for e in entries]
     _emit(ctx, data, lambda: _table(
         ["SOURCE", "GROUP", "MAX-TTL", "PACKETS", "BYTES", "LAST SEEN", "LIMITS"],
         [[e.rule.source, e.rule.group, e.rule.max_ttl, e.packets, e.octets, _when(e.last_seen), _limits(e.rule)]
@@ -407,9 +398,7 @@ def denied(ctx):
         return
     with _client(ctx) as c:
         entries = c.denied_all()
-    data = [{"source": str(d.source), "group": str(d.group), "reason": str(d.reason), "packets": d.packets,
-             "bytes": d.octets, "last_ttl": d.last_ttl, "last_seen": d.last_seen / 1000 if d.last_seen else None}
-            for d in entries]
+    data = [d.as_json() for d in entries]
     _emit(ctx, data, lambda: _table(
         ["SOURCE", "GROUP", "REASON", "PACKETS", "BYTES", "LAST TTL", "LAST SEEN"],
         [[d.source, d.group, d.reason, d.packets, d.octets, d.last_ttl, _when(d.last_seen)] for d in entries]))

@@ -1,4 +1,4 @@
-"""The declarative rule file (the paper's mauth.conf), parsed strictly.
+"""The declarative rule file (etc/mauth.conf), parsed strictly.
 
 Format: one authorized sender per line, whitespace-separated, then
 optional rate limits:

@@ -336,6 +336,16 @@ class RuleKey:
         return (source == self.source if not _is_prefix(self.source) else source in self.source) and (
             group == self.group if not _is_prefix(self.group) else group in self.group)
 
+    def as_json(self) -> dict[str, str]:
+        """{"source", "group"} in canonical text: how every file, answer and event of mauth writes a key."""
+        return {"source": str(self.source), "group": str(self.group)}
+
+    @classmethod
+    def from_json(cls, obj: object) -> "RuleKey":
+        """The key `as_json()` wrote (validated as `make()` does); RuleError naming what is missing or wrong."""
+        source, group = _json_fields(obj, ("source", "group"), "a rule key")
+        return cls.make(_json_text(source, "source"), _json_text(group, "group"))
+
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, RuleKey):
             return NotImplemented
@@ -402,6 +412,22 @@ class Rule:
         """What a router must hold for this key to hold this rule: (max TTL, pps, bps)."""
         return (self.max_ttl, self.pps, self.bps)
 
+    def as_json(self, *, limits: bool = True) -> dict[str, str | int]:
+        """The rule as JSON: its key's fields, "max_ttl", and "pps" and "bps" unless `limits` is false."""
+        out: dict[str, str | int] = {**self.key.as_json(), "max_ttl": self.max_ttl}
+        if limits:
+            out["pps"] = self.pps
+            out["bps"] = self.bps
+        return out
+
+    @classmethod
+    def from_json(cls, obj: object) -> "Rule":
+        """The rule `as_json()` wrote, validated as `make()` does ("pps" and "bps" default to 0)."""
+        source, group, max_ttl = _json_fields(obj, ("source", "group", "max_ttl"), "a rule")
+        assert isinstance(obj, dict)
+        return cls.make(_json_text(source, "source"), _json_text(group, "group"), max_ttl,
+                        pps=obj.get("pps", 0), bps=obj.get("bps", 0))
+
     def __str__(self) -> str:
         text = f"{self.key.source} -> {self.key.group} max-ttl {self.max_ttl}"
         if self.pps:
@@ -409,3 +435,18 @@ class Rule:
         if self.bps:
             text += f" bps {self.bps}"
         return text
+
+
+def _json_fields(obj: object, names: tuple[str, ...], what: str) -> tuple[object, ...]:
+    if not isinstance(obj, dict):
+        raise RuleError(f"{what} is a JSON object with {', '.join(names)}, not {type(obj).__name__}")
+    missing = [n for n in names if n not in obj]
+    if missing:
+        raise RuleError(f"{what} lacks {', '.join(missing)}")
+    return tuple(obj[n] for n in names)
+
+
+def _json_text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise RuleError(f"the {what} is an address in a string, not {value!r}")
+    return value

@@ -1,4 +1,4 @@
-"""mauthserver: the mediator between the administrator and the routers (the paper's section 3.4).
+"""mauthserver: the mediator between the administrator and the routers (docs/design.md, "The three programs").
 
 Pure parts: `core` (commands, authorize, the per-router reconciler). Shells:
 `store` (SQLite), `service` (the mediator gluing store, directory, fleet and

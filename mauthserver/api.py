@@ -21,7 +21,7 @@ answer with JSON; they decide nothing. So a 2xx answer to a command means
   events: a client that shows rates (the dashboard) asks every few seconds.
 * An unexpected exception in a handler is answered with 500, logged, and
   stops the daemon (exit status 1), as any other unexpected exception does:
-  it must not limp on in an unknown state (CONVENTIONS.md).
+  it must not limp on in an unknown state (docs/design.md).
 
 Endpoints: see `ROUTES` below and `openapi.py` (served at /api/v1/openapi.json).
 """

@@ -69,11 +69,7 @@ class DesiredRule:
 
     def to_dict(self) -> dict:
         return {
-            "source": str(self.rule.source),
-            "group": str(self.rule.group),
-            "max_ttl": self.rule.max_ttl,
-            "pps": self.rule.pps,
-            "bps": self.rule.bps,
+            **self.rule.as_json(),
             "session": self.session_id,
             "expire_with_session": self.expire_with_session,
             "created": self.created,
@@ -408,8 +404,8 @@ class Probe:
 
 
 @dataclass(frozen=True)
-class ListRules:
-    pass
+class ReadRules:
+    """Read every rule the router holds (LIST, page by page) to learn what is applied there."""
 
 
 @dataclass(frozen=True)
@@ -427,7 +423,7 @@ class Wait:
     until: float
 
 
-Action = Union[Probe, ListRules, SetMode, Apply, Wait]
+Action = Union[Probe, ReadRules, SetMode, Apply, Wait]
 
 UNKNOWN, UP, DOWN, CONVERGING = "unknown", "up", "down", "converging"
 
@@ -486,7 +482,7 @@ class RouterCore:
         if self.probe_due is None or now >= self.probe_due:
             return Probe()
         if not self.verified or (self.verify_due is not None and now >= self.verify_due):
-            return ListRules()
+            return ReadRules()
         if mode is not None and self.mode is not None and self.mode != mode:
             return SetMode(mode)
         op = self._next_op(desired)
@@ -501,13 +497,13 @@ class RouterCore:
         while self.dirty:
             key = next(iter(self.dirty))
             want = desired.get(key)
-            want_ttl = want.rule.terms if want is not None else None
-            if self.applied.get(key) == want_ttl:
+            want_terms = want.rule.terms if want is not None else None
+            if self.applied.get(key) == want_terms:
                 del self.dirty[key]
                 self.refused.pop(key, None)
                 continue
             refused = self.refused.get(key)
-            if refused is not None and refused[0] == want_ttl:
+            if refused is not None and refused[0] == want_terms:
                 del self.dirty[key]  # refused for good; retried when it changes or at verification
                 continue
             return Install(want.rule) if want is not None else Uninstall(key)
@@ -525,22 +521,22 @@ class RouterCore:
     def _pending_keys(self, desired: Mapping[RuleKey, DesiredRule]):
         for key in self.dirty:
             want = desired.get(key)
-            want_ttl = want.rule.terms if want is not None else None
-            if self.applied.get(key) == want_ttl:
+            want_terms = want.rule.terms if want is not None else None
+            if self.applied.get(key) == want_terms:
                 continue
             refused = self.refused.get(key)
-            if refused is not None and refused[0] == want_ttl:
+            if refused is not None and refused[0] == want_terms:
                 continue
             yield key
 
-    def rule_state(self, key: RuleKey, want_ttl: tuple[int, int, int]) -> dict:
+    def rule_state(self, key: RuleKey, want_terms: tuple[int, int, int]) -> dict:
         """This router's side of one desired rule (its Rule.terms), for listings."""
         out: dict = {}
-        if self.applied.get(key) == want_ttl:
+        if self.applied.get(key) == want_terms:
             out["state"] = "applied"
             if not self.verified:
                 out["verified"] = False  # believed from the store, not yet checked with LIST
-        elif key in self.refused and self.refused[key][0] == want_ttl:
+        elif key in self.refused and self.refused[key][0] == want_terms:
             out["state"] = "refused"
             out["error"] = self.refused[key][1]
         else:
@@ -636,8 +632,8 @@ class RouterCore:
 
     def on_refused(self, op: Op, reason: str, now: float) -> None:
         """The router refused `op` for good (TABLE_FULL, INVALID_ARGUMENT, UNSUPPORTED)."""
-        want_ttl = op.rule.terms if isinstance(op, Install) else None
-        self.refused[op.key] = (want_ttl, reason)  # the key stays dirty, as in on_done
+        want_terms = op.rule.terms if isinstance(op, Install) else None
+        self.refused[op.key] = (want_terms, reason)  # the key stays dirty, as in on_done
         self.counters["refused"] += 1
         self.last_error = reason
         self._contact(now)
@@ -767,9 +763,5 @@ class Fleet:
     def sorted_keys(self) -> list[RuleKey]:
         """Desired keys in the order of their wire cursor (family, source, group)."""
         if self._sorted is None:
-            self._sorted = sorted(self.desired, key=key_cursor)
+            self._sorted = sorted(self.desired)
         return self._sorted
-
-
-def key_cursor(key: RuleKey) -> bytes:
-    return key.cursor

@@ -25,7 +25,7 @@ Signals: SIGTERM/SIGINT stop cleanly (exit 0); SIGHUP re-reads the token
 file and the key file, keeping the old ones if the new ones are bad. An
 unexpected exception anywhere (a task, a protocol callback, an HTTP handler)
 is logged and stops the daemon with exit status 1, so that systemd restarts
-it (CONVENTIONS.md: never limp on in an unknown state).
+it (docs/design.md: fail closed, never limp on in an unknown state).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from .core import (
     Apply,
     Install,
 
-    ListRules,
+    ReadRules,
     Probe,
     RouterCore,
     SetMode,
@@ -253,7 +253,7 @@ class RouterTask:
             for note in core.on_probe(counters, self.clock()):
                 log.warning("router=%s %s", core.name, note)
                 self._recovering = True
-        elif isinstance(action, ListRules):
+        elif isinstance(action, ReadRules):
             before = self.link.client.hello
             entries = await self.link.list_all()
             if self.link.client.hello is not before:

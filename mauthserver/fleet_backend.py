@@ -1,4 +1,4 @@
-"""The router protocol, served by mauthserver for the whole fleet (the paper's section 3.4.2).
+"""The router protocol, served by mauthserver for the whole fleet (docs/design.md).
 
 Strategy: reuse, do not re-implement. `mauthcore.protocol.server.ServerCore`
 (the same at-most-once state machine musersd runs) serves v2, and v1 from
@@ -30,14 +30,13 @@ import time
 from typing import Callable
 
 from mauthcore.protocol import v1 as v1_codec
-from mauthcore.protocol.errors import BackendUnsupported, BadCursor, Exists, NotFound
+from mauthcore.protocol.errors import BackendUnsupported, Exists, NotFound
 from mauthcore.protocol.keys import KeyRing
-from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
+from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry, page_start
 from mauthcore.protocol.server import ServerCore, new_epoch
-from mauthcore.rules import Rule, RuleError, RuleKey, check_cursor
+from mauthcore.rules import Rule, RuleKey
 
 from . import core as mcore
-from .core import key_cursor
 
 log = logging.getLogger("mauthserver.fleet")
 
@@ -108,13 +107,7 @@ class FleetBackend:
 
     def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
         keys = self.fleet.sorted_keys()
-        start = 0
-        if cursor:
-            try:
-                position = check_cursor(cursor)
-            except RuleError as exc:
-                raise BadCursor(f"the listing cursor is not one this server issued: {exc}") from None
-            start = next((i for i, k in enumerate(keys) if key_cursor(k) > position), len(keys))
+        start = page_start([k.cursor for k in keys], cursor, "server")
         chunk = keys[start:start + max(limit, 0)]
         items = []
         for key in chunk:
@@ -127,7 +120,7 @@ class FleetBackend:
                     last = max(last, entry.last_seen)
             items.append(RuleEntry(self.fleet.desired[key].rule, packets, octets, last))
         end = start + len(chunk)
-        next_cursor = key_cursor(chunk[-1]) if chunk and end < len(keys) else b""
+        next_cursor = chunk[-1].cursor if chunk and end < len(keys) else b""
         return Page(tuple(items), next_cursor)
 
     def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:

@@ -96,15 +96,14 @@ class Mediator:
         changes = core.plan_add(self.fleet.desired, rule, replace_existing=replace, actor=actor, now=self.clock())
         result = "unchanged" if not changes else changes[0].kind
         self._commit(changes, actor=actor, action="add-sender",
-                     detail={"source": str(rule.source), "group": str(rule.group), "max_ttl": rule.max_ttl,
-                             "pps": rule.pps, "bps": rule.bps, "replace": replace})
+                     detail={**rule.as_json(), "replace": replace})
         return {"result": result, "rule": self.rule_view(self.fleet.desired[rule.key])}
 
     def remove_rule(self, source: object, group: object, *, actor: str) -> dict:
         key = core.make_key(source, group)
         changes = core.plan_remove(self.fleet.desired, key)
         self._commit(changes, actor=actor, action="del-sender",
-                     detail={"source": str(key.source), "group": str(key.group)})
+                     detail=key.as_json())
         return {"result": "removed", "rule": changes[0].previous.to_dict()}
 
     def flush(self, *, actor: str) -> int:
@@ -339,8 +338,7 @@ class Mediator:
         out["first_heard"] = min(out["first_heard"], self._first_heard.get(s.id, out["first_heard"]))
         if s.any_source:
             out["suggested_senders"] = SessionView.of(s).suggestions()
-        out["rules"] = [{"source": str(r.rule.source), "group": str(r.rule.group), "max_ttl": r.rule.max_ttl,
-                         "expire_with_session": r.expire_with_session}
+        out["rules"] = [{**r.rule.as_json(limits=False), "expire_with_session": r.expire_with_session}
                         for r in self.fleet.session_rules(s.id).values()]
         return out
 

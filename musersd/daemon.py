@@ -220,7 +220,7 @@ class Musersd:
         log.info(
             "serving on %s:%d (v2 %s, v1 from %s), mode %s, %d rules, interfaces %s",
             host, port, "enabled" if self.keys else "disabled (no --key-file)",
-            ", ".join(str(n) for n in self.allow) or "nobody", self.dp.mode.value,
+            ", ".join(str(n) for n in self.allow) or "nobody", self.dp.mode,
             self.dp.rule_count(), ", ".join(f"{i} ({m})" for i, m in self.attached.items()),
         )
 

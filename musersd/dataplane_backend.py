@@ -17,52 +17,26 @@ back. Counters are read only for the rules of the page being returned.
 
 from __future__ import annotations
 
-import bisect
 from contextlib import contextmanager
 import logging
 
 from . import filter as flt
-from .maps import Mode as MapMode
 from .filter import Filter
-from mauthcore.protocol.errors import BackendFailure, BackendUnsupported, BadCursor, Exists, NotFound, TableFull
-from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
-from mauthcore.rules import Rule, RuleError, RuleKey, check_cursor
+from mauthcore.protocol.errors import BackendFailure, BackendUnsupported
+from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry, page_start
+from mauthcore.rules import Rule, RuleKey
 
 
-log = logging.getLogger("mauthcore.rules")
-
-
-# Data-plane exception -> the command error the server turns into a reply code.
-# Order matters: the specific classes subclass DataPlaneError.
-_ERRORS = (
-    (flt.RuleExists, Exists),
-    (flt.RuleNotFound, NotFound),
-    (flt.TableFull, TableFull),
-    (flt.DataPlaneError, BackendFailure),
-)
+log = logging.getLogger("musersd.rules")
 
 
 @contextmanager
 def _translated():
+    """A filter's failure as BACKEND_FAILURE; its refusals (Exists, NotFound, TableFull) are already command errors."""
     try:
         yield
     except flt.DataPlaneError as exc:
-        for theirs, ours in _ERRORS:
-            if isinstance(exc, theirs):
-                raise ours(str(exc)) from None
-        raise
-
-
-def _position(cursor: bytes) -> bytes:
-    """The listing position a client's cursor names; BadCursor (INVALID_ARGUMENT) if it has no such shape."""
-    try:
-        return check_cursor(cursor)
-    except RuleError as exc:
-        raise BadCursor(f"the cursor was not issued by this router: {exc}") from None
-
-
-def _ms(ts: float | None) -> int:
-    return int(ts * 1000) if ts else 0
+        raise BackendFailure(str(exc)) from None
 
 
 def _reason(name: str) -> Reason | None:
@@ -106,10 +80,10 @@ class DataPlaneBackend:
     def replace(self, rule: Rule) -> bool:
         self._held(rule)
         with _translated():
-            replaced = self.dp.replace_rule(rule)
+            created = self.dp.replace_rule(rule)
         self._changed()
-        log.info("rule %s: %s", "replaced" if replaced else "added", rule)
-        return not replaced
+        log.info("rule %s: %s", "added" if created else "replaced", rule)
+        return created
 
     def remove(self, key: RuleKey) -> None:
         with _translated():
@@ -124,15 +98,15 @@ class DataPlaneBackend:
         return n
 
     def set_mode(self, mode: Mode) -> None:
-        new = MapMode.MONITOR if Mode(mode) == Mode.MONITOR else MapMode.ENFORCE
+        new = Mode(mode)
         if new is not self.dp.mode:
-            log.info("mode changed to %s", new.value)
+            log.info("mode changed to %s", new)
         self.dp.set_mode(new)
 
     # -------------------------------------------------------------- queries
 
     def get_mode(self) -> Mode:
-        return Mode.MONITOR if self.dp.mode is MapMode.MONITOR else Mode.ENFORCE
+        return self.dp.mode
 
     def _ordered(self) -> list[tuple[bytes, RuleKey]]:
         """(cursor, key) of every rule, exact and prefix, in cursor order."""
@@ -147,14 +121,14 @@ class DataPlaneBackend:
 
     def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
         keys = self._ordered()
-        start = bisect.bisect_right(keys, _position(cursor), key=lambda t: t[0]) if cursor else 0
+        start = page_start(self._keys(), cursor, "router")
         chunk = keys[start:start + limit]
         items = []
         for _, key in chunk:
             rs = self.dp.get_rule(key)
             if rs is None:  # vanished since the cache was built
                 continue
-            items.append(RuleEntry(rs.rule, rs.packets, rs.bytes, _ms(rs.last_seen)))
+            items.append(rs)
         more = start + len(chunk) < len(keys)
         # The position of the last key looked at, even if its rule vanished: the next page goes on from there.
         return Page(tuple(items), chunk[-1][0] if more and chunk else b"")
@@ -164,17 +138,13 @@ class DataPlaneBackend:
         # listing reads it once, on its first page, and pages through that
         # snapshot; it also gives the listing one consistent view.
         if not cursor or self._denied_snapshot is None:
-            entries = sorted(self.dp.denied(), key=lambda d: RuleKey(d.source, d.group).cursor)
-            self._denied_snapshot = ([RuleKey(d.source, d.group).cursor for d in entries], entries)
+            entries = sorted(self.dp.denied(), key=lambda d: d.key.cursor)
+            self._denied_snapshot = ([d.key.cursor for d in entries], entries)
         keys, entries = self._denied_snapshot
-        start = bisect.bisect_right(keys, _position(cursor)) if cursor else 0
+        start = page_start(keys, cursor, "router")
         chunk = entries[start:start + limit]
-        page = []
-        for d in chunk:
-            reason = _reason(d.reason) or Reason.UNAUTHORIZED
-            page.append(DeniedEntry(d.source, d.group, reason, d.packets, d.bytes, d.last_ttl, _ms(d.last_seen)))
         end = start + len(chunk)
-        return Page(tuple(page), keys[end - 1] if end < len(entries) and chunk else b"")
+        return Page(tuple(chunk), keys[end - 1] if end < len(entries) and chunk else b"")
 
     def counters(self) -> Counters:
         reasons = []

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Mapping, Protocol, TypeVar
 
 from . import maps
-from .maps import Mode
-from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey
+from mauthcore.protocol.errors import TableFull
+from mauthcore.protocol.model import DeniedEntry, Mode, RuleEntry
+from mauthcore.rules import Rule, RuleError, RuleKey
 
 DEFAULT_MAX_RULES = 65536
 DEFAULT_MAX_DENIED = 4096
@@ -31,58 +32,14 @@ class DataPlaneError(Exception):
     """The data plane refused an operation; the message says why in one sentence."""
 
 
-class RuleExists(DataPlaneError):
-    pass
+# A rule that exists, one that does not, a full table: the protocol's own command
+# errors (mauthcore/protocol/errors.py), raised as they are and answered with
+# their reply codes. DataPlaneError is every other refusal or failure.
 
 
-class RuleNotFound(DataPlaneError):
-    pass
-
-
-class TableFull(DataPlaneError):
-    pass
-
-
-@dataclass(frozen=True)
-class RuleStats:
-    rule: Rule
-    packets: int
-    bytes: int
-    last_seen: float | None  # Unix time of the last passed packet, None if never
-
-    def as_dict(self) -> dict:
-        return {
-            "source": str(self.rule.source),
-            "group": str(self.rule.group),
-            "max_ttl": self.rule.max_ttl,
-            "pps": self.rule.pps,
-            "bps": self.rule.bps,
-            "packets": self.packets,
-            "bytes": self.bytes,
-            "last_seen": self.last_seen,
-        }
-
-
-@dataclass(frozen=True)
-class DeniedEntry:
-    source: IPAddress
-    group: IPAddress
-    packets: int
-    bytes: int
-    last_ttl: int
-    reason: str
-    last_seen: float | None
-
-    def as_dict(self) -> dict:
-        return {
-            "source": str(self.source),
-            "group": str(self.group),
-            "packets": self.packets,
-            "bytes": self.bytes,
-            "last_ttl": self.last_ttl,
-            "reason": self.reason,
-            "last_seen": self.last_seen,
-        }
+# What both filters return: the protocol's own records (mauthcore/protocol/model.py),
+# RuleEntry for a rule with its counters and DeniedEntry for a denied pair, with
+# times in ms since the Unix epoch (0 = never), so the backend answers with them as they are.
 
 
 def check_sizes(max_rules: int | None, max_denied: int | None) -> None:
@@ -194,7 +151,7 @@ class Filter(Protocol):
 
     Every method that changes state validates first and raises
     DataPlaneError (one sentence) without changing anything when its input
-    is bad; RuleExists, RuleNotFound and TableFull say which refusal it was.
+    is bad; Exists, NotFound and TableFull say which refusal it was.
     """
 
     name: str
@@ -220,8 +177,8 @@ class Filter(Protocol):
     def flush(self) -> int: ...
     def apply(self, wanted: Iterable[Rule]) -> tuple[int, int, int]: ...
 
-    def get_rule(self, key: RuleKey | Rule | tuple) -> RuleStats | None: ...
-    def rules(self) -> list[RuleStats]: ...
+    def get_rule(self, key: RuleKey | Rule | tuple) -> RuleEntry | None: ...
+    def rules(self) -> list[RuleEntry]: ...
     def rule_keys(self) -> list[RuleKey]: ...
     def rule_count(self) -> int: ...
     def counters(self) -> dict[str, dict[str, int]]: ...

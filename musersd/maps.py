@@ -11,7 +11,6 @@ import ctypes
 import ipaddress
 import sys
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 from mauthcore.constants import SAP_GROUPS, SAP_PORT  # noqa: F401 (part of the maps' vocabulary)
@@ -61,19 +60,6 @@ class Opts(ctypes.Structure):
         ("sap4", ctypes.c_uint32 * MAX_SAP_GROUPS),  # network-order bytes, as the program loads them
         ("sap6", (ctypes.c_uint32 * 4) * MAX_SAP_GROUPS),
     ]
-
-
-class Mode(str, Enum):
-    ENFORCE = "enforce"
-    MONITOR = "monitor"
-
-    @property
-    def code(self) -> int:
-        return 0 if self is Mode.ENFORCE else 1
-
-    @classmethod
-    def from_code(cls, code: int) -> "Mode":
-        return cls.MONITOR if code == 1 else cls.ENFORCE
 
 
 class Cfg(ctypes.Structure):

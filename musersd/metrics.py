@@ -44,6 +44,7 @@ from prometheus_client.registry import Collector
 
 from . import maps
 from mauthcore.protocol.metrics import protocol_metrics
+from mauthcore.protocol.model import Mode
 
 log = logging.getLogger("musersd.metrics")
 
@@ -141,10 +142,10 @@ class MusersdCollector(Collector):
             seen.add(key)
             lv = [str(key.source), str(key.group)]
             packets.add_metric(lv, rs.packets)
-            nbytes.add_metric(lv, rs.bytes)
+            nbytes.add_metric(lv, rs.octets)
             max_ttl.add_metric(lv, rs.rule.max_ttl)
-            if rs.last_seen is not None:
-                last.add_metric(lv, rs.last_seen)
+            if rs.last_seen:
+                last.add_metric(lv, rs.last_seen / 1000)
         return out + [packets, nbytes, max_ttl, last]
 
     # -- denied pairs -------------------------------------------------------------
@@ -153,7 +154,7 @@ class MusersdCollector(Collector):
         entries = self.dp.denied()
         by_reason = dict.fromkeys(sorted(maps.DROP_REASONS), 0)
         for d in entries:
-            by_reason[d.reason] = by_reason.get(d.reason, 0) + 1
+            by_reason[str(d.reason)] = by_reason.get(str(d.reason), 0) + 1
         pairs = GaugeMetricFamily("musersd_denied_pairs", "Denied (source, group) pairs in the filter's table, by "
                                   "the reason of their last packet", labels=["reason"])
         for reason, n in sorted(by_reason.items()):
@@ -172,9 +173,9 @@ class MusersdCollector(Collector):
                                      labels=labels)
         top = sorted(entries, key=lambda d: (-d.packets, _order(d.source), _order(d.group)))[:self.denied_series]
         for d in top:
-            lv = [str(d.source), str(d.group), d.reason]
+            lv = [str(d.source), str(d.group), str(d.reason)]
             packets.add_metric(lv, d.packets)
-            nbytes.add_metric(lv, d.bytes)
+            nbytes.add_metric(lv, d.octets)
         return out + [packets, nbytes]
 
     # -- daemon and filter state ----------------------------------------------------
@@ -182,8 +183,8 @@ class MusersdCollector(Collector):
     def _state(self) -> list[Metric]:
         current = self.dp.mode
         mode = GaugeMetricFamily("musersd_mode", "Filter mode (1 for the current one)", labels=["mode"])
-        for m in maps.Mode:
-            mode.add_metric([m.value], 1 if m is current else 0)
+        for m in Mode:
+            mode.add_metric([str(m)], 1 if m is current else 0)
         out: list[Metric] = [
             mode,
             InfoMetricFamily("musersd", "The daemon's epoch (new at every start), the tables' state id (new "

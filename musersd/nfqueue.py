@@ -89,9 +89,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from . import maps
-from .filter import (DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, DeniedEntry, RuleExists, RuleNotFound,
-                     RuleStats, TableFull, as_key, as_rule, check_sizes, not_held, plan, sap_group_list)
-from .maps import Mode
+from .filter import (DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, as_key, as_rule, check_sizes, not_held, plan,
+                     sap_group_list)
+from mauthcore.protocol.errors import Exists, NotFound, TableFull
+from mauthcore.protocol.model import DeniedEntry, Reason, RuleEntry, millis
+from mauthcore.protocol.model import Mode
 from .policy import DROP, PASS, RateBuckets, Verdict, decide_ip
 from mauthcore.rules import Rule, RuleKey
 
@@ -171,7 +173,7 @@ class RuleStore:
                     self.created = True
                     self.db.executemany("INSERT INTO meta VALUES (?, ?)", [
                         ("format", STATE_FORMAT), ("version", str(STATE_VERSION)),
-                        ("state_id", str(secrets.randbits(64) or 1)), ("mode", Mode.ENFORCE.value)])
+                        ("state_id", str(secrets.randbits(64) or 1)), ("mode", str(Mode.ENFORCE))])
                 else:
                     self.created = False
                     if meta.get("format") != STATE_FORMAT or meta.get("version") != str(STATE_VERSION):
@@ -221,7 +223,7 @@ class RuleStore:
         self.db.execute("DELETE FROM rules")
 
     def set_mode(self, mode: Mode) -> None:
-        self.db.execute("UPDATE meta SET value = ? WHERE key = 'mode'", (mode.value,))
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'mode'", (str(mode),))
 
     def close(self) -> None:
         self.db.close()
@@ -573,7 +575,7 @@ class NfqueueFilter:
         self.created = self.store.created
         try:
             self._state_id = int(self.store.meta("state_id"))
-            self._mode = Mode(self.store.meta("mode"))
+            self._mode = Mode.parse(self.store.meta("mode"))
         except ValueError:
             raise DataPlaneError(f"the state file {self.store.path} has a bad state id or mode") from None
         rules = self.store.rules()
@@ -582,7 +584,7 @@ class NfqueueFilter:
                 key = self._pair(rule.key)
                 self._set(key, rule)
                 self._stats[key] = [0, 0, None]
-        log.info("state %s: %d rules, mode %s%s", self.store.path, len(rules), self._mode.value,
+        log.info("state %s: %d rules, mode %s%s", self.store.path, len(rules), self._mode,
                  " (new)" if self.created else "")
         return self
 
@@ -730,11 +732,11 @@ class NfqueueFilter:
             del self._denied[pair]
 
     def add_rule(self, rule: Rule | tuple) -> None:
-        """Add a rule; RuleExists if (source, group) already has one, TableFull when full."""
+        """Add a rule; Exists if (source, group) already has one, TableFull when full."""
         rule = as_rule(rule)
         key = self._pair(rule.key)
         if key in self._rules:
-            raise RuleExists(f"a rule for {rule.key} already exists")
+            raise Exists(f"a rule for {rule.key} already exists")
         if len(self._rules) >= self.max_rules:
             raise TableFull(f"the rule table is full ({self.max_rules} rules)")
         with self._write():
@@ -746,25 +748,25 @@ class NfqueueFilter:
             self._forget_denied(rule.key)
 
     def replace_rule(self, rule: Rule | tuple) -> bool:
-        """Add or replace a rule, keeping its counters (and its buckets if its rates stay); True if it replaced one."""
+        """Add or replace a rule, keeping its counters (and its buckets if its rates stay); True if it created one."""
         rule = as_rule(rule)
         key = self._pair(rule.key)
         if key not in self._rules:
             self.add_rule(rule)
-            return False
+            return True
         with self._write():
             self.store.put([rule])
         with self._lock:
             self._set(key, rule)
             self._forget_denied(rule.key)
-        return True
+        return False
 
     def remove_rule(self, key: RuleKey | Rule | tuple) -> Rule:
-        """Remove the rule for (source, group) and return it; RuleNotFound if there is none."""
+        """Remove the rule for (source, group) and return it; NotFound if there is none."""
         rkey = as_key(key)
         pair = (rkey.source, rkey.group)
         if pair not in self._rules:
-            raise RuleNotFound(f"there is no rule for {rkey}")
+            raise NotFound(f"there is no rule for {rkey}")
         with self._write():
             self.store.delete([rkey])
         with self._lock:
@@ -799,7 +801,7 @@ class NfqueueFilter:
                 self._forget_denied(r.key)
         return len(diff.add), len(diff.replace), len(diff.remove)
 
-    def get_rule(self, key: RuleKey | Rule | tuple) -> RuleStats | None:
+    def get_rule(self, key: RuleKey | Rule | tuple) -> RuleEntry | None:
         rkey = as_key(key)
         pair = (rkey.source, rkey.group)
         with self._lock:
@@ -807,12 +809,12 @@ class NfqueueFilter:
             if rule is None:
                 return None
             packets, octets, last = self._stats[pair]
-        return RuleStats(rule, packets, octets, last)
+        return RuleEntry(rule, packets, octets, millis(last))
 
-    def rules(self) -> list[RuleStats]:
+    def rules(self) -> list[RuleEntry]:
         with self._lock:
             rows = [(rule, *self._stats[k]) for k, rule in self._rules.items()]
-        return sorted((RuleStats(rule, p, b, last) for rule, p, b, last in rows), key=lambda r: r.rule.key)
+        return sorted((RuleEntry(rule, p, b, millis(last)) for rule, p, b, last in rows), key=lambda r: r.rule.key)
 
     def rule_keys(self) -> list[RuleKey]:
         with self._lock:
@@ -829,7 +831,7 @@ class NfqueueFilter:
 
     def set_mode(self, mode: Mode | str) -> Mode:
         try:
-            new = Mode(mode)
+            new = Mode.parse(mode)
         except ValueError:
             raise DataPlaneError(f"mode {mode!r} is not enforce or monitor") from None
         with self._write():
@@ -857,8 +859,8 @@ class NfqueueFilter:
         """The denied (source, group) pairs, most recently seen first."""
         with self._lock:
             rows = [(k, list(v)) for k, v in self._denied.items()]
-        out = [DeniedEntry(source=k[0], group=k[1], packets=p, bytes=b, last_ttl=ttl, reason=reason, last_seen=seen)
-               for k, (p, b, ttl, reason, seen) in rows]
+        out = [DeniedEntry(source=k[0], group=k[1], reason=Reason[reason.upper()], packets=p, octets=b, last_ttl=ttl,
+                           last_seen=millis(seen)) for k, (p, b, ttl, reason, seen) in rows]
         out.sort(key=lambda e: e.last_seen or 0, reverse=True)
         return out
 

@@ -37,7 +37,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Union
 
-from .maps import SAP_GROUPS, MIN_BIT_BURST, MIN_PKT_BURST, NSEC, SAP_PORT, Mode, bucket
+from mauthcore.protocol.model import Mode
+
+from .maps import MIN_BIT_BURST, MIN_PKT_BURST, NSEC, SAP_GROUPS, SAP_PORT, bucket
 from mauthcore.rules import Rule
 
 ETH_P_IP = 0x0800
@@ -63,7 +65,7 @@ DROP = "drop"
 # rule (one side at most, as in mauthcore.rules), both of one family.
 Side = Union[ipaddress.IPv4Address, ipaddress.IPv4Network, ipaddress.IPv6Address, ipaddress.IPv6Network]
 _Networks = (ipaddress.IPv4Network, ipaddress.IPv6Network)
-RuleTable = Mapping[tuple[Side, Side], Union[int, Rule]]
+RuleMapping = Mapping[tuple[Side, Side], Union[int, Rule]]
 # within_rate(rule key, rule, frame length) -> whether the packet fits the rule's rate (and is charged)
 RateOracle = Callable[[tuple[Side, Side], Rule, int], bool]
 
@@ -86,7 +88,7 @@ def _pass(reason: str) -> Verdict:
     return Verdict(PASS, reason)
 
 
-def find_rule(rules: RuleTable, source, group) -> tuple[tuple[Side, Side], int | Rule] | None:
+def find_rule(rules: RuleMapping, source, group) -> tuple[tuple[Side, Side], int | Rule] | None:
     """(key, value) of the rule a packet from `source` to `group` falls under, or None.
 
     The exact key; else the longest source prefix holding `source` whose
@@ -110,7 +112,7 @@ def find_rule(rules: RuleTable, source, group) -> tuple[tuple[Side, Side], int |
     return best
 
 
-def decide(frame: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE,
+def decide(frame: bytes, rules: RuleMapping, mode: Mode = Mode.ENFORCE,
            sap_groups: tuple[str, ...] = SAP_GROUPS, *,
            within_rate: RateOracle | None = None) -> Verdict:
     """The verdict of the XDP program on `frame` given `rules`, `mode` and the program's SAP groups.
@@ -167,7 +169,7 @@ def decide(frame: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE,
     return Verdict(action, reason, key, ttl, rule=matched)
 
 
-def _judge(rules: RuleTable, key: tuple, ttl: int, length: int,
+def _judge(rules: RuleMapping, key: tuple, ttl: int, length: int,
            within_rate: RateOracle | None) -> tuple[tuple[Side, Side] | None, str]:
     """(the key of the rule the packet falls under or None, "passed" or the reason to drop it)."""
     found = find_rule(rules, *key)
@@ -216,7 +218,7 @@ def _walk6(frame: bytes, off: int, end: int, nexthdr: int) -> tuple[int, int, bo
     return nexthdr, off, frag, later
 
 
-def _decide6(frame: bytes, l3: int, rules: RuleTable, mode: Mode, sap_groups: tuple[str, ...],
+def _decide6(frame: bytes, l3: int, rules: RuleMapping, mode: Mode, sap_groups: tuple[str, ...],
              within_rate: RateOracle | None) -> Verdict:
     """decide() for the IPv6 packet at `l3` (the program's mauth_ipv6())."""
     if len(frame) < l3 + 40:
@@ -343,7 +345,7 @@ def _is_sap(frame: bytes, off: int, ihl: int, proto: int, frag: int, group: ipad
 ETH_HEADER_IP = bytes(12) + struct.pack("!H", ETH_P_IP)  # what decide_ip() puts in front of a packet
 
 
-def decide_ip(packet: bytes, rules: RuleTable, mode: Mode = Mode.ENFORCE,
+def decide_ip(packet: bytes, rules: RuleMapping, mode: Mode = Mode.ENFORCE,
               sap_groups: tuple[str, ...] = SAP_GROUPS, *,
               within_rate: RateOracle | None = None) -> Verdict:
     """decide() for an IPv4 packet without its link layer (what NFQUEUE hands to user space).

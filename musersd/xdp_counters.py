@@ -13,7 +13,7 @@ import ipaddress
 import time
 
 from . import bpfsys, maps
-from .filter import DeniedEntry
+from mauthcore.protocol.model import DeniedEntry, Reason, millis
 from .maps import FAMILIES
 
 _DENIED_MAPS = tuple(f.denied for f in FAMILIES.values())
@@ -101,11 +101,11 @@ class XdpCounters:
                     DeniedEntry(
                         source=ipaddress.ip_address(key[:half]),
                         group=ipaddress.ip_address(key[half:]),
+                        reason=Reason(reason + 1),  # the wire's value is the filter's MAUTH_R_* + 1
                         packets=packets,
-                        bytes=nbytes,
+                        octets=nbytes,
                         last_ttl=ttl,
-                        reason=maps.REASONS.get(reason, str(reason)),
-                        last_seen=wall - age / 1e9,
+                        last_seen=millis(wall - age / 1e9),
                     )
                 )
         out.sort(key=lambda e: e.last_seen or 0, reverse=True)

@@ -31,7 +31,9 @@ from typing import Iterable, Self
 
 from . import bpfobj, bpfsys, maps
 from .filter import DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, check_sizes, sap_group_list
-from .maps import FAMILIES, Mode
+from mauthcore.protocol.model import Mode
+
+from .maps import FAMILIES
 from mauthcore.rules import RuleKey
 
 log = logging.getLogger("musersd.dataplane")
@@ -298,7 +300,7 @@ class XdpLoader:
                 "adopted pinned maps under %s (%d rules, mode %s)",
                 self.layout_dir,
                 self.rule_count(),
-                self.mode.value,
+                self.mode,
             )
         if not self.record_denied:
             self._zero_denied()  # what an earlier program recorded would only grow stale
@@ -404,7 +406,7 @@ class XdpLoader:
 
     def set_mode(self, mode: Mode | str) -> Mode:
         try:
-            new = Mode(mode)
+            new = Mode.parse(mode)
         except ValueError:
             raise DataPlaneError(f"mode {mode!r} is not enforce or monitor") from None
         cfg = self._cfg()

@@ -25,7 +25,10 @@ import struct
 from typing import Iterable
 
 from . import bpfsys, maps
-from .filter import DataPlaneError, RuleExists, RuleNotFound, RuleStats, TableFull, as_key, as_rule, plan
+from mauthcore.protocol.errors import Exists, NotFound, TableFull
+from mauthcore.protocol.model import RuleEntry, millis
+
+from .filter import DataPlaneError, as_key, as_rule, plan
 from .maps import FAMILIES, Key4, RuleVal
 from mauthcore.rules import Rule, RuleKey
 from .xdp_counters import mono_to_unix
@@ -176,14 +179,14 @@ class XdpRules:
             self._map("mauth_cfg").update(ctypes.c_uint32(0), cfg)
 
     def add_rule(self, rule: Rule | tuple) -> None:
-        """Add a rule; RuleExists if (source, group) already has one."""
+        """Add a rule; Exists if (source, group) already has one."""
         rule = self._as_rule(rule)
         cname, key = self._locate(rule.key)
         rules = self._map(cname)
         # An exact key is checked here; a prefix key by the insert itself
         # (BPF_NOEXIST in a trie compares exact keys, where a lookup would not).
         if rule.key.is_exact and rules.lookup(key) is not None:
-            raise RuleExists(f"a rule for {rule.key} already exists")
+            raise Exists(f"a rule for {rule.key} already exists")
         slot = self._alloc_slot()
         self._zero_stats(slot)
         # The bucket goes in before the rule that points at it: the program
@@ -197,7 +200,7 @@ class XdpRules:
                 self._clear_rate(slot)
             self._free_slot(slot)
             if err == errno.EEXIST:
-                raise RuleExists(f"a rule for {rule.key} already exists")
+                raise Exists(f"a rule for {rule.key} already exists")
             raise TableFull(f"the rule table is full ({self.max_rules} rules)")
         if rule.key.is_exact:
             self._forget_denied(bytes(key))
@@ -227,13 +230,13 @@ class XdpRules:
         seen: set[RuleKey] = set()
         for r in new:
             if r.key in seen:
-                raise RuleExists(f"the rule for {r.key} is given twice")
+                raise Exists(f"the rule for {r.key} is given twice")
             seen.add(r.key)
         one_by_one = [r for r in new if not r.key.is_exact or r.rate_limited]
         new = [r for r in new if r.key.is_exact and not r.rate_limited]
         for r in one_by_one:
             if r.key in self._prefix or (r.key.is_exact and self._value(r.key) is not None):
-                raise RuleExists(f"a rule for {r.key} already exists")
+                raise Exists(f"a rule for {r.key} already exists")
         if len(new) + len(one_by_one) > len(self._free_slots) + self.max_rules - self._next_slot:
             raise TableFull(f"the rule table is full ({self.max_rules} rules)")
         key4 = _KEY4.pack  # Key4 as bytes; int() of an address is cheaper than .packed
@@ -244,7 +247,7 @@ class XdpRules:
             for cname in _RULE_MAPS:
                 for k in self._map(cname).keys():
                     if bytes(k) in wanted:
-                        raise RuleExists(f"a rule for {RuleKey(k.source, k.group)} already exists")
+                        raise Exists(f"a rule for {RuleKey(k.source, k.group)} already exists")
         slots, dirty = self._alloc_slots(len(new)) if new else ([], [])
         done: dict[int, list[bytes]] = {4: [], 6: []}  # keys written, per family, to undo on failure
         added: list[RuleKey] = []
@@ -298,7 +301,7 @@ class XdpRules:
                 rules_map.delete_batch((fam.key * len(part)).from_buffer_copy(b"".join(part)), len(part))
 
     def replace_rule(self, rule: Rule | tuple) -> bool:
-        """Add or replace a rule, keeping its counters if it existed; True if it replaced one.
+        """Add or replace a rule, keeping its counters if it existed; True if it created one (as REPLACE answers).
 
         A changed rate limit starts with full buckets; an unchanged one keeps
         its buckets as they are.
@@ -308,7 +311,7 @@ class XdpRules:
         old = self._value(rule.key)
         if old is None:
             self.add_rule(rule)
-            return False
+            return True
         before = self._rule_of(rule.key, old)
         if rule.rate_limited:
             self._set_rate(old.slot, rule, before)
@@ -320,15 +323,15 @@ class XdpRules:
             self._forget_denied(bytes(key))
         else:
             self._forget_denied_where(rule.key.covers)
-        return True
+        return False
 
     def remove_rule(self, key: RuleKey | Rule | tuple) -> Rule:
-        """Remove the rule for (source, group) and return it; RuleNotFound if there is none."""
+        """Remove the rule for (source, group) and return it; NotFound if there is none."""
         rkey = self._as_key(key)
         cname, k = self._locate(rkey)
         old = self._value(rkey)
         if old is None or not self._map(cname).delete(k):
-            raise RuleNotFound(f"there is no rule for {rkey}")
+            raise NotFound(f"there is no rule for {rkey}")
         rule = self._rule_of(rkey, old)
         if old.flags & maps.RULE_F_RATE:
             self._clear_rate(old.slot)
@@ -338,19 +341,19 @@ class XdpRules:
         self._free_slot(old.slot)
         return rule
 
-    def get_rule(self, key: RuleKey | Rule | tuple) -> RuleStats | None:
+    def get_rule(self, key: RuleKey | Rule | tuple) -> RuleEntry | None:
         rkey = self._as_key(key)
         value = self._value(rkey)
         if value is None:
             return None
         return self._stats_for(self._rule_of(rkey, value), value.slot)
 
-    def _stats_for(self, rule: Rule, slot: int) -> RuleStats:
+    def _stats_for(self, rule: Rule, slot: int) -> RuleEntry:
         per_cpu = self._map("mauth_stats").lookup(ctypes.c_uint32(slot))
         packets = sum(s.packets for s in per_cpu)
         nbytes = sum(s.bytes for s in per_cpu)
         last = max(s.last_seen for s in per_cpu)
-        return RuleStats(rule, packets, nbytes, mono_to_unix(last))
+        return RuleEntry(rule, packets, nbytes, millis(mono_to_unix(last)))
 
     def _entries(self):
         """(RuleKey, value) of every rule, exact and prefix, read from the maps."""
@@ -361,7 +364,7 @@ class XdpRules:
             for k, v in self._map(cname).items():
                 yield _prefix_key(cname, k), v
 
-    def rules(self) -> list[RuleStats]:
+    def rules(self) -> list[RuleEntry]:
         out = [self._stats_for(self._rule_of(key, v), v.slot) for key, v in self._entries()]
         out.sort(key=lambda r: r.rule.key.cursor)
         return out

@@ -1,4 +1,4 @@
-"""musersd's command protocol: v1 (the paper's Figure 2) and v2 (docs/protocol.md).
+"""The router protocol: v1 (the original design's message, docs/protocol.md "Version 1") and v2 (docs/protocol.md).
 
 Sans-IO codecs (`v1`, `v2`), the server's at-most-once state machine
 (`server.ServerCore`), the client's retransmitting calls (`client`), the

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from mauthcore.protocol.errors import BadCursor, Exists, NotFound, TableFull
+from mauthcore.protocol.errors import Exists, NotFound, TableFull
 from mauthcore.protocol.model import (
     Counters,
     DeniedEntry,
@@ -25,8 +25,9 @@ from mauthcore.protocol.model import (
     Reason,
     ReasonCounter,
     RuleEntry,
+    page_of,
 )
-from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_cursor
+from mauthcore.rules import Rule, RuleKey
 
 __all__ = ["Backend", "MemoryBackend"]
 
@@ -67,10 +68,6 @@ class Backend(Protocol):
     def get_mode(self) -> Mode: ...
 
     def set_mode(self, mode: Mode) -> None: ...
-
-
-def _key_cursor(source: IPAddress, group: IPAddress) -> bytes:
-    return RuleKey(source, group).cursor
 
 
 class MemoryBackend:
@@ -148,13 +145,12 @@ class MemoryBackend:
             for key, rule in ordered
         ]
         cursors = [k.cursor for k, _ in ordered]
-        return self._page(items, cursors, cursor, limit)
+        return page_of(items, cursors, cursor, limit, "router")
 
     def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
         self.log.append(("denied", cursor))
-        ordered = sorted(self.denied_entries, key=lambda d: _key_cursor(d.source, d.group))
-        cursors = [_key_cursor(d.source, d.group) for d in ordered]
-        return self._page(ordered, cursors, cursor, limit)
+        ordered = sorted(self.denied_entries, key=lambda d: d.key.cursor)
+        return page_of(ordered, [d.key.cursor for d in ordered], cursor, limit, "router")
 
     # -- helpers --------------------------------------------------------------
 
@@ -165,17 +161,3 @@ class MemoryBackend:
     def _check_room(self) -> None:
         if len(self.rules) >= self.capacity:
             raise TableFull(f"the rule table is full ({self.capacity} rules)")
-
-    @staticmethod
-    def _page(items: list, cursors: list[bytes], cursor: bytes, limit: int) -> Page:
-        start = 0
-        if cursor:
-            try:
-                position = check_cursor(cursor)
-            except RuleError as exc:
-                raise BadCursor(f"the listing cursor is not one this router issued: {exc}") from None
-            start = next((i for i, c in enumerate(cursors) if c > position), len(items))
-        chunk = items[start:start + max(limit, 0)]
-        end = start + len(chunk)
-        next_cursor = cursors[end - 1] if chunk and end < len(items) else b""
-        return Page(tuple(chunk), next_cursor)

@@ -11,21 +11,46 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+import bisect
+from typing import Generic, Sequence, TypeVar
 
-from mauthcore.rules import IPAddress, Rule
+from mauthcore.protocol.errors import BadCursor
+from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_cursor
 
 T = TypeVar("T")
 
 
 class Mode(enum.IntEnum):
-    """Filter mode: enforce drops; monitor counts exactly as enforce would but passes everything."""
+    """Filter mode: enforce drops; monitor counts exactly as enforce would but passes everything.
+
+    The value is the wire's (docs/protocol.md); `code` is the filter's
+    (`struct mauth_cfg.mode` in ebpf/mauth.h); `str()` is the word files,
+    logs, metrics and JSON use.
+    """
 
     ENFORCE = 1
     MONITOR = 2
 
     def __str__(self) -> str:
         return self.name.lower()
+
+    @property
+    def code(self) -> int:
+        """The filter's value: 0 enforce, 1 monitor."""
+        return self.value - 1
+
+    @classmethod
+    def from_code(cls, code: int) -> "Mode":
+        return cls.MONITOR if code == 1 else cls.ENFORCE
+
+    @classmethod
+    def parse(cls, value: "Mode | str") -> "Mode":
+        """A Mode from itself or its word ("enforce", "monitor"); ValueError naming both otherwise."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str) and value.upper() in cls.__members__:
+            return cls[value.upper()]
+        raise ValueError(f"mode {value!r} is neither enforce nor monitor")
 
 
 class Reason(enum.IntEnum):
@@ -80,6 +105,11 @@ class RuleEntry:
     octets: int = 0
     last_seen: int = 0  # ms since the Unix epoch, 0 = never
 
+    def as_json(self) -> dict[str, object]:
+        """The rule's fields, then "packets", "bytes" and "last_seen" (Unix seconds, null = never)."""
+        return {**self.rule.as_json(), "packets": self.packets, "bytes": self.octets,
+                "last_seen": seconds(self.last_seen)}
+
 
 @dataclass(frozen=True)
 class DeniedEntry:
@@ -92,6 +122,17 @@ class DeniedEntry:
     octets: int = 0
     last_ttl: int = 0
     last_seen: int = 0  # ms since the Unix epoch, 0 = never
+
+    @property
+    def key(self) -> RuleKey:
+        """The (source, group) as a rule key: a denied listing is in the keys' order."""
+        return RuleKey(self.source, self.group)
+
+    def as_json(self) -> dict[str, object]:
+        """"source", "group", "reason", "packets", "bytes", "last_ttl", "last_seen" (Unix seconds, null = never)."""
+        return {"source": str(self.source), "group": str(self.group), "reason": str(self.reason),
+                "packets": self.packets, "bytes": self.octets, "last_ttl": self.last_ttl,
+                "last_seen": seconds(self.last_seen)}
 
 
 @dataclass(frozen=True)
@@ -120,3 +161,37 @@ class Page(Generic[T]):
 
     items: tuple[T, ...]
     cursor: bytes = b""
+
+
+def seconds(ms: int) -> float | None:
+    """A wire time (ms since the Unix epoch, 0 = never) as Unix seconds, None for never."""
+    return ms / 1000 if ms else None
+
+
+def millis(unix: float | None) -> int:
+    """Unix seconds (None = never) as a wire time: ms since the Unix epoch, 0 = never."""
+    return int(unix * 1000) if unix else 0
+
+
+def page_start(cursors: Sequence[bytes], cursor: bytes, issuer: str) -> int:
+    """Where a listing resumes: the index of the first of the sorted `cursors` after `cursor` (0 if empty).
+
+    A cursor names a position in the keys' order (`RuleKey.cursor`), not a key
+    that must still exist. One that has no cursor's shape is refused with
+    BadCursor, naming the `issuer` ("router", "server") that hands them out.
+    """
+    if not cursor:
+        return 0
+    try:
+        position = check_cursor(cursor)
+    except RuleError as exc:
+        raise BadCursor(f"the listing cursor is not one this {issuer} issued: {exc}") from None
+    return bisect.bisect_right(cursors, position)
+
+
+def page_of(items: Sequence[T], cursors: Sequence[bytes], cursor: bytes, limit: int, issuer: str) -> Page[T]:
+    """The page of `items` (sorted, with their `cursors`) after `cursor`, at most `limit` long."""
+    start = page_start(cursors, cursor, issuer)
+    chunk = items[start:start + max(limit, 0)]
+    end = start + len(chunk)
+    return Page(tuple(chunk), cursors[end - 1] if chunk and end < len(items) else b"")

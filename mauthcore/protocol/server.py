@@ -10,7 +10,7 @@ Dispatch on the datagram alone (docs/protocol.md, "Telling v1 and v2 apart"):
 11 bytes is v1; a datagram starting with the v2 magic is v2; anything else
 is ignored and counted.
 
-v1, per client address (host, port): a window of one (the paper's "sliding
+v1, per client address (host, port): a window of one (the original design's "sliding
 window of size one"). The last request's bytes and its response are kept;
 an identical datagram is answered from memory without executing; a request
 whose 8-bit seq is not newer than the last one (RFC 1982, SERIAL_BITS = 8)

@@ -1,4 +1,4 @@
-"""Protocol version 1: the paper's call/response messages, byte for byte.
+"""Protocol version 1: the original design's call/response messages, byte for byte (docs/design.md).
 
 Source: the call/response messages of the design mauth follows (the
 original mauth system's Figure 2), restated in docs/protocol.md, "Version 1".

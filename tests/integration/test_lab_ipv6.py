@@ -43,9 +43,11 @@ from lab.daemons import Musersd, mauthctl, write_key_file
 from lab.netns import LabError, inside, sh
 from lab.topology import Lab, Route, twin6
 from lab.traffic import PORT, TAG, Receiver, Sender
-from musersd.maps import BURST_NS, NSEC, SAP_PORT
+from mauthcore.constants import SAP_PORT
+from musersd.maps import BURST_NS, NSEC
 from musersd.policy import IPV6_MAX_EXT
 from mauthcore.rules import Rule
+from mauthcore.protocol.model import Reason
 from tests.integration.conftest import (
     AUTH2_6 as AUTH2,
     AUTH6 as AUTH,
@@ -150,9 +152,9 @@ def test_policy_holds_on_ipv6_traffic_arriving_at_the_router(guarded6):
     assert dp.get_rule((AUTH, GROUP)).packets == 2 * N
     assert dp.get_rule((AUTH2, GROUP2)).packets == N
     denied = _denied(dp)
-    assert denied[(ROGUE, GROUP)].reason == "unauthorized" and denied[(ROGUE, GROUP)].packets == N
-    assert denied[(AUTH, GROUP3)].reason == "unauthorized"
-    assert denied[(AUTH, GROUP)].reason == "ttl" and denied[(AUTH, GROUP)].last_ttl == 9
+    assert denied[(ROGUE, GROUP)].reason == Reason.UNAUTHORIZED and denied[(ROGUE, GROUP)].packets == N
+    assert denied[(AUTH, GROUP3)].reason == Reason.UNAUTHORIZED
+    assert denied[(AUTH, GROUP)].reason == Reason.TTL and denied[(AUTH, GROUP)].last_ttl == 9
 
 
 def test_link_scope_multicast_and_unicast_are_untouched(guarded6):
@@ -270,8 +272,8 @@ def test_source_prefix_lets_every_host_of_the_subnet_through_to_its_group_only(w
     delta = _delta(before, dp.counters())
     assert (delta["passed"], delta["ttl"], delta["unauthorized"]) == (2 * N, 2 * N, 4 * N)
     denied = _denied(dp)
-    assert denied[(AUTH, GROUP)].reason == "unauthorized"
-    assert denied[(NET_A, GROUP)].reason == "ttl" and denied[(NET_B, GROUP)].reason == "ttl"
+    assert denied[(AUTH, GROUP)].reason == Reason.UNAUTHORIZED
+    assert denied[(NET_A, GROUP)].reason == Reason.TTL and denied[(NET_B, GROUP)].reason == Reason.TTL
 
 
 def test_group_prefix_lets_a_trusted_source_send_to_every_group_of_the_scope(wide6):
@@ -335,7 +337,7 @@ def test_packet_rate_cuts_a_fast_ipv6_sender_and_spares_a_slow_one(wide6):
     assert delta["rate"] == 6000 - got
     assert delta["passed"] == got + 600
     denied = _denied(dp)
-    assert denied[(AUTH, GROUP)].reason == "rate" and denied[(AUTH, GROUP)].packets == 6000 - got
+    assert denied[(AUTH, GROUP)].reason == Reason.RATE and denied[(AUTH, GROUP)].packets == 6000 - got
     assert (NET_A, GROUP2) not in denied
 
 

@@ -23,6 +23,7 @@ from lab.netns import inside
 from musersd.dataplane import detach, xdp_status
 from musersd.policy import decide
 from mauthcore.rules import Rule
+from mauthcore.protocol.model import Reason
 from tests.conftest import REPO
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, GROUP3, ROGUE
 
@@ -67,8 +68,8 @@ def test_policy_holds_on_traffic_arriving_at_the_router(guarded):
     assert dp.get_rule((AUTH, GROUP)).packets == 2 * N
     assert dp.get_rule((AUTH2, GROUP2)).packets == N
     denied = {(str(d.source), str(d.group)): d for d in dp.denied()}
-    assert denied[(ROGUE, GROUP)].packets == N and denied[(ROGUE, GROUP)].reason == "unauthorized"
-    assert denied[(AUTH, GROUP)].packets == N and denied[(AUTH, GROUP)].reason == "ttl"
+    assert denied[(ROGUE, GROUP)].packets == N and denied[(ROGUE, GROUP)].reason == Reason.UNAUTHORIZED
+    assert denied[(AUTH, GROUP)].packets == N and denied[(AUTH, GROUP)].reason == Reason.TTL
     assert denied[(AUTH, GROUP)].last_ttl == 9
 
 

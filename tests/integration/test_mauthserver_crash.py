@@ -1,4 +1,4 @@
-"""Crash recovery, the reason mauthserver exists (the paper's section 3.4).
+"""Crash recovery, the reason mauthserver exists (docs/design.md).
 
 * kill -9 of mauthserver in the middle of 1,000 commands: after a restart
   every acknowledged command is in its state and on the router;

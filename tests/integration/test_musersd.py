@@ -1,7 +1,7 @@
 """musersd, the real daemon, in the namespace lab with real forwarded multicast.
 
 Clients are the real `mauthctl` run in a namespace, raw v1 datagrams built
-from the paper's Figure 2 alone, and the protocol library through a lossy,
+from docs/protocol.md's Version 1 alone, and the protocol library through a lossy,
 duplicating relay. Crashes are real signals to the real process.
 """
 
@@ -109,7 +109,7 @@ def test_v1_from_an_address_not_allowed_has_no_effect(lab, musersd, key):
 
 
 def _v1(sock, seq, cmd, src, grp, ttl, expect_reply=True):
-    """A v1 exchange written from the paper's Figure 2 alone."""
+    """A v1 exchange written from docs/protocol.md's Version 1 alone."""
     sock.send(struct.pack("!BB4s4sB", seq, cmd, socket.inet_aton(src), socket.inet_aton(grp), ttl))
     try:
         reply = sock.recv(16)

@@ -30,9 +30,9 @@ from lab.daemons import Musersd, mauthctl, write_key_file
 from lab.netns import inside, sh
 from lab.topology import Lab, Route
 from lab.traffic import Receiver, Sender
-from musersd.maps import Mode
+from mauthcore.constants import SAP_GROUPS, SAP_PORT
+from mauthcore.protocol.model import Mode, Reason
 from musersd.policy import decide
-from mauthcore.protocol.model import Reason
 from mauthcore.rules import Rule, RuleKey
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, GROUP3, GROUPS, ROGUE, SOURCES
 from musersd.nfqueue import NfqueueFilter
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.integration
 
 N = 40
 QUEUE = 4242
-SAP_GROUP, SAP_PORT = "224.2.127.254", 9875
+SAP_GROUP = SAP_GROUPS[0]  # IPv4 global scope
 IP_TTL, IP_RECVTTL = 2, 12  # <linux/in.h>; the socket module lacks IP_RECVTTL
 
 
@@ -201,7 +201,7 @@ def test_case_table_on_the_wire(case_lab, mode):
     seed(lab, as_rules(ALL_RULES))  # exact, prefix and rate-limited rules, restored by musersd at start
     d = nfqueue_musersd(lab, write_key_file(lab.workdir / "router.key")).start()
     assert call(d, "counters").rule_count == len(ALL_RULES)
-    call(d, "mode", mode.value)
+    call(d, "mode", str(mode))
     tap = Tap(lab, routable_groups())
     with inside(lab.senders["s1"].ns):
         raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)

@@ -15,6 +15,7 @@ from lab.netns import inside
 from lab.topology import Lab, Route
 from musersd.dataplane import DataPlane
 from mauthcore.rules import Rule
+from mauthcore.protocol.model import Reason
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +72,8 @@ def test_source_prefix_lets_every_host_of_the_subnet_through_to_its_group_only(g
     delta = {r: after[r]["packets"] - before[r]["packets"] for r in after}
     assert (delta["passed"], delta["ttl"], delta["unauthorized"]) == (3 * N, 2 * N, 5 * N)
     denied = {(str(d.source), str(d.group)): d for d in dp.denied()}
-    assert denied[(OUTSIDE, G1)].reason == "unauthorized"
-    assert denied[(IN_C, G1)].reason == "ttl" and denied[(IN_B, G1)].reason == "ttl"
+    assert denied[(OUTSIDE, G1)].reason == Reason.UNAUTHORIZED
+    assert denied[(IN_C, G1)].reason == Reason.TTL and denied[(IN_B, G1)].reason == Reason.TTL
 
 
 def test_group_prefix_lets_a_trusted_source_send_to_every_group_of_the_scope(guarded):

@@ -27,6 +27,7 @@ from lab.topology import Lab, Route
 from musersd.dataplane import DataPlane
 from musersd.maps import BURST_NS, MIN_BIT_BURST, NSEC
 from mauthcore.rules import Rule
+from mauthcore.protocol.model import Reason
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ def test_packet_rate_cuts_a_fast_sender_and_spares_a_slow_one(guarded):
     assert _delta(before, after, "rate") == 6000 - got
     assert _delta(before, after, "passed") == got + 600
     denied = {(str(d.source), str(d.group)): d for d in dp.denied()}
-    assert denied[(FAST, G_PPS)].reason == "rate" and denied[(FAST, G_PPS)].packets == 6000 - got
+    assert denied[(FAST, G_PPS)].reason == Reason.RATE and denied[(FAST, G_PPS)].packets == 6000 - got
     assert (SLOW, G_SLOW) not in denied
 
 

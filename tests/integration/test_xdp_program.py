@@ -19,8 +19,9 @@ import uuid
 import pytest
 
 from musersd import bpfobj, maps
-from musersd.dataplane import DataPlane, DataPlaneError, RuleExists, RuleNotFound, TableFull
-from musersd.maps import Mode
+from musersd.dataplane import DataPlane, DataPlaneError
+from mauthcore.protocol.errors import Exists, NotFound, TableFull
+from mauthcore.protocol.model import Mode, Reason
 from musersd.policy import decide
 from mauthcore.rules import Rule, RuleKey
 from tests.conftest import REPO
@@ -128,8 +129,8 @@ def test_rule_counters_count_exactly_and_denied_table_records_who_tried(dp):
     for _ in range(37):
         assert dp.test_run(frame).retval == XDP_PASS
     rs = dp.get_rule((SENDER, GROUP))
-    assert (rs.packets, rs.bytes) == (37, 37 * len(frame))
-    assert rs.last_seen is not None
+    assert (rs.packets, rs.octets) == (37, 37 * len(frame))
+    assert rs.last_seen > 0  # ms since the Unix epoch
 
     bad = udp(STRANGER, GROUP, 9)
     over = udp(SENDER, GROUP, 200)
@@ -137,10 +138,10 @@ def test_rule_counters_count_exactly_and_denied_table_records_who_tried(dp):
     dp.test_run(over, repeat=3)
     denied = {(str(d.source), str(d.group)): d for d in dp.denied()}
     assert denied[(STRANGER, GROUP)].packets == 11
-    assert denied[(STRANGER, GROUP)].bytes == 11 * len(bad)
-    assert denied[(STRANGER, GROUP)].reason == "unauthorized"
+    assert denied[(STRANGER, GROUP)].octets == 11 * len(bad)
+    assert denied[(STRANGER, GROUP)].reason == Reason.UNAUTHORIZED
     assert denied[(STRANGER, GROUP)].last_ttl == 9
-    assert denied[(SENDER, GROUP)].reason == "ttl"
+    assert denied[(SENDER, GROUP)].reason == Reason.TTL
     assert denied[(SENDER, GROUP)].last_ttl == 200
     assert denied[(SENDER, GROUP)].packets == 3
 
@@ -179,9 +180,9 @@ def test_invalid_input_raises_and_changes_nothing(dp):
     ]:
         with pytest.raises(DataPlaneError):
             dp.add_rule(bad)
-    with pytest.raises(RuleExists):
+    with pytest.raises(Exists):
         dp.add_rule((SENDER, GROUP, 3))
-    with pytest.raises(RuleNotFound):
+    with pytest.raises(NotFound):
         dp.remove_rule((STRANGER, GROUP))
     with pytest.raises(DataPlaneError, match="does not exist"):
         dp.attach("mauth-no-such-if0")
@@ -305,7 +306,7 @@ def test_bulk_load_is_all_or_nothing(pin_dir):
         assert dp.test_run(udp(str(r.source), str(r.group), r.max_ttl + 1) if r.max_ttl < 255 else
                            udp(STRANGER, str(r.group), 1)).retval == XDP_DROP
         clash = [Rule.make("198.51.100.9", GROUP, 4), rules[5]]
-        with pytest.raises(RuleExists):
+        with pytest.raises(Exists):
             dp.add_rules_bulk(clash)
         assert dp.rule_count() == 10000
         assert dp.get_rule(("198.51.100.9", GROUP)) is None
@@ -349,7 +350,7 @@ def test_rate_limit_passes_the_burst_then_drops_as_the_model_says(pin_dir, limit
         assert rs.packets == want  # the rule counts what it let through
         assert (rs.rule.pps, rs.rule.bps) == (rule.pps, rule.bps)
         denied = {(str(d.source), str(d.group)): d for d in dp.denied()}
-        assert denied[(SENDER, RATE_GROUP)].reason == "rate"
+        assert denied[(SENDER, RATE_GROUP)].reason == Reason.RATE
         assert denied[(SENDER, RATE_GROUP)].packets == 2000 - want
 
 
@@ -449,14 +450,14 @@ def test_prefix_rules_are_found_by_their_exact_key_not_the_longest_match(pin_dir
         dp.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 8))
         # A trie lookup of the /26 would answer with the /25's rule: it is not the /26's.
         assert dp.get_rule(("192.0.2.192/26", "239.2.2.2")) is None
-        with pytest.raises(RuleNotFound):
+        with pytest.raises(NotFound):
             dp.remove_rule(("192.0.2.192/26", "239.2.2.2"))
         dp.add_rule(Rule.make("192.0.2.192/26", "239.2.2.2", 2))
-        with pytest.raises(RuleExists):
+        with pytest.raises(Exists):
             dp.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 3))
         assert dp.get_rule(("192.0.2.192/26", "239.2.2.2")).rule.max_ttl == 2
         assert dp.get_rule(("192.0.2.128/25", "239.2.2.2")).rule.max_ttl == 8
-        assert dp.replace_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 5, bps=1_000_000)) is True
+        assert dp.replace_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 5, bps=1_000_000)) is False  # replaced
         assert {str(r.rule) for r in dp.rules()} == {
             "192.0.2.128/25 -> 239.2.2.2 max-ttl 5 bps 1000000", "192.0.2.192/26 -> 239.2.2.2 max-ttl 2"}
         dp.test_run(udp("192.0.2.130", "239.2.2.2", 5), repeat=7)
@@ -490,7 +491,7 @@ dp.add_rule(Rule.make("192.0.2.20", "239.1.1.1", 4))
         assert _cfg_prefixes(dp) == maps.CFG_SRC_PREFIXES | maps.CFG_GRP_PREFIXES
         assert dp.test_run(udp("192.0.2.200", "239.2.2.2", 8), repeat=5).retval == XDP_DROP
         assert dp.get_rule(("192.0.2.128/25", "239.2.2.2")).packets == 1
-        with pytest.raises(RuleExists):
+        with pytest.raises(Exists):
             dp.add_rule(Rule.make("192.0.2.20", "239.192.0.0/14", 1))
         dp.add_rule(Rule.make("192.0.2.21", "239.1.1.1", 4))
         slots = [v.slot for _, v in dp._entries()]
@@ -513,7 +514,7 @@ def test_bulk_load_takes_prefix_and_rate_rules_too_all_or_nothing(pin_dir):
         rules += [Rule.make("192.0.2.128/25", "239.2.2.2", 8), Rule.make(SENDER, RATE_GROUP, 8, pps=1)]
         assert dp.add_rules_bulk(rules) == 12
         assert {r.rule for r in dp.rules()} == set(rules)
-        with pytest.raises(RuleExists):
+        with pytest.raises(Exists):
             dp.add_rules_bulk([Rule.make("198.51.100.1", GROUP, 4), Rule.make("192.0.2.128/25", "239.2.2.2", 1)])
         assert dp.rule_count() == 12
         with pytest.raises(TableFull):
@@ -575,17 +576,17 @@ def test_ipv6_rule_counters_and_denied_table(dp):
     frame = udp6(SENDER6, GROUP6, 5, payload=b"z" * 100)
     assert dp.test_run(frame, repeat=23).retval == XDP_PASS
     rs = dp.get_rule((SENDER6, GROUP6))
-    assert (rs.packets, rs.bytes) == (23, 23 * len(frame))
+    assert (rs.packets, rs.octets) == (23, 23 * len(frame))
 
     bad, over = udp6(STRANGER6, GROUP6, 9), udp6(SENDER6, GROUP6, 200)
     dp.test_run(bad, repeat=11)
     dp.test_run(over, repeat=3)
     denied = {(str(d.source), str(d.group)): d for d in dp.denied()}
-    assert (denied[(STRANGER6, GROUP6)].packets, denied[(STRANGER6, GROUP6)].bytes) == (11, 11 * len(bad))
-    assert (denied[(STRANGER6, GROUP6)].reason, denied[(STRANGER6, GROUP6)].last_ttl) == ("unauthorized", 9)
-    assert (denied[(SENDER6, GROUP6)].reason, denied[(SENDER6, GROUP6)].last_ttl) == ("ttl", 200)
+    assert (denied[(STRANGER6, GROUP6)].packets, denied[(STRANGER6, GROUP6)].octets) == (11, 11 * len(bad))
+    assert (denied[(STRANGER6, GROUP6)].reason, denied[(STRANGER6, GROUP6)].last_ttl) == (Reason.UNAUTHORIZED, 9)
+    assert (denied[(SENDER6, GROUP6)].reason, denied[(SENDER6, GROUP6)].last_ttl) == (Reason.TTL, 200)
     # last_seen travels as a 32-bit tick of about 1 ms: it must still read as "just now".
-    assert abs(denied[(STRANGER6, GROUP6)].last_seen - time.time()) < 5
+    assert abs(denied[(STRANGER6, GROUP6)].last_seen / 1000 - time.time()) < 5  # ms since the Unix epoch
 
     dp.add_rule(Rule.make(STRANGER6, GROUP6, 9))
     assert (STRANGER6, GROUP6) not in {(str(d.source), str(d.group)) for d in dp.denied()}
@@ -641,7 +642,7 @@ def test_bulk_load_and_apply_mix_families(pin_dir):
         assert dp.test_run(udp6("2001:db8:0:1::42", "ff0e::db8:1", 4)).retval == XDP_PASS
         assert dp.test_run(udp("192.0.2.42", "239.3.0.1", 4)).retval == XDP_PASS
         # A clash on an IPv6 key refuses the whole batch.
-        with pytest.raises(RuleExists):
+        with pytest.raises(Exists):
             dp.add_rules_bulk([Rule.make(NEW6, GROUP6, 1), v6[7]])
         assert dp.get_rule((NEW6, GROUP6)) is None and dp.rule_count() == 201
         assert dp.apply(v4[:50] + v6[50:] + [Rule.make(NEW6, GROUP6, 3)]) == (1, 0, 101)

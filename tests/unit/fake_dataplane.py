@@ -23,7 +23,9 @@ import ipaddress
 import secrets
 
 from musersd import dataplane as dpl, xdp_rules
-from musersd.maps import FAMILIES, REASONS, Mode
+from musersd.maps import FAMILIES, REASONS
+from mauthcore.protocol.errors import Exists, NotFound, TableFull
+from mauthcore.protocol.model import DeniedEntry, Mode, Reason, RuleEntry, millis
 from mauthcore.rules import IPAddress, Rule, RuleKey
 
 def _exact_decoder(key_type):
@@ -61,7 +63,7 @@ class FakeDataPlane:
         self.tables: dict[str, dict[bytes, Rule]] = {name: {} for name in _DECODERS}
         # RuleKey -> (packets, bytes, last_seen Unix time or None); tests set these
         self.traffic: dict[RuleKey, tuple[int, int, float | None]] = {}
-        self.denied_entries: list[dpl.DeniedEntry] = []
+        self.denied_entries: list[DeniedEntry] = []
         self.reason_counters: dict[str, dict[str, int]] = {
             name: {"packets": 0, "bytes": 0} for name in REASONS.values()}
 
@@ -76,9 +78,9 @@ class FakeDataPlane:
         rule = dpl.DataPlane._as_rule(rule)
         cname, k = self._slot(rule.key)
         if k in self.tables[cname]:
-            raise dpl.RuleExists(f"a rule for {rule.key} already exists")
+            raise Exists(f"a rule for {rule.key} already exists")
         if self.rule_count() >= self.max_rules:
-            raise dpl.TableFull(f"the rule table is full ({self.max_rules} rules)")
+            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
         self.tables[cname][k] = rule
 
     def replace_rule(self, rule: Rule) -> bool:
@@ -86,16 +88,16 @@ class FakeDataPlane:
         cname, k = self._slot(rule.key)
         if k not in self.tables[cname]:
             self.add_rule(rule)
-            return False
+            return True
         self.tables[cname][k] = rule
-        return True
+        return False
 
     def remove_rule(self, key: RuleKey) -> Rule:
         rkey = dpl.DataPlane._as_key(key)
         cname, k = self._slot(rkey)
         rule = self.tables[cname].pop(k, None)
         if rule is None:
-            raise dpl.RuleNotFound(f"there is no rule for {rkey}")
+            raise NotFound(f"there is no rule for {rkey}")
         self.traffic.pop(rkey, None)
         return rule
 
@@ -113,7 +115,7 @@ class FakeDataPlane:
     def rule_count(self) -> int:
         return sum(len(table) for table in self.tables.values())
 
-    def get_rule(self, key: RuleKey) -> dpl.RuleStats | None:
+    def get_rule(self, key: RuleKey) -> RuleEntry | None:
         rkey = dpl.DataPlane._as_key(key)
         cname, k = self._slot(rkey)
         stored = self.tables[cname].get(k)
@@ -122,7 +124,7 @@ class FakeDataPlane:
         # The rule as read back from the map: its key decoded from the key bytes.
         rule = Rule(_DECODERS[cname](k), stored.max_ttl, stored.pps, stored.bps)
         packets, nbytes, last = self.traffic.get(rkey, (0, 0, None))
-        return dpl.RuleStats(rule, packets, nbytes, last)
+        return RuleEntry(rule, packets, nbytes, millis(last))
 
     # -- mode and counters ------------------------------------------------------------
 
@@ -133,11 +135,11 @@ class FakeDataPlane:
     def counters(self) -> dict[str, dict[str, int]]:
         return {name: dict(c) for name, c in self.reason_counters.items()}
 
-    def denied(self) -> list[dpl.DeniedEntry]:
+    def denied(self) -> list[DeniedEntry]:
         return list(self.denied_entries)
 
     def deny(self, source: str | IPAddress, group: str | IPAddress, packets: int = 1, *,
              reason: str = "unauthorized", ttl: int = 32, last_seen: float = 1_700_000_000.0) -> None:
         """Record a denied pair, as the filter would after dropping `packets` packets."""
-        self.denied_entries.append(dpl.DeniedEntry(ipaddress.ip_address(source), ipaddress.ip_address(group),
-                                                   packets, packets * 100, ttl, reason, last_seen))
+        self.denied_entries.append(DeniedEntry(ipaddress.ip_address(source), ipaddress.ip_address(group),
+                                               Reason[reason.upper()], packets, packets * 100, ttl, millis(last_seen)))

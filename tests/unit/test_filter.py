@@ -9,6 +9,7 @@ import pytest
 from musersd import filter as flt
 from musersd.dataplane import DataPlane
 from musersd.nfqueue import NfqueueFilter
+from mauthcore.protocol.errors import TableFull
 from mauthcore.rules import Rule, RuleKey
 
 
@@ -48,7 +49,7 @@ def test_plan_adds_replaces_and_removes_only_the_difference():
 
 
 def test_plan_validates_everything_before_anything_changes():
-    with pytest.raises(flt.TableFull, match=r"the rule table is full \(2 rules\)"):
+    with pytest.raises(TableFull, match=r"the rule table is full \(2 rules\)"):
         flt.plan({}, [R1, R2, R3], capacity=2)
     with pytest.raises(flt.DataPlaneError, match="TTL|ttl"):
         flt.plan({}, [R1, ("10.0.0.3", "239.1.1.1", 300)], capacity=10)

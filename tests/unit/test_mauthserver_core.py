@@ -20,7 +20,7 @@ from mauthserver.core import (
     Fleet,
     FlowView,
     Install,
-    ListRules,
+    ReadRules,
     Probe,
     Put,
     RouterCore,
@@ -234,7 +234,7 @@ def run(core_: RouterCore, router: FakeRouter, fleet: Fleet, now: float, limit: 
             if core_.epoch != router.epoch:  # first contact, or STALE_EPOCH: the client core says HELLO
                 core_.on_hello(router.epoch, router.state_id, len(b.rules), b.mode, "memory", now)
             core_.on_probe(b.counters(), now)
-        elif isinstance(action, ListRules):
+        elif isinstance(action, ReadRules):
             core_.on_listed(b.list(b"", 100000).items, fleet.desired, now)
         elif isinstance(action, SetMode):
             b.set_mode(action.mode)
@@ -277,7 +277,7 @@ def test_converges_and_removes_what_is_not_desired():
     router.backend.rules[stray.key] = stray  # e.g. added directly with mauthctl --router
     wait = run(rc, router, fleet, T)
     assert held(router) == want(fleet)
-    assert router.calls[:2] == ["Probe", "ListRules"]  # first contact is always verified
+    assert router.calls[:2] == ["Probe", "ReadRules"]  # first contact is always verified
     assert router.calls.count("Uninstall") == 1 and router.calls.count("Install") == 5
     assert rc.status == core.UP and rc.pending(fleet.desired) == 0
     assert wait.until == T + 5  # next HELLO probe
@@ -303,7 +303,7 @@ def test_router_restart_without_losing_rules_is_checked_not_rewritten():
     router.restart(lose_rules=False)
     router.calls.clear()
     run(rc, router, fleet, T + 5)  # the probe is due
-    assert router.calls == ["Probe", "ListRules"]
+    assert router.calls == ["Probe", "ReadRules"]
     assert rc.counters["restarts_seen"] == 1 and rc.counters["state_losses"] == 0
 
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from musersd import maps
-from musersd.dataplane import DeniedEntry, RuleStats
+from mauthcore.protocol.model import DeniedEntry, Mode, Reason, RuleEntry, millis
 from musersd.metrics import (
     MetricsError,
     MetricsServer,
@@ -38,9 +38,9 @@ class FakeDataPlane:
 
     def __init__(self) -> None:
         self.reasons = {name: {"packets": 0, "bytes": 0} for name in maps.REASONS.values()}
-        self.rule_stats: list[RuleStats] = []
+        self.rule_stats: list[RuleEntry] = []
         self.denied_entries: list[DeniedEntry] = []
-        self.mode = maps.Mode.ENFORCE
+        self.mode = Mode.ENFORCE
         self.max_rules = 65536
         self.max_denied = 4096
         self.state_id = 0xABCDEF
@@ -60,10 +60,10 @@ class FakeDataPlane:
         return list(self.denied_entries)
 
     def add_rule(self, source: str, group: str, ttl: int, packets: int = 0, last_seen: float | None = None):
-        self.rule_stats.append(RuleStats(Rule.make(source, group, ttl), packets, packets * 100, last_seen))
+        self.rule_stats.append(RuleEntry(Rule.make(source, group, ttl), packets, packets * 100, millis(last_seen)))
 
     def deny(self, source: str, group: str, packets: int, reason: str = "unauthorized"):
-        self.denied_entries.append(DeniedEntry(A(source), A(group), packets, packets * 64, 8, reason, None))
+        self.denied_entries.append(DeniedEntry(A(source), A(group), Reason[reason.upper()], packets, packets * 64, 8))
 
 
 def scrape(*collectors) -> dict[tuple[str, tuple], float]:
@@ -158,7 +158,7 @@ def test_denied_pairs_counted_by_reason_and_the_top_ones_by_packets(dp):
 
 
 def test_mode_info_start_time_and_attachment(dp):
-    dp.mode = maps.Mode.MONITOR
+    dp.mode = Mode.MONITOR
     status = {"in0": ("generic", 42), "in1": ("generic", 99)}  # in1: someone else's program
 
     def xdp_status(iface):

@@ -20,18 +20,20 @@ import subprocess
 import pytest
 from scapy.layers.inet import IP
 
-from musersd.dataplane import DataPlaneError, RuleExists, RuleNotFound, TableFull
-from musersd.maps import REASONS, Mode
+from musersd.dataplane import DataPlaneError
+from mauthcore.protocol.errors import Exists, NotFound, TableFull
+from musersd.maps import REASONS
+from mauthcore.protocol.model import Mode, Reason
 from musersd.nfqueue import (NfqueueFilter, Hooks, Iptables, hook_specs, ip_checksum, parse_listing, with_ttl,
                              STATE_FILE)
 from musersd.nfqueue_backend import NfqueueBackend
 from musersd.policy import decide
 from mauthcore.protocol import v2
-from mauthcore.protocol.errors import BackendUnsupported, Exists, NotFound, ReplyCode
+from mauthcore.protocol.errors import BackendUnsupported, ReplyCode
 from mauthcore.protocol.keys import Key, KeyRing
 from mauthcore.protocol.server import ServerCore
 from mauthcore.protocol.v2 import Add, GetCounters, Hello, Remove, Replace, Request
-from mauthcore.protocol.model import Mode as WireMode, Reason
+from mauthcore.protocol.model import Mode as WireMode
 from mauthcore.rules import Rule, RuleKey
 from musersd.policy import RateBuckets
 from tests.policy_cases import (ALL_RULES, CASES, GROUP, PREFIX_CASES, PREFIX_GROUP, SENDER, STRANGER,
@@ -185,8 +187,8 @@ def test_counters_match_the_models_reasons_over_the_whole_table(filt):
     got = filt.counters()
     assert {name: [c["packets"], c["bytes"]] for name, c in got.items()} == expect
     assert {k: filt.get_rule(RuleKey(*k)).packets for k in passed} == passed
-    assert filt.get_rule(RuleKey(A(SENDER), A(GROUP))).last_seen == 1000.0
-    table = {(d.source, d.group): (d.packets, d.reason, d.last_ttl) for d in filt.denied()}
+    assert filt.get_rule(RuleKey(A(SENDER), A(GROUP))).last_seen == 1_000_000  # ms
+    table = {(d.source, d.group): (d.packets, str(d.reason), d.last_ttl) for d in filt.denied()}
     assert table == denied
 
 
@@ -202,7 +204,7 @@ def test_a_packet_the_queue_copied_only_in_part_is_judged_by_its_headers(filt):
     ok = bytes(IP(src=SENDER, dst=GROUP, ttl=2) / (b"j" * 8000))
     j = filt.judge(ok[:4016])
     assert (j.accept, j.verdict.reason, j.payload) == (True, "passed", None)
-    assert filt.get_rule((SENDER, GROUP)).bytes == len(ok)
+    assert filt.get_rule((SENDER, GROUP)).octets == len(ok)
 
 
 def test_with_ttl_gives_the_header_scapy_would_build():
@@ -222,10 +224,10 @@ def test_with_ttl_gives_the_header_scapy_would_build():
 def test_rule_errors_change_nothing(tmp_path, ipt):
     f = NfqueueFilter(tmp_path, max_rules=2, iptables=Iptables(run=ipt)).open()
     f.add_rule(("192.0.2.10", "239.1.1.1", 8))
-    with pytest.raises(RuleExists):
+    with pytest.raises(Exists):
         f.add_rule(("192.0.2.10", "239.1.1.1", 9))
     assert f.get_rule(("192.0.2.10", "239.1.1.1")).rule.max_ttl == 8
-    with pytest.raises(RuleNotFound):
+    with pytest.raises(NotFound):
         f.remove_rule(("192.0.2.11", "239.1.1.1"))
     with pytest.raises(DataPlaneError, match="not a multicast"):
         f.add_rule(("192.0.2.10", "10.0.0.1", 8))
@@ -285,7 +287,7 @@ def test_rate_limits_run_the_programs_buckets_on_the_filters_clock(tmp_path, ipt
     assert got == want
     assert {"passed", "rate"} <= set(got)
     assert f.counters()["rate"]["packets"] == got.count("rate")
-    assert {d.reason for d in f.denied()} == {"rate"}
+    assert {d.reason for d in f.denied()} == {Reason.RATE}
     # Removed and added again: the buckets start full, as a new rule's do in the program.
     while f.judge(frames[0][14:]).verdict.reason == "passed":
         pass
@@ -333,7 +335,7 @@ def test_rules_and_mode_survive_a_reopen(tmp_path, ipt):
     f.add_rule(("192.0.2.12", "239.1.1.3", 2))
     f.add_rule(Rule.make("192.0.2.128/25", "239.1.1.3", 5, pps="2k", bps="1.5M"))
     f.add_rule(("192.0.2.20", "239.192.0.0/14", 7))
-    assert f.replace_rule(("192.0.2.10", "239.1.1.1", 9)) is True
+    assert f.replace_rule(("192.0.2.10", "239.1.1.1", 9)) is False  # replaced, not created
     f.remove_rule(("192.0.2.12", "239.1.1.3"))
     f.set_mode("monitor")
     f.judge(bytes(IP(src="192.0.2.10", dst="239.1.1.1", ttl=4) / b"x"))

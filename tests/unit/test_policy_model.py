@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from musersd.maps import NSEC, REASONS, Mode, bucket
+from musersd.maps import NSEC, REASONS, bucket
+from mauthcore.protocol.model import Mode
 from musersd.policy import DROP, PASS, RateBuckets, decide, find_rule
 from mauthcore.rules import MAX_BPS, MAX_PPS, Rule
 from tests.policy_cases import (

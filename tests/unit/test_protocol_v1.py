@@ -1,4 +1,4 @@
-"""Protocol v1 codec: byte-exact with the paper's Figure 2.
+"""Protocol v1 codec: byte-exact with the original design's message (docs/protocol.md, "Version 1").
 
 One table of (message, bytes) rows drives encode and decode; every row is
 also fed truncated byte by byte and with trailing garbage; Hypothesis
@@ -88,7 +88,7 @@ def test_response_truncated_or_extended_is_not_v1(message, wire):
         v1.decode_response(data + b"\x00")
 
 
-def test_sizes_match_the_paper():
+def test_sizes_match_version_1():
     assert v1.REQUEST_SIZE == 11 and v1.RESPONSE_SIZE == 2
 
 

@@ -197,3 +197,33 @@ def test_ipv6_text_round_trip(address, length, group):
     assert RuleKey.make(str(key.source), str(key.group)) == key
     assert key.source_len == length and key.group_len == 128
     assert str(key.source) == (str(net.network_address) if length == 128 else str(net))
+
+
+# ------------------------------------------------------------------ JSON
+
+
+@pytest.mark.parametrize("rule", [
+    Rule.make("192.0.2.10", "239.1.1.1", 8),
+    Rule.make("192.0.2.0/24", "239.1.1.1", 16, pps=500),
+    Rule.make("2001:db8::10", "ff0e::db8:0/112", 4, bps=2_000_000),
+])
+def test_rule_json_round_trip(rule):
+    obj = rule.as_json()
+    assert obj == {"source": str(rule.source), "group": str(rule.group), "max_ttl": rule.max_ttl,
+                   "pps": rule.pps, "bps": rule.bps}
+    assert Rule.from_json(obj) == rule
+    assert RuleKey.from_json(rule.key.as_json()) == rule.key
+    assert rule.as_json(limits=False) == {"source": str(rule.source), "group": str(rule.group),
+                                          "max_ttl": rule.max_ttl}
+
+
+@pytest.mark.parametrize("obj, message", [
+    ([1, 2], "a rule is a JSON object"),
+    ({"source": "192.0.2.10", "max_ttl": 8}, "lacks group"),
+    ({"source": 3232235521, "group": "239.1.1.1", "max_ttl": 8}, "the source is an address in a string"),
+    ({"source": "192.0.2.10", "group": "10.0.0.1", "max_ttl": 8}, "multicast"),
+    ({"source": "192.0.2.10", "group": "239.1.1.1", "max_ttl": 300}, "outside 1-255"),
+])
+def test_rule_from_json_refuses_in_one_sentence(obj, message):
+    with pytest.raises(RuleError, match=message):
+        Rule.from_json(obj)
