@@ -281,7 +281,7 @@ class RuleKey:
     group: Endpoint
 
     @classmethod
-    def make(cls, source: str | Endpoint, group: str | Endpoint) -> "RuleKey":
+    def make(cls, source: str | Endpoint, group: str | Endpoint) -> RuleKey:
         src = parse_endpoint(source, "source")
         grp = parse_endpoint(group, "group")
         check_group(grp)
@@ -381,7 +381,7 @@ class Rule:
 
     @classmethod
     def make(cls, source: str | Endpoint, group: str | Endpoint, max_ttl: object, *,
-             pps: object = 0, bps: object = 0) -> "Rule":
+             pps: object = 0, bps: object = 0) -> Rule:
         key = RuleKey.make(source, group)
         return cls(key, check_ttl(max_ttl), check_rate(pps, "pps", MAX_PPS), check_rate(bps, "bps", MAX_BPS))
 

@@ -41,8 +41,8 @@ open a new session on the router at every probe.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Mapping, Union
 
 from mauthcore.protocol.model import Counters, Mode, RuleEntry
 from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_source, check_ttl
@@ -111,7 +111,7 @@ class Delete:
     kind = "removed"
 
 
-Change = Union[Put, Delete]
+Change = Put | Delete
 
 
 class Refused(Exception):
@@ -244,7 +244,7 @@ class SessionView:
     flows: tuple[FlowView, ...]
 
     @classmethod
-    def of(cls, session) -> "SessionView":  # a sap.directory.Session
+    def of(cls, session) -> SessionView:  # a sap.directory.Session
         desc = session.description
         declared = desc.senders
         excluded = desc.excluded
@@ -399,7 +399,7 @@ class Uninstall:
     key: RuleKey
 
 
-Op = Union[Install, Uninstall]
+Op = Install | Uninstall
 
 
 @dataclass(frozen=True)
@@ -427,7 +427,7 @@ class Wait:
     until: float
 
 
-Action = Union[Probe, ListRules, SetMode, Apply, Wait]
+Action = Probe | ListRules | SetMode | Apply | Wait
 
 UNKNOWN, UP, DOWN, CONVERGING = "unknown", "up", "down", "converging"
 

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from mauthcore.protocol import v2
 from mauthcore.protocol.client import Call, ClientCore, RetryPolicy
@@ -46,7 +46,6 @@ from .core import (
     UP,
     Apply,
     Install,
-
     ListRules,
     Probe,
     RouterCore,
@@ -149,7 +148,7 @@ class RouterLink:
                 continue
             try:
                 data = await asyncio.wait_for(endpoint.queue.get(), wait)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 continue
             out = call.on_datagram(data, self.clock())
             if isinstance(out, (bytes, bytearray)):
@@ -222,7 +221,7 @@ class RouterTask:
                     delay = max(0.0, action.until - self.clock())
                     try:
                         await asyncio.wait_for(self.wakeup.wait(), delay)
-                    except (asyncio.TimeoutError, TimeoutError):
+                    except TimeoutError:
                         pass
                     continue
                 try:

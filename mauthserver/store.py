@@ -44,10 +44,10 @@ import os
 import secrets
 import sqlite3
 import stat
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 from mauthcore.protocol.model import Mode
 from mauthcore.rules import Rule, RuleError, RuleKey
@@ -227,7 +227,7 @@ class Store:
     # -- opening ------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, now: float) -> "Store":
+    def open(cls, path: str | os.PathLike, *, now: float) -> Store:
         """Open (or create) the database at `path`; raise StoreError if it cannot be used."""
         path = Path(path)
         if not path.parent.is_dir():

@@ -18,16 +18,16 @@ back. Counters are read only for the rules of the page being returned.
 from __future__ import annotations
 
 import bisect
-from contextlib import contextmanager
 import logging
+from contextlib import contextmanager
 
-from . import filter as flt
-from .maps import Mode as MapMode
-from .filter import Filter
 from mauthcore.protocol.errors import BackendFailure, BackendUnsupported, BadCursor, Exists, NotFound, TableFull
 from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry
 from mauthcore.rules import Rule, RuleError, RuleKey, check_cursor
 
+from . import filter as flt
+from .filter import Filter
+from .maps import Mode as MapMode
 
 log = logging.getLogger("mauthcore.rules")
 

@@ -72,7 +72,7 @@ class Mode(str, Enum):
         return 0 if self is Mode.ENFORCE else 1
 
     @classmethod
-    def from_code(cls, code: int) -> "Mode":
+    def from_code(cls, code: int) -> Mode:
         return cls.MONITOR if code == 1 else cls.ENFORCE
 
 
@@ -204,7 +204,7 @@ class Rate(ctypes.Structure):
     ]
 
     @classmethod
-    def full(cls, pps: int, bps: int) -> "Rate":
+    def full(cls, pps: int, bps: int) -> Rate:
         """Buckets for these limits (0 = none), full: a new limit starts with its burst allowance."""
         pkt_burst, pkt_fill = bucket(pps, MIN_PKT_BURST)
         bit_burst, bit_fill = bucket(bps, MIN_BIT_BURST)

@@ -83,21 +83,37 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+
+from mauthcore.rules import Rule, RuleKey
 
 from . import maps
-from .filter import (DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, DeniedEntry, RuleExists, RuleNotFound,
-                     RuleStats, TableFull, as_key, as_rule, check_sizes, not_held, plan, sap_group_list)
+from .filter import (
+    DEFAULT_MAX_DENIED,
+    DEFAULT_MAX_RULES,
+    DataPlaneError,
+    DeniedEntry,
+    RuleExists,
+    RuleNotFound,
+    RuleStats,
+    TableFull,
+    as_key,
+    as_rule,
+    check_sizes,
+    not_held,
+    plan,
+    sap_group_list,
+)
 from .maps import Mode
 from .policy import DROP, PASS, RateBuckets, Verdict, decide_ip
-from mauthcore.rules import Rule, RuleKey
 
 log = logging.getLogger(__name__)
 
 from .defaults import DEFAULT_QUEUE_NUM, DEFAULT_STATE_DIR  # noqa: E402
+
 STATE_FILE = "nfqueue.sqlite"
 STATE_FORMAT = "mauth-nfqueue-state"
 STATE_VERSION = 1
@@ -567,7 +583,7 @@ class NfqueueFilter:
 
     # ------------------------------------------------------------------ setup
 
-    def open(self) -> "NfqueueFilter":
+    def open(self) -> NfqueueFilter:
         """Open (or create) the state file and restore the rules and mode from it."""
         self.store = RuleStore(self.state_dir / STATE_FILE)
         self.created = self.store.created
@@ -586,7 +602,7 @@ class NfqueueFilter:
                  " (new)" if self.created else "")
         return self
 
-    def load(self) -> "NfqueueFilter":
+    def load(self) -> NfqueueFilter:
         """open(), then bind the queue (before any iptables rule sends packets to it)."""
         self.hooks.ipt.check()
         if self.store is None:
@@ -625,7 +641,7 @@ class NfqueueFilter:
             self.store.close()
             self.store = None
 
-    def __enter__(self) -> "NfqueueFilter":
+    def __enter__(self) -> NfqueueFilter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -22,12 +22,13 @@ import ctypes
 import errno
 import os
 import struct
-from typing import Iterable
+from collections.abc import Iterable
+
+from mauthcore.rules import Rule, RuleKey
 
 from . import bpfsys, maps
 from .filter import DataPlaneError, RuleExists, RuleNotFound, RuleStats, TableFull, as_key, as_rule, plan
 from .maps import FAMILIES, Key4, RuleVal
-from mauthcore.rules import Rule, RuleKey
 from .xdp_counters import mono_to_unix
 
 _RULE_VAL = struct.Struct("=IBBH")  # RuleVal as bytes: slot, max_ttl, flags, pad

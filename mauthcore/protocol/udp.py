@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from mauthcore.protocol import v1, v2
 from mauthcore.protocol.client import (
@@ -69,7 +69,7 @@ class RouterClient:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> "RouterClient":
+    def __enter__(self) -> RouterClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -181,7 +181,7 @@ class RouterClient:
             self._sock.settimeout(wait)
             try:
                 data = self._sock.recv(RECV_SIZE)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except ConnectionRefusedError:  # ICMP port unreachable from an earlier send
                 refused = True
@@ -215,7 +215,7 @@ def serve(sock: socket.socket, core: ServerCore, stop: threading.Event, *,
     while not stop.is_set():
         try:
             data, peer = sock.recvfrom(RECV_SIZE)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionRefusedError:
             continue

@@ -37,8 +37,8 @@ import hashlib
 import hmac
 import ipaddress
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Union
 
 from mauthcore.protocol.errors import (
     BadAuth,
@@ -169,7 +169,7 @@ class ModeRequest:
     command = Command.MODE
 
 
-RequestBody = Union[Hello, Add, Replace, Remove, ListRules, ListDenied, GetCounters, Flush, ModeRequest]
+RequestBody = Hello | Add | Replace | Remove | ListRules | ListDenied | GetCounters | Flush | ModeRequest
 
 
 # --- response bodies ----------------------------------------------------------
@@ -223,7 +223,7 @@ class ErrorReply:
     message: str = ""
 
 
-ResponseBody = Union[HelloReply, Done, Replaced, RulesPage, DeniedPage, Counters, Flushed, ModeReply, ErrorReply]
+ResponseBody = HelloReply | Done | Replaced | RulesPage | DeniedPage | Counters | Flushed | ModeReply | ErrorReply
 
 
 # --- envelopes ----------------------------------------------------------------

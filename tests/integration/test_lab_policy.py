@@ -20,9 +20,9 @@ import time
 import pytest
 
 from lab.netns import inside
+from mauthcore.rules import Rule
 from musersd.dataplane import detach, xdp_status
 from musersd.policy import decide
-from mauthcore.rules import Rule
 from tests.conftest import REPO
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, GROUP3, ROGUE
 

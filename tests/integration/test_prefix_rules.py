@@ -13,8 +13,8 @@ import pytest
 
 from lab.netns import inside
 from lab.topology import Lab, Route
-from musersd.dataplane import DataPlane
 from mauthcore.rules import Rule
+from musersd.dataplane import DataPlane
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,9 @@ import pytest
 
 from lab.netns import inside
 from lab.topology import Lab, Route
+from mauthcore.rules import Rule
 from musersd.dataplane import DataPlane
 from musersd.maps import BURST_NS, MIN_BIT_BURST, NSEC
-from mauthcore.rules import Rule
 
 pytestmark = pytest.mark.integration
 

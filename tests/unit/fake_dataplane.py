@@ -22,9 +22,11 @@ from __future__ import annotations
 import ipaddress
 import secrets
 
-from musersd import dataplane as dpl, xdp_rules
-from musersd.maps import FAMILIES, REASONS, Mode
 from mauthcore.rules import IPAddress, Rule, RuleKey
+from musersd import dataplane as dpl
+from musersd import xdp_rules
+from musersd.maps import FAMILIES, REASONS, Mode
+
 
 def _exact_decoder(key_type):
     def decode(raw: bytes) -> RuleKey:

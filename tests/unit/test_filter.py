@@ -6,10 +6,10 @@ import inspect
 
 import pytest
 
+from mauthcore.rules import Rule, RuleKey
 from musersd import filter as flt
 from musersd.dataplane import DataPlane
 from musersd.nfqueue import NfqueueFilter
-from mauthcore.rules import Rule, RuleKey
 
 
 @pytest.mark.parametrize("impl", [DataPlane, NfqueueFilter])

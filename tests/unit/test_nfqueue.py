@@ -20,22 +20,31 @@ import subprocess
 import pytest
 from scapy.layers.inet import IP
 
-from musersd.dataplane import DataPlaneError, RuleExists, RuleNotFound, TableFull
-from musersd.maps import REASONS, Mode
-from musersd.nfqueue import (NfqueueFilter, Hooks, Iptables, hook_specs, ip_checksum, parse_listing, with_ttl,
-                             STATE_FILE)
-from musersd.nfqueue_backend import NfqueueBackend
-from musersd.policy import decide
 from mauthcore.protocol import v2
 from mauthcore.protocol.errors import BackendUnsupported, Exists, NotFound, ReplyCode
 from mauthcore.protocol.keys import Key, KeyRing
+from mauthcore.protocol.model import Mode as WireMode
+from mauthcore.protocol.model import Reason
 from mauthcore.protocol.server import ServerCore
 from mauthcore.protocol.v2 import Add, GetCounters, Hello, Remove, Replace, Request
-from mauthcore.protocol.model import Mode as WireMode, Reason
 from mauthcore.rules import Rule, RuleKey
-from musersd.policy import RateBuckets
-from tests.policy_cases import (ALL_RULES, CASES, GROUP, PREFIX_CASES, PREFIX_GROUP, SENDER, STRANGER,
-                                SUBNET_HOST, as_rules, udp)
+from musersd.dataplane import DataPlaneError, RuleExists, RuleNotFound, TableFull
+from musersd.maps import REASONS, Mode
+from musersd.nfqueue import STATE_FILE, Hooks, Iptables, NfqueueFilter, hook_specs, ip_checksum, parse_listing, with_ttl
+from musersd.nfqueue_backend import NfqueueBackend
+from musersd.policy import RateBuckets, decide
+from tests.policy_cases import (
+    ALL_RULES,
+    CASES,
+    GROUP,
+    PREFIX_CASES,
+    PREFIX_GROUP,
+    SENDER,
+    STRANGER,
+    SUBNET_HOST,
+    as_rules,
+    udp,
+)
 
 TABLE = CASES + PREFIX_CASES  # every row holds under ALL_RULES
 
