@@ -45,7 +45,7 @@ class Reason(enum.IntEnum):
     SAP_LOCAL = 11  # SAP from a sender without a rule: delivered to the router only, TTL 1
 
     @classmethod
-    def _missing_(cls, value):
+    def _missing_(cls, value: object) -> Reason | None:
         """A reason this version does not know (a newer filter's): kept, with its code.
 
         Reason(12) is `Reason.UNKNOWN_12` ("unknown_12"), an int 12 that encodes
@@ -57,9 +57,9 @@ class Reason(enum.IntEnum):
         member = int.__new__(cls, value)
         member._name_ = f"UNKNOWN_{value}"
         member._value_ = value
-        return cls._value2member_map_.setdefault(value, member)
+        return cls._value2member_map_.setdefault(value, member)  # type: ignore[return-value]  # a Reason: built above
 
-    def __reduce_ex__(self, protocol):
+    def __reduce_ex__(self, protocol: object) -> tuple[type[Reason], tuple[int]]:
         return type(self), (self._value_,)
 
     @property
