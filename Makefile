@@ -4,12 +4,18 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: setup test unit integration demo bench clean install uninstall man
+.PHONY: setup check test unit integration demo bench clean install uninstall man
 
 setup:
 	@bash scripts/setup.sh
 
-# Two tiers (scripts/run_tests.py): the host tier on this kernel; the router tier (tests marked
+# The gates (scripts/check.py), one line each: ruff, mypy, and the unit tests under branch
+# coverage with its floor ([tool.ruff], [tool.mypy], [tool.coverage] in pyproject.toml).
+check: setup
+	$(PY) scripts/check.py
+
+# The gates of `check` first, as the check tier (its coverage run is the unit tests' run); then
+# two tiers (scripts/run_tests.py): the host tier on this kernel; the router tier (tests marked
 # `router`, whose subject is multicast forwarding) here too when this kernel routes multicast,
 # else in one boot of Debian's kernel under QEMU (python -m lab.vm).
 test: setup

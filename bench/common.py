@@ -23,8 +23,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from lab.netns import private_bpffs as netns_private_bpffs
 
@@ -190,7 +190,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def store_section(name: str, section: dict, path: Path = JSON_PATH) -> None:

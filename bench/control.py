@@ -73,9 +73,9 @@ from lab.daemons import write_key_file
 from lab.netns import LabError, inside, sh
 from lab.topology import Lab
 from mauthclient.api import ApiClient, ApiError, Unreachable
+from mauthcore.constants import SAP_PORT
 from mauthcore.protocol.keys import load_keys
 from mauthcore.protocol.udp import RouterClient
-from mauthcore.constants import SAP_PORT
 from mauthcore.rules import Rule
 
 from . import common
@@ -113,7 +113,7 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
         self.mark = 0
 
-    def spawn(self) -> "Daemon":
+    def spawn(self) -> Daemon:
         self.mark = len(self.lab.log(self.name))
         self.proc = self.lab.spawn(self.lab.router.ns, self.argv, self.name)
         return self
@@ -132,7 +132,7 @@ class Daemon:
             time.sleep(0.01)
         raise LabError(f"{self.name} never logged {text!r}: {self.log()[-1500:]}")
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         self.spawn()
         self.wait_log(self.ready)
         return self
@@ -612,13 +612,15 @@ def markdown(s: dict) -> str:
               f"| DataPlane.add_rules_bulk() | {ld['bulk_s']} |",
               "", "| rules | restart noticed, s | re-converged, s | installs/s |", "| ---: | ---: | ---: | ---: |"]
     for r in rc["runs"]:
-        lines.append(f"| {r['rules']:,} | {r['restart_noticed_s']} | {r['reconverged_s']} | {r['installs_per_second']:,} |")
+        lines.append(f"| {r['rules']:,} | {r['restart_noticed_s']} | {r['reconverged_s']} "
+                     f"| {r['installs_per_second']:,} |")
     k = mem["mauthserver_kib"]
     lines += ["", "| process | VmRSS | VmHWM |", "| --- | ---: | ---: |",
               f"| mauthserver, empty | {mib(k['idle']['VmRSS'])} | {mib(k['idle']['VmHWM'])} |",
               f"| mauthserver, {mem['sessions_announced']:,} sessions announced ({mem['sessions_held']:,} held) "
               f"| {mib(k['sessions_only']['VmRSS'])} | {mib(k['sessions_only']['VmHWM'])} |",
-              f"| mauthserver, the same and {mem['rules']:,} rules (restarted) | {mib(k['rules_and_sessions']['VmRSS'])} "
+              f"| mauthserver, the same and {mem['rules']:,} rules (restarted) "
+              f"| {mib(k['rules_and_sessions']['VmRSS'])} "
               f"| {mib(k['rules_and_sessions']['VmHWM'])} |"]
     mi = ld["musersd_memory_kib"]
     lines.append(f"| musersd, empty | {mib(mi['idle']['VmRSS'])} | {mib(mi['idle']['VmHWM'])} |")

@@ -85,9 +85,9 @@ from pathlib import Path
 
 from lab.netns import LabError, inside, sh
 from lab.topology import Lab
+from mauthcore.rules import Rule
 from musersd import bpfobj
 from musersd.dataplane import DataPlane, interface_index
-from mauthcore.rules import Rule
 
 from . import common
 from .livegen import Flow, LiveGen
@@ -153,7 +153,7 @@ def upcall_flows(round_no: int, rules: list[Rule]) -> list[Flow]:
     return flows
 
 
-def expected_share(guard: "Guard", profile: str) -> float:
+def expected_share(guard: Guard, profile: str) -> float:
     """Fraction of the offered packets the guard's policy forwards."""
     if not guard.filters:
         return 1.0
@@ -179,7 +179,7 @@ class Router:
         self._floor: bpfobj.BPFObject | None = None
         self.extra_cpu = None  # a guard's own CPU time in ns, counted as the router's (nfqueue)
 
-    def __enter__(self) -> "Router":
+    def __enter__(self) -> Router:
         try:
             self.start()
         except BaseException:
@@ -559,8 +559,8 @@ def _first_line(cmd: list[str]) -> str:
 
 
 def all_guards() -> list[Guard]:
-    return [Unguarded(), XdpFloor(), Mauth(), MauthNoDenied(), XdpFilter(), Nft("prerouting"), Nft("ingress"), Iptables(),
-            *([Nfqueue()] if nfqueue_backend() else [])]
+    return [Unguarded(), XdpFloor(), Mauth(), MauthNoDenied(), XdpFilter(), Nft("prerouting"), Nft("ingress"),
+            Iptables(), *([Nfqueue()] if nfqueue_backend() else [])]
 
 
 # ---------------------------------------------------------------- measuring
@@ -696,7 +696,8 @@ def markdown(rows: list[dict], labels: dict[str, str], upcalls: list[dict]) -> s
         for r in (x for x in rows if x["profile"] == prof):
             ratio = r["authorized_forwarded_vs_none"]
             lines.append(
-                f"| {labels[r['guard']]} | {r['forwarded_pps'] / 1e3:,.0f} | {r['authorized_forwarded_pps'] / 1e3:,.0f} "
+                f"| {labels[r['guard']]} | {r['forwarded_pps'] / 1e3:,.0f} "
+                f"| {r['authorized_forwarded_pps'] / 1e3:,.0f} "
                 f"| {r['dropped_pps'] / 1e3:,.0f} | {r['missed_pps'] / 1e3:,.0f} | {r['cpu_ms_per_mpkt']:,.0f} "
                 f"| {r['cpu_per_mpkt_vs_none']:.2f} | {'-' if ratio is None else f'{ratio:.2f}'} "
                 f"| {r['router_cpu_busy'] * 100:.0f} % |")

@@ -259,7 +259,8 @@ def measure_start(tree: Tree, workdir: Path) -> dict:
                 tail = (workdir / f"musersd-{tree.name}.log").read_text()[-800:]
                 raise SystemExit(f"musersd of the {tree.name} tree exited with {proc.returncode}: {tail}")
             if time.perf_counter() - t0 > netns.patience(START_TIMEOUT_S):
-                raise SystemExit(f"musersd of the {tree.name} tree did not answer within {netns.patience(START_TIMEOUT_S):g} s")
+                raise SystemExit(f"musersd of the {tree.name} tree did not answer "
+                                 f"within {netns.patience(START_TIMEOUT_S):g} s")
             time.sleep(POLL_S)
         rss_mb = _mb(_vmhwm_kib(proc.pid))  # nsenter execs musersd: the same pid
         proc.send_signal(signal.SIGTERM)

@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import common
 
@@ -104,12 +104,12 @@ def render(md: str, data: dict) -> tuple[str, list[str]]:
     blocks["machine"] = machine_block(data)
     missing = []
     for name, text in blocks.items():
-        pattern = re.compile(rf"(<!-- generated: {re.escape(name)} -->\n).*?(\n<!-- end generated: {re.escape(name)} -->)",
-                             re.S)
+        pattern = re.compile(rf"(<!-- generated: {re.escape(name)} -->\n).*?"
+                             rf"(\n<!-- end generated: {re.escape(name)} -->)", re.S)
         if not pattern.search(md):
             missing.append(name)
             continue
-        md = pattern.sub(lambda m: m.group(1) + text + m.group(2), md)
+        md = pattern.sub(lambda m, text=text: m.group(1) + text + m.group(2), md)
     return md, missing
 
 

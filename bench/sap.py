@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         row = {"kind": kind, "per_second": round(med), "per_second_iqr": [round(q1), round(q3)],
                "us_per_packet": round(1e6 / med, 1)}
         if kind == "new":
-            row["plain_per_second"] = round(common.quartiles([_rate(n // 2, d["plain_s"]) for _, d in samples[kind]])[1])
+            row["plain_per_second"] = round(
+                common.quartiles([_rate(n // 2, d["plain_s"]) for _, d in samples[kind]])[1])
             row["compressed_per_second"] = round(
                 common.quartiles([_rate(n - n // 2, d["compressed_s"]) for _, d in samples[kind]])[1])
         results.append(row)

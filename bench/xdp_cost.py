@@ -60,9 +60,9 @@ import struct
 import sys
 import time
 
+from mauthcore.rules import Rule, RuleKey
 from musersd import bpfsys
 from musersd.dataplane import DataPlane
-from mauthcore.rules import Rule, RuleKey
 
 from . import common
 
@@ -229,7 +229,7 @@ def measure(floor_fd: int, dp: DataPlane, n: int, rounds: int, repeat: int, kind
             frames_fn=frames_for) -> dict[str, dict]:
     by_payload = [{k: v for k, v in frames_fn(n, p).items() if k in kinds} for p in PAYLOADS]
     samples: dict[str, list] = {k: [] for k in kinds}
-    for kind, (frame, _, _) in by_payload[0].items():  # an untimed round warms programs, maps, caches
+    for frame, _, _ in by_payload[0].values():  # an untimed round warms programs, maps, caches
         timed_run(floor_fd, frame, repeat)
         timed_run(dp.prog_fd, frame, repeat)
     order = list(kinds)

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from mauthclient.api import ApiClient, ApiError, Unreachable
-from mauthcore.protocol.client import MAX_CALL_SPAN, RetryPolicy
 from mauthcore.constants import API_PORT, ROUTER_PORT
+from mauthcore.protocol.client import MAX_CALL_SPAN, RetryPolicy
 from mauthcore.protocol.errors import LocalProtocolError
 from mauthcore.protocol.keys import load_keys
 from mauthcore.protocol.udp import RouterClient
@@ -206,7 +206,7 @@ class Mauthserver(Daemon):
             cmd += ["--router", f"{name}={addr}"]
         return cmd + self.extra
 
-    def start(self, timeout: float = 30.0) -> "Mauthserver":
+    def start(self, timeout: float = 30.0) -> Mauthserver:
         return super().start(timeout)
 
     def api(self) -> ApiClient:

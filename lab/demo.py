@@ -397,7 +397,7 @@ class Traffic:
         self.threads = [threading.Thread(target=self._send, daemon=True, name="senders"),
                         threading.Thread(target=self._receive, daemon=True, name="receiver")]
 
-    def __enter__(self) -> "Traffic":
+    def __enter__(self) -> Traffic:
         for t in self.threads:
             t.start()
         return self

@@ -30,7 +30,7 @@ class LossyRelay:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "LossyRelay":
+    def start(self) -> LossyRelay:
         self._thread.start()
         return self
 

@@ -162,7 +162,7 @@ class Lab:
                 return h
         raise LabError(f"no sender host has address {source}")
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         try:
             self.start()
         except BaseException:

@@ -8,8 +8,8 @@ the host kernel lacks them, Debian's stock kernel (package linux-image-amd64,
 the kernel real Debian 12 routers run) is booted under QEMU with virtme-ng,
 which exports the host's root filesystem to the guest over 9p: the checkout,
 the .venv, the filter's compiled object, libbpf and smcroute are seen at the
-same paths with no image to build or keep in sync. 9p rather than virtiofs because virtiofsd is not in Debian 12 and 9p is
-built into QEMU; rather than a hand-made initramfs because virtme-ng already
+same paths with no image to build or keep in sync. 9p rather than virtiofs because virtiofsd is not in
+Debian 12 and 9p is built into QEMU; rather than a hand-made initramfs because virtme-ng already
 loads the 9p modules, mounts /proc, /sys, /dev, /run and brings the guest up in
 about 15 s of emulated time.
 
@@ -116,7 +116,8 @@ def find_guest_kernel(release: str | None = None) -> GuestKernel:
         cfg = _kernel_config(rel)
         if not (re.search(r"^CONFIG_IP_MROUTE=y", cfg, re.M) and re.search(r"^CONFIG_IPV6_MROUTE=y", cfg, re.M)):
             continue
-        if not Path(f"/lib/modules/{rel}/modules.dep").exists() or not Path(f"/lib/modules/{rel}/build/Makefile").exists():
+        modules = Path(f"/lib/modules/{rel}")
+        if not (modules / "modules.dep").exists() or not (modules / "build" / "Makefile").exists():
             continue
         found.append(rel)
     if not found:

@@ -21,8 +21,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import AsyncIterator, Iterator
-
+from collections.abc import AsyncIterator, Iterator
 
 DEFAULT_SERVER = "http://127.0.0.1:7580"
 DEFAULT_TOKEN_FILE = "/etc/mauth/api.token"

@@ -72,7 +72,7 @@ class Rate:
     packets: float | None = None
     octets: float | None = None
 
-    def add(self, other: "Rate") -> "Rate":
+    def add(self, other: Rate) -> Rate:
         if other.packets is None:
             return self
         return Rate((self.packets or 0.0) + other.packets, (self.octets or 0.0) + (other.octets or 0.0))
@@ -379,14 +379,16 @@ class Board:
         name = self.sessions.get(session, {}).get("name") if session else None
         origin = f"session {name or session}" if session else "added by hand"
         expires = " (expires with the session)" if r.get("expire_with_session") else ""
-        return f"{key[0]} -> {key[1]} max TTL {r.get('max_ttl')}; {where}; {origin}{expires}; by {r.get('actor') or '?'}"
+        return (f"{key[0]} -> {key[1]} max TTL {r.get('max_ttl')}; {where}; {origin}{expires}; "
+                f"by {r.get('actor') or '?'}")
 
     def denied_detail(self, dkey: tuple[str, str, str]) -> str:
         d = self.denied.get(dkey)
         if d is None:
             return ""
         why = ("no rule for this (source, group)" if d.reason == "unauthorized" else
-               f"TTL {d.last_ttl} above the rule's max TTL {self.rules.get((d.source, d.group), {}).get('max_ttl', '?')}"
+               f"TTL {d.last_ttl} above the rule's max TTL "
+               f"{self.rules.get((d.source, d.group), {}).get('max_ttl', '?')}"
                if d.reason == "ttl" else d.reason)
         return (f"{d.source} -> {d.group} dropped: {why}; {d.packets} packets, {d.octets} bytes so far"
                 f" on {', '.join(sorted(d.routers))}")

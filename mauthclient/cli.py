@@ -29,12 +29,12 @@ import click
 
 from mauthclient import api as mapi
 from mauthclient import config as mconfig
-from mauthcore.rulefile import ConfigError, load_rules
 from mauthcore.constants import ROUTER_PORT
 from mauthcore.hostport import HostPortError, parse_hostport
 from mauthcore.protocol.errors import LocalProtocolError, ProtocolError, RouterError, Timeout
 from mauthcore.protocol.keys import KeyFileError, format_key_line, generate_secret, load_keys
 from mauthcore.protocol.udp import RouterClient
+from mauthcore.rulefile import ConfigError, load_rules
 from mauthcore.rules import Rule, RuleError, RuleKey
 from mauthcore.secretfile import SecretFileError, load_token
 
@@ -345,7 +345,8 @@ def del_sender(ctx, source, group):
           lambda: click.echo(f"removed: {key}"))
 
 
-@main.command("list", epilog=examples("mauthctl list", "mauthctl list --json | jq '.[] | select(.state != \"applied\")'",
+@main.command("list", epilog=examples("mauthctl list",
+                                      "mauthctl list --json | jq '.[] | select(.state != \"applied\")'",
                                       "mauthctl --router 192.0.2.1 --key-file router.key list"))
 @json_option
 @click.pass_context
@@ -368,7 +369,8 @@ def list_rules(ctx):
          for e in entries]))
 
 
-@main.command("denied", epilog=examples("mauthctl denied", "mauthctl --router 192.0.2.1 --key-file router.key denied --json"))
+@main.command("denied", epilog=examples("mauthctl denied",
+                                        "mauthctl --router 192.0.2.1 --key-file router.key denied --json"))
 @json_option
 @click.pass_context
 def denied(ctx):
@@ -404,7 +406,8 @@ def denied(ctx):
         [[d.source, d.group, d.reason, d.packets, d.octets, d.last_ttl, _when(d.last_seen)] for d in entries]))
 
 
-@main.command("stats", epilog=examples("mauthctl stats", "mauthctl --router 192.0.2.1 --key-file router.key stats --json"))
+@main.command("stats", epilog=examples("mauthctl stats",
+                                        "mauthctl --router 192.0.2.1 --key-file router.key stats --json"))
 @json_option
 @click.pass_context
 def stats(ctx):
@@ -460,7 +463,8 @@ def mode(ctx, mode):
     _emit(ctx, {"mode": str(now)}, lambda: click.echo(str(now)))
 
 
-@main.command("flush", epilog=examples("mauthctl flush", "mauthctl --router 192.0.2.1 --key-file router.key flush --yes"))
+@main.command("flush", epilog=examples("mauthctl flush",
+                                        "mauthctl --router 192.0.2.1 --key-file router.key flush --yes"))
 @json_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
@@ -722,7 +726,8 @@ def config(ctx, example):
         data["settings"][key] = {"value": value, "from": names.get(source.name if source else "", "default")}
 
     def human():
-        click.echo(f"configuration file: {path or 'none (looked for $MAUTHCTL_CONFIG, ' + str(mconfig.user_file()) + ', ' + mconfig.SYSTEM_FILE + ')'}")
+        looked = f"none (looked for $MAUTHCTL_CONFIG, {mconfig.user_file()}, {mconfig.SYSTEM_FILE})"
+        click.echo(f"configuration file: {path or looked}")
         _table(["SETTING", "VALUE", "FROM"],
                [[k, "-" if v["value"] is None else v["value"], v["from"]] for k, v in data["settings"].items()])
 

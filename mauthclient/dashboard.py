@@ -30,8 +30,8 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.css.query import NoMatches
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Label, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
@@ -317,7 +317,7 @@ class Dashboard(App[int]):
                 await asyncio.wait_for(self._traffic_soon.wait(), self.traffic_interval)
                 # Soon, not at once: let the fan-out reach the routers, and never more than once a second.
                 await asyncio.sleep(max(0.3, MIN_READ_GAP - (time.monotonic() - last)))
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 pass
 
     # -- rendering -------------------------------------------------------------------

@@ -52,6 +52,10 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the annotations only (Python 3.13 has it in typing)
+    from typing_extensions import TypeIs
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -94,8 +98,9 @@ def parse_address(text: str | IPAddress, what: str) -> IPAddress:
 def _check_no_zone(value: Endpoint, what: str) -> None:
     """A zone index (fe80::1%eth0) names an interface, which no rule on a router's filter can mean."""
     address = value.network_address if _is_prefix(value) else value
-    if getattr(address, "scope_id", None):
-        raise RuleError(f"{what} {value} has a zone index (%{address.scope_id}); a rule names an address"
+    zone = getattr(address, "scope_id", None)
+    if zone:
+        raise RuleError(f"{what} {value} has a zone index (%{zone}); a rule names an address"
                         " without one")
 
 
@@ -128,7 +133,10 @@ def parse_endpoint(text: str | Endpoint, what: str) -> Endpoint:
     return net
 
 
-def _is_prefix(value: Endpoint) -> bool:
+_V6 = (ipaddress.IPv6Address, ipaddress.IPv6Network)  # an Endpoint of version 6
+
+
+def _is_prefix(value: Endpoint) -> TypeIs[IPNetwork]:
     return isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network))
 
 
@@ -139,7 +147,7 @@ def v6_scope(address: ipaddress.IPv6Address) -> int:
 
 def check_group(group: Endpoint) -> None:
     """Raise RuleError unless `group` is a multicast group (or range of groups) the filter guards."""
-    if group.version == 6:
+    if isinstance(group, _V6):
         _check_group_v6(group)
         return
     if _is_prefix(group):
@@ -159,7 +167,7 @@ def check_group(group: Endpoint) -> None:
         )
 
 
-def _check_group_v6(group: Endpoint) -> None:
+def _check_group_v6(group: ipaddress.IPv6Address | ipaddress.IPv6Network) -> None:
     if _is_prefix(group):
         if group.prefixlen == 0:
             raise RuleError("group prefix /0 is not a multicast range; the widest is ff00::/8 (every group)")
@@ -178,7 +186,7 @@ def _check_group_v6(group: Endpoint) -> None:
 
 def check_source(source: Endpoint) -> None:
     """Raise RuleError unless `source` could be the address of a sending host (or a subnet of them)."""
-    if source.version == 6:
+    if isinstance(source, _V6):
         _check_source_v6(source)
         return
     if _is_prefix(source):
@@ -193,7 +201,7 @@ def check_source(source: Endpoint) -> None:
         raise RuleError(f"source {source} cannot be the address of a sender")
 
 
-def _check_source_v6(source: Endpoint) -> None:
+def _check_source_v6(source: ipaddress.IPv6Address | ipaddress.IPv6Network) -> None:
     if _is_prefix(source):
         if source.prefixlen == 0:
             raise RuleError("source prefix /0 would authorize every host; give the sending subnets instead")
@@ -281,7 +289,7 @@ class RuleKey:
     group: Endpoint
 
     @classmethod
-    def make(cls, source: str | Endpoint, group: str | Endpoint) -> "RuleKey":
+    def make(cls, source: str | Endpoint, group: str | Endpoint) -> RuleKey:
         src = parse_endpoint(source, "source")
         grp = parse_endpoint(group, "group")
         check_group(grp)
@@ -341,7 +349,7 @@ class RuleKey:
         return {"source": str(self.source), "group": str(self.group)}
 
     @classmethod
-    def from_json(cls, obj: object) -> "RuleKey":
+    def from_json(cls, obj: object) -> RuleKey:
         """The key `as_json()` wrote (validated as `make()` does); RuleError naming what is missing or wrong."""
         source, group = _json_fields(obj, ("source", "group"), "a rule key")
         return cls.make(_json_text(source, "source"), _json_text(group, "group"))
@@ -391,7 +399,7 @@ class Rule:
 
     @classmethod
     def make(cls, source: str | Endpoint, group: str | Endpoint, max_ttl: object, *,
-             pps: object = 0, bps: object = 0) -> "Rule":
+             pps: object = 0, bps: object = 0) -> Rule:
         key = RuleKey.make(source, group)
         return cls(key, check_ttl(max_ttl), check_rate(pps, "pps", MAX_PPS), check_rate(bps, "bps", MAX_BPS))
 
@@ -421,7 +429,7 @@ class Rule:
         return out
 
     @classmethod
-    def from_json(cls, obj: object) -> "Rule":
+    def from_json(cls, obj: object) -> Rule:
         """The rule `as_json()` wrote, validated as `make()` does ("pps" and "bps" default to 0)."""
         source, group, max_ttl = _json_fields(obj, ("source", "group", "max_ttl"), "a rule")
         assert isinstance(obj, dict)

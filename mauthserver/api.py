@@ -34,14 +34,13 @@ import json
 import logging
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
-from mauthcore.protocol.model import Mode
-
 from mauthcore.protocol import v2
 from mauthcore.protocol.errors import RouterUnreachable
+from mauthcore.protocol.model import Mode
 
 from . import core
 from .fanout import RouterLink
@@ -344,7 +343,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         while True:
             try:
                 event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 await resp.write(b": keepalive\n\n")
                 continue
             if event is None:

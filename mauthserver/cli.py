@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from mauthcore.constants import SAP_PORT
 from sap.directory import DEFAULT_MAX_SESSIONS
 
 from .config import (
@@ -30,8 +31,6 @@ from .config import (
     parse_hostport,
     parse_routers,
 )
-from mauthcore.constants import SAP_PORT
-
 from .sapl import DEFAULT_SAP_GROUPS, parse_groups
 
 EPILOG = f"""\b

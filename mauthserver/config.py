@@ -14,13 +14,12 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from mauthcore.constants import API_PORT, MEDIATOR_PORT, ROUTER_PORT, SAP_PORT
 from mauthcore.hostport import HostPortError
 from mauthcore.hostport import parse_hostport as _parse_hostport
 from mauthcore.protocol.keys import KeyFileError, KeyRing, load_keys
-from mauthcore.constants import API_PORT, MEDIATOR_PORT, ROUTER_PORT, SAP_PORT
 from mauthcore.secretfile import SecretFileError
 from mauthcore.secretfile import load_token as _load_token
-
 from sap.directory import DEFAULT_MAX_SESSIONS
 
 from .sapl import DEFAULT_SAP_GROUPS, parse_groups

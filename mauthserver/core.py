@@ -41,8 +41,9 @@ open a new session on the router at every probe.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Mapping, Union
+from typing import Any
 
 from mauthcore.protocol.model import Counters, Mode, RuleEntry
 from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_source, check_ttl
@@ -67,7 +68,7 @@ class DesiredRule:
     def key(self) -> RuleKey:
         return self.rule.key
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             **self.rule.as_json(),
             "session": self.session_id,
@@ -107,7 +108,7 @@ class Delete:
     kind = "removed"
 
 
-Change = Union[Put, Delete]
+Change = Put | Delete
 
 
 class Refused(Exception):
@@ -240,7 +241,7 @@ class SessionView:
     flows: tuple[FlowView, ...]
 
     @classmethod
-    def of(cls, session) -> "SessionView":  # a sap.directory.Session
+    def of(cls, session: Any) -> SessionView:  # a sap.directory.Session
         desc = session.description
         declared = desc.senders
         excluded = desc.excluded
@@ -272,7 +273,7 @@ class SessionView:
 class AuthorizePlan:
     changes: list[Change]
     rules: list[DesiredRule]  # every rule the session now has (new, changed or already there)
-    skipped: list[dict]  # {"group", "source"?, "reason"}: flows that gave no rule
+    skipped: list[dict[str, str]]  # {"group", "source"?, "reason"}: flows that gave no rule
 
 
 def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView, *,
@@ -310,7 +311,7 @@ def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView,
             suggestions=session.suggestions(), session=session.id)
 
     wanted: dict[RuleKey, Rule] = {}
-    skipped: list[dict] = []
+    skipped: list[dict[str, str]] = []
     for flow in session.flows:
         group = str(flow.group)
         if given:
@@ -354,21 +355,21 @@ def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView,
     result: list[DesiredRule] = []
     conflicts = []
     for key, rule in sorted(wanted.items()):
-        old = desired.get(key)
-        if old is not None and old.rule.max_ttl == rule.max_ttl:
-            if expire_with_session and old.session_id == session.id and not old.expire_with_session:
-                new = replace(old, expire_with_session=True, updated=now, actor=actor)
-                changes.append(Put(new, old))
+        held = desired.get(key)
+        if held is not None and held.rule.max_ttl == rule.max_ttl:
+            if expire_with_session and held.session_id == session.id and not held.expire_with_session:
+                new = replace(held, expire_with_session=True, updated=now, actor=actor)
+                changes.append(Put(new, held))
                 result.append(new)
             else:
-                result.append(old)  # already there: keep its provenance
+                result.append(held)  # already there: keep its provenance
             continue
-        if old is not None and not replace_existing:
-            conflicts.append(f"{key} has max TTL {old.rule.max_ttl}, the session asks for {rule.max_ttl}")
+        if held is not None and not replace_existing:
+            conflicts.append(f"{key} has max TTL {held.rule.max_ttl}, the session asks for {rule.max_ttl}")
             continue
-        new = DesiredRule(rule, session.id, expire_with_session, created=old.created if old else now,
+        new = DesiredRule(rule, session.id, expire_with_session, created=held.created if held else now,
                           updated=now, actor=actor)
-        changes.append(Put(new, old))
+        changes.append(Put(new, held))
         result.append(new)
     if conflicts:
         raise Conflict("rules already exist with another max TTL (" + "; ".join(conflicts)
@@ -395,7 +396,7 @@ class Uninstall:
     key: RuleKey
 
 
-Op = Union[Install, Uninstall]
+Op = Install | Uninstall
 
 
 @dataclass(frozen=True)
@@ -423,7 +424,7 @@ class Wait:
     until: float
 
 
-Action = Union[Probe, ReadRules, SetMode, Apply, Wait]
+Action = Probe | ReadRules | SetMode | Apply | Wait
 
 UNKNOWN, UP, DOWN, CONVERGING = "unknown", "up", "down", "converging"
 
@@ -437,7 +438,7 @@ class Timers:
 
     def backoff(self, failures: int, jitter: float) -> float:
         """Delay after the `failures`-th consecutive failure; `jitter` in [0, 1) spreads routers apart."""
-        delay = min(self.retry_max, self.retry_base * 2 ** max(0, failures - 1))
+        delay = min(self.retry_max, self.retry_base * 2.0 ** max(0, failures - 1))
         return delay * (0.75 + 0.5 * jitter)
 
 
@@ -468,7 +469,8 @@ class RouterCore:
         self.applied: dict[RuleKey, tuple[int, int, int]] = dict(applied or {})
         self.traffic: dict[RuleKey, RuleEntry] = {}  # from the last LIST
         self.filter: Counters | None = None  # the router's filter counters, as last read
-        self.refused: dict[RuleKey, tuple[tuple | None, str]] = {}  # key -> (desired terms, why), not retried
+        # key -> (desired terms, why), not retried
+        self.refused: dict[RuleKey, tuple[tuple[int, int, int] | None, str]] = {}
         self.dirty: dict[RuleKey, None] = {}  # keys that may differ; an ordered set
         self.counters: dict[str, int] = dict.fromkeys(
             ("probes", "hellos", "lists", "installs", "removals", "refused", "failures", "restarts_seen",
@@ -518,7 +520,7 @@ class RouterCore:
         100,000 installs does not walk every key still to do (which made re-convergence quadratic)."""
         return next(self._pending_keys(desired), None) is not None
 
-    def _pending_keys(self, desired: Mapping[RuleKey, DesiredRule]):
+    def _pending_keys(self, desired: Mapping[RuleKey, DesiredRule]) -> Iterator[RuleKey]:
         for key in self.dirty:
             want = desired.get(key)
             want_terms = want.rule.terms if want is not None else None
@@ -529,9 +531,9 @@ class RouterCore:
                 continue
             yield key
 
-    def rule_state(self, key: RuleKey, want_terms: tuple[int, int, int]) -> dict:
+    def rule_state(self, key: RuleKey, want_terms: tuple[int, int, int]) -> dict[str, Any]:
         """This router's side of one desired rule (its Rule.terms), for listings."""
-        out: dict = {}
+        out: dict[str, Any] = {}
         if self.applied.get(key) == want_terms:
             out["state"] = "applied"
             if not self.verified:
@@ -664,7 +666,7 @@ class RouterCore:
         return self.status
 
     def to_dict(self, desired: Mapping[RuleKey, DesiredRule], mode: Mode | None, now: float,
-                wall: Callable[[float], float]) -> dict:
+                wall: Callable[[float], float]) -> dict[str, Any]:
         return {
             "name": self.name,
             "address": f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}",

@@ -41,17 +41,15 @@ from aiohttp import web
 
 from mauthcore.protocol.client import RetryPolicy
 from mauthcore.protocol.errors import LocalProtocolError
+from mauthcore.protocol.server import legacy_checker
 from sap.directory import DEFAULT_MAX_BYTES, DEFAULT_MAX_SESSIONS, Directory
 
-from . import api
+from . import api, metrics
 from .config import ConfigError, Options, load_key_file, load_token
-from . import metrics
 from .core import RouterCore, Timers
 from .denied import DeniedWatch
 from .events import EventBus
 from .fanout import FanOut
-from mauthcore.protocol.server import legacy_checker
-
 from .fleet_backend import FleetServer
 from .sapl import SapListener
 from .service import Mediator
@@ -296,7 +294,7 @@ class Daemon:
             delay = min(max(0.01, until - time.time()), HOUSEKEEPING)
             try:
                 await asyncio.wait_for(self._sap_heard.wait(), delay)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 pass
 
     # -- stop ---------------------------------------------------------------------

@@ -40,8 +40,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from mauthcore.protocol.errors import RouterUnreachable
 from mauthcore.protocol.model import DeniedEntry

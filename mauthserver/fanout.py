@@ -31,13 +31,13 @@ import asyncio
 import logging
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from mauthcore.protocol import v2
-from mauthcore.protocol.client import Call, ClientCore, RetryPolicy
+from mauthcore.protocol.client import Call, ClientCore, HelloInfo, RetryPolicy
 from mauthcore.protocol.errors import ReplyCode, RouterUnreachable, Timeout
 from mauthcore.protocol.keys import KeyRing
-from mauthcore.protocol.model import DeniedEntry, Mode, RuleEntry
+from mauthcore.protocol.model import Counters, DeniedEntry, Mode, RuleEntry
 from mauthcore.rules import RuleKey
 
 from .core import (
@@ -46,9 +46,8 @@ from .core import (
     UP,
     Apply,
     Install,
-
-    ReadRules,
     Probe,
+    ReadRules,
     RouterCore,
     SetMode,
     Uninstall,
@@ -136,7 +135,9 @@ class RouterLink:
         call: Call = self.client.call(body)
         transport.sendto(call.start(self.clock()))
         while True:
-            wait = call.next_deadline - self.clock()
+            deadline = call.next_deadline
+            assert deadline is not None  # a call has one until it returns
+            wait = deadline - self.clock()
             if wait <= 0:
                 try:
                     datagram = call.on_timeout(self.clock())
@@ -149,7 +150,7 @@ class RouterLink:
                 continue
             try:
                 data = await asyncio.wait_for(endpoint.queue.get(), wait)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 continue
             out = call.on_datagram(data, self.clock())
             if isinstance(out, (bytes, bytearray)):
@@ -165,12 +166,13 @@ class RouterLink:
     async def list_denied(self) -> list[DeniedEntry]:
         return await self._pages(v2.ListDenied)
 
-    async def _pages(self, request_type) -> list:
+    async def _pages(self, request_type: type[v2.ListRules] | type[v2.ListDenied]) -> list:
         """Every entry of a paged listing; a router that repeats a cursor is answering nonsense."""
         entries: list = []
         cursor, seen = b"", set()
         while True:
             page = (await self.call(request_type(0, cursor))).body
+            assert isinstance(page, (v2.RulesPage, v2.DeniedPage))  # v2 decodes an OK reply by its command
             entries.extend(page.entries)
             if not page.cursor:
                 return entries
@@ -193,7 +195,7 @@ class RouterTask:
         self.clock = clock
         self.wall = wall
         self.wakeup = asyncio.Event()
-        self._hello_seen = None  # the HelloInfo object last fed to the core
+        self._hello_seen: HelloInfo | None = None  # the HelloInfo object last fed to the core
         self._put: dict[RuleKey, tuple[int, int, int]] = {}
         self._del: set[RuleKey] = set()
         self._all: dict[RuleKey, tuple[int, int, int]] | None = None
@@ -222,7 +224,7 @@ class RouterTask:
                     delay = max(0.0, action.until - self.clock())
                     try:
                         await asyncio.wait_for(self.wakeup.wait(), delay)
-                    except (asyncio.TimeoutError, TimeoutError):
+                    except TimeoutError:
                         pass
                     continue
                 try:
@@ -249,6 +251,7 @@ class RouterTask:
         core = self.core
         if isinstance(action, Probe):
             counters = (await self.link.call(v2.GetCounters())).body
+            assert isinstance(counters, Counters)  # v2 decodes an OK reply by its command
             self._feed_hello()
             for note in core.on_probe(counters, self.clock()):
                 log.warning("router=%s %s", core.name, note)
@@ -273,6 +276,7 @@ class RouterTask:
                     "router=%s verified: it holds %d rules, %d to change", core.name, len(entries), pending)
         elif isinstance(action, SetMode):
             reply = await self.link.call(v2.ModeRequest(action.mode))
+            assert isinstance(reply.body, v2.ModeReply)  # v2 decodes an OK reply by its command
             self._feed_hello()
             core.on_mode(reply.body.mode, self.clock())
             self._row_dirty = True

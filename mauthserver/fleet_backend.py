@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from mauthcore.protocol import v1 as v1_codec
 from mauthcore.protocol.errors import BackendUnsupported, Exists, NotFound

@@ -19,7 +19,7 @@ only walks in-memory state (no SQL, no router I/O).
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector

@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import socket
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from mauthcore.constants import SAP_GROUP_LINK_LOCAL, SAP_GROUPS, SAP_PORT
 
@@ -68,7 +68,7 @@ def _iface_flags(sock: socket.socket, name: str) -> int:
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, listener: "SapListener") -> None:
+    def __init__(self, listener: SapListener) -> None:
         self.listener = listener
 
     def datagram_received(self, data: bytes, addr) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from mauthcore.protocol.model import Mode
 from sap.directory import Directory, RemovalReason, SessionAdded, SessionChanged, SessionRemoved

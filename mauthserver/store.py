@@ -44,10 +44,11 @@ import os
 import secrets
 import sqlite3
 import stat
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Any
 
 from mauthcore.protocol.model import Mode
 from mauthcore.rules import Rule, RuleError, RuleKey
@@ -171,10 +172,11 @@ class Tx:
         self.db = db
         self.now = now
 
-    def audit(self, actor: str, action: str, detail: Mapping) -> int:
+    def audit(self, actor: str, action: str, detail: Mapping[str, Any]) -> int:
         cur = self.db.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
                               (self.now, actor, action, json.dumps(detail, sort_keys=True)))
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None  # set by every INSERT
+        return cur.lastrowid
 
     def apply(self, changes: Iterable[Change]) -> None:
         for change in changes:
@@ -218,7 +220,7 @@ class Tx:
 class Store:
     """The mediator's SQLite database (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike, db: sqlite3.Connection, lock_fd: int) -> None:
+    def __init__(self, path: str | os.PathLike[str], db: sqlite3.Connection, lock_fd: int) -> None:
         self.path = Path(path)
         self.db = db
         self._lock_fd = lock_fd
@@ -227,7 +229,7 @@ class Store:
     # -- opening ------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, now: float) -> "Store":
+    def open(cls, path: str | os.PathLike[str], *, now: float) -> Store:
         """Open (or create) the database at `path`; raise StoreError if it cannot be used."""
         path = Path(path)
         if not path.parent.is_dir():
@@ -369,7 +371,8 @@ class Store:
         self.db.execute("COMMIT")
         self.commits += 1
 
-    def commit(self, changes: list[Change], *, actor: str, action: str, detail: Mapping, now: float) -> int:
+    def commit(self, changes: list[Change], *, actor: str, action: str, detail: Mapping[str, Any],
+               now: float) -> int:
         """Apply `changes` to the desired rules with their audit row; return the audit id."""
         with self.transaction(now) as tx:
             tx.apply(changes)
@@ -485,9 +488,9 @@ class Store:
 
     # -- audit -------------------------------------------------------------------
 
-    def audit_log(self, *, limit: int = 100, before: int | None = None) -> list[dict]:
+    def audit_log(self, *, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
         query = "SELECT id, at, actor, action, detail FROM audit"
-        args: tuple = ()
+        args: tuple[int, ...] = ()
         if before is not None:
             query += " WHERE id < ?"
             args = (before,)

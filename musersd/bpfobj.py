@@ -30,7 +30,8 @@ import os
 import threading
 from pathlib import Path
 
-from .bpfsys import BPFSysError, lib as _syslib
+from .bpfsys import BPFSysError
+from .bpfsys import lib as _syslib
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class BPFObject:
             _lib().bpf_object__close(self._obj)
             self._obj = None
 
-    def __enter__(self) -> "BPFObject":
+    def __enter__(self) -> BPFObject:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,12 +11,17 @@ import sys
 
 import click
 
-from .defaults import (DEFAULT_DENIED_SERIES, DEFAULT_QUEUE_NUM, DEFAULT_RULE_SERIES, DEFAULT_STATE_DIR, MetricsError,
-                       parse_metrics_address)
 from mauthcore.constants import ROUTER_PORT
 
-from .daemon import (DEFAULT_LEGACY_ALLOW, Musersd, Options, StartupError, parse_listen,
-                     parse_sap_groups)
+from .daemon import DEFAULT_LEGACY_ALLOW, Musersd, Options, StartupError, parse_listen, parse_sap_groups
+from .defaults import (
+    DEFAULT_DENIED_SERIES,
+    DEFAULT_QUEUE_NUM,
+    DEFAULT_RULE_SERIES,
+    DEFAULT_STATE_DIR,
+    MetricsError,
+    parse_metrics_address,
+)
 
 EPILOG = f"""\b
 Examples:

@@ -42,16 +42,17 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mauthcore.rulefile import ConfigError, RuleFile, load_rules
-from .dataplane import DataPlane, DataPlaneError, sap_group_list
-from .kernel import multicast_routing
-from .dataplane_backend import DataPlaneBackend
-from mauthcore.protocol.keys import KeyFileError, load_keys
-from mauthcore.hostport import HostPortError, parse_hostport
-from .defaults import DEFAULT_DENIED_SERIES, DEFAULT_QUEUE_NUM, DEFAULT_RULE_SERIES, DEFAULT_STATE_DIR, MetricsError
-from .maps import SAP_GROUPS
 from mauthcore.constants import ROUTER_PORT
+from mauthcore.hostport import HostPortError, parse_hostport
+from mauthcore.protocol.keys import KeyFileError, load_keys
 from mauthcore.protocol.server import ServerCore, legacy_checker
+from mauthcore.rulefile import ConfigError, RuleFile, load_rules
+
+from .dataplane import DataPlane, DataPlaneError, sap_group_list
+from .dataplane_backend import DataPlaneBackend
+from .defaults import DEFAULT_DENIED_SERIES, DEFAULT_QUEUE_NUM, DEFAULT_RULE_SERIES, DEFAULT_STATE_DIR, MetricsError
+from .kernel import multicast_routing
+from .maps import SAP_GROUPS
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer

@@ -14,8 +14,18 @@ from __future__ import annotations
 
 from .filter import DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, sap_group_list  # noqa: F401
 from .xdp_counters import XdpCounters
-from .xdp_loader import (ATTACH_MODES, BPF_FS_MAGIC, DEFAULT_PIN_DIR, XDP_FLAGS_DRV_MODE,  # noqa: F401
-                         XDP_FLAGS_SKB_MODE, XdpLoader, detach, interface_index, is_bpffs, xdp_status)
+from .xdp_loader import (  # noqa: F401
+    ATTACH_MODES,
+    BPF_FS_MAGIC,
+    DEFAULT_PIN_DIR,
+    XDP_FLAGS_DRV_MODE,
+    XDP_FLAGS_SKB_MODE,
+    XdpLoader,
+    detach,
+    interface_index,
+    is_bpffs,
+    xdp_status,
+)
 from .xdp_rules import XdpRules
 
 

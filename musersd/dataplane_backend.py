@@ -17,15 +17,15 @@ back. Counters are read only for the rules of the page being returned.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 import logging
+from contextlib import contextmanager
 
-from . import filter as flt
-from .filter import Filter
 from mauthcore.protocol.errors import BackendFailure, BackendUnsupported
 from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry, page_start
 from mauthcore.rules import Rule, RuleKey
 
+from . import filter as flt
+from .filter import Filter
 
 log = logging.getLogger("musersd.rules")
 

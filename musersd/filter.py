@@ -14,13 +14,15 @@ rule or a key, the SAP groups, and the difference that `apply()` makes.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, Mapping, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-from . import maps
 from mauthcore.protocol.errors import TableFull
 from mauthcore.protocol.model import DeniedEntry, Mode, RuleEntry
 from mauthcore.rules import Rule, RuleError, RuleKey
+
+from . import maps
 
 DEFAULT_MAX_RULES = 65536
 DEFAULT_MAX_DENIED = 4096
@@ -134,7 +136,8 @@ def sap_group_list(groups: Iterable[str]) -> tuple[ipaddress.IPv4Address | ipadd
         if addr.version == 4 and (not addr.is_multicast or addr in _LINK_LOCAL_GROUPS):
             raise DataPlaneError(f"SAP group {addr} is not a routable multicast group (224.0.1.0-239.255.255.255)")
         if addr.version == 6 and (not addr.is_multicast or addr.packed[1] & 0x0F <= 2):
-            raise DataPlaneError(f"SAP group {addr} is not a routable IPv6 multicast group (ff00::/8, scope 3 or wider)")
+            raise DataPlaneError(f"SAP group {addr} is not a routable IPv6 multicast group "
+                                 "(ff00::/8, scope 3 or wider)")
         if addr not in out:
             out.append(addr)
     for version in (4, 6):
@@ -159,8 +162,8 @@ class Filter(Protocol):
     max_rules: int | None
     created: bool  # True when load() or open() started from empty state
 
-    def load(self) -> "Filter": ...
-    def open(self) -> "Filter": ...
+    def load(self) -> Filter: ...
+    def open(self) -> Filter: ...
     def close(self) -> None: ...
     def attach(self, iface: str, mode: str = "auto") -> str: ...
     def detach(self, iface: str) -> bool: ...

@@ -190,7 +190,7 @@ class Rate(ctypes.Structure):
     ]
 
     @classmethod
-    def full(cls, pps: int, bps: int) -> "Rate":
+    def full(cls, pps: int, bps: int) -> Rate:
         """Buckets for these limits (0 = none), full: a new limit starts with its burst allowance."""
         pkt_burst, pkt_fill = bucket(pps, MIN_PKT_BURST)
         bit_burst, bit_fill = bucket(bps, MIN_BIT_BURST)

@@ -36,20 +36,20 @@ import ipaddress
 import logging
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import maps
 from mauthcore.protocol.metrics import protocol_metrics
 from mauthcore.protocol.model import Mode
+
+from . import maps
 
 log = logging.getLogger("musersd.metrics")
 
 from .defaults import DEFAULT_DENIED_SERIES, DEFAULT_RULE_SERIES, MetricsError, parse_metrics_address  # noqa: F401,E402
-
 
 # ---------------------------------------------------------------------------
 # musersd

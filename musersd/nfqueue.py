@@ -83,23 +83,33 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+
+from mauthcore.protocol.errors import Exists, NotFound, TableFull
+from mauthcore.protocol.model import DeniedEntry, Mode, Reason, RuleEntry, millis
+from mauthcore.rules import Rule, RuleKey
 
 from . import maps
-from .filter import (DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, as_key, as_rule, check_sizes, not_held, plan,
-                     sap_group_list)
-from mauthcore.protocol.errors import Exists, NotFound, TableFull
-from mauthcore.protocol.model import DeniedEntry, Reason, RuleEntry, millis
-from mauthcore.protocol.model import Mode
+from .filter import (
+    DEFAULT_MAX_DENIED,
+    DEFAULT_MAX_RULES,
+    DataPlaneError,
+    as_key,
+    as_rule,
+    check_sizes,
+    not_held,
+    plan,
+    sap_group_list,
+)
 from .policy import DROP, PASS, RateBuckets, Verdict, decide_ip
-from mauthcore.rules import Rule, RuleKey
 
 log = logging.getLogger(__name__)
 
 from .defaults import DEFAULT_QUEUE_NUM, DEFAULT_STATE_DIR  # noqa: E402
+
 STATE_FILE = "nfqueue.sqlite"
 STATE_FORMAT = "mauth-nfqueue-state"
 STATE_VERSION = 1
@@ -569,7 +579,7 @@ class NfqueueFilter:
 
     # ------------------------------------------------------------------ setup
 
-    def open(self) -> "NfqueueFilter":
+    def open(self) -> NfqueueFilter:
         """Open (or create) the state file and restore the rules and mode from it."""
         self.store = RuleStore(self.state_dir / STATE_FILE)
         self.created = self.store.created
@@ -588,7 +598,7 @@ class NfqueueFilter:
                  " (new)" if self.created else "")
         return self
 
-    def load(self) -> "NfqueueFilter":
+    def load(self) -> NfqueueFilter:
         """open(), then bind the queue (before any iptables rule sends packets to it)."""
         self.hooks.ipt.check()
         if self.store is None:
@@ -627,7 +637,7 @@ class NfqueueFilter:
             self.store.close()
             self.store = None
 
-    def __enter__(self) -> "NfqueueFilter":
+    def __enter__(self) -> NfqueueFilter:
         return self
 
     def __exit__(self, *exc) -> None:

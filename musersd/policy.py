@@ -34,13 +34,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Union
 
 from mauthcore.protocol.model import Mode
+from mauthcore.rules import Rule
 
 from .maps import MIN_BIT_BURST, MIN_PKT_BURST, NSEC, SAP_GROUPS, SAP_PORT, bucket
-from mauthcore.rules import Rule
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -63,9 +63,9 @@ DROP = "drop"
 # rules: (source, group) -> max TTL, or -> a Rule (which may carry rate
 # limits). Each side of a key is an address, or a network for a prefix
 # rule (one side at most, as in mauthcore.rules), both of one family.
-Side = Union[ipaddress.IPv4Address, ipaddress.IPv4Network, ipaddress.IPv6Address, ipaddress.IPv6Network]
+Side = ipaddress.IPv4Address | ipaddress.IPv4Network | ipaddress.IPv6Address | ipaddress.IPv6Network
 _Networks = (ipaddress.IPv4Network, ipaddress.IPv6Network)
-RuleMapping = Mapping[tuple[Side, Side], Union[int, Rule]]
+RuleMapping = Mapping[tuple[Side, Side], int | Rule]
 # within_rate(rule key, rule, frame length) -> whether the packet fits the rule's rate (and is charged)
 RateOracle = Callable[[tuple[Side, Side], Rule, int], bool]
 

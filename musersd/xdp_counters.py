@@ -12,8 +12,9 @@ import ctypes
 import ipaddress
 import time
 
-from . import bpfsys, maps
 from mauthcore.protocol.model import DeniedEntry, Reason, millis
+
+from . import bpfsys, maps
 from .maps import FAMILIES
 
 _DENIED_MAPS = tuple(f.denied for f in FAMILIES.values())

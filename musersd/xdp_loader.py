@@ -26,15 +26,16 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Self
+from typing import Self
+
+from mauthcore.protocol.model import Mode
+from mauthcore.rules import RuleKey
 
 from . import bpfobj, bpfsys, maps
 from .filter import DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, check_sizes, sap_group_list
-from mauthcore.protocol.model import Mode
-
 from .maps import FAMILIES
-from mauthcore.rules import RuleKey
 
 log = logging.getLogger("musersd.dataplane")
 
@@ -119,7 +120,7 @@ class XdpLoader:
         *,
         max_rules: int | None = None,
         max_denied: int | None = None,
-        sap_groups: "Iterable[str]" = maps.SAP_GROUPS,
+        sap_groups: Iterable[str] = maps.SAP_GROUPS,
         record_denied: bool = True,
     ):
         """`max_rules`/`max_denied` None: the size of the pinned maps, or the default for new ones.

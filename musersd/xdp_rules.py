@@ -22,15 +22,15 @@ import ctypes
 import errno
 import os
 import struct
-from typing import Iterable
+from collections.abc import Iterable
 
-from . import bpfsys, maps
 from mauthcore.protocol.errors import Exists, NotFound, TableFull
 from mauthcore.protocol.model import RuleEntry, millis
+from mauthcore.rules import Rule, RuleKey
 
+from . import bpfsys, maps
 from .filter import DataPlaneError, as_key, as_rule, plan
 from .maps import FAMILIES, Key4, RuleVal
-from mauthcore.rules import Rule, RuleKey
 from .xdp_counters import mono_to_unix
 
 _RULE_VAL = struct.Struct("=IBBH")  # RuleVal as bytes: slot, max_ttl, flags, pad

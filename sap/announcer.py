@@ -42,8 +42,8 @@ import ipaddress
 import random
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sap.errors import SDPDecodeError
 from sap.sap import SAP_PORT, announcement, deletion, encode, make_msg_id_hash

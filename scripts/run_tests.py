@@ -1,4 +1,4 @@
-"""`make test`: every test, in two tiers, each on a kernel that can run it.
+"""`make test`: the gates, then every test, in two tiers, each on a kernel that can run it.
 
     .venv/bin/python scripts/run_tests.py [PYTEST ARG...]
 
@@ -14,9 +14,14 @@ one pytest run for the whole tier), together with the tests marked
 `every_kernel` (the XDP case table), so that every run also proves the filter
 on that kernel's verifier. MAUTH_LAB_KERNEL=host|guest forces where.
 
+First the gates of `make check` (scripts/check.py): ruff, mypy, and the unit
+tests (tests/unit, tests/loopback where it exists) under branch coverage with
+its floor. That coverage run is the unit tests' run: the host tier then takes
+the rest of tests/ and the unit counts join the summary.
+
 Each tier prints the kernel that ran it and how long it took; the last line
-adds both up as "tests: N passed, N failed". The exit status is 0 only when
-both tiers ran tests and none failed.
+adds them up as "tests: N passed, N failed". The exit status is 0 only when
+every gate passed and both tiers ran tests and none failed.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class Tier:
     def line(self) -> str:
         shown = ", ".join(f"{self.counts.get(k, 0)} {k}" for k in OUTCOMES if self.counts.get(k) or k in
                           ("passed", "failed"))
+        if self.name == "check":  # `where` holds the gates' verdicts
+            return f"check: {self.where}; unit tests: {shown} in {self.seconds:.0f} s (exit status {self.rc})"
         return f"{self.name} tier on {self.where}: {shown} in {self.seconds:.0f} s (exit status {self.rc})"
 
     @property
@@ -90,8 +97,28 @@ def run(name: str, where: str, argv: list[str]) -> Tier:
     return Tier(name, where, rc, time.monotonic() - start, counts)
 
 
+def gates() -> Tier:
+    """The gates of `make check`, as the first tier: its counts are the coverage run's (the unit tests)."""
+    import check
+
+    say(f"check: ruff, mypy, and {' and '.join(check.unit_paths())} under branch coverage")
+    start = time.monotonic()
+    results = []
+    for gate in (check.ruff, check.mypy, check.coverage):
+        g = gate()
+        results.append(g)
+        if not g.ok:
+            sys.stdout.write(g.output.rstrip("\n")[-20000:] + "\n")
+        say(f"check: {g.name} {g.summary} ({g.seconds:.0f} s)")
+    counts = results[-1].counts
+    shown = ", ".join(f"{g.name} {'ok' if g.ok and g.summary == 'ok' else g.summary}" for g in results)
+    tier = Tier("check", shown, 0 if all(g.ok for g in results) else 1, time.monotonic() - start, counts)
+    return tier
+
+
 def main(extra: list[str]) -> int:
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "scripts"))
     from lab.vm import VMError, lab_kernel
 
     release = os.uname().release
@@ -100,7 +127,11 @@ def main(extra: list[str]) -> int:
     except VMError as exc:
         say(f"error: {exc}")
         return 2
-    tiers = [run("host", f"kernel {release} (this machine)", [*PYTEST, "-m", "not router", *extra, "tests"])]
+    tiers = [gates()]
+    # The unit tests ran under coverage in the check tier.
+    skip_unit = [f"--ignore={p}" for p in ("tests/unit", "tests/loopback") if (REPO / p).is_dir()]
+    tiers.append(run("host", f"kernel {release} (this machine)",
+                     [*PYTEST, "-m", "not router", *skip_unit, *extra, "tests"]))
     if router_where == "host":
         tiers.append(run("router", f"kernel {release} (this machine, it routes multicast)",
                          [*PYTEST, "-m", "router", *extra, "tests"]))

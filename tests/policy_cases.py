@@ -22,14 +22,22 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from scapy.layers.igmp import IGMP
 from scapy.layers.inet import IP, TCP, UDP, IPOption_Router_Alert
 from scapy.layers.inet6 import (
-    ICMPv6EchoRequest, ICMPv6MLDone, ICMPv6MLReport, ICMPv6MLReport2, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
-    IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, RouterAlert,
+    ICMPv6EchoRequest,
+    ICMPv6MLDone,
+    ICMPv6MLReport,
+    ICMPv6MLReport2,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    RouterAlert,
 )
 from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
-from scapy.layers.igmp import IGMP
 from scapy.packet import Raw
 
 from mauthcore.rules import Rule

@@ -31,8 +31,8 @@ One call at a time per core: the server keeps a window of one per session.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 from mauthcore.protocol import v1, v2
 from mauthcore.protocol.errors import LocalProtocolError, RemoteProtocolError, ReplyCode, Timeout
@@ -57,7 +57,8 @@ class RetryPolicy:
             raise LocalProtocolError(f"unusable retry policy {self!r}")
         if self.span() > MAX_CALL_SPAN:
             raise LocalProtocolError(
-                f"a call could last {self.span():.1f} s with this retry policy; the protocol allows {MAX_CALL_SPAN:.0f} s"
+                f"a call could last {self.span():.1f} s with this retry policy; "
+                f"the protocol allows {MAX_CALL_SPAN:.0f} s"
             )
 
     def intervals(self) -> list[float]:
@@ -190,7 +191,7 @@ MAX_SEQ = 2**64 - 1  # the last seq of a session; the next call opens a new sess
 class Call:
     """One v2 command (opening or reopening a session with HELLO when needed)."""
 
-    def __init__(self, core: "ClientCore", body: v2.RequestBody) -> None:
+    def __init__(self, core: ClientCore, body: v2.RequestBody) -> None:
         self.core = core
         self.body = body
         self.phase = _HELLO
@@ -314,4 +315,4 @@ class ClientCore:
         self.epoch = self.session = None
 
 
-AnyCall = Union[Call, V1Call]
+AnyCall = Call | V1Call

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from mauthcore.secretfile import SecretFileError, read_secret_file
 
@@ -61,7 +61,7 @@ class KeyRing:
         self._current = next(iter(self._keys.values()))
 
     @classmethod
-    def single(cls, key_id: int, secret: bytes) -> "KeyRing":
+    def single(cls, key_id: int, secret: bytes) -> KeyRing:
         return cls([Key(key_id, secret)])
 
     @property

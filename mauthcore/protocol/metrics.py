@@ -6,12 +6,11 @@ and export its counters (`ServerCore.stats`) under their own prefix.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mauthcore.protocol.server import STATS
-
 
 # STATS names that mean "a datagram was refused or ignored", exported as one
 # metric with the STATS name as the reason label.

@@ -9,10 +9,11 @@ reply compares equal to what the backend returned. Counters are plain ints
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 import bisect
-from typing import Generic, Sequence, TypeVar
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from mauthcore.protocol.errors import BadCursor
 from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_cursor
@@ -40,11 +41,11 @@ class Mode(enum.IntEnum):
         return self.value - 1
 
     @classmethod
-    def from_code(cls, code: int) -> "Mode":
+    def from_code(cls, code: int) -> Mode:
         return cls.MONITOR if code == 1 else cls.ENFORCE
 
     @classmethod
-    def parse(cls, value: "Mode | str") -> "Mode":
+    def parse(cls, value: Mode | str) -> Mode:
         """A Mode from itself or its word ("enforce", "monitor"); ValueError naming both otherwise."""
         if isinstance(value, cls):
             return value
@@ -70,7 +71,7 @@ class Reason(enum.IntEnum):
     SAP_LOCAL = 11  # SAP from a sender without a rule: delivered to the router only, TTL 1
 
     @classmethod
-    def _missing_(cls, value):
+    def _missing_(cls, value: object) -> Reason | None:
         """A reason this version does not know (a newer filter's): kept, with its code.
 
         Reason(12) is `Reason.UNKNOWN_12` ("unknown_12"), an int 12 that encodes
@@ -82,9 +83,9 @@ class Reason(enum.IntEnum):
         member = int.__new__(cls, value)
         member._name_ = f"UNKNOWN_{value}"
         member._value_ = value
-        return cls._value2member_map_.setdefault(value, member)
+        return cls._value2member_map_.setdefault(value, member)  # type: ignore[return-value]  # a Reason: built above
 
-    def __reduce_ex__(self, protocol):
+    def __reduce_ex__(self, protocol: object) -> tuple[type[Reason], tuple[int]]:
         return type(self), (self._value_,)
 
     @property

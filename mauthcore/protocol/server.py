@@ -53,8 +53,8 @@ import ipaddress
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from mauthcore.protocol import v1, v2
 from mauthcore.protocol.backend import Backend

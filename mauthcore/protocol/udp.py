@@ -12,7 +12,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import TypeVar
 
 from mauthcore.protocol import v1, v2
 from mauthcore.protocol.client import (
@@ -34,6 +35,8 @@ from mauthcore.protocol.keys import KeyRing
 from mauthcore.protocol.model import Counters, DeniedEntry, Mode, RuleEntry
 from mauthcore.protocol.server import ServerCore
 from mauthcore.rules import Rule, RuleKey
+
+_Reply = TypeVar("_Reply")
 
 RECV_SIZE = 65535
 
@@ -69,7 +72,7 @@ class RouterClient:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> "RouterClient":
+    def __enter__(self) -> RouterClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -83,7 +86,7 @@ class RouterClient:
 
     def hello(self) -> HelloInfo:
         self._v2_call(v2.Hello())
-        assert self._v2.hello is not None
+        assert self._v2 is not None and self._v2.hello is not None
         return self._v2.hello
 
     def add(self, rule: Rule) -> None:
@@ -100,7 +103,7 @@ class RouterClient:
 
     def replace(self, rule: Rule) -> bool:
         """Add or overwrite `rule`; True if it was created."""
-        return self._v2_call(v2.Replace(rule)).body.created
+        return self._reply(v2.Replace(rule), v2.Replaced).created
 
     def list_all(self) -> list[RuleEntry]:
         return self._pages(v2.ListRules)
@@ -109,10 +112,10 @@ class RouterClient:
         return self._pages(v2.ListDenied)
 
     def counters(self) -> Counters:
-        return self._v2_call(v2.GetCounters()).body
+        return self._reply(v2.GetCounters(), Counters)
 
     def flush(self) -> int:
-        return self._v2_call(v2.Flush()).body.removed
+        return self._reply(v2.Flush(), v2.Flushed).removed
 
     def mode(self, mode: Mode | str | None = None) -> Mode:
         """The filter mode; set it first when `mode` is given ("enforce" or "monitor")."""
@@ -121,16 +124,17 @@ class RouterClient:
                 mode = Mode[mode.upper()]
             except KeyError:
                 raise LocalProtocolError(f"mode {mode!r} is neither enforce nor monitor") from None
-        return self._v2_call(v2.ModeRequest(mode)).body.mode
+        return self._reply(v2.ModeRequest(mode), v2.ModeReply).mode
 
     # -- internals --------------------------------------------------------------
 
-    def _pages(self, request_type) -> list:
+    def _pages(self, request_type: type[v2.ListRules] | type[v2.ListDenied]) -> list:
         entries: list = []
         cursor = b""
         seen: set[bytes] = set()
         while True:
             page = self._v2_call(request_type(0, cursor)).body
+            assert isinstance(page, (v2.RulesPage, v2.DeniedPage))  # v2 decodes an OK reply by its command
             entries.extend(page.entries)
             if not page.cursor:
                 return entries
@@ -139,11 +143,18 @@ class RouterClient:
             seen.add(page.cursor)
             cursor = page.cursor
 
+    def _reply(self, body: v2.RequestBody, kind: type[_Reply]) -> _Reply:
+        """The body of the router's successful answer to `body`, of the command's reply class `kind`."""
+        reply = self._v2_call(body).body
+        assert isinstance(reply, kind)  # v2 decodes an OK reply by its command
+        return reply
+
     def _v2_call(self, body: v2.RequestBody) -> v2.Response:
         if self._v2 is None:
             raise LocalProtocolError(f"protocol v1 has no {body.command} command; use a key file (v2)")
         response = self._run(self._v2.call(body))
         if not response.ok:
+            assert isinstance(response.body, v2.ErrorReply)  # the body of every error reply
             raise router_error(
                 response.status,
                 f"router {_endpoint(self.host, self.port)} refused {body.command}: "
@@ -164,7 +175,9 @@ class RouterClient:
         refused = False
         self._send(call.start(self._clock()))
         while True:
-            wait = call.next_deadline - self._clock()
+            deadline = call.next_deadline
+            assert deadline is not None  # a call has one until it returns
+            wait = deadline - self._clock()
             if wait <= 0:
                 try:
                     datagram = call.on_timeout(self._clock())
@@ -181,7 +194,7 @@ class RouterClient:
             self._sock.settimeout(wait)
             try:
                 data = self._sock.recv(RECV_SIZE)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except ConnectionRefusedError:  # ICMP port unreachable from an earlier send
                 refused = True
@@ -215,7 +228,7 @@ def serve(sock: socket.socket, core: ServerCore, stop: threading.Event, *,
     while not stop.is_set():
         try:
             data, peer = sock.recvfrom(RECV_SIZE)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionRefusedError:
             continue

@@ -37,8 +37,9 @@ import hashlib
 import hmac
 import ipaddress
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Union
+from typing import Any, TypeVar
 
 from mauthcore.protocol.errors import (
     BadAuth,
@@ -169,7 +170,7 @@ class ModeRequest:
     command = Command.MODE
 
 
-RequestBody = Union[Hello, Add, Replace, Remove, ListRules, ListDenied, GetCounters, Flush, ModeRequest]
+RequestBody = Hello | Add | Replace | Remove | ListRules | ListDenied | GetCounters | Flush | ModeRequest
 
 
 # --- response bodies ----------------------------------------------------------
@@ -223,7 +224,7 @@ class ErrorReply:
     message: str = ""
 
 
-ResponseBody = Union[HelloReply, Done, Replaced, RulesPage, DeniedPage, Counters, Flushed, ModeReply, ErrorReply]
+ResponseBody = HelloReply | Done | Replaced | RulesPage | DeniedPage | Counters | Flushed | ModeReply | ErrorReply
 
 
 # --- envelopes ----------------------------------------------------------------
@@ -314,7 +315,7 @@ class _Reader:
         self.pos = end
         return chunk
 
-    def unpack(self, st: struct.Struct, what: str) -> tuple:
+    def unpack(self, st: struct.Struct, what: str) -> tuple[Any, ...]:
         return st.unpack(self.take(st.size, what))
 
     def u8(self, what: str) -> int:
@@ -458,14 +459,19 @@ def _write_cursor(cursor: bytes) -> bytes:
     return bytes(cursor)
 
 
-def _dec_empty(cls):
-    def decode(r: _Reader):
+# A body's encoder and decoder; the tables below pair them with the body's class.
+_Encoder = Callable[[Any], bytes]
+_Decoder = Callable[[_Reader], Any]
+
+
+def _dec_empty(cls: type[Any]) -> _Decoder:
+    def decode(r: _Reader) -> Any:
         r.end(f"{cls.command} request")
         return cls()
     return decode
 
 
-def _enc_empty(body) -> bytes:
+def _enc_empty(body: object) -> bytes:
     return b""
 
 
@@ -475,8 +481,8 @@ def _enc_page_req(body: ListRules | ListDenied) -> bytes:
     return _PAGE_REQ.pack(body.max_count, len(cursor)) + cursor
 
 
-def _dec_page_req(cls):
-    def decode(r: _Reader):
+def _dec_page_req(cls: type[Any]) -> _Decoder:
+    def decode(r: _Reader) -> Any:
         max_count, cursor_len = r.unpack(_PAGE_REQ, "page request")
         cursor = _read_cursor(r, cursor_len)
         r.end(f"{cls.command} request")
@@ -484,8 +490,8 @@ def _dec_page_req(cls):
     return decode
 
 
-def _dec_rule_body(cls):
-    def decode(r: _Reader):
+def _dec_rule_body(cls: type[Any]) -> _Decoder:
+    def decode(r: _Reader) -> Any:
         rule = _read_rule(r)
         r.end("rule")
         return cls(rule)
@@ -517,7 +523,7 @@ def _dec_mode_req(r: _Reader) -> ModeRequest:
 
 
 # command -> (body class, encoder, decoder)
-_REQUEST_CODEC: dict[Command, tuple[type, Callable, Callable]] = {
+_REQUEST_CODEC: dict[int, tuple[type[Any], _Encoder, _Decoder]] = {
     Command.HELLO: (Hello, _enc_empty, _dec_empty(Hello)),
     Command.ADD: (Add, lambda b: _write_rule(b.rule), _dec_rule_body(Add)),
     Command.REPLACE: (Replace, lambda b: _write_rule(b.rule), _dec_rule_body(Replace)),
@@ -540,9 +546,10 @@ _DENIED_FIXED = struct.Struct("!BBBBQQQ")  # family, reason, last_ttl, reserved,
 _PAGE_RESP = struct.Struct("!HB")  # count, cursor_len
 _COUNTERS_FIXED = struct.Struct("!IB")  # rule_count, mode
 _REASON = struct.Struct("!BQQ")  # reason, packets, octets
+_E = TypeVar("_E", bound=enum.Enum)
 
 
-def _read_enum(enum_type, value: int, what: str):
+def _read_enum(enum_type: type[_E], value: int, what: str) -> _E:
     try:
         return enum_type(value)
     except ValueError:
@@ -620,13 +627,14 @@ def _dec_denied_entry(r: _Reader) -> DeniedEntry:
     return DeniedEntry(source, group, Reason(reason), packets, octets, last_ttl, last_seen)
 
 
-def _page_codec(page_cls, enc_entry, dec_entry, what: str):
-    def encode(b) -> bytes:
+def _page_codec(page_cls: type[Any], enc_entry: _Encoder, dec_entry: _Decoder,
+                what: str) -> tuple[_Encoder, _Decoder]:
+    def encode(b: Any) -> bytes:
         _check_int(len(b.entries), 16, "entry count")
         cursor = _write_cursor(b.cursor)
         return _PAGE_RESP.pack(len(b.entries), len(cursor)) + cursor + b"".join(enc_entry(e) for e in b.entries)
 
-    def decode(r: _Reader):
+    def decode(r: _Reader) -> Any:
         count, cursor_len = r.unpack(_PAGE_RESP, f"{what} page")
         cursor = _read_cursor(r, cursor_len)
         entries = tuple(dec_entry(r) for _ in range(count))
@@ -695,7 +703,7 @@ def _dec_error(r: _Reader) -> ErrorReply:
 
 
 # command -> (body class of a successful reply, encoder, decoder)
-_REPLY_CODEC: dict[Command, tuple[type, Callable, Callable]] = {
+_REPLY_CODEC: dict[int, tuple[type[Any], _Encoder, _Decoder]] = {
     Command.HELLO: (HelloReply, _enc_hello, _dec_hello),
     Command.ADD: (Done, _enc_empty, _dec_done),
     Command.REPLACE: (Replaced, _enc_replaced, _dec_replaced),
@@ -724,9 +732,11 @@ assert MAX_CURSOR >= MAX_CURSOR_SIZE, "every RuleKey.cursor must fit a v2 cursor
 
 def encode_request(request: Request, keys: KeyRing) -> bytes:
     """The datagram for `request`, signed with key `request.key_id` of `keys`."""
-    body_cls, encode, _ = _REQUEST_CODEC.get(getattr(request.body, "command", None), (None, None, None))
-    if body_cls is None or type(request.body) is not body_cls:
+    command = getattr(request.body, "command", None)
+    codec = _REQUEST_CODEC.get(command) if command is not None else None
+    if codec is None or type(request.body) is not codec[0]:
         raise LocalProtocolError(f"not a v2 request body: {request.body!r}")
+    encode = codec[1]
     _check_int(request.key_id, 16, "key_id")
     for what in ("epoch", "session", "seq"):
         _check_int(getattr(request, what), 64, what)
@@ -819,9 +829,10 @@ def encode_response(response: Response, keys: KeyRing | None) -> bytes:
     if len(response.in_reply_to) != IN_REPLY_TO_SIZE:
         raise LocalProtocolError(f"in_reply_to must be {IN_REPLY_TO_SIZE} bytes")
     if status == ReplyCode.OK:
-        body_cls, encode, _ = _REPLY_CODEC.get(response.command, (None, None, None))
-        if body_cls is None or type(response.body) is not body_cls:
+        codec = _REPLY_CODEC.get(response.command)
+        if codec is None or type(response.body) is not codec[0]:
             raise LocalProtocolError(f"{response.body!r} is not the reply to command {response.command}")
+        encode = codec[1]
         if response.key_id == 0:
             raise LocalProtocolError("a successful reply must be authenticated")
     else:

@@ -46,7 +46,7 @@ def heard_from(sock: socket.socket, source: str) -> int:
     while True:
         try:
             _, addr = sock.recvfrom(65535)
-        except socket.timeout:
+        except TimeoutError:
             return n
         n += addr[0] == source
 

@@ -259,7 +259,7 @@ class Container:
         self.proc: subprocess.Popen | None = None
         self.init_pid = 0
 
-    def start(self) -> "Container":
+    def start(self) -> Container:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.init_pid = wait_for("the container's systemd", self._find_init, timeout=60)

@@ -202,7 +202,8 @@ HINT = r"(ip netns exec \S+ \S+/mauthctl --server \S+ --token-file \S+) (authori
 
 
 def _rules(server_cmd: str) -> dict[tuple[str, str], int]:
-    out = subprocess.run(shlex.split(server_cmd) + ["--json", "list"], capture_output=True, text=True, timeout=patience(60))
+    out = subprocess.run(shlex.split(server_cmd) + ["--json", "list"], capture_output=True, text=True,
+                         timeout=patience(60))
     assert out.returncode == 0, out.stderr
     return {(r["source"], r["group"]): r["max_ttl"] for r in json.loads(out.stdout)}
 

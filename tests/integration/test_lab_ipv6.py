@@ -44,17 +44,29 @@ from lab.netns import LabError, inside, sh
 from lab.topology import Lab, Route, twin6
 from lab.traffic import PORT, TAG, Receiver, Sender
 from mauthcore.constants import SAP_PORT
+from mauthcore.protocol.model import Reason
+from mauthcore.rules import Rule
 from musersd.maps import BURST_NS, NSEC
 from musersd.policy import IPV6_MAX_EXT
-from mauthcore.rules import Rule
-from mauthcore.protocol.model import Reason
 from tests.integration.conftest import (
     AUTH2_6 as AUTH2,
+)
+from tests.integration.conftest import (
     AUTH6 as AUTH,
+)
+from tests.integration.conftest import (
     GROUP6 as GROUP,
+)
+from tests.integration.conftest import (
     GROUP6_2 as GROUP2,
+)
+from tests.integration.conftest import (
     GROUP6_3 as GROUP3,
+)
+from tests.integration.conftest import (
     ROGUE6 as ROGUE,
+)
+from tests.integration.conftest import (
     guard,
 )
 
@@ -423,7 +435,8 @@ def test_extension_header_chains_are_walked_to_the_upper_layer(guarded6):
 
 def test_chains_that_cannot_be_walked_are_dropped_as_malformed(guarded6):
     """Too many extension headers, a header past the payload, a header cut by the frame's end, a frame
-    shorter than its payload length, hop-by-hop after another header: dropped and counted "malformed", even from an authorized sender."""
+    shorter than its payload length, hop-by-hop after another header: dropped and counted "malformed",
+    even from an authorized sender."""
     lab, dp = guarded6
     dp.add_rule(Rule.make(AUTH, GROUP, 8))
     rx = lab.receiver([GROUP])

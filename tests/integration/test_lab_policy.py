@@ -20,10 +20,10 @@ import time
 import pytest
 
 from lab.netns import inside
+from mauthcore.protocol.model import Reason
+from mauthcore.rules import Rule
 from musersd.dataplane import detach, xdp_status
 from musersd.policy import decide
-from mauthcore.rules import Rule
-from mauthcore.protocol.model import Reason
 from tests.conftest import REPO
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, GROUP3, ROGUE
 

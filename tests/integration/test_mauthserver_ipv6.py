@@ -18,7 +18,12 @@ from lab.netns import inside
 from lab.topology import Lab, Route, twin6
 from tests.conftest import routed
 from tests.integration.mauthserver_lab import (
-    MauthserverProc, MusersdProc, announce, heard_from, make_secrets, sap_local,
+    MauthserverProc,
+    MusersdProc,
+    announce,
+    heard_from,
+    make_secrets,
+    sap_local,
 )
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,13 @@ from sap.sap import announcement, encode
 from sap.sdp import unix_to_ntp
 from tests.conftest import routed
 from tests.integration.mauthserver_lab import (
-    MauthserverProc, MusersdProc, announce, heard_from, make_secrets, router_call, sap_local,
+    MauthserverProc,
+    MusersdProc,
+    announce,
+    heard_from,
+    make_secrets,
+    router_call,
+    sap_local,
 )
 
 pytestmark = pytest.mark.integration

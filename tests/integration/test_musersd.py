@@ -19,12 +19,12 @@ import time
 import pytest
 
 from lab.daemons import Musersd, mauthctl, write_key_file
-from lab.netns import inside
+from lab.netns import LabError, inside
 from lab.relay import LossyRelay
-from musersd.dataplane import xdp_status
 from mauthcore.protocol.keys import load_keys
 from mauthcore.protocol.udp import RouterClient
 from mauthcore.rules import Rule
+from musersd.dataplane import xdp_status
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, ROGUE
 
 pytestmark = pytest.mark.integration
@@ -113,7 +113,7 @@ def _v1(sock, seq, cmd, src, grp, ttl, expect_reply=True):
     sock.send(struct.pack("!BB4s4sB", seq, cmd, socket.inet_aton(src), socket.inet_aton(grp), ttl))
     try:
         reply = sock.recv(16)
-    except socket.timeout:
+    except TimeoutError:
         return None
     return reply
 
@@ -315,7 +315,7 @@ def test_broken_startup_configuration_is_one_clear_sentence(lab, pin_dir, key):
         (["--legacy-allow", "banana"], "is not an address or CIDR prefix"),
     ]:
         d = Musersd(lab, pin_dir, key_file=key, extra=extra)
-        with pytest.raises(Exception):
+        with pytest.raises(LabError):
             d.start(timeout=30)
         assert d.proc.wait(10) == 2
         assert message in d.log()
@@ -323,7 +323,7 @@ def test_broken_startup_configuration_is_one_clear_sentence(lab, pin_dir, key):
     write_key_file(lax)
     os.chmod(lax, 0o644)
     d = Musersd(lab, pin_dir, key_file=lax)
-    with pytest.raises(Exception):
+    with pytest.raises(LabError):
         d.start(timeout=30)
     assert d.proc.wait(10) == 2
 

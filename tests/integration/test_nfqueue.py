@@ -32,10 +32,10 @@ from lab.topology import Lab, Route
 from lab.traffic import Receiver, Sender
 from mauthcore.constants import SAP_GROUPS, SAP_PORT
 from mauthcore.protocol.model import Mode, Reason
-from musersd.policy import decide
 from mauthcore.rules import Rule, RuleKey
-from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, GROUP3, GROUPS, ROGUE, SOURCES
 from musersd.nfqueue import NfqueueFilter
+from musersd.policy import decide
+from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, GROUP3, GROUPS, ROGUE, SOURCES
 from tests.policy_cases import ALL_RULES, CASES, PREFIX_CASES, as_rules
 
 TABLE = CASES + PREFIX_CASES  # every row holds under ALL_RULES
@@ -376,7 +376,7 @@ def router_hears_link_local(lab: Lab, count: int = 10) -> int:
         while got < count:
             ll.recv(100)
             got += 1
-    except socket.timeout:
+    except TimeoutError:
         pass
     finally:
         ll.close()

@@ -13,9 +13,9 @@ import pytest
 
 from lab.netns import inside
 from lab.topology import Lab, Route
-from musersd.dataplane import DataPlane
-from mauthcore.rules import Rule
 from mauthcore.protocol.model import Reason
+from mauthcore.rules import Rule
+from musersd.dataplane import DataPlane
 
 pytestmark = pytest.mark.integration
 

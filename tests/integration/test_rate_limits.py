@@ -24,10 +24,10 @@ import pytest
 
 from lab.netns import inside
 from lab.topology import Lab, Route
+from mauthcore.protocol.model import Reason
+from mauthcore.rules import Rule
 from musersd.dataplane import DataPlane
 from musersd.maps import BURST_NS, MIN_BIT_BURST, NSEC
-from mauthcore.rules import Rule
-from mauthcore.protocol.model import Reason
 
 pytestmark = pytest.mark.integration
 

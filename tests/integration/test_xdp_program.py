@@ -18,15 +18,23 @@ import uuid
 
 import pytest
 
-from musersd import bpfobj, maps
-from musersd.dataplane import DataPlane, DataPlaneError
 from mauthcore.protocol.errors import Exists, NotFound, TableFull
 from mauthcore.protocol.model import Mode, Reason
-from musersd.policy import decide
 from mauthcore.rules import Rule, RuleKey
+from musersd import bpfobj, maps
+from musersd.dataplane import DataPlane, DataPlaneError
+from musersd.policy import decide
 from tests.conftest import REPO
 from tests.policy_cases import (
-    CASES, EVERY_RULE, GROUP, IPV6_CASES, PREFIX_CASES, SENDER, STRANGER, as_rules, udp,
+    CASES,
+    EVERY_RULE,
+    GROUP,
+    IPV6_CASES,
+    PREFIX_CASES,
+    SENDER,
+    STRANGER,
+    as_rules,
+    udp,
 )
 
 XDP_DROP, XDP_PASS = 1, 2
@@ -523,8 +531,8 @@ def test_bulk_load_takes_prefix_and_rate_rules_too_all_or_nothing(pin_dir):
 
 
 def test_protocol_backend_pages_through_exact_prefix_and_rate_rules(pin_dir):
-    from musersd.dataplane_backend import DataPlaneBackend
     from mauthcore.protocol.errors import Exists, NotFound
+    from musersd.dataplane_backend import DataPlaneBackend
 
     with DataPlane(pin_dir, max_rules=128).load() as dp:
         b = DataPlaneBackend(dp)
@@ -568,7 +576,13 @@ def test_an_older_layout_is_not_adopted_and_is_pointed_out(pin_dir, caplog):
 # -- IPv6 ----------------------------------------------------------------------------
 
 from tests.policy_cases import (  # noqa: E402  (the IPv6 names, next to their tests)
-    GROUP6, IPV6_RULES, SAP6_SITE, SENDER6, STRANGER6, sap6, udp6,
+    GROUP6,
+    IPV6_RULES,
+    SAP6_SITE,
+    SENDER6,
+    STRANGER6,
+    sap6,
+    udp6,
 )
 
 
@@ -597,7 +611,8 @@ def test_ipv6_rule_counters_and_denied_table(dp):
 
 
 def test_ipv6_denied_set_hash_agrees_between_kernel_and_user_space(pin_dir):
-    """mauth_denied6_index() and maps.denied_index() on 32-byte keys: authorizing every recorded pair empties the table."""
+    """mauth_denied6_index() and maps.denied_index() on 32-byte keys: authorizing every recorded pair empties
+    the table."""
     import random
 
     rng = random.Random(6)

@@ -22,11 +22,13 @@ from __future__ import annotations
 import ipaddress
 import secrets
 
-from musersd import dataplane as dpl, xdp_rules
-from musersd.maps import FAMILIES, REASONS
 from mauthcore.protocol.errors import Exists, NotFound, TableFull
 from mauthcore.protocol.model import DeniedEntry, Mode, Reason, RuleEntry, millis
 from mauthcore.rules import IPAddress, Rule, RuleKey
+from musersd import dataplane as dpl
+from musersd import xdp_rules
+from musersd.maps import FAMILIES, REASONS
+
 
 def _exact_decoder(key_type):
     def decode(raw: bytes) -> RuleKey:

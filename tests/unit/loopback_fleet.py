@@ -18,20 +18,20 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mauthserver.api import make_app
-from mauthserver.core import RouterCore, Timers
-from mauthserver.events import EventBus
-from mauthserver.fanout import FanOut
-from mauthserver.service import Mediator
-from mauthserver.store import Store
 from mauthcore.protocol.backend import MemoryBackend
 from mauthcore.protocol.client import RetryPolicy
 from mauthcore.protocol.keys import Key, KeyRing
 from mauthcore.protocol.model import DeniedEntry, Reason
 from mauthcore.protocol.server import ServerCore
 from mauthcore.rules import RuleKey
-from sap.directory import Directory
+from mauthserver.api import make_app
+from mauthserver.core import RouterCore, Timers
+from mauthserver.events import EventBus
+from mauthserver.fanout import FanOut
+from mauthserver.service import Mediator
+from mauthserver.store import Store
 from sap import announcer as ann
+from sap.directory import Directory
 from sap.sap import announcement, encode
 
 KEYS = KeyRing([Key(1, bytes(range(32)))])
@@ -73,7 +73,7 @@ class LoopbackFleet:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def __enter__(self) -> "LoopbackFleet":
+    def __enter__(self) -> LoopbackFleet:
         self._thread.start()
         if not self._ready.wait(20) or self._error is not None:
             raise RuntimeError(f"the loopback fleet did not start: {self._error}")

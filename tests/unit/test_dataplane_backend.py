@@ -18,9 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from musersd.dataplane_backend import DataPlaneBackend
-from musersd.nfqueue import NfqueueFilter
-from musersd.nfqueue_backend import NfqueueBackend
 from mauthcore.protocol import v1, v2
 from mauthcore.protocol.errors import ReplyCode
 from mauthcore.protocol.keys import Key, KeyRing
@@ -39,6 +36,9 @@ from mauthcore.protocol.v2 import (
     Request,
 )
 from mauthcore.rules import Rule, RuleKey
+from musersd.dataplane_backend import DataPlaneBackend
+from musersd.nfqueue import NfqueueFilter
+from musersd.nfqueue_backend import NfqueueBackend
 from tests.unit.fake_dataplane import FakeDataPlane
 
 SECRET = bytes(range(32))

@@ -6,11 +6,11 @@ import inspect
 
 import pytest
 
+from mauthcore.protocol.errors import TableFull
+from mauthcore.rules import Rule, RuleKey
 from musersd import filter as flt
 from musersd.dataplane import DataPlane
 from musersd.nfqueue import NfqueueFilter
-from mauthcore.protocol.errors import TableFull
-from mauthcore.rules import Rule, RuleKey
 
 
 @pytest.mark.parametrize("impl", [DataPlane, NfqueueFilter])

@@ -16,7 +16,8 @@ def test_nothing_missing_is_no_sentence():
 
 
 @pytest.mark.parametrize("v4, v6, ipv6, want", [
-    (False, False, True, "cannot route IPv4 and IPv6 multicast (built without CONFIG_IP_MROUTE and CONFIG_IPV6_MROUTE)"),
+    (False, False, True,
+     "cannot route IPv4 and IPv6 multicast (built without CONFIG_IP_MROUTE and CONFIG_IPV6_MROUTE)"),
     (False, True, True, "cannot route IPv4 multicast (built without CONFIG_IP_MROUTE)"),
     (True, False, True, "cannot route IPv6 multicast (built without CONFIG_IPV6_MROUTE)"),
     (False, False, False, "cannot route IPv4 multicast (built without CONFIG_IP_MROUTE)"),

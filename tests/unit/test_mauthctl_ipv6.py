@@ -26,6 +26,7 @@ from mauthcore.protocol.server import ServerCore
 from mauthcore.protocol.udp import serve
 from mauthcore.rules import Rule, RuleKey
 from tests.unit.loopback_fleet import KEYS
+
 # Fixtures (server, and the autouse no_user_config) and helpers of the mauthctl tests, used by name.
 from tests.unit.test_mauthctl_cli import no_user_config, one_error, run, secret, server, wait  # noqa: F401
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from mauthcore.rules import Rule, RuleKey
+
 # Fixtures (router, server, and the autouse no_user_config) and helpers of the mauthctl tests, used by name.
 from tests.unit.test_mauthctl_cli import no_user_config, one_error, router, run, server, wait  # noqa: F401
 

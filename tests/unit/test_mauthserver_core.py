@@ -13,6 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.errors import NotFound, TableFull
+from mauthcore.protocol.model import Mode
+from mauthcore.rules import Rule, RuleKey
 from mauthserver import core
 from mauthserver.core import (
     Apply,
@@ -20,19 +24,15 @@ from mauthserver.core import (
     Fleet,
     FlowView,
     Install,
-    ReadRules,
     Probe,
     Put,
+    ReadRules,
     RouterCore,
     SessionView,
     SetMode,
     Timers,
     Wait,
 )
-from mauthcore.protocol.backend import MemoryBackend
-from mauthcore.protocol.errors import NotFound, TableFull
-from mauthcore.protocol.model import Mode
-from mauthcore.rules import Rule, RuleKey
 
 ip = ipaddress.ip_address
 T = 1000.0

@@ -12,16 +12,16 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from mauthserver.core import RouterCore, Timers
-from mauthserver.events import EventBus
-from mauthserver.fanout import FanOut
-from mauthserver.service import Mediator
-from mauthserver.store import Store
 from mauthcore.protocol.backend import MemoryBackend
 from mauthcore.protocol.client import RetryPolicy
 from mauthcore.protocol.keys import Key, KeyRing
 from mauthcore.protocol.server import ServerCore
 from mauthcore.rules import RuleKey
+from mauthserver.core import RouterCore, Timers
+from mauthserver.events import EventBus
+from mauthserver.fanout import FanOut
+from mauthserver.service import Mediator
+from mauthserver.store import Store
 from sap.directory import Directory
 
 KEYS = KeyRing([Key(1, bytes(range(32)))])

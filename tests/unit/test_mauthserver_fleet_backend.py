@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from mauthserver.events import EventBus
-from mauthserver.fleet_backend import FleetServer
-from mauthcore.protocol.server import legacy_checker
-from mauthserver.service import Mediator
-from mauthserver.store import Store
 from mauthcore.protocol import v1, v2
 from mauthcore.protocol.client import ClientCore, V1ClientCore
 from mauthcore.protocol.errors import ReplyCode
 from mauthcore.protocol.keys import Key, KeyRing
 from mauthcore.protocol.model import Mode
+from mauthcore.protocol.server import legacy_checker
 from mauthcore.rules import Rule, RuleKey
+from mauthserver.events import EventBus
+from mauthserver.fleet_backend import FleetServer
+from mauthserver.service import Mediator
+from mauthserver.store import Store
 from sap.directory import Directory
 
 KEYS = KeyRing([Key(7, bytes(range(32)))])
@@ -123,8 +123,8 @@ def test_wrong_key_changes_nothing(fleet):
 
 def test_counters_add_up_the_routers_reasons_unknown_ones_included(fleet):
     """A reason a newer musersd counts (unknown here) is summed and passed on with its code."""
-    from mauthserver.core import RouterCore
     from mauthcore.protocol.model import Counters, Reason, ReasonCounter
+    from mauthserver.core import RouterCore
 
     m, server = fleet
     for name, filter_ in (("r1", (ReasonCounter(Reason.PASSED, 10, 1000), ReasonCounter(Reason(12), 1, 100))),

@@ -15,6 +15,8 @@ import sqlite3
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from mauthcore.protocol.model import DeniedEntry, Reason
+from mauthcore.rules import Rule, RuleKey
 from mauthserver import core
 from mauthserver.api import make_app
 from mauthserver.core import IPV6_DEFAULT_MAX_TTL, DesiredRule, FlowView, Put, SessionView
@@ -22,8 +24,6 @@ from mauthserver.denied import DeniedTracker
 from mauthserver.events import EventBus
 from mauthserver.service import Mediator
 from mauthserver.store import Store
-from mauthcore.protocol.model import DeniedEntry, Reason
-from mauthcore.rules import Rule, RuleKey
 from sap.directory import Directory
 from sap.sap import announcement, encode
 

@@ -19,14 +19,14 @@ import time
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from mauthserver.config import Options, RouterSpec
-from mauthserver.daemon import Daemon
-from mauthserver.denied import DeniedTracker, DeniedWatch
-from mauthserver.events import EventBus
 from mauthcore.protocol.backend import MemoryBackend
 from mauthcore.protocol.keys import Key, KeyRing
 from mauthcore.protocol.model import DeniedEntry, Reason
 from mauthcore.protocol.server import ServerCore
+from mauthserver.config import Options, RouterSpec
+from mauthserver.daemon import Daemon
+from mauthserver.denied import DeniedTracker, DeniedWatch
+from mauthserver.events import EventBus
 
 KEYS = KeyRing([Key(1, bytes(range(32)))])
 A = ipaddress.IPv4Address

@@ -14,14 +14,14 @@ import sqlite3
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from mauthcore.protocol.model import RuleEntry
+from mauthcore.rules import Rule, RuleKey
 from mauthserver import core
 from mauthserver.api import make_app
 from mauthserver.core import DesiredRule, Fleet, Install, Put, RouterCore
 from mauthserver.events import EventBus
 from mauthserver.service import Mediator
 from mauthserver.store import SCHEMA_VERSION, Store
-from mauthcore.protocol.model import RuleEntry
-from mauthcore.rules import Rule, RuleKey
 from sap.directory import Directory
 
 T = 1_700_000_000.0

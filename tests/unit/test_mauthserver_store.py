@@ -8,9 +8,9 @@ import stat
 
 import pytest
 
+from mauthcore.rules import Rule, RuleKey
 from mauthserver.core import Delete, DesiredRule, Put
 from mauthserver.store import APPLICATION_ID, SCHEMA_VERSION, SessionRow, Store, StoreError
-from mauthcore.rules import Rule, RuleKey
 
 T = 1_700_000_000.0
 

@@ -16,19 +16,19 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from musersd import maps
+from mauthcore.protocol import v1
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.metrics import REJECTIONS, protocol_metrics
 from mauthcore.protocol.model import DeniedEntry, Mode, Reason, RuleEntry, millis
+from mauthcore.protocol.server import STATS, ServerCore, legacy_checker
+from mauthcore.rules import Rule
+from musersd import maps
 from musersd.metrics import (
     MetricsError,
     MetricsServer,
     MusersdCollector,
     parse_metrics_address,
 )
-from mauthcore.protocol.metrics import REJECTIONS, protocol_metrics
-from mauthcore.protocol import v1
-from mauthcore.protocol.backend import MemoryBackend
-from mauthcore.protocol.server import STATS, ServerCore, legacy_checker
-from mauthcore.rules import Rule
 
 A = ipaddress.IPv4Address
 

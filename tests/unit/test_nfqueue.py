@@ -20,24 +20,30 @@ import subprocess
 import pytest
 from scapy.layers.inet import IP
 
-from musersd.dataplane import DataPlaneError
-from mauthcore.protocol.errors import Exists, NotFound, TableFull
-from musersd.maps import REASONS
-from mauthcore.protocol.model import Mode, Reason
-from musersd.nfqueue import (NfqueueFilter, Hooks, Iptables, hook_specs, ip_checksum, parse_listing, with_ttl,
-                             STATE_FILE)
-from musersd.nfqueue_backend import NfqueueBackend
-from musersd.policy import decide
 from mauthcore.protocol import v2
-from mauthcore.protocol.errors import BackendUnsupported, ReplyCode
+from mauthcore.protocol.errors import BackendUnsupported, Exists, NotFound, ReplyCode, TableFull
 from mauthcore.protocol.keys import Key, KeyRing
+from mauthcore.protocol.model import Mode, Reason
 from mauthcore.protocol.server import ServerCore
 from mauthcore.protocol.v2 import Add, GetCounters, Hello, Remove, Replace, Request
-from mauthcore.protocol.model import Mode as WireMode
 from mauthcore.rules import Rule, RuleKey
-from musersd.policy import RateBuckets
-from tests.policy_cases import (ALL_RULES, CASES, GROUP, PREFIX_CASES, PREFIX_GROUP, SENDER, STRANGER,
-                                SUBNET_HOST, as_rules, udp)
+from musersd.dataplane import DataPlaneError
+from musersd.maps import REASONS
+from musersd.nfqueue import STATE_FILE, Hooks, Iptables, NfqueueFilter, hook_specs, ip_checksum, parse_listing, with_ttl
+from musersd.nfqueue_backend import NfqueueBackend
+from musersd.policy import RateBuckets, decide
+from tests.policy_cases import (
+    ALL_RULES,
+    CASES,
+    GROUP,
+    PREFIX_CASES,
+    PREFIX_GROUP,
+    SENDER,
+    STRANGER,
+    SUBNET_HOST,
+    as_rules,
+    udp,
+)
 
 TABLE = CASES + PREFIX_CASES  # every row holds under ALL_RULES
 
@@ -564,8 +570,8 @@ def test_protocol_backend_over_the_nfqueue_filter(filt):
     (d,) = b.denied(b"", 10).items
     assert (str(d.source), d.reason, d.last_ttl) == (STRANGER, Reason.UNAUTHORIZED, 7)
     assert b.counters().by_reason()[Reason.UNAUTHORIZED].packets == 1
-    b.set_mode(WireMode.MONITOR)
-    assert b.get_mode() == WireMode.MONITOR and filt.mode is Mode.MONITOR
+    b.set_mode(Mode.MONITOR)
+    assert b.get_mode() == Mode.MONITOR and filt.mode is Mode.MONITOR
     assert b.flush() == len(ALL_RULES) + 10
 
 

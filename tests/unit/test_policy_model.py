@@ -6,13 +6,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from musersd.maps import NSEC, REASONS, bucket
 from mauthcore.protocol.model import Mode
-from musersd.policy import DROP, PASS, RateBuckets, decide, find_rule
 from mauthcore.rules import MAX_BPS, MAX_PPS, Rule
+from musersd.maps import NSEC, REASONS, bucket
+from musersd.policy import DROP, PASS, RateBuckets, decide, find_rule
 from tests.policy_cases import (
-    CASES, EVERY_RULE, GROUP, IPV6_CASES, PREFIX_CASES, PREFIX_GROUP, RATE_GROUP, RULES, SENDER, SUBNET_HOST,
-    TRUSTED, udp,
+    CASES,
+    EVERY_RULE,
+    GROUP,
+    IPV6_CASES,
+    PREFIX_CASES,
+    PREFIX_GROUP,
+    RATE_GROUP,
+    RULES,
+    SENDER,
+    SUBNET_HOST,
+    TRUSTED,
+    udp,
 )
 
 EVERY_CASE = CASES + PREFIX_CASES + IPV6_CASES

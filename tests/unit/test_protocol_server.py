@@ -113,11 +113,14 @@ def test_constructor_refuses_epoch_zero():
 # --- v1 ---------------------------------------------------------------------------------
 
 
-def v1_add(seq: int, r: Rule = rule()) -> bytes:
+FIRST = rule()  # the default rule of the v1 helpers below
+
+
+def v1_add(seq: int, r: Rule = FIRST) -> bytes:
     return v1.encode_request(v1.V1Add(seq, r))
 
 
-def v1_remove(seq: int, key: RuleKey = rule().key) -> bytes:
+def v1_remove(seq: int, key: RuleKey = FIRST.key) -> bytes:
     return v1.encode_request(v1.V1Remove(seq, key))
 
 

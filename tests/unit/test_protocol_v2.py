@@ -559,7 +559,8 @@ def responses(draw):
         status = draw(st.sampled_from([c for c in ReplyCode if c != ReplyCode.OK]))
         body, key_id = ErrorReply(draw(st.text(st.characters(blacklist_categories=("Cs",)), max_size=60))), \
             draw(st.sampled_from([0, 1, 2]))
-    return Response(command, status, body, key_id, draw(u64), draw(u64), draw(u64), draw(st.binary(min_size=16, max_size=16)))
+    return Response(command, status, body, key_id, draw(u64), draw(u64), draw(u64),
+                    draw(st.binary(min_size=16, max_size=16)))
 
 
 @settings(derandomize=True, max_examples=400)

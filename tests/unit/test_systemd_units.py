@@ -32,10 +32,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 import gen_manpages  # noqa: E402  (scripts/ is not a package)
 
 from mauthclient.cli import main as mauthctl_main  # noqa: E402
-from mauthserver.cli import main as mauthserver_main  # noqa: E402
-from musersd.cli import main as musersd_main  # noqa: E402
 from mauthcore.protocol.keys import load_keys  # noqa: E402
 from mauthcore.secretfile import load_token  # noqa: E402
+from mauthserver.cli import main as mauthserver_main  # noqa: E402
+from musersd.cli import main as musersd_main  # noqa: E402
 
 PREFIX = "/usr/local"
 UNITDIR = f"{PREFIX}/lib/systemd/system"
@@ -248,7 +248,8 @@ def test_frr_ordering_needs_the_documented_override(staged, tmp_path):
         d.mkdir()
         (d / "frr.service").write_text(FRR_ORDERING)
     # Simply ordering musersd before FRR: a cycle systemd breaks by dropping a job.
-    (naive / "musersd.service").write_text(shipped.replace(before, "Before=smcroute.service pimd.service frr.service\n"))
+    naive_unit = shipped.replace(before, "Before=smcroute.service pimd.service frr.service\n")
+    (naive / "musersd.service").write_text(naive_unit)
     assert "Found ordering cycle" in verify_in(naive, "musersd.service", "frr.service")
     # The override of docs/operations.md: no cycle, nothing to report.
     lines = [line for line in shipped.splitlines(keepends=True)
