@@ -33,6 +33,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from mauthcore.events import REMOVALS, EventKind, Family
+
 DENIED_WINDOW = 30.0
 
 RuleKey = tuple[str, str]  # (source, group) as the API spells them
@@ -135,25 +137,26 @@ class Board:
         """Apply one event; returns "resync" when a new snapshot is needed, else None."""
         if ev_id:
             self.last_event_id = ev_id
-        if kind in ("resync", "overflow"):
+        ev = EventKind.parse(kind)
+        if ev in (EventKind.RESYNC, EventKind.OVERFLOW):
             return "resync"
-        if kind == "hello":
+        if ev is None or ev is EventKind.HELLO:  # a kind of a newer server: nothing to show here
             return None
         self.events += 1
-        if kind.startswith("session."):
+        if ev.family is Family.SESSION:
             s = data.get("session") or {}
             if "id" not in s:
                 return None
-            if kind == "session.removed":
+            if ev in REMOVALS:
                 self.sessions.pop(s["id"], None)
             else:
                 self.sessions[s["id"]] = s
-        elif kind.startswith("rule."):
+        elif ev.family is Family.RULE:
             r = data.get("rule") or {}
             if "source" not in r:
                 return None
             key = (r["source"], r["group"])
-            if kind == "rule.removed":
+            if ev in REMOVALS:
                 self.rules.pop(key, None)
                 self.rule_rates.pop(key, None)
             else:
@@ -161,10 +164,10 @@ class Board:
                 # An event carries the desired rule; the per-router states come from the routers' listings.
                 routers = known.get("routers", {}) if known.get("max_ttl") == r.get("max_ttl") else {}
                 self.rules[key] = {**r, "routers": routers}
-        elif kind == "router.changed":
+        elif ev is EventKind.ROUTER_CHANGED:
             if "name" in data:
                 self.routers[data["name"]] = {k: v for k, v in data.items() if k != "at"}
-        elif kind == "mode.changed":
+        elif ev is EventKind.MODE_CHANGED:
             self.mode = data.get("mode")
         return None
 

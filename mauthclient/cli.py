@@ -30,6 +30,7 @@ import click
 from mauthclient import api as mapi
 from mauthclient import config as mconfig
 from mauthcore.constants import ROUTER_PORT
+from mauthcore.events import EventKind, Family
 from mauthcore.hostport import HostPortError, parse_hostport
 from mauthcore.protocol.errors import LocalProtocolError, ProtocolError, RouterError, Timeout
 from mauthcore.protocol.keys import KeyFileError, format_key_line, generate_secret, load_keys
@@ -616,7 +617,7 @@ def events(ctx, count, last_id):
     with _server(ctx) as api:
         try:
             for ev_id, kind, data in api.events(last_id, timeout=max(60.0, ctx.obj["http_timeout"])):
-                if kind == "hello":
+                if kind == EventKind.HELLO:
                     continue
                 if ctx.obj["json"]:
                     click.echo(json.dumps({"id": ev_id, "event": kind, **data}, sort_keys=True))
@@ -632,17 +633,19 @@ def events(ctx, count, last_id):
 
 
 def _event_summary(kind: str, data: dict) -> str:
-    if kind.startswith("session."):
+    ev = EventKind.parse(kind)
+    family = None if ev is None else ev.family
+    if family is Family.SESSION:
         s = data.get("session", {})
         extra = f" ({data['reason']})" if "reason" in data else ""
         return f"{s.get('id')} {s.get('name')!r} from {s.get('announcer')}{extra}"
-    if kind.startswith("rule."):
+    if family is Family.RULE:
         r = data.get("rule", {})
         return f"{r.get('source')} -> {r.get('group')} max-ttl {r.get('max_ttl')} by {data.get('actor')}"
-    if kind == "denied":
+    if ev is EventKind.DENIED:
         return (f"{data.get('router')}: {data.get('source')} -> {data.get('group')} {data.get('reason')}"
                 f" (+{data.get('new_packets')} packets, {data.get('packets')} in all, last TTL {data.get('last_ttl')})")
-    if kind == "router.changed":
+    if ev is EventKind.ROUTER_CHANGED:
         return f"{data.get('name')} {data.get('state')} pending {data.get('pending')}"
     return json.dumps(data, sort_keys=True)
 

@@ -36,6 +36,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Label, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
+from mauthcore.events import EventKind, Family
+
 from .api import ApiError, AsyncApiClient, Unreachable
 from .board import Board
 
@@ -282,11 +284,12 @@ class Dashboard(App[int]):
         while True:
             try:
                 async for ev_id, kind, data in self.api.events(self.board.last_event_id):
-                    if kind == "hello" and self.snapshots == 0:
+                    if kind == EventKind.HELLO and self.snapshots == 0:
                         await self.snapshot()  # after subscribing, so that nothing falls in between
                     if self.board.apply_event(ev_id, kind, data) == "resync":
                         await self.snapshot()
-                    if kind.startswith("rule.") or kind == "denied":  # counters worth reading now
+                    ev = EventKind.parse(kind)
+                    if ev is not None and ev.family in (Family.RULE, Family.DENIED):  # counters worth reading now
                         self._traffic_soon.set()
                     self.connected, self.problem, delay = True, "", RETRY_MIN
                     self.schedule_render()

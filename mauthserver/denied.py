@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from mauthcore.events import DeniedEvent, EventKind, denied_suppressed_event
 from mauthcore.protocol.errors import RouterUnreachable
 from mauthcore.protocol.model import DeniedEntry
 from mauthcore.protocol.server import TokenBucket
@@ -76,7 +77,7 @@ class DeniedReport:
     def key(self) -> tuple[str, str, str]:
         return self.source, self.group, self.reason
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> DeniedEvent:
         return {"router": self.router, "source": self.source, "group": self.group, "reason": self.reason,
                 "packets": self.packets, "bytes": self.bytes, "new_packets": self.new_packets,
                 "first": self.first, "last_ttl": self.last_ttl, "last_seen": self.last_seen}
@@ -155,7 +156,7 @@ class DeniedWatch:
                 continue
             self.tracker.reported(report)
             published.append(report)
-            self.bus.publish("denied", report.to_dict(), self.wall())
+            self.bus.publish(EventKind.DENIED, report.to_dict(), self.wall())
             self.counters["published_new" if report.first else "published_growing"] += 1
             if report.first:
                 log.warning("router=%s denied sender %s -> %s (%s): %d packets, last TTL %d", router,
@@ -166,8 +167,7 @@ class DeniedWatch:
         if held:
             self.counters["suppressed"] += held
             pairs = self.tracker.pairs.get(router, 0)
-            self.bus.publish("denied.suppressed", {"router": router, "suppressed": held, "pairs": pairs},
-                             self.wall())
+            self.bus.publish(EventKind.DENIED_SUPPRESSED, denied_suppressed_event(router, held, pairs), self.wall())
             log.warning("router=%s %d more denied-sender reports suppressed by the rate limit (%d denied pairs "
                         "listed); they are offered again at the next poll", router, held, pairs)
         return published

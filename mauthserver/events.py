@@ -9,11 +9,10 @@ with `Last-Event-ID` and gets what it missed from the history, or `resync`
 
 Event ids are `<boot>-<n>`: `boot` is random per daemon start, so an id from
 before a restart is recognised as unknown (-> `resync`) instead of being
-taken for a recent one. Kinds: `session.added|changed|removed`,
-`rule.added|changed|removed`, `router.changed`, `denied` and
-`denied.suppressed` (a router's filter dropped packets of a sender without
-a rule; shape in mauthserver/denied.py), and the stream's own `hello`,
-`resync`, `overflow`.
+taken for a recent one. The kinds and the shape of their data are
+`mauthcore.events.EventKind` (mauthcore/events.py): sessions, rules,
+routers, the mode, denied senders, and the stream's own `hello`, `resync`,
+`overflow`.
 """
 
 from __future__ import annotations
@@ -21,16 +20,20 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from mauthcore.events import EventKind
 
 
 @dataclass(frozen=True)
 class Event:
     id: str
     seq: int
-    kind: str
+    kind: EventKind
     at: float
-    data: dict
+    data: Mapping[str, Any]
 
     def to_dict(self) -> dict:
         return {"id": self.id, "event": self.kind, "at": self.at, "data": self.data}
@@ -51,7 +54,7 @@ class EventBus:
         self._queue_size = queue_size
         self.counters = {"published": 0, "overflows": 0}
 
-    def publish(self, kind: str, data: dict, now: float) -> Event:
+    def publish(self, kind: EventKind, data: Mapping[str, Any], now: float) -> Event:
         self._seq += 1
         event = Event(f"{self.boot}-{self._seq}", self._seq, kind, now, data)
         self._history.append(event)
@@ -66,7 +69,7 @@ class EventBus:
         if sub.queue.qsize() >= self._queue_size - 1:  # keep one slot for the overflow notice
             self.counters["overflows"] += 1
             sub.closed = True
-            sub.queue.put_nowait(Event(f"{self.boot}-{self._seq}", self._seq, "overflow", event.at,
+            sub.queue.put_nowait(Event(f"{self.boot}-{self._seq}", self._seq, EventKind.OVERFLOW, event.at,
                                        {"message": "this client fell behind; reconnect with Last-Event-ID"}))
             sub.queue.put_nowait(None)
             self._subs.discard(sub)
@@ -76,7 +79,7 @@ class EventBus:
     def subscribe(self, last_id: str | None, now: float) -> Subscriber:
         """A new subscriber; events after `last_id` are replayed when the history still has them."""
         sub = Subscriber(self._queue_size)
-        sub.queue.put_nowait(Event(f"{self.boot}-{self._seq}", self._seq, "hello", now,
+        sub.queue.put_nowait(Event(f"{self.boot}-{self._seq}", self._seq, EventKind.HELLO, now,
                                    {"boot": self.boot, "last": self._seq}))
         if last_id:
             boot, _, n = last_id.partition("-")
@@ -86,7 +89,7 @@ class EventBus:
                     if event.seq > int(n):
                         self._offer(sub, event)
             else:
-                sub.queue.put_nowait(Event(f"{self.boot}-{self._seq}", self._seq, "resync", now,
+                sub.queue.put_nowait(Event(f"{self.boot}-{self._seq}", self._seq, EventKind.RESYNC, now,
                                            {"message": "events were missed; re-read sessions, rules and routers"}))
         self._subs.add(sub)
         return sub

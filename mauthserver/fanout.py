@@ -33,6 +33,7 @@ import random
 import time
 from collections.abc import Callable
 
+from mauthcore.events import EventKind
 from mauthcore.protocol import v2
 from mauthcore.protocol.client import Call, ClientCore, HelloInfo, RetryPolicy
 from mauthcore.protocol.errors import ReplyCode, RouterUnreachable, Timeout
@@ -365,7 +366,7 @@ class RouterTask:
         self._last_status = status
         if seen != self._last_seen:
             self._last_seen = seen
-            self.bus.publish("router.changed", self.mediator.router_view(core), self.wall())
+            self.bus.publish(EventKind.ROUTER_CHANGED, self.mediator.router_view(core), self.wall())
 
     def _flush(self) -> None:
         if not (self._row_dirty or self._put or self._del or self._all is not None):

@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from mauthcore.events import EventKind, mode_event, rule_event, session_event
 from mauthcore.protocol.model import Mode
 from sap.directory import Directory, RemovalReason, SessionAdded, SessionChanged, SessionRemoved
 from sap.errors import SAPDecodeError, SDPDecodeError
@@ -79,12 +80,11 @@ class Mediator:
         self.fleet.apply(changes)
         for change in changes:
             if isinstance(change, Put):
-                data = {"rule": change.rule.to_dict(), "actor": actor, "reason": reason}
-                if change.previous is not None:
-                    data["previous"] = change.previous.to_dict()
+                data = rule_event(change.rule.to_dict(), actor=actor, reason=reason,
+                                  previous=None if change.previous is None else change.previous.to_dict())
             else:
-                data = {"rule": change.previous.to_dict(), "actor": actor, "reason": reason}
-            self.bus.publish(f"rule.{change.kind}", data, now)
+                data = rule_event(change.previous.to_dict(), actor=actor, reason=reason)
+            self.bus.publish(EventKind.for_rule(change.kind), data, now)
             log.info("rule %s %s by %s (%s)", change.kind,
                      change.rule.rule if isinstance(change, Put) else change.previous.rule, actor, reason)
         self.counters["rule_changes"] += len(changes)
@@ -118,7 +118,7 @@ class Mediator:
             tx.set_meta("mode", None if mode is None else str(mode))
             tx.audit(actor, "mode", {"mode": None if mode is None else str(mode)})
         self.fleet.mode = mode
-        self.bus.publish("mode.changed", {"mode": None if mode is None else str(mode), "actor": actor}, now)
+        self.bus.publish(EventKind.MODE_CHANGED, mode_event(None if mode is None else str(mode), actor), now)
         self.wake()
 
     def find_session(self, ref: str):
@@ -251,10 +251,9 @@ class Mediator:
         for event in events:
             s = event.session
             kind = event.kind
-            data = {"session": self.session_view(s)}
-            if isinstance(event, SessionRemoved):
-                data["reason"] = event.reason.value
-            self.bus.publish(f"session.{kind}", data, now)
+            data = session_event(self.session_view(s),
+                                 event.reason.value if isinstance(event, SessionRemoved) else None)
+            self.bus.publish(EventKind.for_session(kind), data, now)
             self.counters[f"sessions_{kind}"] += 1
             log.info("session=%s %s %r from %s%s", s.id, kind, s.name, s.announcer,
                      f" ({event.reason.value})" if isinstance(event, SessionRemoved) else "")
