@@ -14,18 +14,23 @@ tested with plain dictionaries.
   router divided by the time between them; a counter that went down (the
   router restarted) starts again from zero rather than showing a negative
   rate.
-* Whether a rule is on a router is what that router's own listing said at
-  the last read (applied, missing, or holding another max TTL); before the
-  first read, the per-router state the mediator reported in the snapshot.
+* A rule's state on each router ("applied", "pending", "refused") and
+  overall is decided by the server (mauthserver/service.py, `rule_view`) and
+  shown as given: from the snapshot, from the rule events, and from the
+  rules every `GET /traffic` answer carries. The board never compares a
+  router's listing with the rule itself; a router the server said nothing
+  about is "unknown".
 * A session is authorized ("yes") when every (declared sender, group) pair
-  has a rule that every router holds; "pending" when the rules exist but some
-  router does not hold them yet; "partial" when only some pairs have rules;
-  "no" otherwise. An any-source session counts the rules on its groups,
-  whoever the sender.
-* A denied pair is shown while its packet count keeps rising (within
-  `DENIED_WINDOW` seconds); on the first read, a pair the router saw within
-  that window counts as active. When the sender is authorized the router
-  forgets the pair, so it leaves the pane at the next read.
+  has a rule the server says is applied; "pending" when the rules exist but
+  some are not applied yet; "partial" when only some pairs have rules; "no"
+  otherwise. An any-source session counts the rules on its groups, whoever
+  the sender.
+* A denied pair is shown while the server keeps reporting it (a `denied`
+  event, which the server publishes when a pair is new or its packet count
+  grew) within `DENIED_WINDOW` seconds; its counts, rates and routers come
+  from the routers' denied listings in `GET /traffic`. When the sender is
+  authorized the router forgets the pair, so it leaves the pane at the next
+  read.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ class Denied:
     last_ttl: int = 0
     routers: set[str] = field(default_factory=set)
     rate: Rate = field(default_factory=Rate)
-    active_at: float | None = None  # when its count last rose (dashboard clock)
+    active_at: float | None = None  # when the server last reported it (dashboard clock)
 
 
 @dataclass
@@ -116,6 +121,7 @@ class Board:
         self.reads: dict[str, RouterRead] = {}
         self.rule_rates: dict[RuleKey, Rate] = {}
         self.denied: dict[tuple[str, str, str], Denied] = {}
+        self.reported: dict[tuple[str, str, str], float] = {}  # denied pair -> its last `denied` event (our clock)
         self.last_event_id: str | None = None
         self.events = 0
 
@@ -133,8 +139,9 @@ class Board:
             if name not in self.routers:
                 del self.reads[name]
 
-    def apply_event(self, ev_id: str, kind: str, data: dict) -> str | None:
-        """Apply one event; returns "resync" when a new snapshot is needed, else None."""
+    def apply_event(self, ev_id: str, kind: str, data: dict, now: float | None = None) -> str | None:
+        """Apply one event (received at `now`, the dashboard's clock); returns "resync" when a new
+        snapshot is needed, else None."""
         if ev_id:
             self.last_event_id = ev_id
         ev = EventKind.parse(kind)
@@ -159,20 +166,33 @@ class Board:
             if ev in REMOVALS:
                 self.rules.pop(key, None)
                 self.rule_rates.pop(key, None)
-            else:
-                known = self.rules.get(key, {})
-                # An event carries the desired rule; the per-router states come from the routers' listings.
-                routers = known.get("routers", {}) if known.get("max_ttl") == r.get("max_ttl") else {}
-                self.rules[key] = {**r, "routers": routers}
+            else:  # the desired rule, with its state on each router as the server decided it
+                self.rules[key] = {**r, "routers": data.get("routers") or {}, "state": data.get("state")}
         elif ev is EventKind.ROUTER_CHANGED:
             if "name" in data:
                 self.routers[data["name"]] = {k: v for k, v in data.items() if k != "at"}
         elif ev is EventKind.MODE_CHANGED:
             self.mode = data.get("mode")
+        elif ev is EventKind.DENIED and now is not None and "source" in data:
+            dkey = (data["source"], data["group"], data["reason"])
+            self.reported[dkey] = now
+            d = self.denied.get(dkey)
+            if d is None:
+                d = self.denied[dkey] = Denied(*dkey, packets=data.get("packets", 0), octets=data.get("bytes", 0))
+            d.last_ttl = data.get("last_ttl") or d.last_ttl
+            d.routers.add(data.get("router", "?"))
+            d.active_at = now
         return None
 
     def apply_traffic(self, data: dict, now: float) -> None:
         """A `GET /traffic` answer read at `now` (the dashboard's monotonic clock)."""
+        for view in data.get("rules") or []:
+            key = (view.get("source"), view.get("group"))
+            known = self.rules.get(key)
+            # The server's states of the rule version we show (not of an older one, answered
+            # before a rule event that already arrived).
+            if known is not None and view.get("updated") == known.get("updated"):
+                self.rules[key] = {**known, "routers": view.get("routers") or {}, "state": view.get("state")}
         rates: dict[RuleKey, Rate] = {}
         denied_now: dict[tuple[str, str, str], Denied] = {}
         for name, answer in (data.get("routers") or {}).items():
@@ -199,16 +219,8 @@ class Board:
                 d.last_ttl = entry.get("last_ttl", 0) or d.last_ttl
                 d.routers.add(name)
                 d.rate = d.rate.add(_rate(entry, before, now - base.at if base else 0.0))
-                old = self.denied.get(dkey)
-                if before is not None and entry.get("packets", 0) > before.get("packets", 0):
-                    d.active_at = now
-                elif before is None and old is None:
-                    seen, wall = entry.get("last_seen"), answer.get("at")
-                    if seen and wall and wall - seen <= DENIED_WINDOW:
-                        d.active_at = now - max(0.0, wall - seen)
-                if old is not None and old.active_at is not None and (d.active_at is None
-                                                                      or old.active_at > d.active_at):
-                    d.active_at = old.active_at
+                d.active_at = self.reported.get(dkey)
+        self.reported = {k: t for k, t in self.reported.items() if now - t <= DENIED_WINDOW}
         self.rule_rates = rates
         self.denied = denied_now
 
@@ -217,23 +229,15 @@ class Board:
     # =========================================================================
 
     def rule_state_on(self, key: RuleKey, router: str) -> str:
-        """"applied", "pending" (not there yet), "ttl" (another max TTL there), "refused" or "unknown"."""
+        """The rule's state on `router` as the server decided it ("applied", "pending", "refused"), or "unknown"."""
         rule = self.rules.get(key)
         if rule is None:
             return "unknown"
-        read = self.reads.get(router)
-        if read is None:
-            return (rule.get("routers") or {}).get(router, {}).get("state", "unknown")
-        if not read.ok:
-            return "unknown"
-        held = read.rules.get(key)
-        if held is None:
-            mediator = (rule.get("routers") or {}).get(router, {}).get("state")
-            return "refused" if mediator == "refused" else "pending"
-        return "applied" if held.get("max_ttl") == rule.get("max_ttl") else "ttl"
+        return ((rule.get("routers") or {}).get(router) or {}).get("state") or "unknown"
 
     def on_all_routers(self, key: RuleKey) -> bool:
-        return bool(self.routers) and all(self.rule_state_on(key, n) == "applied" for n in self.routers)
+        """Whether the server says every router holds the rule."""
+        return self.rules.get(key, {}).get("state") == "applied"
 
     def session_pairs(self, s: dict) -> tuple[list[RuleKey], list[RuleKey]]:
         """(pairs the session needs, pairs that have a rule)."""
@@ -307,11 +311,11 @@ class Board:
         return rows
 
     def _router_marks(self, key: RuleKey) -> str:
-        marks = {"applied": "✓", "pending": "…", "ttl": "≠", "refused": "✗", "unknown": "?"}
+        marks = {"applied": "✓", "pending": "…", "refused": "✗"}
         states = [(n, self.rule_state_on(key, n)) for n in sorted(self.routers)]
         if not states:
             return "no routers"
-        text = " ".join(f"{n}{marks[st]}" for n, st in states)
+        text = " ".join(f"{n}{marks.get(st, '?')}" for n, st in states)
         if len(text) <= 11:
             return text
         ok = sum(1 for _, st in states if st == "applied")

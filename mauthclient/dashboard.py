@@ -12,7 +12,9 @@ operator quits (q or Ctrl-C):
   routers is polled.
 * the counters (`GET /api/v1/traffic`) every `TRAFFIC_INTERVAL` seconds, and
   soon after a rule changed: counters change with every packet and are not
-  events, so the rates and the denied pairs are a periodic read.
+  events, so the rates and the denied pairs' counts are a periodic read; the
+  same answer carries each rule's state on each router as mauthserver
+  decides it.
 
 The screen is four tabs (keys 1-4) so that each table gets the full width of
 an 80x24 terminal; the summary line above them always shows the counts of
@@ -59,10 +61,11 @@ HELP = """\
 [b]1[/b] Sessions  announced with SAP: groups/TTL, declared senders,
            age, expiry, and whether their senders are authorized
            on every router (yes / pending / partial / no)
-[b]2[/b] Senders   the rules: max TTL, state on each router
-           (✓ applied, … not yet, ≠ other TTL, ✗ refused, ? unknown),
-           packet and byte rates
-[b]3[/b] Denied    (source, group) pairs dropped now, with rates and why
+[b]2[/b] Senders   the rules: max TTL, state on each router as
+           mauthserver says (✓ applied, … pending, ✗ refused,
+           ? unknown), packet and byte rates
+[b]3[/b] Denied    (source, group) pairs mauthserver reports dropped
+           now, with rates and why
 [b]4[/b] Routers   reachability, mode, rules, epoch, restarts, contact
 
 [b]a[/b] authorize the selected session (or denied pair)
@@ -286,7 +289,7 @@ class Dashboard(App[int]):
                 async for ev_id, kind, data in self.api.events(self.board.last_event_id):
                     if kind == EventKind.HELLO and self.snapshots == 0:
                         await self.snapshot()  # after subscribing, so that nothing falls in between
-                    if self.board.apply_event(ev_id, kind, data) == "resync":
+                    if self.board.apply_event(ev_id, kind, data, time.monotonic()) == "resync":
                         await self.snapshot()
                     ev = EventKind.parse(kind)
                     if ev is not None and ev.family in (Family.RULE, Family.DENIED):  # counters worth reading now

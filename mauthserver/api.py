@@ -317,7 +317,9 @@ async def put_mode(request: web.Request) -> web.Response:
 
 
 async def traffic(request: web.Request) -> web.Response:
-    return _json(await request.app[TRAFFIC].read())
+    data = await request.app[TRAFFIC].read()
+    # Each rule's state on each router as the server decides it now (as GET /rules answers).
+    return _json({**data, "rules": _m(request).rules_view()})
 
 
 async def audit(request: web.Request) -> web.Response:

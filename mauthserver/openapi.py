@@ -114,7 +114,11 @@ PATHS: dict[str, dict] = {
                                        " (schema DeniedEvent): a router's filter dropped packets of a sender without"
                                        " a rule (or above its max TTL), new or still sending; reported at most a few"
                                        " per second in all, biggest first. `denied.suppressed` (schema"
-                                       " DeniedSuppressedEvent): how many reports one poll held back.",
+                                       " DeniedSuppressedEvent): how many reports one poll held back."
+                                       " `rule.added` and `rule.changed` carry `rule` (the desired rule), `actor`,"
+                                       " `reason`, `previous` (changed only), and `routers` and `state` as in"
+                                       " schema Rule: each router's state of the rule as the server decides it."
+                                       " The kinds and their data: mauthcore/events.py.",
                         "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
                         "responses": {"200": {"description": "event stream",
                                               "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}},
@@ -165,8 +169,10 @@ SCHEMAS = {
         "last_heard": {"type": "number"}, "expires": {"type": "number"}, "stops": {"type": ["number", "null"]},
         "suggested_senders": {"type": "array", "items": {"type": "string"}},
         "rules": {"type": "array", "items": {"type": "object"}}, "sdp": {"type": "string"}}},
-    "Traffic": {"type": "object", "required": ["at", "routers"], "properties": {
+    "Traffic": {"type": "object", "required": ["at", "routers", "rules"], "properties": {
         "at": {"type": "number"},
+        "rules": {"type": "array", "description": "every desired rule with its state on each router, as GET"
+                                                   " /rules answers now", "items": _ref("Rule")},
         "routers": {"type": "object", "additionalProperties": {"type": "object", "required": ["ok"], "properties": {
             "ok": {"type": "boolean"}, "error": {"type": "string"}, "at": {"type": "number"},
             "mode": {"enum": ["enforce", "monitor"]}, "rule_count": {"type": "integer"},

@@ -80,8 +80,10 @@ class Mediator:
         self.fleet.apply(changes)
         for change in changes:
             if isinstance(change, Put):
+                # The rule's view: each router's state of it, as decided here (see rule_view).
                 data = rule_event(change.rule.to_dict(), actor=actor, reason=reason,
-                                  previous=None if change.previous is None else change.previous.to_dict())
+                                  previous=None if change.previous is None else change.previous.to_dict(),
+                                  view=self.rule_view(change.rule))
             else:
                 data = rule_event(change.previous.to_dict(), actor=actor, reason=reason)
             self.bus.publish(EventKind.for_rule(change.kind), data, now)
@@ -307,6 +309,13 @@ class Mediator:
     # =========================================================================
 
     def rule_view(self, dr: DesiredRule) -> dict:
+        """A desired rule with its state on each router and overall: the one place both are decided.
+
+        Each router's state is `RouterCore.rule_state` (what the router holds compared with the rule's
+        terms, max TTL, pps and bps); the rule is "applied" when every router holds it, "refused" when
+        a router refused it, else "pending". `GET /rules`, `GET /traffic`, the rule events and so the
+        dashboard and `mauthctl list` all show these words; no client decides them again.
+        """
         out = dr.to_dict()
         routers = {}
         packets = octets = 0

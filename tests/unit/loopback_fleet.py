@@ -1,6 +1,7 @@
 """mauthserver in miniature on 127.0.0.1, for tests of its clients (mauthctl, the dashboard).
 
-The real mediator, store (SQLite in a temporary directory), fan-out and HTTP
+The real mediator, store (SQLite in a temporary directory), fan-out, denied
+watch (mauthserver/denied.py, when a `denied_interval` is given) and HTTP
 API run in an event loop of their own, in a thread, exactly as in the
 daemon; the routers are the real protocol server core (`ServerCore`, the
 state machine musersd runs) on a `MemoryBackend`, answering on 127.0.0.1
@@ -26,6 +27,7 @@ from mauthcore.protocol.server import ServerCore
 from mauthcore.rules import RuleKey
 from mauthserver.api import make_app
 from mauthserver.core import RouterCore, Timers
+from mauthserver.denied import DeniedWatch
 from mauthserver.events import EventBus
 from mauthserver.fanout import FanOut
 from mauthserver.service import Mediator
@@ -58,8 +60,11 @@ class RouterEndpoint(asyncio.DatagramProtocol):
 
 
 class LoopbackFleet:
-    def __init__(self, workdir: Path, routers: tuple[str, ...] = ("r1",)) -> None:
+    def __init__(self, workdir: Path, routers: tuple[str, ...] = ("r1",), *,
+                 denied_interval: float | None = None) -> None:
         self.workdir = workdir
+        self.denied_interval = denied_interval  # the denied watch's (None: no watch, no `denied` events)
+        self.denied: DeniedWatch | None = None
         self.names = routers
         self.backends = {name: MemoryBackend() for name in routers}
         self.endpoints: dict[str, RouterEndpoint] = {}
@@ -109,6 +114,8 @@ class LoopbackFleet:
         bus = EventBus()
         self.mediator = Mediator(store, Directory(allow_missing_ttl=True), bus, cores)
         fanout = FanOut(self.mediator, store, bus, KEYS, RetryPolicy(timeout=0.05, tries=4, max_timeout=0.2))
+        if self.denied_interval is not None:
+            self.denied = DeniedWatch(fanout, bus, interval=self.denied_interval)
         app = make_app(self.mediator, TOKEN, fanout=fanout)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
@@ -117,10 +124,14 @@ class LoopbackFleet:
         port = runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
         fanout.start(lambda task: None)
+        if self.denied is not None:
+            self.denied.start(lambda task: None)
         self._ready.set()
         try:
             await self._stop.wait()
         finally:
+            if self.denied is not None:
+                await self.denied.stop()
             await fanout.stop()
             await runner.cleanup()
             for t in transports:

@@ -35,7 +35,7 @@ m=video 5004 RTP/AVP 33\r
 
 @pytest.fixture
 def fleet(tmp_path):
-    with LoopbackFleet(tmp_path, routers=("r1", "r2")) as f:
+    with LoopbackFleet(tmp_path, routers=("r1", "r2"), denied_interval=0.3) as f:
         f.announce(ASM)
         f.announce(SSM)
         yield f
@@ -158,10 +158,16 @@ async def test_rates_denied_pairs_and_routers(fleet):
         fleet.set_denied("r1", [("192.0.2.66", "239.9.9.9", "unauthorized", 510, 51000, 5)])
         await until(pilot, lambda: app.traffic_reads >= start + 2, what="a second read")
         await pilot.press("2")
-        await until(pilot, lambda: cells(app, "senders")["192.0.2.10|239.1.1.1"][4] not in ("-", "0"),
-                    what="a packet rate")
+        packets = [1100]
+
+        def rising() -> bool:  # the sender keeps sending, whenever the dashboard reads
+            packets[0] += 1000
+            fleet.set_traffic("r1", "192.0.2.10", "239.1.1.1", packets[0], packets[0] * 100)
+            return cells(app, "senders")["192.0.2.10|239.1.1.1"][4] not in ("-", "0")
+
+        await until(pilot, rising, what="a packet rate")
         row = cells(app, "senders")["192.0.2.10|239.1.1.1"]
-        assert row[6] == "1100"
+        assert row[6] not in ("0", "100")  # the packets counted so far
         await pilot.press("3")
         denied = cells(app, "denied")
         assert list(denied) == ["192.0.2.66|239.9.9.9|unauthorized"]

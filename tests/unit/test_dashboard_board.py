@@ -17,7 +17,22 @@ ROUTERS = [{"name": "r1", "state": "up", "mode": "enforce", "rule_count": 0, "pe
 
 
 def rule(source, group, ttl, session=None):
-    return {"source": source, "group": group, "max_ttl": ttl, "session": session}
+    return {"source": source, "group": group, "max_ttl": ttl, "session": session, "updated": 1.0}
+
+
+def view(source, group, ttl, session=None, **states):
+    """A rule as the server shows it (GET /rules): its state on each router and overall, as it decided."""
+    routers = {name: {"state": st} for name, st in states.items()}
+    overall = ("applied" if set(states.values()) <= {"applied"} else
+               "refused" if "refused" in states.values() else "pending")
+    return {**rule(source, group, ttl, session), "routers": routers, "state": overall}
+
+
+def added(source, group, ttl, session=None, **states):
+    """The data of a rule.added event: the desired rule, with its routers and state as in its view."""
+    v = view(source, group, ttl, session, **states)
+    return {"rule": rule(source, group, ttl, session), "actor": "t", "reason": "add-sender",
+            "routers": v["routers"], "state": v["state"]}
 
 
 def read(rules=(), denied=(), at=1000.0, ok=True):
@@ -33,33 +48,47 @@ def board() -> Board:
     return b
 
 
-def test_a_session_is_authorized_when_every_pair_is_on_every_router():
+def test_a_session_is_authorized_when_the_server_says_every_pair_is_applied():
     b = board()
     assert b.session_authorized(DECLARED) == "no"
-    b.apply_event("x-1", "rule.added", {"rule": rule("192.0.2.10", "232.1.1.1", 16, DECLARED["id"])})
+    b.apply_event("x-1", "rule.added", added("192.0.2.10", "232.1.1.1", 16, DECLARED["id"], r1="pending",
+                                             r2="pending"))
     assert b.session_authorized(DECLARED) == "partial"  # one of its two groups
-    b.apply_event("x-2", "rule.added", {"rule": rule("192.0.2.10", "232.1.1.2", 16, DECLARED["id"])})
-    assert b.session_authorized(DECLARED) == "pending"  # no router has said it holds them
-    both = [("192.0.2.10", "232.1.1.1", 16, 0, 0), ("192.0.2.10", "232.1.1.2", 16, 0, 0)]
-    b.apply_traffic({"routers": {"r1": read(both), "r2": read(both[:1])}}, now=1.0)
+    b.apply_event("x-2", "rule.added", added("192.0.2.10", "232.1.1.2", 16, DECLARED["id"], r1="pending",
+                                             r2="pending"))
+    assert b.session_authorized(DECLARED) == "pending"  # the server says no router holds them yet
+    one, two = ("192.0.2.10", "232.1.1.1"), ("192.0.2.10", "232.1.1.2")
+    both = [(*one, 16, 0, 0), (*two, 16, 0, 0)]
+    # The routers' listings say nothing about the state: r2 lists the rule, the server still says pending.
+    b.apply_traffic({"routers": {"r1": read(both), "r2": read(both)},
+                     "rules": [view(*one, 16, DECLARED["id"], r1="applied", r2="applied"),
+                               view(*two, 16, DECLARED["id"], r1="applied", r2="pending")]}, now=1.0)
+    assert b.session_authorized(DECLARED) == "pending" and b.rule_state_on(two, "r2") == "pending"
+    assert b.rule_rows()[1][1][3] == "r1✓ r2…"
+    b.apply_traffic({"routers": {"r1": read(both), "r2": read(both[:1])},
+                     "rules": [view(*one, 16, DECLARED["id"], r1="applied", r2="applied"),
+                               view(*two, 16, DECLARED["id"], r1="applied", r2="refused")]}, now=2.0)
+    assert b.rule_state_on(two, "r2") == "refused" and b.rule_rows()[1][1][3] == "r1✓ r2✗"
     assert b.session_authorized(DECLARED) == "pending"
-    assert b.rule_state_on(("192.0.2.10", "232.1.1.2"), "r2") == "pending"
-    b.apply_traffic({"routers": {"r1": read(both), "r2": read([both[0], ("192.0.2.10", "232.1.1.2", 9, 0, 0)])}},
-                    now=2.0)
-    assert b.rule_state_on(("192.0.2.10", "232.1.1.2"), "r2") == "ttl"
-    b.apply_traffic({"routers": {"r1": read(both), "r2": read(both)}}, now=3.0)
+    b.apply_traffic({"routers": {"r1": read(both), "r2": read(both)},
+                     "rules": [view(*one, 16, DECLARED["id"], r1="applied", r2="applied"),
+                               view(*two, 16, DECLARED["id"], r1="applied", r2="applied")]}, now=3.0)
     assert b.session_authorized(DECLARED) == "yes"
     assert b.session_rows(1010.0)[0][1][5] == "yes"
-    # A router that cannot be read makes the state unknown, not "yes".
-    b.apply_traffic({"routers": {"r1": read(both), "r2": {"ok": False, "error": "did not answer"}}}, now=4.0)
-    assert b.session_authorized(DECLARED) == "pending"
-    assert b.rule_rows()[0][1][3] == "r1✓ r2?"
+    # A view of an older version of the rule (answered before a rule event arrived) is not taken.
+    b.apply_event("x-3", "rule.changed", {**added(*two, 8, DECLARED["id"], r1="pending", r2="pending"),
+                                          "rule": {**rule(*two, 8, DECLARED["id"]), "updated": 2.0}})
+    b.apply_traffic({"routers": {"r1": read(both), "r2": read(both)},
+                     "rules": [view(*two, 16, DECLARED["id"], r1="applied", r2="applied")]}, now=4.0)
+    assert b.rule_state_on(two, "r1") == "pending" and b.session_authorized(DECLARED) == "pending"
+    # A router the server said nothing about is unknown.
+    assert b.rule_state_on(two, "r3") == "unknown" and b.rule_state_on(("192.0.2.99", "232.1.1.1"), "r1") == "unknown"
 
 
 def test_any_source_sessions_count_rules_on_their_groups_and_removal_events_apply():
     b = board()
     assert b.session_authorized(ANY) == "no"
-    b.apply_event("x-1", "rule.added", {"rule": rule("192.0.2.55", "239.255.12.42", 32)})
+    b.apply_event("x-1", "rule.added", added("192.0.2.55", "239.255.12.42", 32, r1="applied", r2="pending"))
     assert b.session_authorized(ANY) == "pending"
     b.apply_event("x-2", "rule.removed", {"rule": rule("192.0.2.55", "239.255.12.42", 32)})
     assert b.session_authorized(ANY) == "no" and b.rules == {}
@@ -75,7 +104,7 @@ def test_any_source_sessions_count_rules_on_their_groups_and_removal_events_appl
 
 def test_rates_come_from_two_reads_and_survive_a_counter_reset():
     b = board()
-    b.apply_event("x-1", "rule.added", {"rule": rule("192.0.2.10", "239.1.1.1", 8)})
+    b.apply_event("x-1", "rule.added", added("192.0.2.10", "239.1.1.1", 8, r1="applied", r2="applied"))
     key = ("192.0.2.10", "239.1.1.1")
     b.apply_traffic({"routers": {"r1": read([(*key, 8, 100, 10000)]), "r2": read([(*key, 8, 0, 0)])}}, now=10.0)
     assert b.rule_rates[key].packets is None  # one read: no rate yet
@@ -87,24 +116,34 @@ def test_rates_come_from_two_reads_and_survive_a_counter_reset():
     assert b.rule_rates[key].packets == 10.0  # r1 restarted: its 20 packets are new, not -280
 
 
-def test_denied_pairs_show_while_they_grow_and_leave_when_the_router_forgets_them():
+def denied_event(router, source, group, reason, packets, ttl):
+    return {"router": router, "source": source, "group": group, "reason": reason, "packets": packets,
+            "bytes": packets * 100, "new_packets": packets, "first": True, "last_ttl": ttl, "last_seen": 999.0}
+
+
+def test_denied_pairs_show_while_the_server_reports_them_and_leave_when_the_router_forgets_them():
     b = board()
     pair = ("192.0.2.66", "239.9.9.9", "unauthorized")
     old = ("192.0.2.77", "239.9.9.9", "unauthorized")
-    b.apply_traffic({"routers": {"r1": read(denied=[(*pair, 10, 1000, 5, 999.0), (*old, 3, 300, 5, 100.0)]),
+    # A pair the server reports shows at once, before any counter read.
+    b.apply_event("x-1", "denied", denied_event("r1", *pair, 10, 5), now=49.0)
+    assert [r[0] for r in b.denied_rows(49.0)] == ["192.0.2.66|239.9.9.9|unauthorized"]
+    b.apply_traffic({"routers": {"r1": read(denied=[(*pair, 10, 1000, 5, 999.0), (*old, 3, 300, 5, 999.0)]),
                                  "r2": read()}}, now=50.0)
-    # First read: the pair seen a second ago is active; the one seen 900 s ago is not.
+    # The other pair is listed, seen just now even, but the server did not report it: not shown.
     assert [r[0] for r in b.denied_rows(50.0)] == ["192.0.2.66|239.9.9.9|unauthorized"]
     b.apply_traffic({"routers": {"r1": read(denied=[(*pair, 30, 3000, 6, 1001.0), (*old, 3, 300, 5, 100.0)]),
                                  "r2": read(denied=[(*pair, 4, 400, 7, 1001.0)])}}, now=52.0)
     row = b.denied_rows(52.0)[0][1]
     assert row == ["192.0.2.66", "239.9.9.9", "unauth", "10", "1.0k", "7", "r1,r2"]  # r1: 20 packets in 2 s
     assert b.counts(52.0)["denied"] == 1
-    # It stops growing: shown until the window passes.
+    # The server stops reporting it: shown until the window passes.
     b.apply_traffic({"routers": {"r1": read(denied=[(*pair, 30, 3000, 6, 1001.0)]),
                                  "r2": read(denied=[(*pair, 4, 400, 7, 1001.0)])}}, now=54.0)
-    assert b.denied_rows(54.0 + DENIED_WINDOW - 3) and not b.denied_rows(54.0 + DENIED_WINDOW + 1)
-    # The sender is authorized: the routers forget the pair, and it is gone at once.
+    assert b.denied_rows(49.0 + DENIED_WINDOW - 1) and not b.denied_rows(49.0 + DENIED_WINDOW + 1)
+    # Reported again, then the sender is authorized: the routers forget the pair, and it is gone at once.
+    b.apply_event("x-2", "denied", {**denied_event("r2", *pair, 9, 7), "first": False}, now=55.0)
+    assert b.denied_rows(55.0)
     b.apply_traffic({"routers": {"r1": read(), "r2": read()}}, now=56.0)
     assert b.denied_rows(56.0) == [] and b.counts(56.0)["denied"] == 0
 
@@ -147,8 +186,11 @@ def test_ipv6_sessions_and_rules_in_address_order_after_ipv4():
     row = dict(b.session_rows(1100.0))[SIX["id"]]
     assert row[1] == "ff3e::8000:1" and row[2] == "2001:db8:10::20"  # no "/TTL" for an IPv6 group
     assert b.session_authorized(SIX) == "no"
-    b.apply_event("x-1", "rule.added", {"rule": rule("2001:db8:10::20", "ff3e::8000:1", 255, SIX["id"])})
+    b.apply_event("x-1", "rule.added", added("2001:db8:10::20", "ff3e::8000:1", 255, SIX["id"], r1="pending",
+                                             r2="pending"))
     held = [("2001:db8:10::20", "ff3e::8000:1", 255, 0, 0)]
-    b.apply_traffic({"routers": {"r1": read(held), "r2": read(held)}}, now=1.0)
+    b.apply_traffic({"routers": {"r1": read(held), "r2": read(held)},
+                     "rules": [view("2001:db8:10::20", "ff3e::8000:1", 255, SIX["id"], r1="applied", r2="applied")]},
+                    now=1.0)
     assert b.session_authorized(SIX) == "yes"
     assert {"SOURCE", "GROUP"} == set(Board.ADDRESS_COLUMNS)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mauthcore.events import EventKind
+from mauthcore.protocol.model import RuleEntry
+from mauthserver.core import Install, RouterCore
 from mauthserver.events import EventBus
 from mauthserver.service import Mediator
 from mauthserver.store import Store
@@ -221,3 +224,36 @@ def test_a_full_directory_warns_once_and_a_smaller_one_after_restart_keeps_the_r
     assert len(m2.fleet.desired) == 2
     assert any("1 stored sessions did not fit" in r.message for r in caplog.records)
     assert not [e for e in m2.store.audit_log() if e["action"] == "session-ended"]
+
+
+def test_rule_events_carry_each_routers_state_as_the_server_decides_it(tmp_path):
+    """After a change of rate alone, a router still holding the old terms is pending: in the rule's
+    view (GET /rules, mauthctl list) and in the rule.changed event the dashboard renders."""
+    store = Store.open(tmp_path / "m.db", now=T0)
+    r1, r2 = RouterCore("r1", "192.0.2.1", 7575), RouterCore("r2", "192.0.2.2", 7575)
+    m = Mediator(store, Directory(), EventBus(), [r1, r2], clock=Clock(T0))
+    sub = m.bus.subscribe(None, T0)
+    try:
+        m.add_rule("192.0.2.10", "239.1.1.1", 8, actor="test")
+        (rule,) = [d.rule for d in m.fleet.desired.values()]
+        for r in (r1, r2):  # both routers list what they hold: the rule as it is
+            r.on_listed([RuleEntry(rule, 0, 0, 0)], m.fleet.desired, 1.0)
+        assert m.get_rule("192.0.2.10", "239.1.1.1")["state"] == "applied"
+        m.add_rule("192.0.2.10", "239.1.1.1", 8, pps=100, replace=True, actor="test")
+        new = m.fleet.desired[rule.key].rule
+        r1.on_done(Install(new), 2.0)  # r1 took the new terms; r2 still holds the old ones
+        view = m.get_rule("192.0.2.10", "239.1.1.1")
+        assert {n: s["state"] for n, s in view["routers"].items()} == {"r1": "applied", "r2": "pending"}
+        assert view["state"] == "pending"
+        events = []
+        while not sub.queue.empty():
+            events.append(sub.queue.get_nowait())
+        kinds = [e.kind for e in events]
+        assert kinds == [EventKind.HELLO, EventKind.RULE_ADDED, EventKind.RULE_CHANGED]
+        added, changed = events[1].data, events[2].data
+        assert added["state"] == "pending" and set(added["routers"]) == {"r1", "r2"}
+        # Published right after the commit: neither router holds the new terms yet.
+        assert {n: s["state"] for n, s in changed["routers"].items()} == {"r1": "pending", "r2": "pending"}
+        assert changed["state"] == "pending" and changed["previous"]["pps"] == 0 and changed["rule"]["pps"] == 100
+    finally:
+        store.close()
