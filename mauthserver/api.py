@@ -16,9 +16,12 @@ answer with JSON; they decide nothing. So a 2xx answer to a command means
 * `GET /api/v1/events` streams `text/event-stream`: `id:` (resume with
   `Last-Event-ID`), `event:` (kind), `data:` (JSON); a comment line every
   15 s keeps idle connections open through proxies.
-* `GET /api/v1/traffic` reads every router's rule counters and denied pairs
-  live (`TrafficReader`). Counters change with every packet, so they are not
-  events: a client that shows rates (the dashboard) asks every few seconds.
+* `GET /api/v1/traffic` is every router's rule counters and denied pairs as
+  the fan-out reads them on its session with that router (`FanOut.traffic`
+  in mauthserver/fanout.py; this module opens no router session of its
+  own), with every rule's view as `GET /api/v1/rules` answers it. Counters
+  change with every packet, so they are not events: a client that shows
+  rates (the dashboard) asks every few seconds.
 * An unexpected exception in a handler is answered with 500, logged, and
   stops the daemon (exit status 1), as any other unexpected exception does:
   it must not limp on in an unknown state (docs/design.md).
@@ -38,13 +41,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from mauthcore.protocol import v2
-from mauthcore.protocol.errors import RouterUnreachable
 from mauthcore.protocol.model import Mode
 
 from . import core
-from .fanout import RouterLink
-from .fanout import _Answer as RouterAnswer  # a router answered with an error status
 from .openapi import spec
 
 log = logging.getLogger("mauthserver.api")
@@ -66,75 +65,7 @@ MEDIATOR = web.AppKey("mediator", object)
 TOKEN = web.AppKey("token", TokenBox)
 ON_FATAL = web.AppKey("on_fatal", object)
 COUNTERS = web.AppKey("counters", dict)
-TRAFFIC = web.AppKey("traffic", object)
-
-
-class TrafficReader:
-    """Every router's per-rule counters and denied pairs, read live when a client asks.
-
-    Each router is read over a protocol session of its own, not the
-    reconciler's: a long listing must neither interleave with nor delay the
-    fan-out. One read runs at a time, and an answer younger than `max_age`
-    seconds is shared by every client asking meanwhile, so that several
-    dashboards cost the routers no more than one. A router the reconciler
-    knows to be down is not asked (its last error is reported instead).
-    """
-
-    def __init__(self, fanout=None, *, max_age: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
-        self.fanout = fanout
-        self.max_age = max_age
-        self.clock, self.wall = clock, wall
-        self._links: dict[str, RouterLink] = {}
-        self._lock = asyncio.Lock()
-        self._last: tuple[float, dict] | None = None
-        self.reads = 0
-
-    async def read(self) -> dict:
-        async with self._lock:
-            if self._last is not None and self.clock() - self._last[0] < self.max_age:
-                return self._last[1]
-            tasks = self.fanout.tasks if self.fanout is not None else {}
-            names = sorted(tasks)
-            results = await asyncio.gather(*(self._read_one(tasks[n]) for n in names))
-            data = {"at": self.wall(), "routers": dict(zip(names, results))}
-            self.reads += 1
-            self._last = (self.clock(), data)
-            return data
-
-    async def _read_one(self, task) -> dict:
-        rc = task.core
-        if rc.status == core.DOWN:
-            return {"ok": False, "error": rc.last_error or f"router {rc.name} is down"}
-        link = self._links.get(rc.name)
-        if link is None:
-            link = self._links[rc.name] = RouterLink(rc.name, rc.host, rc.port, task.link.client.keys,
-                                                     task.link.client.policy)
-        link.client.keys = task.link.client.keys  # follow key-file reloads
-        try:
-            counters = (await link.call(v2.GetCounters())).body
-            rules = await link.list_all()
-            denied = await link.list_denied()
-        except (RouterUnreachable, RouterAnswer, OSError) as exc:
-            return {"ok": False, "error": str(exc)}
-        return {
-            "ok": True,
-            "at": self.wall(),
-            "mode": str(counters.mode),
-            "rule_count": counters.rule_count,
-            "filter": {str(c.reason): {"packets": c.packets, "bytes": c.octets} for c in counters.reasons},
-            "rules": [{"source": str(e.rule.source), "group": str(e.rule.group), "max_ttl": e.rule.max_ttl,
-                       "pps": e.rule.pps, "bps": e.rule.bps, "packets": e.packets, "bytes": e.octets,
-                       "last_seen": e.last_seen / 1000 if e.last_seen else None} for e in rules],
-            "denied": [{"source": str(d.source), "group": str(d.group), "reason": str(d.reason),
-                        "packets": d.packets, "bytes": d.octets, "last_ttl": d.last_ttl,
-                        "last_seen": d.last_seen / 1000 if d.last_seen else None} for d in denied],
-        }
-
-    def close(self) -> None:
-        for link in self._links.values():
-            link.close()
-        self._links.clear()
+FANOUT = web.AppKey("fanout", object)
 
 
 def _json(data, status: int = 200) -> web.Response:
@@ -317,7 +248,8 @@ async def put_mode(request: web.Request) -> web.Response:
 
 
 async def traffic(request: web.Request) -> web.Response:
-    data = await request.app[TRAFFIC].read()
+    fanout = request.app[FANOUT]
+    data = await fanout.traffic() if fanout is not None else {"at": time.time(), "routers": {}}
     # Each rule's state on each router as the server decides it now (as GET /rules answers).
     return _json({**data, "rules": _m(request).rules_view()})
 
@@ -383,10 +315,10 @@ ROUTES = [
 
 def make_app(mediator, token: str, on_fatal: Callable[[], None] = lambda: None, *,
              fanout=None) -> web.Application:
-    """The API app; `fanout` (the routers' tasks) lets `GET /traffic` read the routers."""
+    """The API app; `fanout` (mauthserver/fanout.py) reads the routers for `GET /traffic`."""
     app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
     app[MEDIATOR] = mediator
-    app[TRAFFIC] = TrafficReader(fanout)
+    app[FANOUT] = fanout
     app[TOKEN] = TokenBox(token)
     app[ON_FATAL] = on_fatal
     app[COUNTERS] = {"requests": 0, "unauthorized": 0, "refused": 0, "errors": 0}
@@ -397,7 +329,8 @@ def make_app(mediator, token: str, on_fatal: Callable[[], None] = lambda: None, 
         mediator.bus.close_all()
 
     async def _close_links(app: web.Application) -> None:
-        app[TRAFFIC].close()
+        if app[FANOUT] is not None:
+            app[FANOUT].close()
 
     app.on_shutdown.append(_close_streams)
     app.on_cleanup.append(_close_links)

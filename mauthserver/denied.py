@@ -3,8 +3,10 @@
 Strategy. Each router's filter already keeps a bounded table of the
 (source, group) pairs it dropped (or, in monitor mode, would have), with
 their packet counts. Every `interval` seconds this module lists that table
-(v2 DENIED, paged) on a protocol session of its own, not the reconciler's,
-so a listing never delays a rule change. `DeniedTracker` (pure) compares
+(v2 DENIED, paged) on the router's one protocol session, the fan-out's
+(`RouterTask.list_denied`, taking turns with the reconciler call by call,
+and sharing a listing the API made less than half an interval ago, so the
+table is not listed twice for the two). `DeniedTracker` (pure) compares
 each listing with what was last reported, and a pair is news when it is new
 (router, source, group, reason) or its packet count grew. News is published
 on the event stream (`denied`) and logged.
@@ -50,8 +52,8 @@ from mauthcore.protocol.server import TokenBucket
 
 from .core import CONVERGING, UP
 from .events import EventBus
-from .fanout import RouterLink, cancel_all
 from .fanout import _Answer as RouterAnswer  # a router answered with an error status
+from .fanout import cancel_all
 
 log = logging.getLogger("mauthserver.denied")
 
@@ -136,7 +138,6 @@ class DeniedWatch:
         self.clock, self.wall = clock, wall
         self.tracker = DeniedTracker()
         self.bucket = TokenBucket(rate, burst)
-        self._links: dict[str, RouterLink] = {}
         self._running: list[asyncio.Task] = []
         self.counters = {"published_new": 0, "published_growing": 0, "suppressed": 0}
         self.polls: dict[str, int] = dict.fromkeys(fanout.tasks, 0)
@@ -184,9 +185,6 @@ class DeniedWatch:
     async def stop(self) -> None:
         await cancel_all(self._running)
         self._running.clear()
-        for link in self._links.values():
-            link.close()
-        self._links.clear()
 
     async def _run(self, name: str) -> None:
         while True:
@@ -199,13 +197,8 @@ class DeniedWatch:
         rc = task.core
         if rc.status not in (UP, CONVERGING):
             return False
-        link = self._links.get(name)
-        if link is None:
-            link = self._links[name] = RouterLink(name, rc.host, rc.port, task.link.client.keys,
-                                                  task.link.client.policy)
-        link.client.keys = task.link.client.keys  # follow key-file reloads
         try:
-            entries = await link.list_denied()
+            entries = await task.list_denied(max_age=self.interval / 2)
         except (RouterUnreachable, RouterAnswer, OSError) as exc:
             self.poll_failures[name] = self.poll_failures.get(name, 0) + 1
             log.debug("router=%s denied table not read: %s", name, exc)

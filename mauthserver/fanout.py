@@ -23,6 +23,14 @@ What the reconciler learns is written to the store (the router's row and its
 applied rules) when it goes idle, after a LIST, and every `FLUSH_EVERY`
 operations: losing the last few of those writes in a crash costs nothing,
 because the first contact after a restart is always verified with LIST.
+
+Each router is talked to on one protocol session, its task's `RouterLink`:
+the reconciler's calls, the denied watch's listings (mauthserver/denied.py)
+and the reads the API asks for (`FanOut.traffic`, `GET /api/v1/traffic`)
+take turns on it one call at a time, so a long listing delays a rule change
+by one page at most. A denied listing younger than the asker's `max_age` is
+shared (`RouterTask.list_denied`), so the watch and the API do not list a
+router's denied table twice.
 """
 
 from __future__ import annotations
@@ -95,7 +103,7 @@ class _Endpoint(asyncio.DatagramProtocol):
 
 
 class RouterLink:
-    """An async UDP shell around one router's `ClientCore`: one call at a time."""
+    """An async UDP shell around one router's `ClientCore`: one call at a time, whoever calls."""
 
     def __init__(self, name: str, host: str, port: int, keys: KeyRing, policy: RetryPolicy,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -104,6 +112,7 @@ class RouterLink:
         self.clock = clock
         self._transport: asyncio.DatagramTransport | None = None
         self._endpoint: _Endpoint | None = None
+        self._turn = asyncio.Lock()  # callers take turns: one call in flight on the session
 
     @property
     def address(self) -> str:
@@ -127,6 +136,10 @@ class RouterLink:
 
     async def call(self, body) -> v2.Response:
         """Run one v2 call to completion; raise RouterUnreachable or _Answer (error status)."""
+        async with self._turn:
+            return await self._call(body)
+
+    async def _call(self, body) -> v2.Response:
         await self._open()
         assert self._transport is not None and self._endpoint is not None
         endpoint, transport = self._endpoint, self._transport
@@ -204,6 +217,8 @@ class RouterTask:
         self._last_status = core.status
         self._last_seen: tuple = ()
         self._recovering = True  # log the first convergence, and the one after any trouble
+        self._denied: tuple[float, list[DeniedEntry]] | None = None  # the last denied listing (clock, entries)
+        self._denied_turn = asyncio.Lock()
 
     @property
     def fleet(self):
@@ -345,6 +360,39 @@ class RouterTask:
         else:
             log.debug("router=%s still unreachable: %s", self.core.name, reason)
 
+    # -- reads for others (the denied watch, the API), on this task's session ---------
+
+    async def list_denied(self, max_age: float = 0.0) -> list[DeniedEntry]:
+        """The router's denied table; a listing younger than `max_age` seconds is shared, not repeated."""
+        async with self._denied_turn:
+            if self._denied is not None and self.clock() - self._denied[0] < max_age:
+                return self._denied[1]
+            entries = await self.link.list_denied()
+            self._denied = (self.clock(), entries)
+            return entries
+
+    async def read_traffic(self, max_age: float = 0.0) -> dict:
+        """The router's per-rule counters (a LIST) and denied pairs, with its mode, rule count and
+        filter counters as the reconciler's last probe read them; JSON-ready."""
+        core = self.core
+        if core.status == DOWN:
+            return {"ok": False, "error": core.last_error or f"router {core.name} is down"}
+        try:
+            rules = await self.link.list_all()
+            denied = await self.list_denied(max_age)
+        except (RouterUnreachable, _Answer, OSError) as exc:
+            return {"ok": False, "error": str(exc)}
+        reasons = core.filter.reasons if core.filter is not None else ()
+        return {
+            "ok": True,
+            "at": self.wall(),
+            "mode": str(core.mode) if core.mode is not None else None,
+            "rule_count": len(rules),
+            "filter": {str(c.reason): {"packets": c.packets, "bytes": c.octets} for c in reasons},
+            "rules": [e.as_json() for e in rules],
+            "denied": [d.as_json() for d in denied],
+        }
+
     # -- reporting and persistence --------------------------------------------------
 
     def _status_changed(self) -> None:
@@ -385,9 +433,17 @@ class RouterTask:
 
 
 class FanOut:
-    """Every router's task, and the one `wake()` the mediator calls after a commit."""
+    """Every router's task, the one `wake()` the mediator calls after a commit, and the routers'
+    traffic read for the API."""
 
-    def __init__(self, mediator, store: Store, bus: EventBus, keys: KeyRing | None, policy: RetryPolicy) -> None:
+    def __init__(self, mediator, store: Store, bus: EventBus, keys: KeyRing | None, policy: RetryPolicy, *,
+                 max_age: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.max_age = max_age
+        self.clock, self.wall = clock, wall
+        self._traffic: tuple[float, dict] | None = None
+        self._traffic_turn = asyncio.Lock()
+        self.traffic_reads = 0
         self.tasks: dict[str, RouterTask] = {}
         for name, core in mediator.fleet.routers.items():
             if keys is None:  # cli refuses routers without a key file; keep the invariant here too
@@ -401,6 +457,20 @@ class FanOut:
         for task in self.tasks.values():
             task.wake()
 
+    async def traffic(self) -> dict:
+        """Every router's counters and denied pairs (`RouterTask.read_traffic`), read on each router's one
+        session. One read runs at a time, and an answer younger than `max_age` seconds is shared by every
+        client asking meanwhile, so several dashboards cost the routers no more than one."""
+        async with self._traffic_turn:
+            if self._traffic is not None and self.clock() - self._traffic[0] < self.max_age:
+                return self._traffic[1]
+            names = sorted(self.tasks)
+            results = await asyncio.gather(*(self.tasks[n].read_traffic(self.max_age) for n in names))
+            data = {"at": self.wall(), "routers": dict(zip(names, results))}
+            self.traffic_reads += 1
+            self._traffic = (self.clock(), data)
+            return data
+
     def start(self, on_crash: Callable[[asyncio.Task], None]) -> None:
         for name, task in self.tasks.items():
             t = asyncio.get_running_loop().create_task(task.run(), name=f"router-{name}")
@@ -409,6 +479,11 @@ class FanOut:
 
     async def stop(self) -> None:
         await cancel_all(self._running)
+
+    def close(self) -> None:
+        """Close every router's session (a read the API still makes opens it again)."""
+        for task in self.tasks.values():
+            task.link.close()
 
 
 async def cancel_all(tasks: list[asyncio.Task]) -> None:

@@ -104,8 +104,9 @@ PATHS: dict[str, dict] = {
                        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}},
                                       {"name": "before", "in": "query", "schema": {"type": "integer"}}],
                        "responses": {"200": _ok("entries", {"type": "array"})}}},
-    "/traffic": {"get": {"summary": "Every router's per-rule counters and denied pairs, read live"
-                                    " (answers younger than 1 s are shared)",
+    "/traffic": {"get": {"summary": "Every router's per-rule counters and denied pairs, read on the fan-out's"
+                                    " session with each router (answers younger than 1 s are shared), and every"
+                                    " rule with its state on each router",
                          "responses": {"200": _ok("traffic", _ref("Traffic"))}}},
     "/events": {"get": {"summary": "Server-Sent Events: session.*, rule.*, router.changed, mode.changed, denied,"
                                    " denied.suppressed",
@@ -175,7 +176,7 @@ SCHEMAS = {
                                                    " /rules answers now", "items": _ref("Rule")},
         "routers": {"type": "object", "additionalProperties": {"type": "object", "required": ["ok"], "properties": {
             "ok": {"type": "boolean"}, "error": {"type": "string"}, "at": {"type": "number"},
-            "mode": {"enum": ["enforce", "monitor"]}, "rule_count": {"type": "integer"},
+            "mode": {"enum": ["enforce", "monitor", None]}, "rule_count": {"type": "integer"},
             "filter": {"type": "object"},
             "rules": {"type": "array", "items": {"type": "object", "properties": {
                 "source": {"type": "string"}, "group": {"type": "string"}, "max_ttl": {"type": "integer"},

@@ -239,8 +239,9 @@ def test_mauthctl_client_against_the_server(mediator):
     serve(mediator, test)
 
 
-def test_traffic_reads_every_router_live(tmp_path):
-    """GET /traffic: per-rule counters and denied pairs as each router's own listing says, shared for 1 s."""
+def test_traffic_reads_every_router_on_the_fan_outs_session(tmp_path):
+    """GET /traffic: per-rule counters and denied pairs as each router's own listing says, shared for 1 s,
+    read on the one session the fan-out holds with each router; with every rule's view."""
     import time
 
     from tests.unit.loopback_fleet import TOKEN as FLEET_TOKEN
@@ -264,8 +265,10 @@ def test_traffic_reads_every_router_live(tmp_path):
         assert r1["denied"] == []
         assert [(d["source"], d["group"], d["reason"], d["packets"], d["last_ttl"]) for d in r2["denied"]] == [
             ("192.0.2.66", "239.9.9.9", "unauthorized", 7, 3)]
+        assert [(r["source"], r["state"], sorted(r["routers"])) for r in out["rules"]] == [
+            ("192.0.2.10", "applied", ["r1", "r2"])]
         # A second client within a second gets the same read; the routers are not asked again.
-        # (Only the traffic reader lists denied pairs in this fleet; the reconciler never does.)
+        # (Only GET /traffic lists denied pairs in this fleet: it has no denied watch.)
         def denied_reads():
             return fleet.call(lambda: sum(op == "denied" for b in fleet.backends.values() for op, _ in b.log))
 
@@ -275,6 +278,37 @@ def test_traffic_reads_every_router_live(tmp_path):
         assert denied_reads() == before
         time.sleep(1.1)
         assert api.traffic()["at"] > out["at"] and denied_reads() == before + 2
+        # Every router was talked to on one session: the fan-out's.
+        assert fleet.call(lambda: [e.core.session_count for _, e in sorted(fleet.endpoints.items())]) == [1, 1]
         with pytest.raises(ApiError) as info:
             ApiClient(fleet.url, "wrong-token-wrong-token", timeout=5).traffic()
         assert info.value.status == 401
+
+
+def test_the_denied_watch_and_get_traffic_share_one_listing_on_one_session(tmp_path):
+    """A denied listing GET /traffic made is the watch's too, within half its interval; one session each."""
+    import time
+
+    from tests.unit.loopback_fleet import TOKEN as FLEET_TOKEN
+    from tests.unit.loopback_fleet import LoopbackFleet
+
+    with LoopbackFleet(tmp_path, routers=("r1",), denied_interval=60.0) as fleet:
+        deadline = time.monotonic() + 10
+        while fleet.call(lambda: fleet.mediator.fleet.routers["r1"].status) not in ("up", "converging"):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        fleet.set_denied("r1", [("192.0.2.66", "239.9.9.9", "unauthorized", 7, 700, 3)])
+        sub = fleet.call(fleet.mediator.bus.subscribe, None, time.time())
+        backend = fleet.backends["r1"]
+
+        def denied_reads():
+            return fleet.call(lambda: sum(op == "denied" for op, _ in backend.log))
+
+        out = ApiClient(fleet.url, FLEET_TOKEN, timeout=5).traffic()
+        assert [d["source"] for d in out["routers"]["r1"]["denied"]] == ["192.0.2.66"]
+        assert denied_reads() == 1
+        assert asyncio.run_coroutine_threadsafe(fleet.denied.poll("r1"), fleet.loop).result(10)
+        assert denied_reads() == 1  # the watch took the listing GET /traffic made
+        events = fleet.call(lambda: [sub.queue.get_nowait() for _ in range(sub.queue.qsize())])
+        assert [(e.kind, e.data["source"]) for e in events if e.kind == "denied"] == [("denied", "192.0.2.66")]
+        assert fleet.call(lambda: fleet.endpoints["r1"].core.session_count) == 1
