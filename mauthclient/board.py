@@ -27,7 +27,8 @@ tested with plain dictionaries.
   the sender.
 * A denied pair is shown while the server keeps reporting it (a `denied`
   event, which the server publishes when a pair is new or its packet count
-  grew) within `DENIED_WINDOW` seconds; its counts, rates and routers come
+  grew, or the time of its last report that `GET /traffic` gives with each
+  pair) within `DENIED_WINDOW` seconds; its counts, rates and routers come
   from the routers' denied listings in `GET /traffic`. When the sender is
   authorized the router forgets the pair, so it leaves the pane at the next
   read.
@@ -219,7 +220,13 @@ class Board:
                 d.last_ttl = entry.get("last_ttl", 0) or d.last_ttl
                 d.routers.add(name)
                 d.rate = d.rate.add(_rate(entry, before, now - base.at if base else 0.0))
-                d.active_at = self.reported.get(dkey)
+                # When the server last reported the pair: its `denied` event, or (reported before we
+                # were listening) what the listing says, on the server's clock.
+                times = [self.reported.get(dkey), d.active_at]
+                told, wall = entry.get("reported"), answer.get("at")
+                if told and wall and wall - told <= DENIED_WINDOW:
+                    times.append(now - max(0.0, wall - told))
+                d.active_at = max((t for t in times if t is not None), default=None)
         self.reported = {k: t for k, t in self.reported.items() if now - t <= DENIED_WINDOW}
         self.rule_rates = rates
         self.denied = denied_now

@@ -19,9 +19,10 @@ answer with JSON; they decide nothing. So a 2xx answer to a command means
 * `GET /api/v1/traffic` is every router's rule counters and denied pairs as
   the fan-out reads them on its session with that router (`FanOut.traffic`
   in mauthserver/fanout.py; this module opens no router session of its
-  own), with every rule's view as `GET /api/v1/rules` answers it. Counters
-  change with every packet, so they are not events: a client that shows
-  rates (the dashboard) asks every few seconds.
+  own), each denied pair with when the server last reported it in a
+  `denied` event, and every rule's view as `GET /api/v1/rules` answers
+  it. Counters change with every packet, so they are not events: a client
+  that shows rates (the dashboard) asks every few seconds.
 * An unexpected exception in a handler is answered with 500, logged, and
   stops the daemon (exit status 1), as any other unexpected exception does:
   it must not limp on in an unknown state (docs/design.md).
@@ -44,6 +45,7 @@ from aiohttp import web
 from mauthcore.protocol.model import Mode
 
 from . import core
+from .denied import DeniedTracker
 from .openapi import spec
 
 log = logging.getLogger("mauthserver.api")
@@ -66,6 +68,7 @@ TOKEN = web.AppKey("token", TokenBox)
 ON_FATAL = web.AppKey("on_fatal", object)
 COUNTERS = web.AppKey("counters", dict)
 FANOUT = web.AppKey("fanout", object)
+DENIED = web.AppKey("denied", object)
 
 
 def _json(data, status: int = 200) -> web.Response:
@@ -248,8 +251,10 @@ async def put_mode(request: web.Request) -> web.Response:
 
 
 async def traffic(request: web.Request) -> web.Response:
-    fanout = request.app[FANOUT]
+    fanout, watch = request.app[FANOUT], request.app[DENIED]
     data = await fanout.traffic() if fanout is not None else {"at": time.time(), "routers": {}}
+    # When the server last reported each denied pair in a `denied` event (null: it did not).
+    data = (watch.tracker if watch is not None else DeniedTracker()).mark(data)
     # Each rule's state on each router as the server decides it now (as GET /rules answers).
     return _json({**data, "rules": _m(request).rules_view()})
 
@@ -314,11 +319,13 @@ ROUTES = [
 
 
 def make_app(mediator, token: str, on_fatal: Callable[[], None] = lambda: None, *,
-             fanout=None) -> web.Application:
-    """The API app; `fanout` (mauthserver/fanout.py) reads the routers for `GET /traffic`."""
+             fanout=None, denied=None) -> web.Application:
+    """The API app; `fanout` (mauthserver/fanout.py) reads the routers for `GET /traffic`, whose denied
+    pairs say when `denied` (the DeniedWatch of mauthserver/denied.py) last reported them."""
     app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
     app[MEDIATOR] = mediator
     app[FANOUT] = fanout
+    app[DENIED] = denied
     app[TOKEN] = TokenBox(token)
     app[ON_FATAL] = on_fatal
     app[COUNTERS] = {"requests": 0, "unauthorized": 0, "refused": 0, "errors": 0}

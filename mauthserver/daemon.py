@@ -146,7 +146,7 @@ class Daemon:
             self.denied = DeniedWatch(self.fanout, bus, interval=o.denied_interval)
 
         # The client API.
-        self._app = api.make_app(self.mediator, self.token, self.fatal, fanout=self.fanout)
+        self._app = api.make_app(self.mediator, self.token, self.fatal, fanout=self.fanout, denied=self.denied)
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         host, port = o.api

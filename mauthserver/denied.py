@@ -90,12 +90,14 @@ class DeniedTracker:
 
     def __init__(self) -> None:
         self._reported: dict[str, dict[tuple[str, str, str], int]] = {}
+        self._when: dict[str, dict[tuple[str, str, str], float]] = {}  # Unix time of each pair's last report
         self.pairs: dict[str, int] = {}  # router -> pairs in its last listing
         self.packets: dict[str, dict[str, int]] = {}  # router -> reason -> packets of the pairs listed
 
     def observe(self, router: str, entries: Iterable[DeniedEntry]) -> list[DeniedReport]:
         """A complete listing of `router`'s table: the news in it, biggest growth first."""
         reported = self._reported.setdefault(router, {})
+        when = self._when.setdefault(router, {})
         news: list[DeniedReport] = []
         seen: set[tuple[str, str, str]] = set()
         by_reason: dict[str, int] = {}
@@ -111,19 +113,39 @@ class DeniedTracker:
                 continue
             if before is not None and e.packets < before:  # left the table and came back: counted afresh
                 del reported[key]
+                when.pop(key, None)
                 before = None
             news.append(DeniedReport(router, key[0], key[1], reason, e.packets, e.octets,
                                      e.packets - (before or 0), before is None, e.last_ttl,
                                      e.last_seen / 1000 if e.last_seen else None))
         for key in [k for k in reported if k not in seen]:  # gone from the table: forget it
             del reported[key]
+            when.pop(key, None)
         self.pairs[router] = len(seen)
         self.packets[router] = by_reason
         news.sort(key=lambda r: (-r.new_packets, not r.first, r.source, r.group))
         return news
 
-    def reported(self, report: DeniedReport) -> None:
+    def reported(self, report: DeniedReport, at: float | None = None) -> None:
+        """`report` was published (at Unix time `at`)."""
         self._reported.setdefault(report.router, {})[report.key] = report.packets
+        if at is not None:
+            self._when.setdefault(report.router, {})[report.key] = at
+
+    def reported_at(self, router: str, key: tuple[str, str, str]) -> float | None:
+        """When the pair (source, group, reason) of `router` was last reported, while its router lists it."""
+        return self._when.get(router, {}).get(key)
+
+    def mark(self, traffic: dict) -> dict:
+        """A `GET /traffic` answer whose denied pairs say when each was last reported ("reported")."""
+        routers = {}
+        for name, answer in traffic.get("routers", {}).items():
+            if "denied" in answer:
+                answer = {**answer, "denied": [
+                    {**d, "reported": self.reported_at(name, (d["source"], d["group"], d["reason"]))}
+                    for d in answer["denied"]]}
+            routers[name] = answer
+        return {**traffic, "routers": routers}
 
 
 class DeniedWatch:
@@ -155,9 +177,10 @@ class DeniedWatch:
             if not self.bucket.take(now):
                 held += 1
                 continue
-            self.tracker.reported(report)
+            at = self.wall()
+            self.tracker.reported(report, at)
             published.append(report)
-            self.bus.publish(EventKind.DENIED, report.to_dict(), self.wall())
+            self.bus.publish(EventKind.DENIED, report.to_dict(), at)
             self.counters["published_new" if report.first else "published_growing"] += 1
             if report.first:
                 log.warning("router=%s denied sender %s -> %s (%s): %d packets, last TTL %d", router,

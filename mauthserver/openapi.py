@@ -186,7 +186,9 @@ SCHEMAS = {
             "denied": {"type": "array", "items": {"type": "object", "properties": {
                 "source": {"type": "string"}, "group": {"type": "string"},
                 "reason": {"type": "string"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"},
-                "last_ttl": {"type": "integer"}, "last_seen": {"type": ["number", "null"]}}}}}}}}},
+                "last_ttl": {"type": "integer"}, "last_seen": {"type": ["number", "null"]},
+                "reported": {"type": ["number", "null"], "description": "when the server last reported the pair"
+                                                                       " in a `denied` event (null: not)"}}}}}}}}},
     "Router": {"type": "object", "properties": {
         "name": {"type": "string"}, "address": {"type": "string"},
         "state": {"enum": ["unknown", "up", "down", "converging"]},

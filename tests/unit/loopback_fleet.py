@@ -116,7 +116,7 @@ class LoopbackFleet:
         fanout = FanOut(self.mediator, store, bus, KEYS, RetryPolicy(timeout=0.05, tries=4, max_timeout=0.2))
         if self.denied_interval is not None:
             self.denied = DeniedWatch(fanout, bus, interval=self.denied_interval)
-        app = make_app(self.mediator, TOKEN, fanout=fanout)
+        app = make_app(self.mediator, TOKEN, fanout=fanout, denied=self.denied)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -148,6 +148,21 @@ def test_denied_pairs_show_while_the_server_reports_them_and_leave_when_the_rout
     assert b.denied_rows(56.0) == [] and b.counts(56.0)["denied"] == 0
 
 
+def test_a_dashboard_opened_later_shows_the_pairs_the_server_reported_within_the_window():
+    b = board()
+    recent, old = ("192.0.2.66", "239.9.9.9", "unauthorized"), ("192.0.2.77", "239.9.9.9", "unauthorized")
+    answer = read(denied=[(*recent, 10, 1000, 5, 900.0), (*old, 3, 300, 5, 999.0)], at=1000.0)
+    answer["denied"][0]["reported"] = 995.0  # the server reported it 5 s before this read
+    answer["denied"][1]["reported"] = None  # never reported (held back by the rate limit, say)
+    b.apply_traffic({"routers": {"r1": answer, "r2": read()}}, now=50.0)
+    assert [r[0] for r in b.denied_rows(50.0)] == ["192.0.2.66|239.9.9.9|unauthorized"]
+    assert b.denied_rows(50.0 + DENIED_WINDOW - 6) and not b.denied_rows(50.0 + DENIED_WINDOW - 4)
+    answer["denied"][0]["reported"] = 900.0  # reported long before: not being dropped now
+    fresh = board()
+    fresh.apply_traffic({"routers": {"r1": answer, "r2": read()}}, now=50.0)
+    assert fresh.denied_rows(50.0) == []
+
+
 def test_rows_fit_their_columns_and_text_helpers():
     b = board()
     for columns, rows in ((Board.SESSION_COLUMNS, b.session_rows(1100.0)),

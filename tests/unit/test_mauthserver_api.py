@@ -304,11 +304,16 @@ def test_the_denied_watch_and_get_traffic_share_one_listing_on_one_session(tmp_p
         def denied_reads():
             return fleet.call(lambda: sum(op == "denied" for op, _ in backend.log))
 
-        out = ApiClient(fleet.url, FLEET_TOKEN, timeout=5).traffic()
-        assert [d["source"] for d in out["routers"]["r1"]["denied"]] == ["192.0.2.66"]
+        api = ApiClient(fleet.url, FLEET_TOKEN, timeout=5)
+        out = api.traffic()
+        assert [(d["source"], d["reported"]) for d in out["routers"]["r1"]["denied"]] == [("192.0.2.66", None)]
         assert denied_reads() == 1
         assert asyncio.run_coroutine_threadsafe(fleet.denied.poll("r1"), fleet.loop).result(10)
         assert denied_reads() == 1  # the watch took the listing GET /traffic made
         events = fleet.call(lambda: [sub.queue.get_nowait() for _ in range(sub.queue.qsize())])
-        assert [(e.kind, e.data["source"]) for e in events if e.kind == "denied"] == [("denied", "192.0.2.66")]
+        (report,) = [e for e in events if e.kind == "denied"]
+        assert report.data["source"] == "192.0.2.66"
+        # GET /traffic says when the server reported each pair (a dashboard opened later shows it).
+        time.sleep(1.05)
+        assert [d["reported"] for d in api.traffic()["routers"]["r1"]["denied"]] == [report.at]
         assert fleet.call(lambda: fleet.endpoints["r1"].core.session_count) == 1
