@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from mauthcore.events import DeniedEvent, EventKind, denied_suppressed_event
 from mauthcore.protocol.errors import RouterUnreachable
-from mauthcore.protocol.model import DeniedEntry
+from mauthcore.protocol.model import DeniedEntry, seconds
 from mauthcore.protocol.server import TokenBucket
 
 from .core import CONVERGING, UP
@@ -64,25 +64,24 @@ REPORT_BURST = 50.0
 
 @dataclass(frozen=True)
 class DeniedReport:
+    """News of one router's denied pair: the router's own entry, the packets new since the last report,
+    and whether the pair itself is new."""
+
     router: str
-    source: str
-    group: str
-    reason: str
-    packets: int
-    bytes: int
+    entry: DeniedEntry
     new_packets: int
     first: bool
-    last_ttl: int = 0
-    last_seen: float | None = None  # Unix time
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return self.source, self.group, self.reason
+        """(source, group, reason) as text: a pair that changes reason is news of its own."""
+        return str(self.entry.source), str(self.entry.group), str(self.entry.reason)
 
     def to_dict(self) -> DeniedEvent:
-        return {"router": self.router, "source": self.source, "group": self.group, "reason": self.reason,
-                "packets": self.packets, "bytes": self.bytes, "new_packets": self.new_packets,
-                "first": self.first, "last_ttl": self.last_ttl, "last_seen": self.last_seen}
+        e = self.entry
+        return {"router": self.router, "source": str(e.source), "group": str(e.group), "reason": str(e.reason),
+                "packets": e.packets, "bytes": e.octets, "new_packets": self.new_packets, "first": self.first,
+                "last_ttl": e.last_ttl, "last_seen": seconds(e.last_seen)}
 
 
 class DeniedTracker:
@@ -115,20 +114,18 @@ class DeniedTracker:
                 del reported[key]
                 when.pop(key, None)
                 before = None
-            news.append(DeniedReport(router, key[0], key[1], reason, e.packets, e.octets,
-                                     e.packets - (before or 0), before is None, e.last_ttl,
-                                     e.last_seen / 1000 if e.last_seen else None))
+            news.append(DeniedReport(router, e, e.packets - (before or 0), before is None))
         for key in [k for k in reported if k not in seen]:  # gone from the table: forget it
             del reported[key]
             when.pop(key, None)
         self.pairs[router] = len(seen)
         self.packets[router] = by_reason
-        news.sort(key=lambda r: (-r.new_packets, not r.first, r.source, r.group))
+        news.sort(key=lambda r: (-r.new_packets, not r.first, r.key))
         return news
 
     def reported(self, report: DeniedReport, at: float | None = None) -> None:
         """`report` was published (at Unix time `at`)."""
-        self._reported.setdefault(report.router, {})[report.key] = report.packets
+        self._reported.setdefault(report.router, {})[report.key] = report.entry.packets
         if at is not None:
             self._when.setdefault(report.router, {})[report.key] = at
 
@@ -184,10 +181,10 @@ class DeniedWatch:
             self.counters["published_new" if report.first else "published_growing"] += 1
             if report.first:
                 log.warning("router=%s denied sender %s -> %s (%s): %d packets, last TTL %d", router,
-                            report.source, report.group, report.reason, report.packets, report.last_ttl)
+                            *report.key, report.entry.packets, report.entry.last_ttl)
             else:
                 log.info("router=%s denied sender %s -> %s (%s) still sending: %d more packets, %d in all",
-                         router, report.source, report.group, report.reason, report.new_packets, report.packets)
+                         router, *report.key, report.new_packets, report.entry.packets)
         if held:
             self.counters["suppressed"] += held
             pairs = self.tracker.pairs.get(router, 0)

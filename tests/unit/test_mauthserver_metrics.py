@@ -42,21 +42,22 @@ def entry(source: str, group: str, packets: int, reason: Reason = Reason.UNAUTHO
 def test_new_pairs_growth_and_resets_are_news_and_nothing_else_is():
     t = DeniedTracker()
     news = t.observe("r1", [entry("192.0.2.12", "239.1.1.1", 10), entry("192.0.2.13", "239.1.1.1", 30)])
-    assert [(r.source, r.packets, r.new_packets, r.first) for r in news] == [
+    assert [(str(r.entry.source), r.entry.packets, r.new_packets, r.first) for r in news] == [
         ("192.0.2.13", 30, 30, True), ("192.0.2.12", 10, 10, True)]  # biggest first
-    assert news[0].last_seen == 1_700_000_000.0 and news[0].last_ttl == 7 and news[0].bytes == 3000
+    event = news[0].to_dict()
+    assert (event["last_seen"], event["last_ttl"], event["bytes"]) == (1_700_000_000.0, 7, 3000)
     for r in news:
         t.reported(r)
     assert t.observe("r1", [entry("192.0.2.12", "239.1.1.1", 10), entry("192.0.2.13", "239.1.1.1", 30)]) == []
     news = t.observe("r1", [entry("192.0.2.12", "239.1.1.1", 25), entry("192.0.2.13", "239.1.1.1", 30)])
-    assert [(r.source, r.packets, r.new_packets, r.first) for r in news] == [("192.0.2.12", 25, 15, False)]
+    assert [(str(r.entry.source), r.entry.packets, r.new_packets, r.first) for r in news] == [("192.0.2.12", 25, 15, False)]
     t.reported(news[0])
     # Fewer packets than reported: the pair left the router's table and came back.
     news = t.observe("r1", [entry("192.0.2.12", "239.1.1.1", 4), entry("192.0.2.13", "239.1.1.1", 30)])
-    assert [(r.packets, r.new_packets, r.first) for r in news] == [(4, 4, True)]
+    assert [(r.entry.packets, r.new_packets, r.first) for r in news] == [(4, 4, True)]
     # The same pair denied for another reason is another report.
     news = t.observe("r1", [entry("192.0.2.13", "239.1.1.1", 30, Reason.TTL)])
-    assert [(r.source, r.reason, r.first) for r in news] == [("192.0.2.13", "ttl", True)]
+    assert [(str(r.entry.source), str(r.entry.reason), r.first) for r in news] == [("192.0.2.13", "ttl", True)]
     assert t.pairs["r1"] == 1 and t.packets["r1"] == {"ttl": 30}
 
 
@@ -84,7 +85,7 @@ def test_a_flood_of_pairs_is_reported_within_the_rate_and_summarised(caplog):
     flood = [entry(f"192.0.2.{20 + i}", "239.1.1.1", 100 + i) for i in range(10)]
     with caplog.at_level(logging.INFO, logger="mauthserver.denied"):
         published = w.process("r1", flood)
-    assert [r.packets for r in published] == [109, 108, 107]  # the biggest first
+    assert [r.entry.packets for r in published] == [109, 108, 107]  # the biggest first
     events = drain(sub)
     assert [k for k, _ in events] == ["denied"] * 3 + ["denied.suppressed"]
     assert events[0][1] == {"router": "r1", "source": "192.0.2.29", "group": "239.1.1.1", "reason": "unauthorized",
@@ -97,13 +98,13 @@ def test_a_flood_of_pairs_is_reported_within_the_rate_and_summarised(caplog):
     # Two seconds later: two tokens. What was held back is offered again, biggest first.
     now[0] += 2.0
     published = w.process("r1", flood)
-    assert [r.packets for r in published] == [106, 105]
+    assert [r.entry.packets for r in published] == [106, 105]
     assert [d["suppressed"] for k, d in drain(sub) if k == "denied.suppressed"] == [5]
     # The bucket refills up to its burst only: three more, then the last two.
     now[0] += 100.0
-    assert [r.packets for r in w.process("r1", flood)] == [104, 103, 102]
+    assert [r.entry.packets for r in w.process("r1", flood)] == [104, 103, 102]
     now[0] += 100.0
-    assert [r.packets for r in w.process("r1", flood)] == [101, 100]
+    assert [r.entry.packets for r in w.process("r1", flood)] == [101, 100]
     # Nothing new and nothing grown: no report at all, and no summary.
     now[0] += 100.0
     assert w.process("r1", flood) == []
