@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from musersd.dataplane_backend import DataPlaneBackend
@@ -244,7 +244,6 @@ _rules = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_rules, max_size=80, unique_by=lambda r: r.key), st.integers(0, 20),
        st.sampled_from([DataPlaneBackend, NfqueueBackend]))
 def test_paging_through_random_mixes_gets_each_rule_exactly_once(rules, max_count, backend_type):
