@@ -1,6 +1,6 @@
 """The protocol backends musersd runs (DataPlaneBackend, NfqueueBackend) behind the real server core.
 
-Strategy: the backends run unchanged on `FakeDataPlane` (tests/unit/fake_dataplane.py),
+Strategy: the backends run unchanged on `FakeDataPlane` (tests/support/fake_dataplane.py),
 which stores rules under the real maps' key bytes and reads keys back with the
 real decoding, so paging goes through the same `RuleKey.cursor` and
 `rules.check_cursor` as on a router. Requests are real v2 datagrams through
@@ -39,7 +39,7 @@ from mauthcore.protocol.v2 import (
     Request,
 )
 from mauthcore.rules import Rule, RuleKey
-from tests.unit.fake_dataplane import FakeDataPlane
+from tests.support.fake_dataplane import FakeDataPlane
 
 SECRET = bytes(range(32))
 KEYS = KeyRing([Key(1, SECRET)])

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from mauthclient.dashboard import Dashboard
-from tests.unit.loopback_fleet import TOKEN, LoopbackFleet
+from tests.support.loopback_fleet import TOKEN, LoopbackFleet
 
 ASM = b"""v=0\r
 o=- 77 1 IN IP4 192.0.2.55\r
