@@ -262,23 +262,16 @@ def test_server_mode_shows_reasons_of_a_newer_router(server):
 def test_server_mode_events_follow_the_stream(server):
     fleet, opts = server
 
-    def later():
-        time.sleep(0.5)
-        fleet.call(fleet.mediator.add_rule, "192.0.2.10", "239.1.1.1", 8, actor="test")
-
-    threading.Thread(target=later, daemon=True).start()
+    # Once the events command listens, the rule is added: the event reaches it.
+    errors = fleet.once_subscribed(fleet.mediator.add_rule, "192.0.2.10", "239.1.1.1", 8, actor="test")
     r = run(*opts, "events", "--count", "1", "--json")
-    assert r.exit_code == 0
+    assert r.exit_code == 0 and errors == []
     event = json.loads(r.stdout)
     assert event["event"] == "rule.added" and event["rule"]["source"] == "192.0.2.10"
 
-    def remove_later():
-        time.sleep(0.5)
-        fleet.call(fleet.mediator.remove_rule, "192.0.2.10", "239.1.1.1", actor="test")
-
-    threading.Thread(target=remove_later, daemon=True).start()
+    errors = fleet.once_subscribed(fleet.mediator.remove_rule, "192.0.2.10", "239.1.1.1", actor="test")
     r = run(*opts, "events", "--count", "1")
-    assert r.exit_code == 0
+    assert r.exit_code == 0 and errors == []
     assert r.stdout.split()[1:5] == ["rule.removed", "192.0.2.10", "->", "239.1.1.1"]
 
 

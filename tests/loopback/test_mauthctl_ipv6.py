@@ -15,7 +15,6 @@ import json
 import socket
 import sqlite3
 import threading
-import time
 
 import pytest
 
@@ -235,11 +234,7 @@ def test_server_mode_denied_pairs_and_events_carry_ipv6_in_canonical_text(server
     assert [(d["router"], d["source"], d["group"], d["last_ttl"]) for d in data] == [
         ("r1", "2001:db8:0:2::66", "ff0e::db8:9", 3)]
 
-    def later():
-        time.sleep(0.5)
-        fleet.call(fleet.mediator.add_rule, "2001:DB8:0:2::66", "ff0e::db8:9", 8, actor="test")
-
-    threading.Thread(target=later, daemon=True).start()
+    errors = fleet.once_subscribed(fleet.mediator.add_rule, "2001:DB8:0:2::66", "ff0e::db8:9", 8, actor="test")
     event = json.loads(run(*opts, "events", "--count", "1", "--json").stdout)
-    assert event["event"] == "rule.added"
+    assert errors == [] and event["event"] == "rule.added"
     assert (event["rule"]["source"], event["rule"]["group"]) == ("2001:db8:0:2::66", "ff0e::db8:9")

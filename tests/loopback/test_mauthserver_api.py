@@ -239,18 +239,21 @@ def test_mauthctl_client_against_the_server(mediator):
 
 
 def test_traffic_reads_every_router_live(tmp_path):
-    """GET /traffic: per-rule counters and denied pairs as each router's own listing says, shared for 1 s."""
-    import time
+    """GET /traffic: per-rule counters and denied pairs as each router's own listing says, shared for 1 s
+    (of the reader's clock, a fake one here)."""
+    from mauthserver.api import TRAFFIC
 
     from tests.support.loopback_fleet import TOKEN as FLEET_TOKEN
     from tests.support.loopback_fleet import LoopbackFleet
+    from tests.support.waiting import wait_until
 
+    clock = [1000.0]
     with LoopbackFleet(tmp_path, routers=("r1", "r2")) as fleet:
+        reader = fleet.app[TRAFFIC]
+        fleet.call(setattr, reader, "clock", lambda: clock[0])
+        fleet.call(setattr, reader, "wall", lambda: 1_800_000_000.0 + clock[0])
         fleet.call(fleet.mediator.add_rule, "192.0.2.10", "239.1.1.1", 8, actor="test")
-        deadline = time.monotonic() + 10
-        while not (fleet.held("r1") and fleet.held("r2")):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: fleet.held("r1") and fleet.held("r2"), 10, "both routers to hold the rule")
         fleet.set_traffic("r1", "192.0.2.10", "239.1.1.1", 42, 4200)
         fleet.set_denied("r2", [("192.0.2.66", "239.9.9.9", "unauthorized", 7, 700, 3)])
         api = ApiClient(fleet.url, FLEET_TOKEN, timeout=5)
@@ -270,10 +273,12 @@ def test_traffic_reads_every_router_live(tmp_path):
 
         before = denied_reads()
         assert before == 2
+        clock[0] += 0.999
         assert api.traffic()["at"] == out["at"]
         assert denied_reads() == before
-        time.sleep(1.1)
-        assert api.traffic()["at"] > out["at"] and denied_reads() == before + 2
+        clock[0] += 0.001  # a second old: read again
+        again = api.traffic()
+        assert again["at"] == out["at"] + 1.0 and denied_reads() == before + 2
         with pytest.raises(ApiError) as info:
             ApiClient(fleet.url, "wrong-token-wrong-token", timeout=5).traffic()
         assert info.value.status == 401

@@ -10,7 +10,6 @@ import asyncio
 import time
 from contextlib import asynccontextmanager
 
-
 from mauthserver.core import RouterCore, Timers
 from mauthserver.events import EventBus
 from mauthserver.fanout import FanOut
@@ -22,6 +21,7 @@ from mauthcore.protocol.keys import Key, KeyRing
 from mauthcore.protocol.server import ServerCore
 from mauthcore.rules import RuleKey
 from sap.directory import Directory
+from tests.support.waiting import until
 
 
 KEYS = KeyRing([Key(1, bytes(range(32)))])
@@ -31,23 +31,18 @@ class FakeRouterEndpoint(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.core: ServerCore | None = None
         self.transport = None
+        self.unanswered = 0  # requests that arrived while the router was silent
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data, addr) -> None:
         if self.core is None:
+            self.unanswered += 1
             return  # down: silence
         reply = self.core.receive(data, addr, time.monotonic())
         if reply is not None:
             self.transport.sendto(reply, addr)
-
-
-async def until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 @asynccontextmanager
@@ -101,8 +96,10 @@ def test_fanout_converges_recovers_and_persists(tmp_path):
             await until(lambda: rc.status == "down")
             m.remove_rule("192.0.2.10", "239.1.1.1", actor="t")
             want.pop(RuleKey.make("192.0.2.10", "239.1.1.1"))
-            assert m.rules_view()[0]["routers"]["r1"]["state"] in ("applied", "pending")
-            await asyncio.sleep(0.3)
+            assert m.rules_view()[0]["routers"]["r1"]["state"] == "applied"  # 239.1.1.2, held all along
+            asked = endpoint.unanswered
+            await until(lambda: endpoint.unanswered > asked, 10, "the fan-out to try the silent router again")
+            assert RuleKey.make("192.0.2.10", "239.1.1.1") in backend2.rules  # not removed while silent
             endpoint.core = ServerCore(backend2, KEYS, epoch=3, state_id=11)  # restarted, tables kept
             await until(lambda: held(backend2) == want)
             await until(lambda: m.routers_view()[0]["state"] == "up")

@@ -20,6 +20,7 @@ from mauthserver.daemon import Daemon
 from mauthcore.protocol.backend import MemoryBackend
 from mauthcore.protocol.keys import Key, KeyRing
 from mauthcore.protocol.server import ServerCore
+from tests.support import waiting
 from tests.unit.test_mauthserver_metrics import A, entry  # noqa: F401
 
 
@@ -40,14 +41,9 @@ class FakeRouter(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)
 
 
-async def until(predicate, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+def until(predicate):
+    """The predicates here are coroutine functions (a scrape, an event read); 15 s for the daemon's timers."""
+    return waiting.until(predicate, 15.0)
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 POLL = 0.01
 
@@ -43,8 +43,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str | 
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str | None = None, *,
-                interval: float = POLL) -> Any:
-    """`wait_until` inside an event loop: the loop runs between polls. `predicate` may be a coroutine function."""
+                interval: float = POLL, pause: Callable[[float], Awaitable] = asyncio.sleep) -> Any:
+    """`wait_until` inside an event loop: the loop runs between polls (`pause`, e.g. a Textual pilot's,
+    lets an app process its messages too). `predicate` may be a coroutine function."""
     deadline = time.monotonic() + timeout
     while True:
         last = predicate()
@@ -54,4 +55,4 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str |
             return last
         if time.monotonic() >= deadline:
             raise _timed_out(predicate, what, timeout, last)
-        await asyncio.sleep(interval)  # the polling rhythm, not a guess at how long something takes
+        await pause(interval)  # the polling rhythm, not a guess at how long something takes

@@ -34,11 +34,14 @@ def test_cancel_all_ends_a_task_that_lost_its_first_cancellation():
 
     async def main():
         swallowed = []
+        running = asyncio.Event()
 
         async def loop_forever():
+            never = asyncio.Event()
+            running.set()
             while True:
                 try:
-                    await asyncio.sleep(0.01)
+                    await never.wait()
                 except asyncio.CancelledError:
                     if swallowed:
                         raise
@@ -48,7 +51,8 @@ def test_cancel_all_ends_a_task_that_lost_its_first_cancellation():
             raise RuntimeError("reported already")
 
         tasks = [asyncio.create_task(loop_forever()), asyncio.create_task(crashing())]
-        await asyncio.sleep(0.02)
+        await running.wait()
+        await asyncio.wait([tasks[1]])  # it has crashed
         stopping = asyncio.create_task(cancel_all(tasks))
         done, _ = await asyncio.wait([stopping], timeout=3)
         assert stopping in done, "cancel_all() still waits for a task that lost its cancellation"
