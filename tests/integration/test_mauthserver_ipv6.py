@@ -83,7 +83,7 @@ def test_an_announced_ipv6_session_authorized_and_revoked(fleet6, tmp_path):
     assert sorted((r["source"], r["group"], r["max_ttl"]) for r in out["rules"]) == [
         (AUTH, SSM_GROUPS[0], 16), (AUTH, SSM_GROUPS[1], 16)]
     server.converged()
-    assert mauthcore.rules() == {(AUTH, g): 16 for g in SSM_GROUPS}
+    assert musersd.rules() == {(AUTH, g): 16 for g in SSM_GROUPS}
     rx.reset()
     for g in SSM_GROUPS:
         auth.send(g, N, ttl=16)
@@ -100,7 +100,7 @@ def test_an_announced_ipv6_session_authorized_and_revoked(fleet6, tmp_path):
 
     assert server.ctl("revoke", s["id"]).returncode == 0
     server.converged()
-    assert mauthcore.rules() == {}
+    assert musersd.rules() == {}
     rx.reset()
     for g in SSM_GROUPS:
         auth.send(g, N, ttl=16)

@@ -58,7 +58,7 @@ def test_a_full_directory_evicts_the_least_recently_heard_and_keeps_its_rules(pi
         # The evicted session's rule stays, on the router too: it expires with the session, which has not ended.
         rules = server.converged()
         assert [(r["source"], r["group"], r["session"]) for r in rules] == [(SENDER, "239.1.1.1", first["id"])]
-        assert mauthcore.rules() == {(SENDER, "239.1.1.1"): 16}
+        assert musersd.rules() == {(SENDER, "239.1.1.1"): 16}
 
         # Restarted with room for two: the two most recently heard come back from the database.
         assert server.stop() == 0
