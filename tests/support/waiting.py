@@ -42,6 +42,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str | 
         time.sleep(interval)  # the polling rhythm, not a guess at how long something takes
 
 
+def poll_for(predicate: Callable[[], Any], timeout: float, *, interval: float = POLL) -> Any:
+    """`predicate`'s first true value, or its last value once `timeout` s passed: for a caller that
+    records the outcome (a table of cases) rather than failing at the first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = predicate()
+        if last or time.monotonic() >= deadline:
+            return last
+        time.sleep(interval)  # the polling rhythm, not a guess at how long something takes
+
+
 async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str | None = None, *,
                 interval: float = POLL, pause: Callable[[float], Awaitable] = asyncio.sleep) -> Any:
     """`wait_until` inside an event loop: the loop runs between polls (`pause`, e.g. a Textual pilot's,
