@@ -223,7 +223,7 @@ def test_on_a_terminal_the_operator_authorizes_a_denied_sender_in_the_dashboard_
     deadline = time.monotonic() + patience(60)
     while _rules(server_cmd).get((ROGUE, "239.1.1.1")) != 16:
         assert time.monotonic() < deadline, f"the dashboard did not authorize {ROGUE}: {_rules(server_cmd)}"
-        time.sleep(0.5)
+        time.sleep(0.5)  # the polling rhythm, not a guess at how long something takes
     time.sleep(3.0)  # the stimulus: its traffic flows for a while, to be counted as delivered (not a wait)
     os.write(demo.master, b"\x03")  # the operator presses Ctrl-C
     code = demo.finish(timeout=120)
