@@ -40,7 +40,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import Ether
 
 from lab.daemons import Musersd, mauthctl, write_key_file
-from lab.netns import LabError, inside, sh
+from lab.netns import LabError, inside, patience, sh
 from lab.topology import Lab, Route, twin6
 from lab.traffic import PORT, TAG, Receiver, Sender
 from musersd.maps import BURST_NS, NSEC, SAP_PORT
@@ -55,6 +55,7 @@ from tests.integration.conftest import (
     ROGUE6 as ROGUE,
     guard,
 )
+from tests.support.waiting import poll_for, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -101,10 +102,8 @@ def test_ipv6_star_g_routes_resolve_and_ipv4_keeps_working_beside_them(tmp_path)
         rx = lab.receiver([star, "239.1.1.4"])
         tx4, tx6 = lab.sender("192.0.2.10"), lab.sender(source)
         tx6.send(star, 1, ttl=4)  # resolves the route (this first packet may be lost)
-        deadline = time.monotonic() + 10
-        while not any(f"({source},{star})" in line for line in lab.kernel_mroutes()):
-            assert time.monotonic() < deadline, lab.kernel_mroutes()
-            time.sleep(0.05)
+        wait_until(lambda: any(f"({source},{star})" in line for line in lab.kernel_mroutes()), patience(10),
+                   f"the kernel's route for ({source},{star})", interval=0.05)
         rx.reset()
         tx6.send(star, N, ttl=4)
         tx4.send("239.1.1.4", N, ttl=4)
@@ -388,12 +387,14 @@ def _dest_opts(n: int) -> list:
 
 def _wait_counted(dp, before: dict, reason: str, want: int, timeout: float = 5.0) -> dict:
     """Counters once `reason` moved by `want` (or the timeout passed): frames are judged asynchronously."""
-    deadline = time.monotonic() + timeout
-    while True:
-        after = dp.counters()
-        if after[reason]["packets"] - before[reason]["packets"] >= want or time.monotonic() > deadline:
-            return _delta(before, after)
-        time.sleep(0.02)
+    seen = {}
+
+    def counted() -> bool:
+        seen["after"] = dp.counters()
+        return seen["after"][reason]["packets"] - before[reason]["packets"] >= want
+
+    poll_for(counted, patience(timeout), interval=0.02)
+    return _delta(before, seen["after"])
 
 
 def test_extension_header_chains_are_walked_to_the_upper_layer(guarded6):
@@ -550,7 +551,7 @@ def test_musersd_takes_ipv6_rules_over_protocol_v2_from_mauthctl(lab6, pin_dir):
     listed = json.loads(ctl("--json", "list").stdout)
     assert {(x["source"], x["group"], x["max_ttl"], x["packets"]) for x in listed} == {
         (AUTH, GROUP, 8, N), (AUTH2, GROUP2, 4, N)}
-    assert mauthcore.rules() == {(AUTH, GROUP): 8, (AUTH2, GROUP2): 4}
+    assert musersd.rules() == {(AUTH, GROUP): 8, (AUTH2, GROUP2): 4}
     stats = json.loads(ctl("--json", "stats").stdout)
     assert stats["reasons"]["passed"]["packets"] == 2 * N
     assert stats["reasons"]["unauthorized"]["packets"] == 2 * N  # the first probe, then ROGUE
@@ -565,6 +566,6 @@ def test_musersd_takes_ipv6_rules_over_protocol_v2_from_mauthctl(lab6, pin_dir):
     assert ctl("del-sender", AUTH, GROUP).returncode == 0
     assert ctl("del-sender", AUTH2, GROUP2).returncode == 0
     assert delivered([(AUTH, GROUP), (AUTH2, GROUP2)]) == {(AUTH, GROUP): 0, (AUTH2, GROUP2): 0}
-    assert mauthcore.rules() == {}
+    assert musersd.rules() == {}
     assert musersd.stop() == 0
 
