@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: setup check test unit integration demo bench clean install uninstall man
+.PHONY: setup check test unit loopback integration demo bench clean install uninstall man
 
 setup:
 	@bash scripts/setup.sh
@@ -21,8 +21,14 @@ check: setup
 test: setup
 	$(PY) scripts/run_tests.py
 
+# One tier at a time (tests/conftest.py): unit needs nothing (no socket, no process: it refuses
+# them); loopback, sockets on 127.0.0.1 and ::1 and child processes; integration, root, XDP, namespaces.
+# HYPOTHESIS_PROFILE=dev|ci|thorough picks how hard the property tests look (default dev).
 unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+loopback: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/loopback
 
 integration: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration

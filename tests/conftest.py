@@ -1,8 +1,19 @@
 """Shared fixtures: Hypothesis profiles, a private bpffs, and the namespace lab.
 
-Integration tests need root, libbpf and network namespaces; `make test` runs as
-root on the CI machine. They are not skipped when something is missing: a
-missing piece is a failure to fix, not a pass.
+The suite has three tiers, each a directory, each needing more than the last:
+
+    tests/unit         nothing but Python: no socket, no child process, no root
+                       (tests/unit/conftest.py refuses them)      make unit
+    tests/loopback     real sockets on the loopback interface and child processes
+                       (make install into a temporary tree); no root    make loopback
+    tests/integration  root, libbpf, XDP and network namespaces (the lab)  make integration
+
+`make test` (scripts/run_tests.py) runs all three on the host (`-m "not router"`),
+then the router tier. Integration tests are not skipped when something is
+missing: a missing piece is a failure to fix, not a pass.
+
+Hypothesis reads its settings from a profile, never from the test:
+HYPOTHESIS_PROFILE=dev|ci|thorough (default dev). See PROFILES below.
 """
 
 from __future__ import annotations
@@ -17,11 +28,25 @@ from hypothesis import HealthCheck, settings
 
 from lab.netns import private_bpffs
 
-settings.register_profile(
-    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile("hunt", max_examples=20000, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# Every profile: no per-example deadline and no too_slow health check, because this suite shares
+# small CI machines with other work and a slow moment there is not a bug in mauth.
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROFILES = {
+    # `make test` and a developer's run: the same examples every run (derandomized), so a failure
+    # reproduces; 200 a test keeps the unit tier's time where it was (~5,000 examples in all).
+    "dev": dict(derandomize=True, max_examples=200, **_COMMON),
+    # A CI job with time to spare: still reproducible, more examples.
+    "ci": dict(derandomize=True, max_examples=1000, **_COMMON),
+    # Hunting: new random examples each run, many of them (print_blob: a failure prints how to replay it).
+    "thorough": dict(derandomize=False, max_examples=20000, print_blob=True, **_COMMON),
+}
+for _name, _kw in PROFILES.items():
+    settings.register_profile(_name, **_kw)
+_profile = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+if _profile not in PROFILES:
+    raise pytest.UsageError(f"HYPOTHESIS_PROFILE={_profile!r}: the profiles are {', '.join(PROFILES)} "
+                            "(tests/conftest.py)")
+settings.load_profile(_profile)
 
 REPO = Path(__file__).resolve().parent.parent
 

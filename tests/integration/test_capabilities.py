@@ -106,7 +106,7 @@ def wait_for(what: str, check, timeout: float = 60.0, every: float = 0.2, detail
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
-        time.sleep(every)
+        time.sleep(every)  # the polling rhythm, not a guess at how long something takes
 
 
 # ------------------------------------------------------------------ capabilities alone

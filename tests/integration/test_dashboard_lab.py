@@ -15,15 +15,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import pytest
 
 from lab.daemons import BIN
-from lab.netns import inside
+from lab.netns import inside, patience
 from lab.topology import Lab, Route
 from mauthclient.dashboard import Dashboard
 from tests.integration.mauthserver_lab import MauthserverProc, MusersdProc, announce, make_secrets
+from tests.support import waiting
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +59,9 @@ def system(pin_dir, tmp_path):
         yield lab, musersd, server, sessions[0]
 
 
-async def until(pilot, predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.1)
+async def until(pilot, predicate, timeout: float = 20.0, what: str | None = None) -> None:
+    """Let the app run (pilot.pause between polls) until `predicate()` holds."""
+    await waiting.until(predicate, patience(timeout), what, interval=0.1, pause=pilot.pause)
 
 
 def rows(app: Dashboard, pane: str) -> dict[str, list[str]]:
@@ -123,15 +122,20 @@ def _screen(session: str) -> str:
                           check=True).stdout
 
 
-def _wait_screen(session: str, *needles: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    screen = ""
-    while time.monotonic() < deadline:
-        screen = _screen(session)
-        if all(n in screen for n in needles):
-            return screen
-        time.sleep(0.2)
-    raise AssertionError(f"the dashboard never showed {needles}; screen:\n{screen}")
+def _wait_screen(session: str, *needles: str, absent: tuple[str, ...] = (), timeout: float = 30.0) -> str:
+    """The screen once it shows every needle and none of `absent`."""
+    screen = [""]
+
+    def shows() -> bool:
+        screen[0] = _screen(session)
+        return all(n in screen[0] for n in needles) and not any(a in screen[0] for a in absent)
+
+    try:
+        wait_until(shows, timeout, f"the dashboard to show {needles}" + (f" and not {absent}" if absent else ""),
+                   interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; screen:\n{screen[0]}") from None
+    return screen[0]
 
 
 def test_the_dashboard_in_a_real_terminal(system):
@@ -152,7 +156,7 @@ def test_the_dashboard_in_a_real_terminal(system):
         router_row = next(line for line in screen.splitlines() if line.strip().startswith("r1"))
         assert "up" in router_row and "enforce" in router_row
         subprocess.run(["tmux", "send-keys", "-t", tmux, "1"], check=True)
-        time.sleep(0.5)
+        _wait_screen(tmux, f"{GROUP}/16", absent=("127.0.0.1:7575",))  # the Sessions pane, not the Routers pane
         subprocess.run(["tmux", "send-keys", "-t", tmux, "a"], check=True)
         _wait_screen(tmux, "1 rules")
         assert server.converged()[0]["source"] == SENDER

@@ -99,7 +99,7 @@ class Demo:
                 if ns.startswith(self.prefix):
                     self.namespaces.add(ns)
                     self.pids.update(netns.pids(ns))
-            time.sleep(0.2)
+            time.sleep(0.2)  # the watcher's sampling pace while the demo runs (not a wait)
 
     def text(self) -> str:
         with self.lock:
@@ -112,7 +112,7 @@ class Demo:
             if m:
                 return m
             assert self.proc.poll() is None, f"the demo exited with {self.proc.returncode}:\n{self.text()[-3000:]}"
-            time.sleep(0.1)
+            time.sleep(0.1)  # the polling rhythm, not a guess at how long something takes
         raise AssertionError(f"the demo never printed {pattern!r}:\n{self.text()[-3000:]}")
 
     def finish(self, timeout: float = 120.0) -> int:
@@ -224,8 +224,8 @@ def test_on_a_terminal_the_operator_authorizes_a_denied_sender_in_the_dashboard_
     deadline = time.monotonic() + patience(60)
     while _rules(server_cmd).get((ROGUE, "239.1.1.1")) != 16:
         assert time.monotonic() < deadline, f"the dashboard did not authorize {ROGUE}: {_rules(server_cmd)}"
-        time.sleep(0.5)
-    time.sleep(3.0)  # its traffic now flows for a while
+        time.sleep(0.5)  # the polling rhythm, not a guess at how long something takes
+    time.sleep(3.0)  # the stimulus: its traffic flows for a while, to be counted as delivered (not a wait)
     os.write(demo.master, b"\x03")  # the operator presses Ctrl-C
     code = demo.finish(timeout=120)
     out = demo.text()

@@ -40,7 +40,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import Ether
 
 from lab.daemons import Musersd, mauthctl, write_key_file
-from lab.netns import LabError, inside, sh
+from lab.netns import LabError, inside, patience, sh
 from lab.topology import Lab, Route, twin6
 from lab.traffic import PORT, TAG, Receiver, Sender
 from mauthcore.constants import SAP_PORT
@@ -69,6 +69,7 @@ from tests.integration.conftest import (
 from tests.integration.conftest import (
     guard,
 )
+from tests.support.waiting import poll_for, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -115,10 +116,8 @@ def test_ipv6_star_g_routes_resolve_and_ipv4_keeps_working_beside_them(tmp_path)
         rx = lab.receiver([star, "239.1.1.4"])
         tx4, tx6 = lab.sender("192.0.2.10"), lab.sender(source)
         tx6.send(star, 1, ttl=4)  # resolves the route (this first packet may be lost)
-        deadline = time.monotonic() + 10
-        while not any(f"({source},{star})" in line for line in lab.kernel_mroutes()):
-            assert time.monotonic() < deadline, lab.kernel_mroutes()
-            time.sleep(0.05)
+        wait_until(lambda: any(f"({source},{star})" in line for line in lab.kernel_mroutes()), patience(10),
+                   f"the kernel's route for ({source},{star})", interval=0.05)
         rx.reset()
         tx6.send(star, N, ttl=4)
         tx4.send("239.1.1.4", N, ttl=4)
@@ -402,12 +401,14 @@ def _dest_opts(n: int) -> list:
 
 def _wait_counted(dp, before: dict, reason: str, want: int, timeout: float = 5.0) -> dict:
     """Counters once `reason` moved by `want` (or the timeout passed): frames are judged asynchronously."""
-    deadline = time.monotonic() + timeout
-    while True:
-        after = dp.counters()
-        if after[reason]["packets"] - before[reason]["packets"] >= want or time.monotonic() > deadline:
-            return _delta(before, after)
-        time.sleep(0.02)
+    seen = {}
+
+    def counted() -> bool:
+        seen["after"] = dp.counters()
+        return seen["after"][reason]["packets"] - before[reason]["packets"] >= want
+
+    poll_for(counted, patience(timeout), interval=0.02)
+    return _delta(before, seen["after"])
 
 
 def test_extension_header_chains_are_walked_to_the_upper_layer(guarded6):

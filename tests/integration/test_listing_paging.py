@@ -12,12 +12,12 @@ verifies the router with paged LISTs every second, and lists them itself.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from lab.daemons import Mauthserver, Musersd, make_secrets, mauthctl, write_key_file
 from lab.netns import patience
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,10 +70,8 @@ def test_through_mauthserver_every_rule_is_applied_verified_and_listed_once(lab,
         server.converged()
         mark = f"verified: it holds {len(wanted)} rules"  # mauthserver's log line after a paged LIST
         verified = server.log().count(mark)
-        deadline = time.monotonic() + patience(10)
-        while server.log().count(mark) < verified + 2:  # two more verifications of the whole table
-            assert time.monotonic() < deadline, server.log()[-3000:]
-            time.sleep(0.2)
+        wait_until(lambda: server.log().count(mark) >= verified + 2, patience(10),
+                   "two more verifications of the whole table", interval=0.2)
         r = server.ctl("--json", "list")
         assert r.returncode == 0, r.stderr
         rules = json.loads(r.stdout)

@@ -20,10 +20,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.daemons import Musersd, mauthctl, write_key_file
-from lab.netns import inside
+from lab.netns import inside, patience
 from lab.topology import Lab, Route
 from tests.integration.conftest import AUTH, GROUP, ROGUE
 from tests.integration.mauthserver_lab import MauthserverProc, MusersdProc, make_secrets
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -209,13 +210,12 @@ def test_mauthserver_metrics_and_denied_events_from_real_traffic(fleet):
     assert f"router=r1 denied sender {ROGUE} -> {GROUP} (unauthorized): {N} packets" in server.log()
 
     # The router's filter counters reach mauthserver with the next probe.
-    deadline = time.monotonic() + 30
-    while True:
+    def probed():
         after = scrape(lab, MAUTHSERVER_METRICS)
-        if moved(before, after, "mauthserver_router_filter_packets_total", router="r1", reason="unauthorized") \
-                == 2 * N or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        counted = moved(before, after, "mauthserver_router_filter_packets_total", router="r1", reason="unauthorized")
+        return after if counted == 2 * N else None
+
+    after = wait_until(probed, patience(30), "the router's unauthorized count to reach mauthserver", interval=0.2)
     assert moved(before, after, "mauthserver_router_filter_packets_total", router="r1", reason="passed") == N
     assert moved(before, after, "mauthserver_router_filter_packets_total", router="r1",
                  reason="unauthorized") == 2 * N

@@ -14,18 +14,19 @@ import re
 import signal
 import socket
 import struct
-import time
+import subprocess
 
 import pytest
 
 from lab.daemons import Musersd, mauthctl, write_key_file
-from lab.netns import LabError, inside
+from lab.netns import LabError, inside, patience
 from lab.relay import LossyRelay
 from mauthcore.protocol.keys import load_keys
 from mauthcore.protocol.udp import RouterClient
 from mauthcore.rules import Rule
 from musersd.dataplane import xdp_status
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, ROGUE
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,15 @@ def stats_of(d: Musersd) -> dict[str, int]:
     tail = d.wait_log("protocol stats:", mark)
     line = [ln for ln in tail.splitlines() if "protocol stats:" in ln][-1]
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def unread(lab) -> int | None:
+    """Bytes waiting to be read on musersd's protocol socket (Recv-Q of UDP port 7575 at the router);
+    None when there is no such socket."""
+    with inside(lab.router.ns):
+        out = subprocess.run(["ss", "-uanH", "sport = :7575"], capture_output=True, text=True, check=True).stdout
+    queues = [int(line.split()[1]) for line in out.splitlines() if line.strip()]
+    return sum(queues) if queues else None
 
 
 def test_mauthctl_v1_and_v2_drive_real_traffic(lab, musersd, key):
@@ -191,7 +201,8 @@ def test_hostile_v2_is_rejected_and_counted(lab, musersd, key):
     for _ in range(200):  # random junk, v2 magic and not
         tap.send(b"MAU\x02" + os.urandom(random.randint(0, 200)))
         tap.send(os.urandom(random.randint(0, 300)))
-    time.sleep(0.5)
+    # Every datagram that reached the socket has been read (the rest were dropped by a full buffer).
+    wait_until(lambda: unread(lab) == 0, patience(10), "musersd to read every datagram on its socket")
     after = stats_of(musersd)
     for _ in range(5000):  # and a flood nobody counts exactly (the socket buffer drops some)
         tap.send(os.urandom(random.choice((2, 11, 60, 300, 1400))))

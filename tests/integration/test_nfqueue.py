@@ -27,7 +27,7 @@ import time
 import pytest
 
 from lab.daemons import Musersd, mauthctl, write_key_file
-from lab.netns import inside, sh
+from lab.netns import inside, patience, sh
 from lab.topology import Lab, Route
 from lab.traffic import Receiver, Sender
 from mauthcore.constants import SAP_GROUPS, SAP_PORT
@@ -37,6 +37,7 @@ from musersd.nfqueue import NfqueueFilter
 from musersd.policy import decide
 from tests.integration.conftest import AUTH, AUTH2, GROUP, GROUP2, GROUP3, GROUPS, ROGUE, SOURCES
 from tests.policy_cases import ALL_RULES, CASES, PREFIX_CASES, as_rules
+from tests.support.waiting import poll_for
 
 TABLE = CASES + PREFIX_CASES  # every row holds under ALL_RULES
 
@@ -215,14 +216,9 @@ def test_case_table_on_the_wire(case_lab, mode):
             before = reasons(d)
             raw.send(case.frame)
             queued = reaches_ipv4_hooks(case.frame)
-            moved: set = set()
-            deadline = time.monotonic() + (2.0 if queued else 0.3)
-            while time.monotonic() < deadline:
-                after = reasons(d)
-                moved = {str(r) for r in after if after[r] != before.get(r, 0)}
-                if moved:
-                    break
-                time.sleep(0.01)
+            # A queued frame moves a counter (waited for); any other must move none within 0.3 s.
+            moved = poll_for(lambda before=before: {str(r) for r, n in reasons(d).items() if n != before.get(r, 0)},
+                             patience(2.0) if queued else 0.3)
             expect = {model.reason} if queued else set()  # the others never reach an IPv4 hook
             if moved != expect:
                 wrong.append((case.name, "counters", moved, expect))

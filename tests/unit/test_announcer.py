@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 from pathlib import Path
 
 import pytest
@@ -123,8 +122,3 @@ def test_a_dual_stack_session_is_announced_on_the_sap_groups_of_the_announcers_f
     assert ann.default_ttl(ann.parse_sdp(DUAL)) == 255  # every group counted
 
 
-def test_the_interface_of_a_link_local_source_is_its_zone():
-    assert ann.interface_holding("fe80::1%lo") == socket.if_nametoindex("lo")
-    assert ann.interface_holding("::1") == socket.if_nametoindex("lo")
-    with pytest.raises(OSError, match="no interface holds the address 2001:db8:ffff::1"):
-        ann.interface_holding("2001:db8:ffff::1")

@@ -1,6 +1,6 @@
 """The protocol backends musersd runs (DataPlaneBackend, NfqueueBackend) behind the real server core.
 
-Strategy: the backends run unchanged on `FakeDataPlane` (tests/unit/fake_dataplane.py),
+Strategy: the backends run unchanged on `FakeDataPlane` (tests/support/fake_dataplane.py),
 which stores rules under the real maps' key bytes and reads keys back with the
 real decoding, so paging goes through the same `RuleKey.cursor` and
 `rules.check_cursor` as on a router. Requests are real v2 datagrams through
@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mauthcore.protocol import v1, v2
@@ -39,7 +39,7 @@ from mauthcore.rules import Rule, RuleKey
 from musersd.dataplane_backend import DataPlaneBackend
 from musersd.nfqueue import NfqueueFilter
 from musersd.nfqueue_backend import NfqueueBackend
-from tests.unit.fake_dataplane import FakeDataPlane
+from tests.support.fake_dataplane import FakeDataPlane
 
 SECRET = bytes(range(32))
 KEYS = KeyRing([Key(1, SECRET)])
@@ -244,7 +244,6 @@ _rules = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_rules, max_size=80, unique_by=lambda r: r.key), st.integers(0, 20),
        st.sampled_from([DataPlaneBackend, NfqueueBackend]))
 def test_paging_through_random_mixes_gets_each_rule_exactly_once(rules, max_count, backend_type):

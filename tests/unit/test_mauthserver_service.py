@@ -53,10 +53,7 @@ def env(tmp_path):
 
     yield clock, mediator, stores
     for s in stores:
-        try:
-            s.close()
-        except Exception:
-            pass
+        s.close()
 
 
 def test_timeout_removes_the_session_and_its_expiring_rules(env):

@@ -9,8 +9,6 @@ fed real v1 datagrams, so the protocol metrics are the core's own counters.
 from __future__ import annotations
 
 import ipaddress
-import socket
-import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,7 +23,6 @@ from mauthcore.rules import Rule
 from musersd import maps
 from musersd.metrics import (
     MetricsError,
-    MetricsServer,
     MusersdCollector,
     parse_metrics_address,
 )
@@ -220,33 +217,6 @@ def test_close_waits_and_makes_later_scrapes_empty(dp):
     reads = dp.reads
     assert scrape(c) == {}
     assert dp.reads == reads  # the maps were not touched after close
-
-
-def test_the_server_serves_metrics_over_http_and_stops(dp):
-    dp.reasons["ttl"] = {"packets": 9, "bytes": 900}
-    server = MetricsServer([MusersdCollector(dp)])
-    host, port = server.start(("127.0.0.1", 0))
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
-        assert 'musersd_filter_packets_total{reason="ttl"} 9.0' in text
-        assert "process_cpu_seconds_total" in text  # the process collector rides along
-    finally:
-        server.stop()
-    with pytest.raises(OSError):
-        urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2)
-
-
-def test_a_busy_port_is_one_sentence():
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    try:
-        port = busy.getsockname()[1]
-        with pytest.raises(MetricsError, match=f"^cannot serve metrics on 127.0.0.1:{port}: "):
-            MetricsServer([]).start(("127.0.0.1", port))
-    finally:
-        busy.close()
 
 
 @pytest.mark.parametrize("text, message", [

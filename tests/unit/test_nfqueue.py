@@ -609,7 +609,6 @@ def test_an_ipv6_rule_over_protocol_v2_is_unsupported_and_changes_nothing(filt, 
     assert call(GetCounters(), 6, session, epoch).body.rule_count == len(ALL_RULES)
 
 
-
 def test_musersd_refuses_a_rule_file_with_ipv6_lines_for_the_nfqueue_backend(tmp_path, ipt, caplog):
     from musersd.daemon import Musersd, Options, StartupError
 

@@ -10,7 +10,7 @@ import ipaddress
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mauthcore.protocol import v1, v2
@@ -581,7 +581,6 @@ def test_issued_but_unused_session_below_the_eviction_mark_is_stale():
 # --- hostile input ------------------------------------------------------------------------------
 
 
-@settings(derandomize=True, max_examples=400)
 @given(st.lists(st.tuples(st.binary(max_size=120), st.sampled_from([PEER, LOCAL])), max_size=8))
 def test_random_datagrams_never_raise(datagrams):
     server = make()
@@ -590,7 +589,6 @@ def test_random_datagrams_never_raise(datagrams):
         assert out is None or isinstance(out, bytes)
 
 
-@settings(derandomize=True, max_examples=400)
 @given(st.integers(0, 255), st.binary(max_size=80), st.integers(0, 4), st.integers(0, 3))
 def test_random_authenticated_requests_never_raise(command, body, session, seq):
     server = make()

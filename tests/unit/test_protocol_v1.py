@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mauthcore.protocol import v1
@@ -176,7 +176,6 @@ requests = st.one_of(
 )
 
 
-@settings(derandomize=True, max_examples=300)
 @given(requests)
 def test_request_round_trip(message):
     data = v1.encode_request(message)
@@ -184,13 +183,11 @@ def test_request_round_trip(message):
     assert v1.decode_request(data) == message
 
 
-@settings(derandomize=True)
 @given(st.builds(V1Response, st.sampled_from(V1Type), seqs))
 def test_response_round_trip(message):
     assert v1.decode_response(v1.encode_response(message)) == message
 
 
-@settings(derandomize=True, max_examples=500)
 @given(st.one_of(st.binary(max_size=24), st.binary(min_size=11, max_size=11)))
 def test_random_bytes_give_a_request_or_a_protocol_error(data):
     try:
@@ -200,7 +197,6 @@ def test_random_bytes_give_a_request_or_a_protocol_error(data):
     assert v1.encode_request(message) == data  # a valid request re-encodes to the same bytes
 
 
-@settings(derandomize=True, max_examples=300)
 @given(st.binary(max_size=4))
 def test_random_bytes_give_a_response_or_a_protocol_error(data):
     try:

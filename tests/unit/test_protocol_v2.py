@@ -17,7 +17,7 @@ import re
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mauthcore.protocol import v2
@@ -563,7 +563,6 @@ def responses(draw):
                     draw(st.binary(min_size=16, max_size=16)))
 
 
-@settings(derandomize=True, max_examples=400)
 @given(requests)
 def test_request_round_trip(message):
     wire = v2.encode_request(message, KEYS)
@@ -571,7 +570,6 @@ def test_request_round_trip(message):
     assert v2.decode_request(wire, KEYS) == message
 
 
-@settings(derandomize=True, max_examples=400)
 @given(responses())
 def test_response_round_trip(message):
     wire = v2.encode_response(message, KEYS)
@@ -586,7 +584,6 @@ def _decodes_or_protocol_error(decode, data):
         pass  # anything else escaping is a bug
 
 
-@settings(derandomize=True, max_examples=500)
 @given(st.binary(max_size=200))
 def test_random_bytes_give_a_message_or_a_protocol_error(data):
     _decodes_or_protocol_error(lambda d: v2.decode_request(d, KEYS), data)
@@ -595,7 +592,6 @@ def test_random_bytes_give_a_message_or_a_protocol_error(data):
     _decodes_or_protocol_error(lambda d: v2.decode_response(b"MAU\x02\x02" + d, KEYS), data)
 
 
-@settings(derandomize=True, max_examples=1500)
 @given(u8, u8, u8, st.binary(max_size=120), st.booleans())
 def test_random_signed_bodies_give_a_message_or_a_protocol_error(command, status, reserved, body, fix_len):
     """Past the tag check: random content that authenticates, so the body parsers get fuzzed."""
@@ -608,7 +604,6 @@ def test_random_signed_bodies_give_a_message_or_a_protocol_error(command, status
     _decodes_or_protocol_error(lambda d: v2.decode_response(d, KEYS), response)
 
 
-@settings(derandomize=True, max_examples=300)
 @given(st.sampled_from(sorted(REQUESTS)), st.integers(0, 10**6), u8)
 def test_random_body_mutations_resigned(name, where, value):
     _, wire = REQUESTS[name]

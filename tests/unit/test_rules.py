@@ -3,7 +3,7 @@
 import ipaddress
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from mauthcore.rules import MAX_BPS, Rule, RuleError, RuleKey, check_rate
@@ -89,7 +89,6 @@ def test_rule_carries_limits_and_prints_them_only_when_set():
         Rule.make("192.0.2.1", "239.1.1.1", 8, pps=2**32)
 
 
-@settings(derandomize=True, max_examples=300)
 @given(st.integers(0x01000000, 0xDFFFFFFF), st.integers(1, 32), st.integers(0xE0000100, 0xEFFFFFFF))
 def test_text_round_trip(address, length, group):
     net = N((address, length), strict=False)
@@ -187,7 +186,6 @@ def test_ipv6_rules_carry_rate_limits_like_ipv4():
     assert str(r) == "2001:db8:0:1::/64 -> ff0e::db8:1 max-ttl 8 pps 2000 bps 1500000"
 
 
-@settings(derandomize=True, max_examples=300)
 @given(st.integers(0x2000 << 112, (0x4000 << 112) - 1), st.integers(1, 128),
        st.integers(0xFF03 << 112, (0xFF10 << 112) - 1))
 def test_ipv6_text_round_trip(address, length, group):

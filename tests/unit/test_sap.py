@@ -9,7 +9,7 @@ import ipaddress
 import zlib
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sap.errors import SAPDecodeError, SAPError, SAPUsageError
@@ -366,13 +366,11 @@ def messages(draw):
     )
 
 
-@settings(derandomize=True, max_examples=300, deadline=None)
 @given(messages())
 def test_round_trip(message):
     assert decode(encode(message)) == message
 
 
-@settings(derandomize=True, max_examples=500, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_give_a_message_or_a_decode_error(data):
     try:
@@ -382,7 +380,6 @@ def test_random_bytes_give_a_message_or_a_decode_error(data):
     assert isinstance(msg, SAPMessage)
 
 
-@settings(derandomize=True, max_examples=300, deadline=None)
 @given(st.integers(0, 255), st.integers(0, 3), st.binary(max_size=120))
 def test_plausible_headers_with_random_bodies(flags, auth_words, tail):
     data = bytes((flags, auth_words)) + b"\x12\x34" + bytes(16) + bytes(4 * auth_words) + tail
@@ -390,7 +387,6 @@ def test_plausible_headers_with_random_bodies(flags, auth_words, tail):
         decode(data)
 
 
-@settings(derandomize=True, max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_compressed_bodies(tail):
     for body in (tail, zlib.compress(tail)):

@@ -13,7 +13,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sap.errors import SDPDecodeError, SDPError, SDPUsageError
@@ -591,7 +591,6 @@ LINES = sorted(
 )
 
 
-@settings(derandomize=True, max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(LINES), max_size=25), st.sampled_from([b"\n", b"\r\n"]))
 def test_shuffled_real_lines_parse_or_fail_cleanly_and_round_trip(lines, eol):
     data = b"v=0" + eol + b"o=- 1 1 IN IP4 192.0.2.1" + eol + eol.join(lines)
@@ -603,7 +602,6 @@ def test_shuffled_real_lines_parse_or_fail_cleanly_and_round_trip(lines, eol):
     assert again == d and again.flows == d.flows
 
 
-@settings(derandomize=True, max_examples=500, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_give_a_description_or_a_decode_error(data):
     for candidate in (data, b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n" + data):
@@ -611,7 +609,6 @@ def test_random_bytes_give_a_description_or_a_decode_error(data):
             parse_sdp(candidate)
 
 
-@settings(derandomize=True, max_examples=400, deadline=None)
 @given(
     st.sampled_from("cmatorsi"),
     st.text(st.characters(codec="utf-8", exclude_characters="\n"), max_size=60),

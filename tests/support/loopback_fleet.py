@@ -35,6 +35,7 @@ from mauthserver.store import Store
 from sap import announcer as ann
 from sap.directory import Directory
 from sap.sap import announcement, encode
+from tests.support.waiting import wait_until
 
 KEYS = KeyRing([Key(1, bytes(range(32)))])
 TOKEN = "loopback-fleet-token-0123456789"
@@ -70,6 +71,8 @@ class LoopbackFleet:
         self.endpoints: dict[str, RouterEndpoint] = {}
         self.url = ""
         self.mediator: Mediator | None = None
+        self.app: web.Application | None = None  # the API's application
+        self.subscriptions = 0  # clients that subscribed to the event stream so far
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -112,11 +115,19 @@ class LoopbackFleet:
         store = Store.open(self.workdir / "mauthserver.db", now=time.time())
         store.sync_routers([(c.name, c.host, c.port) for c in cores], now=time.time())
         bus = EventBus()
+        subscribe = bus.subscribe
+
+        def counted(*args, **kwargs):  # the server side of GET /events: counted for once_subscribed()
+            sub = subscribe(*args, **kwargs)
+            self.subscriptions += 1
+            return sub
+
+        bus.subscribe = counted
         self.mediator = Mediator(store, Directory(allow_missing_ttl=True), bus, cores)
         fanout = FanOut(self.mediator, store, bus, KEYS, RetryPolicy(timeout=0.05, tries=4, max_timeout=0.2))
         if self.denied_interval is not None:
             self.denied = DeniedWatch(fanout, bus, interval=self.denied_interval)
-        app = make_app(self.mediator, TOKEN, fanout=fanout, denied=self.denied)
+        app = self.app = make_app(self.mediator, TOKEN, fanout=fanout, denied=self.denied)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -154,6 +165,25 @@ class LoopbackFleet:
     def withdraw(self, sdp: bytes, announcer: str = "198.51.100.2") -> None:
         packet = ann.plan(sdp, origin=announcer).deletion
         self.call(self.mediator.on_sap_packet, packet, (announcer, 9875))
+
+    def once_subscribed(self, fn, *args, **kwargs) -> list[BaseException]:
+        """In a thread: wait for the next client to subscribe to the event stream, then run
+        `fn(*args, **kwargs)` in the fleet's loop (for a test whose own thread is about to block
+        reading the stream). `fn` runs even if the wait times out, so that the reader is not left
+        waiting; the returned list then holds the wait's AssertionError, for the test to check."""
+        before = self.subscriptions
+        errors: list[BaseException] = []
+
+        def later():
+            try:
+                wait_until(lambda: self.subscriptions > before, 10, "a client to subscribe to the event stream")
+            except AssertionError as exc:
+                errors.append(exc)
+            finally:
+                self.call(fn, *args, **kwargs)
+
+        threading.Thread(target=later, daemon=True).start()
+        return errors
 
     def requests(self, router: str = "r1") -> list[bytes]:
         """The datagrams `router` received so far, as they came off the wire."""

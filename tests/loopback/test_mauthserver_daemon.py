@@ -19,8 +19,7 @@ def options(tmp_path, **kw) -> Options:
 def test_an_unexpected_exception_in_a_task_stops_the_daemon_with_1(tmp_path, monkeypatch):
     daemon = Daemon(options(tmp_path), "t" * 20, None)
 
-    async def broken(self):
-        await asyncio.sleep(0.05)
+    async def broken(self):  # its first step runs once the daemon is up and waits to be stopped
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(Daemon, "_housekeeping", broken)

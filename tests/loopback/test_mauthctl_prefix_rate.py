@@ -14,7 +14,9 @@ import json
 from mauthcore.rules import Rule, RuleKey
 
 # Fixtures (router, server, and the autouse no_user_config) and helpers of the mauthctl tests, used by name.
-from tests.unit.test_mauthctl_cli import no_user_config, one_error, router, run, server, wait  # noqa: F401
+from tests.loopback.test_mauthctl_cli import router, server  # noqa: F401
+from tests.support.mauthctl import no_user_config, one_error, run  # noqa: F401
+from tests.support.waiting import wait_until as wait
 
 SUBNET = Rule.make("192.0.2.0/24", "239.1.1.1", 8, pps=500, bps=2_000_000)
 

@@ -8,13 +8,11 @@ hold; counters set on a router must show up as rates.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from mauthclient.dashboard import Dashboard
-from tests.unit.loopback_fleet import TOKEN, LoopbackFleet
+from tests.support import waiting
+from tests.support.loopback_fleet import TOKEN, LoopbackFleet
 
 ASM = b"""v=0\r
 o=- 77 1 IN IP4 192.0.2.55\r
@@ -41,11 +39,9 @@ def fleet(tmp_path):
         yield f
 
 
-async def until(pilot, predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
+async def until(pilot, predicate, timeout: float = 15.0, what: str | None = None) -> None:
+    """Let the app run (pilot.pause between polls) until `predicate()` holds (tests/support/waiting.py)."""
+    await waiting.until(predicate, timeout, what, pause=pilot.pause)
 
 
 def cells(app: Dashboard, pane: str) -> dict[str, list[str]]:
@@ -185,9 +181,10 @@ async def test_rates_denied_pairs_and_routers(fleet):
         await until(pilot, lambda: fleet.held("r2").get(("192.0.2.66", "239.9.9.9")) == 12, what="the rule")
 
         await pilot.press("4")
-        routers = cells(app, "routers")
-        assert set(routers) == {"r1", "r2"}
-        assert routers["r1"][1] in ("up", "converging") and routers["r1"][2] == "enforce"
+        assert set(cells(app, "routers")) == {"r1", "r2"}
+        # Converging while the rule goes out, then up: the dashboard must come to show it.
+        await until(pilot, lambda: cells(app, "routers")["r1"][1] == "up", what="r1 shown up")
+        assert cells(app, "routers")["r1"][2] == "enforce"
 
 
 @pytest.mark.asyncio
@@ -230,7 +227,7 @@ async def test_ctrl_c_quits_and_an_unreachable_server_is_shown(tmp_path):
         assert "0 sessions │ 0 rules │ 0 denied │ 0/0 routers up" in str(app.query_one("#status").render())
         assert "cannot reach mauthserver at http://127.0.0.1:1/api/v1: Connection refused" in detail
         await pilot.press("ctrl+c")
-        await asyncio.sleep(0)
+        await until(pilot, lambda: app.return_code is not None, what="the dashboard to quit on ctrl+c")
     assert app.return_code == 0
 
 

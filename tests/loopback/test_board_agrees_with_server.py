@@ -23,7 +23,7 @@ from mauthclient.api import ApiClient
 from mauthclient.board import Board
 from mauthclient.cli import main as mauthctl
 from mauthcore.rules import RuleKey
-from tests.unit.loopback_fleet import TOKEN, LoopbackFleet
+from tests.support.loopback_fleet import TOKEN, LoopbackFleet
 
 SOURCE, GROUP = "192.0.2.10", "239.1.1.1"
 KEY = (SOURCE, GROUP)

@@ -1,0 +1,1 @@
+"""Helpers shared by the test tiers (tests/unit, tests/loopback, tests/integration)."""
