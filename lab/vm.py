@@ -159,7 +159,8 @@ def kvm_usable() -> tuple[bool, str]:
 # ----------------------------------------------------------------- host side
 
 
-VM_VENV = Path(__file__).resolve().parent.parent / ".venv-vm"  # where `make setup` installs virtme-ng
+REPO = Path(__file__).resolve().parent.parent  # lab is not installed: the guest finds it here, from any cwd
+VM_VENV = REPO / ".venv-vm"  # where `make setup` installs virtme-ng
 
 
 def _vng() -> str:
@@ -224,7 +225,8 @@ def boot(argv: list[str], *, kernel: GuestKernel, accel: str, cpus: int, memory:
             size = shutil.get_terminal_size()
             spec["rows"], spec["cols"] = size.lines, size.columns
         (share / "spec.json").write_text(json.dumps(spec))
-        stage = f"{shlex.quote(sys.executable)} -m lab.vm --guest {GUEST_DIR}"
+        stage = (f"env PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} -m lab.vm "
+                 f"--guest {GUEST_DIR}")
         vng = _vng()
         cmd = [vng, "--run", str(kernel.image), "--force-9p", "--cpus", str(cpus), "--memory", memory,
                "--rwdir", f"{GUEST_DIR}={share}", "--cwd", os.getcwd(), "--name", "mauth-vm"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-import threading
 import time
 
 import pytest
@@ -25,10 +24,9 @@ from mauthcore.protocol.backend import MemoryBackend
 from mauthcore.protocol.keys import format_key_line
 from mauthcore.protocol.model import DeniedEntry, Reason
 from mauthcore.protocol.server import ServerCore
-from mauthcore.protocol.udp import serve
 from mauthcore.rules import Rule, RuleKey
 from tests.support.loopback_fleet import KEYS, TOKEN, LoopbackFleet
-from tests.support.mauthctl import no_user_config, one_error, run, secret  # noqa: F401
+from tests.support.mauthctl import no_user_config, one_error, run, secret, served  # noqa: F401
 from tests.support.waiting import wait_until as wait
 
 SSM = b"""v=0\r
@@ -59,18 +57,8 @@ m=video 5004 RTP/AVP 33\r
 def router(tmp_path):
     """A router on 127.0.0.1: the real protocol server core on a memory backend, served by a thread."""
     backend = MemoryBackend()
-    core = ServerCore(backend, KEYS, epoch=7, state_id=70)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    stop = threading.Event()
-    thread = threading.Thread(target=serve, args=(sock, core, stop), daemon=True)
-    thread.start()
-    key = secret(tmp_path / "router.key", format_key_line(1, bytes(range(32))))
-    yield backend, ["--router", f"127.0.0.1:{sock.getsockname()[1]}", "--key-file", key, "--timeout", "0.05",
-                    "--tries", "3"]
-    stop.set()
-    thread.join(5)
-    sock.close()
+    with served(ServerCore(backend, KEYS, epoch=7, state_id=70), "127.0.0.1", tmp_path) as opts:
+        yield backend, opts
 
 
 def test_direct_mode_rule_commands(router):

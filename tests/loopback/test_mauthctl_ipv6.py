@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
 import sqlite3
-import threading
 
 import pytest
 
 from mauthcore.protocol import v2
 from mauthcore.protocol.backend import MemoryBackend
-from mauthcore.protocol.keys import format_key_line
 from mauthcore.protocol.server import ServerCore
-from mauthcore.protocol.udp import serve
 from mauthcore.rules import Rule, RuleKey
 
 # The fixtures (server, and the autouse no_user_config) and helpers of the mauthctl tests, used by name.
 from tests.loopback.test_mauthctl_cli import server  # noqa: F401
 from tests.support.loopback_fleet import KEYS
-from tests.support.mauthctl import no_user_config, one_error, run, secret  # noqa: F401
+from tests.support.mauthctl import no_user_config, one_error, run, secret, served  # noqa: F401
 from tests.support.waiting import wait_until as wait
 
 SUBNET = "2001:db8:0:1::/64"
@@ -73,17 +69,8 @@ def router6(tmp_path):
     """A router listening on ::1 (mauthctl --router [::1]:PORT)."""
     backend = MemoryBackend()
     core = RecordingCore(backend, KEYS, epoch=7, state_id=70)
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    sock.bind(("::1", 0))
-    stop = threading.Event()
-    thread = threading.Thread(target=serve, args=(sock, core, stop), daemon=True)
-    thread.start()
-    key = secret(tmp_path / "router.key", format_key_line(1, bytes(range(32))))
-    yield backend, core, ["--router", f"[::1]:{sock.getsockname()[1]}", "--key-file", key, "--timeout", "0.05",
-                          "--tries", "3"]
-    stop.set()
-    thread.join(5)
-    sock.close()
+    with served(core, "::1", tmp_path) as opts:
+        yield backend, core, opts
 
 
 def test_direct_mode_ipv6_rules_and_prefixes_on_the_wire(router6):

@@ -3,13 +3,21 @@ write secrets files, and keep the machine's and the user's configuration files o
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
 
 from mauthclient import config as mconfig
 from mauthclient.cli import main as mauthctl
+from mauthcore.protocol.keys import format_key_line
+from mauthcore.protocol.server import ServerCore
+from mauthcore.protocol.udp import serve
 
 
 def secret(path, text: str, mode: int = 0o600):
@@ -35,3 +43,23 @@ def one_error(result, code: int, needle: str) -> None:
     assert result.exit_code == code, (result.exit_code, result.output)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("mauthctl: ") and needle in lines[0], result.stderr
+
+
+@contextmanager
+def served(core: ServerCore, host: str, key_dir) -> Iterator[list[str]]:
+    """`core` serving the router protocol on `host` (127.0.0.1 or ::1) from a thread, for as long as the
+    block runs; yields mauthctl's options to reach it (--router, a key file in `key_dir`, short timeouts)."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(sock, core, stop), daemon=True)
+    thread.start()
+    key = secret(key_dir / "router.key", format_key_line(1, bytes(range(32))))
+    where = f"[{host}]" if family == socket.AF_INET6 else host
+    try:
+        yield ["--router", f"{where}:{sock.getsockname()[1]}", "--key-file", key, "--timeout", "0.05", "--tries", "3"]
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
