@@ -22,6 +22,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: mauthctl's ApiClient never loads it
+    import aiohttp
 
 DEFAULT_SERVER = "http://127.0.0.1:7580"
 DEFAULT_TOKEN_FILE = "/etc/mauth/api.token"
@@ -243,7 +247,7 @@ class AsyncApiClient:
         self.token = token
         self.timeout = timeout
         self.user = _user(user)
-        self._session = None
+        self._session: aiohttp.ClientSession | None = None
 
     def _headers(self, extra: dict | None = None) -> dict:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
@@ -252,7 +256,7 @@ class AsyncApiClient:
         headers.update(extra or {})
         return headers
 
-    def _http(self):
+    def _http(self) -> aiohttp.ClientSession:
         import aiohttp
 
         if self._session is None or self._session.closed:

@@ -45,7 +45,8 @@ EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 class Fail(click.ClickException):
     def __init__(self, message: str, code: int):
         super().__init__(message)
-        self.exit_code = code
+        # click declares exit_code a ClassVar but reads it from the raised instance (sys.exit(e.exit_code)).
+        self.exit_code = code  # type: ignore[misc]
 
     def show(self, file=None) -> None:
         click.echo(f"mauthctl: {self.message}", err=True)
@@ -720,19 +721,20 @@ def config(ctx, example):
     path = root.meta.get("mauthctl.config")
     names = {"COMMANDLINE": "command line", "ENVIRONMENT": "environment", "DEFAULT_MAP": "config file",
              "DEFAULT": "default"}
-    data = {"file": str(path) if path else None, "settings": {}}
+    settings: dict[str, dict[str, object]] = {}
+    data = {"file": str(path) if path else None, "settings": settings}
     for key in mconfig.KEYS:
         source = root.get_parameter_source(key)
         value = ctx.obj[key]
         if key == "token_file" and value is None:
             value = mapi.DEFAULT_TOKEN_FILE
-        data["settings"][key] = {"value": value, "from": names.get(source.name if source else "", "default")}
+        settings[key] = {"value": value, "from": names.get(source.name if source else "", "default")}
 
     def human():
         looked = f"none (looked for $MAUTHCTL_CONFIG, {mconfig.user_file()}, {mconfig.SYSTEM_FILE})"
         click.echo(f"configuration file: {path or looked}")
         _table(["SETTING", "VALUE", "FROM"],
-               [[k, "-" if v["value"] is None else v["value"], v["from"]] for k, v in data["settings"].items()])
+               [[k, "-" if v["value"] is None else v["value"], v["from"]] for k, v in settings.items()])
 
     _emit(ctx, data, human)
 

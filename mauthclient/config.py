@@ -83,6 +83,7 @@ def parse(text: str, source: str) -> dict:
             raise ConfigFileError(f"{source}: setting {key!r} must be a {' or '.join(t.__name__ for t in types)}"
                                   f" ({what})")
         if key.endswith("_file"):
+            assert isinstance(value, str)  # every *_file setting in KEYS takes a str, checked above
             value = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), os.path.expanduser(value)))
         out[key] = value
     if "server" in out and "router" in out:

@@ -198,9 +198,10 @@ class Announcer:
         try:
             if v6:
                 self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, plan.ttl)
-                if iface or source:
-                    index = socket.if_nametoindex(iface) if iface else interface_holding(source)
-                    self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+                if iface:
+                    self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(iface))
+                elif source:
+                    self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, interface_holding(source))
             else:
                 self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, plan.ttl)
                 if source:

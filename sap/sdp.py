@@ -40,9 +40,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from sap.errors import SDPDecodeError, SDPUsageError
 
@@ -502,6 +503,7 @@ def _parse_connection(value: str, line: int, allow_missing_ttl: bool) -> Connect
     pieces = parts[2].split("/")
     base = _parse_host(pieces[0], addrtype, line, "c= address")
     extra = pieces[1:]
+    ttl: int | None
     if isinstance(base, str):
         # A name: we cannot tell multicast from unicast without DNS, and we
         # never expand it, so keep its numbers as written (RFC 4570 §3.2.6
@@ -518,7 +520,7 @@ def _parse_connection(value: str, line: int, allow_missing_ttl: bool) -> Connect
             raise _fail("c= number of addresses must be at least 1", line, "bad-count")
         return Connection(nettype, addrtype, base, ttl, count, line)
 
-    ttl: int | None = None
+    ttl = None
     count = 1
     if base.version == 4:
         if len(extra) > 2:
@@ -917,9 +919,9 @@ def _compute_flows(desc: SessionDescription) -> tuple[Flow, ...]:
     every_conn = desc.connections + tuple(c for m in desc.media for c in m.connections)
     for flt in desc.source_filters:
         _check_filter_target(flt, every_conn)
-    for m in desc.media:
-        for flt in m.source_filters:
-            _check_filter_target(flt, m.connections + desc.connections)
+    for medium in desc.media:
+        for flt in medium.source_filters:
+            _check_filter_target(flt, medium.connections + desc.connections)
 
     units: list[tuple[int | None, Media | None]] = list(enumerate(desc.media)) or [(None, None)]
     flows: list[Flow] = []
@@ -994,7 +996,10 @@ def _check_filter_target(flt: SourceFilter, conns: tuple[Connection, ...]) -> No
     )
 
 
-def _unique(items) -> tuple:  # type: ignore[no-untyped-def]
+_T = TypeVar("_T")
+
+
+def _unique(items: Iterable[_T]) -> tuple[_T, ...]:
     return tuple(dict.fromkeys(items))
 
 

@@ -265,6 +265,9 @@ class Call:
     def _send_command(self, now: float) -> bytes:
         self.phase = _COMMAND
         core = self.core
+        # Reached from start() with a session, or right after _adopt_hello() set one; epoch and
+        # session are set and forgotten together.
+        assert core.epoch is not None and core.session is not None
         request = v2.Request(self.body, core.keys.current.key_id, core.epoch, core.session, core._take_seq())
         return self._send(request, now)
 

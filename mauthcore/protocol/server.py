@@ -116,7 +116,7 @@ _REJECTION_STATS: dict[type, str] = {
     Malformed: "malformed",
 }
 
-_V1_COMMAND_NAMES = {v1.V1Command.ADD: "add", v1.V1Command.REMOVE: "remove"}
+_V1_COMMAND_NAMES: dict[int, str] = {v1.V1Command.ADD: "add", v1.V1Command.REMOVE: "remove"}
 
 
 def new_epoch() -> int:
