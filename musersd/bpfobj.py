@@ -76,7 +76,9 @@ def _lib() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.argtypes = args
         fn.restype = res
-    lib._mauth_obj_api = True
+    # A mark on the process's one CDLL (bpfsys.lib) that its object-API signatures are set;
+    # CDLL declares no such attribute.
+    lib._mauth_obj_api = True  # type: ignore[attr-defined]
     lib.libbpf_set_print(_collect)  # for the process: libbpf's output goes to the debug log
     return lib
 

@@ -18,6 +18,11 @@ import errno
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # typeshed's union of the ctypes data types (Structure, simple types, arrays, ...), stubs only
+    from ctypes import _CDataType as CData
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -167,7 +172,7 @@ _BATCH_OUTCOMES = (errno.EEXIST, errno.ENOENT, errno.E2BIG, errno.ENOMEM, errno.
 class Map:
     """A BPF map by fd, with ctypes key and value types (value = per-CPU array if percpu)."""
 
-    def __init__(self, fd: int, key_type: type, value_type: type, name: str, percpu: bool = False):
+    def __init__(self, fd: int, key_type: type[CData], value_type: type[CData], name: str, percpu: bool = False):
         self.fd = fd
         self.name = name
         self.key_type = key_type
@@ -177,7 +182,7 @@ class Map:
         # Per-CPU values are laid out as ncpus slots, each rounded up to 8 bytes.
         if percpu:
             assert ctypes.sizeof(value_type) % 8 == 0, "per-CPU values must be 8-byte multiples"
-            self.slot_type = value_type * self.ncpus
+            self.slot_type: type[CData] = value_type * self.ncpus
         else:
             self.slot_type = value_type
 

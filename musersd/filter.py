@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from mauthcore.protocol.errors import TableFull
 from mauthcore.protocol.model import DeniedEntry, Mode, RuleEntry
@@ -102,15 +102,20 @@ class Plan:
     remove: list
 
 
+@overload
+def plan(current: Mapping[RuleKey, Rule], wanted: Iterable[Rule | tuple], capacity: int) -> Plan: ...
+@overload
 def plan(current: Mapping[K, Rule], wanted: Iterable[Rule | tuple], capacity: int,
-         key: Callable[[RuleKey], K] = lambda k: k) -> Plan:
+         key: Callable[[RuleKey], K]) -> Plan: ...
+def plan(current: Mapping[Any, Rule], wanted: Iterable[Rule | tuple], capacity: int,
+         key: Callable[[RuleKey], Hashable] = lambda k: k) -> Plan:
     """The difference between the rules held (`current`, by `key(rule.key)`) and `wanted`.
 
     Every wanted rule is validated, and a set larger than `capacity` refused
     (TableFull), before anything changes. A rule equal to the one held is
     left alone (its counters and rate buckets stay).
     """
-    desired: dict[K, Rule] = {}
+    desired: dict[Hashable, Rule] = {}
     for r in wanted:
         rule = as_rule(r)
         desired[key(rule.key)] = rule
@@ -159,7 +164,8 @@ class Filter(Protocol):
 
     name: str
     families: tuple[int, ...]  # the address families whose rules it can hold
-    max_rules: int | None
+    @property
+    def max_rules(self) -> int | None: ...  # read through the protocol; the filter sets it
     created: bool  # True when load() or open() started from empty state
 
     def load(self) -> Filter: ...

@@ -81,8 +81,11 @@ CFG_SRC_PREFIXES6 = 0x04
 CFG_GRP_PREFIXES6 = 0x08
 
 
-class _Key:
-    """A rule key, (source, group), both addresses in network byte order as in the packet."""
+class _Key(ctypes.Structure):
+    """A rule key, (source, group), both addresses in network byte order as in the packet.
+
+    A Structure without fields of its own: Key4 and Key6 give the layout.
+    """
 
     _ip: type
     src: ctypes.Array
@@ -101,21 +104,22 @@ class _Key:
         return self._ip(bytes(self.grp))
 
 
-class Key4(_Key, ctypes.Structure):
+class Key4(_Key):
     _ip = ipaddress.IPv4Address
     _fields_ = [("src", ctypes.c_uint8 * 4), ("grp", ctypes.c_uint8 * 4)]
 
 
-class Key6(_Key, ctypes.Structure):
+class Key6(_Key):
     _ip = ipaddress.IPv6Address
     _fields_ = [("src", ctypes.c_uint8 * 16), ("grp", ctypes.c_uint8 * 16)]
 
 
-class _Lpm:
+class _Lpm(ctypes.Structure):
     """Key of the prefix tries: width + the prefix's length, the exact address, the prefix's address.
 
     src_prefix*: exact = group, prefix = source; grp_prefix*: exact = source,
-    prefix = group. Addresses in network byte order, as in the packet.
+    prefix = group. Addresses in network byte order, as in the packet. A Structure
+    without fields of its own: Lpm4 and Lpm6 give the layout.
     """
 
     _ip: type
@@ -144,12 +148,12 @@ class _Lpm:
         return self._net((bytes(self.prefix), self.length))
 
 
-class Lpm4(_Lpm, ctypes.Structure):
+class Lpm4(_Lpm):
     _ip, _net, _width = ipaddress.IPv4Address, ipaddress.IPv4Network, 32
     _fields_ = [("prefixlen", ctypes.c_uint32), ("exact", ctypes.c_uint8 * 4), ("prefix", ctypes.c_uint8 * 4)]
 
 
-class Lpm6(_Lpm, ctypes.Structure):
+class Lpm6(_Lpm):
     _ip, _net, _width = ipaddress.IPv6Address, ipaddress.IPv6Network, 128
     _fields_ = [("prefixlen", ctypes.c_uint32), ("exact", ctypes.c_uint8 * 16), ("prefix", ctypes.c_uint8 * 16)]
 

@@ -37,10 +37,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from mauthcore.protocol.server import ServerCore
 
 from mauthcore.protocol.metrics import protocol_metrics
 from mauthcore.protocol.model import Mode
@@ -67,7 +73,7 @@ class MusersdCollector(Collector):
     behind musersd's back shows as not attached.
     """
 
-    def __init__(self, dp, *, core: Callable[[], object | None] = lambda: None,
+    def __init__(self, dp, *, core: Callable[[], ServerCore | None] = lambda: None,
                  attached: Mapping[str, str] | None = None, epoch: int = 0, started: float | None = None,
                  rule_series: int = DEFAULT_RULE_SERIES, denied_series: int = DEFAULT_DENIED_SERIES,
                  xdp_status: Callable[[str], tuple[str | None, int]] | None = None, prog_id: int | None = None,
@@ -239,7 +245,7 @@ class MetricsServer:
             self.registry.register(c)
         if process:
             ProcessCollector(registry=self.registry)
-        self._httpd = None
+        self._httpd: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self, address: tuple[str, int]) -> tuple[str, int]:
@@ -250,6 +256,7 @@ class MetricsServer:
         except OSError as exc:
             raise MetricsError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
         bound = self._httpd.server_address
+        assert isinstance(bound[0], str)  # an IP socket's address: (host, port[, flowinfo, scope_id])
         return bound[0], bound[1]
 
     def stop(self) -> None:

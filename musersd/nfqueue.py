@@ -547,7 +547,7 @@ class NfqueueFilter:
     """
 
     name = "nfqueue"
-    families = (4,)  # the queue rule is iptables: IPv4 only
+    families: tuple[int, ...] = (4,)  # the queue rule is iptables: IPv4 only
 
     def __init__(self, state_dir: str | os.PathLike = DEFAULT_STATE_DIR, *, queue_num: int = DEFAULT_QUEUE_NUM,
                  max_rules: int | None = None, max_denied: int | None = None,
