@@ -94,7 +94,7 @@ class Daemon:
         self.fanout: FanOut | None = None
         self.sap: SapListener | None = None
         self.fleet_server: FleetServer | None = None
-        self._fleet_transport = None
+        self._fleet_transport: asyncio.DatagramTransport | None = None
         self._runner: web.AppRunner | None = None
         self._app: web.Application | None = None
         self._stop: asyncio.Event | None = None
@@ -167,10 +167,10 @@ class Daemon:
         # The router protocol for the whole fleet.
         if o.listen is not None:
             host, port = o.listen
-            self.fleet_server = FleetServer(self.mediator, self.keys, legacy_checker(o.legacy_allow))
+            fleet_server = self.fleet_server = FleetServer(self.mediator, self.keys, legacy_checker(o.legacy_allow))
             try:
                 self._fleet_transport, _ = await loop.create_datagram_endpoint(
-                    lambda: self.fleet_server, local_addr=(host, port))
+                    lambda: fleet_server, local_addr=(host, port))
             except OSError as exc:
                 raise StartupError(f"cannot listen for the router protocol on {host}:{port}:"
                                    f" {exc.strerror or exc}") from None
@@ -202,6 +202,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         try:
             await self.start()
+            assert self._stop is not None  # start() made it
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_stop_signal, sig)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -223,6 +224,7 @@ class Daemon:
 
     def _on_stop_signal(self, sig: int) -> None:
         log.info("%s received, stopping", signal.Signals(sig).name)
+        assert self._stop is not None  # the handler is installed after start() made it
         self._stop.set()
 
     def fatal(self) -> None:
@@ -250,6 +252,8 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: re-read the token file and the key file; keep the old ones on any error."""
+        # The handler is installed after start() made the app and the fan-out.
+        assert self._app is not None and self.fanout is not None
         try:
             token = load_token(self.opts.token_file)
         except ConfigError as exc:
@@ -274,14 +278,17 @@ class Daemon:
     # -- SAP and housekeeping ---------------------------------------------------------
 
     def _on_sap(self, data: bytes, peer: tuple) -> None:
+        # The SAP listener starts after start() made the mediator and the event.
+        assert self.mediator is not None and self._sap_heard is not None
         self.mediator.on_sap_packet(data, peer, time.time())
         self._sap_heard.set()
 
     async def _housekeeping(self) -> None:
-        m = self.mediator
+        m, heard = self.mediator, self._sap_heard
+        assert m is not None and heard is not None  # start() made them before this task
         next_slow = time.time() + HOUSEKEEPING
         while True:
-            self._sap_heard.clear()
+            heard.clear()
             now = time.time()
             m.expire(now)
             if now >= next_slow:
@@ -293,7 +300,7 @@ class Daemon:
             until = next_slow if due is None else min(next_slow, due)
             delay = min(max(0.01, until - time.time()), HOUSEKEEPING)
             try:
-                await asyncio.wait_for(self._sap_heard.wait(), delay)
+                await asyncio.wait_for(heard.wait(), delay)
             except TimeoutError:
                 pass
 
