@@ -271,11 +271,12 @@ class Board:
         """The filter mode for the summary: the desired one, else what the routers report."""
         if self.mode:
             return self.mode
-        modes = set()
+        modes: set[str] = set()
         for name, r in self.routers.items():
             read = self.reads.get(name)
-            modes.add((read.mode if read is not None and read.ok else None) or r.get("mode"))
-        modes.discard(None)
+            mode = (read.mode if read is not None and read.ok else None) or r.get("mode")
+            if mode:
+                modes.add(mode)
         return modes.pop() if len(modes) == 1 else "mixed modes" if modes else "mode unknown"
 
     def routers_up(self) -> int:

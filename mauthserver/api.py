@@ -39,14 +39,19 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from mauthcore.protocol.model import Mode
 
 from . import core
-from .denied import DeniedTracker
+from .denied import DeniedTracker, DeniedWatch
 from .openapi import spec
+
+if TYPE_CHECKING:
+    from .fanout import FanOut
+    from .service import Mediator
 
 log = logging.getLogger("mauthserver.api")
 
@@ -63,12 +68,12 @@ class TokenBox:
         self.value = value
 
 
-MEDIATOR = web.AppKey("mediator", object)
+MEDIATOR: web.AppKey[Mediator] = web.AppKey("mediator")
 TOKEN = web.AppKey("token", TokenBox)
-ON_FATAL = web.AppKey("on_fatal", object)
-COUNTERS = web.AppKey("counters", dict)
-FANOUT = web.AppKey("fanout", object)
-DENIED = web.AppKey("denied", object)
+ON_FATAL: web.AppKey[Callable[[], None]] = web.AppKey("on_fatal")
+COUNTERS: web.AppKey[dict[str, int]] = web.AppKey("counters")
+FANOUT: web.AppKey[FanOut | None] = web.AppKey("fanout")
+DENIED: web.AppKey[DeniedWatch | None] = web.AppKey("denied")
 
 
 def _json(data, status: int = 200) -> web.Response:
@@ -231,7 +236,7 @@ async def routers(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     data = _m(request).stats()
-    data["api"] = dict(request.app[COUNTERS])
+    data["api"] = request.app[COUNTERS].copy()
     return _json(data)
 
 
@@ -336,8 +341,9 @@ def make_app(mediator, token: str, on_fatal: Callable[[], None] = lambda: None, 
         mediator.bus.close_all()
 
     async def _close_links(app: web.Application) -> None:
-        if app[FANOUT] is not None:
-            app[FANOUT].close()
+        fanout = app[FANOUT]
+        if fanout is not None:
+            fanout.close()
 
     app.on_shutdown.append(_close_streams)
     app.on_cleanup.append(_close_links)

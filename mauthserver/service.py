@@ -106,7 +106,9 @@ class Mediator:
         changes = core.plan_remove(self.fleet.desired, key)
         self._commit(changes, actor=actor, action="del-sender",
                      detail=key.as_json())
-        return {"result": "removed", "rule": changes[0].previous.to_dict()}
+        [change] = changes
+        assert isinstance(change, core.Delete)  # plan_remove plans the one deletion
+        return {"result": "removed", "rule": change.previous.to_dict()}
 
     def flush(self, *, actor: str) -> int:
         changes = core.plan_flush(self.fleet.desired)
