@@ -29,7 +29,7 @@ import click
 
 from mauthclient import api as mapi
 from mauthclient import config as mconfig
-from mauthcore.constants import ROUTER_PORT
+from mauthcore.constants import ROUTER_PORT, SAP_PORT
 from mauthcore.events import EventKind, Family
 from mauthcore.hostport import HostPortError, parse_hostport
 from mauthcore.protocol.errors import LocalProtocolError, ProtocolError, RouterError, Timeout
@@ -843,7 +843,7 @@ def keygen(ctx, kind, file, key_id, rotate):
 @click.option("--ttl", type=click.IntRange(1, 255), help="TTL of the SAP packets (default: 255 for"
                                                          " admin-scoped and IPv6 sessions, else the largest"
                                                          " c= TTL).")
-@click.option("--port", type=click.IntRange(1, 65535), default=9875, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=SAP_PORT, show_default=True)
 @click.option("--iface", metavar="IF", help="Send on this interface.")
 @click.pass_context
 def announce(ctx, sdpfile, interval, count, delete, source, groups, ttl, port, iface):

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from mauthcore.constants import SAP_PORT
+from mauthcore.constants import ROUTER_PORT, SAP_PORT
 from sap.directory import DEFAULT_MAX_SESSIONS
 
 from .config import (
@@ -58,7 +58,7 @@ Default SAP groups: {", ".join(DEFAULT_SAP_GROUPS)}.
 @click.option("--token-file", default=DEFAULT_TOKEN_FILE, show_default=True, metavar="FILE",
               help="Bearer token of the API (first line; mode 600).")
 @click.option("--router", "routers", multiple=True, metavar="NAME=HOST:PORT",
-              help="A router's musersd to manage (repeatable; port defaults to 7575).")
+              help=f"A router's musersd to manage (repeatable; port defaults to {ROUTER_PORT}).")
 @click.option("--key-file", metavar="FILE",
               help="Pre-shared keys of the router protocol v2 (needed with --router).")
 @click.option("--sap-group", "sap_groups", multiple=True, metavar="ADDR",
