@@ -317,8 +317,8 @@ class Family:
     src_prefix: str  # source-prefix trie
     grp_prefix: str  # group-prefix trie
     denied: str  # denied table
-    key: type
-    lpm: type
+    key: type[_Key]  # Key4 or Key6
+    lpm: type[_Lpm]  # Lpm4 or Lpm6
     cfg_src: int
     cfg_grp: int
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import time
+from typing import TYPE_CHECKING
 
 from mauthcore.protocol.model import DeniedEntry, Reason, millis
 
@@ -41,6 +42,14 @@ def _tick_age(tick: int, now_ns: int) -> int:
 class XdpCounters:
     """Counters and the denied table (a part of DataPlane: needs XdpLoader's maps)."""
 
+    if TYPE_CHECKING:  # what this part uses of XdpLoader (xdp_loader.py); DataPlane (dataplane.py) has it
+        def _map(self, cname: str) -> bpfsys.Map: ...
+        def _cfg(self) -> maps.Cfg: ...
+        @property
+        def _nsets(self) -> int: ...
+        @property
+        def prog_fd(self) -> int: ...
+
     # ------------------------------------------------------------------ counters
 
     def counters(self) -> dict[str, dict[str, int]]:
@@ -49,6 +58,8 @@ class XdpCounters:
         out = {}
         for idx, name in maps.REASONS.items():
             per_cpu = reasons.lookup(ctypes.c_uint32(idx))
+            # A per-CPU array holds every index below its size (a reason's is one), as one Counter per CPU.
+            assert isinstance(per_cpu, ctypes.Array), "a per-CPU array map holds every index"
             out[name] = {
                 "packets": sum(c.packets for c in per_cpu),
                 "bytes": sum(c.bytes for c in per_cpu),
@@ -71,7 +82,7 @@ class XdpCounters:
     def _denied_sets(self, cname: str):
         """(index, per-CPU set values) for every set of one denied table."""
         table = self._map(cname)
-        for idx in range(self.max_denied // maps.DENIED_WAYS):
+        for idx in range(self._nsets):
             yield idx, table.lookup(ctypes.c_uint32(idx))
 
     def denied(self) -> list[DeniedEntry]:
@@ -119,7 +130,7 @@ class XdpCounters:
         return held
 
     def _zero_denied(self) -> None:
-        nsets = self.max_denied // maps.DENIED_WAYS
+        nsets = self._nsets
         chunk = 1 << 12
         for cname in _DENIED_MAPS:
             table = self._map(cname)
@@ -148,7 +159,7 @@ class XdpCounters:
 
     def _forget_denied_many(self, keys: set[bytes]) -> None:
         """_forget_denied() for many pairs: the pairs' own sets, or one pass over all sets."""
-        nsets = self.max_denied // maps.DENIED_WAYS
+        nsets = self._nsets
         for fam in FAMILIES.values():
             mine = {k for k in keys if len(k) == fam.width // 4}
             if not mine:

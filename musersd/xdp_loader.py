@@ -28,7 +28,7 @@ import socket
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from mauthcore.protocol.model import Mode
 from mauthcore.rules import RuleKey
@@ -112,7 +112,13 @@ class XdpLoader:
     """The program and the maps: load or open, attach, mode, state id."""
 
     name = "xdp"
-    families = (4, 6)
+    families: tuple[int, ...] = (4, 6)
+
+    if TYPE_CHECKING:  # the other parts of DataPlane (xdp_rules.py, xdp_counters.py), which load() and open() use
+        def _scan_slots(self) -> None: ...
+        def _sync_prefix_flags(self) -> None: ...
+        def rule_count(self) -> int: ...
+        def _zero_denied(self) -> None: ...
 
     def __init__(
         self,
@@ -149,7 +155,7 @@ class XdpLoader:
         # Slots from here up have never been handed out since the maps were
         # created, so their per-CPU stats are still zero. Unknown for adopted
         # maps (a removed rule leaves its counters behind): then nothing is.
-        self._fresh_from = 1 << 32
+        self._fresh_from: int = 1 << 32
         self.created = False  # True when load() made the maps afresh
 
     # ------------------------------------------------------------------ setup
@@ -164,9 +170,9 @@ class XdpLoader:
         elif cname == "mauth_reasons":
             entries = maps.MAX_REASONS
         elif cname in _DENIED_MAPS:
-            entries = self.max_denied // maps.DENIED_WAYS
+            entries = self._nsets
         else:  # the rule maps, rates and stats: one entry per rule at most
-            entries = self.max_rules
+            entries = self._capacity
         return mtype, ctypes.sizeof(ktype), ctypes.sizeof(vtype), entries
 
     def _pinned_entries(self, cname: str) -> int | None:
@@ -186,6 +192,21 @@ class XdpLoader:
         if self.max_denied is None:
             sets = self._pinned_entries("mauth_denied4")
             self.max_denied = sets * maps.DENIED_WAYS if sets else DEFAULT_MAX_DENIED
+
+    # The sizes as the maps have them. _check_pins() settles both (_settle_sizes()) before the program is
+    # made or a map opened, so every reader of the maps, and _expected() and opts() called after it, find ints.
+
+    @property
+    def _capacity(self) -> int:
+        """max_rules, settled: how many rules the maps hold."""
+        assert self.max_rules is not None, "_check_pins() settles the sizes before any map is used"
+        return self.max_rules
+
+    @property
+    def _nsets(self) -> int:
+        """The sets of each denied table: max_denied, settled, in sets of DENIED_WAYS pairs."""
+        assert self.max_denied is not None, "_check_pins() settles the sizes before any map is used"
+        return self.max_denied // maps.DENIED_WAYS
 
     def _check_pins(self) -> int:
         """Refuse pins of another shape; return how many of the maps exist."""
@@ -237,13 +258,13 @@ class XdpLoader:
 
     def opts(self) -> maps.Opts:
         """The program's read-only options for this data plane (struct mauth_opts)."""
-        opts = maps.Opts(denied_sets=self.max_denied // maps.DENIED_WAYS, record_denied=int(self.record_denied))
+        opts = maps.Opts(denied_sets=self._nsets, record_denied=int(self.record_denied))
         # A group as the program loads it: its network-order bytes read as native u32 words.
-        for i, g in enumerate(g for g in self.sap_groups if g.version == 4):
-            opts.sap4[i] = int.from_bytes(g.packed, sys.byteorder)
-        for i, g in enumerate(g for g in self.sap_groups if g.version == 6):
+        for i, g4 in enumerate(g for g in self.sap_groups if g.version == 4):
+            opts.sap4[i] = int.from_bytes(g4.packed, sys.byteorder)
+        for i, g6 in enumerate(g for g in self.sap_groups if g.version == 6):
             for w in range(4):
-                opts.sap6[i][w] = int.from_bytes(g.packed[4 * w:4 * w + 4], sys.byteorder)
+                opts.sap6[i][w] = int.from_bytes(g6.packed[4 * w:4 * w + 4], sys.byteorder)
         return opts
 
     def _object(self) -> bpfobj.BPFObject:
@@ -362,7 +383,7 @@ class XdpLoader:
 
     def _cfg(self) -> maps.Cfg:
         cfg = self._map("mauth_cfg").lookup(ctypes.c_uint32(0))
-        assert cfg is not None, "array maps always hold index 0"
+        assert isinstance(cfg, maps.Cfg), "array maps always hold index 0; mauth_cfg's value is a Cfg (maps.MAPS)"
         return cfg
 
     # ------------------------------------------------------------------ attach

@@ -22,11 +22,12 @@ import ctypes
 import errno
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from mauthcore.protocol.errors import Exists, NotFound, TableFull
 from mauthcore.protocol.model import RuleEntry, millis
-from mauthcore.rules import Rule, RuleKey
+from mauthcore.rules import IPAddress, Rule, RuleKey
 
 from . import bpfsys, maps
 from .filter import DataPlaneError, as_key, as_rule, plan
@@ -60,6 +61,22 @@ def _prefix_key(cname: str, k) -> RuleKey:
 class XdpRules:
     """Writing and reading the rules (a part of DataPlane: needs XdpLoader's maps)."""
 
+    # What this part uses of the others: XdpLoader's state and maps (xdp_loader.py), the denied
+    # table's clean-up (xdp_counters.py). DataPlane (dataplane.py) has them all.
+    _free_slots: list[int]
+    _next_slot: int
+    _fresh_from: int
+    _prefix: dict[RuleKey, int]  # prefix rules -> slot (see _value())
+
+    if TYPE_CHECKING:
+        def _map(self, cname: str) -> bpfsys.Map: ...
+        def _cfg(self) -> maps.Cfg: ...
+        @property
+        def _capacity(self) -> int: ...
+        def _forget_denied(self, key: bytes) -> None: ...
+        def _forget_denied_where(self, covers: Callable[[IPAddress, IPAddress], bool]) -> None: ...
+        def _forget_denied_many(self, keys: set[bytes]) -> None: ...
+
     # ------------------------------------------------------------------ rules
 
     def _scan_slots(self) -> None:
@@ -79,16 +96,16 @@ class XdpRules:
     def _alloc_slot(self) -> int:
         if self._free_slots:
             return self._free_slots.pop()
-        if self._next_slot >= self.max_rules:
-            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+        if self._next_slot >= self._capacity:
+            raise TableFull(f"the rule table is full ({self._capacity} rules)")
         self._next_slot += 1
         self._fresh_from = max(self._fresh_from, self._next_slot)
         return self._next_slot - 1
 
     def _alloc_slots(self, n: int) -> tuple[list[int], list[int]]:
         """n slots (free ones first, lowest first): (all of them, those whose stats need zeroing)."""
-        if n > len(self._free_slots) + self.max_rules - self._next_slot:
-            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+        if n > len(self._free_slots) + self._capacity - self._next_slot:
+            raise TableFull(f"the rule table is full ({self._capacity} rules)")
         reused = self._free_slots[len(self._free_slots) - min(n, len(self._free_slots)):][::-1]
         del self._free_slots[len(self._free_slots) - len(reused):]
         start = self._next_slot
@@ -134,7 +151,10 @@ class XdpRules:
         """
         cname, k = self._locate(key)
         value = self._map(cname).lookup(k)
-        if value is None or key.is_exact:
+        if value is None:
+            return None
+        assert isinstance(value, RuleVal), "the rule maps' values are RuleVal (maps.MAPS)"
+        if key.is_exact:
             return value
         if self._prefix.get(key) != value.slot:
             self._scan_prefixes()
@@ -148,6 +168,7 @@ class XdpRules:
         if value.flags & maps.RULE_F_RATE:
             rate = self._map("mauth_rates").lookup(ctypes.c_uint32(value.slot))
             if rate is not None:
+                assert isinstance(rate, maps.Rate), "mauth_rates' values are Rate (maps.MAPS)"
                 pps, bps = rate.pps, rate.bps
         return Rule(key, value.max_ttl, pps, bps)
 
@@ -201,7 +222,7 @@ class XdpRules:
             self._free_slot(slot)
             if err == errno.EEXIST:
                 raise Exists(f"a rule for {rule.key} already exists")
-            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+            raise TableFull(f"the rule table is full ({self._capacity} rules)")
         if rule.key.is_exact:
             self._forget_denied(bytes(key))
         else:
@@ -237,10 +258,13 @@ class XdpRules:
         for r in one_by_one:
             if r.key in self._prefix or (r.key.is_exact and self._value(r.key) is not None):
                 raise Exists(f"a rule for {r.key} already exists")
-        if len(new) + len(one_by_one) > len(self._free_slots) + self.max_rules - self._next_slot:
-            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+        if len(new) + len(one_by_one) > len(self._free_slots) + self._capacity - self._next_slot:
+            raise TableFull(f"the rule table is full ({self._capacity} rules)")
         key4 = _KEY4.pack  # Key4 as bytes; int() of an address is cheaper than .packed
-        packed = [key4(int(r.source), int(r.group)) if r.key.family == 4 else r.source.packed + r.group.packed
+        # `new` holds exact rules only, whose source and group are addresses (Rule's type admits prefixes);
+        # ignored rather than cast(), which would cost two calls per rule on the bulk path.
+        packed = [key4(int(r.source), int(r.group)) if r.key.family == 4  # type: ignore[arg-type]
+                  else r.source.packed + r.group.packed  # type: ignore[union-attr]
                   for r in new]
         wanted = set(packed)
         if new and self._next_slot - len(self._free_slots) > 0:
@@ -270,7 +294,7 @@ class XdpRules:
                     if err:
                         failed = new[part[applied]].key
                         if err == errno.E2BIG:
-                            raise TableFull(f"the rule table is full ({self.max_rules} rules)")
+                            raise TableFull(f"the rule table is full ({self._capacity} rules)")
                         raise DataPlaneError(f"the kernel refused the rule for {failed}: {os.strerror(err)}")
             for r in one_by_one:
                 self.add_rule(r)
@@ -350,6 +374,8 @@ class XdpRules:
 
     def _stats_for(self, rule: Rule, slot: int) -> RuleEntry:
         per_cpu = self._map("mauth_stats").lookup(ctypes.c_uint32(slot))
+        # A per-CPU array holds every index below its size (a slot is one), as one Stats per CPU.
+        assert isinstance(per_cpu, ctypes.Array), "a per-CPU array map holds every slot"
         packets = sum(s.packets for s in per_cpu)
         nbytes = sum(s.bytes for s in per_cpu)
         last = max(s.last_seen for s in per_cpu)
@@ -402,7 +428,7 @@ class XdpRules:
 
         Returns (added, replaced, removed). Validation happens before any change.
         """
-        diff = plan(self._rule_table(), wanted, self.max_rules)
+        diff = plan(self._rule_table(), wanted, self._capacity)
         for rule in diff.add:
             self.add_rule(rule)
         for rule in diff.replace:
