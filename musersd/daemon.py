@@ -40,7 +40,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from mauthcore.constants import ROUTER_PORT
 from mauthcore.hostport import HostPortError, parse_hostport
@@ -51,11 +51,13 @@ from mauthcore.rulefile import ConfigError, RuleFile, load_rules
 from .dataplane import DataPlane, DataPlaneError, sap_group_list
 from .dataplane_backend import DataPlaneBackend
 from .defaults import DEFAULT_DENIED_SERIES, DEFAULT_QUEUE_NUM, DEFAULT_RULE_SERIES, DEFAULT_STATE_DIR, MetricsError
+from .filter import Filter
 from .kernel import multicast_routing
 from .maps import SAP_GROUPS
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
+    from .nfqueue import NfqueueFilter
 
 log = logging.getLogger("musersd")
 
@@ -154,7 +156,7 @@ class Musersd:
                 self.rule_file = self._load_rules(opts.config)
             except ConfigError as exc:
                 raise StartupError(str(exc)) from None
-        self.dp: DataPlane | None = None
+        self.dp: Filter | None = None  # a DataPlane, or an NfqueueFilter with --backend nfqueue
         self.sock: socket.socket | None = None
         self.core: ServerCore | None = None
         self.backend: DataPlaneBackend | None = None
@@ -243,7 +245,7 @@ class Musersd:
                                   f" for {ipv6.key}")
         return rf
 
-    def _data_plane(self):
+    def _data_plane(self) -> Filter:
         """The XDP data plane, or the NFQUEUE one (same methods, same errors) with --backend nfqueue."""
         o = self.opts
         if o.backend == "nfqueue":
@@ -253,12 +255,19 @@ class Musersd:
         return DataPlane(o.pin_dir, max_rules=o.max_rules, sap_groups=o.sap_groups,
                          max_denied=o.denied_pairs or None, record_denied=o.denied_pairs != 0)
 
-    def _protocol_backend(self):
+    def _protocol_backend(self) -> DataPlaneBackend:
+        assert self.dp is not None  # _start() loaded it first
         if self.opts.backend == "nfqueue":
             from .nfqueue_backend import NfqueueBackend
 
-            return NfqueueBackend(self.dp)
+            return NfqueueBackend(self._queue_filter())
         return DataPlaneBackend(self.dp)
+
+    def _queue_filter(self) -> NfqueueFilter:
+        """The filter as the NfqueueFilter it is with --backend nfqueue (the only backend that calls this)."""
+        # _data_plane() made an NfqueueFilter for that backend; cast, not isinstance(): nfqueue.py is
+        # imported only when that backend is chosen.
+        return cast("NfqueueFilter", self.dp)
 
     def _start_metrics(self, address: tuple[str, int]) -> None:
         """Serve /metrics from a thread of its own; the collector reads the maps at each scrape."""
@@ -266,11 +275,14 @@ class Musersd:
         from .dataplane import xdp_status
         from .metrics import MetricsServer, MusersdCollector  # prometheus_client: only when asked for
 
+        assert self.backend is not None  # _start() made it before the metrics
         xdp = self.backend.name == "xdp"  # the nfqueue filter has no program to look for
+        # With the xdp backend _data_plane() made a DataPlane, whose program is looked for.
+        prog_id = bpfsys.prog_id(cast(DataPlane, self.dp).prog_fd) if xdp else None
         collector = MusersdCollector(
             self.dp, core=lambda: self.core, attached=self.attached, epoch=self.epoch, started=self.started,
             rule_series=self.opts.metrics_rules, denied_series=self.opts.metrics_denied,
-            xdp_status=xdp_status if xdp else None, prog_id=bpfsys.prog_id(self.dp.prog_fd) if xdp else None,
+            xdp_status=xdp_status if xdp else None, prog_id=prog_id,
             backend=self.backend.name)
         self.metrics = MetricsServer([collector])
         try:
@@ -291,6 +303,7 @@ class Musersd:
                 log.error("reload: key file rejected, keeping the current keys: %s", exc)
             else:
                 self.keys = keys
+                assert self.core is not None  # SIGHUP is handled by serve(), after start() made it
                 self.core.set_keys(keys)
                 log.info("reload: key file %s loaded (%d keys)", self.opts.key_file, len(keys))
         if self.opts.config:
@@ -299,6 +312,7 @@ class Musersd:
             except ConfigError as exc:
                 log.error("reload: rule file rejected, the running rules stay as they were: %s", exc)
                 return
+            assert self.dp is not None  # loaded by start(), before SIGHUP is handled
             try:
                 added, replaced, removed = self.dp.apply(rf.rules)
             except DataPlaneError as exc:
@@ -313,6 +327,7 @@ class Musersd:
 
     def log_stats(self) -> None:
         """SIGUSR1: one log line with the protocol counters (requests, duplicates, rejections)."""
+        assert self.core is not None  # SIGUSR1 is handled by serve(), after start() made it
         stats = " ".join(f"{k}={v}" for k, v in sorted(self.core.stats.items()))
         log.info("protocol stats: %s", stats)
 
@@ -322,6 +337,7 @@ class Musersd:
     # -------------------------------------------------------------- loop
 
     def serve(self) -> int:
+        assert self.sock is not None and self.dp is not None  # start() made them
         sel = selectors.DefaultSelector()
         sel.register(self.sock, selectors.EVENT_READ)
         rfd, wfd = os.pipe()
@@ -332,7 +348,8 @@ class Musersd:
             signal.signal(s, self._on_signal)
         sel.register(rfd, selectors.EVENT_READ)
         if self.opts.backend == "nfqueue":  # queued packets are answered in this loop too
-            sel.register(self.dp.fileno(), selectors.EVENT_READ, self.dp.process)
+            queue = self._queue_filter()
+            sel.register(queue.fileno(), selectors.EVENT_READ, queue.process)
         self.notifier.notify(f"READY=1\nSTATUS=serving {self.dp.rule_count()} rules")
         next_dog = time.monotonic()
         try:
@@ -373,6 +390,7 @@ class Musersd:
             os.close(wfd)
 
     def _serve_datagrams(self) -> None:
+        assert self.sock is not None and self.core is not None  # start() made them before serve() runs
         for _ in range(64):  # bounded batch, then check signals again
             try:
                 data, peer = self.sock.recvfrom(65535)
