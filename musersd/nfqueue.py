@@ -83,7 +83,7 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -475,7 +475,7 @@ class PacketQueue:
 
     def process(self, batch: int = BATCH) -> None:
         budget = _Budget(self.sock, batch)
-        self.nfq.run_socket(budget)
+        self.nfq.run_socket(budget)  # type: ignore[arg-type]  # run_socket() only calls recv(), which _Budget has
         if budget.overruns:
             self.overruns += budget.overruns
             log.warning("queue=%d the kernel dropped packets user space did not read in time (%d overruns so far)",
@@ -619,10 +619,12 @@ class NfqueueFilter:
         return self.hooks.remove(iface)
 
     def fileno(self) -> int:
+        assert self.queue is not None, "load() binds the queue before the daemon selects on it"
         return self.queue.fileno()
 
     def process(self) -> None:
         """Answer the packets waiting in the queue (a bounded batch); re-raise an error from judging them."""
+        assert self.queue is not None, "load() binds the queue before the daemon selects on it"
         self.queue.process()
         if self.failure is not None:
             failure, self.failure = self.failure, None
@@ -681,6 +683,7 @@ class NfqueueFilter:
             c[0] += 1
             c[1] += size
             if v.reason == "passed":
+                assert v.rule is not None, "a packet passes by a rule (policy.decide_ip)"
                 st = self._stats[v.rule]
                 st[0] += 1
                 st[1] += size
@@ -693,21 +696,24 @@ class NfqueueFilter:
             return Judgement(True, v)
         if copied_in_part:
             # Accepting a rewrite of what was copied would cut the packet short.
+            assert v.key is not None, "a rewritten packet is an IP one, with a key (policy.decide_ip)"
             log.debug("packet from %s to %s too long to rewrite here: dropped", *v.key)
             return Judgement(False, v)
         return Judgement(True, v, with_ttl(packet, v.new_ttl))
 
     def _note_denied(self, v: Verdict, size: int, seen: float) -> None:
-        d = self._denied.get(v.key)
+        key = v.key
+        assert key is not None, "a packet is denied by its (source, group) (policy.decide_ip)"
+        d = self._denied.get(key)
         if d is None:
             if len(self._denied) >= self.max_denied:
                 self._denied.popitem(last=False)  # forget the pair seen least recently
-            self._denied[v.key] = [1, size, v.ttl, v.reason, seen]
+            self._denied[key] = [1, size, v.ttl, v.reason, seen]
             return
         d[0] += 1
         d[1] += size
         d[2:] = [v.ttl, v.reason, seen]
-        self._denied.move_to_end(v.key)
+        self._denied.move_to_end(key)
 
     # ------------------------------------------------------------------ rules
 
@@ -718,10 +724,14 @@ class NfqueueFilter:
             raise DataPlaneError(why)
         return key.source, key.group
 
-    def _write(self):
-        if self.store is None:
+    @contextmanager
+    def _write(self) -> Iterator[RuleStore]:
+        """A transaction on the state file, which it gives; DataPlaneError if the file is not open."""
+        store = self.store
+        if store is None:
             raise DataPlaneError("the nfqueue filter's state file is not open")
-        return self.store.transaction()
+        with store.transaction():
+            yield store
 
     def _set(self, key: tuple, rule: Rule) -> None:
         """Put `rule` in the table (caller holds the lock)."""
@@ -749,8 +759,8 @@ class NfqueueFilter:
             raise Exists(f"a rule for {rule.key} already exists")
         if len(self._rules) >= self.max_rules:
             raise TableFull(f"the rule table is full ({self.max_rules} rules)")
-        with self._write():
-            self.store.put([rule])
+        with self._write() as store:
+            store.put([rule])
         with self._lock:
             self._buckets.forget(key)
             self._set(key, rule)
@@ -764,8 +774,8 @@ class NfqueueFilter:
         if key not in self._rules:
             self.add_rule(rule)
             return True
-        with self._write():
-            self.store.put([rule])
+        with self._write() as store:
+            store.put([rule])
         with self._lock:
             self._set(key, rule)
             self._forget_denied(rule.key)
@@ -777,15 +787,15 @@ class NfqueueFilter:
         pair = (rkey.source, rkey.group)
         if pair not in self._rules:
             raise NotFound(f"there is no rule for {rkey}")
-        with self._write():
-            self.store.delete([rkey])
+        with self._write() as store:
+            store.delete([rkey])
         with self._lock:
             return self._drop(pair)
 
     def flush(self) -> int:
         """Remove every rule; returns how many there were."""
-        with self._write():
-            self.store.clear()
+        with self._write() as store:
+            store.clear()
         with self._lock:
             n = len(self._rules)
             for pair in list(self._rules):
@@ -796,9 +806,9 @@ class NfqueueFilter:
         """Make the rule set equal to `wanted` in one transaction (filter.plan); returns (added, replaced, removed)."""
         diff = plan(self._rules, wanted, self.max_rules, key=self._pair)
         put = diff.add + diff.replace
-        with self._write():
-            self.store.put(put)
-            self.store.delete(self._rules[k].key for k in diff.remove)
+        with self._write() as store:
+            store.put(put)
+            store.delete(self._rules[k].key for k in diff.remove)
         with self._lock:
             for k in diff.remove:
                 self._drop(k)
@@ -844,8 +854,8 @@ class NfqueueFilter:
             new = Mode.parse(mode)
         except ValueError:
             raise DataPlaneError(f"mode {mode!r} is not enforce or monitor") from None
-        with self._write():
-            self.store.set_mode(new)
+        with self._write() as store:
+            store.set_mode(new)
         self._mode = new
         return new
 
