@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from typing import cast
 
 from rich.markup import escape
 from rich.text import Text
@@ -144,7 +145,7 @@ class SenderScreen(ModalScreen[list[str] | None]):
 
     @on(OptionList.OptionSelected)
     def picked(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss([event.option.id])
+        self.dismiss([cast(str, event.option.id)])  # compose() gives every suggestion its address as id
 
     @on(Input.Submitted)
     def typed(self, event: Input.Submitted) -> None:
@@ -244,7 +245,7 @@ class Dashboard(App[int]):
                                          ("denied", "3 Denied", Board.DENIED_COLUMNS),
                                          ("routers", "4 Routers", Board.ROUTER_COLUMNS)):
                 with TabPane(title, id=pane):
-                    table = DataTable(id=f"t-{pane}", cursor_type="row", zebra_stripes=True)
+                    table: DataTable[Text] = DataTable(id=f"t-{pane}", cursor_type="row", zebra_stripes=True)
                     for label, width in columns:
                         # Addresses are never cut: an IPv6 source or group widens its column
                         # (2001:db8:0:1::10 and 2001:db8:0:1::11 would look alike at 15).
@@ -366,19 +367,20 @@ class Dashboard(App[int]):
         keys = [k for k, _ in rows]
         current = [rk.value for rk in table.rows]
         columns = [c.key for c in table.columns.values()]
-        styles = [STYLES.get((pane, c.value), {}) for c in columns]
+        # Every column's key is its label (compose()); `or ""` only types it, as no style is keyed by "".
+        styles = [STYLES.get((pane, c.value or ""), {}) for c in columns]
         # Text, not markup: names and addresses come from the network (SAP) and are shown as they are.
-        rows = [(k, [Text(str(v), style=st.get(str(v), "")) for v, st in zip(cells, styles)]) for k, cells in rows]
+        shown = [(k, [Text(str(v), style=st.get(str(v), "")) for v, st in zip(cells, styles)]) for k, cells in rows]
         if keys == current:
-            for key, cells in rows:
+            for key, texts in shown:
                 old = table.get_row(key)
-                for col, new, was in zip(columns, cells, old):
+                for col, new, was in zip(columns, texts, old):
                     if new != was:
                         table.update_cell(key, col, new)
             return
         table.clear()
-        for key, cells in rows:
-            table.add_row(*cells, key=key)
+        for key, texts in shown:
+            table.add_row(*texts, key=key)
         if selected in keys:
             table.move_cursor(row=keys.index(selected), animate=False)
 
@@ -397,10 +399,12 @@ class Dashboard(App[int]):
         if key is not None:
             if pane == "sessions":
                 text = b.session_detail(key, time.time())
-            elif pane == "senders":
-                text = b.rule_detail(tuple(key.split("|")))
+            elif pane == "senders":  # the rows' keys: source|group, source|group|reason (Board)
+                source, group = key.split("|")
+                text = b.rule_detail((source, group))
             elif pane == "denied":
-                text = b.denied_detail(tuple(key.split("|")))
+                source, group, reason = key.split("|")
+                text = b.denied_detail((source, group, reason))
             else:
                 text = b.router_detail(key)
         content = Text(text)
@@ -459,11 +463,19 @@ class Dashboard(App[int]):
             if session.get("sources"):
                 self.authorize(key, None)
             else:
-                self.push_screen(SenderScreen(session), lambda senders: senders and self.authorize(key, senders))
+                def chosen(senders: list[str] | None) -> None:
+                    if senders:
+                        self.authorize(key, senders)
+
+                self.push_screen(SenderScreen(session), chosen)
         elif pane == "denied" and key is not None:
             source, group, _ = key.split("|")
-            self.push_screen(TtlScreen(source, group, self._suggested_ttl(group)),
-                             lambda ttl: ttl and self.add_sender(source, group, ttl))
+
+            def ttl_chosen(ttl: int | None) -> None:
+                if ttl:
+                    self.add_sender(source, group, ttl)
+
+            self.push_screen(TtlScreen(source, group, self._suggested_ttl(group)), ttl_chosen)
         else:
             self.notify("select a session (1) or a denied sender (3) to authorize", severity="warning")
 
@@ -479,12 +491,20 @@ class Dashboard(App[int]):
         key, pane = self.selected_key(), self.pane
         if pane == "senders" and key is not None:
             source, group = key.split("|")
-            self.push_screen(ConfirmScreen(f"Remove the rule {source} -> {group} from every router?"),
-                             lambda yes: yes and self.remove_rule(source, group))
+
+            def remove(yes: bool | None) -> None:
+                if yes:
+                    self.remove_rule(source, group)
+
+            self.push_screen(ConfirmScreen(f"Remove the rule {source} -> {group} from every router?"), remove)
         elif pane == "sessions" and key is not None:
             name = self.board.sessions.get(key, {}).get("name", key)
-            self.push_screen(ConfirmScreen(f"Remove every rule authorized from session {name!r}?"),
-                             lambda yes: yes and self.revoke(key))
+
+            def revoke(yes: bool | None) -> None:
+                if yes:
+                    self.revoke(key)
+
+            self.push_screen(ConfirmScreen(f"Remove every rule authorized from session {name!r}?"), revoke)
         else:
             self.notify("select a rule (2) or a session (1) to revoke", severity="warning")
 
@@ -530,5 +550,5 @@ class Dashboard(App[int]):
             return
         self.notify(f"revoked: {len(out['rules'])} rules removed", timeout=6)
 
-    def action_quit(self) -> None:
+    async def action_quit(self) -> None:  # async, as App's is; run_action() awaits it
         self.exit(0)
