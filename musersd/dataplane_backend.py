@@ -138,8 +138,8 @@ class DataPlaneBackend:
         # listing reads it once, on its first page, and pages through that
         # snapshot; it also gives the listing one consistent view.
         if not cursor or self._denied_snapshot is None:
-            entries = sorted(self.dp.denied(), key=lambda d: d.key.cursor)
-            self._denied_snapshot = ([d.key.cursor for d in entries], entries)
+            ordered = sorted(((d.key.cursor, d) for d in self.dp.denied()), key=lambda t: t[0])
+            self._denied_snapshot = ([c for c, _ in ordered], [d for _, d in ordered])
         keys, entries = self._denied_snapshot
         start = page_start(keys, cursor, "router")
         chunk = entries[start:start + limit]

@@ -149,8 +149,8 @@ class MemoryBackend:
 
     def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
         self.log.append(("denied", cursor))
-        ordered = sorted(self.denied_entries, key=lambda d: d.key.cursor)
-        return page_of(ordered, [d.key.cursor for d in ordered], cursor, limit, "router")
+        ordered = sorted(((d.key.cursor, d) for d in self.denied_entries), key=lambda t: t[0])
+        return page_of([d for _, d in ordered], [c for c, _ in ordered], cursor, limit, "router")
 
     # -- helpers --------------------------------------------------------------
 

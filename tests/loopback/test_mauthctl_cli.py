@@ -27,26 +27,8 @@ from mauthcore.protocol.server import ServerCore
 from mauthcore.rules import Rule, RuleKey
 from tests.support.loopback_fleet import KEYS, TOKEN, LoopbackFleet
 from tests.support.mauthctl import no_user_config, one_error, run, secret, served  # noqa: F401
+from tests.support.sessions import ASM, SSM
 from tests.support.waiting import wait_until as wait
-
-SSM = b"""v=0\r
-o=- 78 1 IN IP4 192.0.2.56\r
-s=Declared feed\r
-c=IN IP4 232.1.1.1/16\r
-t=0 0\r
-a=source-filter: incl IN IP4 232.1.1.1 192.0.2.10\r
-m=video 5004 RTP/AVP 33\r
-"""
-
-
-ASM = b"""v=0\r
-o=- 77 1 IN IP4 192.0.2.55\r
-s=Lobby camera\r
-c=IN IP4 239.255.12.42/32\r
-t=0 0\r
-m=video 5004 RTP/AVP 33\r
-"""
-
 
 # =============================================================================
 # direct mode: one router

@@ -15,20 +15,12 @@ from mauthserver.service import Mediator
 from mauthserver.store import Store
 from sap.directory import Directory
 from sap.sap import announcement, encode
+from tests.support.sessions import ASM
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-ASM = b"""v=0\r
-o=- 77 1 IN IP4 192.0.2.55\r
-s=Lobby camera\r
-c=IN IP4 239.255.12.42/32\r
-t=0 0\r
-m=video 5004 RTP/AVP 33\r
-"""
 
 
 SSM = b"""v=0\r
@@ -204,10 +196,6 @@ def test_unexpected_errors_answer_500_and_stop_the_daemon(mediator, monkeypatch)
         assert r.status == 500 and (await r.json())["code"] == "internal"
 
     assert serve(mediator, test) == [True]
-
-
-
-
 
 
 def test_mauthctl_client_against_the_server(mediator):
