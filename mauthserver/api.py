@@ -48,10 +48,12 @@ from mauthcore.protocol.model import Mode
 from . import core
 from .denied import DeniedTracker, DeniedWatch
 from .openapi import spec
+from .store import NotLeader
 
 if TYPE_CHECKING:
     from .fanout import FanOut
     from .service import Mediator
+    from .standby import Forwarder
 
 log = logging.getLogger("mauthserver.api")
 
@@ -72,8 +74,21 @@ MEDIATOR: web.AppKey[Mediator] = web.AppKey("mediator")
 TOKEN = web.AppKey("token", TokenBox)
 ON_FATAL: web.AppKey[Callable[[], None]] = web.AppKey("on_fatal")
 COUNTERS: web.AppKey[dict[str, int]] = web.AppKey("counters")
-FANOUT: web.AppKey[FanOut | None] = web.AppKey("fanout")
-DENIED: web.AppKey[DeniedWatch | None] = web.AppKey("denied")
+
+
+class Role:
+    """What this instance is: the leader (its fan-out and denied watch read the routers), or a standby,
+    whose `forwarder` sends what it does not answer itself to the leader (mauthserver/standby.py).
+    Changed in place when a standby becomes the leader; the app itself is frozen once served."""
+
+    def __init__(self, fanout: FanOut | None = None, denied: DeniedWatch | None = None,
+                 forwarder: Forwarder | None = None) -> None:
+        self.fanout = fanout
+        self.denied = denied
+        self.forwarder = forwarder
+
+
+ROLE = web.AppKey("role", Role)
 
 
 def _json(data, status: int = 200) -> web.Response:
@@ -99,8 +114,15 @@ async def _guard(request: web.Request, handler):
             resp = _error(401, "unauthorized", "a valid bearer token is required (see --token-file)")
             resp.headers["WWW-Authenticate"] = 'Bearer realm="mauthserver"'
             return resp
+    forwarder = request.app[ROLE].forwarder
+    if forwarder is not None and not forwarder.serves(request):
+        counters["forwarded"] += 1
+        return await forwarder.forward(request)
     try:
         return await handler(request)
+    except NotLeader as exc:  # the lease ran out under this command: nothing was committed
+        counters["refused"] += 1
+        return _error(503, "no-leader", f"{exc}; the command was not carried out")
     except core.Refused as exc:
         counters["refused"] += 1
         return _error(exc.status, exc.code, exc.message, **exc.details)
@@ -256,7 +278,8 @@ async def put_mode(request: web.Request) -> web.Response:
 
 
 async def traffic(request: web.Request) -> web.Response:
-    fanout, watch = request.app[FANOUT], request.app[DENIED]
+    role = request.app[ROLE]
+    fanout, watch = role.fanout, role.denied
     data = await fanout.traffic() if fanout is not None else {"at": time.time(), "routers": {}}
     # When the server last reported each denied pair in a `denied` event (null: it did not).
     data = (watch.tracker if watch is not None else DeniedTracker()).mark(data)
@@ -324,16 +347,15 @@ ROUTES = [
 
 
 def make_app(mediator, token: str, on_fatal: Callable[[], None] = lambda: None, *,
-             fanout=None, denied=None) -> web.Application:
+             fanout=None, denied=None, role: Role | None = None) -> web.Application:
     """The API app; `fanout` (mauthserver/fanout.py) reads the routers for `GET /traffic`, whose denied
     pairs say when `denied` (the DeniedWatch of mauthserver/denied.py) last reported them."""
     app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
     app[MEDIATOR] = mediator
-    app[FANOUT] = fanout
-    app[DENIED] = denied
+    app[ROLE] = role if role is not None else Role(fanout, denied)
     app[TOKEN] = TokenBox(token)
     app[ON_FATAL] = on_fatal
-    app[COUNTERS] = {"requests": 0, "unauthorized": 0, "refused": 0, "errors": 0}
+    app[COUNTERS] = {"requests": 0, "unauthorized": 0, "refused": 0, "errors": 0, "forwarded": 0}
     for method, path, handler in ROUTES:
         app.router.add_route(method, PREFIX + path, handler)
 
@@ -341,10 +363,16 @@ def make_app(mediator, token: str, on_fatal: Callable[[], None] = lambda: None, 
         mediator.bus.close_all()
 
     async def _close_links(app: web.Application) -> None:
-        fanout = app[FANOUT]
+        fanout = app[ROLE].fanout
         if fanout is not None:
             fanout.close()
 
     app.on_shutdown.append(_close_streams)
+    async def _close_forwarder(app: web.Application) -> None:
+        forwarder = app[ROLE].forwarder
+        if forwarder is not None:
+            await forwarder.close()
+
     app.on_cleanup.append(_close_links)
+    app.on_cleanup.append(_close_forwarder)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 
 import click
@@ -27,6 +28,7 @@ from .config import (
     Options,
     load_key_file,
     load_token,
+    parse_advertise,
     parse_cidrs,
     parse_hostport,
     parse_routers,
@@ -96,20 +98,30 @@ Default SAP groups: {", ".join(DEFAULT_SAP_GROUPS)}.
 @click.option("--denied-interval", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
               metavar="SECONDS", help="List each router's denied senders this often and report new ones on the "
                                       "event stream and in the log, rate-limited (0: never).")
+@click.option("--instance", metavar="NAME",
+              help="This instance's name in the leader row of a shared PostgreSQL database (default: the host "
+                   "name).")
+@click.option("--advertise", metavar="URL",
+              help="The API URL other instances forward commands to while this one leads (default: http://"
+                   "--api, which must then not be a wildcard address).")
+@click.option("--lease", type=click.FloatRange(1, 60), default=3.0, show_default=True, metavar="SECONDS",
+              help="With a shared PostgreSQL database: how long a leader's lease lasts without renewal; a "
+                   "standby takes over about SECONDS x 4/3 after the leader's last renewal.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def main(db, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_ifaces, no_sap, sap_timeout,
          max_sessions, listen, legacy_allow, probe_interval, verify_interval, retry_max, router_timeout,
-         router_tries, metrics_addr, denied_interval, log_level):
+         router_tries, metrics_addr, denied_interval, instance, advertise, lease, log_level):
     """Mediate between the administrator and the routers: sessions, rules, fan-out, recovery."""
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     from .daemon import Daemon, StartupError
 
     try:
+        api = parse_hostport(api_addr, "--api")
         opts = Options(
             db=db,
-            api=parse_hostport(api_addr, "--api"),
+            api=api,
             token_file=token_file,
             routers=parse_routers(routers),
             key_file=key_file,
@@ -128,6 +140,9 @@ def main(db, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_
             router_tries=router_tries,
             metrics=parse_hostport(metrics_addr, "--metrics") if metrics_addr else None,
             denied_interval=denied_interval,
+            instance=_instance(instance),
+            advertise=parse_advertise(advertise, api),
+            lease=lease,
         )
         token = load_token(token_file)
         keys = load_key_file(key_file) if key_file else None
@@ -149,6 +164,12 @@ def main(db, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_
             "unexpected error, exiting so that the service manager restarts us")
         code = 1
     sys.exit(code)
+
+
+def _instance(text: str | None) -> str | None:
+    if text is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
+        raise ConfigError(f"--instance {text!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    return text
 
 
 def _groups(texts) -> list:

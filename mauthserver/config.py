@@ -66,6 +66,23 @@ class Options:
     router_tries: int = 5
     metrics: tuple[str, int] | None = None  # Prometheus endpoint; None: off
     denied_interval: float = 5.0  # seconds between listings of each router's denied table; 0: off
+    # Several instances on one PostgreSQL database (mauthserver/leader.py):
+    instance: str | None = None  # this instance's name in the leader row (default: the host name)
+    advertise: str | None = None  # the API URL standbys forward commands to while this one leads
+    lease: float = 3.0  # seconds a leader's lease lasts without renewal
+
+
+def parse_advertise(text: str | None, api: tuple[str, int]) -> str | None:
+    """--advertise URL, or the API address when it is one another instance can reach."""
+    if text:
+        url = text.strip().rstrip("/")
+        if not re.fullmatch(r"https?://[^\s/]+", url):
+            raise ConfigError(f"--advertise {text!r} is not an http://HOST:PORT URL")
+        return url
+    host, port = api
+    if host in ("0.0.0.0", "::", ""):
+        return None  # the daemon asks for --advertise if the database is shared
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def parse_hostport(text: str, what: str, default_port: int | None = None) -> tuple[str, int]:

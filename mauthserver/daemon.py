@@ -39,6 +39,7 @@ import time
 
 from aiohttp import web
 
+from mauthcore.events import EventKind
 from mauthcore.protocol.client import RetryPolicy
 from mauthcore.protocol.errors import LocalProtocolError
 from mauthcore.protocol.server import legacy_checker
@@ -51,13 +52,17 @@ from .denied import DeniedWatch
 from .events import EventBus
 from .fanout import FanOut
 from .fleet_backend import FleetServer
+from .leader import Leadership, holder_id
+from .relay import CHANNEL, Listener, notify_payload, parse_payload
 from .sapl import SapListener
 from .service import Mediator
-from .store import Store, StoreError
+from .standby import Forwarder
+from .store import Store, StoreError, open_store
 
 log = logging.getLogger("mauthserver")
 
 HOUSEKEEPING = 30.0  # seconds between last-heard flushes and interface rescans
+FOLLOW_DELAY = 0.1  # a standby re-reads its views at most this often while the leader's events arrive
 
 
 class StartupError(Exception):
@@ -103,50 +108,53 @@ class Daemon:
         self.notifier = Notifier()
         self.denied: DeniedWatch | None = None
         self._metrics_runner: web.AppRunner | None = None
+        self.leadership: Leadership | None = None  # a shared (PostgreSQL) database only
+        self.relay: Listener | None = None
+        self.forwarder: Forwarder | None = None
+        self.role = api.Role()
+        self.leading = False
+        self._follow_pending = False
+        self.standby_sap = 0  # SAP packets heard while a standby (not acted upon)
 
     # -- start -------------------------------------------------------------------
 
     async def start(self) -> None:
         o = self.opts
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._stop = asyncio.Event()
         self._sap_heard = asyncio.Event()
         loop.set_exception_handler(self._on_loop_exception)
         try:
-            self.store = Store.open(o.db, now=time.time())
+            self.store = open_store(o.db, now=time.time(), password_file=o.db_password_file)
         except StoreError as exc:
             raise StartupError(str(exc)) from None
-        changed = self.store.sync_routers([(r.name, r.host, r.port) for r in o.routers], now=time.time())
-        for what, names in changed.items():
-            if names:
-                log.info("routers %s since the last start: %s", what, ", ".join(names))
-        timers = Timers(probe_interval=o.probe_interval, verify_interval=o.verify_interval,
-                        retry_max=o.retry_max)
-        applied = self.store.applied()
-        cores = [RouterCore(r.name, r.host, r.port, timers, jitter=random.random, applied=applied.get(r.name))
-                 for r in o.routers]
-        # The stored descriptions are bounded too, at the defaults' share per session (about 8 KiB), so
-        # that --max-sessions, not the byte bound, is what limits sessions of any usual size.
-        bounds = {"max_sessions": o.max_sessions,
-                  "max_bytes": max(DEFAULT_MAX_BYTES, DEFAULT_MAX_BYTES * o.max_sessions // DEFAULT_MAX_SESSIONS)}
-        if o.sap_timeout is None:  # RFC 2974 §4: ten announcement periods or one hour, whichever is greater
-            directory = Directory(allow_missing_ttl=True, **bounds)
-        else:  # the operator's fixed timeout
-            directory = Directory(min_timeout=o.sap_timeout, timeout_factor=0.0, allow_missing_ttl=True, **bounds)
-        bus = EventBus()
-        self.mediator = Mediator(self.store, directory, bus, cores)
-        self.mediator.restore_sessions()
+        shared = self.store.kind == "postgresql"
+        self.timers = Timers(probe_interval=o.probe_interval, verify_interval=o.verify_interval,
+                             retry_max=o.retry_max)
         try:
-            policy = RetryPolicy(timeout=o.router_timeout, tries=o.router_tries,
-                                 max_timeout=max(o.router_timeout, 1.0))
+            self.policy = RetryPolicy(timeout=o.router_timeout, tries=o.router_tries,
+                                      max_timeout=max(o.router_timeout, 1.0))
         except LocalProtocolError as exc:
             raise StartupError(f"--router-timeout/--router-tries: {exc}") from None
-        self.fanout = FanOut(self.mediator, self.store, bus, self.keys, policy)
-        if o.denied_interval > 0 and self.fanout.tasks:
-            self.denied = DeniedWatch(self.fanout, bus, interval=o.denied_interval)
+        bus = EventBus()
+        # Until it leads, an instance's views come from the store (a standby re-reads them as the leader
+        # changes it); `_lead` makes them the leader's.
+        self.mediator = Mediator(self.store, self._directory(), bus, self._cores())
+        if shared and o.advertise is None:
+            raise StartupError("with a shared PostgreSQL database the API address must be one other instances"
+                               f" can reach: --api {o.api[0]} is a wildcard, so give --advertise http://HOST:PORT")
+        if shared:
+            self.store.fence(None, None)  # no writes until elected (Store.fence)
+            self.mediator.follow_store(self._directory())
+            self.leadership = Leadership(self.store.conninfo, holder_id(o.instance), o.advertise, lease=o.lease,
+                                         on_elected=lambda term: loop.call_soon_threadsafe(self._on_elected, term),
+                                         on_lost=lambda why: loop.call_soon_threadsafe(self._on_lost, why))
+            self.forwarder = Forwarder(api.PREFIX, self.leadership.leader_api, self._last_leader)
+        self.role = api.Role(forwarder=self.forwarder)
 
         # The client API.
-        self._app = api.make_app(self.mediator, self.token, self.fatal, fanout=self.fanout, denied=self.denied)
+        self._app = api.make_app(self.mediator, self.token, self.fatal, role=self.role)
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         host, port = o.api
@@ -164,6 +172,67 @@ class Daemon:
                                    f" {exc.strerror or exc}") from None
             log.info("metrics on http://%s:%d/metrics", f"[{bound[0]}]" if ":" in bound[0] else bound[0], bound[1])
 
+        # SAP: heard by every instance; stored, and so acted upon, by the leader only.
+        if o.sap:
+            self.sap = SapListener(o.sap_groups, self._on_sap, port=o.sap_port, ifaces=o.sap_ifaces)
+            try:
+                await self.sap.start()
+            except OSError as exc:
+                raise StartupError(exc.strerror or str(exc)) from None
+
+        if self.leadership is None:
+            await self._lead()
+        else:
+            assert self.store.conninfo is not None  # a PostgreSQL store has one
+            self.relay = Listener(self.store.conninfo,
+                                  lambda payload: loop.call_soon_threadsafe(self._on_relayed, payload))
+            self.relay.start()
+            self.leadership.start()
+            task = loop.create_task(self._watch_lease(), name="lease-watch")
+            task.add_done_callback(self._on_task_done)
+            self._tasks.append(task)
+        log.info("ready: API on %s:%d, %s, %d routers (%s), %d rules, %d sessions (at most %d), database %s",
+                 o.api[0], o.api[1], "leader" if self.leading else "standby until elected (reads answered here,"
+                 " commands forwarded to the leader)", len(o.routers),
+                 ", ".join(f"{r.name}={r.host}:{r.port}" for r in o.routers) or "none",
+                 len(self.mediator.fleet.desired), len(self.mediator.directory), o.max_sessions,
+                 self.store.describe())
+
+    def _directory(self) -> Directory:
+        o = self.opts
+        # The stored descriptions are bounded too, at the defaults' share per session (about 8 KiB), so
+        # that --max-sessions, not the byte bound, is what limits sessions of any usual size.
+        bounds = {"max_sessions": o.max_sessions,
+                  "max_bytes": max(DEFAULT_MAX_BYTES, DEFAULT_MAX_BYTES * o.max_sessions // DEFAULT_MAX_SESSIONS)}
+        if o.sap_timeout is None:  # RFC 2974 §4: ten announcement periods or one hour, whichever is greater
+            return Directory(allow_missing_ttl=True, **bounds)
+        return Directory(min_timeout=o.sap_timeout, timeout_factor=0.0, allow_missing_ttl=True, **bounds)
+
+    def _cores(self) -> list[RouterCore]:
+        assert self.store is not None
+        applied = self.store.applied()
+        return [RouterCore(r.name, r.host, r.port, self.timers, jitter=random.random, applied=applied.get(r.name))
+                for r in self.opts.routers]
+
+    async def _lead(self) -> None:
+        """Take on the leader's work: routers, reconcilers, SAP, the router protocol, housekeeping.
+
+        With a shared database this runs once the lease is held and the store fenced with its term: the
+        desired state, the routers' applied rules and the sessions are read afresh (a previous leader
+        may have written up to its last moment), then every router is reconciled from scratch."""
+        o, loop = self.opts, asyncio.get_running_loop()
+        assert self.store is not None and self.mediator is not None
+        changed = self.store.sync_routers([(r.name, r.host, r.port) for r in o.routers], now=time.time())
+        for what, names in changed.items():
+            if names:
+                log.info("routers %s since the last start: %s", what, ", ".join(names))
+        self.mediator.lead(self._directory(), self._cores())
+        fence = self.leadership.check if self.leadership is not None else None
+        self.fanout = FanOut(self.mediator, self.store, self.mediator.bus, self.keys, self.policy, fence=fence)
+        if o.denied_interval > 0 and self.fanout.tasks:
+            self.denied = DeniedWatch(self.fanout, self.mediator.bus, interval=o.denied_interval)
+        self.role.fanout, self.role.denied, self.role.forwarder = self.fanout, self.denied, None
+
         # The router protocol for the whole fleet.
         if o.listen is not None:
             host, port = o.listen
@@ -174,27 +243,104 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(f"cannot listen for the router protocol on {host}:{port}:"
                                    f" {exc.strerror or exc}") from None
-
-        # SAP.
-        if o.sap:
-            self.sap = SapListener(o.sap_groups, self._on_sap, port=o.sap_port, ifaces=o.sap_ifaces)
-            try:
-                await self.sap.start()
-            except OSError as exc:
-                raise StartupError(exc.strerror or str(exc)) from None
-
+        if self.leadership is not None:
+            term = self.leadership.term
+            self.mediator.bus.hooks.append(
+                lambda ev: self._relay_out(term, ev))
+        self.leading = True
         self.fanout.start(self._on_task_done)
         if self.denied is not None:
             self.denied.start(self._on_task_done)
-        for coro, name in ((self._housekeeping(), "housekeeping"),):
-            task = loop.create_task(coro, name=name)
-            task.add_done_callback(self._on_task_done)
-            self._tasks.append(task)
-        log.info("ready: API on %s:%d, router protocol %s, %d routers (%s), %d rules, %d sessions (at most %d),"
-                 " database %s",
-                 o.api[0], o.api[1], f"on {o.listen[0]}:{o.listen[1]}" if o.listen else "off",
-                 len(o.routers), ", ".join(f"{r.name}={r.host}:{r.port}" for r in o.routers) or "none",
-                 len(self.mediator.fleet.desired), len(directory), directory.max_sessions, o.db)
+        task = loop.create_task(self._housekeeping(), name="housekeeping")
+        task.add_done_callback(self._on_task_done)
+        self._tasks.append(task)
+        log.info("leading%s: %d routers, %d rules, %d sessions; router protocol %s",
+                 f" (term {self.leadership.term})" if self.leadership is not None else "", len(o.routers),
+                 len(self.mediator.fleet.desired), len(self.mediator.directory),
+                 f"on {o.listen[0]}:{o.listen[1]}" if o.listen else "off")
+
+    # -- leadership (a shared PostgreSQL database only) -----------------------------------
+
+    def _on_elected(self, term: int) -> None:
+        assert self.store is not None and self.leadership is not None
+        if self._stop is None or self._stop.is_set():
+            return
+        self.store.fence(self.leadership.holder, term)
+        if self.relay is not None:
+            self.relay.stop_soon()
+        task = asyncio.get_running_loop().create_task(self._lead(), name="take-over")
+        task.add_done_callback(self._on_lead_done)
+
+    def _on_lead_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, StartupError):
+            log.error("cannot take over as the leader: %s", exc)
+            self.fatal()
+        elif exc is not None:
+            self._on_task_done(task)
+
+    def _on_lost(self, reason: str) -> None:
+        if self.leading:
+            log.error("leadership lost (%s): stopped sending to routers; exiting so that the service manager"
+                      " restarts this mauthserver as a standby", reason)
+            self.fatal()
+
+    async def _watch_lease(self) -> None:
+        """Stop as soon as the lease's local deadline passes without a renewal (the thread may be stuck)."""
+        lead = self.leadership
+        assert lead is not None
+        while True:
+            if self.leading and not lead.may_write():
+                self._on_lost(f"the lease of term {lead.term} was not renewed before its deadline")
+                return
+            delay = max(0.02, min(lead.interval, lead.deadline - lead.clock())) if self.leading else lead.interval
+            await asyncio.sleep(delay)
+
+    def _last_leader(self) -> str | None:
+        cur = self.leadership.current if self.leadership is not None else None
+        return cur.api if cur is not None else None
+
+    def _relay_out(self, term: int, event) -> None:
+        """The leader: each published event to the standbys (mauthserver/relay.py)."""
+        assert self.store is not None and self.leadership is not None
+        self.store.notify(CHANNEL, notify_payload(self.leadership.holder, term, event.kind, event.at, event.data))
+
+    def _on_relayed(self, payload: str | None) -> None:
+        """A standby: an event the leader published (None: the relay reconnected and may have missed some)."""
+        if self.leading or self.mediator is None:
+            return
+        bus = self.mediator.bus
+        if payload is None:
+            bus.publish(EventKind.RESYNC, {"message": "events may have been missed; re-read sessions, rules and"
+                                                      " routers"}, time.time())
+        else:
+            parsed = parse_payload(payload)
+            if parsed is None:
+                return
+            holder, _term, kind, at, data = parsed
+            if self.leadership is not None and holder == self.leadership.holder:
+                return
+            bus.publish(kind, data, at)
+        self._schedule_follow()
+
+    def _schedule_follow(self) -> None:
+        """Re-read the standby's views from the store, at most every FOLLOW_DELAY seconds."""
+        if self._follow_pending:
+            return
+        self._follow_pending = True
+
+        def follow() -> None:
+            self._follow_pending = False
+            if self.leading or self.mediator is None:
+                return
+            try:
+                self.mediator.follow_store(self._directory())
+            except StoreError as exc:
+                log.warning("standby: cannot re-read the database (%s); the views are as of the last read", exc)
+
+        asyncio.get_running_loop().call_later(FOLLOW_DELAY, follow)
 
     # -- run ---------------------------------------------------------------------
 
@@ -252,8 +398,8 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: re-read the token file and the key file; keep the old ones on any error."""
-        # The handler is installed after start() made the app and the fan-out.
-        assert self._app is not None and self.fanout is not None
+        # The handler is installed after start() made the app (a standby has no fan-out yet).
+        assert self._app is not None
         try:
             token = load_token(self.opts.token_file)
         except ConfigError as exc:
@@ -271,7 +417,7 @@ class Daemon:
             self.keys = keys
             if self.fleet_server is not None:
                 self.fleet_server.core.set_keys(keys)
-            for task in self.fanout.tasks.values():
+            for task in self.fanout.tasks.values() if self.fanout is not None else ():
                 task.link.client.keys = keys
             log.info("reload: key file %s loaded (%d keys)", self.opts.key_file, len(keys))
 
@@ -280,6 +426,9 @@ class Daemon:
     def _on_sap(self, data: bytes, peer: tuple) -> None:
         # The SAP listener starts after start() made the mediator and the event.
         assert self.mediator is not None and self._sap_heard is not None
+        if not self.leading:  # a standby: the leader stores the sessions, and this one reads them
+            self.standby_sap += 1
+            return
         self.mediator.on_sap_packet(data, peer, time.time())
         self._sap_heard.set()
 
@@ -332,10 +481,14 @@ class Daemon:
                 await self._runner.cleanup()
             except Exception:  # pragma: no cover - best effort on the way out
                 log.debug("API shutdown failed", exc_info=True)
+        if self.relay is not None:
+            self.relay.stop_soon()
+        if self.store is not None and self.mediator is not None and self.leading:
+            try:
+                self.mediator.flush_heard()
+            except Exception:
+                log.debug("last-heard flush failed", exc_info=True)
+        if self.leadership is not None:  # after the fan-out stopped: then a standby may take over at once
+            await asyncio.get_running_loop().run_in_executor(None, self.leadership.stop)
         if self.store is not None:
-            if self.mediator is not None:
-                try:
-                    self.mediator.flush_heard()
-                except Exception:
-                    log.debug("last-heard flush failed", exc_info=True)
             self.store.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,8 @@ class EventBus:
         self._subs: set[Subscriber] = set()
         self._queue_size = queue_size
         self.counters = {"published": 0, "overflows": 0}
+        # Called with each event published (the leader's relay to standbys, mauthserver/relay.py).
+        self.hooks: list[Callable[[Event], None]] = []
 
     def publish(self, kind: EventKind, data: Mapping[str, Any], now: float) -> Event:
         self._seq += 1
@@ -61,6 +63,8 @@ class EventBus:
         self.counters["published"] += 1
         for sub in list(self._subs):
             self._offer(sub, event)
+        for hook in self.hooks:
+            hook(event)
         return event
 
     def _offer(self, sub: Subscriber, event: Event) -> None:

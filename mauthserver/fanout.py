@@ -106,8 +106,11 @@ class RouterLink:
     """An async UDP shell around one router's `ClientCore`: one call at a time, whoever calls."""
 
     def __init__(self, name: str, host: str, port: int, keys: KeyRing, policy: RetryPolicy,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, fence: Callable[[], None] | None = None) -> None:
         self.name, self.host, self.port = name, host, port
+        # Called before every datagram; raises (mauthserver.leader.Fenced) once this instance may no
+        # longer write to routers, so a leader whose lease ran out sends nothing, even mid-call.
+        self.fence = fence
         self.client = ClientCore(keys, policy)
         self.clock = clock
         self._transport: asyncio.DatagramTransport | None = None
@@ -147,7 +150,7 @@ class RouterLink:
             endpoint.queue.get_nowait()
         endpoint.refused = False
         call: Call = self.client.call(body)
-        transport.sendto(call.start(self.clock()))
+        self._send(transport, call.start(self.clock()))
         while True:
             deadline = call.next_deadline
             assert deadline is not None  # a call has one until it returns
@@ -160,7 +163,7 @@ class RouterLink:
                                         else "")
                     raise RouterUnreachable(f"router {self.name} ({self.address}) did not answer"
                                             f" {body.command.name} after {call.tries} tries", hint=hint) from None
-                transport.sendto(datagram)
+                self._send(transport, datagram)
                 continue
             try:
                 data = await asyncio.wait_for(endpoint.queue.get(), wait)
@@ -168,11 +171,16 @@ class RouterLink:
                 continue
             out = call.on_datagram(data, self.clock())
             if isinstance(out, (bytes, bytearray)):
-                transport.sendto(out)
+                self._send(transport, out)
             elif out is not None:
                 if not out.ok:
                     raise _Answer(out.status, getattr(out.body, "message", ""))
                 return out
+
+    def _send(self, transport: asyncio.DatagramTransport, datagram: bytes) -> None:
+        if self.fence is not None:
+            self.fence()
+        transport.sendto(datagram)
 
     async def list_all(self) -> list[RuleEntry]:
         return await self._pages(v2.ListRules)
@@ -438,7 +446,7 @@ class FanOut:
 
     def __init__(self, mediator, store: Store, bus: EventBus, keys: KeyRing | None, policy: RetryPolicy, *,
                  max_age: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, fence: Callable[[], None] | None = None) -> None:
         self.max_age = max_age
         self.clock, self.wall = clock, wall
         self._traffic: tuple[float, dict] | None = None
@@ -448,7 +456,7 @@ class FanOut:
         for name, core in mediator.fleet.routers.items():
             if keys is None:  # cli refuses routers without a key file; keep the invariant here too
                 raise ValueError("managing routers needs the v2 key file")
-            link = RouterLink(name, core.host, core.port, keys, policy)
+            link = RouterLink(name, core.host, core.port, keys, policy, fence=fence)
             self.tasks[name] = RouterTask(core, link, mediator, store, bus)
         mediator.wake = self.wake
         self._running: list[asyncio.Task] = []

@@ -67,6 +67,7 @@ class MauthserverCollector(Collector):
         if m is None:
             return
         yield from self._fleet(m)
+        yield from self._leadership(d)
         yield from self._routers(m)
         yield from self._sap(m, d.sap)
         yield from self._api(d)
@@ -102,13 +103,45 @@ class MauthserverCollector(Collector):
                                 value=bus.counters.get("overflows", 0)),
             GaugeMetricFamily("mauthserver_event_subscribers", "Clients following the event stream",
                               value=bus.subscribers),
-            CounterMetricFamily("mauthserver_store_commits", "SQLite transactions committed",
+            CounterMetricFamily("mauthserver_store_commits", "Database transactions committed",
                                 value=m.store.commits),
             GaugeMetricFamily("mauthserver_start_time_seconds", "Unix time mauthserver started",
                               value=self.started),
             InfoMetricFamily("mauthserver_event_stream", "The event stream's boot id (Last-Event-ID prefix)",
                              value={"boot": bus.boot}),
         ]
+
+    # -- leadership (mauthserver/leader.py) ----------------------------------------------
+
+    def _leadership(self, d) -> list[Metric]:
+        lead = getattr(d, "leadership", None)
+        leading = getattr(d, "leading", True)
+        term = 0 if lead is None else lead.term if leading or lead.current is None else lead.current.term
+        out: list[Metric] = [
+            GaugeMetricFamily("mauthserver_leader", "1 while this instance leads (writes, fans out to routers); 0 "
+                              "on a standby. Always 1 on SQLite, whose one instance is the leader",
+                              value=1 if leading else 0),
+            GaugeMetricFamily("mauthserver_leader_term", "The leadership term this instance holds, or last saw "
+                              "held (0 on SQLite)", value=term),
+            CounterMetricFamily("mauthserver_standby_sap_packets", "SAP packets heard while a standby (the leader "
+                                "stores sessions)", value=getattr(d, "standby_sap", 0)),
+        ]
+        forwarder = getattr(d, "forwarder", None)
+        if forwarder is not None:
+            out.append(CounterMetricFamily("mauthserver_forwarded_requests", "API requests a standby forwarded to "
+                                           "the leader", value=forwarder.counters["forwarded"]))
+            out.append(CounterMetricFamily("mauthserver_forward_refusals", "API requests a standby refused for "
+                                           "want of a reachable leader", value=forwarder.counters["no_leader"]))
+        if lead is not None:
+            out.append(GaugeMetricFamily("mauthserver_last_failover_timestamp_seconds", "Unix time this instance "
+                                         "last became the leader (0: never)", value=lead.elected_at or 0))
+            out.append(CounterMetricFamily("mauthserver_lease_renewals", "Lease renewals that succeeded",
+                                           value=lead.counters["renewals"]))
+            out.append(CounterMetricFamily("mauthserver_lease_renewal_failures", "Lease renewals that failed (the "
+                                           "database did not answer)", value=lead.counters["renewal_failures"]))
+            out.append(CounterMetricFamily("mauthserver_leadership_db_errors", "Database errors of the election "
+                                           "loop", value=lead.counters["db_errors"]))
+        return out
 
     # -- routers ---------------------------------------------------------------------
 

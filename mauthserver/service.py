@@ -65,6 +65,52 @@ class Mediator:
         self.counters: Counter[str] = Counter()
 
     # =========================================================================
+    # leadership (mauthserver/leader.py): a standby's views, a new leader's state
+    # =========================================================================
+
+    def lead(self, directory: Directory, routers: Iterable[RouterCore]) -> None:
+        """Become the leader's mediator: desired state, routers and sessions as the store has them now.
+
+        Called once the lease is held and the store fenced with its term, so nothing written by a previous
+        leader is missed: the desired state, each router's applied rules (given in `routers`) and the
+        stored sessions are read again, then the sessions are restored as after a restart.
+        """
+        self.fleet = Fleet(self.store.rules(), self.store.desired_mode())
+        for router in routers:
+            self.fleet.add_router(router)
+        self.directory = directory
+        self._heard.clear()
+        self._first_heard.clear()
+        self.restore_sessions()
+
+    def follow_store(self, directory: Directory) -> None:
+        """A standby's views, re-read from the store the leader writes (nothing is written here).
+
+        The desired rules are brought in line with the store by applying the difference (so the views
+        keep their per-router states), the mode is read, each router's applied rules are read into its
+        core, and the session directory is rebuilt from the stored announcements at the times they were
+        heard, then expired to now, in memory only.
+        """
+        stored = {r.key: r for r in self.store.rules()}
+        changes: list[Change] = [Delete(old) for key, old in self.fleet.desired.items() if key not in stored]
+        changes += [Put(r, self.fleet.desired.get(key)) for key, r in stored.items()
+                    if self.fleet.desired.get(key) != r]
+        self.fleet.apply(changes)
+        self.fleet.mode = self.store.desired_mode()
+        applied = self.store.applied()
+        for name, router in self.fleet.routers.items():
+            router.applied = dict(applied.get(name, {}))
+        rows = self.store.sessions()
+        for row in rows:
+            try:
+                directory.handle_packet(row.packet, row.last_heard)
+            except (SAPDecodeError, SDPDecodeError):
+                continue
+        directory.expire(self.clock())
+        self._first_heard = {row.id: row.first_heard for row in rows}
+        self.directory = directory
+
+    # =========================================================================
     # commands (each returns only after its changes are committed)
     # =========================================================================
 
