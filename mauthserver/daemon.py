@@ -53,7 +53,7 @@ from .fanout import FanOut
 from .fleet_backend import FleetServer
 from .sapl import SapListener
 from .service import Mediator
-from .store import Store, StoreError
+from .store import Store, StoreError, open_store
 
 log = logging.getLogger("mauthserver")
 
@@ -113,7 +113,7 @@ class Daemon:
         self._sap_heard = asyncio.Event()
         loop.set_exception_handler(self._on_loop_exception)
         try:
-            self.store = Store.open(o.db, now=time.time())
+            self.store = open_store(o.db, now=time.time(), password_file=o.db_password_file)
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         changed = self.store.sync_routers([(r.name, r.host, r.port) for r in o.routers], now=time.time())
@@ -194,7 +194,7 @@ class Daemon:
                  " database %s",
                  o.api[0], o.api[1], f"on {o.listen[0]}:{o.listen[1]}" if o.listen else "off",
                  len(o.routers), ", ".join(f"{r.name}={r.host}:{r.port}" for r in o.routers) or "none",
-                 len(self.mediator.fleet.desired), len(directory), directory.max_sessions, o.db)
+                 len(self.mediator.fleet.desired), len(directory), directory.max_sessions, self.store.describe())
 
     # -- run ---------------------------------------------------------------------
 
