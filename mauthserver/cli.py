@@ -34,6 +34,7 @@ from .config import (
     parse_routers,
 )
 from .sapl import DEFAULT_SAP_GROUPS, parse_groups
+from .store import is_postgresql_url
 
 EPILOG = f"""\b
 Examples:
@@ -53,8 +54,12 @@ Default SAP groups: {", ".join(DEFAULT_SAP_GROUPS)}.
 
 
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", default=DEFAULT_DB, show_default=True, metavar="PATH",
-              help="SQLite database holding rules, routers, sessions and the audit log.")
+@click.option("--db", default=DEFAULT_DB, show_default=True, metavar="PATH|URL",
+              help="Database holding rules, routers, sessions and the audit log: a SQLite file, or a PostgreSQL"
+                   " URL postgresql://[USER@]HOST[:PORT]/DBNAME[?PARAM=VALUE...] without password.")
+@click.option("--db-password-file", metavar="FILE",
+              help="Password of a PostgreSQL --db (first line; mode 600; default: libpq's PGPASSFILE or"
+                   " ~/.pgpass).")
 @click.option("--api", "api_addr", default=DEFAULT_API, show_default=True, metavar="HOST:PORT",
               help="Address of the HTTP API.")
 @click.option("--token-file", default=DEFAULT_TOKEN_FILE, show_default=True, metavar="FILE",
@@ -109,8 +114,8 @@ Default SAP groups: {", ".join(DEFAULT_SAP_GROUPS)}.
                    "standby takes over about SECONDS x 4/3 after the leader's last renewal.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def main(db, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_ifaces, no_sap, sap_timeout,
-         max_sessions, listen, legacy_allow, probe_interval, verify_interval, retry_max, router_timeout,
+def main(db, db_password_file, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_ifaces, no_sap,
+         sap_timeout, max_sessions, listen, legacy_allow, probe_interval, verify_interval, retry_max, router_timeout,
          router_tries, metrics_addr, denied_interval, instance, advertise, lease, log_level):
     """Mediate between the administrator and the routers: sessions, rules, fan-out, recovery."""
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
@@ -121,6 +126,7 @@ def main(db, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_
         api = parse_hostport(api_addr, "--api")
         opts = Options(
             db=db,
+            db_password_file=db_password_file,
             api=api,
             token_file=token_file,
             routers=parse_routers(routers),
@@ -144,6 +150,8 @@ def main(db, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_
             advertise=parse_advertise(advertise, api),
             lease=lease,
         )
+        if db_password_file is not None and not is_postgresql_url(db):
+            raise ConfigError("--db-password-file is for a PostgreSQL --db URL; a SQLite database has no password")
         token = load_token(token_file)
         keys = load_key_file(key_file) if key_file else None
         if opts.routers and keys is None:

@@ -46,7 +46,8 @@ class RouterSpec:
 
 @dataclass
 class Options:
-    db: str = DEFAULT_DB
+    db: str = DEFAULT_DB  # a SQLite file, or a postgresql:// URL (mauthserver/store.py's open_store)
+    db_password_file: str | None = None  # PostgreSQL's password, first line (never in the URL)
     api: tuple[str, int] = ("127.0.0.1", API_PORT)
     token_file: str = DEFAULT_TOKEN_FILE
     routers: list[RouterSpec] = field(default_factory=list)

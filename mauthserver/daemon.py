@@ -145,7 +145,8 @@ class Daemon:
             raise StartupError("with a shared PostgreSQL database the API address must be one other instances"
                                f" can reach: --api {o.api[0]} is a wildcard, so give --advertise http://HOST:PORT")
         if shared:
-            self.store.fence(None, None)  # no writes until elected (Store.fence)
+            self.store.fencing = True  # no writes until elected (Store.fence)
+            self.store.fence(None, None)
             self.mediator.follow_store(self._directory())
             self.leadership = Leadership(self.store.conninfo, holder_id(o.instance), o.advertise, lease=o.lease,
                                          on_elected=lambda term: loop.call_soon_threadsafe(self._on_elected, term),

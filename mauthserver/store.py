@@ -1,7 +1,18 @@
-"""mauthserver's state on disk: SQLite, one file, one writer.
+"""mauthserver's state: SQLite (one file, one writer) or PostgreSQL (mauthserver/pgstore.py).
 
 Strategy: everything the mediator must not forget lives here, and a client
 command is acknowledged only after the transaction holding it has committed.
+
+`open_store(db, now=...)` picks the engine: a path is a SQLite file (all that
+follows), a `postgresql://` or `postgres://` URL a PostgreSQL database
+(mauthserver/pgstore.py says what differs there). The two share everything
+but connecting, creating and upgrading the schema, and beginning a
+transaction: the SQL of every method below is written once, in the dialect
+both engines speak (`?` placeholders, which the PostgreSQL engine turns into
+psycopg's `%s`; `INSERT ... ON CONFLICT ... DO UPDATE SET x = excluded.x`;
+`RETURNING id`), and runs through an `Engine` (`Store.db`, `Tx.db`). The
+schema below is SQLite's; pgstore derives PostgreSQL's from it statement by
+statement, so that a table or an upgrade step is written in one place.
 
 * WAL journal with `synchronous=FULL`: each commit is fsynced before
   `COMMIT` returns, so an acknowledged command survives `kill -9` and a power
@@ -34,6 +45,10 @@ Addresses are stored as text in canonical form (a prefix rule's prefix as
 
 Schema 2 added the rate limits (pps, bps) to `rules` and `applied`; a
 schema-1 database is upgraded in place, in one transaction, on open.
+
+Leader fencing (`Store.fence`, `Store.fencing`) and notifications
+(`Store.notify`) exist for several mauthservers sharing one PostgreSQL
+database; on SQLite, which the flock keeps to one process, they do nothing.
 """
 
 from __future__ import annotations
@@ -44,11 +59,11 @@ import os
 import secrets
 import sqlite3
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mauthcore.protocol.model import Mode
 from mauthcore.rules import Rule, RuleError, RuleKey
@@ -132,6 +147,136 @@ class StoreError(Exception):
     """The database cannot be used; the message says why in one sentence."""
 
 
+class NotLeader(StoreError):
+    """A write refused by fencing: another mauthserver holds the lease (see `Store.fence`)."""
+
+
+def is_postgresql_url(db: str | os.PathLike[str]) -> bool:
+    """Whether --db names a PostgreSQL database (a libpq URL) rather than a SQLite file."""
+    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(db: str, *, now: float, password_file: str | None = None) -> Store:
+    """Open the database `db` names: a libpq URL is PostgreSQL (psycopg, imported only then), anything
+    else the path of a SQLite file (`Store.open`). Raise StoreError, changing nothing, if it cannot be used."""
+    if is_postgresql_url(db):
+        from .pgstore import open_postgresql  # psycopg loads only for a PostgreSQL URL
+
+        return open_postgresql(db, now=now, password_file=password_file)
+    if password_file is not None:
+        raise StoreError("--db-password-file is for a PostgreSQL --db URL; a SQLite database has no password")
+    return Store.open(db, now=now)
+
+
+class Rows(Protocol):
+    """What `Engine.execute` returns: sqlite3's or psycopg's cursor."""
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Engine:
+    """What differs between the engines, behind the one interface the shared SQL uses.
+
+    `execute`/`executemany` take SQL with `?` placeholders; `writing()` is one
+    write transaction (committed when the block ends without error, rolled
+    back otherwise); `holds_lease` is the fencing check, run first in every
+    write transaction while fencing is on.
+    """
+
+    kind = ""
+    conninfo: str | None = None
+    fences = False  # whether `Store.fencing` means anything here (PostgreSQL: several processes share it)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        raise NotImplementedError
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        raise NotImplementedError
+        yield  # pragma: no cover - makes this a generator
+
+    def holds_lease(self, holder: str, term: int) -> bool:
+        raise NotImplementedError
+
+    def notify(self, channel: str, payload: str) -> None:
+        return None
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteEngine(Engine):
+    """One SQLite connection in autocommit mode; a write transaction is `BEGIN IMMEDIATE` ... `COMMIT`."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def check_version(where: str, value: object) -> int:
+    """The schema version stored in `meta` (either engine), or StoreError if this mauthserver cannot use it."""
+    version = int(str(value)) if value is not None and str(value).isdigit() else None
+    if version is None:
+        raise StoreError(f"database {where} has no schema version; refusing to start")
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"database {where} has schema {version}, written by a newer mauthserver"
+                         f" (this one knows schema {SCHEMA_VERSION}); refusing to start")
+    if version < SCHEMA_VERSION and any(v not in _UPGRADES for v in range(version, SCHEMA_VERSION)):
+        raise StoreError(f"database {where} has schema {version}, which this mauthserver cannot"
+                         " upgrade; refusing to start")
+    return version
+
+
+def seed(db: Engine, now: float) -> None:
+    """The rows of a new database (either engine), inside the transaction that created its tables."""
+    db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    db.execute("INSERT INTO meta (key, value) VALUES ('fleet_state_id', ?)", (f"{secrets.randbits(63) or 1:016x}",))
+    db.execute("INSERT INTO meta (key, value) VALUES ('created', ?)", (repr(now),))
+    db.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, 'mauthserver', 'create-db', ?)",
+               (now, json.dumps({"schema_version": SCHEMA_VERSION})))
+
+
+def record_upgrade(db: Engine, version: int, now: float) -> None:
+    """After the upgrade steps (either engine): the new version and its audit row, in the same transaction."""
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    db.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, 'mauthserver', 'upgrade-db', ?)",
+               (now, json.dumps({"from": version, "to": SCHEMA_VERSION})))
+
+
 @dataclass(frozen=True)
 class RouterRow:
     name: str
@@ -168,15 +313,16 @@ def _unhex(text: str | None) -> int | None:
 class Tx:
     """The operations allowed inside one transaction (see `Store.transaction`)."""
 
-    def __init__(self, db: sqlite3.Connection, now: float) -> None:
+    def __init__(self, db: Engine, now: float) -> None:
         self.db = db
         self.now = now
 
     def audit(self, actor: str, action: str, detail: Mapping[str, Any]) -> int:
-        cur = self.db.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-                              (self.now, actor, action, json.dumps(detail, sort_keys=True)))
-        assert cur.lastrowid is not None  # set by every INSERT
-        return cur.lastrowid
+        # fetchall(): SQLite finishes the statement before COMMIT; RETURNING: PostgreSQL has no lastrowid
+        ((audit_id,),) = self.db.execute(
+            "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?) RETURNING id",
+            (self.now, actor, action, json.dumps(detail, sort_keys=True))).fetchall()
+        return int(audit_id)
 
     def apply(self, changes: Iterable[Change]) -> None:
         for change in changes:
@@ -218,13 +364,41 @@ class Tx:
 
 
 class Store:
-    """The mediator's SQLite database (see the module docstring)."""
+    """The mediator's database, SQLite or PostgreSQL (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike[str], db: sqlite3.Connection, lock_fd: int) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str] | None, db: Engine, lock_fd: int = -1) -> None:
+        self.path = None if path is None else Path(path)  # SQLite's file; None on PostgreSQL
         self.db = db
         self._lock_fd = lock_fd
         self.commits = 0
+        self.fencing = False  # on: every write transaction first checks the lease (see `fence`)
+        self._holder: str | None = None
+        self._term: int | None = None
+
+    @property
+    def kind(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self.db.kind
+
+    @property
+    def conninfo(self) -> str | None:
+        """PostgreSQL: libpq's connection string, password included, for other connections of this process
+        (never to be shown; `describe()` is for that). SQLite: None."""
+        return self.db.conninfo
+
+    def describe(self) -> str:
+        """Where the database is, for messages: the file, or the URL without password."""
+        return self.db.describe()
+
+    def fence(self, holder: str | None, term: int | None) -> None:
+        """The lease this process believes it holds (leader row `holder`, `term`); None: none.
+
+        While `fencing` is on, every write transaction on PostgreSQL first locks the leader row
+        `FOR SHARE` where it still names this holder and term with an unexpired lease: a new leader
+        cannot take the lease over while one of our writes is under way, and a write after the
+        lease was lost raises NotLeader and rolls back. SQLite (one process per file) ignores it.
+        """
+        self._holder, self._term = holder, term
 
     # -- opening ------------------------------------------------------------
 
@@ -236,7 +410,7 @@ class Store:
             raise StoreError(f"the directory of database {path} does not exist")
         lock_fd = cls._lock(path)
         try:
-            db = cls._connect(path)
+            db = SqliteEngine(path, cls._connect(path))
             try:
                 cls._check_and_init(path, db, now)
             except BaseException:
@@ -291,7 +465,7 @@ class Store:
         return db
 
     @staticmethod
-    def _check_and_init(path: Path, db: sqlite3.Connection, now: float) -> None:
+    def _check_and_init(path: Path, db: SqliteEngine, now: float) -> None:
         try:
             check = db.execute("PRAGMA quick_check(1)").fetchall()
             if check != [("ok",)]:
@@ -307,34 +481,19 @@ class Store:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                db.execute("INSERT INTO meta (key, value) VALUES ('fleet_state_id', ?)",
-                           (f"{secrets.randbits(63) or 1:016x}",))
-                db.execute("INSERT INTO meta (key, value) VALUES ('created', ?)", (repr(now),))
-                db.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, 'mauthserver', 'create-db', ?)",
-                           (now, json.dumps({"schema_version": SCHEMA_VERSION})))
+                seed(db, now)
                 db.execute("COMMIT")
             else:
                 if app_id != APPLICATION_ID or "meta" not in tables:
                     raise StoreError(f"database {path} is not a mauthserver database; refusing to start")
                 row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                version = int(row[0]) if row and str(row[0]).isdigit() else None
-                if version is None:
-                    raise StoreError(f"database {path} has no schema version; refusing to start")
-                if version > SCHEMA_VERSION:
-                    raise StoreError(f"database {path} has schema {version}, written by a newer mauthserver"
-                                     f" (this one knows schema {SCHEMA_VERSION}); refusing to start")
-                if version < SCHEMA_VERSION and any(v not in _UPGRADES for v in range(version, SCHEMA_VERSION)):
-                    raise StoreError(f"database {path} has schema {version}, which this mauthserver cannot"
-                                     " upgrade; refusing to start")
+                version = check_version(str(path), row[0] if row else None)
                 if version < SCHEMA_VERSION:
                     db.execute("BEGIN IMMEDIATE")
                     for v in range(version, SCHEMA_VERSION):
                         for statement in _UPGRADES[v]:
                             db.execute(statement)
-                    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-                    db.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, 'mauthserver', 'upgrade-db',"
-                               " ?)", (now, json.dumps({"from": version, "to": SCHEMA_VERSION})))
+                    record_upgrade(db, version, now)
                     db.execute("COMMIT")
                 missing = {"meta", "routers", "rules", "applied", "sessions", "audit"} - tables
                 if missing:
@@ -361,15 +520,26 @@ class Store:
 
     @contextmanager
     def transaction(self, now: float) -> Iterator[Tx]:
-        """One durable transaction: committed (and fsynced) when the block ends without error."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        """One durable transaction: committed (and fsynced) when the block ends without error.
+
+        With `fencing` on, it first checks this process still holds the lease (see `fence`); if not,
+        NotLeader, and nothing is written."""
+        with self.db.writing():
+            if self.fencing and self.db.fences:
+                self._check_lease()
             yield Tx(self.db, now)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
         self.commits += 1
+
+    def _check_lease(self) -> None:
+        if self._holder is None or self._term is None:
+            raise NotLeader("this mauthserver is not the leader (it holds no term)")
+        if not self.db.holds_lease(self._holder, self._term):
+            raise NotLeader(f"this mauthserver is not the leader (term {self._term} lost)")
+
+    def notify(self, channel: str, payload: str) -> None:
+        """PostgreSQL: `pg_notify(channel, payload)`, committed at once (in a transaction of its own unless
+        one is open). SQLite: nothing (no other process shares the file)."""
+        self.db.notify(channel, payload)
 
     def commit(self, changes: list[Change], *, actor: str, action: str, detail: Mapping[str, Any],
                now: float) -> int:
@@ -460,7 +630,7 @@ class Store:
         try:
             return RuleKey.make(source, grp)
         except RuleError as exc:
-            raise StoreError(f"database {self.path} holds an invalid rule ({exc}); refusing to start") from None
+            raise StoreError(f"database {self.describe()} holds an invalid rule ({exc}); refusing to start") from None
 
     def rules(self) -> list[DesiredRule]:
         out = []

@@ -6,7 +6,9 @@
 # Debian packages and mounts bpffs).
 #
 #   1. Debian packages: clang and libbpf-dev (to compile the XDP filter once,
-#      here), libbpf1 (to load it), python3-venv, smcroute, iproute2, tools.
+#      here), libbpf1 (to load it), python3-venv, smcroute, iproute2, tools;
+#      libpq5 (mauthserver's PostgreSQL back end, through psycopg) and
+#      postgresql (the loopback tests start a private server of their own).
 #   2. The filter's object, musersd/mauth_xdp.bpf.o (scripts/build_bpf.sh).
 #      Nothing is compiled at run time and no kernel headers are needed.
 #   3. bpffs mounted at /sys/fs/bpf.
@@ -36,6 +38,7 @@ DEB_PACKAGES=(
     tcpdump netsniff-ng tmux systemd systemd-container sqlite3
     libnetfilter-queue-dev gcc
     xdp-tools ethtool
+    postgresql libpq5
 )
 
 missing=()

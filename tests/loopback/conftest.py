@@ -9,4 +9,29 @@ with `systemd-analyze verify` over it. Nothing leaves the machine, nothing
 needs root, XDP or a network namespace (that is tests/integration).
 Everything that needs neither sockets nor processes is in tests/unit, which
 refuses them.
+
+mauthserver's PostgreSQL back end is tested here against a real server of
+the session's own (`postgres`, tests/support/postgres.py: Unix socket only,
+in a temporary directory), each test in a fresh database (`pg_db`).
 """
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.postgres import PostgresServer, running
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/support/postgres.py), removed at the end."""
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_db(postgres: PostgresServer):
+    """A fresh database of its own for one test: its name (postgres.url(name) is its --db URL)."""
+    name = postgres.new_database()
+    yield name
+    postgres.drop_database(name)

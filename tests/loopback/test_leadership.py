@@ -130,6 +130,7 @@ def test_the_store_refuses_a_stale_term(db, server):
     name, store = db
     a, b = _pair(store, server, name)
     try:
+        store.fencing = True
         store.fence(a.holder, a.term)
         with store.transaction(time.time()) as tx:
             tx.set_meta("probe", "1")  # the current term commits
@@ -145,7 +146,7 @@ def test_the_store_refuses_a_stale_term(db, server):
             tx.set_meta("probe", "3")
         assert store.meta("probe") == "3"
     finally:
-        store.fence(None, None)
+        store.fencing = False
         b.stop()
 
 

@@ -1,4 +1,5 @@
-"""mauthserver's SQLite store: durability settings, atomic changes with audit, refusing what it does not know."""
+"""mauthserver's SQLite store: the contract both engines keep (tests/support/store_contract.py), and what only
+SQLite has: durability settings, the file's marks, refusing a file it does not know, one mediator per file."""
 
 from __future__ import annotations
 
@@ -8,15 +9,35 @@ import stat
 
 import pytest
 
-from mauthcore.rules import Rule, RuleKey
-from mauthserver.core import Delete, DesiredRule, Put
-from mauthserver.store import APPLICATION_ID, SCHEMA_VERSION, SessionRow, Store, StoreError
-
-T = 1_700_000_000.0
+from mauthserver.core import Put
+from mauthserver.store import APPLICATION_ID, Store, StoreError, open_store
+from tests.support.store_contract import StoreContract, T, rule
 
 
-def rule(src="192.0.2.10", grp="239.1.1.1", ttl=8, **kw) -> DesiredRule:
-    return DesiredRule(Rule.make(src, grp, ttl), created=T, updated=T, actor="test", **kw)
+class SqliteBackend:
+    kind = "sqlite"
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def open(self, now: float = T) -> Store:
+        return open_store(str(self.path), now=now)
+
+    def raw(self, *statements: str) -> None:
+        db = sqlite3.connect(self.path)
+        for statement in statements:
+            db.execute(statement)
+        db.commit()
+        db.close()
+
+    def fingerprint(self) -> object:
+        return self.path.read_bytes() if self.path.exists() else None
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    def backend(self, tmp_path):
+        return SqliteBackend(tmp_path / "m.db")
 
 
 @pytest.fixture
@@ -30,72 +51,29 @@ def test_new_database_is_durable_marked_and_private(db):
         assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert s.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert s.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-        assert s.meta("schema_version") == str(SCHEMA_VERSION)
-        assert s.fleet_state_id > 0
         assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
-        assert [e["action"] for e in s.audit_log()] == ["create-db"]
+        assert (s.kind, s.conninfo, s.describe()) == ("sqlite", None, str(db))
     finally:
         s.close()
 
 
-def test_changes_and_their_audit_row_commit_together(db):
-    s = Store.open(db, now=T)
-    a, b = rule(), rule(grp="239.1.1.2", session_id="abc", expire_with_session=True)
-    s.commit([Put(a), Put(b)], actor="alice", action="add-sender", detail={"n": 2}, now=T + 1)
-    with pytest.raises(RuntimeError):
-        with s.transaction(T + 2) as tx:
-            tx.apply([Delete(a)])
-            tx.audit("bob", "del-sender", {})
-            raise RuntimeError("boom")  # nothing of this transaction may remain
-    state_id = s.fleet_state_id
-    s.close()
-    s = Store.open(db, now=T + 3)
+def test_fencing_and_notify_do_nothing_on_sqlite(db):
+    """One process per file (the flock): there is no other mauthserver to fence off or to tell."""
+    s = open_store(str(db), now=T)
     try:
-        assert sorted(r.key for r in s.rules()) == sorted([a.key, b.key])
-        got = {r.key: r for r in s.rules()}[b.key]
-        assert (got.session_id, got.expire_with_session, got.actor) == ("abc", True, "test")
-        assert [e["action"] for e in s.audit_log()] == ["add-sender", "create-db"]
-        assert s.audit_log()[0]["actor"] == "alice" and s.audit_log()[0]["detail"] == {"n": 2}
-        assert s.fleet_state_id == state_id  # the fleet keeps its identity across restarts
-        s.commit([Put(rule(ttl=9), previous=a)], actor="alice", action="add-sender", detail={}, now=T + 4)
-        assert {r.key: r.rule.max_ttl for r in s.rules()}[a.key] == 9
-        s.commit([Delete(a)], actor="alice", action="del-sender", detail={}, now=T + 5)
-        assert [r.key for r in s.rules()] == [b.key]
+        s.fencing = True
+        s.fence(None, None)
+        s.notify("mauth", "hello")
+        s.commit([Put(rule())], actor="t", action="add", detail={}, now=T)
+        assert len(s.rules()) == 1
     finally:
         s.close()
 
 
-def test_routers_applied_state_and_sessions(db):
-    s = Store.open(db, now=T)
-    try:
-        assert s.sync_routers([("r1", "192.0.2.1", 7575), ("r2", "192.0.2.65", 7575)], now=T) == {
-            "added": ["r1", "r2"], "removed": [], "moved": []}
-        k1, k2 = RuleKey.make("192.0.2.10", "239.1.1.1"), RuleKey.make("192.0.2.10", "239.1.1.2")
-        s.save_router("r1", epoch=5, state_id=7, mode="enforce", rule_count=2, last_contact=T, last_error=None,
-                      applied_all={k1: (8, 0, 0), k2: (4, 500, 0)}, now=T)
-        s.save_router("r2", epoch=1, state_id=2, mode=None, rule_count=None, last_contact=None, last_error="down",
-                      applied_put={k1: (8, 0, 0)}, now=T)
-        s.save_router("r1", epoch=5, state_id=7, mode="enforce", rule_count=1, last_contact=T, last_error=None,
-                      applied_del=[k2], now=T)
-        assert s.applied() == {"r1": {k1: (8, 0, 0)}, "r2": {k1: (8, 0, 0)}}
-        assert s.routers()["r1"].epoch == 5 and s.routers()["r2"].last_error == "down"
-        # A router removed from the configuration takes its applied state with it; a moved one forgets it.
-        assert s.sync_routers([("r1", "192.0.2.2", 7575)], now=T) == {"added": [], "removed": ["r2"],
-                                                                     "moved": ["r1"]}
-        assert s.applied() == {}
-        assert s.routers()["r1"].epoch is None
-
-        row = SessionRow("abc", "name", "192.0.2.1", "192.0.2.1", b"packet", T, T, T + 3600)
-        with s.transaction(T) as tx:
-            tx.save_session(row)
-        s.touch_sessions([("abc", T + 10, T + 3610)], now=T + 10)
-        (got,) = s.sessions()
-        assert (got.packet, got.first_heard, got.last_heard, got.expires) == (b"packet", T, T + 10, T + 3610)
-        with s.transaction(T) as tx:
-            tx.delete_session("abc")
-        assert s.sessions() == []
-    finally:
-        s.close()
+def test_a_password_file_is_refused_for_a_sqlite_database(db):
+    with pytest.raises(StoreError, match="--db-password-file is for a PostgreSQL --db URL"):
+        open_store(str(db), now=T, password_file="/nonexistent")
+    assert not db.exists()
 
 
 def _refused(path, match: str) -> None:
@@ -123,23 +101,6 @@ def test_refuses_a_corrupt_database(db):
         data[off:off + 64] = b"\xff" * 64
     db.write_bytes(bytes(data))
     _refused(db, "corrupt|cannot be used")
-
-
-def test_refuses_another_applications_database(db):
-    other = sqlite3.connect(db)
-    other.execute("CREATE TABLE songs (title TEXT)")
-    other.commit()
-    other.close()
-    _refused(db, "not a mauthserver database")
-
-
-def test_refuses_a_newer_schema(db):
-    Store.open(db, now=T).close()
-    raw = sqlite3.connect(db)
-    raw.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
-    raw.commit()
-    raw.close()
-    _refused(db, "newer mauthserver")
 
 
 def test_one_mediator_per_database(db):

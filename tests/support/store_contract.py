@@ -1,0 +1,207 @@
+"""What every store back end must do: the tests of mauthserver/store.py, written once for both engines.
+
+`StoreContract` holds the test bodies; a test class per engine inherits them
+and provides the `backend` fixture: tests/unit/test_mauthserver_store.py on
+SQLite (the unit tier: a file, no socket), and
+tests/loopback/test_mauthserver_store_postgres.py on a real PostgreSQL
+server (tests/support/postgres.py). A backend opens the store through
+`open_store` as mauthserver does, writes behind its back through a
+connection of its own (`raw`, committed), and takes a `fingerprint` of the
+database, so that a refusal can be shown to have changed nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import pytest
+
+from mauthcore.rules import MAX_BPS, MAX_PPS, Rule, RuleKey
+from mauthserver.core import Delete, DesiredRule, Put
+from mauthserver.store import SCHEMA_VERSION, SessionRow, Store, StoreError
+
+T = 1_700_000_000.0
+
+
+def rule(src="192.0.2.10", grp="239.1.1.1", ttl=8, **kw) -> DesiredRule:
+    return DesiredRule(Rule.make(src, grp, ttl), created=T, updated=T, actor="test", **kw)
+
+
+class Backend(Protocol):
+    kind: str
+
+    def open(self, now: float = T) -> Store: ...
+
+    def raw(self, *statements: str) -> None: ...
+
+    def fingerprint(self) -> object: ...
+
+
+class StoreContract:
+    """The behaviour both engines share. Subclasses provide the `backend` fixture."""
+
+    def refused(self, backend: Backend, match: str) -> None:
+        before = backend.fingerprint()
+        with pytest.raises(StoreError, match=match) as info:
+            backend.open()
+        assert "\n" not in str(info.value)
+        assert backend.fingerprint() == before  # never touched, never "repaired"
+
+    def test_new_database_is_versioned_and_audited(self, backend):
+        s = backend.open()
+        try:
+            assert s.kind == backend.kind
+            assert s.meta("schema_version") == str(SCHEMA_VERSION)
+            assert s.fleet_state_id > 0
+            assert [e["action"] for e in s.audit_log()] == ["create-db"]
+            assert s.audit_log()[0]["detail"] == {"schema_version": SCHEMA_VERSION}
+            assert s.counts() == {"rules": 0, "applied": 0, "sessions": 0, "audit": 1, "routers": 0}
+            assert not s.fencing
+        finally:
+            s.close()
+
+    def test_changes_and_their_audit_row_commit_together(self, backend):
+        s = backend.open()
+        a, b = rule(), rule(grp="239.1.1.2", session_id="abc", expire_with_session=True)
+        first = s.commit([Put(a), Put(b)], actor="alice", action="add-sender", detail={"n": 2}, now=T + 1)
+        with pytest.raises(RuntimeError):
+            with s.transaction(T + 2) as tx:
+                tx.apply([Delete(a)])
+                tx.audit("bob", "del-sender", {})
+                raise RuntimeError("boom")  # nothing of this transaction may remain
+        assert s.commits == 1
+        state_id = s.fleet_state_id
+        s.close()
+        s = backend.open(T + 3)
+        try:
+            assert sorted(r.key for r in s.rules()) == sorted([a.key, b.key])
+            got = {r.key: r for r in s.rules()}[b.key]
+            assert (got.session_id, got.expire_with_session, got.actor) == ("abc", True, "test")
+            assert [e["action"] for e in s.audit_log()] == ["add-sender", "create-db"]
+            assert s.audit_log()[0]["actor"] == "alice" and s.audit_log()[0]["detail"] == {"n": 2}
+            assert s.audit_log()[0]["id"] == first
+            assert s.fleet_state_id == state_id  # the fleet keeps its identity across restarts
+            s.commit([Put(rule(ttl=9), previous=a)], actor="alice", action="add-sender", detail={}, now=T + 4)
+            assert {r.key: r.rule.max_ttl for r in s.rules()}[a.key] == 9
+            s.commit([Delete(a)], actor="alice", action="del-sender", detail={}, now=T + 5)
+            assert [r.key for r in s.rules()] == [b.key]
+        finally:
+            s.close()
+
+    def test_routers_applied_state_and_sessions(self, backend):
+        s = backend.open()
+        try:
+            assert s.sync_routers([("r1", "192.0.2.1", 7575), ("r2", "192.0.2.65", 7575)], now=T) == {
+                "added": ["r1", "r2"], "removed": [], "moved": []}
+            k1, k2 = RuleKey.make("192.0.2.10", "239.1.1.1"), RuleKey.make("192.0.2.10", "239.1.1.2")
+            s.save_router("r1", epoch=5, state_id=7, mode="enforce", rule_count=2, last_contact=T, last_error=None,
+                          applied_all={k1: (8, 0, 0), k2: (4, 500, 0)}, now=T)
+            s.save_router("r2", epoch=1, state_id=2, mode=None, rule_count=None, last_contact=None,
+                          last_error="down", applied_put={k1: (8, 0, 0)}, now=T)
+            s.save_router("r1", epoch=5, state_id=7, mode="enforce", rule_count=1, last_contact=T, last_error=None,
+                          applied_del=[k2], now=T)
+            assert s.applied() == {"r1": {k1: (8, 0, 0)}, "r2": {k1: (8, 0, 0)}}
+            assert s.routers()["r1"].epoch == 5 and s.routers()["r2"].last_error == "down"
+            # A router removed from the configuration takes its applied state with it; a moved one forgets it.
+            assert s.sync_routers([("r1", "192.0.2.2", 7575)], now=T) == {"added": [], "removed": ["r2"],
+                                                                         "moved": ["r1"]}
+            assert s.applied() == {}
+            assert s.routers()["r1"].epoch is None
+
+            row = SessionRow("abc", "name", "192.0.2.1", "192.0.2.1", b"packet", T, T, T + 3600)
+            with s.transaction(T) as tx:
+                tx.save_session(row)
+            s.touch_sessions([("abc", T + 10, T + 3610)], now=T + 10)
+            (got,) = s.sessions()
+            assert (got.packet, got.first_heard, got.last_heard, got.expires) == (b"packet", T, T + 10, T + 3610)
+            with s.transaction(T) as tx:
+                tx.delete_session("abc")
+            assert s.sessions() == []
+        finally:
+            s.close()
+
+    def test_values_keep_their_full_range_and_order(self, backend):
+        """64-bit epochs and state ids, the largest rate limits, any packet bytes, router names in byte order."""
+        s = backend.open()
+        try:
+            big = DesiredRule(Rule.make("192.0.2.0/24", "239.1.1.1", 255, pps=MAX_PPS, bps=MAX_BPS),
+                              created=T, updated=T, actor="test")
+            s.commit([Put(big)], actor="t", action="add", detail={"ü": "☃"}, now=T)
+            assert [d.rule for d in s.rules()] == [big.rule]
+            assert s.audit_log()[0]["detail"] == {"ü": "☃"}
+            names = ["r_1", "R2", "r-1", "r1", "r.1", "a"]
+            s.sync_routers([(n, "192.0.2.1", 7575) for n in names], now=T)
+            assert list(s.routers()) == sorted(names)  # byte order, whatever the server's locale
+            s.save_router("r1", epoch=2**64 - 1, state_id=2**63, mode="monitor", rule_count=1, last_contact=T,
+                          last_error=None, applied_all={big.key: big.rule.terms}, now=T)
+            r1 = s.routers()["r1"]
+            assert (r1.epoch, r1.state_id, r1.mode) == (2**64 - 1, 2**63, "monitor")
+            assert s.applied() == {"r1": {big.key: (255, MAX_PPS, MAX_BPS)}}
+            packet = bytes(range(256)) * 40
+            with s.transaction(T) as tx:
+                tx.save_session(SessionRow("s1", "n", "192.0.2.1", "192.0.2.1", packet, T, T, T + 1))
+            assert s.sessions()[0].packet == packet
+        finally:
+            s.close()
+
+    def test_audit_log_pages_back_from_the_newest(self, backend):
+        s = backend.open()
+        try:
+            ids = [s.commit([], actor="t", action=f"a{i}", detail={"i": i}, now=T + i) for i in range(5)]
+            assert ids == sorted(ids)
+            assert [e["action"] for e in s.audit_log(limit=2)] == ["a4", "a3"]
+            assert [e["action"] for e in s.audit_log(limit=3, before=ids[3])] == ["a2", "a1", "a0"]
+            assert s.audit_log(limit=2, before=ids[3])[0]["at"] == T + 2
+        finally:
+            s.close()
+
+    def test_meta_and_mode(self, backend):
+        from mauthcore.protocol.model import Mode
+
+        s = backend.open()
+        try:
+            assert s.desired_mode() is None
+            with s.transaction(T) as tx:
+                tx.set_meta("mode", "monitor")
+            assert s.desired_mode() == Mode.MONITOR
+            with s.transaction(T) as tx:
+                tx.set_meta("mode", None)
+            assert s.meta("mode") is None
+        finally:
+            s.close()
+
+    def test_refuses_another_applications_database(self, backend):
+        backend.raw("CREATE TABLE songs (title TEXT)")
+        self.refused(backend, "not a mauthserver database|not mauthserver's")
+
+    def test_refuses_a_newer_schema(self, backend):
+        backend.open().close()
+        backend.raw(f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
+        self.refused(backend, f"has schema {SCHEMA_VERSION + 1}, written by a newer mauthserver")
+
+    def test_refuses_a_database_without_a_schema_version(self, backend):
+        backend.open().close()
+        backend.raw("DELETE FROM meta WHERE key = 'schema_version'")
+        self.refused(backend, "has no schema version")
+
+    def test_refuses_a_database_missing_a_table(self, backend):
+        backend.open().close()
+        backend.raw("DROP TABLE sessions")
+        self.refused(backend, r"lacks table\(s\) sessions")
+
+    def test_a_schema_1_database_is_upgraded_in_place(self, backend):
+        backend.open().close()
+        backend.raw("ALTER TABLE rules DROP COLUMN pps", "ALTER TABLE rules DROP COLUMN bps",
+                    "ALTER TABLE applied DROP COLUMN pps", "ALTER TABLE applied DROP COLUMN bps",
+                    "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+                    "INSERT INTO rules (source, grp, max_ttl, session_id, expire_with_session, created, updated, actor)"
+                    " VALUES ('192.0.2.10', '239.1.1.1', 8, NULL, 0, 1.0, 1.0, 'old')")
+        s = backend.open()
+        try:
+            assert s.meta("schema_version") == str(SCHEMA_VERSION) == "2"
+            assert [d.rule for d in s.rules()] == [Rule.make("192.0.2.10", "239.1.1.1", 8)]
+            assert s.audit_log()[0]["action"] == "upgrade-db"
+            assert s.audit_log()[0]["detail"] == {"from": 1, "to": 2}
+            s.commit([Put(rule(grp="239.1.1.2"))], actor="t", action="add", detail={}, now=T)  # the new columns work
+        finally:
+            s.close()
