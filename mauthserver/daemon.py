@@ -189,9 +189,6 @@ class Daemon:
                                   lambda payload: loop.call_soon_threadsafe(self._on_relayed, payload))
             self.relay.start()
             self.leadership.start()
-            task = loop.create_task(self._watch_lease(), name="lease-watch")
-            task.add_done_callback(self._on_task_done)
-            self._tasks.append(task)
         log.info("ready: API on %s:%d, %s, %d routers (%s), %d rules, %d sessions (at most %d), database %s",
                  o.api[0], o.api[1], "leader" if self.leading else "standby until elected (reads answered here,"
                  " commands forwarded to the leader)", len(o.routers),
@@ -287,17 +284,6 @@ class Daemon:
             log.error("leadership lost (%s): stopped sending to routers; exiting so that the service manager"
                       " restarts this mauthserver as a standby", reason)
             self.fatal()
-
-    async def _watch_lease(self) -> None:
-        """Stop as soon as the lease's local deadline passes without a renewal (the thread may be stuck)."""
-        lead = self.leadership
-        assert lead is not None
-        while True:
-            if self.leading and not lead.may_write():
-                self._on_lost(f"the lease of term {lead.term} was not renewed before its deadline")
-                return
-            delay = max(0.02, min(lead.interval, lead.deadline - lead.clock())) if self.leading else lead.interval
-            await asyncio.sleep(delay)
 
     def _last_leader(self) -> str | None:
         cur = self.leadership.current if self.leadership is not None else None

@@ -121,6 +121,7 @@ class Leadership:
         self.elected_at: float | None = None  # Unix time this instance last became leader
         self.counters = {"elections": 0, "renewals": 0, "renewal_failures": 0, "losses": 0, "db_errors": 0}
         self._stop = threading.Event()
+        self._losing = threading.Lock()
         self._thread: threading.Thread | None = None
 
     # -- what the daemon asks ----------------------------------------------------
@@ -146,6 +147,17 @@ class Leadership:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="leadership", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._watch, name="lease-deadline", daemon=True).start()
+
+    def _watch(self) -> None:
+        """Declare the lease lost at its deadline, even while the election thread is stuck in a query
+        (a frozen network or server: the kernel keeps acknowledging, so no timeout fires)."""
+        while not self._stop.is_set() and not self.lost:
+            if self.leading and self.clock() >= self.deadline:
+                self._lose(f"the lease of term {self.term} was not renewed before its deadline")
+                return
+            wait = self.interval if not self.leading else max(0.01, self.deadline - self.clock())
+            self._stop.wait(min(wait, self.interval))
 
     def stop(self, release: bool = True) -> None:
         """Stop the thread; a leader releases its lease so that a standby takes over at once."""
@@ -238,9 +250,10 @@ class Leadership:
         self.counters["renewals"] += 1
 
     def _lose(self, reason: str) -> None:
-        if self.lost:
-            return
-        self.lost = True
+        with self._losing:
+            if self.lost:
+                return
+            self.lost = True
         self.counters["losses"] += 1
         log.error("leadership lost: %s", reason)
         self.on_lost(reason)
