@@ -196,12 +196,14 @@ class ApiClient:
         return self._json("GET", f"/sessions/{self._q(session_id)}")
 
     def authorize(self, session_id: str, *, senders: list[str] | None = None, max_ttl: int | None = None,
-                  expire_with_session: bool = False, replace: bool = False) -> dict:
+                  expire_with_session: bool = False, replace: bool = False, follow: bool = True) -> dict:
         body: dict = {"expire_with_session": expire_with_session, "replace": replace}
         if senders:
             body["senders"] = list(senders)
         if max_ttl is not None:
             body["max_ttl"] = max_ttl
+        if not follow:  # only then: a server older than following knows no such field
+            body["follow"] = False
         return self._json("POST", f"/sessions/{self._q(session_id)}/authorize", body)
 
     def revoke(self, session_id: str) -> dict:

@@ -513,19 +513,29 @@ def sessions(ctx):
         data = api.sessions()
 
     def human():
-        _table(["ID", "NAME", "ORIGIN", "ANNOUNCER", "GROUPS", "SOURCES", "LAST HEARD", "EXPIRES"],
+        _table(["ID", "NAME", "ORIGIN", "ANNOUNCER", "GROUPS", "SOURCES", "AUTHORIZED", "LAST HEARD", "EXPIRES"],
                [[s["id"], s["name"], s["origin"], s["announcer"],
                  ",".join(f"{g['address']}/{g['ttl']}" if g.get("ttl") is not None else g["address"]
                           for g in s["groups"]) or "-",
-                 ",".join(s["sources"]) or "any", _ago(s["last_heard"]), _ago(s["expires"])] for s in data])
+                 ",".join(s["sources"]) or "any", _authorized(s), _ago(s["last_heard"]), _ago(s["expires"])]
+                for s in data])
 
     _emit(ctx, data, human)
+
+
+def _authorized(session: dict) -> str:
+    """A session's authorization in one word: follows, as-made (--no-follow, or made before following), -."""
+    auth = session.get("authorization")
+    if auth is None:
+        return "as-made" if session.get("rules") else "-"
+    return "follows" if auth["follow"] else "as-made"
 
 
 @main.command("authorize", epilog=examples(
     "mauthctl authorize 3fa2                       # the senders the session declares",
     "mauthctl authorize 3fa2 --sender 192.0.2.55   # an any-source session: name the sender",
-    "mauthctl authorize 3fa2 --expire-with-session --max-ttl 16"))
+    "mauthctl authorize 3fa2 --expire-with-session --max-ttl 16",
+    "mauthctl authorize 3fa2 --no-follow           # rules stay as made when the session changes"))
 @json_option
 @click.argument("session", shell_complete=lambda ctx, param, incomplete: _complete_sessions(ctx, incomplete))
 @click.option("--sender", "senders", multiple=True, metavar="ADDR",
@@ -536,21 +546,29 @@ def sessions(ctx):
               help="Max TTL instead of each group's c= TTL (IPv6 groups have none: 255 unless given).")
 @click.option("--expire-with-session", is_flag=True, help="Remove these rules when the session ends.")
 @click.option("--replace", is_flag=True, help="Overwrite existing rules with another max TTL.")
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Whether the rules follow later versions of the session's announcement (new groups or"
+                   " senders added, changed TTLs updated, withdrawn ones removed), or stay as made.")
 @click.pass_context
-def authorize(ctx, session, senders, max_ttl, expire_with_session, replace):
+def authorize(ctx, session, senders, max_ttl, expire_with_session, replace, follow):
     """Turn announced SESSION (id or unique prefix) into sender rules on every router.
 
     Each rule's max TTL is the c= TTL of its group, or --max-ttl. IPv6
     groups have no TTL in c= (their scope, not a hop count, bounds them):
-    their rules allow hop limit 255 unless --max-ttl is given.
+    their rules allow hop limit 255 unless --max-ttl is given. Unless
+    --no-follow, mauthserver re-plans them with the same options whenever the
+    session's announcement changes; rules it did not make are never touched.
     """
     with _server(ctx) as api:
         out = api.authorize(session, senders=list(senders), max_ttl=max_ttl,
-                            expire_with_session=expire_with_session, replace=replace)
+                            expire_with_session=expire_with_session, replace=replace, follow=follow)
 
     def human():
+        auth = out.get("authorization")  # absent from a server older than following
+        how = ("" if auth is None else "; they follow the session's announcements" if auth["follow"]
+               else "; they stay as made (--no-follow)")
         click.echo(f"session {out['session']} ({out['name']}): {len(out['rules'])} rules"
-                   f" ({out['changed']} new or changed)")
+                   f" ({out['changed']} new or changed){how}")
         for r in out["rules"]:
             click.echo(f"  {r['source']} -> {r['group']} max-ttl {r['max_ttl']}"
                        f"{' (expires with the session)' if r.get('expire_with_session') else ''}")

@@ -12,9 +12,14 @@ The data of each kind, besides the stream's own `at` (Unix time):
 
 * `session.added|changed|removed` (`SessionEvent`): session, the session's
   view as `GET /api/v1/sessions` answers it; reason (removed only: deleted,
-  timeout, stopped, evicted).
+  timeout, stopped, evicted); follow (added and changed, only for a session
+  whose authorization follows its announcements: what re-planning it against
+  this announcement did, `added`, `changed`, `removed` (rules as "SOURCE
+  GROUP MAX_TTL"), `untouched` and `skipped`; or `error` and `kept` when the
+  announcement asks for no rule and the rules were kept as they were).
 * `rule.added|changed|removed` (`RuleEvent`): rule (the desired rule),
-  actor, reason (the audit action), previous (changed only); for added and
+  actor, reason (the audit action; `session-changed` when the rule follows
+  its session's new announcement), previous (changed only); for added and
   changed also routers (each router's state of the rule as the server
   decides it, as in `GET /api/v1/rules`) and state (the rule's overall
   state: applied, pending or refused).
@@ -105,6 +110,7 @@ REMOVALS = frozenset({EventKind.SESSION_REMOVED, EventKind.RULE_REMOVED})
 class SessionEvent(TypedDict):
     session: dict
     reason: NotRequired[str]
+    follow: NotRequired[dict]
 
 
 class RuleEvent(TypedDict):

@@ -238,13 +238,14 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def authorize(request: web.Request) -> web.Response:
     body = _fields(await _body(request), {"senders": list, "max_ttl": (int, str), "expire_with_session": bool,
-                                          "replace": bool})
+                                          "replace": bool, "follow": bool})
     senders = body.get("senders") or []
     if not all(isinstance(s, str) for s in senders):
         raise core.Invalid("field 'senders' must be a list of addresses")
     return _json(_m(request).authorize(request.match_info["id"], senders=senders, max_ttl=body.get("max_ttl"),
                                        expire_with_session=bool(body.get("expire_with_session")),
-                                       replace=bool(body.get("replace")), actor=_actor(request)))
+                                       replace=bool(body.get("replace")), follow=body.get("follow") is not False,
+                                       actor=_actor(request)))
 
 
 async def revoke(request: web.Request) -> web.Response:

@@ -4,7 +4,8 @@ Strategy (faucet's Valve: the core decides, a thin shell acts). Nothing here
 touches a socket, SQLite or the clock; `now` is a parameter everywhere.
 
 * **Commands** (`plan_add`, `plan_remove`, `plan_authorize`, `plan_revoke`,
-  `plan_session_gone`) look at the desired state and a request and return the
+  `plan_session_gone`, and `plan_follow` when an authorized session's
+  announcement changes) look at the desired state and a request and return the
   list of `Change`s to make, or raise a `Refused` naming why in one sentence.
   The service commits those changes to the store in one transaction and only
   then applies them to the in-memory `Fleet` and acknowledges the client.
@@ -276,20 +277,8 @@ class AuthorizePlan:
     skipped: list[dict[str, str]]  # {"group", "source"?, "reason"}: flows that gave no rule
 
 
-def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView, *,
-                   senders: Iterable[object] = (), max_ttl: object = None,
-                   expire_with_session: bool = False, replace_existing: bool = False,
-                   actor: str, now: float) -> AuthorizePlan:
-    """Turn an announced session into sender rules (see README, "authorize").
-
-    For each group: the senders the session's "incl" source filters declare
-    for it, or the `senders` given (which then apply to every group of their
-    address family), with the max TTL of its c= line unless `max_ttl` is
-    given; an IPv6 group, whose c= line has no TTL, gets IPV6_DEFAULT_MAX_TTL.
-    A session that declares no sender at all needs `senders`; its origin and
-    announcer are only offered as suggestions. A given sender that the
-    session excludes from a group ("excl") is not authorized there.
-    """
+def _authorize_params(senders: Iterable[object], max_ttl: object) -> tuple[list[IPAddress], int | None]:
+    """The senders and the max TTL override of an authorization, checked."""
     given: list[IPAddress] = []
     for s in senders:
         try:
@@ -302,6 +291,13 @@ def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView,
             ttl_override = check_ttl(max_ttl)
         except RuleError as exc:
             raise Invalid(str(exc)) from None
+    return given, ttl_override
+
+
+def _wanted_rules(session: SessionView, given: list[IPAddress],
+                  ttl_override: int | None) -> tuple[dict[RuleKey, Rule], list[dict[str, str]]]:
+    """The rules an authorization with these parameters asks of `session` as announced now, and the
+    flows that give none; raises Unprocessable when it asks for nothing (see `plan_authorize`)."""
     if not session.flows:
         raise Unprocessable(f"session {session.id} ({session.name!r}) announces no multicast group")
     if not given and not any(f.declared for f in session.flows):
@@ -350,6 +346,25 @@ def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView,
         raise Unprocessable(f"session {session.id} ({session.name!r}) gives no rule this mediator can install: "
                             + "; ".join(f"{s['group']}: {s['reason']}" for s in skipped),
                             skipped=skipped, session=session.id)
+    return wanted, skipped
+
+
+def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView, *,
+                   senders: Iterable[object] = (), max_ttl: object = None,
+                   expire_with_session: bool = False, replace_existing: bool = False,
+                   actor: str, now: float) -> AuthorizePlan:
+    """Turn an announced session into sender rules (see README, "authorize").
+
+    For each group: the senders the session's "incl" source filters declare
+    for it, or the `senders` given (which then apply to every group of their
+    address family), with the max TTL of its c= line unless `max_ttl` is
+    given; an IPv6 group, whose c= line has no TTL, gets IPV6_DEFAULT_MAX_TTL.
+    A session that declares no sender at all needs `senders`; its origin and
+    announcer are only offered as suggestions. A given sender that the
+    session excludes from a group ("excl") is not authorized there.
+    """
+    given, ttl_override = _authorize_params(senders, max_ttl)
+    wanted, skipped = _wanted_rules(session, given, ttl_override)
 
     changes: list[Change] = []
     result: list[DesiredRule] = []
@@ -375,6 +390,112 @@ def plan_authorize(desired: Mapping[RuleKey, DesiredRule], session: SessionView,
         raise Conflict("rules already exist with another max TTL (" + "; ".join(conflicts)
                        + "); use replace to overwrite them", session=session.id)
     return AuthorizePlan(changes, result, skipped)
+
+
+# -- following: an authorization re-planned against a session's new announcement --------
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """What an operator asked `authorize` for, kept (table `authorizations`) so that its rules can follow
+    the session: the senders given (empty: the ones the session declares), the max TTL override,
+    whether the rules expire with the session, and whether they follow its later announcements."""
+
+    session_id: str
+    senders: tuple[str, ...] = ()
+    max_ttl: int | None = None
+    expire_with_session: bool = False
+    follow: bool = True
+    actor: str = ""
+    created: float = 0.0
+    updated: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"senders": list(self.senders), "max_ttl": self.max_ttl,
+                "expire_with_session": self.expire_with_session, "follow": self.follow,
+                "actor": self.actor, "created": self.created, "updated": self.updated}
+
+    def again(self, senders: Iterable[object], max_ttl: int | None, expire_with_session: bool, follow: bool,
+              actor: str, now: float) -> Authorization:
+        """This authorization after `authorize` of its session again. Senders given both times add up, so
+        that naming a second sender does not, at the session's next change, drop the first one's rules
+        (revoke and authorize again to drop one); otherwise (the session's declared senders before or now)
+        the latest senders are followed. Max TTL, expire-with-session and follow are the latest."""
+        latest = tuple(dict.fromkeys(str(s) for s in senders))
+        if self.senders and latest:
+            latest = tuple(dict.fromkeys(self.senders + latest))
+        return replace(self, senders=latest, max_ttl=max_ttl, expire_with_session=expire_with_session,
+                       follow=follow, actor=actor, updated=now)
+
+
+def authorization_params(senders: Iterable[object], max_ttl: object) -> tuple[tuple[str, ...], int | None]:
+    """The senders (canonical text, each once) and the max TTL override of an authorization, checked."""
+    given, ttl_override = _authorize_params(senders, max_ttl)
+    return tuple(dict.fromkeys(str(s) for s in given)), ttl_override
+
+
+def rule_text(rule: Rule) -> str:
+    """A rule as the audit detail lists it: "SOURCE GROUP MAX_TTL"."""
+    return f"{rule.source} {rule.group} {rule.max_ttl}"
+
+
+@dataclass(frozen=True)
+class FollowPlan:
+    changes: list[Change]
+    untouched: list[dict[str, str]]  # {"source", "group", "reason"}: wanted, but held by a rule not this one's
+    skipped: list[dict[str, str]]  # as in AuthorizePlan
+
+    def detail(self) -> dict[str, list[str]]:
+        """What the follow-up does, for its audit row and the session event."""
+        out: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+        for c in self.changes:
+            if isinstance(c, Delete):
+                out["removed"].append(rule_text(c.previous.rule))
+            elif c.previous is None:
+                out["added"].append(rule_text(c.rule.rule))
+            else:
+                out["changed"].append(f"{rule_text(c.rule.rule)} (was max TTL {c.previous.rule.max_ttl})"
+                                      if c.previous.rule.max_ttl != c.rule.rule.max_ttl
+                                      else f"{rule_text(c.rule.rule)} (now expires with the session)")
+        return out
+
+
+def plan_follow(desired: Mapping[RuleKey, DesiredRule], own: Mapping[RuleKey, DesiredRule], session: SessionView,
+                auth: Authorization, *, actor: str, now: float) -> FollowPlan:
+    """Re-plan authorization `auth` against `session` as announced now (its rules follow the session).
+
+    `own` are the desired rules authorized from this session (`Fleet.session_rules`), `desired` all of
+    them. The rules `auth`'s parameters ask for now are computed exactly as `plan_authorize` does; then
+    a wanted rule that no rule holds is added, one of the session's own rules with other terms is
+    changed (keeping when it was created), and an own rule no longer wanted is removed. A wanted
+    (source, group) held by a rule the session did not make (added by hand, or from another session) is
+    never touched: it is reported as untouched. An authorization that does not follow plans nothing.
+    When the new announcement asks for no rule at all (an any-source session now needs a sender that
+    was not given, a group without TTL...), `Unprocessable` is raised, as `plan_authorize` would: the
+    caller keeps the rules as they are.
+    """
+    if not auth.follow:
+        return FollowPlan([], [], [])
+    given, ttl_override = _authorize_params(auth.senders, auth.max_ttl)
+    wanted, skipped = _wanted_rules(session, given, ttl_override)
+    changes: list[Change] = []
+    untouched: list[dict[str, str]] = []
+    for key, rule in sorted(wanted.items()):
+        held = desired.get(key)
+        if held is None:
+            changes.append(Put(DesiredRule(rule, session.id, auth.expire_with_session, created=now, updated=now,
+                                           actor=actor)))
+        elif key not in own:
+            untouched.append({"source": str(key.source), "group": str(key.group),
+                              "reason": "held by a rule not made by this authorization"
+                                        + (f" (session {held.session_id})" if held.session_id else "")})
+        else:
+            expire = held.expire_with_session or auth.expire_with_session
+            if held.rule != rule or held.expire_with_session != expire:
+                changes.append(Put(replace(held, rule=rule, expire_with_session=expire, updated=now, actor=actor),
+                                   held))
+    changes += [Delete(r) for k, r in sorted(own.items()) if k not in wanted]
+    return FollowPlan(changes, untouched, skipped)
 
 
 # =============================================================================

@@ -83,12 +83,24 @@ PATHS: dict[str, dict] = {
                                                 "description": "instead of each group's c= TTL; IPv6 groups,"
                                                                " which have none, get 255 without it"},
                                     "expire_with_session": {"type": "boolean"},
-                                    "replace": {"type": "boolean"}}}}}},
-                 "responses": {"200": _ok("rules of the session", {"type": "object"}), "404": _ERR, "409": _ERR,
-                               "422": _ERR}},
+                                    "replace": {"type": "boolean"},
+                                    "follow": {"type": "boolean", "default": True,
+                                               "description": "the rules follow later versions of the"
+                                                              " session's announcement: re-planned with these"
+                                                              " fields at each change (rules not made by this"
+                                                              " authorization are never touched); false: they"
+                                                              " stay as made"}}}}}},
+                 "responses": {"200": _ok("rules of the session, and the authorization stored",
+                                          {"type": "object", "properties": {
+                                              "session": {"type": "string"}, "name": {"type": "string"},
+                                              "rules": _list("Rule"), "changed": {"type": "integer"},
+                                              "skipped": {"type": "array", "items": {"type": "object"}},
+                                              "authorization": _ref("Authorization")}}),
+                               "404": _ERR, "409": _ERR, "422": _ERR}},
     },
     "/sessions/{id}/revoke": {"parameters": _SESSION_PARAM,
-                              "post": {"summary": "Remove the rules authorized from a session",
+                              "post": {"summary": "Remove the rules authorized from a session, and its"
+                                                  " authorization (nothing follows the session any more)",
                                        "responses": {"200": _ok("revoked", {"type": "object"}), "404": _ERR}}},
     "/routers": {"get": {"summary": "Per-router state", "responses": {"200": _ok("routers", _list("Router"))}}},
     "/stats": {"get": {"summary": "Counters of the mediator, directory, routers and API",
@@ -118,7 +130,12 @@ PATHS: dict[str, dict] = {
                                        " DeniedSuppressedEvent): how many reports one poll held back."
                                        " `rule.added` and `rule.changed` carry `rule` (the desired rule), `actor`,"
                                        " `reason`, `previous` (changed only), and `routers` and `state` as in"
-                                       " schema Rule: each router's state of the rule as the server decides it."
+                                       " schema Rule: each router's state of the rule as the server decides it;"
+                                       " `reason` is `session-changed` for a rule that followed its session's"
+                                       " new announcement. `session.added` and `session.changed` of a session"
+                                       " whose rules follow it carry `follow`: the rules `added`, `changed` and"
+                                       " `removed`, or `error` and `kept` when the announcement asks for no rule"
+                                       " (the rules are then kept as they were)."
                                        " The kinds and their data: mauthcore/events.py.",
                         "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
                         "responses": {"200": {"description": "event stream",
@@ -126,6 +143,16 @@ PATHS: dict[str, dict] = {
 }
 
 SCHEMAS = {
+    "Authorization": {"type": "object", "description": "what a session was authorized with (the last"
+                                                       " authorize of it; senders given each time add up)",
+                      "properties": {
+                          "senders": {"type": "array", "items": {"type": "string"},
+                                      "description": "the senders given; empty: the ones the session declares"},
+                          "max_ttl": {"type": ["integer", "null"]}, "expire_with_session": {"type": "boolean"},
+                          "follow": {"type": "boolean", "description": "its rules follow the session's later"
+                                                                      " announcements"},
+                          "actor": {"type": "string"}, "created": {"type": "number"},
+                          "updated": {"type": "number"}}},
     "DeniedEvent": {"type": "object", "required": ["at", "router", "source", "group", "reason", "packets",
                                                    "new_packets", "first"], "properties": {
         "at": {"type": "number"}, "router": {"type": "string"}, "source": {"type": "string"},
@@ -153,6 +180,7 @@ SCHEMAS = {
         "pps": {"type": "integer", "description": "packets/s limit, 0 = none"},
         "bps": {"type": "integer", "description": "bits/s limit, 0 = none"},
         "session": {"type": ["string", "null"]}, "expire_with_session": {"type": "boolean"},
+        "follow": {"type": "boolean", "description": "the rule follows its session's announcements"},
         "state": {"enum": ["applied", "pending", "refused"]},
         "routers": {"type": "object", "additionalProperties": _ref("RouterRuleState")},
         "packets": {"type": "integer"}, "bytes": {"type": "integer"},
@@ -169,7 +197,10 @@ SCHEMAS = {
         "media": {"type": "array", "items": {"type": "object"}}, "first_heard": {"type": "number"},
         "last_heard": {"type": "number"}, "expires": {"type": "number"}, "stops": {"type": ["number", "null"]},
         "suggested_senders": {"type": "array", "items": {"type": "string"}},
-        "rules": {"type": "array", "items": {"type": "object"}}, "sdp": {"type": "string"}}},
+        "rules": {"type": "array", "items": {"type": "object"}}, "sdp": {"type": "string"},
+        "authorization": {"oneOf": [_ref("Authorization"), {"type": "null"}],
+                          "description": "what the session was authorized with (null: never, or before"
+                                         " following existed)"}}},
     "Traffic": {"type": "object", "required": ["at", "routers", "rules"], "properties": {
         "at": {"type": "number"},
         "rules": {"type": "array", "description": "every desired rule with its state on each router, as GET"

@@ -16,6 +16,18 @@ is flushed periodically (`flush_heard`), which only matters for rebuilding
 the directory after a restart (`restore_sessions` replays the stored packets
 at the times they were heard, then expires what timed out meanwhile).
 
+Following: `authorize` stores what it was asked (`core.Authorization`, table
+`authorizations`) in the transaction of its rules. When an authorized
+session is announced anew (`SessionChanged`, or `SessionAdded` for one the
+directory had evicted) and its authorization follows, `core.plan_follow`
+re-plans it against the new announcement, and the rule changes are committed
+in the transaction of the packet, with an audit row `session-followed`, then
+published as rule events with reason `session-changed`; the session event
+says what the follow-up did (`follow`). A new version that asks for no rule
+at all changes no rule: it is logged, audited and said in the event. The
+authorization is dropped by `revoke` and when the session ends (deleted,
+timed out, stopped; not when merely evicted).
+
 Nothing here blocks for long: SQLite commits are short; router I/O is the
 fan-out's business. Every method is called from the event loop's thread.
 """
@@ -29,13 +41,13 @@ from collections.abc import Callable, Iterable
 
 from mauthcore.events import EventKind, mode_event, rule_event, session_event
 from mauthcore.protocol.model import Mode
-from sap.directory import Directory, RemovalReason, SessionAdded, SessionChanged, SessionRemoved
+from sap.directory import Directory, RemovalReason, Session, SessionAdded, SessionChanged, SessionRemoved
 from sap.errors import SAPDecodeError, SDPDecodeError
 
 from . import core
-from .core import Change, Delete, DesiredRule, Fleet, NotFound, Put, RouterCore, SessionView
+from .core import Authorization, Change, Delete, DesiredRule, Fleet, FollowPlan, NotFound, Put, RouterCore, SessionView
 from .events import EventBus
-from .store import SessionRow, Store
+from .store import SessionRow, Store, Tx
 
 log = logging.getLogger("mauthserver")
 
@@ -56,6 +68,8 @@ class Mediator:
         self.clock = clock
         self.mono = mono
         self.fleet = Fleet(store.rules(), store.desired_mode())
+        # session id -> what it was authorized with (a mirror of the store's table `authorizations`)
+        self.authorizations: dict[str, Authorization] = {a.session_id: a for a in store.authorizations()}
         for router in routers:
             self.fleet.add_router(router)
         self.wake: Callable[[], None] = lambda: None  # set by the fan-out: desired state changed
@@ -186,38 +200,67 @@ class Mediator:
         raise NotFound(f"no announced session has id {ref!r}")
 
     def authorize(self, ref: str, *, senders: Iterable[object] = (), max_ttl: object = None,
-                  expire_with_session: bool = False, replace: bool = False, actor: str) -> dict:
+                  expire_with_session: bool = False, replace: bool = False, follow: bool = True,
+                  actor: str) -> dict:
+        """Rules from a session's announced flows (core.plan_authorize), committed together with the
+        authorization (what was asked), which later versions of the announcement are re-planned with
+        when `follow` (see the module docstring)."""
         session = self.find_session(ref)
-        plan = core.plan_authorize(self.fleet.desired, SessionView.of(session), senders=list(senders),
+        senders = list(senders)
+        now = self.clock()
+        plan = core.plan_authorize(self.fleet.desired, SessionView.of(session), senders=senders,
                                    max_ttl=max_ttl, expire_with_session=expire_with_session,
-                                   replace_existing=replace, actor=actor, now=self.clock())
-        self._commit(plan.changes, actor=actor, action="authorize",
-                     detail={"session": session.id, "name": session.name,
-                             "senders": [str(s) for s in senders], "max_ttl": max_ttl,
-                             "expire_with_session": expire_with_session,
-                             "rules": [f"{r.rule.source} {r.rule.group} {r.rule.max_ttl}" for r in plan.rules]})
+                                   replace_existing=replace, actor=actor, now=now)
+        given, ttl = core.authorization_params(senders, max_ttl)  # checked by plan_authorize
+        old = self.authorizations.get(session.id)
+        auth = (old.again(given, ttl, expire_with_session, follow, actor, now) if old is not None else
+                Authorization(session.id, given, ttl, expire_with_session, follow, actor, now, now))
+        same = old is not None and (old.senders, old.max_ttl, old.expire_with_session, old.follow) == (
+            auth.senders, auth.max_ttl, auth.expire_with_session, auth.follow)
+        if plan.changes or not same:
+            with self.store.transaction(now) as tx:
+                tx.apply(plan.changes)
+                tx.save_authorization(auth)
+                tx.audit(actor, "authorize",
+                         {"session": session.id, "name": session.name,
+                          "senders": [str(s) for s in senders], "max_ttl": max_ttl,
+                          "expire_with_session": expire_with_session, "follow": follow,
+                          "rules": [core.rule_text(r.rule) for r in plan.rules]})
+            self.authorizations[session.id] = auth
+            if plan.changes:
+                self._mirror(plan.changes, actor=actor, reason="authorize", now=now)
         return {
             "session": session.id,
             "name": session.name,
             "rules": [self.rule_view(self.fleet.desired[r.key]) for r in plan.rules],
             "changed": len(plan.changes),
             "skipped": plan.skipped,
+            "authorization": self.authorizations[session.id].to_dict(),
         }
 
     def revoke(self, ref: str, *, actor: str) -> dict:
-        """Remove the rules authorized from a session (which may be gone from the directory)."""
+        """Remove the rules authorized from a session (which may be gone from the directory), and what it
+        was authorized with (so nothing follows it any more)."""
         ref = str(ref).strip().lower()
         session_id = ref
-        if not self.fleet.session_rules(ref):
-            matches = [i for i in self.fleet.session_ids() if len(ref) >= MIN_SESSION_PREFIX and i.startswith(ref)]
+        if not self.fleet.session_rules(ref) and ref not in self.authorizations:
+            known = dict.fromkeys([*self.fleet.session_ids(), *self.authorizations])
+            matches = [i for i in known if len(ref) >= MIN_SESSION_PREFIX and i.startswith(ref)]
             if len(matches) > 1:
                 raise core.Invalid(f"session id prefix {ref!r} matches {len(matches)} sessions; give more of it")
             if matches:
                 session_id = matches[0]
-        changes = core.plan_revoke(self.fleet.session_rules(session_id), session_id)
-        self._commit(changes, actor=actor, action="revoke",
-                     detail={"session": session_id,
-                             "rules": [f"{c.key.source} {c.key.group}" for c in changes]})
+        rules = self.fleet.session_rules(session_id)
+        changes = core.plan_revoke(rules, session_id) if rules or session_id not in self.authorizations else []
+        now = self.clock()
+        with self.store.transaction(now) as tx:
+            tx.apply(changes)
+            tx.delete_authorization(session_id)
+            tx.audit(actor, "revoke", {"session": session_id,
+                                       "rules": [f"{c.key.source} {c.key.group}" for c in changes]})
+        self.authorizations.pop(session_id, None)
+        if changes:
+            self._mirror(changes, actor=actor, reason="revoke", now=now)
         return {"result": "revoked", "session": session_id,
                 "rules": [c.previous.to_dict() for c in changes if isinstance(c, Delete)]}
 
@@ -272,7 +315,9 @@ class Mediator:
     def _handle_events(self, events: list, packet: bytes | None, now: float) -> None:
         if not events:
             return
-        rule_changes: list[Change] = []
+        rule_changes: list[Change] = []  # of the sessions that ended
+        followed: list[Change] = []  # of the sessions whose rules followed their new announcement
+        follow_notes: dict[str, dict] = {}  # session id -> what following it did (for its event)
         audits = []
         with self.store.transaction(now) as tx:
             for event in events:
@@ -284,12 +329,17 @@ class Mediator:
                     tx.save_session(SessionRow(s.id, s.name, s.origin, str(s.announcer), packet, first,
                                                s.last_heard, s.expires))
                     self._heard[s.id] = s.last_heard
+                    note = self._follow(tx, s, followed, now)
+                    if note is not None:
+                        follow_notes[s.id] = note
                 elif isinstance(event, SessionRemoved):
                     tx.delete_session(s.id)
                     self._heard.pop(s.id, None)
                     self._first_heard.pop(s.id, None)
+                    if event.reason.value in core.ENDING_REASONS:
+                        tx.delete_authorization(s.id)
                     changes = core.plan_session_gone(self.fleet.session_rules(s.id), s.id, event.reason.value)
-                    changes = [c for c in changes if c.key not in {x.key for x in rule_changes}]
+                    changes = [c for c in changes if c.key not in {x.key for x in rule_changes + followed}]
                     if changes:
                         tx.apply(changes)
                         detail = {"session": s.id, "name": s.name, "reason": event.reason.value,
@@ -297,12 +347,19 @@ class Mediator:
                         tx.audit("mauthserver", "session-ended", detail)
                         audits.append(detail)
                         rule_changes += changes
+        for event in events:
+            if isinstance(event, SessionRemoved) and event.reason.value in core.ENDING_REASONS:
+                self.authorizations.pop(event.session.id, None)
         self._note_evictions(events)
+        if followed:  # before the session events, whose views show the session's rules as they are now
+            self._mirror(followed, actor="mauthserver", reason="session-changed", now=now)
         for event in events:
             s = event.session
             kind = event.kind
             data = session_event(self.session_view(s),
                                  event.reason.value if isinstance(event, SessionRemoved) else None)
+            if s.id in follow_notes and not isinstance(event, SessionRemoved):
+                data["follow"] = follow_notes[s.id]
             self.bus.publish(EventKind.for_session(kind), data, now)
             self.counters[f"sessions_{kind}"] += 1
             log.info("session=%s %s %r from %s%s", s.id, kind, s.name, s.announcer,
@@ -312,6 +369,40 @@ class Mediator:
                 log.info("session=%s ended (%s): its %d expiring rules are removed", detail["session"],
                          detail["reason"], len(detail["rules"]))
             self._mirror(rule_changes, actor="mauthserver", reason="session-ended", now=now)
+
+    def _follow(self, tx: Tx, session: Session, followed: list[Change], now: float) -> dict | None:
+        """Re-plan the authorization of `session`, announced anew, inside the packet's transaction `tx`.
+
+        Returns what it did (for the session event), None when the session has no authorization that
+        follows it; the changes are written with their audit row and added to `followed` (mirrored and
+        published by the caller once committed). A new version that asks for no rule changes nothing:
+        the rules stay as they are, and the refusal is logged and audited."""
+        auth = self.authorizations.get(session.id)
+        if auth is None or not auth.follow:
+            return None
+        detail: dict = {"session": session.id, "name": session.name, "senders": list(auth.senders),
+                        "max_ttl": auth.max_ttl, "expire_with_session": auth.expire_with_session}
+        try:
+            plan = core.plan_follow(self.fleet.desired, self.fleet.session_rules(session.id),
+                                    SessionView.of(session), auth, actor="mauthserver", now=now)
+        except core.Refused as exc:
+            kept = [core.rule_text(r.rule) for r in self.fleet.session_rules(session.id).values()]
+            log.warning("session=%s %r changed, and its rules cannot follow it: %s; its %d rules are kept as"
+                        " they were", session.id, session.name, exc.message, len(kept))
+            tx.audit("mauthserver", "session-followed", {**detail, "error": exc.message, "kept": kept})
+            self.counters["follow_refused"] += 1
+            return {"error": exc.message, "kept": kept}
+        changes = [c for c in plan.changes if c.key not in {x.key for x in followed}]
+        done = FollowPlan(changes, plan.untouched, plan.skipped).detail()
+        note: dict = {**done, "untouched": plan.untouched, "skipped": plan.skipped}
+        if changes:
+            tx.apply(changes)
+            tx.audit("mauthserver", "session-followed", {**detail, **note})
+            followed += changes
+            self.counters["follow_changes"] += 1
+            log.info("session=%s %r changed: its rules follow (%d added, %d changed, %d removed)", session.id,
+                     session.name, len(done["added"]), len(done["changed"]), len(done["removed"]))
+        return note
 
     def _note_evictions(self, events: list) -> None:
         """Warn once each time the directory fills up (every eviction is also logged and counted)."""
@@ -330,8 +421,11 @@ class Mediator:
     def _session_gone(self, session_id: str, name: str, reason: str, now: float) -> None:
         """A stored session that did not come back after a restart."""
         changes = core.plan_session_gone(self.fleet.session_rules(session_id), session_id, reason)
+        ended = reason in core.ENDING_REASONS
         with self.store.transaction(now) as tx:
             tx.delete_session(session_id)
+            if ended:
+                tx.delete_authorization(session_id)
             if changes:
                 tx.apply(changes)
                 tx.audit("mauthserver", "session-ended",
@@ -339,6 +433,8 @@ class Mediator:
                           "rules": [f"{c.key.source} {c.key.group}" for c in changes]})
         self._heard.pop(session_id, None)
         self._first_heard.pop(session_id, None)
+        if ended:
+            self.authorizations.pop(session_id, None)
         if changes:
             self._mirror(changes, actor="mauthserver", reason="session-ended", now=now)
 
@@ -365,6 +461,8 @@ class Mediator:
         dashboard and `mauthctl list` all show these words; no client decides them again.
         """
         out = dr.to_dict()
+        auth = None if dr.session_id is None else self.authorizations.get(dr.session_id)
+        out["follow"] = auth is not None and auth.follow  # changes with its session's announcements
         routers = {}
         packets = octets = 0
         for name, r in sorted(self.fleet.routers.items()):
@@ -396,6 +494,8 @@ class Mediator:
             out["suggested_senders"] = SessionView.of(s).suggestions()
         out["rules"] = [{**r.rule.as_json(limits=False), "expire_with_session": r.expire_with_session}
                         for r in self.fleet.session_rules(s.id).values()]
+        auth = self.authorizations.get(s.id)
+        out["authorization"] = None if auth is None else auth.to_dict()
         return out
 
     def sessions_view(self) -> list[dict]:

@@ -38,13 +38,24 @@ Tables:
     applied   per router, the rules it was last seen or told to hold
     sessions  announced sessions: the last SAP packet that made or changed each
               one, so the directory can be rebuilt after a restart, and when it was heard
+    authorizations  per session, what `authorize` was asked (senders as a JSON list,
+              max TTL override, expire-with-session, follow), written with its rules,
+              so that they follow the session's later announcements across restarts;
+              removed by revoke and when the session ends
     audit     append-only log: at, actor, action, detail (JSON)
 
 Addresses are stored as text in canonical form (a prefix rule's prefix as
 "192.0.2.0/24"); rate limits as integers, 0 = none; times are Unix seconds.
 
-Schema 2 added the rate limits (pps, bps) to `rules` and `applied`; a
-schema-1 database is upgraded in place, in one transaction, on open.
+Schema 2 added the rate limits (pps, bps) to `rules` and `applied`; schema 3
+the table `authorizations`. An older database is upgraded in place, in one
+transaction, on open. Sessions authorized before the upgrade to schema 3 have
+no row in `authorizations`, so their rules stay as they were made (they do
+not follow the session) until the session is authorized again.
+
+The statements are plain SQL (types TEXT, INTEGER, REAL, BLOB; `?`
+placeholders; upserts with `ON CONFLICT ... DO UPDATE`), valid in SQLite and
+PostgreSQL alike.
 
 Leader fencing (`Store.fence`, `Store.fencing`) and notifications
 (`Store.notify`) exist for several mauthservers sharing one PostgreSQL
@@ -68,9 +79,9 @@ from typing import Any, Protocol
 from mauthcore.protocol.model import Mode
 from mauthcore.rules import Rule, RuleError, RuleKey
 
-from .core import Change, Delete, DesiredRule, Put
+from .core import Authorization, Change, Delete, DesiredRule, Put
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x6D415554  # "mAUT"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -125,6 +136,16 @@ CREATE TABLE sessions (
     last_heard  REAL NOT NULL,
     expires     REAL NOT NULL
 );
+CREATE TABLE authorizations (
+    session_id          TEXT PRIMARY KEY,
+    senders             TEXT NOT NULL,
+    max_ttl             INTEGER,
+    expire_with_session INTEGER NOT NULL,
+    follow              INTEGER NOT NULL,
+    actor               TEXT NOT NULL,
+    created             REAL NOT NULL,
+    updated             REAL NOT NULL
+);
 CREATE TABLE audit (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     at     REAL NOT NULL,
@@ -140,6 +161,16 @@ _UPGRADES = {
         "ALTER TABLE rules ADD COLUMN bps INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE applied ADD COLUMN pps INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE applied ADD COLUMN bps INTEGER NOT NULL DEFAULT 0"),
+    2: ("""CREATE TABLE authorizations (
+    session_id          TEXT PRIMARY KEY,
+    senders             TEXT NOT NULL,
+    max_ttl             INTEGER,
+    expire_with_session INTEGER NOT NULL,
+    follow              INTEGER NOT NULL,
+    actor               TEXT NOT NULL,
+    created             REAL NOT NULL,
+    updated             REAL NOT NULL
+)""",),
 }
 
 
@@ -362,6 +393,19 @@ class Tx:
     def delete_session(self, session_id: str) -> None:
         self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
+    def save_authorization(self, auth: Authorization) -> None:
+        self.db.execute(
+            "INSERT INTO authorizations (session_id, senders, max_ttl, expire_with_session, follow, actor, created,"
+            " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
+            " senders = excluded.senders, max_ttl = excluded.max_ttl,"
+            " expire_with_session = excluded.expire_with_session, follow = excluded.follow,"
+            " actor = excluded.actor, updated = excluded.updated",
+            (auth.session_id, json.dumps(list(auth.senders)), auth.max_ttl, int(auth.expire_with_session),
+             int(auth.follow), auth.actor, auth.created, auth.updated))
+
+    def delete_authorization(self, session_id: str) -> None:
+        self.db.execute("DELETE FROM authorizations WHERE session_id = ?", (session_id,))
+
 
 class Store:
     """The mediator's database, SQLite or PostgreSQL (see the module docstring)."""
@@ -495,7 +539,8 @@ class Store:
                             db.execute(statement)
                     record_upgrade(db, version, now)
                     db.execute("COMMIT")
-                missing = {"meta", "routers", "rules", "applied", "sessions", "audit"} - tables
+                    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                missing = {"meta", "routers", "rules", "applied", "sessions", "authorizations", "audit"} - tables
                 if missing:
                     raise StoreError(f"database {path} lacks table(s) {', '.join(sorted(missing))};"
                                      " refusing to start")
@@ -656,6 +701,25 @@ class Store:
             with self.transaction(now) as tx:
                 tx.db.executemany("UPDATE sessions SET last_heard = ?, expires = ? WHERE id = ?", rows)
 
+    # -- authorizations -------------------------------------------------------------
+
+    def authorizations(self) -> list[Authorization]:
+        """What each session was authorized with (see core.Authorization)."""
+        out = []
+        for sid, senders, max_ttl, expire, follow, actor, created, updated in self.db.execute(
+                "SELECT session_id, senders, max_ttl, expire_with_session, follow, actor, created, updated"
+                " FROM authorizations ORDER BY session_id"):
+            try:
+                given = json.loads(senders)
+                if not isinstance(given, list) or not all(isinstance(a, str) for a in given):
+                    raise ValueError("not a list of addresses")
+            except ValueError as exc:
+                raise StoreError(f"database {self.path} holds an invalid authorization of session {sid} ({exc});"
+                                 " refusing to start") from None
+            out.append(Authorization(sid, tuple(given), None if max_ttl is None else int(max_ttl), bool(expire),
+                                     bool(follow), actor, created, updated))
+        return out
+
     # -- audit -------------------------------------------------------------------
 
     def audit_log(self, *, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
@@ -671,6 +735,6 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         out = {}
-        for table in ("rules", "applied", "sessions", "audit", "routers"):
+        for table in ("rules", "applied", "sessions", "authorizations", "audit", "routers"):
             out[table] = self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         return out
