@@ -21,7 +21,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where used: mauthctl's ApiClient never loads it
@@ -220,8 +220,22 @@ class ApiClient:
             return self._json("PUT", "/mode", {"mode": mode})
         return self._json("GET", "/mode")
 
-    def audit(self, limit: int = 100) -> list[dict]:
-        return self._json("GET", f"/audit?limit={int(limit)}")
+    def audit(self, limit: int = 100, *, before: int | None = None, actor: str | None = None,
+              actions: Iterable[str] = (), since: float | None = None, until: float | None = None,
+              session: str | None = None) -> list[dict]:
+        """Audit rows, newest first, that pass every filter given (`GET /audit`, mauthserver/api.py)."""
+        query: list[tuple[str, str]] = [("limit", str(int(limit)))]
+        if before is not None:
+            query.append(("before", str(int(before))))
+        if actor is not None:
+            query.append(("actor", actor))
+        query += [("action", a) for a in actions]
+        for name, t in (("since", since), ("until", until)):
+            if t is not None:
+                query.append((name, repr(float(t))))
+        if session is not None:
+            query.append(("session", session))
+        return self._json("GET", "/audit?" + urllib.parse.urlencode(query))
 
     def traffic(self) -> dict:
         """Every router's per-rule counters and denied pairs, read live by the server."""

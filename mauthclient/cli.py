@@ -29,6 +29,7 @@ import click
 
 from mauthclient import api as mapi
 from mauthclient import config as mconfig
+from mauthclient.when import parse_when
 from mauthcore.constants import ROUTER_PORT, SAP_PORT
 from mauthcore.events import EventKind, Family
 from mauthcore.hostport import HostPortError, parse_hostport
@@ -611,18 +612,66 @@ def routers(ctx):
           r["mode"] or "-", _ago(r["last_contact"]), r["last_error"] or "-"] for r in data]))
 
 
-@main.command("audit", epilog=examples("mauthctl audit --limit 20"))
+@main.command("audit", epilog=examples(
+    "mauthctl audit                                  # the last 50 entries",
+    "mauthctl audit --since 2d --actor alice",
+    "mauthctl audit --action add-sender --action del-sender --since 2026-12-07 --until 2026-12-08",
+    "mauthctl audit --session 3fa2c1d09b7e4f55       # what happened to one session",
+    "mauthctl audit --limit 200 --before 5120        # the next page",
+    "mauthctl audit --since 1h --json | jq -r '.[].action'"))
 @json_option
-@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--actor", metavar="TEXT", help="Entries whose actor contains TEXT (case-insensitive).")
+@click.option("--action", "actions", multiple=True, metavar="ACTION",
+              help="Entries with exactly this action, e.g. add-sender, authorize, audit-pruned (repeatable).")
+@click.option("--since", metavar="WHEN", help="Entries at or after WHEN: 2026-12-07, 2026-12-07T10:00 (local time)"
+                                              " or an age, 30m, 1h, 2d.")
+@click.option("--until", metavar="WHEN", help="Entries before WHEN (as --since).")
+@click.option("--session", metavar="ID", help="Entries whose detail mentions this (full) session id.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True, help="Entries at most.")
+@click.option("--before", type=click.IntRange(0, None), metavar="ID", help="Entries older than entry ID (paging).")
 @click.pass_context
-def audit(ctx, limit):
-    """Show who changed what and when, newest first."""
+def audit(ctx, actor, actions, since, until, session, limit, before):
+    """Show who changed what and when, newest first.
+
+    Filters combine: an entry is shown when it passes every one given. The
+    server keeps the log for --audit-max-age days and --audit-max-rows rows
+    (mauthserver(1)); each pruning is an audit-pruned entry. When --limit
+    entries are shown, the last line says how to get the older ones. --json
+    prints the entries as the API returns them (times in Unix seconds).
+    """
+    now = time.time()
+    try:
+        since_t = None if since is None else parse_when(since, now=now, option="--since")
+        until_t = None if until is None else parse_when(until, now=now, option="--until")
+    except ValueError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from None
     with _server(ctx) as api:
-        data = api.audit(limit)
-    _emit(ctx, data, lambda: _table(
-        ["ID", "WHEN", "ACTOR", "ACTION", "DETAIL"],
-        [[e["id"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])), e["actor"], e["action"],
-          json.dumps(e["detail"], sort_keys=True)[:80]] for e in data]))
+        data = api.audit(limit, before=before, actor=actor, actions=actions, since=since_t, until=until_t,
+                         session=session)
+
+    def human():
+        if not data:
+            click.echo("no audit entries match")
+            return
+        _table(["ID", "WHEN", "ACTOR", "ACTION", "DETAIL"],
+               [[e["id"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])), e["actor"], e["action"],
+                 _audit_detail(e["detail"])] for e in data])
+        if len(data) == limit:
+            click.echo(f"-- {limit} entries shown; for older ones add --before {data[-1]['id']}")
+
+    _emit(ctx, data, human)
+
+
+def _audit_detail(detail, width: int = 100) -> str:
+    """An audit entry's detail on one line: `key=value ...`, values compact JSON unless plain words."""
+    def value(v) -> str:
+        if isinstance(v, str) and v and not any(c.isspace() or c in "\"=" for c in v):
+            return v
+        return json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+    text = " ".join(f"{k}={value(v)}" for k, v in sorted(detail.items())) if isinstance(detail, dict) \
+        else value(detail)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 @main.command("events", epilog=examples("mauthctl events", "mauthctl events --json --count 10"))

@@ -16,6 +16,13 @@ answer with JSON; they decide nothing. So a 2xx answer to a command means
 * `GET /api/v1/events` streams `text/event-stream`: `id:` (resume with
   `Last-Event-ID`), `event:` (kind), `data:` (JSON); a comment line every
   15 s keeps idle connections open through proxies.
+* `GET /api/v1/audit` filters the audit log (`audit_filters`; the SQL is
+  `Store.audit_log` in mauthserver/store.py): `actor` (a case-insensitive
+  substring), `action` (exact; repeatable or comma-separated), `since`
+  (inclusive) and `until` (exclusive) as Unix seconds or ISO 8601 (UTC
+  unless an offset is given), `session` (a full session id the detail
+  mentions), `limit` (1-10000, default 100) and `before` (an id: the
+  paging cursor). Rows come newest first.
 * `GET /api/v1/traffic` is every router's rule counters and denied pairs as
   the fan-out reads them on its session with that router (`FanOut.traffic`
   in mauthserver/fanout.py; this module opens no router session of its
@@ -33,9 +40,11 @@ Endpoints: see `ROUTES` below and `openapi.py` (served at /api/v1/openapi.json).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hmac
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -288,15 +297,70 @@ async def traffic(request: web.Request) -> web.Response:
     return _json({**data, "rules": _m(request).rules_view()})
 
 
-async def audit(request: web.Request) -> web.Response:
+_AUDIT_PARAMS = ("action", "actor", "before", "limit", "session", "since", "until")
+_ACTION = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+MAX_AUDIT_LIMIT = 10000
+
+
+def _when(name: str, text: str) -> float:
+    """A time parameter: Unix seconds, or ISO 8601 (a time without an offset is UTC)."""
     try:
-        limit = int(request.query.get("limit", "100"))
-        before = int(request.query["before"]) if "before" in request.query else None
+        value = float(text)
     except ValueError:
-        raise core.Invalid("limit and before must be integers") from None
-    if not 1 <= limit <= 10000:
-        raise core.Invalid("limit must be 1-10000")
-    return _json(_m(request).store.audit_log(limit=limit, before=before))
+        try:
+            moment = datetime.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise core.Invalid(f"{name} {text!r} is neither Unix seconds nor an ISO 8601 time") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
+    if not math.isfinite(value) or value < 0:
+        raise core.Invalid(f"{name} {text!r} is not a time")
+    return value
+
+
+def audit_filters(query) -> dict:
+    """The query of `GET /audit` as keyword arguments of `Store.audit_log`; `core.Invalid` (400) names the
+    first bad parameter. `action` may repeat and hold a comma-separated list; the others are given once."""
+    unknown = sorted(set(query) - set(_AUDIT_PARAMS))
+    if unknown:
+        raise core.Invalid(f"unknown parameter {unknown[0]!r} (allowed: {', '.join(_AUDIT_PARAMS)})")
+    for name in _AUDIT_PARAMS:
+        if name != "action" and len(query.getall(name, [])) > 1:
+            raise core.Invalid(f"parameter {name!r} is given more than once")
+    out: dict = {}
+    for name in ("limit", "before"):
+        if name in query:
+            text = query[name]
+            if not text.strip().isdigit():
+                raise core.Invalid(f"{name} {text!r} is not a positive integer")
+            out[name] = int(text)
+    if not 1 <= out.setdefault("limit", 100) <= MAX_AUDIT_LIMIT:
+        raise core.Invalid(f"limit must be 1-{MAX_AUDIT_LIMIT}")
+    if "actor" in query:
+        if not 1 <= len(query["actor"]) <= 200:
+            raise core.Invalid("actor must be 1-200 characters")
+        out["actor"] = query["actor"]
+    actions = [a.strip() for text in query.getall("action", []) for a in text.split(",")]
+    bad = next((a for a in actions if not _ACTION.fullmatch(a)), None)
+    if bad is not None:
+        raise core.Invalid(f"action {bad!r} is not an action name (such as add-sender)")
+    out["actions"] = sorted(set(actions))
+    if "session" in query:
+        if not _SESSION_ID.fullmatch(query["session"]):
+            raise core.Invalid(f"session {query['session']!r} is not a session id")
+        out["session"] = query["session"]
+    for name in ("since", "until"):
+        if name in query:
+            out[name] = _when(name, query[name])
+    if "since" in out and "until" in out and out["since"] >= out["until"]:
+        raise core.Invalid("since must be earlier than until")
+    return out
+
+
+async def audit(request: web.Request) -> web.Response:
+    return _json(_m(request).store.audit_log(**audit_filters(request.query)))
 
 
 async def events(request: web.Request) -> web.StreamResponse:

@@ -19,6 +19,8 @@ from sap.directory import DEFAULT_MAX_SESSIONS
 
 from .config import (
     DEFAULT_API,
+    DEFAULT_AUDIT_MAX_AGE,
+    DEFAULT_AUDIT_MAX_ROWS,
     DEFAULT_DB,
     DEFAULT_LEGACY_ALLOW,
     DEFAULT_LISTEN,
@@ -29,6 +31,8 @@ from .config import (
     load_key_file,
     load_token,
     parse_advertise,
+    parse_audit_max_age,
+    parse_audit_max_rows,
     parse_cidrs,
     parse_hostport,
     parse_routers,
@@ -46,7 +50,9 @@ Examples:
 The API (for mauthctl --server and the dashboard) is at http://HOST:PORT/api/v1/;
 its OpenAPI description at /api/v1/openapi.json. The router protocol (v2 with
 --key-file, v1 from --legacy-allow addresses) is served on --listen for the
-whole fleet. SIGHUP re-reads --token-file and --key-file.
+whole fleet. SIGHUP re-reads --token-file and --key-file. The audit log
+('mauthctl audit') keeps --audit-max-age days and --audit-max-rows rows at
+most; each pruning pass is an audit-pruned row in it.
 Default SAP groups: {", ".join(DEFAULT_SAP_GROUPS)}.
 """
 
@@ -112,11 +118,17 @@ Default SAP groups: {", ".join(DEFAULT_SAP_GROUPS)}.
 @click.option("--lease", type=click.FloatRange(1, 60), default=3.0, show_default=True, metavar="SECONDS",
               help="With a shared PostgreSQL database: how long a leader's lease lasts without renewal; a "
                    "standby takes over about SECONDS x 4/3 after the leader's last renewal.")
+@click.option("--audit-max-age", default=str(DEFAULT_AUDIT_MAX_AGE), show_default=True, metavar="DAYS",
+              help="Delete audit log rows older than this, oldest first, at start-up and hourly (0: keep every "
+                   "row). Nothing but expired audit rows is ever deleted.")
+@click.option("--audit-max-rows", default=str(DEFAULT_AUDIT_MAX_ROWS), show_default=True, metavar="N",
+              help="Keep at most this many audit log rows, deleting the oldest (0: no limit; else at least 100).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def main(db, db_password_file, api_addr, token_file, routers, key_file, sap_groups, sap_port, sap_ifaces, no_sap,
          sap_timeout, max_sessions, listen, legacy_allow, probe_interval, verify_interval, retry_max, router_timeout,
-         router_tries, metrics_addr, denied_interval, instance, advertise, lease, log_level):
+         router_tries, metrics_addr, denied_interval, instance, advertise, lease, audit_max_age, audit_max_rows,
+         log_level):
     """Mediate between the administrator and the routers: sessions, rules, fan-out, recovery."""
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -149,6 +161,8 @@ def main(db, db_password_file, api_addr, token_file, routers, key_file, sap_grou
             instance=_instance(instance),
             advertise=parse_advertise(advertise, api),
             lease=lease,
+            audit_max_age=parse_audit_max_age(audit_max_age),
+            audit_max_rows=parse_audit_max_rows(audit_max_rows),
         )
         if db_password_file is not None and not is_postgresql_url(db):
             raise ConfigError("--db-password-file is for a PostgreSQL --db URL; a SQLite database has no password")

@@ -30,6 +30,10 @@ DEFAULT_LISTEN = f"127.0.0.1:{MEDIATOR_PORT}"
 DEFAULT_TOKEN_FILE = "/etc/mauth/api.token"
 MAX_MAX_SESSIONS = 1_000_000  # about 16 KiB of memory each: a typo should not ask for 100 GiB
 DEFAULT_LEGACY_ALLOW = ("127.0.0.0/8", "::1/128")
+DEFAULT_AUDIT_MAX_AGE = 400  # days of audit log kept: a year and a month, for a yearly review
+DEFAULT_AUDIT_MAX_ROWS = 1_000_000  # audit rows kept: a few hundred MB of database at most
+MAX_AUDIT_MAX_AGE = 36_500  # a century: anything longer is a typo (0 is "keep for ever")
+MIN_AUDIT_MAX_ROWS = 100  # every pruning pass writes a row of its own: fewer would be mostly that
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -71,6 +75,8 @@ class Options:
     instance: str | None = None  # this instance's name in the leader row (default: the host name)
     advertise: str | None = None  # the API URL standbys forward commands to while this one leads
     lease: float = 3.0  # seconds a leader's lease lasts without renewal
+    audit_max_age: int = DEFAULT_AUDIT_MAX_AGE  # days; 0: unbounded
+    audit_max_rows: int = DEFAULT_AUDIT_MAX_ROWS  # 0: unbounded
 
 
 def parse_advertise(text: str | None, api: tuple[str, int]) -> str | None:
@@ -122,6 +128,32 @@ def parse_cidrs(texts) -> list[str]:
         except ValueError:
             raise ConfigError(f"--legacy-allow {c!r} is not an address or CIDR prefix") from None
     return list(texts)
+
+
+def _whole_number(text: str, option: str) -> int:
+    try:
+        value = int(str(text).strip().replace("_", ""), 10)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{option} {text!r} is negative (0 keeps the audit log unbounded)")
+    return value
+
+
+def parse_audit_max_age(text: str) -> int:
+    """--audit-max-age DAYS: 0 (unbounded) or 1-36500."""
+    days = _whole_number(text, "--audit-max-age")
+    if days > MAX_AUDIT_MAX_AGE:
+        raise ConfigError(f"--audit-max-age {text!r} is more than {MAX_AUDIT_MAX_AGE} days (0 keeps every row)")
+    return days
+
+
+def parse_audit_max_rows(text: str) -> int:
+    """--audit-max-rows N: 0 (unbounded) or at least 100."""
+    rows = _whole_number(text, "--audit-max-rows")
+    if 0 < rows < MIN_AUDIT_MAX_ROWS:
+        raise ConfigError(f"--audit-max-rows {text!r} is below {MIN_AUDIT_MAX_ROWS} (0 keeps every row)")
+    return rows
 
 
 def load_token(path: str) -> str:

@@ -11,7 +11,12 @@ never see two callers at once and need no locks. In the loop:
 * one task per router listing its denied senders (mauthserver/denied.py);
 * a housekeeping task: session expiry at the directory's next deadline,
   persisting when sessions were last heard, joining SAP groups on new
-  interfaces.
+  interfaces, and the audit log's retention (`--audit-max-age`,
+  `--audit-max-rows`): a pruning pass at start-up and every hour, each
+  deleting at most `PRUNE_BATCH` rows (mauthserver/store.py) in one short
+  transaction; a pass cut short by that bound is followed by another a
+  second later, so a large backlog is worked off in small steps between
+  the other work.
 
 SQLite calls run in the loop: they are short (a commit is well under a
 millisecond) and keeping them there keeps "committed, then acknowledged"
@@ -57,12 +62,14 @@ from .relay import CHANNEL, Listener, notify_payload, parse_payload
 from .sapl import SapListener
 from .service import Mediator
 from .standby import Forwarder
-from .store import Store, StoreError, open_store
+from .store import PRUNE_BATCH, Store, StoreError, open_store
 
 log = logging.getLogger("mauthserver")
 
 HOUSEKEEPING = 30.0  # seconds between last-heard flushes and interface rescans
 FOLLOW_DELAY = 0.1  # a standby re-reads its views at most this often while the leader's events arrive
+AUDIT_PRUNE_INTERVAL = 3600.0  # seconds between audit retention passes
+AUDIT_PRUNE_AGAIN = 1.0  # seconds before the next pass when the batch bound cut one short
 
 
 class StartupError(Exception):
@@ -89,6 +96,8 @@ class Notifier:
 
 
 class Daemon:
+    audit_prune_batch = PRUNE_BATCH  # audit rows deleted per retention pass at most
+
     def __init__(self, opts: Options, token: str, keys) -> None:
         self.opts = opts
         self.token = token
@@ -115,6 +124,8 @@ class Daemon:
         self.leading = False
         self._follow_pending = False
         self.standby_sap = 0  # SAP packets heard while a standby (not acted upon)
+        self.audit_pruned = 0  # audit rows deleted by retention since start-up
+        self.audit_rows: int | None = None  # audit rows after the last retention pass (None: before the first)
 
     # -- start -------------------------------------------------------------------
 
@@ -145,6 +156,7 @@ class Daemon:
             raise StartupError("with a shared PostgreSQL database the API address must be one other instances"
                                f" can reach: --api {o.api[0]} is a wildcard, so give --advertise http://HOST:PORT")
         if shared:
+            assert self.store.conninfo is not None  # a PostgreSQL store has one
             self.store.fencing = True  # no writes until elected (Store.fence)
             self.store.fence(None, None)
             self.mediator.follow_store(self._directory())
@@ -423,6 +435,7 @@ class Daemon:
         m, heard = self.mediator, self._sap_heard
         assert m is not None and heard is not None  # start() made them before this task
         next_slow = time.time() + HOUSEKEEPING
+        next_prune = time.time()  # the first pass at start-up
         while True:
             heard.clear()
             now = time.time()
@@ -432,13 +445,29 @@ class Daemon:
                 if self.sap is not None:
                     self.sap.rescan()
                 next_slow = now + HOUSEKEEPING
+            if now >= next_prune:
+                next_prune = now + self.prune_audit(now)
             due = m.directory.next_expiry()
-            until = next_slow if due is None else min(next_slow, due)
+            until = min(next_slow, next_prune) if due is None else min(next_slow, next_prune, due)
             delay = min(max(0.01, until - time.time()), HOUSEKEEPING)
             try:
                 await asyncio.wait_for(heard.wait(), delay)
             except TimeoutError:
                 pass
+
+    def prune_audit(self, now: float) -> float:
+        """One audit retention pass (Store.prune_audit); returns the seconds until the next one is due."""
+        assert self.store is not None  # start() opened it before the housekeeping task
+        o = self.opts
+        result = self.store.prune_audit(now=now, max_age=o.audit_max_age * 86400.0, max_rows=o.audit_max_rows,
+                                        batch=self.audit_prune_batch)
+        self.audit_rows = result.rows
+        if result.removed:
+            self.audit_pruned += result.removed
+            log.info("audit log: %d oldest rows removed (%s), %d kept%s", result.removed,
+                     "--audit-max-age" if result.by == "age" else "--audit-max-rows", result.rows,
+                     "; more to remove" if result.more else "")
+        return AUDIT_PRUNE_AGAIN if result.more else AUDIT_PRUNE_INTERVAL
 
     # -- stop ---------------------------------------------------------------------
 

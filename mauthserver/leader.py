@@ -100,8 +100,8 @@ class Leadership:
     """The election loop of one instance, on a thread with its own database connection."""
 
     def __init__(self, conninfo: str, holder: str, api: str | None, *, lease: float = DEFAULT_LEASE,
-                 on_elected: Callable[[int], None] = lambda term: None,
-                 on_lost: Callable[[str], None] = lambda reason: None,
+                 on_elected: Callable[[int], object] = lambda term: None,
+                 on_lost: Callable[[str], object] = lambda reason: None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         if not MIN_LEASE <= lease <= MAX_LEASE:
             raise ValueError(f"the lease must be between {MIN_LEASE:g} and {MAX_LEASE:g} seconds")

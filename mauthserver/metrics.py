@@ -3,7 +3,8 @@
 Strategy: like musersd's, a custom collector reads the counters the parts
 already keep (`RouterCore.counters`, the directory's, the SAP listener's,
 the API's, the event bus's, the fleet protocol core's `STATS`, the denied
-watch's) when Prometheus scrapes; nothing is counted twice.
+watch's, the audit retention's in the daemon) when Prometheus scrapes;
+nothing is counted twice.
 
 It is served on a listener of its own (`--metrics HOST:PORT`, off by
 default), not on the API: the API wants a bearer token on every path but
@@ -78,6 +79,20 @@ class MauthserverCollector(Collector):
         denied = getattr(d, "denied", None)
         if denied is not None:
             yield from self._denied(denied)
+        yield from self._audit(d)
+
+    # -- audit retention ------------------------------------------------------------
+
+    @staticmethod
+    def _audit(d) -> list[Metric]:
+        out: list[Metric] = [CounterMetricFamily("mauthserver_audit_pruned_rows", "Audit log rows deleted by "
+                                                 "the retention bounds (--audit-max-age, --audit-max-rows)",
+                                                 value=getattr(d, "audit_pruned", 0))]
+        rows = getattr(d, "audit_rows", None)
+        if rows is not None:  # counted by the last retention pass, not at the scrape
+            out.append(GaugeMetricFamily("mauthserver_audit_rows", "Audit log rows after the last retention pass",
+                                         value=rows))
+        return out
 
     # -- desired state, sessions, events -------------------------------------------
 

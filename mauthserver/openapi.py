@@ -112,10 +112,31 @@ PATHS: dict[str, dict] = {
             "type": "object", "properties": {"mode": {"enum": ["enforce", "monitor", None]}}}),
             "responses": {"200": _ok("mode", {"type": "object"}), "400": _ERR}},
     },
-    "/audit": {"get": {"summary": "Audit log, newest first",
-                       "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                                      {"name": "before", "in": "query", "schema": {"type": "integer"}}],
-                       "responses": {"200": _ok("entries", {"type": "array"})}}},
+    "/audit": {"get": {"summary": "Audit log, newest first, filtered",
+                       "description": "Every filter given must hold. Rows older than the server's retention"
+                                      " bounds (--audit-max-age, --audit-max-rows) are gone; each pruning pass"
+                                      " left an `audit-pruned` row. Page back with `before` = the last id of a"
+                                      " page. An unknown or bad parameter is a 400 naming it.",
+                       "parameters": [
+                           {"name": "limit", "in": "query", "description": "rows at most (default 100)",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                           {"name": "before", "in": "query", "description": "only ids below this one",
+                            "schema": {"type": "integer", "minimum": 0}},
+                           {"name": "actor", "in": "query", "description": "a case-insensitive substring of"
+                            " the actor (\"alice\" finds \"alice (api 127.0.0.1)\")",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
+                           {"name": "action", "in": "query", "description": "exact action name; repeatable,"
+                            " or comma-separated (add-sender,del-sender): any of them",
+                            "style": "form", "explode": True,
+                            "schema": {"type": "array", "items": {"type": "string"}}},
+                           {"name": "since", "in": "query", "description": "rows at or after this time: Unix"
+                            " seconds or ISO 8601 (UTC without an offset)", "schema": {"type": "string"}},
+                           {"name": "until", "in": "query", "description": "rows before this time (exclusive),"
+                            " as since", "schema": {"type": "string"}},
+                           {"name": "session", "in": "query", "description": "rows whose detail mentions this"
+                            " full session id (authorize, revoke, session-ended...)",
+                            "schema": {"type": "string"}}],
+                       "responses": {"200": _ok("entries", _list("AuditEntry")), "400": _ERR}}},
     "/traffic": {"get": {"summary": "Every router's per-rule counters and denied pairs, read on the fan-out's"
                                     " session with each router (answers younger than 1 s are shared), and every"
                                     " rule with its state on each router",
@@ -166,6 +187,14 @@ SCHEMAS = {
         "at": {"type": "number"}, "router": {"type": "string"},
         "suppressed": {"type": "integer", "description": "reports held back; offered again at the next poll"},
         "pairs": {"type": "integer", "description": "denied pairs in the router's table"}}},
+    "AuditEntry": {"type": "object", "required": ["id", "at", "actor", "action", "detail"], "properties": {
+        "id": {"type": "integer", "description": "increasing: the id order is the time order"},
+        "at": {"type": "number", "description": "Unix time"},
+        "actor": {"type": "string", "description": "\"USER (api ADDRESS)\", \"udp-v2 ADDRESS\" or mauthserver"},
+        "action": {"type": "string", "description": "add-sender, del-sender, flush, authorize, revoke, mode,"
+                                                    " session-ended, configure-routers, audit-pruned..."},
+        "detail": {"type": "object", "description": "what the action changed; for audit-pruned: removed,"
+                                                    " by (age or rows), oldest_kept_id, oldest_kept_at"}}},
     "Error": {"type": "object", "required": ["error", "code"],
               "properties": {"error": {"type": "string"}, "code": {"type": "string"}}},
     "RouterRuleState": {"type": "object", "properties": {

@@ -64,7 +64,7 @@ def parse_payload(text: str) -> tuple[str, int, EventKind, float, dict] | None:
 class Listener:
     """LISTEN on the channel on a thread; hand each payload (and each reconnect) to `deliver`."""
 
-    def __init__(self, conninfo: str, deliver: Callable[[str | None], None], *, retry: float = 1.0) -> None:
+    def __init__(self, conninfo: str, deliver: Callable[[str | None], object], *, retry: float = 1.0) -> None:
         self.conninfo = conninfo
         self.deliver = deliver  # called on the thread: payload text, or None after a reconnect
         self.retry = retry

@@ -42,7 +42,8 @@ Tables:
               max TTL override, expire-with-session, follow), written with its rules,
               so that they follow the session's later announcements across restarts;
               removed by revoke and when the session ends
-    audit     append-only log: at, actor, action, detail (JSON)
+    audit     append-only log: at, actor, action, detail (JSON); its oldest rows are deleted
+              by the retention bounds (`Store.prune_audit`), and by nothing else
 
 Addresses are stored as text in canonical form (a prefix rule's prefix as
 "192.0.2.0/24"); rate limits as integers, 0 = none; times are Unix seconds.
@@ -331,6 +332,24 @@ class SessionRow:
     first_heard: float
     last_heard: float
     expires: float
+
+
+PRUNE_BATCH = 10_000  # audit rows deleted per transaction at most (Store.prune_audit)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What one `Store.prune_audit` pass did."""
+
+    removed: int  # audit rows deleted
+    by: str | None  # the bound that asked for the most: "age" or "rows" (None: nothing removed)
+    more: bool  # the batch bound cut the pass short: more rows are due
+    rows: int  # audit rows left, the pass's own `audit-pruned` row included
+
+
+def _like_escape(text: str) -> str:
+    """`text` as a literal inside a LIKE pattern with ESCAPE '\\' (the same in SQLite and PostgreSQL)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _hex(value: int | None) -> str | None:
@@ -722,16 +741,94 @@ class Store:
 
     # -- audit -------------------------------------------------------------------
 
-    def audit_log(self, *, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
-        query = "SELECT id, at, actor, action, detail FROM audit"
-        args: tuple[int, ...] = ()
+    def audit_log(self, *, limit: int = 100, before: int | None = None, actor: str | None = None,
+                  actions: Iterable[str] = (), since: float | None = None, until: float | None = None,
+                  session: str | None = None) -> list[dict[str, Any]]:
+        """Audit rows, newest first, that pass every filter given.
+
+        Strategy: one plain SQL statement with `?` placeholders, which SQLite and PostgreSQL both run
+        the same way: rows are walked backwards on the primary key (`ORDER BY id DESC`, the id order is
+        the time order) and the walk stops after `limit` matches, so no index beyond the key is needed.
+
+        * `before`: only ids below it (the paging cursor: the last id of the previous page).
+        * `actor`: a case-insensitive substring of the actor ("alice" finds "alice (api 127.0.0.1)").
+        * `actions`: the action is exactly one of these.
+        * `since` (inclusive) / `until` (exclusive): Unix seconds.
+        * `session`: the detail mentions this session id as a JSON string value, matched with `LIKE` on
+          the stored JSON text (no engine-specific JSON functions); ids are lower-case hex, so the text
+          and the id are compared in lower case, which both engines do alike.
+        """
+        where: list[str] = []
+        args: list[Any] = []
         if before is not None:
-            query += " WHERE id < ?"
-            args = (before,)
+            where.append("id < ?")
+            args.append(before)
+        if actor is not None:
+            where.append("lower(actor) LIKE ? ESCAPE '\\'")
+            args.append(f"%{_like_escape(actor.lower())}%")
+        actions = list(actions)
+        if actions:
+            where.append(f"action IN ({', '.join('?' * len(actions))})")
+            args.extend(actions)
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("at < ?")
+            args.append(until)
+        if session is not None:
+            where.append("lower(detail) LIKE ? ESCAPE '\\'")
+            args.append(f"%{_like_escape(json.dumps(session.lower()))}%")
+        query = "SELECT id, at, actor, action, detail FROM audit"
+        if where:
+            query += " WHERE " + " AND ".join(where)
         query += " ORDER BY id DESC LIMIT ?"
         rows = self.db.execute(query, (*args, limit)).fetchall()
-        return [{"id": i, "at": at, "actor": actor, "action": action, "detail": json.loads(detail)}
-                for i, at, actor, action, detail in rows]
+        return [{"id": i, "at": at, "actor": who, "action": action, "detail": json.loads(detail)}
+                for i, at, who, action, detail in rows]
+
+    def prune_audit(self, *, now: float, max_age: float | None, max_rows: int | None,
+                    batch: int = PRUNE_BATCH) -> PruneResult:
+        """Delete the oldest audit rows beyond the retention bounds, at most `batch` of them, in one transaction.
+
+        Strategy: the audit log is append-only and its id order is its time order, so whatever either
+        bound expires is always a prefix of the table by id. One pass reads the `batch` oldest rows on
+        the primary key (no scan of the table, no index on `at`) and counts the table, then deletes the
+        longest prefix either bound asks for:
+
+        * `max_age` (seconds): rows older than `now - max_age`, from the oldest up to the first row that
+          is not (a row written while the clock was set back waits for the rows before it);
+        * `max_rows`: enough of the oldest rows that the table, with the `audit-pruned` row this pass
+          writes, holds at most `max_rows`.
+
+        None (or 0) leaves a bound off. Only audit rows are deleted, only with `id <=` the last id of that
+        prefix, read in this same transaction. A pass that deletes something writes one `audit-pruned` row
+        (actor mauthserver) in the same transaction: how many rows it removed, the oldest id and time kept
+        (null when it removed every earlier row) and which bound asked for the most ("age" or "rows").
+        `more` says the batch bound cut the pass short: the caller runs another pass soon, so a large
+        backlog is worked off in short transactions that never hold the event loop long.
+        """
+        with self.transaction(now) as tx:
+            count = int(tx.db.execute("SELECT count(*) FROM audit").fetchone()[0])
+            oldest = tx.db.execute("SELECT id, at FROM audit ORDER BY id LIMIT ?", (batch,)).fetchall()
+            by_age = 0
+            if max_age:
+                cutoff = now - max_age
+                while by_age < len(oldest) and oldest[by_age][1] < cutoff:
+                    by_age += 1
+            by_rows = count - max_rows + 1 if max_rows and count > max_rows else 0
+            wanted = max(by_age, by_rows)
+            removed = min(wanted, len(oldest))
+            if not removed:
+                return PruneResult(0, None, False, count)
+            more = by_rows > removed or by_age == len(oldest) == batch
+            tx.db.execute("DELETE FROM audit WHERE id <= ?", (oldest[removed - 1][0],))
+            kept = tx.db.execute("SELECT id, at FROM audit ORDER BY id LIMIT 1").fetchone()
+            by = "age" if by_age >= by_rows else "rows"
+            tx.audit("mauthserver", "audit-pruned",
+                     {"removed": removed, "by": by, "oldest_kept_id": kept[0] if kept else None,
+                      "oldest_kept_at": kept[1] if kept else None})
+            return PruneResult(removed, by, more, count - removed + 1)
 
     def counts(self) -> dict[str, int]:
         out = {}
