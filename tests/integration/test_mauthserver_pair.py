@@ -72,13 +72,19 @@ class Pair:
         return next(s for s in self.servers if s is not server)
 
 
+def _pins(pin_dir: Path, router: str) -> Path:
+    """Router `router`'s own pin directory on the test's bpffs (removed with it by the `pin_dir` fixture)."""
+    return pin_dir.parent / f"{pin_dir.name}-{router}"
+
+
 @pytest.fixture
 def pair(postgres, pin_dir):
-    with Lab(senders={"s1": ["192.0.2.10", "192.0.2.11"], "s2": ["198.51.100.10"]}) as lab:
+    with Lab(senders={"s1": ["192.0.2.10", "192.0.2.11"], "s2": ["192.0.2.70"]}) as lab:
         key, token = make_secrets(lab.workdir)
         routers = {}
         for (name, port), iface in zip(PORTS.items(), lab.internal_ifaces):
-            routers[name] = MusersdProc(lab, pin_dir / name, key, port=port, ifaces=[iface], name=f"musersd-{name}")
+            routers[name] = MusersdProc(lab, _pins(pin_dir, name), key, port=port, ifaces=[iface],
+                                        name=f"musersd-{name}")
             routers[name].start()
         db = postgres.new_database()
         pair = Pair(lab, postgres, postgres.url(db), key, token)
@@ -90,6 +96,8 @@ def pair(postgres, pin_dir):
             yield lab, pair, routers
         finally:
             postgres.drop_database(db)
+            for name in PORTS:
+                subprocess_rm(_pins(pin_dir, name))
 
 
 def _key(i: int) -> tuple[str, str]:
@@ -204,9 +212,9 @@ def test_kill9_leader_during_1000_commands_standby_takes_over(pair):
     a.start()
     assert "standby until elected" in a.log(since_start=True)
     with inside(lab.router.ns):
-        out = a.api().add_rule("198.51.100.10", "239.9.9.9", 9)
+        out = a.api().add_rule("192.0.2.70", "239.9.9.9", 9)
     assert out["result"] == "added"
-    wait_until(lambda: routers["r2"].rules().get(("198.51.100.10", "239.9.9.9")) == 9, patience(30),
+    wait_until(lambda: routers["r2"].rules().get(("192.0.2.70", "239.9.9.9")) == 9, patience(30),
                "the rule added through the restarted standby on router r2")
 
 
@@ -233,7 +241,7 @@ def test_standby_event_stream_follows_the_leader(pair):
     t.start()
     wait_until(lambda: seen, patience(10), "the standby's hello")
     a.call("add_rule", "192.0.2.10", "239.5.5.5", 7)
-    wait_until(lambda: any(k == "rule.added" and d.get("group") == "239.5.5.5" for k, d in seen), patience(10),
+    wait_until(lambda: any(k == "rule.added" and d["rule"]["group"] == "239.5.5.5" for k, d in seen), patience(10),
                "rule.added relayed to the standby's stream")
     # The standby's own views agree with the event (read from the database the leader wrote).
     wait_until(lambda: any(r["group"] == "239.5.5.5" for r in b.call("rules")), patience(10),
@@ -288,11 +296,12 @@ def _udp_ports(lab: Lab, pid: int) -> set[int]:
 
 
 def test_leader_cut_from_the_database_stops_before_the_new_leader_starts(postgres, pin_dir):
-    with Lab(senders={"s1": ["192.0.2.10"], "s2": ["198.51.100.10"]}) as lab:
+    with Lab(senders={"s1": ["192.0.2.10"], "s2": ["192.0.2.70"]}) as lab:
         key, token = make_secrets(lab.workdir)
         routers = {}
         for (name, port), iface in zip(PORTS.items(), lab.internal_ifaces):
-            routers[name] = MusersdProc(lab, pin_dir / name, key, port=port, ifaces=[iface], name=f"musersd-{name}")
+            routers[name] = MusersdProc(lab, _pins(pin_dir, name), key, port=port, ifaces=[iface],
+                                        name=f"musersd-{name}")
             routers[name].start()
         db = postgres.new_database()
         with inside(lab.router.ns):
@@ -332,6 +341,8 @@ def test_leader_cut_from_the_database_stops_before_the_new_leader_starts(postgre
             for name, musersd in routers.items():
                 assert len(musersd.rules()) == 300, name
         finally:  # the lab stops the daemons it spawned
+            for name in PORTS:
+                subprocess_rm(_pins(pin_dir, name))
             if sniffer.is_alive():
                 sniffer.stop()
             else:

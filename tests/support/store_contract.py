@@ -55,7 +55,8 @@ class StoreContract:
             assert s.fleet_state_id > 0
             assert [e["action"] for e in s.audit_log()] == ["create-db"]
             assert s.audit_log()[0]["detail"] == {"schema_version": SCHEMA_VERSION}
-            assert s.counts() == {"rules": 0, "applied": 0, "sessions": 0, "audit": 1, "routers": 0}
+            assert s.counts() == {"rules": 0, "applied": 0, "sessions": 0, "authorizations": 0, "audit": 1,
+                                  "routers": 0}
             assert not s.fencing
         finally:
             s.close()
