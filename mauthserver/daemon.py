@@ -51,7 +51,7 @@ from mauthcore.protocol.server import legacy_checker
 from sap.directory import DEFAULT_MAX_BYTES, DEFAULT_MAX_SESSIONS, Directory
 
 from . import api, metrics
-from .config import ConfigError, Options, load_key_file, load_token
+from .config import ConfigError, Options, load_key_file, load_token, parse_advertise
 from .core import RouterCore, Timers
 from .denied import DeniedWatch
 from .events import EventBus
@@ -124,6 +124,7 @@ class Daemon:
         self.leading = False
         self._follow_pending = False
         self.standby_sap = 0  # SAP packets heard while a standby (not acted upon)
+        self.relay_failures = 0  # events the leader could not relay to the standbys
         self.audit_pruned = 0  # audit rows deleted by retention since start-up
         self.audit_rows: int | None = None  # audit rows after the last retention pass (None: before the first)
 
@@ -152,18 +153,12 @@ class Daemon:
         # Until it leads, an instance's views come from the store (a standby re-reads them as the leader
         # changes it); `_lead` makes them the leader's.
         self.mediator = Mediator(self.store, self._directory(), bus, self._cores())
-        if shared and o.advertise is None:
-            raise StartupError("with a shared PostgreSQL database the API address must be one other instances"
-                               f" can reach: --api {o.api[0]} is a wildcard, so give --advertise http://HOST:PORT")
         if shared:
             assert self.store.conninfo is not None  # a PostgreSQL store has one
             self.store.fencing = True  # no writes until elected (Store.fence)
             self.store.fence(None, None)
             self.mediator.follow_store(self._directory())
-            self.leadership = Leadership(self.store.conninfo, holder_id(o.instance), o.advertise, lease=o.lease,
-                                         on_elected=lambda term: loop.call_soon_threadsafe(self._on_elected, term),
-                                         on_lost=lambda why: loop.call_soon_threadsafe(self._on_lost, why))
-            self.forwarder = Forwarder(api.PREFIX, self.leadership.leader_api, self._last_leader)
+            self.forwarder = Forwarder(api.PREFIX, self._leader_api, self._last_leader)
         self.role = api.Role(forwarder=self.forwarder)
 
         # The client API.
@@ -193,10 +188,19 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(exc.strerror or str(exc)) from None
 
-        if self.leadership is None:
+        if not shared:
             await self._lead()
         else:
             assert self.store.conninfo is not None  # a PostgreSQL store has one
+            advertise = o.advertise or parse_advertise(None, self._runner.addresses[0][:2])
+            if advertise is None:
+                raise StartupError("with a shared PostgreSQL database the API address must be one other instances"
+                                   f" can reach: --api {o.api[0]} is a wildcard, so give --advertise"
+                                   " http://HOST:PORT")
+            self.leadership = Leadership(
+                self.store.conninfo, holder_id(o.instance), advertise, lease=o.lease,
+                on_elected=lambda term: loop.call_soon_threadsafe(self._on_elected, term),
+                on_lost=lambda why: loop.call_soon_threadsafe(self._on_lost, why))
             self.relay = Listener(self.store.conninfo,
                                   lambda payload: loop.call_soon_threadsafe(self._on_relayed, payload))
             self.relay.start()
@@ -297,6 +301,9 @@ class Daemon:
                       " restarts this mauthserver as a standby", reason)
             self.fatal()
 
+    def _leader_api(self) -> str | None:
+        return self.leadership.leader_api() if self.leadership is not None else None
+
     def _last_leader(self) -> str | None:
         cur = self.leadership.current if self.leadership is not None else None
         return cur.api if cur is not None else None
@@ -304,7 +311,11 @@ class Daemon:
     def _relay_out(self, term: int, event) -> None:
         """The leader: each published event to the standbys (mauthserver/relay.py)."""
         assert self.store is not None and self.leadership is not None
-        self.store.notify(CHANNEL, notify_payload(self.leadership.holder, term, event.kind, event.at, event.data))
+        try:
+            self.store.notify(CHANNEL, notify_payload(self.leadership.holder, term, event.kind, event.at, event.data))
+        except StoreError as exc:  # the standbys resync when their own connection comes back
+            self.relay_failures += 1
+            log.warning("cannot relay a %s event to the standbys: %s", event.kind, exc)
 
     def _on_relayed(self, payload: str | None) -> None:
         """A standby: an event the leader published (None: the relay reconnected and may have missed some)."""

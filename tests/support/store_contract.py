@@ -194,15 +194,15 @@ class StoreContract:
         backend.open().close()
         backend.raw("ALTER TABLE rules DROP COLUMN pps", "ALTER TABLE rules DROP COLUMN bps",
                     "ALTER TABLE applied DROP COLUMN pps", "ALTER TABLE applied DROP COLUMN bps",
-                    "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+                    "DROP TABLE authorizations", "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
                     "INSERT INTO rules (source, grp, max_ttl, session_id, expire_with_session, created, updated, actor)"
                     " VALUES ('192.0.2.10', '239.1.1.1', 8, NULL, 0, 1.0, 1.0, 'old')")
         s = backend.open()
         try:
-            assert s.meta("schema_version") == str(SCHEMA_VERSION) == "2"
+            assert s.meta("schema_version") == str(SCHEMA_VERSION) == "3"
             assert [d.rule for d in s.rules()] == [Rule.make("192.0.2.10", "239.1.1.1", 8)]
             assert s.audit_log()[0]["action"] == "upgrade-db"
-            assert s.audit_log()[0]["detail"] == {"from": 1, "to": 2}
+            assert s.audit_log()[0]["detail"] == {"from": 1, "to": 3}
             s.commit([Put(rule(grp="239.1.1.2"))], actor="t", action="add", detail={}, now=T)  # the new columns work
         finally:
             s.close()
