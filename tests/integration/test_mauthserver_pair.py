@@ -349,3 +349,59 @@ def test_leader_cut_from_the_database_stops_before_the_new_leader_starts(postgre
                 sniffer.sock.close()
             proxy.stop()
             postgres.drop_database(db)
+
+
+SDP = """v=0\r
+o=- 4242 {version} IN IP4 192.0.2.200\r
+s=Follow me\r
+t=0 0\r
+m=video 5004 RTP/AVP 96\r
+c=IN IP4 239.7.7.1/16\r
+{more}"""
+MORE = "m=audio 5006 RTP/AVP 97\r\nc=IN IP4 239.7.7.2/24\r\n"
+
+
+def test_a_reannounced_session_extends_its_rules_on_every_router(postgres, pin_dir):
+    """Real SAP to both instances; authorize through the standby; a new version of the announcement with
+    a second group extends the rules on both routers, and the standby's views show it."""
+    from sap.sap import announcement, encode
+    from tests.integration.test_mauthserver_sap import send_sap
+
+    with Lab(senders={"s1": ["192.0.2.10", "192.0.2.20"], "s2": ["192.0.2.70"]}) as lab:
+        key, token = make_secrets(lab.workdir)
+        routers = {}
+        for (name, port), iface in zip(PORTS.items(), lab.internal_ifaces):
+            routers[name] = MusersdProc(lab, _pins(pin_dir, name), key, port=port, ifaces=[iface],
+                                        name=f"musersd-{name}")
+            routers[name].start()
+        db = postgres.new_database()
+        try:
+            p = Pair(lab, postgres, postgres.url(db), key, token)
+            for s in p.servers:
+                s.extra.remove("--no-sap")
+            a, b = p.servers
+            a.start()
+            a.wait_log("leading (term 1)")
+            b.start()
+            s1 = lab.senders["s1"]
+
+            def announce_version(version: int, more: str = "") -> None:
+                sdp = SDP.format(version=version, more=more).encode()
+                send_sap(s1.ns, "192.0.2.20", encode(announcement("192.0.2.20", sdp)))
+
+            announce_version(1)
+            [session] = b.wait_for(lambda: b.call("sessions"), lambda s: len(s) == 1)
+            out = b.call("authorize", session["id"], senders=["192.0.2.10"])  # forwarded to the leader
+            assert [(r["group"], r["max_ttl"]) for r in out["rules"]] == [("239.7.7.1", 16)]
+            announce_version(2, MORE)
+            want = {("192.0.2.10", "239.7.7.1"): 16, ("192.0.2.10", "239.7.7.2"): 24}
+            b.wait_for(lambda: b.call("rules"), lambda rs: {(r["source"], r["group"]) for r in rs} == set(want))
+            a.converged(timeout=60)
+            for name, musersd in routers.items():
+                assert musersd.rules() == want, name
+            audit = a.call("audit", 50)
+            assert any(e["action"] == "session-followed" for e in audit)
+        finally:
+            for name in PORTS:
+                subprocess_rm(_pins(pin_dir, name))
+            postgres.drop_database(db)

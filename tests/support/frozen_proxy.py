@@ -44,6 +44,8 @@ class FrozenProxy(threading.Thread):
                     peers[client], peers[server] = server, client
                     self._all += [client, server]
                     continue
+                if s not in peers:  # closed with its peer earlier in this round
+                    continue
                 try:
                     data = s.recv(65536)
                 except OSError:
