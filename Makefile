@@ -40,7 +40,7 @@ demo: setup
 	$(PY) -m lab.vm --if-needed -- $(PY) -m lab.demo$(if $(filter-out 0 no false,$(HEADLESS)), --headless)
 
 # Benchmarks (bench/): print tables, regenerate docs/benchmarks.json and the tables of
-# docs/benchmarks.md. Root, about 8 minutes; `python -m bench AREA` runs one area.
+# docs/benchmarks.md. Root, about 10 minutes; `python -m bench AREA` runs one area.
 bench: setup
 	$(PY) -m bench
 

@@ -26,7 +26,7 @@ from . import common
 BENCHMARKS = {
     "xdp_cost": "per-packet cost of the XDP filter vs an empty XDP program (BPF_PROG_TEST_RUN)",
     "forwarding": "forwarding and drop rates of the lab router under each filter; upcalls under a flood",
-    "control": "protocol command rates, loading and re-converging rules, daemon memory",
+    "control": "protocol command rates, loading and re-converging rules, memory, SQLite vs PostgreSQL, fail-over",
     "sap": "SAP announcements parsed per second",
     "loader": "loading the filter and starting musersd: the bcc loader against the libbpf loader",
 }

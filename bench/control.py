@@ -1,7 +1,9 @@
 """Control plane: command rates, loading and re-converging rule sets, daemon memory.
 
     python -m bench.control [--rounds 3] [--load 100000] [--reconverge 2000,5000,10000,50000] [--sessions 10000]
-                            [--probe-sessions 1000] [--no-json]
+                            [--probe-sessions 1000] [--store-reconverge 5000] [--failovers 10]
+                            [--failover-rules 1000] [--only PART,...] [--no-json]
+    python -m bench.control --only stores   # part 6 alone (a few minutes); prints, writes no JSON
 
 Everything runs as an operator would run it: the installed musersd and
 mauthserver, started in a lab router namespace (lab/topology.py) with
@@ -48,6 +50,24 @@ directory in a private bpffs, its own port (7600 + i), one key file.
    memlock). Then the rate at which mauthserver takes in new sessions, with
    no rules and with the --load rules: --probe-sessions more announcements
    at the same pace (SAP_RATE) to the restarted one.
+6. Stores (`--only stores` runs this part alone, in a few minutes).
+   A PostgreSQL server of its own (tests/support/postgres.py: Debian's
+   binaries, data directory and Unix socket in a temporary directory on
+   /dev/shm, no TCP; stopped and removed at the end, failures too), so
+   that SQLite and PostgreSQL both fsync to tmpfs. (a) Rates as in 2 with
+   one router, and ADDs through the HTTP API, on SQLite and on PostgreSQL,
+   a fresh database each, rounds interleaved (SQLite, PG, PG, SQLite, ...):
+   medians, and the median of the per-round ratios PG / SQLite. (b)
+   Re-convergence as in 4 (--store-reconverge rules), both stores, rounds
+   interleaved. (c) Fail-over: two mauthservers (--instance a and b, --lease
+   3, --listen off) on one PostgreSQL database manage router r2, which
+   holds --failover-rules rules; --failovers times the leader is killed
+   (SIGKILL) and the time is taken until the other logs `leading (term`,
+   and until its API reports the router up with nothing pending; then the
+   killed one is started again and comes back as a standby. Then one clean
+   stop (SIGTERM, which releases the lease). The bound the design states:
+   a standby leads at most lease x 4/3 (4 s) after the leader's last
+   renewal (mauthserver/leader.py).
 
 Timings use time.monotonic() around real calls; the machine is shared, so
 rates come from interleaved rounds (median), and single timings are
@@ -57,8 +77,10 @@ labelled as such.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -67,7 +89,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.daemons import write_key_file
 from lab.netns import LabError, inside, sh
@@ -77,8 +101,12 @@ from mauthcore.constants import SAP_PORT
 from mauthcore.protocol.keys import load_keys
 from mauthcore.protocol.udp import RouterClient
 from mauthcore.rules import Rule
+from mauthserver.store import is_postgresql_url
 
 from . import common
+
+if TYPE_CHECKING:
+    from tests.support.postgres import PostgresServer
 from .forwarding import make_rules
 from .sap import packets as sap_packets
 
@@ -90,6 +118,12 @@ FLEET_PORT = 7590
 API_PORT = 7580
 SAP_GROUP = "239.255.255.255"
 SAP_RATE = 1000.0  # announcements per second sent to mauthserver
+PARTS = ("protocol", "fleet", "load", "reconverge", "memory", "stores")
+NEEDS = {"protocol": {0}, "fleet": set(range(ROUTERS)), "load": {0}, "reconverge": {1}, "memory": {0, 2},
+         "stores": {0, 1, 2}}  # the routers each part uses
+STORES = ("sqlite", "postgresql")
+LEASE = 3.0  # --lease of the fail-over pair (mauthserver's default)
+BOUND = LEASE * 4 / 3  # a standby leads at most this long after the leader's last renewal (mauthserver/leader.py)
 
 
 # ---------------------------------------------------------------- processes
@@ -152,16 +186,22 @@ def musersd(lab: Lab, i: int, bpffs: Path, key: Path, extra: list[str] = ()) -> 
     return Daemon(lab, f"musersd-r{i}", argv, "serving on")
 
 
-def mauthserver(lab: Lab, db: Path, key: Path, token: Path, routers: list[int], *, sap: bool = False,
-                name: str = "mauthserver", max_sessions: int | None = None) -> Daemon:
-    argv = [str(BIN / "mauthserver"), "--db", str(db), "--api", f"127.0.0.1:{API_PORT}",
-            "--token-file", str(token), "--key-file", str(key), "--listen", f"127.0.0.1:{FLEET_PORT}"]
+def mauthserver(lab: Lab, db: str | Path, key: Path, token: Path, routers: list[int], *, sap: bool = False,
+                name: str = "mauthserver", max_sessions: int | None = None, api_port: int = API_PORT,
+                listen: str = f"127.0.0.1:{FLEET_PORT}", extra: Sequence[str] = (), ready: str | None = None) -> Daemon:
+    """mauthserver on `db` (a SQLite path or a postgresql:// URL). Started, it has logged `ready` (by
+    default: on SQLite `ready:`; on PostgreSQL `leading (term`, since a lone instance first starts as a
+    standby and opens the router protocol port only once elected)."""
+    argv = [str(BIN / "mauthserver"), "--db", str(db), "--api", f"127.0.0.1:{api_port}",
+            "--token-file", str(token), "--key-file", str(key), "--listen", listen, *extra]
     argv += ["--sap-iface", "in0"] if sap else ["--no-sap"]
     if max_sessions is not None:
         argv += ["--max-sessions", str(max_sessions)]
     for i in routers:
         argv += ["--router", f"r{i}=127.0.0.1:{ROUTER_PORT + i}"]
-    return Daemon(lab, name, argv, "ready:")
+    if ready is None:
+        ready = "leading (term" if is_postgresql_url(str(db)) else "ready:"
+    return Daemon(lab, name, argv, ready)
 
 
 def write_token(path: Path) -> Path:
@@ -183,6 +223,28 @@ class Bench:
         self.key = write_key_file(lab.workdir / "router.key")
         self.token = write_token(lab.workdir / "api.token")
         self.keys = load_keys(self.key)
+        self.pg: PostgresServer | None = None  # while the stores part runs
+
+    @contextlib.contextmanager
+    def fresh_db(self, store: str, tag: str) -> Iterator[str]:
+        """A new, empty database for mauthserver's --db: a SQLite file on tmpfs, or a new database on the
+        PostgreSQL server; removed (dropped) afterwards."""
+        if store == "postgresql":
+            pg = self.pg
+            if pg is None:
+                raise RuntimeError("no PostgreSQL server: the stores part starts one")
+            name = pg.new_database()
+            try:
+                yield pg.url(name)
+            finally:
+                pg.drop_database(name)
+            return
+        db = self.shm / f"{tag}.db"
+        try:
+            yield str(db)
+        finally:
+            for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                p.unlink(missing_ok=True)
 
     def client(self, port: int, *, v1: bool = False) -> RouterClient:
         with inside(self.rt):
@@ -190,20 +252,20 @@ class Bench:
                 return RouterClient("127.0.0.1", port, v1=True)
             return RouterClient("127.0.0.1", port, self.keys)
 
-    def api(self, method: str, *args, **kwargs):
+    def api(self, method: str, *args, port: int = API_PORT, **kwargs):
         with inside(self.rt):
-            client = ApiClient(f"http://127.0.0.1:{API_PORT}", self.token.read_text().strip(), timeout=60,
+            client = ApiClient(f"http://127.0.0.1:{port}", self.token.read_text().strip(), timeout=60,
                                user="bench")
             return getattr(client, method)(*args, **kwargs)
 
     def converged(self, routers: int, timeout: float = 600.0, want_epoch_change: dict | None = None,
-                  poll: float = 0.05) -> float:
+                  poll: float = 0.05, port: int = API_PORT) -> float:
         """Wait until mauthserver reports every router up with nothing pending; return when."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
             try:
-                rs = self.api("routers")
+                rs = self.api("routers", port=port)
             except (ApiError, Unreachable) as exc:
                 last = exc
             else:
@@ -257,9 +319,13 @@ def protocol_rates(b: Bench, rounds: int, commands: int) -> dict:
     return {name: rate_block(s) | {"commands_per_sample": 2 * commands} for name, s in samples.items()}
 
 
-def fleet_run(b: Bench, routers: list[int], commands: int, tag: str) -> dict:
+def fleet_run(b: Bench, routers: list[int], commands: int, tag: str, store: str = "sqlite") -> dict:
     """mauthserver managing `routers`: v2 ADDs to it, accepted and delivered; then FLUSH, delivered."""
-    db = b.shm / f"fleet-{tag}.db"
+    with b.fresh_db(store, f"fleet-{tag}") as db:
+        return _fleet_run(b, db, routers, commands, tag)
+
+
+def _fleet_run(b: Bench, db: str, routers: list[int], commands: int, tag: str) -> dict:
     m = mauthserver(b.lab, db, b.key, b.token, routers, name=f"mauthserver-{tag}").start()
     try:
         b.converged(len(routers))
@@ -285,13 +351,15 @@ def fleet_run(b: Bench, routers: list[int], commands: int, tag: str) -> dict:
                 "memory_kib": m.memory()}
     finally:
         m.stop()
-        for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-            p.unlink(missing_ok=True)
 
 
-def api_rate(b: Bench, commands: int) -> dict:
-    db = b.shm / "api.db"
-    m = mauthserver(b.lab, db, b.key, b.token, [0], name="mauthserver-api").start()
+def api_rate(b: Bench, commands: int, store: str = "sqlite", tag: str = "api") -> dict:
+    with b.fresh_db(store, tag) as db:
+        return _api_rate(b, db, commands, tag)
+
+
+def _api_rate(b: Bench, db: str, commands: int, tag: str) -> dict:
+    m = mauthserver(b.lab, db, b.key, b.token, [0], name=f"mauthserver-{tag}").start()
     try:
         b.converged(1)
         rules = make_rules(commands)
@@ -400,14 +468,15 @@ def bulk_load(b: Bench, rules: list[Rule]) -> float:
     return secs
 
 
-def preload_db(db: Path, rules: list[Rule]) -> float:
-    """Put `rules` in a new mauthserver database with the store's own code; returns the seconds."""
+def preload_db(db: str | Path, rules: list[Rule]) -> float:
+    """Put `rules` in a new mauthserver database (a SQLite path or a postgresql:// URL) with the store's
+    own code; returns the seconds."""
     from mauthserver.core import DesiredRule, Put
-    from mauthserver.store import Store
+    from mauthserver.store import open_store
 
     now = time.time()
     t0 = time.monotonic()
-    store = Store.open(db, now=now)
+    store = open_store(str(db), now=now)
     try:
         changes = [Put(DesiredRule(r, created=now, updated=now, actor="bench")) for r in rules]
         store.commit(changes, actor="bench", action="bench-preload", detail={"rules": len(rules)}, now=now)
@@ -424,16 +493,20 @@ def restart_empty(b: Bench, router: Daemon, pin_dir: Path) -> float:
     return time.monotonic()
 
 
-def reconverge_one(b: Bench, r1: Daemon, n: int) -> dict:
+def reconverge_one(b: Bench, r1: Daemon, n: int, store: str = "sqlite", tag: str = "") -> dict:
     """r1 and mauthserver's database hold the same n rules; r1 restarts empty; time until it holds them again."""
+    with b.fresh_db(store, f"reconverge-{n}{tag}") as db:
+        return _reconverge_one(b, r1, n, db, f"{n}{tag}")
+
+
+def _reconverge_one(b: Bench, r1: Daemon, n: int, db: str, tag: str) -> dict:
     rules = make_rules(n)
     restart_empty(b, r1, b.bpffs / "r1")
     with b.client(ROUTER_PORT + 1) as c:  # the router as a previous sync left it
         for r in rules:
             c.add(r)
-    db = b.shm / f"reconverge-{n}.db"
-    preload_db(db, rules)
-    m = mauthserver(b.lab, db, b.key, b.token, [1], name=f"mauthserver-reconverge-{n}").start()
+    preload_s = preload_db(db, rules)
+    m = mauthserver(b.lab, db, b.key, b.token, [1], name=f"mauthserver-reconverge-{tag}").start()
     try:
         t_ready = time.monotonic()
         t_verified = b.converged(1, poll=0.05)
@@ -454,6 +527,7 @@ def reconverge_one(b: Bench, r1: Daemon, n: int) -> dict:
             raise SystemExit(f"r1 holds {have} rules after re-converging, not {n}")
         return {
             "rules": n,
+            "db_preload_s": round(preload_s, 2),
             "verify_s": round(t_verified - t_ready, 2),
             "router_restart_to_serving_s": round(t_serving - t_restart, 2),
             "restart_noticed_s": round((t_seen or t_done) - t_serving, 2),
@@ -464,7 +538,7 @@ def reconverge_one(b: Bench, r1: Daemon, n: int) -> dict:
         m.stop()
 
 
-def reconverge(b: Bench, routers: list[Daemon], sizes: list[int]) -> dict:
+def reconverge(b: Bench, routers: dict[int, Daemon], sizes: list[int]) -> dict:
     runs = [reconverge_one(b, routers[1], n) for n in sizes]
     return {"runs": runs, "note": "single timings; times from the restarted router serving again"}
 
@@ -523,7 +597,7 @@ def map_memory(b: Bench, pin_dir: Path) -> int | None:
     return total if found else None
 
 
-def memory(b: Bench, routers: list[Daemon], n: int, sessions: int, probe: int) -> dict:
+def memory(b: Bench, routers: dict[int, Daemon], n: int, sessions: int, probe: int) -> dict:
     """mauthserver's memory with `sessions` announced and n rules (r0 holds the same), and musersd's.
 
     Sessions are announced first, to a mauthserver without rules (the rate
@@ -585,10 +659,186 @@ def memory(b: Bench, routers: list[Daemon], n: int, sessions: int, probe: int) -
         m2.stop()
 
 
+# ---------------------------------------------------------------- SQLite against PostgreSQL; fail-over
+
+
+def store_rates(b: Bench, rounds: int, commands: int) -> dict:
+    """fleet_run (1 router) and api_rate on each store, a fresh database each, rounds interleaved."""
+    runs: dict[str, dict[str, list]] = {s: {"v2": [], "api": []} for s in STORES}
+    for r in range(rounds):
+        for store in (STORES if r % 2 == 0 else STORES[::-1]):
+            runs[store]["v2"].append(fleet_run(b, [0], commands, f"{store}-{r}", store=store))
+            runs[store]["api"].append(api_rate(b, commands, store=store, tag=f"api-{store}-{r}"))
+    out: dict = {"commands_per_sample": commands}
+    for store, rs in runs.items():
+        out[store] = {
+            "v2_accepted": rate_block([(x["commands"], x["accept_s"]) for x in rs["v2"]]),
+            "v2_delivered": rate_block([(x["commands"], x["delivered_s"]) for x in rs["v2"]]),
+            "api_accepted": rate_block([(x["commands"], x["accept_s"]) for x in rs["api"]]),
+            "api_delivered": rate_block([(x["commands"], x["delivered_s"]) for x in rs["api"]]),
+            "mauthserver_memory_kib": rs["v2"][-1]["memory_kib"],
+        }
+    # Ratios within each round (the rounds ran the two stores back to back), then their median.
+    out["pg_over_sqlite"] = {
+        key: median([p / s for p, s in zip(
+            (x["commands"] / x[secs] for x in runs["postgresql"][path]),
+            (x["commands"] / x[secs] for x in runs["sqlite"][path]), strict=True)], 2)
+        for key, path, secs in (("v2_accepted", "v2", "accept_s"), ("v2_delivered", "v2", "delivered_s"),
+                                ("api_accepted", "api", "accept_s"), ("api_delivered", "api", "delivered_s"))}
+    return out
+
+
+def store_reconverge(b: Bench, r1: Daemon, rounds: int, n: int) -> dict:
+    runs: dict[str, list] = {s: [] for s in STORES}
+    for r in range(rounds):
+        for store in (STORES if r % 2 == 0 else STORES[::-1]):
+            runs[store].append(reconverge_one(b, r1, n, store=store, tag=f"-{store}-{r}"))
+    out: dict = {"rules": n, "rounds": rounds}
+    for store, rs in runs.items():
+        out[store] = {
+            "reconverged_s": median([x["reconverged_s"] for x in rs], 2),
+            "restart_noticed_s": median([x["restart_noticed_s"] for x in rs], 2),
+            "verify_s": median([x["verify_s"] for x in rs], 2),
+            "db_preload_s": median([x["db_preload_s"] for x in rs], 2),
+            "samples_reconverged_s": [x["reconverged_s"] for x in rs],
+        }
+    out["pg_over_sqlite_reconverged"] = median(
+        [p["reconverged_s"] / s["reconverged_s"] for p, s in zip(runs["postgresql"], runs["sqlite"], strict=True)], 2)
+    return out
+
+
+def failover(b: Bench, router: int, rules: int, kills: int) -> dict:
+    """Two mauthservers on one PostgreSQL database managing router `router`, which holds `rules` rules.
+
+    `kills` times: kill -9 the leader; time (a) until the other logs `leading (term`, (b) until the
+    new leader's API reports every router up with nothing pending; then the killed one is started
+    again (it comes back as a standby). Then one clean stop (SIGTERM: the leader releases its lease).
+    """
+    ports = {"a": API_PORT, "b": API_PORT + 1}
+    with b.fresh_db("postgresql", "failover") as db:
+        preload_db(db, make_rules(rules))
+        servers = {n: mauthserver(b.lab, db, b.key, b.token, [router], name=f"mauthserver-failover-{n}",
+                                  api_port=ports[n], listen="off", ready="ready:",
+                                  extra=["--instance", n, "--lease", f"{LEASE:g}"]) for n in "ab"}
+        try:
+            servers["a"].start().wait_log("leading (term")
+            servers["b"].start()
+            if "standby until elected" not in servers["b"].log():
+                raise SystemExit(f"mauthserver b did not start as a standby: {servers['b'].log()[-1500:]}")
+            leader = "a"
+            b.converged(1, timeout=300, port=ports[leader])
+            with b.client(ROUTER_PORT + router) as c:
+                if c.hello().rule_count != rules:
+                    raise SystemExit(f"router r{router} does not hold the {rules} rules before the fail-overs")
+            samples = []
+            for i in range(kills):
+                time.sleep(1.0 + random.random())  # the kill lands anywhere in the lease's renewal period
+                other = "b" if leader == "a" else "a"
+                mark = len(servers[other].log())
+                servers[leader].stop(signal.SIGKILL)
+                t_kill = time.monotonic()
+                t_lead = servers[other].wait_log("leading (term", after=mark, timeout=60)
+                t_conv = b.converged(1, timeout=300, poll=0.02, port=ports[other])
+                samples.append({"leads_s": round(t_lead - t_kill, 3), "converged_s": round(t_conv - t_kill, 3)})
+                print(f"  fail-over {i + 1}/{kills}: leads after {t_lead - t_kill:.2f} s, routers converged after"
+                      f" {t_conv - t_kill:.2f} s", file=sys.stderr)
+                servers[leader].start()  # back as a standby
+                if "standby until elected" not in servers[leader].log():
+                    raise SystemExit(f"the restarted mauthserver {leader} is not a standby")
+                leader = other
+            time.sleep(1.0 + random.random())
+            other = "b" if leader == "a" else "a"
+            mark = len(servers[other].log())
+            t_stop = time.monotonic()
+            servers[leader].stop(signal.SIGTERM)
+            t_stopped = time.monotonic()
+            t_lead = servers[other].wait_log("leading (term", after=mark, timeout=60)
+            t_conv = b.converged(1, timeout=300, poll=0.02, port=ports[other])
+            with b.client(ROUTER_PORT + router) as c:
+                have = c.hello().rule_count
+            if have != rules:
+                raise SystemExit(f"router r{router} holds {have} rules after the fail-overs, not {rules}")
+        finally:
+            for d in servers.values():
+                d.stop(signal.SIGKILL)  # the database is dropped next: nothing to release
+    leads = [x["leads_s"] for x in samples]
+    conv = [x["converged_s"] for x in samples]
+    return {
+        "lease_s": LEASE, "bound_s": round(BOUND, 2), "rules": rules, "routers": 1, "kills": kills,
+        "kill9_leads_s": {"median": median(leads, 2), "worst": round(max(leads), 2)},
+        "kill9_converged_s": {"median": median(conv, 2), "worst": round(max(conv), 2)},
+        "samples": samples,
+        "sigterm": {"stop_s": round(t_stopped - t_stop, 2), "leads_s": round(t_lead - t_stop, 2),
+                    "converged_s": round(t_conv - t_stop, 2)},
+    }
+
+
+def stores(b: Bench, routers: dict[int, Daemon], rounds: int, commands: int, reconverge_n: int, kills: int,
+           failover_rules: int) -> dict:
+    """The stores part: a PostgreSQL server of its own (Debian's binaries, data directory and Unix socket
+    in a temporary directory on /dev/shm, tests/support/postgres.py), stopped and removed at the end."""
+    from tests.support.postgres import running
+
+    started = time.monotonic()
+    with running(base="/dev/shm") as pg:
+        b.pg = pg
+        try:
+            out: dict = {"rates": store_rates(b, rounds, commands)}
+            print(f"  store rates done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            out["reconverge"] = store_reconverge(b, routers[1], rounds, reconverge_n)
+            print(f"  store re-convergence done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            out["failover"] = failover(b, 2, failover_rules, kills)
+            out["postgresql"] = subprocess.run([str(pg.bin / "postgres"), "--version"], capture_output=True,
+                                               text=True).stdout.strip()
+        finally:
+            b.pg = None
+    out["elapsed_s"] = round(time.monotonic() - started, 1)
+    return out
+
+
 # ---------------------------------------------------------------- report
 
 
-def markdown(s: dict) -> str:
+def markdown(s: dict, *, stores: bool = True) -> str:
+    """The tables of the parts `s` holds (a run with --only holds some); `stores=False` leaves out the
+    stores part's (bench/report.py renders it into a block of its own, see `stores_markdown`)."""
+    blocks = [main_markdown(s)] if all(part in s for part in PARTS[:5]) else []
+    if stores and "stores" in s:
+        blocks.append(stores_markdown(s["stores"]))
+    if not blocks:
+        blocks = [f"(parts measured: {', '.join(p for p in PARTS if p in s)}: no table for these alone;"
+                  " --json-out PATH writes their figures)"]
+    return "\n\n".join(blocks)
+
+
+def stores_markdown(st: dict) -> str:
+    """SQLite against PostgreSQL (rates, re-convergence) and fail-over between two mauthservers."""
+    r, rc, fo = st["rates"], st["reconverge"], st["failover"]
+    ratio = r["pg_over_sqlite"]
+    lines = [f"| {r['commands_per_sample']:,} ADDs, mauthserver managing 1 router | SQLite, commands/s "
+             "| PostgreSQL, commands/s | PostgreSQL / SQLite |", "| --- | ---: | ---: | ---: |"]
+    for key, label in (("v2_accepted", "v2 -> mauthserver: accepted"),
+                       ("v2_delivered", "v2 -> mauthserver: on the router"),
+                       ("api_accepted", "HTTP API -> mauthserver: accepted"),
+                       ("api_delivered", "HTTP API -> mauthserver: on the router")):
+        lines.append(f"| {label} | {r['sqlite'][key]['per_second']:,} | {r['postgresql'][key]['per_second']:,} "
+                     f"| {ratio[key]:.2f} |")
+    lines += ["", f"| re-converging {rc['rules']:,} rules (router restarted empty) | SQLite | PostgreSQL "
+              "| PostgreSQL / SQLite |", "| --- | ---: | ---: | ---: |",
+              f"| seconds from the router serving again | {rc['sqlite']['reconverged_s']} "
+              f"| {rc['postgresql']['reconverged_s']} | {rc['pg_over_sqlite_reconverged']:.2f} |"]
+    a, c, t = fo["kill9_leads_s"], fo["kill9_converged_s"], fo["sigterm"]
+    lines += ["", f"| fail-over, two mauthservers, --lease {fo['lease_s']:g} "
+              f"(bound {fo['bound_s']:g} s) | median, s | worst, s |", "| --- | ---: | ---: |",
+              f"| kill -9 of the leader -> the other leads ({fo['kills']} times) | {a['median']} | {a['worst']} |",
+              f"| kill -9 of the leader -> its router converged ({fo['rules']:,} rules) | {c['median']} "
+              f"| {c['worst']} |",
+              f"| SIGTERM of the leader (lease released) -> the other leads, once | {t['leads_s']} | |",
+              f"| SIGTERM of the leader -> its router converged, once | {t['converged_s']} | |"]
+    return "\n".join(lines)
+
+
+def main_markdown(s: dict) -> str:
     p, f, ld, rc, mem = s["protocol"], s["fleet"], s["load"], s["reconverge"], s["memory"]
 
     def mib(kib: int) -> str:
@@ -646,8 +896,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=10_000, help="SAP announcements for the memory figure")
     ap.add_argument("--probe-sessions", type=int, default=1000,
                     help="SAP announcements to the restarted mauthserver, for the rate with rules")
+    ap.add_argument("--store-reconverge", type=int, default=5000,
+                    help="rules for the re-convergence figure of the stores part (SQLite and PostgreSQL)")
+    ap.add_argument("--failovers", type=int, default=10, help="kill -9 fail-overs in the stores part")
+    ap.add_argument("--failover-rules", type=int, default=1000, help="rules the fail-over pair's router holds")
+    ap.add_argument("--only", default=",".join(PARTS), metavar="PART[,PART]",
+                    help=f"run only these parts ({', '.join(PARTS)}); a partial run prints its tables and leaves"
+                         " docs/benchmarks.json alone (a section is stored whole)")
     ap.add_argument("--no-json", action="store_true", help="print only; leave docs/benchmarks.json alone")
+    ap.add_argument("--json-out", type=Path, metavar="PATH", help="also write this run's section to PATH")
     args = ap.parse_args(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        ap.error(f"--only: the parts are {', '.join(PARTS)}")
+    partial = set(parts) != set(PARTS)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on `kill`
     if os.geteuid() != 0:
         raise SystemExit("the control-plane benchmark builds network namespaces: run it as root")
@@ -658,7 +921,8 @@ def main(argv: list[str] | None = None) -> int:
         with common.private_bpffs() as bpffs, \
                 Lab(senders={"s1": ["192.0.2.10"]}, receivers=("r1",), smcroute=False) as lab:
             b = Bench(lab, bpffs, shm)
-            for i in range(ROUTERS):
+            wanted = sorted(set().union(*(NEEDS[p] for p in parts)))
+            for i in wanted:
                 sh("ip", "link", "add", f"g{i}", "type", "veth", "peer", "name", f"g{i}p", ns=b.rt)
                 sh("ip", "link", "set", f"g{i}", "up", ns=b.rt)
                 sh("ip", "link", "set", f"g{i}p", "up", ns=b.rt)
@@ -666,21 +930,31 @@ def main(argv: list[str] | None = None) -> int:
             rule_file(conf, [])
             big = ["--max-rules", str(max(131072, args.load)), "--config", str(conf)]
             sizes = [int(x) for x in args.reconverge.split(",")]
-            extra = {0: big, 1: ["--max-rules", str(max(65536, *sizes))]}  # r1 re-converges
-            routers = [musersd(lab, i, bpffs, b.key, extra.get(i, [])).spawn() for i in range(ROUTERS)]
-            for d in routers:
+            extra = {0: big, 1: ["--max-rules", str(max(65536, args.store_reconverge, *sizes))]}  # r1 re-converges
+            routers = {i: musersd(lab, i, bpffs, b.key, extra.get(i, [])).spawn() for i in wanted}
+            for d in routers.values():
                 d.wait_log("serving on")
-            print(f"{ROUTERS} routers serving ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-            section["protocol"] = protocol_rates(b, args.rounds, args.commands)
-            print(f"protocol rates done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-            section["fleet"] = fleet_rates(b, args.rounds, args.fleet_commands)
-            print(f"fleet rates done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-            section["load"] = load_times(b, routers[0], conf, args.load)
-            print(f"load times done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-            section["reconverge"] = reconverge(b, routers, sizes)
-            print(f"re-convergence done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-            section["memory"] = memory(b, routers, args.load, args.sessions, args.probe_sessions)
-            for d in routers:
+            print(f"{len(routers)} routers serving ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            if "protocol" in parts:
+                section["protocol"] = protocol_rates(b, args.rounds, args.commands)
+                print(f"protocol rates done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            if "fleet" in parts:
+                section["fleet"] = fleet_rates(b, args.rounds, args.fleet_commands)
+                print(f"fleet rates done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            if "load" in parts:
+                section["load"] = load_times(b, routers[0], conf, args.load)
+                print(f"load times done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            if "reconverge" in parts:
+                section["reconverge"] = reconverge(b, routers, sizes)
+                print(f"re-convergence done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            if "memory" in parts:  # after "load", which leaves r0 holding the --load rules
+                section["memory"] = memory(b, routers, args.load, args.sessions, args.probe_sessions)
+                print(f"memory done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            if "stores" in parts:
+                section["stores"] = stores(b, routers, args.rounds, args.fleet_commands, args.store_reconverge,
+                                           args.failovers, args.failover_rules)
+                print(f"stores done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            for d in routers.values():
                 d.stop()
     finally:
         shutil.rmtree(shm, ignore_errors=True)
@@ -694,13 +968,25 @@ def main(argv: list[str] | None = None) -> int:
             "commands_per_sample": args.commands,
             "fleet_commands_per_sample": args.fleet_commands,
             "database": "on tmpfs (/dev/shm): the store fsyncs each commit",
-            "summary": "rates: median over interleaved rounds; other timings: one run each",
+            "postgresql": "stores part: Debian's PostgreSQL server, its data directory on tmpfs (/dev/shm) like"
+                          " the SQLite file, so both fsync to tmpfs (fsync = on); reached over its Unix socket;"
+                          " shared_buffers 16MB, otherwise the defaults (synchronous_commit on)",
+            "failover": f"two mauthservers (--instance a/b --lease {LEASE:g} --listen off) on one PostgreSQL"
+                        " database, one router; kill -9 of the leader, then the killed one restarted as a"
+                        " standby; the kill 1-2 s (random) after the previous restart",
+            "parts": parts,
+            "summary": "rates: median over interleaved rounds; stores part: ratios within each round, then"
+                       " their median; other timings: one run each",
         },
         **section,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     print(markdown(section))
-    if not args.no_json:
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(section, indent=2) + "\n")
+    if partial and not args.no_json:
+        print(f"a partial run (--only {','.join(parts)}): {common.JSON_PATH} left alone", file=sys.stderr)
+    elif not args.no_json:
         common.store_section(SECTION, section)
     return 0
 

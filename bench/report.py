@@ -16,7 +16,9 @@ show the last run's figures, and a benchmark run alone updates its own.
 The block `machine` holds the machine of the newest section and, for each
 section, when it was generated and on which CPU and kernel. A marker pair
 with no section in the JSON is left as it is; a section with no marker
-pair is reported, not added.
+pair is reported, not added. A part of a section can have a block of its
+own (PART_RENDERERS: control's stores part, `control-stores`), left as it
+is while the section has no such part.
 """
 
 from __future__ import annotations
@@ -48,7 +50,13 @@ def _forwarding(s: dict) -> str:
 def _control(s: dict) -> str:
     from . import control
 
-    return control.markdown(s)
+    return control.markdown(s, stores=False)  # the stores part has a block of its own, below
+
+
+def _control_stores(s: dict) -> str | None:
+    from . import control
+
+    return control.stores_markdown(s["stores"]) if "stores" in s else None
 
 
 def _sap(s: dict) -> str:
@@ -69,6 +77,11 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "control": _control,
     "sap": _sap,
     "loader": _loader,
+}
+
+# Blocks rendered from a part of a section: block name -> (section, renderer; None: no such part).
+PART_RENDERERS: dict[str, tuple[str, Callable[[dict], str | None]]] = {
+    "control-stores": ("control", _control_stores),
 }
 
 
@@ -101,6 +114,10 @@ def machine_block(data: dict) -> str:
 def render(md: str, data: dict) -> tuple[str, list[str]]:
     """(new text, names of sections with no marker pair)."""
     blocks = {name: RENDERERS[name](section) for name, section in data.items() if name in RENDERERS}
+    for block, (section, renderer) in PART_RENDERERS.items():
+        text = renderer(data[section]) if section in data else None
+        if text is not None:
+            blocks[block] = text
     blocks["machine"] = machine_block(data)
     missing = []
     for name, text in blocks.items():

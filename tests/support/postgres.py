@@ -44,10 +44,13 @@ def bin_dir() -> Path:
 class PostgresServer:
     """One cluster in a temporary directory, reached at its Unix socket."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: str | os.PathLike[str] | None = None) -> None:
+        """`base`: the directory to make the cluster's directory in (default the temporary directory,
+        /tmp; bench/control.py gives /dev/shm). Keep it short: the socket's path is at most 107 bytes,
+        and as root the `postgres` user must be able to reach it."""
         self.bin = bin_dir()
         self.as_postgres = os.geteuid() == 0
-        self.dir = Path(tempfile.mkdtemp(prefix="mauth-pg-"))  # directly under /tmp: short socket path
+        self.dir = Path(tempfile.mkdtemp(prefix="mauth-pg-", dir=base))  # default directly under /tmp: a short path
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
         self.started = False
@@ -108,9 +111,9 @@ class PostgresServer:
 
 
 @contextmanager
-def running() -> Iterator[PostgresServer]:
+def running(base: str | os.PathLike[str] | None = None) -> Iterator[PostgresServer]:
     """A server for the time of the block, stopped and removed afterwards whatever happened."""
-    server = PostgresServer()
+    server = PostgresServer(base)
     try:
         server.start()
         yield server
