@@ -199,7 +199,9 @@ def _m(request: web.Request):
 
 
 async def health(request: web.Request) -> web.Response:
-    return _json({"ok": True})
+    # "standby" on an instance that forwards commands to the leader (mauthserver/standby.py): a load
+    # balancer or a check may prefer the leader, though either answers every request.
+    return _json({"ok": True, "role": "standby" if request.app[ROLE].forwarder is not None else "leader"})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -37,10 +37,14 @@ names its holder and term and has not expired (`Store.fence`), so a leader
 that was paused past its deadline (SIGSTOP, a long GC, a suspended VM)
 cannot commit anything when it wakes up.
 
+The election runs on a thread of its own with its own connection; a second
+thread declares the lease lost at its deadline even while the first is stuck
+in a query (a frozen network keeps TCP quiet, so no timeout fires).
+
 Bounds (defaults, `--lease 3`): a dead leader's lease runs out at most 3 s
 after its last renewal; a standby tries every 1 s, so it leads at most
 about 4 s after the leader's last renewal, then re-reads the desired state
-and reconciles every router. The thread here does only database work; the
+and reconciles every router. The threads here do only database work; the
 daemon is told of changes through the callbacks, which it runs on its event
 loop.
 """

@@ -40,8 +40,12 @@ _SESSION_PARAM = [{"name": "id", "in": "path", "required": True,
                    "schema": {"type": "string"}, "description": "session id, or a unique prefix of 4+ characters"}]
 
 PATHS: dict[str, dict] = {
-    "/health": {"get": {"summary": "Liveness (no token needed)", "security": [],
-                        "responses": {"200": _ok("alive", {"type": "object"})}}},
+    "/health": {"get": {"summary": "Liveness and role (no token needed)", "security": [],
+                        "responses": {"200": _ok("alive; `role` is \"leader\", or \"standby\" on an instance that "
+                                                 "forwards commands to the leader of a shared PostgreSQL database",
+                                                 {"type": "object", "properties": {
+                                                     "ok": {"type": "boolean"},
+                                                     "role": {"enum": ["leader", "standby"]}}})}}},
     "/openapi.json": {"get": {"summary": "This description (no token needed)", "security": [],
                               "responses": {"200": _ok("OpenAPI document", {"type": "object"})}}},
     "/rules": {
@@ -263,7 +267,11 @@ def spec() -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "mauthserver client API", "version": "1",
-                 "description": "Multicast sender authorization: sessions, rules and routers."},
+                 "description": "Multicast sender authorization: sessions, rules and routers. On a standby of a "
+                                "shared PostgreSQL database (docs/operations.md), commands and the reads of "
+                                "/traffic, /routers and /stats are forwarded to the leader, whose answer comes "
+                                "back with an X-Mauth-Leader header; when no leader can be reached the answer is "
+                                "503 with code \"no-leader\" and the command was not carried out."},
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -254,3 +254,48 @@ def test_rule_events_carry_each_routers_state_as_the_server_decides_it(tmp_path)
         assert changed["state"] == "pending" and changed["previous"]["pps"] == 0 and changed["rule"]["pps"] == 100
     finally:
         store.close()
+
+
+def test_a_standby_follows_the_store_the_leader_writes(env, tmp_path):
+    """follow_store: a standby's views (rules, mode, applied rules, sessions) re-read from the leader's store,
+    writing nothing. Both mediators share one store here, as two instances share one PostgreSQL database."""
+    from mauthcore.protocol.model import Mode
+
+    clock, make, stores = env
+    leader = make()
+    store = stores[0]
+    standby = Mediator(store, Directory(), EventBus(), [RouterCore("r1", "127.0.0.1", 7575)], clock=clock)
+    leader.add_rule("192.0.2.10", "232.1.1.1", 8, actor="t")
+    leader.add_rule("192.0.2.11", "232.1.1.2", 9, actor="t")
+    leader.set_mode(Mode.MONITOR, actor="t")
+    leader.on_sap_packet(ann(sdp(7, "seven")), ("198.51.100.2", 9875))
+    store.sync_routers([("r1", "127.0.0.1", 7575)], now=clock())
+    rule = leader.fleet.desired[next(iter(leader.fleet.desired))].rule
+    store.save_router("r1", epoch=1, state_id=2, mode="monitor", rule_count=1, last_contact=clock(), last_error=None,
+                      applied_put={rule.key: rule.terms}, now=clock())
+    commits = store.commits
+    standby.follow_store(Directory())
+    assert store.commits == commits  # nothing written
+    assert {str(k.group) for k in standby.fleet.desired} == {"232.1.1.1", "232.1.1.2"}
+    assert standby.fleet.mode is Mode.MONITOR
+    assert [s["name"] for s in standby.sessions_view()] == ["seven"]
+    states = {v["group"]: v["routers"]["r1"]["state"] for v in standby.rules_view()}
+    assert sorted(states.values()) == ["applied", "pending"]
+    # A removal and a change reach the standby's next reading as well.
+    leader.remove_rule("192.0.2.11", "232.1.1.2", actor="t")
+    leader.add_rule("192.0.2.10", "232.1.1.1", 12, replace=True, actor="t")
+    standby.follow_store(Directory())
+    assert [(str(k.group), r.rule.max_ttl) for k, r in standby.fleet.desired.items()] == [("232.1.1.1", 12)]
+
+
+def test_a_new_leader_reads_everything_again(env):
+    clock, make, stores = env
+    old = make()
+    old.add_rule("192.0.2.10", "232.1.1.1", 8, actor="t")
+    old.on_sap_packet(ann(sdp(7, "seven")), ("198.51.100.2", 9875))
+    new = Mediator(stores[0], Directory(), EventBus(), [], clock=clock)
+    old.add_rule("192.0.2.10", "232.1.1.3", 5, actor="t")  # written after the new one was made
+    new.lead(Directory(), [RouterCore("r1", "127.0.0.1", 7575)])
+    assert {str(k.group) for k in new.fleet.desired} == {"232.1.1.1", "232.1.1.3"}
+    assert [s["name"] for s in new.sessions_view()] == ["seven"]
+    assert set(new.fleet.routers) == {"r1"} and new.fleet.routers["r1"].pending(new.fleet.desired) == 2
