@@ -114,7 +114,7 @@ Default SAP groups: {", ".join(DEFAULT_SAP_GROUPS)}.
                    "name).")
 @click.option("--advertise", metavar="URL",
               help="The API URL other instances forward commands to while this one leads (default: http://"
-                   "--api, which must then not be a wildcard address).")
+                   "--api, or this host's name and the API port when --api is a wildcard address).")
 @click.option("--lease", type=click.FloatRange(1, 60), default=3.0, show_default=True, metavar="SECONDS",
               help="With a shared PostgreSQL database: how long a leader's lease lasts without renewal; a "
                    "standby takes over about SECONDS x 4/3 after the leader's last renewal.")

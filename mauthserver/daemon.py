@@ -22,6 +22,16 @@ SQLite calls run in the loop: they are short (a commit is well under a
 millisecond) and keeping them there keeps "committed, then acknowledged"
 trivially true.
 
+Roles: with SQLite the one instance leads from the start. With a shared
+PostgreSQL database (mauthserver/leader.py) an instance starts as a standby:
+it serves the API (reads from views it re-reads from the database as the
+leader's events arrive, mauthserver/relay.py; commands forwarded to the
+leader, mauthserver/standby.py), hears SAP without acting on it, and runs
+the election; once elected it fences the store with its term and runs
+`_lead`: the routers, the reconcilers, the router protocol and housekeeping,
+from the desired state read afresh. A leader that loses its lease exits
+(status 1) for the service manager to restart it as a standby.
+
 Start-up: open the store (refusing a database it does not understand),
 mirror the routers of the command line into it, rebuild the session
 directory from the stored announcements, bind every socket (any failure is
@@ -40,6 +50,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import time
 
 from aiohttp import web
@@ -193,10 +204,11 @@ class Daemon:
         else:
             assert self.store.conninfo is not None  # a PostgreSQL store has one
             advertise = o.advertise or parse_advertise(None, self._runner.addresses[0][:2])
-            if advertise is None:
-                raise StartupError("with a shared PostgreSQL database the API address must be one other instances"
-                                   f" can reach: --api {o.api[0]} is a wildcard, so give --advertise"
-                                   " http://HOST:PORT")
+            if advertise is None:  # a wildcard API address: this host's name, which the others may resolve
+                advertise = f"http://{socket.gethostname()}:{self._runner.addresses[0][1]}"
+                log.warning("--api %s is a wildcard address: standbys will forward commands to %s while this"
+                            " instance leads; give --advertise if they cannot reach it by that name", o.api[0],
+                            advertise)
             self.leadership = Leadership(
                 self.store.conninfo, holder_id(o.instance), advertise, lease=o.lease,
                 on_elected=lambda term: loop.call_soon_threadsafe(self._on_elected, term),
