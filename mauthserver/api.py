@@ -57,7 +57,7 @@ from mauthcore.protocol.model import Mode
 from . import core
 from .denied import DeniedTracker, DeniedWatch
 from .openapi import spec
-from .store import NotLeader
+from .store import NotLeader, StoreError
 
 if TYPE_CHECKING:
     from .fanout import FanOut
@@ -132,6 +132,15 @@ async def _guard(request: web.Request, handler):
     except NotLeader as exc:  # the lease ran out under this command: nothing was committed
         counters["refused"] += 1
         return _error(503, "no-leader", f"{exc}; the command was not carried out")
+    except StoreError as exc:  # the database went away (PostgreSQL; SQLite errors are bugs, see below)
+        counters["errors"] += 1
+        if request.method in ("GET", "HEAD"):  # a read: answer, and carry on
+            return _error(503, "database", f"{exc}; try again")
+        # A command whose transaction may or may not have committed: restart, and verify from the store.
+        log.error("%s %s: %s; stopping so that the service manager restarts us", request.method, request.path, exc)
+        request.app[ON_FATAL]()
+        return _error(503, "database", f"{exc}; the command may or may not have been carried out: check, then"
+                      " retry")
     except core.Refused as exc:
         counters["refused"] += 1
         return _error(exc.status, exc.code, exc.message, **exc.details)

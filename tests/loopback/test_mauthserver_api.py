@@ -307,3 +307,36 @@ def test_the_denied_watch_and_get_traffic_share_one_listing_on_one_session(tmp_p
         time.sleep(1.05)
         assert [d["reported"] for d in api.traffic()["routers"]["r1"]["denied"]] == [report.at]
         assert fleet.call(lambda: fleet.endpoints["r1"].core.session_count) == 1
+
+
+def test_a_lost_database_is_a_503_that_stops_only_for_a_command(mediator, monkeypatch):
+    """PostgreSQL gone: a read is answered 503 and the daemon carries on; a command, whose transaction may
+    or may not have committed, is answered 503 and the daemon stops to restart from what the store holds."""
+    from mauthserver.store import StoreError
+
+    def lost(*args, **kwargs):
+        raise StoreError("lost the connection to PostgreSQL at db/mauth: server closed the connection")
+
+    monkeypatch.setattr(mediator.store, "audit_log", lost)
+    monkeypatch.setattr(mediator.store, "commit", lost)
+
+    async def test(client, fatal):
+        r = await client.get("/api/v1/audit", headers=AUTH)
+        body = await r.json()
+        assert r.status == 503 and body["code"] == "database" and "try again" in body["error"]
+        assert not fatal
+        r = await client.post("/api/v1/rules", headers=AUTH,
+                              json={"source": "192.0.2.10", "group": "239.1.1.1", "max_ttl": 8})
+        body = await r.json()
+        assert r.status == 503 and "may or may not have been carried out" in body["error"]
+        assert fatal == [True]
+
+    serve(mediator, test)
+
+
+def test_health_names_the_role(mediator):
+    async def test(client, fatal):
+        r = await client.get("/api/v1/health")
+        assert await r.json() == {"ok": True, "role": "leader"}
+
+    serve(mediator, test)
