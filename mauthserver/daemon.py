@@ -216,7 +216,8 @@ class Daemon:
             self.relay = Listener(self.store.conninfo,
                                   lambda payload: loop.call_soon_threadsafe(self._on_relayed, payload))
             self.relay.start()
-            self.leadership.start()
+            # The first attempt before "ready": a standby then knows the leader it forwards to.
+            await loop.run_in_executor(None, self.leadership.start, o.lease)
         log.info("ready: API on %s:%d, %s, %d routers (%s), %d rules, %d sessions (at most %d), database %s",
                  o.api[0], o.api[1], "leader" if self.leading else "standby until elected (reads answered here,"
                  " commands forwarded to the leader)", len(o.routers),

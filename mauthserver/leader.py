@@ -126,6 +126,7 @@ class Leadership:
         self.counters = {"elections": 0, "renewals": 0, "renewal_failures": 0, "losses": 0, "db_errors": 0}
         self._stop = threading.Event()
         self._losing = threading.Lock()
+        self._tried = threading.Event()  # set after the first attempt, whatever it found
         self._thread: threading.Thread | None = None
 
     # -- what the daemon asks ----------------------------------------------------
@@ -148,10 +149,14 @@ class Leadership:
 
     # -- the thread ----------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, wait: float | None = None) -> None:
+        """Start the threads; with `wait`, return after the first attempt (at most `wait` seconds), so that
+        a standby knows whom to forward to before it serves."""
         self._thread = threading.Thread(target=self._run, name="leadership", daemon=True)
         self._thread.start()
         threading.Thread(target=self._watch, name="lease-deadline", daemon=True).start()
+        if wait is not None:
+            self._tried.wait(wait)
 
     def _watch(self) -> None:
         """Declare the lease lost at its deadline, even while the election thread is stuck in a query
@@ -211,6 +216,7 @@ class Leadership:
                     except Exception:
                         pass
                 conn = None
+            self._tried.set()
             if self.leading and self.clock() >= self.deadline:
                 self._lose(f"the lease of term {self.term} was not renewed in time")
                 break

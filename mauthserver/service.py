@@ -83,7 +83,8 @@ class Mediator:
     # =========================================================================
 
     def lead(self, directory: Directory, routers: Iterable[RouterCore]) -> None:
-        """Become the leader's mediator: desired state, routers and sessions as the store has them now.
+        """Become the leader's mediator: desired state, authorizations, routers and sessions as the store has
+        them now.
 
         Called once the lease is held and the store fenced with its term, so nothing written by a previous
         leader is missed: the desired state, each router's applied rules (given in `routers`) and the
@@ -92,6 +93,7 @@ class Mediator:
         self.fleet = Fleet(self.store.rules(), self.store.desired_mode())
         for router in routers:
             self.fleet.add_router(router)
+        self.authorizations = {a.session_id: a for a in self.store.authorizations()}
         self.directory = directory
         self._heard.clear()
         self._first_heard.clear()
@@ -111,6 +113,7 @@ class Mediator:
                     if self.fleet.desired.get(key) != r]
         self.fleet.apply(changes)
         self.fleet.mode = self.store.desired_mode()
+        self.authorizations = {a.session_id: a for a in self.store.authorizations()}
         applied = self.store.applied()
         for name, router in self.fleet.routers.items():
             router.applied = dict(applied.get(name, {}))

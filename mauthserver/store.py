@@ -86,6 +86,17 @@ SCHEMA_VERSION = 3
 APPLICATION_ID = 0x6D415554  # "mAUT"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
+_AUTHORIZATIONS = """CREATE TABLE authorizations (
+    session_id          TEXT PRIMARY KEY,
+    senders             TEXT NOT NULL,
+    max_ttl             INTEGER,
+    expire_with_session INTEGER NOT NULL,
+    follow              INTEGER NOT NULL,
+    actor               TEXT NOT NULL,
+    created             REAL NOT NULL,
+    updated             REAL NOT NULL
+)"""
+
 _SCHEMA = """
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -137,16 +148,7 @@ CREATE TABLE sessions (
     last_heard  REAL NOT NULL,
     expires     REAL NOT NULL
 );
-CREATE TABLE authorizations (
-    session_id          TEXT PRIMARY KEY,
-    senders             TEXT NOT NULL,
-    max_ttl             INTEGER,
-    expire_with_session INTEGER NOT NULL,
-    follow              INTEGER NOT NULL,
-    actor               TEXT NOT NULL,
-    created             REAL NOT NULL,
-    updated             REAL NOT NULL
-);
+""" + _AUTHORIZATIONS + """;
 CREATE TABLE audit (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     at     REAL NOT NULL,
@@ -162,16 +164,7 @@ _UPGRADES = {
         "ALTER TABLE rules ADD COLUMN bps INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE applied ADD COLUMN pps INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE applied ADD COLUMN bps INTEGER NOT NULL DEFAULT 0"),
-    2: ("""CREATE TABLE authorizations (
-    session_id          TEXT PRIMARY KEY,
-    senders             TEXT NOT NULL,
-    max_ttl             INTEGER,
-    expire_with_session INTEGER NOT NULL,
-    follow              INTEGER NOT NULL,
-    actor               TEXT NOT NULL,
-    created             REAL NOT NULL,
-    updated             REAL NOT NULL
-)""",),
+    2: (_AUTHORIZATIONS,),
 }
 
 

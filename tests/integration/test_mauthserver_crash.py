@@ -13,19 +13,24 @@ namespace's loopback only.
 
 from __future__ import annotations
 
-import ipaddress
-import random
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from lab.netns import inside, patience
+from lab.netns import patience
 from lab.topology import Lab, Route
-from mauthclient.api import ApiError, Unreachable
-from tests.integration.mauthserver_lab import MauthserverProc, MusersdProc, announce, make_secrets
+from tests.integration.mauthserver_lab import (
+    CommandClient,
+    MauthserverProc,
+    MusersdProc,
+    announce,
+    command_key,
+    commands,
+    expected,
+    make_secrets,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -44,81 +49,10 @@ def fleet(pin_dir):
         yield lab, musersd, server
 
 
-def _key(i: int) -> tuple[str, str]:
-    """1,000 distinct (source, group) pairs."""
-    return f"192.0.2.{10 + i % 3}", str(ipaddress.IPv4Address("239.2.0.1") + i)
-
-
-def _commands(n: int, seed: int = 7) -> list[tuple]:
-    """Mostly adds, with removals of earlier adds mixed in."""
-    rng = random.Random(seed)
-    cmds, live = [], []
-    i = 0
-    while len(cmds) < n:
-        if live and rng.random() < 0.15:
-            key = live.pop(rng.randrange(len(live)))
-            cmds.append(("del", *key))
-        else:
-            key = _key(i)
-            i += 1
-            cmds.append(("add", *key, 1 + i % 64))
-            live.append(key)
-    return cmds
-
-
-class Client(threading.Thread):
-    """Sends the commands in order from inside the router namespace; retries one the crash interrupted."""
-
-    def __init__(self, server: MauthserverProc, cmds: list[tuple]) -> None:
-        super().__init__(daemon=True)
-        self.server, self.cmds = server, cmds
-        self.acked: list[tuple] = []
-        self.interrupted = 0
-        self.error: BaseException | None = None
-        self.deadline = time.monotonic() + 180
-
-    def run(self) -> None:
-        try:
-            with inside(self.server.lab.router.ns):
-                api = self.server.api()
-                for cmd in self.cmds:
-                    while True:
-                        if time.monotonic() > self.deadline:
-                            raise TimeoutError("the commands took too long")
-                        try:
-                            if cmd[0] == "add":
-                                api.add_rule(cmd[1], cmd[2], cmd[3])
-                            else:
-                                try:
-                                    api.remove_rule(cmd[1], cmd[2])
-                                except ApiError as exc:
-                                    if exc.status != 404:
-                                        raise
-                                    # 404 only after a crash: the first attempt was committed before it
-                                    assert self.interrupted, exc.message
-                            self.acked.append(cmd)
-                            break
-                        except Unreachable:
-                            self.interrupted += 1
-                            time.sleep(0.05)  # the server is down: the client's retry pace (not a wait)
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-
-
-def _expected(cmds: list[tuple]) -> dict[tuple[str, str], int]:
-    state: dict[tuple[str, str], int] = {}
-    for cmd in cmds:
-        if cmd[0] == "add":
-            state[(cmd[1], cmd[2])] = cmd[3]
-        else:
-            state.pop((cmd[1], cmd[2]), None)
-    return state
-
-
 def test_kill9_mauthserver_during_1000_commands(fleet):
     lab, musersd, server = fleet
-    cmds = _commands(1000)
-    client = Client(server, cmds)
+    cmds = commands(1000)
+    client = CommandClient([server], cmds)
     client.start()
     wait_until(lambda: len(client.acked) >= 400 or not client.is_alive(), patience(120),
                "400 commands acknowledged", interval=0.005)
@@ -132,7 +66,7 @@ def test_kill9_mauthserver_during_1000_commands(fleet):
     assert client.interrupted >= 1
     assert client.acked == cmds  # every command was acknowledged exactly once, in order
 
-    want = _expected(cmds)
+    want = expected(cmds)
     rules = server.converged(timeout=120)
     assert {(r["source"], r["group"]): r["max_ttl"] for r in rules} == want
     assert all(r["routers"]["r1"]["state"] == "applied" for r in rules)
@@ -145,7 +79,7 @@ def test_router_restarted_empty_reconverges_by_itself(fleet, pin_dir):
     lab, musersd, server = fleet
     want = {}
     for i in range(40):
-        src, grp = _key(i)
+        src, grp = command_key(i)
         server.call("add_rule", src, grp, 8)
         want[(src, grp)] = 8
     server.call("add_rule", AUTH, GROUP, 8)

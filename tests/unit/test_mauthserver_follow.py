@@ -13,16 +13,14 @@ from mauthcore.events import EventKind
 from mauthcore.rules import Rule
 from mauthserver import core
 from mauthserver.core import Authorization, Delete, DesiredRule, FlowView, Put, SessionView
-from mauthserver.events import EventBus
 from mauthserver.service import Mediator
-from mauthserver.store import SCHEMA_VERSION, Store
-from sap.directory import Directory
+from mauthserver.store import SCHEMA_VERSION
 from sap.sap import announcement, deletion, encode, make_msg_id_hash
 from sap.sdp import deletion_payload, parse_sdp
+from tests.support.mediators import mediator_env
 
 ip = ipaddress.ip_address
 T = 1000.0
-T0 = 1_700_000_000.0
 SAP_PEER = ("198.51.100.2", 9875)
 
 # =============================================================================
@@ -164,27 +162,10 @@ def dele(payload: bytes) -> bytes:
                            msg_id_hash=make_msg_id_hash(payload)))
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def env(tmp_path):
-    clock = Clock(T0)
-    stores: list[Store] = []
-
-    def mediator(**directory) -> Mediator:
-        store = Store.open(tmp_path / "m.db", now=clock())
-        stores.append(store)
-        return Mediator(store, Directory(**directory), EventBus(), [], clock=clock)
-
-    yield clock, mediator, stores
-    for s in stores:
-        s.close()
+    with mediator_env(tmp_path) as e:
+        yield e
 
 
 def rules_of(m: Mediator) -> dict[tuple[str, str], tuple[int, str | None, bool]]:

@@ -13,8 +13,8 @@ from mauthserver.store import Store
 from sap.directory import Directory
 from sap.sap import announcement, deletion, encode, make_msg_id_hash
 from sap.sdp import deletion_payload, parse_sdp, unix_to_ntp
+from tests.support.mediators import T0, Clock, mediator_env
 
-T0 = 1_700_000_000.0
 HOUR = 3600.0
 
 
@@ -33,27 +33,10 @@ def dele(payload: bytes) -> bytes:
                            msg_id_hash=make_msg_id_hash(payload)))
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def env(tmp_path):
-    clock = Clock(T0)
-    stores = []
-
-    def mediator(**directory) -> Mediator:
-        store = Store.open(tmp_path / "m.db", now=clock())
-        stores.append(store)
-        return Mediator(store, Directory(**directory), EventBus(), [], clock=clock)
-
-    yield clock, mediator, stores
-    for s in stores:
-        s.close()
+    with mediator_env(tmp_path) as e:
+        yield e
 
 
 def test_timeout_removes_the_session_and_its_expiring_rules(env):
@@ -292,10 +275,13 @@ def test_a_new_leader_reads_everything_again(env):
     clock, make, stores = env
     old = make()
     old.add_rule("192.0.2.10", "232.1.1.1", 8, actor="t")
-    old.on_sap_packet(ann(sdp(7, "seven")), ("198.51.100.2", 9875))
+    old.on_sap_packet(ann(sdp(7, "seven", group="232.1.1.7/16")), ("198.51.100.2", 9875))
     new = Mediator(stores[0], Directory(), EventBus(), [], clock=clock)
     old.add_rule("192.0.2.10", "232.1.1.3", 5, actor="t")  # written after the new one was made
+    (session,) = old.directory.sessions()
+    old.authorize(session.id, actor="t")  # so is this authorization, which the new leader must follow
     new.lead(Directory(), [RouterCore("r1", "127.0.0.1", 7575)])
-    assert {str(k.group) for k in new.fleet.desired} == {"232.1.1.1", "232.1.1.3"}
+    assert set(new.authorizations) == {session.id}
+    assert {str(k.group) for k in new.fleet.desired} == {"232.1.1.1", "232.1.1.3", "232.1.1.7"}
     assert [s["name"] for s in new.sessions_view()] == ["seven"]
-    assert set(new.fleet.routers) == {"r1"} and new.fleet.routers["r1"].pending(new.fleet.desired) == 2
+    assert set(new.fleet.routers) == {"r1"} and new.fleet.routers["r1"].pending(new.fleet.desired) == 3
