@@ -320,3 +320,27 @@ def test_manual_pages_are_clean_roff_and_complete():
     for command in (n for n, c in mauthctl_main.commands.items() if not c.hidden):
         assert f".SS {command.replace('-', chr(92) + '-')}\n" in mauthctl_page, command
     assert "\\-\\-detach\\-on\\-exit" in (REPO / "docs/man/musersd.1").read_text()
+
+
+def test_the_postgresql_drop_in_runs_a_command_line_mauthserver_accepts(staged, tmp_path):
+    """systemd/mauthserver-postgresql.conf (docs/operations.md): its ExecStart= replaces the unit's, and
+    the line it makes with a filled-in environment parses as mauthserver's own command line; systemd
+    accepts the unit with the drop-in."""
+    text = (REPO / "systemd/mauthserver-postgresql.conf").read_text()
+    starts = [v for k, v in directives(text) if k == "ExecStart"]
+    assert starts[0] == "" and len(starts) == 2  # the unit's ExecStart= is reset, then replaced
+    env = {"MAUTHSERVER_DB": "postgresql://mauth@db.example.net/mauth", "MAUTHSERVER_API": "0.0.0.0:7580",
+           "MAUTHSERVER_OPTS": "--advertise http://ctl-a.example.net:7580 --instance ctl-a"
+                               " --router r1=192.0.2.1:7575"}
+    argv = expand(starts[1], env)
+    assert argv[0] == f"{PREFIX}/bin/mauthserver"
+    params = DAEMONS["mauthserver"].make_context("mauthserver", argv[1:]).params
+    assert params["db"] == env["MAUTHSERVER_DB"] and params["db_password_file"] == "/run/mauthserver/db.password"
+    assert params["advertise"] == "http://ctl-a.example.net:7580" and params["instance"] == "ctl-a"
+    units = tmp_path / "units"
+    (units / "mauthserver.service.d").mkdir(parents=True)
+    shipped = unit_text(staged, "mauthserver.service").replace(f"{PREFIX}/", f"{staged}{PREFIX}/")
+    (units / "mauthserver.service").write_text(shipped)
+    (units / "mauthserver.service.d/postgresql.conf").write_text(text.replace(f"{PREFIX}/", f"{staged}{PREFIX}/"))
+    out = verify_in(units, "mauthserver.service")
+    assert "postgresql.conf" not in out, out
