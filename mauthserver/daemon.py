@@ -46,6 +46,7 @@ it (docs/design.md: fail closed, never limp on in an unknown state).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import random
@@ -78,6 +79,7 @@ from .store import PRUNE_BATCH, Store, StoreError, open_store
 log = logging.getLogger("mauthserver")
 
 HOUSEKEEPING = 30.0  # seconds between last-heard flushes and interface rescans
+BIND_PATIENCE = 10.0  # seconds a new leader waits for the router protocol's port to be free
 FOLLOW_DELAY = 0.1  # a standby re-reads its views at most this often while the leader's events arrive
 AUDIT_PRUNE_INTERVAL = 3600.0  # seconds between audit retention passes
 AUDIT_PRUNE_AGAIN = 1.0  # seconds before the next pass when the batch bound cut one short
@@ -264,12 +266,21 @@ class Daemon:
         if o.listen is not None:
             host, port = o.listen
             fleet_server = self.fleet_server = FleetServer(self.mediator, self.keys, legacy_checker(o.legacy_allow))
-            try:
-                self._fleet_transport, _ = await loop.create_datagram_endpoint(
-                    lambda: fleet_server, local_addr=(host, port))
-            except OSError as exc:
-                raise StartupError(f"cannot listen for the router protocol on {host}:{port}:"
-                                   f" {exc.strerror or exc}") from None
+            # A new leader on the host of the previous one may find the port still held for a moment by
+            # that leader on its way out (it stopped sending at its deadline and is exiting): try again
+            # for a few seconds before giving up.
+            patience = time.monotonic() + (BIND_PATIENCE if self.leadership is not None else 0.0)
+            while True:
+                try:
+                    self._fleet_transport, _ = await loop.create_datagram_endpoint(
+                        lambda: fleet_server, local_addr=(host, port))
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE and time.monotonic() < patience:
+                        await asyncio.sleep(0.2)
+                        continue
+                    raise StartupError(f"cannot listen for the router protocol on {host}:{port}:"
+                                       f" {exc.strerror or exc}") from None
         if self.leadership is not None:
             term = self.leadership.term
             self.mediator.bus.hooks.append(

@@ -2,7 +2,8 @@
 
 The lab: a real PostgreSQL server (Debian's, tests/support/postgres.py, on a
 Unix socket in a temporary directory), two mauthservers in the router
-namespace (APIs on 127.0.0.1:7580 and :7581), and two real musersd routers
+namespace (APIs on 127.0.0.1:7580 and :7581; both given the same router
+protocol port, which only the leader binds), and two real musersd routers
 there, each guarding one sender LAN with the XDP filter. Everything is
 stopped and removed when a test ends, also when it fails.
 
@@ -64,7 +65,7 @@ class Pair:
         routers = {name: f"127.0.0.1:{port}" for name, port in PORTS.items()}
         self.servers = [
             MauthserverProc(lab, key, token, routers=routers, db=url, api_port=7580 + i, name=f"mauthserver-{n}",
-                            extra=["--instance", n, "--lease", f"{LEASE:g}", "--listen", "off", "--no-sap"])
+                            extra=["--instance", n, "--lease", f"{LEASE:g}", "--no-sap"])
             for i, n in enumerate("ab")]
 
     def leader(self) -> MauthserverProc:
