@@ -230,6 +230,8 @@ def test_server_mode_shows_reasons_of_a_newer_router(server):
 
 def test_server_mode_events_follow_the_stream(server):
     fleet, opts = server
+    # The routers up first, so that their own router.changed events are not what the reader gets.
+    wait(lambda: all(r["state"] == "up" for r in fleet.call(fleet.mediator.routers_view)))
 
     # Once the events command listens, the rule is added: the event reaches it.
     errors = fleet.once_subscribed(fleet.mediator.add_rule, "192.0.2.10", "239.1.1.1", 8, actor="test")
