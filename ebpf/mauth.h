@@ -10,8 +10,13 @@
  * Map layout (version MAUTH_LAYOUT, pinned under <pin-dir>/v<MAUTH_LAYOUT>/;
  * a change of any struct or map bumps it, so pins of another layout are
  * never reused: layout 3 added the prefix tries, rates and cfg.prefixes;
- * layout 4 the IPv6 maps and 32-byte IPv4 denied entries.
- * Upgrading a router from an older layout: the new musersd finds no pins,
+ * layout 4 the IPv6 maps and 32-byte IPv4 denied entries; layout 5 the
+ * bindings map and the reasons wrong_iif, rpf_fail and wrong_mac.
+ * Layout 5 changes no map of layout 4, so musersd adopts layout-4 pins:
+ * it pins the same maps under v5/ as well, creates bindings, loads the new
+ * program and attaches it in place of the old one, then unpins v4/
+ * (musersd/xdp_loader.py); rules, counters, mode and state id are kept.
+ * Upgrading a router from a layout older than 4: the new musersd finds no pins,
  * creates empty maps with a new state id, loads its rule file and attaches
  * the new program in place of the old one in one netlink operation;
  * mauthserver sees the new state id at its next contact and re-installs
@@ -26,6 +31,9 @@
  *   rules6, src_prefix6, grp_prefix6   the same for IPv6 (128-bit addresses,
  *                                    prefix lengths 128 + len in the tries)
  *   rates       HASH slot->bucket    token buckets of rate-limited rules
+ *   bindings    ARRAY[slot]          where a bound rule's sender may be: ingress
+ *                                    interface, reverse path, source MAC, or the
+ *                                    first (interface, MAC) seen (learned)
  *   stats       PERCPU_ARRAY[slot]   packets, bytes, last seen per rule
  *   reasons     PERCPU_ARRAY[reason] packets, bytes per verdict reason
  *   denied4     PERCPU_ARRAY[set]    who tried to send without authorization:
@@ -98,7 +106,7 @@
 #ifndef MAUTH_H
 #define MAUTH_H
 
-#define MAUTH_LAYOUT 4
+#define MAUTH_LAYOUT 5
 
 /* Verdict reasons: indexes into the reasons map. Keep in sync with
  * musersd/maps.py REASONS (a test checks the names and values). */
@@ -119,6 +127,12 @@
 #define MAUTH_R_SAP_LOCAL    10  /* SAP from an unauthorized announcer: TTL set
                                   * to 1, so the router hears it but never
                                   * forwards it */
+#define MAUTH_R_WRONG_IIF    11  /* bound rule: another ingress interface than
+                                  * its own or the one it learned */
+#define MAUTH_R_RPF_FAIL     12  /* bound rule: the source does not route back
+                                  * through the ingress interface */
+#define MAUTH_R_WRONG_MAC    13  /* bound rule: another source MAC than its own
+                                  * or the one it learned */
 #define MAUTH_R_MAX          16
 
 #define MAUTH_MODE_ENFORCE 0  /* the zero value: fresh maps fail closed */
@@ -126,6 +140,7 @@
 
 /* struct mauth_rule.flags */
 #define MAUTH_RULE_F_RATE  0x01  /* the rule has an entry in rates */
+#define MAUTH_RULE_F_BIND  0x02  /* the rule's entry in bindings holds */
 
 /* struct mauth_cfg.prefixes: which prefix tries hold at least one rule */
 #define MAUTH_CFG_SRC_PREFIXES  0x01
@@ -196,6 +211,38 @@ struct mauth_rate {
     __u64 bit_burst;   /* size of the bit bucket, in tokens */
     __u64 pkt_fill;    /* ns an empty packet bucket takes to fill */
     __u64 bit_fill;    /* ns an empty bit bucket takes to fill */
+};
+
+/* Bindings (MAUTH_RULE_F_BIND; a rule without it pays one test of the flags
+ * byte it has already loaded, as for rate limits). Checked after the rule is
+ * found and before its TTL and rate, in this order, each only if its flag is
+ * set: the ingress interface, the source MAC, the reverse path (a
+ * bpf_fib_lookup() of the source from the ingress interface must leave by
+ * it; the interface needs forwarding on, else every packet fails), then the
+ * learned pair. A packet that fails a check is dropped before it can spend
+ * the rule's tokens or pin its pair. Learning: the first packet that gets
+ * there pins (ingress ifindex, source MAC) under the lock, so two CPUs
+ * cannot pin two pairs; afterwards a packet from another interface or MAC is
+ * dropped and counted in `moved`, which user space reads ("the sender
+ * moved") and clears with the pair to re-arm (BPF_F_LOCK writes). Prefix
+ * rules take IFACE and RPF only (user space refuses MAC and LEARN on them).
+ * An entry is indexed by the rule's slot; user space writes it before it
+ * sets the flag, and a slot's old entry is never read without the flag. */
+#define MAUTH_BIND_IFACE 0x01
+#define MAUTH_BIND_RPF   0x02
+#define MAUTH_BIND_MAC   0x04
+#define MAUTH_BIND_LEARN 0x08
+
+struct mauth_binding {
+    struct bpf_spin_lock lock;  /* guards learned, learned_*, moved */
+    __u32 ifindex;              /* MAUTH_BIND_IFACE */
+    __u8  mac[6];               /* MAUTH_BIND_MAC */
+    __u8  flags;                /* MAUTH_BIND_* */
+    __u8  learned;              /* 1: learned_ifindex and learned_mac hold */
+    __u32 learned_ifindex;
+    __u8  learned_mac[6];
+    __u16 _pad;
+    __u64 moved;                /* packets dropped for not matching the pair */
 };
 
 struct mauth_stats {

@@ -34,6 +34,11 @@
  *     the rule for (source, group): exact, else longest source prefix
  *       for the group, else longest group prefix for the source (mauth.h)
  *     no rule .................................... DROP, "unauthorized"
+ *     rule bound (mauth.h, "Bindings"): another ingress interface
+ *       ........................................... DROP, "wrong_iif"
+ *       another source MAC ........................ DROP, "wrong_mac"
+ *       source not routed back via the interface .. DROP, "rpf_fail"
+ *       learned pair, another interface (MAC) ..... DROP, "wrong_iif" ("wrong_mac")
  *     TTL > rule's max TTL ....................... DROP, "ttl"
  *     rule rate-limited, packet over its rate .... DROP, "rate"
  *       except SAP (UDP to port 9875 on a SAP group, unfragmented) from
@@ -58,7 +63,7 @@
  *       ........................................... pass, "mld"
  *       (MLDv1 reports go to the group; hop limit 1 is never forwarded)
  *     the rule for (source, group), exactly as for IPv4: unauthorized,
- *     hop limit above max TTL, rate ............... DROP
+ *     bindings, hop limit above max TTL, rate ............... DROP
  *       except SAP (UDP 9875 to an IPv6 SAP group, not a fragment):
  *       hop limit set to 1 (no header checksum in IPv6) pass, "sap_local"
  *     otherwise .................................. pass, "passed"
@@ -79,7 +84,8 @@
  * inlined array lookups, no atomics, and no helper call except once per
  * timer tick per CPU. Prefix rules add trie lookups to packets that miss the
  * exact table; rate limits add a hash lookup and a spin lock to packets of
- * rate-limited rules only.
+ * rate-limited rules only; bindings an inlined array lookup and compares (a
+ * FIB lookup for rpf, a spin lock for learn) to packets of bound rules only.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -208,6 +214,13 @@ struct {
     __uint(max_entries, 1);
     __uint(map_flags, BPF_F_NO_PREALLOC);
 } mauth_rates SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __type(key, __u32);
+    __type(value, struct mauth_binding);
+    __uint(max_entries, 1);
+} mauth_bindings SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -541,14 +554,96 @@ static __always_inline int mauth_within_rate(u32 slot, u64 len)
     return ok;
 }
 
+#define MAUTH_AF_INET   2
+#define MAUTH_AF_INET6 10
+
+/* Whether `src` (one word for IPv4, four for IPv6) routes back through the
+ * interface the packet came in on: the FIB's answer for it, looked up as a
+ * packet arriving there, leaves by that interface. A route whose neighbour
+ * is not resolved yet still names its interface (NO_NEIGH); every other
+ * failure (no route, blackhole, forwarding off) fails the check. tot_len 0:
+ * no MTU check. */
+static __always_inline int mauth_rpf(struct xdp_md *ctx, const __be32 *src, int v6)
+{
+    struct bpf_fib_lookup fib = {};
+    u32 iif = ctx->ingress_ifindex;
+    long rc;
+
+    fib.ifindex = iif;
+    if (v6) {
+        fib.family = MAUTH_AF_INET6;
+        __builtin_memcpy(fib.ipv6_dst, src, 16);
+    } else {
+        fib.family = MAUTH_AF_INET;
+        fib.ipv4_dst = src[0];
+    }
+    rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+    return (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) && fib.ifindex == iif;
+}
+
+/* The check of a bound rule's binding (mauth.h, "Bindings"): MAUTH_R_PASSED
+ * or the reason to drop. The frame's source MAC comes as a word and a
+ * half-word. A missing entry (never: an array) fails closed. */
+static __always_inline u32 mauth_bound(struct xdp_md *ctx, u32 slot, u32 mac_hi, u16 mac_lo,
+                                       const __be32 *src, int v6)
+{
+    struct mauth_binding *b = bpf_map_lookup_elem(&mauth_bindings, &slot);
+    u32 iif = ctx->ingress_ifindex, reason = MAUTH_R_PASSED;
+    u8 flags;
+
+    if (!b)
+        return MAUTH_R_WRONG_IIF;
+    flags = b->flags;
+    if ((flags & MAUTH_BIND_IFACE) && b->ifindex != iif)
+        return MAUTH_R_WRONG_IIF;
+    if ((flags & MAUTH_BIND_MAC) &&
+        (*(u32 *)&b->mac[0] != mac_hi || *(u16 *)&b->mac[4] != mac_lo))
+        return MAUTH_R_WRONG_MAC;
+    if ((flags & MAUTH_BIND_RPF) && !mauth_rpf(ctx, src, v6))
+        return MAUTH_R_RPF_FAIL;
+    if (flags & MAUTH_BIND_LEARN) {
+        bpf_spin_lock(&b->lock);
+        if (!b->learned) {
+            b->learned_ifindex = iif;
+            *(u32 *)&b->learned_mac[0] = mac_hi;
+            *(u16 *)&b->learned_mac[4] = mac_lo;
+            b->learned = 1;
+        } else if (b->learned_ifindex != iif) {
+            reason = MAUTH_R_WRONG_IIF;
+        } else if (*(u32 *)&b->learned_mac[0] != mac_hi || *(u16 *)&b->learned_mac[4] != mac_lo) {
+            reason = MAUTH_R_WRONG_MAC;
+        }
+        if (reason != MAUTH_R_PASSED)
+            b->moved += 1;
+        bpf_spin_unlock(&b->lock);
+    }
+    return reason;
+}
+
+/* Where a packet came from, for a bound rule's check: the XDP context, the
+ * frame's source MAC and the source address (four words for IPv6). */
+struct mauth_origin {
+    struct xdp_md *ctx;
+    u32 mac_hi;
+    u16 mac_lo;
+    const __be32 *src;
+    int v6;
+};
+
 /* The verdict on a packet of `len` bytes with TTL (hop limit) `ttl` that
  * falls under `rule`: MAUTH_R_PASSED, after counting it against the rule,
  * or the reason to drop it. */
-static __always_inline u32 mauth_rule_verdict(struct mauth_rule *rule, u8 ttl, u64 len)
+static __always_inline u32 mauth_rule_verdict(struct mauth_rule *rule, u8 ttl, u64 len,
+                                              const struct mauth_origin *o)
 {
     struct mauth_stats *st;
-    u32 slot;
+    u32 slot, bound;
 
+    if (rule->flags & MAUTH_RULE_F_BIND) {
+        bound = mauth_bound(o->ctx, rule->slot, o->mac_hi, o->mac_lo, o->src, o->v6);
+        if (bound != MAUTH_R_PASSED)
+            return bound;
+    }
     if (ttl > rule->max_ttl)
         return MAUTH_R_TTL;
     if ((rule->flags & MAUTH_RULE_F_RATE) && !mauth_within_rate(rule->slot, len))
@@ -575,7 +670,8 @@ static __always_inline int mauth_ipv6_ext(u8 nexthdr)
      (w)[2] == mauth_opts.sap6[n][2] && (w)[3] == mauth_opts.sap6[n][3])
 
 /* The IPv6 half of the policy (the table at the top of this file). */
-static __always_inline int mauth_ipv6(void *l3, void *data_end, u64 len)
+static __always_inline int mauth_ipv6(struct xdp_md *ctx, struct ethhdr *eth, void *l3, void *data_end,
+                                      u64 len)
 {
     struct ipv6hdr *ip6 = l3;
     struct mauth_key6 key;
@@ -658,7 +754,16 @@ walked:
         if (cfg && (cfg->prefixes & (MAUTH_CFG_SRC_PREFIXES6 | MAUTH_CFG_GRP_PREFIXES6)))
             rule = mauth_prefix_rule6(&key, cfg->prefixes);
     }
-    reason = rule ? mauth_rule_verdict(rule, ttl, len) : MAUTH_R_UNAUTHORIZED;
+    if (rule) {
+        struct mauth_origin o = {
+            .ctx = ctx, .mac_hi = *(u32 *)&eth->h_source[0], .mac_lo = *(u16 *)&eth->h_source[4],
+            .src = key.src, .v6 = 1,
+        };
+
+        reason = mauth_rule_verdict(rule, ttl, len, &o);
+    } else {
+        reason = MAUTH_R_UNAUTHORIZED;
+    }
     if (reason == MAUTH_R_PASSED)
         return mauth_count(MAUTH_R_PASSED, len);
 
@@ -682,7 +787,8 @@ malformed:
 
 
 /* The IPv4 half of the policy (the table at the top of this file). */
-static __always_inline int mauth_ipv4(void *l3, void *data_end, u64 len)
+static __always_inline int mauth_ipv4(struct xdp_md *ctx, struct ethhdr *eth, void *l3, void *data_end,
+                                      u64 len)
 {
     struct iphdr *ip = l3;
     struct mauth_key4 key = {};
@@ -723,7 +829,14 @@ static __always_inline int mauth_ipv4(void *l3, void *data_end, u64 len)
             goto deny;
         }
     }
-    reason = mauth_rule_verdict(rule, ttl, len);
+    {
+        struct mauth_origin o = {
+            .ctx = ctx, .mac_hi = *(u32 *)&eth->h_source[0], .mac_lo = *(u16 *)&eth->h_source[4],
+            .src = &key.src, .v6 = 0,
+        };
+
+        reason = mauth_rule_verdict(rule, ttl, len, &o);
+    }
     if (reason == MAUTH_R_PASSED)
         return mauth_count(MAUTH_R_PASSED, len);
     cfg = bpf_map_lookup_elem(&mauth_cfg, &zero);
@@ -765,9 +878,9 @@ int mauth_xdp(struct xdp_md *ctx)
     }
 
     if (proto == MAUTH_BE16(ETH_P_IP))
-        return mauth_ipv4(l3, data_end, len);
+        return mauth_ipv4(ctx, eth, l3, data_end, len);
     if (proto == MAUTH_BE16(ETH_P_IPV6))
-        return mauth_ipv6(l3, data_end, len);
+        return mauth_ipv6(ctx, eth, l3, data_end, len);
     return mauth_count(MAUTH_R_NOT_IP, len);
 }
 

@@ -306,8 +306,18 @@ class TestRun:
     data: bytes = b""  # the frame as the program left it
 
 
-def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1) -> TestRun:
-    """Run a loaded XDP program on one frame (`repeat` times) with BPF_PROG_TEST_RUN."""
+class XdpMd(ctypes.Structure):
+    # struct xdp_md (linux/bpf.h): the context a test run may pass in
+    _fields_ = [(n, ctypes.c_uint32) for n in
+                ("data", "data_end", "data_meta", "ingress_ifindex", "rx_queue_index", "egress_ifindex")]
+
+
+def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1, ingress_ifindex: int = 0) -> TestRun:
+    """Run a loaded XDP program on one frame (`repeat` times) with BPF_PROG_TEST_RUN.
+
+    `ingress_ifindex`: the interface the frame comes in on (ctx->ingress_ifindex), an interface of the calling
+    thread's network namespace; 0: none (the kernel then gives its loopback).
+    """
     if len(frame) < 14:
         raise ValueError("BPF_PROG_TEST_RUN needs at least an Ethernet header (14 bytes)")
     buf = ctypes.create_string_buffer(frame, len(frame))
@@ -319,5 +329,9 @@ def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1) -> TestRun:
     opts.data_out = ctypes.cast(out, ctypes.c_void_p)
     opts.data_size_out = len(out)
     opts.repeat = repeat
+    if ingress_ifindex:
+        ctx = XdpMd(data_end=len(frame), ingress_ifindex=ingress_ifindex)
+        opts.ctx_in = ctypes.cast(ctypes.byref(ctx), ctypes.c_void_p)
+        opts.ctx_size_in = ctypes.sizeof(ctx)
     _check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
     return TestRun(retval=opts.retval, duration_ns=opts.duration, data=out.raw[:opts.data_size_out])

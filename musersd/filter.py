@@ -14,6 +14,7 @@ rule or a key, the SAP groups, and the difference that `apply()` makes.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload
@@ -88,6 +89,97 @@ def as_key(key: RuleKey | Rule | tuple) -> RuleKey:
         return RuleKey.make(*key)
     except RuleError as exc:
         raise DataPlaneError(str(exc)) from None
+
+
+def parse_mac(mac: str | bytes) -> bytes:
+    """The six bytes of a unicast MAC written aa:bb:cc:dd:ee:ff (or with dashes); DataPlaneError if it is not one."""
+    if isinstance(mac, bytes):
+        raw = mac
+    else:
+        parts = str(mac).strip().replace("-", ":").split(":")
+        try:
+            if len(parts) != 6 or any(len(p) != 2 for p in parts):
+                raise ValueError(mac)
+            raw = bytes(int(p, 16) for p in parts)
+        except ValueError:
+            raise DataPlaneError(f"MAC address {mac!r} is not six hexadecimal bytes like 02:00:5e:10:00:01") from None
+    if len(raw) != 6:
+        raise DataPlaneError(f"MAC address {raw.hex()} is not six bytes long")
+    if raw[0] & 1:
+        raise DataPlaneError(f"MAC address {format_mac(raw)} is a multicast address, which no sender has")
+    if raw == bytes(6):
+        raise DataPlaneError("MAC address 00:00:00:00:00:00 names no sender")
+    return raw
+
+
+def format_mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Where the sender of a rule may be (ebpf/mauth.h, "Bindings"); every part is optional.
+
+    `ifindex`: the ingress interface its packets must come in on (0: any);
+    `rpf`: its source must route back through the ingress interface; `mac`:
+    the frame's source MAC must be this one; `learn`: the first packet pins
+    (ingress interface, source MAC) and later ones must match it. A prefix
+    rule takes `ifindex` and `rpf` only.
+    """
+
+    ifindex: int = 0
+    rpf: bool = False
+    mac: bytes | None = None
+    learn: bool = False
+
+    @classmethod
+    def make(cls, iface: str | int | None = None, *, rpf: bool = False, mac: str | bytes | None = None,
+             learn: bool = False) -> Binding:
+        """A Binding from an interface name or index, a MAC written as text, and the two switches."""
+        ifindex = 0
+        if isinstance(iface, int) and not isinstance(iface, bool):
+            if not 0 < iface < 1 << 32:
+                raise DataPlaneError(f"interface index {iface} is outside 1-{(1 << 32) - 1}")
+            ifindex = iface
+        elif iface is not None:
+            try:
+                ifindex = socket.if_nametoindex(str(iface))
+            except OSError:
+                raise DataPlaneError(f"interface {iface!r} does not exist") from None
+        return cls(ifindex, bool(rpf), None if mac is None else parse_mac(mac), bool(learn))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.ifindex or self.rpf or self.mac or self.learn)
+
+    @property
+    def flags(self) -> int:
+        """The MAUTH_BIND_* bits of this binding."""
+        return ((maps.BIND_IFACE if self.ifindex else 0) | (maps.BIND_RPF if self.rpf else 0)
+                | (maps.BIND_MAC if self.mac else 0) | (maps.BIND_LEARN if self.learn else 0))
+
+    def check_for(self, key: RuleKey) -> None:
+        """Refuse a binding the rule for `key` cannot take: a MAC, or learning one, for a whole prefix."""
+        if not key.is_exact and (self.mac or self.learn):
+            what = "a MAC address" if self.mac else "a learned MAC address"
+            raise DataPlaneError(f"the prefix rule {key} cannot be bound to {what}, since a subnet has no one MAC;"
+                                 " bind it to an interface or the reverse path instead")
+
+    def __str__(self) -> str:
+        parts = [f"iface {self.ifindex}"] if self.ifindex else []
+        parts += ["rpf"] if self.rpf else []
+        parts += [f"mac {format_mac(self.mac)}"] if self.mac else []
+        parts += ["learn"] if self.learn else []
+        return " ".join(parts) or "unbound"
+
+
+@dataclass(frozen=True)
+class BindingState:
+    """A rule's binding as the filter holds it: the binding, the pair it learned, and how often it moved."""
+
+    binding: Binding
+    learned: tuple[int, bytes] | None  # (ingress ifindex, source MAC) pinned by the first packet; None: not yet
+    moved: int  # packets dropped since learning for another interface or MAC than the learned pair
 
 
 K = TypeVar("K", bound=Hashable)

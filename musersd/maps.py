@@ -21,7 +21,12 @@ PROGRAM = EBPF_DIR / "mauth_xdp.c"
 # The program compiled once by scripts/build_bpf.sh; a wheel carries it as package data.
 OBJECT = Path(__file__).resolve().parent / "mauth_xdp.bpf.o"
 
-LAYOUT = 4
+LAYOUT = 5
+# Layouts whose pins this one adopts in place (musersd/xdp_loader.py): layout 5 only added the bindings map
+# and reasons that fit the reasons map, so every map of layout 4 keeps its shape.
+ADOPTABLE_LAYOUTS = (4,)
+# The maps (C names) each adoptable layout lacks: created empty when its pins are adopted.
+ADDED_SINCE = {4: frozenset({"mauth_bindings"})}
 
 # Verdict reasons, index -> name; mirrors MAUTH_R_* in mauth.h.
 REASONS: dict[int, str] = {
@@ -36,10 +41,14 @@ REASONS: dict[int, str] = {
     8: "rate",
     9: "igmp",
     10: "sap_local",
+    11: "wrong_iif",
+    12: "rpf_fail",
+    13: "wrong_mac",
 }
 REASON_IDS = {name: idx for idx, name in REASONS.items()}
 MAX_REASONS = 16
-DROP_REASONS = frozenset({"unauthorized", "ttl", "rate"})
+DROP_REASONS = frozenset({"unauthorized", "ttl", "rate", "wrong_iif", "rpf_fail", "wrong_mac"})
+BINDING_REASONS = ("wrong_iif", "rpf_fail", "wrong_mac")
 
 # RFC 2974 SAP groups whose announcements from senders without a rule reach
 # the router itself with their TTL set to 1 (never forwarded): the global
@@ -159,6 +168,29 @@ class Lpm6(_Lpm):
 
 
 RULE_F_RATE = 0x01  # MAUTH_RULE_F_RATE
+RULE_F_BIND = 0x02  # MAUTH_RULE_F_BIND
+
+# struct mauth_binding.flags (MAUTH_BIND_*)
+BIND_IFACE = 0x01
+BIND_RPF = 0x02
+BIND_MAC = 0x04
+BIND_LEARN = 0x08
+
+
+class BindingVal(ctypes.Structure):
+    """struct mauth_binding: where a bound rule's sender may be, and the pair it learned."""
+
+    _fields_ = [
+        ("lock", ctypes.c_uint32),  # struct bpf_spin_lock; the kernel never copies it out
+        ("ifindex", ctypes.c_uint32),
+        ("mac", ctypes.c_uint8 * 6),
+        ("flags", ctypes.c_uint8),
+        ("learned", ctypes.c_uint8),
+        ("learned_ifindex", ctypes.c_uint32),
+        ("learned_mac", ctypes.c_uint8 * 6),
+        ("_pad", ctypes.c_uint16),
+        ("moved", ctypes.c_uint64),
+    ]
 
 
 class RuleVal(ctypes.Structure):
@@ -300,6 +332,7 @@ MAPS = {
     "mauth_src_prefix6": ("src_prefix6", "lpm_trie", Lpm6, RuleVal, False),
     "mauth_grp_prefix6": ("grp_prefix6", "lpm_trie", Lpm6, RuleVal, False),
     "mauth_rates": ("rates", "hash", ctypes.c_uint32, Rate, False),
+    "mauth_bindings": ("bindings", "array", ctypes.c_uint32, BindingVal, False),
     "mauth_stats": ("stats", "percpu_array", ctypes.c_uint32, Stats, True),
     "mauth_reasons": ("reasons", "percpu_array", ctypes.c_uint32, Counter, True),
     "mauth_denied4": ("denied4", "percpu_array", ctypes.c_uint32, DeniedSet, True),

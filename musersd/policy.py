@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from mauthcore.protocol.model import Mode
 from mauthcore.rules import Rule
 
-from .maps import MIN_BIT_BURST, MIN_PKT_BURST, NSEC, SAP_GROUPS, SAP_PORT, bucket
+from .filter import Binding
+from .maps import DROP_REASONS, MIN_BIT_BURST, MIN_PKT_BURST, NSEC, SAP_GROUPS, SAP_PORT, bucket
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -81,7 +82,57 @@ class Verdict:
 
     @property
     def would_drop(self) -> bool:
-        return self.reason in ("unauthorized", "ttl", "rate")
+        return self.reason in DROP_REASONS
+
+
+class Bindings:
+    """The program's bindings map, for decide(): each bound rule's Binding, its learned pair and `moved`.
+
+    `routes(source)` is the ifindex the FIB sends `source` back through, or
+    None when it has no route (what bpf_fib_lookup() answers the program).
+    Like the program, learning happens whatever the mode: monitor mode only
+    stops the drop.
+    """
+
+    def __init__(self, table: Mapping[tuple[Side, Side], Binding],
+                 routes: Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], int | None] = lambda _: None):
+        self.table = dict(table)
+        self.routes = routes
+        self.learned: dict[tuple[Side, Side], tuple[int, bytes]] = {}
+        self.moved: dict[tuple[Side, Side], int] = {}
+
+    def clear_learned(self, key: tuple[Side, Side]) -> None:
+        """Re-arm a rule's learning (what DataPlane.clear_learned() does): no pair, nothing moved."""
+        self.learned.pop(key, None)
+        self.moved.pop(key, None)
+
+    def check(self, key: tuple[Side, Side], ifindex: int, mac: bytes, source) -> str:
+        """mauth_bound(): "passed" or the reason to drop a packet of the rule `key` (bound or not)."""
+        b = self.table.get(key)
+        if b is None or b.empty:
+            return "passed"
+        if b.ifindex and b.ifindex != ifindex:
+            return "wrong_iif"
+        if b.mac and b.mac != mac:
+            return "wrong_mac"
+        if b.rpf and self.routes(source) != ifindex:
+            return "rpf_fail"
+        if b.learn:
+            pinned = self.learned.setdefault(key, (ifindex, mac))
+            reason = "passed" if pinned == (ifindex, mac) else "wrong_iif" if pinned[0] != ifindex else "wrong_mac"
+            if reason != "passed":
+                self.moved[key] = self.moved.get(key, 0) + 1
+            return reason
+        return "passed"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a packet came from, as a bound rule's check sees it."""
+
+    bindings: Bindings
+    ifindex: int  # the ingress interface (xdp_md.ingress_ifindex)
+    mac: bytes  # the frame's source MAC
 
 
 def _pass(reason: str) -> Verdict:
@@ -114,12 +165,14 @@ def find_rule(rules: RuleMapping, source, group) -> tuple[tuple[Side, Side], int
 
 def decide(frame: bytes, rules: RuleMapping, mode: Mode = Mode.ENFORCE,
            sap_groups: tuple[str, ...] = SAP_GROUPS, *,
-           within_rate: RateOracle | None = None) -> Verdict:
+           within_rate: RateOracle | None = None, bindings: Bindings | None = None, ingress: int = 0) -> Verdict:
     """The verdict of the XDP program on `frame` given `rules`, `mode` and the program's SAP groups.
 
     `within_rate` decides for a packet of a rate-limited rule (one given as a
     Rule with pps or bps) whether it fits the rule's rate; None: it always
-    does (a program whose buckets never run dry).
+    does (a program whose buckets never run dry). `bindings` holds the bound
+    rules' bindings (None: no rule is bound), `ingress` the ifindex the frame
+    came in on.
     """
     if len(frame) < 14:
         return _pass("malformed")
@@ -133,8 +186,9 @@ def decide(frame: bytes, rules: RuleMapping, mode: Mode = Mode.ENFORCE,
         (proto,) = struct.unpack_from("!H", frame, off + 2)
         off += 4
 
+    origin = Origin(bindings, ingress, frame[6:12]) if bindings is not None else None
     if proto == ETH_P_IPV6:
-        return _decide6(frame, off, rules, mode, sap_groups, within_rate)
+        return _decide6(frame, off, rules, mode, sap_groups, within_rate, origin)
     if proto != ETH_P_IP:
         return _pass("not_ip")
 
@@ -159,7 +213,7 @@ def decide(frame: bytes, rules: RuleMapping, mode: Mode = Mode.ENFORCE,
         return _pass("igmp")
 
     key = (ipaddress.IPv4Address(src), ipaddress.IPv4Address(dst))
-    matched, reason = _judge(rules, key, ttl, len(frame), within_rate)
+    matched, reason = _judge(rules, key, ttl, len(frame), within_rate, origin)
     if reason == "passed":
         return Verdict(PASS, "passed", key, ttl, rule=matched)
     if _is_sap(frame, off, ihl, proto, frag, key[1], sap_groups):
@@ -170,12 +224,16 @@ def decide(frame: bytes, rules: RuleMapping, mode: Mode = Mode.ENFORCE,
 
 
 def _judge(rules: RuleMapping, key: tuple, ttl: int, length: int,
-           within_rate: RateOracle | None) -> tuple[tuple[Side, Side] | None, str]:
+           within_rate: RateOracle | None, origin: Origin | None = None) -> tuple[tuple[Side, Side] | None, str]:
     """(the key of the rule the packet falls under or None, "passed" or the reason to drop it)."""
     found = find_rule(rules, *key)
     if found is None:
         return None, "unauthorized"
     matched, rule = found
+    if origin is not None:
+        bound = origin.bindings.check(matched, origin.ifindex, origin.mac, key[0])
+        if bound != "passed":
+            return matched, bound
     max_ttl = rule.max_ttl if isinstance(rule, Rule) else rule
     if ttl > max_ttl:
         return matched, "ttl"
@@ -219,7 +277,7 @@ def _walk6(frame: bytes, off: int, end: int, nexthdr: int) -> tuple[int, int, bo
 
 
 def _decide6(frame: bytes, l3: int, rules: RuleMapping, mode: Mode, sap_groups: tuple[str, ...],
-             within_rate: RateOracle | None) -> Verdict:
+             within_rate: RateOracle | None, origin: Origin | None = None) -> Verdict:
     """decide() for the IPv6 packet at `l3` (the program's mauth_ipv6())."""
     if len(frame) < l3 + 40:
         return _pass("malformed")
@@ -241,7 +299,7 @@ def _decide6(frame: bytes, l3: int, rules: RuleMapping, mode: Mode, sap_groups: 
             and frame[off] in MLD_TYPES):
         return _pass("mld")
     key = (ipaddress.IPv6Address(src), ipaddress.IPv6Address(dst))
-    matched, reason = _judge(rules, key, hop_limit, len(frame), within_rate)
+    matched, reason = _judge(rules, key, hop_limit, len(frame), within_rate, origin)
     if reason == "passed":
         return Verdict(PASS, "passed", key, hop_limit, rule=matched)
     if (upper == IPPROTO_UDP and not frag and off + 8 <= end

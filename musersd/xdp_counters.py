@@ -185,6 +185,6 @@ class XdpCounters:
                     hit = True
         return hit
 
-    def test_run(self, frame: bytes, repeat: int = 1) -> bpfsys.TestRun:
-        """Run the loaded program on one frame with BPF_PROG_TEST_RUN."""
-        return bpfsys.prog_test_run(self.prog_fd, frame, repeat)
+    def test_run(self, frame: bytes, repeat: int = 1, ingress: int = 0) -> bpfsys.TestRun:
+        """Run the loaded program on one frame with BPF_PROG_TEST_RUN, as if it came in on ifindex `ingress`."""
+        return bpfsys.prog_test_run(self.prog_fd, frame, repeat, ingress)

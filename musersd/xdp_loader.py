@@ -281,20 +281,61 @@ class XdpLoader:
             raise
         return obj
 
+    def _link_older_layout(self) -> Path | None:
+        """Pin an adoptable older layout's maps (maps.ADOPTABLE_LAYOUTS) under this layout's directory too.
+
+        Only when this layout's directory holds no pin and the older one holds
+        every map this layout shares with it; returns the older directory, or
+        None. The maps are the same objects, so the program still attached
+        keeps enforcing them while the new one is loaded and attached.
+        """
+        if any(self._pin_path(c).exists() for c in maps.MAPS):
+            return None
+        for old in sorted(maps.ADOPTABLE_LAYOUTS, reverse=True):
+            old_dir = self.pin_dir / f"v{old}"
+            names = [maps.MAPS[c][0] for c in maps.MAPS if c not in maps.ADDED_SINCE[old]]
+            if not all((old_dir / n).exists() for n in names):
+                continue
+            for n in names:
+                fd = bpfsys.obj_get(str(old_dir / n))
+                try:
+                    bpfsys.obj_pin(fd, str(self.layout_dir / n))
+                finally:
+                    os.close(fd)
+            return old_dir
+        return None
+
+    def _unlink_pins(self, directory: Path, names: Iterable[str]) -> None:
+        for n in names:
+            (directory / n).unlink(missing_ok=True)
+
     def load(self) -> Self:
-        """Load the compiled program, creating the pinned maps or adopting existing ones."""
+        """Load the compiled program, creating the pinned maps or adopting existing ones.
+
+        Pins of an adoptable older layout (maps.ADOPTABLE_LAYOUTS) are adopted
+        too: the rules, counters, mode and state id carry over, the maps this
+        layout added are created, and the older directory is unpinned once the
+        program is loaded (the maps live on under this layout's directory).
+        """
         self._prepare_pin_dir()
-        existing = self._check_pins()
+        older = self._link_older_layout()
+        linked = [p.name for p in older.iterdir()] if older is not None else []
         try:
-            obj = self._object()
-        except bpfobj.BPFSysError as exc:
-            raise DataPlaneError(f"could not load the XDP program: {exc}") from None
-        try:
-            obj.load()
-            prog_fd = obj.program_fd("mauth_xdp")
-        except bpfobj.BPFSysError as exc:
-            obj.close()
-            raise DataPlaneError(f"could not load the XDP program: {exc}") from None
+            existing = self._check_pins()
+            try:
+                obj = self._object()
+            except bpfobj.BPFSysError as exc:
+                raise DataPlaneError(f"could not load the XDP program: {exc}") from None
+            try:
+                obj.load()
+                prog_fd = obj.program_fd("mauth_xdp")
+            except bpfobj.BPFSysError as exc:
+                obj.close()
+                raise DataPlaneError(f"could not load the XDP program: {exc}") from None
+        except BaseException:
+            if older is not None:  # as before: the older layout's pins alone, and nothing under this one
+                self._unlink_pins(self.layout_dir, [maps.MAPS[c][0] for c in maps.MAPS])
+            raise
         self.close()
         self._obj, self._prog_fd = obj, prog_fd
         self._open_maps()
@@ -316,6 +357,18 @@ class XdpLoader:
                                 " starts without rules (state id changed); remove that directory to free them",
                                 old, self.pin_dir / f"v{old}")
         else:
+            if cfg.layout != maps.LAYOUT:
+                log.info("adopted the maps of layout %d from %s (state id kept); created the maps layout %d adds",
+                         cfg.layout, older or self.layout_dir, maps.LAYOUT)
+                cfg.layout = maps.LAYOUT
+                self._map("mauth_cfg").update(ctypes.c_uint32(0), cfg)
+                existing = len(maps.MAPS)  # the added maps were expected to be missing
+            if older is not None:
+                self._unlink_pins(older, linked)
+                try:
+                    older.rmdir()
+                except OSError as exc:
+                    log.warning("could not remove %s after adopting its maps: %s", older, exc)
             # A crash between a trie write and the cfg write leaves the bit stale.
             self._sync_prefix_flags()
             log.info(

@@ -30,7 +30,7 @@ from mauthcore.protocol.model import RuleEntry, millis
 from mauthcore.rules import IPAddress, Rule, RuleKey
 
 from . import bpfsys, maps
-from .filter import DataPlaneError, as_key, as_rule, plan
+from .filter import Binding, BindingState, DataPlaneError, as_key, as_rule, plan
 from .maps import FAMILIES, Key4, RuleVal
 from .xdp_counters import mono_to_unix
 
@@ -339,7 +339,8 @@ class XdpRules:
         before = self._rule_of(rule.key, old)
         if rule.rate_limited:
             self._set_rate(old.slot, rule, before)
-        value = RuleVal(slot=old.slot, max_ttl=rule.max_ttl, flags=maps.RULE_F_RATE if rule.rate_limited else 0)
+        flags = (maps.RULE_F_RATE if rule.rate_limited else 0) | (old.flags & maps.RULE_F_BIND)  # a binding stays
+        value = RuleVal(slot=old.slot, max_ttl=rule.max_ttl, flags=flags)
         self._map(cname).update(key, value, bpfsys.BPF_EXIST)
         if before.rate_limited and not rule.rate_limited:
             self._clear_rate(old.slot)  # after the rule stopped pointing at it
@@ -364,6 +365,77 @@ class XdpRules:
             self._sync_prefix_flags()
         self._free_slot(old.slot)
         return rule
+
+    # ------------------------------------------------------------------ bindings
+
+    def set_binding(self, key: RuleKey | Rule | tuple, binding: Binding | None) -> None:
+        """Bind the rule for `key` to where its sender may be (None or an empty Binding: unbind it).
+
+        The entry goes in (with BPF_F_LOCK: the program may hold its lock)
+        before the rule's flag points at it, and a new binding starts with
+        nothing learned. Refused with one sentence, changing nothing: no such
+        rule (NotFound), a prefix rule bound to a MAC.
+        """
+        rkey = self._as_key(key)
+        if binding is not None and not isinstance(binding, Binding):
+            raise DataPlaneError(f"{binding!r} is not a Binding")
+        if binding is not None:
+            binding.check_for(rkey)
+        cname, k = self._locate(rkey)
+        value = self._value(rkey)
+        if value is None:
+            raise NotFound(f"there is no rule for {rkey}")
+        if binding is None or binding.empty:
+            if value.flags & maps.RULE_F_BIND:
+                value.flags &= ~maps.RULE_F_BIND
+                self._map(cname).update(k, value, bpfsys.BPF_EXIST)
+            return
+        entry = maps.BindingVal(ifindex=binding.ifindex, flags=binding.flags)
+        if binding.mac:
+            entry.mac[:] = list(binding.mac)
+        self._map("mauth_bindings").update(ctypes.c_uint32(value.slot), entry, bpfsys.BPF_ANY | _BPF_F_LOCK)
+        if not value.flags & maps.RULE_F_BIND:
+            value.flags |= maps.RULE_F_BIND
+            self._map(cname).update(k, value, bpfsys.BPF_EXIST)
+
+    def _binding_entry(self, rkey: RuleKey) -> tuple[RuleVal, maps.BindingVal] | None:
+        value = self._value(rkey)
+        if value is None:
+            raise NotFound(f"there is no rule for {rkey}")
+        if not value.flags & maps.RULE_F_BIND:
+            return None
+        entry = self._map("mauth_bindings").lookup(ctypes.c_uint32(value.slot))
+        assert isinstance(entry, maps.BindingVal), "an array map holds every slot; its values are BindingVal"
+        return value, entry
+
+    def binding(self, key: RuleKey | Rule | tuple) -> BindingState | None:
+        """The rule's binding, the pair it learned and how often the sender moved; None if it is not bound."""
+        found = self._binding_entry(self._as_key(key))
+        if found is None:
+            return None
+        _, e = found
+        b = Binding(e.ifindex if e.flags & maps.BIND_IFACE else 0, bool(e.flags & maps.BIND_RPF),
+                    bytes(e.mac) if e.flags & maps.BIND_MAC else None, bool(e.flags & maps.BIND_LEARN))
+        learned = (e.learned_ifindex, bytes(e.learned_mac)) if e.learned else None
+        return BindingState(b, learned, e.moved)
+
+    def clear_learned(self, key: RuleKey | Rule | tuple) -> BindingState:
+        """Forget the pair a learning rule pinned (and its moves), so the next packet pins again; returns what was.
+
+        The read and the write are two steps: a packet of another sender
+        between them is counted against the old pair, and then forgotten.
+        """
+        rkey = self._as_key(key)
+        before = self.binding(rkey)
+        if before is None or not before.binding.learn:
+            raise DataPlaneError(f"the rule for {rkey} does not learn its sender, so it has nothing to forget")
+        found = self._binding_entry(rkey)
+        assert found is not None, "bound a moment ago, and only this process writes the maps"
+        value, entry = found
+        entry.learned, entry.learned_ifindex, entry.moved = 0, 0, 0
+        entry.learned_mac[:] = [0] * 6
+        self._map("mauth_bindings").update(ctypes.c_uint32(value.slot), entry, bpfsys.BPF_ANY | _BPF_F_LOCK)
+        return before
 
     def get_rule(self, key: RuleKey | Rule | tuple) -> RuleEntry | None:
         rkey = self._as_key(key)

@@ -473,3 +473,126 @@ CASES = _cases()
 PREFIX_CASES = _prefix_cases()
 IPV6_CASES = _ipv6_cases()
 EVERY_RULE = {**ALL_RULES, **IPV6_RULES}
+
+
+# -- bindings ----------------------------------------------------------------------------
+#
+# Rules bound to where their sender may be (ebpf/mauth.h, "Bindings"), on addresses and groups no other table
+# uses. Two interfaces, BIND_IFACES; each has its connected subnets (BIND_ROUTES), which is what the reverse-path
+# check asks the FIB. The rows run in order: learning makes them stateful (the first packet of a learning rule
+# pins its interface and MAC). tests/unit/test_policy_model.py runs them with interface indexes of its own;
+# tests/integration/test_xdp_program.py with two veths in a namespace it makes, whose routes are BIND_ROUTES.
+
+BIND_IFACES = ("mbind0", "mbind1")
+MAC_A, MAC_B = "02:00:00:00:0b:0a", "02:00:00:00:0b:0b"
+BIND_ROUTES = {  # subnet -> the interface it is connected to (the interface's address is the subnet's .1 / ::1)
+    N("198.51.100.0/25"): "mbind0", N("198.51.100.128/25"): "mbind1",
+    N6("2001:db8:b0::/64"): "mbind0", N6("2001:db8:b1::/64"): "mbind1",
+}
+BIND_GROUP, BIND_GROUP_PREFIX, BIND_GROUP_PREFIX_IF = "239.3.3.1", "239.3.3.2", "239.3.3.3"
+BIND_GROUP6 = "ff0e::3:1"
+B_IFACE, B_MAC, B_RPF, B_LEARN, B_ALL, B_FREE = (f"198.51.100.{i}" for i in (10, 11, 12, 13, 14, 15))
+B_FAR = "198.51.100.200"  # on mbind1's subnet
+B_UNROUTED = "203.0.113.9"  # no route at all
+B6_IFACE, B6_RPF, B6_LEARN = "2001:db8:b0::10", "2001:db8:b0::12", "2001:db8:b0::13"
+B6_FAR = "2001:db8:b1::12"
+
+BIND_RULES = {
+    (A(B_IFACE), A(BIND_GROUP)): 16,
+    (A(B_MAC), A(BIND_GROUP)): 16,
+    (A(B_RPF), A(BIND_GROUP)): 16,
+    (A(B_UNROUTED), A(BIND_GROUP)): 16,
+    (A(B_LEARN), A(BIND_GROUP)): 16,
+    (A(B_ALL), A(BIND_GROUP)): 16,
+    (A(B_FREE), A(BIND_GROUP)): 16,  # not bound
+    (N("198.51.100.0/24"), A(BIND_GROUP_PREFIX)): 16,  # rpf
+    (N("198.51.100.0/24"), A(BIND_GROUP_PREFIX_IF)): 16,  # iface mbind1
+    (A6(B6_IFACE), A6(BIND_GROUP6)): 16,
+    (A6(B6_RPF), A6(BIND_GROUP6)): 16,
+    (N6("2001:db8::/32"), A6(BIND_GROUP6)): 16,  # rpf, so B6_FAR is held to mbind1
+    (A6(B6_LEARN), A6(BIND_GROUP6)): 16,
+}
+
+# rule key -> the binding's parts, with the interface by name (filter.Binding.make() takes the rest as they are)
+BIND_SPECS = {
+    (A(B_IFACE), A(BIND_GROUP)): dict(iface="mbind0"),
+    (A(B_MAC), A(BIND_GROUP)): dict(mac=MAC_A),
+    (A(B_RPF), A(BIND_GROUP)): dict(rpf=True),
+    (A(B_UNROUTED), A(BIND_GROUP)): dict(rpf=True),
+    (A(B_LEARN), A(BIND_GROUP)): dict(learn=True),
+    (A(B_ALL), A(BIND_GROUP)): dict(iface="mbind0", rpf=True, mac=MAC_A, learn=True),
+    (N("198.51.100.0/24"), A(BIND_GROUP_PREFIX)): dict(rpf=True),
+    (N("198.51.100.0/24"), A(BIND_GROUP_PREFIX_IF)): dict(iface="mbind1"),
+    (A6(B6_IFACE), A6(BIND_GROUP6)): dict(iface="mbind0"),
+    (A6(B6_RPF), A6(BIND_GROUP6)): dict(rpf=True),
+    (N6("2001:db8::/32"), A6(BIND_GROUP6)): dict(rpf=True),
+    (A6(B6_LEARN), A6(BIND_GROUP6)): dict(learn=True),
+}
+
+
+@dataclass(frozen=True)
+class BindCase:
+    name: str
+    frame: bytes
+    iface: str  # the interface of BIND_IFACES it comes in on
+    reason: str
+    action: str = "pass"  # in enforce mode
+
+
+def bound_udp(src: str, dst: str, mac: str, ttl: int = 8) -> bytes:
+    ip = IPv6(src=src, dst=dst, hlim=ttl) if ":" in src else IP(src=src, dst=dst, ttl=ttl)
+    return bytes(Ether(src=mac, dst=MAC["dst"]) / ip / UDP(sport=4000, dport=5000) / Raw(b"bound"))
+
+
+def _bind_cases() -> list[BindCase]:
+    c: list[BindCase] = []
+    add = lambda name, src, grp, mac, iface, reason, action="pass", ttl=8: c.append(  # noqa: E731
+        BindCase(name, bound_udp(src, grp, mac, ttl), iface, reason, action))
+    g, g6 = BIND_GROUP, BIND_GROUP6
+    add("iface: on its interface", B_IFACE, g, MAC_A, "mbind0", "passed")
+    add("iface: on the other interface", B_IFACE, g, MAC_A, "mbind1", "wrong_iif", "drop")
+    add("iface: other interface wins over TTL", B_IFACE, g, MAC_A, "mbind1", "wrong_iif", "drop", ttl=200)
+    add("iface: its interface, TTL above max", B_IFACE, g, MAC_A, "mbind0", "ttl", "drop", ttl=200)
+    add("mac: its MAC, any interface", B_MAC, g, MAC_A, "mbind1", "passed")
+    add("mac: another MAC", B_MAC, g, MAC_B, "mbind0", "wrong_mac", "drop")
+    add("rpf: source routed via the ingress", B_RPF, g, MAC_B, "mbind0", "passed")
+    add("rpf: source routed via the other interface", B_RPF, g, MAC_B, "mbind1", "rpf_fail", "drop")
+    add("rpf: source without a route", B_UNROUTED, g, MAC_A, "mbind0", "rpf_fail", "drop")
+    add("unbound rule: any interface, any MAC", B_FREE, g, MAC_B, "mbind1", "passed")
+    add("learn: the first packet pins", B_LEARN, g, MAC_A, "mbind1", "passed")
+    add("learn: the pinned pair again", B_LEARN, g, MAC_A, "mbind1", "passed")
+    add("learn: another MAC after pinning", B_LEARN, g, MAC_B, "mbind1", "wrong_mac", "drop")
+    add("learn: another interface after pinning", B_LEARN, g, MAC_A, "mbind0", "wrong_iif", "drop")
+    add("all: another interface first (pins nothing)", B_ALL, g, MAC_A, "mbind1", "wrong_iif", "drop")
+    add("all: another MAC (pins nothing)", B_ALL, g, MAC_B, "mbind0", "wrong_mac", "drop")
+    add("all: its interface and MAC pin", B_ALL, g, MAC_A, "mbind0", "passed")
+    add("all: again", B_ALL, g, MAC_A, "mbind0", "passed")
+    add("prefix rpf: a host via its own interface", B_RPF, BIND_GROUP_PREFIX, MAC_A, "mbind0", "passed")
+    add("prefix rpf: another host via its own", B_FAR, BIND_GROUP_PREFIX, MAC_B, "mbind1", "passed")
+    add("prefix rpf: a host via the other interface", B_FAR, BIND_GROUP_PREFIX, MAC_A, "mbind0", "rpf_fail", "drop")
+    add("prefix iface: on its interface", B_RPF, BIND_GROUP_PREFIX_IF, MAC_A, "mbind1", "passed")
+    add("prefix iface: on the other", B_FAR, BIND_GROUP_PREFIX_IF, MAC_B, "mbind0", "wrong_iif", "drop")
+    add("IPv6 iface: on its interface", B6_IFACE, g6, MAC_A, "mbind0", "passed")
+    add("IPv6 iface: on the other", B6_IFACE, g6, MAC_A, "mbind1", "wrong_iif", "drop")
+    add("IPv6 rpf: via the ingress", B6_RPF, g6, MAC_A, "mbind0", "passed")
+    add("IPv6 rpf: via the other interface", B6_RPF, g6, MAC_A, "mbind1", "rpf_fail", "drop")
+    add("IPv6 prefix rpf: a host of mbind1's subnet there", B6_FAR, g6, MAC_B, "mbind1", "passed")
+    add("IPv6 prefix rpf: that host on mbind0", B6_FAR, g6, MAC_B, "mbind0", "rpf_fail", "drop")
+    add("IPv6 learn: the first packet pins", B6_LEARN, g6, MAC_B, "mbind0", "passed")
+    add("IPv6 learn: another MAC", B6_LEARN, g6, MAC_A, "mbind0", "wrong_mac", "drop")
+    add("IPv6 learn: another interface", B6_LEARN, g6, MAC_B, "mbind1", "wrong_iif", "drop")
+    return c
+
+
+BIND_CASES = _bind_cases()
+# How often each learning rule's sender "moved" after the rows above (its learned pair refused a packet).
+BIND_MOVED = {(A(B_LEARN), A(BIND_GROUP)): 2, (A(B_ALL), A(BIND_GROUP)): 0, (A6(B6_LEARN), A6(BIND_GROUP6)): 2}
+
+
+def bind_routes(indexes: dict[str, int]):
+    """The FIB of BIND_ROUTES as the model's `routes` oracle, with interfaces as `indexes` numbers them."""
+    def routes(source):
+        best = max((net for net in BIND_ROUTES if source.version == net.version and source in net),
+                   key=lambda n: n.prefixlen, default=None)
+        return None if best is None else indexes[BIND_ROUTES[best]]
+    return routes

@@ -69,6 +69,9 @@ class Reason(enum.IntEnum):
     RATE = 9  # over the rule's rate limit
     IGMP = 10  # IGMP to a routable group (IGMPv1/v2 reports)
     SAP_LOCAL = 11  # SAP from a sender without a rule: delivered to the router only, TTL 1
+    WRONG_IIF = 12  # bound rule: another ingress interface than its own or the one it learned
+    RPF_FAIL = 13  # bound rule: the source does not route back through the ingress interface
+    WRONG_MAC = 14  # bound rule: another source MAC than its own or the one it learned
 
     @classmethod
     def _missing_(cls, value: object) -> Reason | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -562,13 +563,13 @@ def test_protocol_backend_pages_through_exact_prefix_and_rate_rules(pin_dir):
 
 
 def test_an_older_layout_is_not_adopted_and_is_pointed_out(pin_dir, caplog):
-    """Pins of layout 3 (another map shape) live under v3/; layout 4 starts afresh beside them."""
+    """Pins of layout 3 (another map shape) live under v3/; layout 5 starts afresh beside them."""
     import logging
 
     (pin_dir / "v3").mkdir(parents=True)
     with caplog.at_level(logging.WARNING, logger="musersd.dataplane"):
         with DataPlane(pin_dir, max_rules=64).load() as dp:
-            assert dp.created and dp.layout_dir.name == f"v{maps.LAYOUT}" == "v4"
+            assert dp.created and dp.layout_dir.name == f"v{maps.LAYOUT}" == "v5"
             assert dp.rule_count() == 0
     assert any("layout 3 remain" in r.getMessage() for r in caplog.records)
 
@@ -695,3 +696,183 @@ def test_a_filter_that_records_no_denied_pairs_drops_and_counts_the_same(pin_dir
             assert dp.test_run(frame, repeat=5).retval == XDP_DROP
         assert dp.counters()["unauthorized"]["packets"] == 4 + 10
         assert dp.denied() == []
+
+
+# -- bindings --------------------------------------------------------------------------
+
+from lab import netns  # noqa: E402
+from musersd.filter import Binding  # noqa: E402
+from musersd.policy import Bindings  # noqa: E402
+from tests.policy_cases import (  # noqa: E402
+    BIND_CASES,
+    BIND_IFACES,
+    BIND_MOVED,
+    BIND_ROUTES,
+    BIND_RULES,
+    BIND_SPECS,
+    MAC_A,
+    bind_routes,
+    bound_udp,
+)
+
+
+@pytest.fixture
+def bind_ns():
+    """A namespace with BIND_IFACES (veths, up, forwarding on) and their connected subnets; its ifindexes."""
+    ns = f"mauth-bind-{uuid.uuid4().hex[:6]}"
+    netns.add(ns)
+    try:
+        for sysctl in ("net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1"):
+            netns.sh("sysctl", "-qw", sysctl, ns=ns)
+        for name in BIND_IFACES:
+            netns.sh("ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p", ns=ns)
+            netns.sh("ip", "link", "set", name, "up", ns=ns)
+            netns.sh("ip", "link", "set", f"{name}p", "up", ns=ns)
+        for net, name in BIND_ROUTES.items():
+            netns.sh("ip", "addr", "add", f"{net.network_address + 1}/{net.prefixlen}", "dev", name,
+                     *(["nodad"] if net.version == 6 else []), ns=ns)
+        with netns.inside(ns):
+            indexes = {name: socket.if_nametoindex(name) for name in BIND_IFACES}
+        yield ns, indexes
+    finally:
+        netns.delete(ns)
+
+
+def _bind(dp, indexes) -> dict:
+    table = {}
+    for (s, g), spec in BIND_SPECS.items():
+        b = Binding.make(indexes[spec["iface"]] if "iface" in spec else None,
+                         **{p: v for p, v in spec.items() if p != "iface"})
+        dp.set_binding((str(s), str(g)), b)
+        table[(s, g)] = b
+    return table
+
+
+@pytest.mark.parametrize("mode", [Mode.ENFORCE, Mode.MONITOR])
+def test_kernel_matches_model_on_every_binding_row(pin_dir, bind_ns, mode):
+    ns, indexes = bind_ns
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        for rule in as_rules(BIND_RULES):
+            dp.add_rule(rule)
+        model = Bindings(_bind(dp, indexes), bind_routes(indexes))
+        dp.set_mode(mode)
+        mismatches = []
+        with netns.inside(ns):
+            for case in BIND_CASES:
+                before = dp.counters()
+                run = dp.test_run(case.frame, ingress=indexes[case.iface])
+                after = dp.counters()
+                want = decide(case.frame, BIND_RULES, mode, bindings=model, ingress=indexes[case.iface])
+                got = (ACTIONS.get(run.retval, str(run.retval)), _reason_delta(before, after))
+                if got != (want.action, {want.reason}) or want.reason != case.reason:
+                    mismatches.append((case.name, got, (want.action, want.reason)))
+        assert mismatches == []
+        moved = {k: dp.binding((str(k[0]), str(k[1]))).moved for k in BIND_MOVED}
+        assert moved == BIND_MOVED == {k: model.moved.get(k, 0) for k in BIND_MOVED}
+        learned = dp.binding((str(next(iter(BIND_MOVED))[0]), str(next(iter(BIND_MOVED))[1]))).learned
+        assert learned == model.learned[next(iter(BIND_MOVED))]
+        if mode is Mode.ENFORCE:  # drops are recorded with their reason, for the operator to see who tried
+            denied = {(str(d.source), str(d.group)): d.reason for d in dp.denied()}
+            assert denied[("2001:db8:b0::13", "ff0e::3:1")] == Reason.WRONG_IIF
+
+
+def test_binding_api_reads_back_refuses_bad_input_and_rearms(pin_dir, bind_ns):
+    ns, indexes = bind_ns
+    src, grp = "198.51.100.13", "239.3.3.1"
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        dp.add_rule(Rule.make(src, grp, 8))
+        dp.add_rule(Rule.make("198.51.100.0/24", grp, 8))
+        with pytest.raises(NotFound):
+            dp.set_binding(("198.51.100.99", grp), Binding.make(learn=True))
+        with pytest.raises(DataPlaneError, match="has no one MAC"):
+            dp.set_binding(("198.51.100.0/24", grp), Binding.make(mac=MAC_A))
+        with pytest.raises(DataPlaneError, match="does not learn"):
+            dp.clear_learned((src, grp))
+        assert dp.binding((src, grp)) is None and dp.binding(("198.51.100.0/24", grp)) is None
+        dp.set_binding((src, grp), Binding.make(indexes["mbind0"], learn=True, mac=MAC_A))
+        state = dp.binding((src, grp))
+        assert (state.binding, state.learned, state.moved) == (
+            Binding(indexes["mbind0"], False, bytes.fromhex("02000000 0b0a"), True), None, 0)
+        frame = bound_udp(src, grp, MAC_A)
+        with netns.inside(ns):
+            assert dp.test_run(frame, ingress=indexes["mbind0"]).retval == XDP_PASS
+            assert dp.binding((src, grp)).learned == (indexes["mbind0"], bytes.fromhex("02000000 0b0a"))
+            # A TTL change keeps the binding and what it learned.
+            dp.replace_rule(Rule.make(src, grp, 9))
+            assert dp.binding((src, grp)).learned == (indexes["mbind0"], bytes.fromhex("02000000 0b0a"))
+            dp.set_binding((src, grp), Binding.make(learn=True))
+            assert dp.test_run(frame, ingress=indexes["mbind1"]).retval == XDP_PASS  # a new binding learns anew
+            assert dp.test_run(frame, ingress=indexes["mbind0"]).retval == XDP_DROP
+            assert dp.clear_learned((src, grp)).moved == 1
+            assert dp.binding((src, grp)).learned is None and dp.binding((src, grp)).moved == 0
+            assert dp.test_run(frame, ingress=indexes["mbind0"]).retval == XDP_PASS
+            dp.set_binding((src, grp), None)
+            assert dp.binding((src, grp)) is None
+            assert dp.test_run(frame, ingress=indexes["mbind1"]).retval == XDP_PASS
+        # The binding lives in the pins: another process sees it.
+        dp.set_binding(("198.51.100.0/24", grp), Binding.make(indexes["mbind1"], rpf=True))
+        with DataPlane(pin_dir).open() as reader:
+            assert reader.binding(("198.51.100.0/24", grp)).binding == Binding(indexes["mbind1"], True)
+
+
+LAYOUT4_COMMIT = "2650f1c"  # the last commit of layout 4: its program and header, compiled for the upgrade test
+
+
+def _layout4_object(tmp_path):
+    """The layout-4 filter, built from that commit's sources with scripts/build_bpf.sh's flags."""
+    src = tmp_path / "v4src"
+    src.mkdir()
+    for name in ("mauth_xdp.c", "mauth.h"):
+        text = subprocess.run(["git", "-C", str(REPO), "show", f"{LAYOUT4_COMMIT}:ebpf/{name}"], check=True,
+                              capture_output=True, text=True).stdout
+        (src / name).write_text(text)
+    out = tmp_path / "mauth_xdp_v4.bpf.o"
+    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-mcpu=v1", "-I", str(src),
+                    *(["-I", f"/usr/include/{multiarch}"] if multiarch else []),
+                    "-c", str(src / "mauth_xdp.c"), "-o", str(out)], check=True)
+    return out
+
+
+def test_layout4_pins_are_adopted_and_the_program_replaced_without_a_gap(pin_dir, tmp_path, bind_ns, monkeypatch):
+    """A router running layout 4 upgrades in place: rules, counters, mode and state id kept, bindings added."""
+    from musersd.dataplane import xdp_status
+
+    ns, indexes = bind_ns
+    old_obj = _layout4_object(tmp_path)
+    with monkeypatch.context() as m:  # a musersd of layout 4: its object, its layout number, its maps
+        m.setattr(maps, "OBJECT", old_obj)
+        m.setattr(maps, "LAYOUT", 4)
+        m.setattr(maps, "ADOPTABLE_LAYOUTS", ())
+        m.setattr(maps, "MAPS", {c: v for c, v in maps.MAPS.items() if c != "mauth_bindings"})
+        m.setattr(maps, "REASONS", {i: n for i, n in maps.REASONS.items() if i < 11})
+        old = DataPlane(pin_dir, max_rules=64).load()
+        old.add_rule(Rule.make(SENDER, GROUP, 8))
+        old.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 8, pps=1000))
+        old.set_mode("monitor")
+        state_id = old.state_id
+        with netns.inside(ns):
+            old.attach("mbind0", "generic")
+            old_mode, old_prog = xdp_status("mbind0")
+            assert old_mode == "generic"
+            assert old.test_run(udp(SENDER, GROUP, 8), repeat=3).retval == XDP_PASS
+        old.close()
+    assert (pin_dir / "v4" / "rules4").exists() and not (pin_dir / "v5").exists()
+    with DataPlane(pin_dir, max_rules=64).load() as dp:
+        assert not dp.created and dp.state_id == state_id and dp.mode is Mode.MONITOR
+        assert dp._cfg().layout == maps.LAYOUT == 5
+        assert not (pin_dir / "v4").exists()  # unpinned; the maps live on under v5
+        assert {str(r.rule) for r in dp.rules()} == {f"{SENDER} -> {GROUP} max-ttl 8",
+                                                      "192.0.2.128/25 -> 239.2.2.2 max-ttl 8 pps 1000"}
+        assert dp.get_rule((SENDER, GROUP)).packets == 3
+        with netns.inside(ns):
+            # The old program, still attached, enforces the very maps the new one adopted until it is replaced.
+            assert dp.attach("mbind0") == "generic"  # replaced in the mode in use: one netlink operation
+            mode, prog = xdp_status("mbind0")
+            assert mode == "generic" and prog not in (0, old_prog)
+            dp.set_mode("enforce")
+            dp.set_binding((SENDER, GROUP), Binding.make(indexes["mbind0"]))
+            assert dp.test_run(udp(SENDER, GROUP, 8), ingress=indexes["mbind0"]).retval == XDP_PASS
+            assert dp.test_run(udp(SENDER, GROUP, 8), ingress=indexes["mbind1"]).retval == XDP_DROP
+            assert dp.get_rule((SENDER, GROUP)).packets == 4
+            dp.detach("mbind0")

@@ -99,18 +99,18 @@ def test_direct_mode_denied_stats_mode_flush(router):
 def test_direct_mode_shows_reasons_of_a_newer_router(router):
     """A reason code this version does not know (a newer filter's) is shown with its code, not refused."""
     backend, opts = router
-    newer = Reason(12)
+    newer = Reason(20)
     backend.denied_entries = [DeniedEntry(ipaddress.ip_address("192.0.2.66"), ipaddress.ip_address("239.9.9.9"),
                                           newer, 3, 300, 5, int(time.time() * 1000))]
     backend.reason_counters[newer] = (3, 300)
     data = json.loads(run(*opts, "denied", "--json").stdout)
-    assert [(d["source"], d["reason"], d["packets"]) for d in data] == [("192.0.2.66", "unknown_12", 3)]
+    assert [(d["source"], d["reason"], d["packets"]) for d in data] == [("192.0.2.66", "unknown_20", 3)]
     r = run(*opts, "denied")
-    assert r.exit_code == 0 and r.stdout.splitlines()[1].split()[:3] == ["192.0.2.66", "239.9.9.9", "unknown_12"]
+    assert r.exit_code == 0 and r.stdout.splitlines()[1].split()[:3] == ["192.0.2.66", "239.9.9.9", "unknown_20"]
     st = json.loads(run(*opts, "--json", "stats").stdout)
-    assert st["reasons"]["unknown_12"] == {"packets": 3, "bytes": 300} and "passed" in st["reasons"]
+    assert st["reasons"]["unknown_20"] == {"packets": 3, "bytes": 300} and "passed" in st["reasons"]
     r = run(*opts, "stats")
-    assert r.exit_code == 0 and ["unknown_12", "3", "300"] in [line.split() for line in r.stdout.splitlines()]
+    assert r.exit_code == 0 and ["unknown_20", "3", "300"] in [line.split() for line in r.stdout.splitlines()]
 
 
 def test_direct_mode_errors_and_exit_codes(router, tmp_path):
@@ -212,19 +212,19 @@ def test_server_mode_shows_reasons_of_a_newer_router(server):
     """mauthserver reads a newer musersd's unknown reason code and passes it on with its code."""
     fleet, opts = server
     backend = fleet.backends["r2"]
-    entry = DeniedEntry(ipaddress.ip_address("192.0.2.66"), ipaddress.ip_address("239.9.9.9"), Reason(12), 7, 700,
+    entry = DeniedEntry(ipaddress.ip_address("192.0.2.66"), ipaddress.ip_address("239.9.9.9"), Reason(20), 7, 700,
                         3, int(time.time() * 1000))
     fleet.call(setattr, backend, "denied_entries", [entry])
-    fleet.call(backend.reason_counters.__setitem__, Reason(12), (7, 700))
+    fleet.call(backend.reason_counters.__setitem__, Reason(20), (7, 700))
     data = json.loads(run(*opts, "denied", "--json").stdout)
     assert [(d["router"], d["source"], d["reason"], d["packets"]) for d in data] == [
-        ("r2", "192.0.2.66", "unknown_12", 7)]
-    assert run(*opts, "denied").stdout.splitlines()[1].split()[:4] == ["r2", "192.0.2.66", "239.9.9.9", "unknown_12"]
+        ("r2", "192.0.2.66", "unknown_20", 7)]
+    assert run(*opts, "denied").stdout.splitlines()[1].split()[:4] == ["r2", "192.0.2.66", "239.9.9.9", "unknown_20"]
 
     def probed() -> dict | None:  # the router's filter counters as mauthserver shows them (probe: COUNTERS)
         return {r["name"]: r for r in json.loads(run(*opts, "routers", "--json").stdout)}["r2"]["filter"]
 
-    wait(lambda: (probed() or {}).get("unknown_12") == {"packets": 7, "bytes": 700})
+    wait(lambda: (probed() or {}).get("unknown_20") == {"packets": 7, "bytes": 700})
     assert probed()["passed"] == {"packets": 0, "bytes": 0}
 
 

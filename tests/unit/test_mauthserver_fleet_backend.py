@@ -127,13 +127,13 @@ def test_counters_add_up_the_routers_reasons_unknown_ones_included(fleet):
     from mauthserver.core import RouterCore
 
     m, server = fleet
-    for name, filter_ in (("r1", (ReasonCounter(Reason.PASSED, 10, 1000), ReasonCounter(Reason(12), 1, 100))),
-                          ("r2", (ReasonCounter(Reason.PASSED, 5, 500), ReasonCounter(Reason(12), 2, 200)))):
+    for name, filter_ in (("r1", (ReasonCounter(Reason.PASSED, 10, 1000), ReasonCounter(Reason(20), 1, 100))),
+                          ("r2", (ReasonCounter(Reason.PASSED, 5, 500), ReasonCounter(Reason(20), 2, 200)))):
         core = RouterCore(name, "192.0.2.1", 7575)
         core.filter = Counters(0, Mode.ENFORCE, "xdp", filter_)
         m.fleet.add_router(core)
     counters = call(server, ClientCore(KEYS), v2.GetCounters()).body
     by = counters.by_reason()
     assert by[Reason.PASSED] == ReasonCounter(Reason.PASSED, 15, 1500)
-    assert by[Reason(12)] == ReasonCounter(Reason(12), 3, 300) and str(by[Reason(12)].reason) == "unknown_12"
-    assert [int(c.reason) for c in counters.reasons] == [*range(1, 12), 12]
+    assert by[Reason(20)] == ReasonCounter(Reason(20), 3, 300) and str(by[Reason(20)].reason) == "unknown_20"
+    assert [int(c.reason) for c in counters.reasons] == [*range(1, 15), 20]

@@ -52,7 +52,8 @@ def test_monitor_passes_everything_with_the_same_reason(case):
 
 def test_table_covers_every_reason_the_program_can_give_without_a_clock():
     covered = {c.reason for c in EVERY_CASE}
-    assert covered == set(REASONS.values()) - {"rate"}  # "rate" needs time: see the bucket tests below
+    # "rate" needs time: see the bucket tests below; the bindings' reasons need an ingress: BIND_CASES.
+    assert covered == set(REASONS.values()) - {"rate", "wrong_iif", "rpf_fail", "wrong_mac"}
 
 
 def test_empty_rule_table_drops_every_routable_group():
@@ -199,3 +200,84 @@ def test_bucket_arithmetic_never_leaves_u64(pps, bps, gaps, length):
     for rate, minimum in ((pps, 1), (bps, 16 * 1024 * 8)):
         size, fill = bucket(rate, minimum)
         assert size < 2**64 and fill * rate < 2**64 and length * 8 * NSEC < 2**64
+
+
+# -- bindings ----------------------------------------------------------------------
+
+from musersd.filter import Binding, DataPlaneError  # noqa: E402  (next to their tests)
+from musersd.policy import Bindings  # noqa: E402
+from tests.policy_cases import (  # noqa: E402
+    BIND_CASES,
+    BIND_IFACES,
+    BIND_MOVED,
+    BIND_RULES,
+    BIND_SPECS,
+    MAC_A,
+    bind_routes,
+    bound_udp,
+)
+
+MODEL_INDEXES = {name: 10 + i for i, name in enumerate(BIND_IFACES)}
+
+
+def model_bindings(indexes=MODEL_INDEXES) -> Bindings:
+    table = {k: Binding.make(indexes[s["iface"]] if "iface" in s else None,
+                             **{p: v for p, v in s.items() if p != "iface"}) for k, s in BIND_SPECS.items()}
+    return Bindings(table, bind_routes(indexes))
+
+
+@pytest.mark.parametrize("mode", [Mode.ENFORCE, Mode.MONITOR])
+def test_binding_rows_in_order(mode):
+    b = model_bindings()
+    got = [(c.name, *(lambda v: (v.action, v.reason))(decide(c.frame, BIND_RULES, mode, bindings=b,
+                                                             ingress=MODEL_INDEXES[c.iface])))
+           for c in BIND_CASES]
+    want = [(c.name, c.action if mode is Mode.ENFORCE else PASS, c.reason) for c in BIND_CASES]
+    assert got == want
+    assert {k: b.moved.get(k, 0) for k in BIND_MOVED} == BIND_MOVED
+
+
+def test_binding_rows_cover_every_binding_reason_and_every_binding():
+    assert {c.reason for c in BIND_CASES} >= {"wrong_iif", "rpf_fail", "wrong_mac", "passed", "ttl"}
+    assert {tuple(sorted(s)) for s in BIND_SPECS.values()} >= {("iface",), ("rpf",), ("mac",), ("learn",)}
+
+
+def test_without_bindings_a_bound_rule_is_an_ordinary_rule():
+    for c in BIND_CASES:
+        if c.reason in ("wrong_iif", "rpf_fail", "wrong_mac"):
+            assert decide(c.frame, BIND_RULES).reason == ("ttl" if "TTL" in c.name else "passed"), c.name
+
+
+def test_clearing_the_learned_pair_rearms_learning():
+    b = model_bindings()
+    key = next(k for k, s in BIND_SPECS.items() if s == {"learn": True})
+    frame_a = bound_udp(str(key[0]), str(key[1]), MAC_A)
+    frame_b = bound_udp(str(key[0]), str(key[1]), "02:00:00:00:0b:0b")
+    assert decide(frame_a, BIND_RULES, bindings=b, ingress=10).reason == "passed"
+    assert decide(frame_b, BIND_RULES, bindings=b, ingress=10).reason == "wrong_mac"
+    b.clear_learned(key)
+    assert b.moved.get(key, 0) == 0
+    assert decide(frame_b, BIND_RULES, bindings=b, ingress=11).reason == "passed"  # the sender moved; re-pinned
+    assert b.learned[key] == (11, bytes.fromhex("02000000 0b0b"))
+
+
+@pytest.mark.parametrize("mac, match", [
+    ("02:00:00:00:0b", "not six hexadecimal bytes"), ("zz:00:00:00:00:01", "not six hexadecimal bytes"),
+    ("01:00:5e:00:00:01", "multicast address"), ("00:00:00:00:00:00", "names no sender"),
+])
+def test_a_bad_mac_is_refused_in_one_sentence(mac, match):
+    with pytest.raises(DataPlaneError, match=match) as exc:
+        Binding.make(mac=mac)
+    assert str(exc.value).count(". ") == 0
+
+
+def test_a_prefix_rule_takes_no_mac():
+    from mauthcore.rules import RuleKey
+
+    key = RuleKey.make("198.51.100.0/24", "239.3.3.2")
+    for bad in (Binding.make(mac=MAC_A), Binding.make(learn=True)):
+        with pytest.raises(DataPlaneError, match="has no one MAC"):
+            bad.check_for(key)
+    Binding.make(7, rpf=True).check_for(key)  # iface and rpf are fine
+    assert Binding.make("lo", rpf=True, mac="02-00-00-00-0B-0A", learn=True).flags == 0x0F
+    assert Binding().empty and str(Binding()) == "unbound"
