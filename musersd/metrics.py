@@ -112,7 +112,8 @@ class MusersdCollector(Collector):
 
     def _filter(self) -> list[Metric]:
         packets = CounterMetricFamily("musersd_filter_packets", "Packets the XDP filter counted, by reason "
-                                      "(unauthorized, ttl, rate, wrong_iif, rpf_fail and wrong_mac are drops in enforce mode)", labels=["reason"])
+                                      "(unauthorized, ttl, rate, wrong_iif, rpf_fail and wrong_mac are drops in "
+                                      "enforce mode)", labels=["reason"])
         nbytes = CounterMetricFamily("musersd_filter_bytes", "Bytes the XDP filter counted, by reason",
                                      labels=["reason"])
         for reason, c in self.dp.counters().items():
