@@ -91,9 +91,8 @@ class Listener:
         first = True
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5,
-                                     application_name="mauthserver-relay", keepalives=1, keepalives_idle=5,
-                                     keepalives_interval=2, keepalives_count=3) as conn:
+                # The store's conninfo already carries its timeouts and keepalives (mauthserver/pgstore.py).
+                with psycopg.connect(self.conninfo, autocommit=True, application_name="mauthserver-relay") as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     if not first:
                         self.counters["reconnects"] += 1

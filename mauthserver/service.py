@@ -67,11 +67,10 @@ class Mediator:
         self.bus = bus
         self.clock = clock
         self.mono = mono
-        self.fleet = Fleet(store.rules(), store.desired_mode())
+        self.fleet = Fleet()
         # session id -> what it was authorized with (a mirror of the store's table `authorizations`)
-        self.authorizations: dict[str, Authorization] = {a.session_id: a for a in store.authorizations()}
-        for router in routers:
-            self.fleet.add_router(router)
+        self.authorizations: dict[str, Authorization] = {}
+        self._load(routers)
         self.wake: Callable[[], None] = lambda: None  # set by the fan-out: desired state changed
         self._heard: dict[str, float] = {}  # session id -> last_heard as stored
         self._first_heard: dict[str, float] = {}  # session id -> first_heard as stored (survives restarts)
@@ -90,14 +89,21 @@ class Mediator:
         leader is missed: the desired state, each router's applied rules (given in `routers`) and the
         stored sessions are read again, then the sessions are restored as after a restart.
         """
-        self.fleet = Fleet(self.store.rules(), self.store.desired_mode())
-        for router in routers:
-            self.fleet.add_router(router)
-        self.authorizations = {a.session_id: a for a in self.store.authorizations()}
+        self._load(routers)
         self.directory = directory
         self._heard.clear()
         self._first_heard.clear()
         self.restore_sessions()
+
+    def _load(self, routers: Iterable[RouterCore]) -> None:
+        """The desired state and the authorizations as the store holds them, `routers` reconciling them."""
+        self.fleet = Fleet(self.store.rules(), self.store.desired_mode())
+        for router in routers:
+            self.fleet.add_router(router)
+        self._load_authorizations()
+
+    def _load_authorizations(self) -> None:
+        self.authorizations = {a.session_id: a for a in self.store.authorizations()}
 
     def follow_store(self, directory: Directory) -> None:
         """A standby's views, re-read from the store the leader writes (nothing is written here).
@@ -113,7 +119,7 @@ class Mediator:
                     if self.fleet.desired.get(key) != r]
         self.fleet.apply(changes)
         self.fleet.mode = self.store.desired_mode()
-        self.authorizations = {a.session_id: a for a in self.store.authorizations()}
+        self._load_authorizations()
         applied = self.store.applied()
         for name, router in self.fleet.routers.items():
             router.applied = dict(applied.get(name, {}))

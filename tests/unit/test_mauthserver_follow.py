@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -168,6 +169,15 @@ def env(tmp_path):
         yield e
 
 
+def authorized(make) -> tuple[Mediator, Any]:
+    """A new mediator that heard V1 and authorized it (as alice, following it); the mediator and the session."""
+    m = make()
+    m.on_sap_packet(ann(V1), SAP_PEER)
+    (s,) = m.directory.sessions()
+    m.authorize(s.id, actor="alice")
+    return m, s
+
+
 def rules_of(m: Mediator) -> dict[tuple[str, str], tuple[int, str | None, bool]]:
     return {(str(k.source), str(k.group)): (r.rule.max_ttl, r.session_id, r.expire_with_session)
             for k, r in m.fleet.desired.items()}
@@ -249,10 +259,7 @@ def test_changed_ttls_and_senders_update_and_remove_and_a_hand_made_rule_is_unto
 
 def test_an_unplannable_version_keeps_the_rules_and_says_so(env, caplog):
     clock, make, stores = env
-    m = make()
-    m.on_sap_packet(ann(V1), SAP_PEER)
-    (s,) = m.directory.sessions()
-    m.authorize(s.id, actor="alice")
+    m, s = authorized(make)
     sub = m.bus.subscribe(None, clock())
     caplog.set_level(logging.WARNING, logger="mauthserver")
     clock.t += 60
@@ -337,10 +344,7 @@ def test_revoke_and_the_end_of_the_session_drop_the_authorization_and_eviction_k
 
 def test_a_session_that_timed_out_while_down_drops_its_authorization(env):
     clock, make, stores = env
-    m = make()
-    m.on_sap_packet(ann(V1), SAP_PEER)
-    (s,) = m.directory.sessions()
-    m.authorize(s.id, actor="alice")
+    m, s = authorized(make)
     stores.pop().close()
     clock.t += 10 * 3600
     m2 = make()
@@ -351,10 +355,7 @@ def test_a_session_that_timed_out_while_down_drops_its_authorization(env):
 
 def test_a_schema_2_database_is_upgraded_and_its_authorizations_do_not_follow(env, tmp_path):
     clock, make, stores = env
-    m = make()
-    m.on_sap_packet(ann(V1), SAP_PEER)
-    (s,) = m.directory.sessions()
-    m.authorize(s.id, actor="alice")
+    m, s = authorized(make)
     stores.pop().close()
     raw = sqlite3.connect(tmp_path / "m.db")  # make it what a schema-2 mauthserver wrote
     raw.executescript("DROP TABLE authorizations; UPDATE meta SET value = '2' WHERE key = 'schema_version';")
