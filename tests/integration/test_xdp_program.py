@@ -748,6 +748,7 @@ def _bind(dp, indexes) -> dict:
     return table
 
 
+@pytest.mark.every_kernel  # bpf_fib_lookup and the spin lock proven on the guest's verifier too
 @pytest.mark.parametrize("mode", [Mode.ENFORCE, Mode.MONITOR])
 def test_kernel_matches_model_on_every_binding_row(pin_dir, bind_ns, mode):
     ns, indexes = bind_ns
@@ -776,6 +777,7 @@ def test_kernel_matches_model_on_every_binding_row(pin_dir, bind_ns, mode):
             assert denied[("2001:db8:b0::13", "ff0e::3:1")] == Reason.WRONG_IIF
 
 
+@pytest.mark.every_kernel
 def test_binding_api_reads_back_refuses_bad_input_and_rearms(pin_dir, bind_ns):
     ns, indexes = bind_ns
     src, grp = "198.51.100.13", "239.3.3.1"
