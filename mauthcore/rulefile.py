@@ -10,6 +10,15 @@ optional rate limits:
     192.0.2.12      239.192.0.0/14   16       # every group of the range
     192.0.2.13      239.1.1.4        16       pps=500 bps=2M
     2001:db8:0:1::/64  ff0e::db8:1   8        # IPv6: the max TTL is the hop limit
+    192.0.2.14      239.1.1.5        8        iface=eth1 mac=02:00:5e:10:00:01
+    192.0.2.15      239.1.1.6        8        iface=eth1 rpf learn
+    192.0.2.0/24    239.1.1.7        8        rpf     # a prefix takes iface and rpf only
+
+After the TTL come optional words in any order: the rate limits, and a
+binding (mauthcore/rules.py, Binding): `iface=IF` (the interface the
+sender's packets must arrive on), `rpf` (its source must route back through
+that interface), `mac=MAC` (the frame's source MAC) and `learn` (the first
+packet pins interface and MAC).
 
 A source or group written ADDR/LEN is a prefix (one per rule at most; see
 mauthcore/rules.py); pps and bps take a whole number with an optional k, M
@@ -28,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .rules import Rule, RuleError
+from .rules import Binding, Rule, RuleError
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
@@ -53,11 +62,12 @@ def parse_rules(text: str, name: str = "<rules>") -> tuple[Rule, ...]:
         fields = line.split()
         if len(fields) < 3:
             raise ConfigError(
-                f"{name}:{lineno}: expected 'SOURCE GROUP MAX-TTL [pps=N] [bps=N]', got {len(fields)} field(s)"
+                f"{name}:{lineno}: expected 'SOURCE GROUP MAX-TTL [pps=N] [bps=N] [iface=IF] [rpf] [mac=MAC] [learn]',"
+                f" got {len(fields)} field(s)"
             )
         try:
-            limits = _limits(fields[3:])
-            rule = Rule.make(*fields[:3], **limits)
+            limits, binding = _options(fields[3:])
+            rule = Rule.make(*fields[:3], **limits, binding=binding)
         except RuleError as exc:
             raise ConfigError(f"{name}:{lineno}: {exc}") from None
         if rule.key in seen:
@@ -69,20 +79,29 @@ def parse_rules(text: str, name: str = "<rules>") -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-_LIMITS = ("pps", "bps")
+_VALUED = ("pps", "bps", "iface", "mac")
+_SWITCHES = ("rpf", "learn")
 
 
-def _limits(fields: list[str]) -> dict[str, str]:
-    """{"pps": text, "bps": text} from the fields after the TTL; RuleError for anything else."""
+def _options(fields: list[str]) -> tuple[dict[str, str], Binding | None]:
+    """The rate limits ({"pps": text, "bps": text}) and binding from the fields after the TTL; RuleError else."""
     out: dict[str, str] = {}
+    switches: set[str] = set()
     for field in fields:
         name, eq, value = field.partition("=")
-        if not eq or name not in _LIMITS:
-            raise RuleError(f"unexpected {field!r} after the max TTL; only pps=N and bps=N may follow it")
-        if name in out:
+        if not (eq and name in _VALUED) and not (not eq and name in _SWITCHES):
+            raise RuleError(f"unexpected {field!r} after the max TTL; only pps=N, bps=N, iface=IF, rpf, mac=MAC"
+                            " and learn may follow it")
+        if name in out or name in switches:
             raise RuleError(f"{name} is given twice")
-        out[name] = value
-    return out
+        if eq:
+            out[name] = value
+        else:
+            switches.add(name)
+    iface, mac = out.pop("iface", None), out.pop("mac", None)
+    if iface is None and mac is None and not switches:
+        return out, None
+    return out, Binding.make(iface, rpf="rpf" in switches, mac=mac, learn="learn" in switches)
 
 
 def load_rules(path: str | Path) -> RuleFile:

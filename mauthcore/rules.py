@@ -272,6 +272,185 @@ def check_rate(value: object, what: str, maximum: int) -> int:
     return number
 
 
+IFNAMSIZ = 16  # Linux: an interface name is at most 15 bytes
+MAX_IFACE_LIST = 255  # router=name pairs, as protocol v2 carries them
+_ROUTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def check_iface_name(name: object, what: str = "interface") -> str:
+    """A Linux interface name as the kernel accepts it (1-15 bytes, no '/', ':' or white space, not '.' or '..').
+
+    '=' and ',' are refused too: they write one name per router ("r1=eth1,r2=ens4").
+    """
+    text = str(name) if isinstance(name, str) else None
+    if text is None or not text:
+        raise RuleError(f"{what} name {name!r} is empty or not text")
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) >= IFNAMSIZ:
+        raise RuleError(f"{what} name {text!r} is longer than {IFNAMSIZ - 1} bytes, the most Linux allows")
+    if text in (".", "..") or any(c in text for c in "/:=,") or any(c.isspace() or not c.isprintable() for c in text):
+        raise RuleError(f"{what} name {text!r} is not a Linux interface name")
+    return text
+
+
+def parse_mac(mac: object) -> bytes:
+    """The six bytes of a unicast sender's MAC written aa:bb:cc:dd:ee:ff (or with dashes), or given as bytes."""
+    if isinstance(mac, (bytes, bytearray)):
+        raw = bytes(mac)
+    else:
+        parts = str(mac).strip().replace("-", ":").split(":")
+        try:
+            if len(parts) != 6 or any(len(p) != 2 for p in parts):
+                raise ValueError(mac)
+            raw = bytes(int(p, 16) for p in parts)
+        except ValueError:
+            raise RuleError(f"MAC address {mac!r} is not six hexadecimal bytes like 02:00:5e:10:00:01") from None
+    if len(raw) != 6:
+        raise RuleError(f"MAC address {raw.hex()} is not six bytes long")
+    if raw[0] & 1:
+        raise RuleError(f"MAC address {format_mac(raw)} is a multicast address, which no sender has")
+    if raw == bytes(6):
+        raise RuleError("MAC address 00:00:00:00:00:00 names no sender")
+    return raw
+
+
+def format_mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+@functools.total_ordering
+@dataclass(frozen=True)
+class Binding:
+    """Where the sender of a rule may be (docs/operations.md, "Binding a sender"); every part is optional.
+
+    * `iface`: the ingress interface its packets must arrive on, as the
+      router names it ("eth1"); or, in mauthserver, one name per router
+      ("r1=eth1,r2=ens4"): the routers named get the interface, the MAC and
+      learning (they are the sender's first hop), the others the rule with
+      `rpf` only (`on()`).
+    * `rpf`: the source must route back through the interface the packet came in on.
+    * `mac`: the frame's source MAC must be this one.
+    * `learn`: the first packet pins (interface, MAC); later ones must match it.
+
+    A prefix rule takes `iface` and `rpf` only (a subnet has no one MAC).
+    The empty Binding() is an unbound rule.
+    """
+
+    iface: str = ""
+    rpf: bool = False
+    mac: bytes = b""
+    learn: bool = False
+
+    @classmethod
+    def make(cls, iface: object = None, *, rpf: object = False, mac: object = None, learn: object = False) -> Binding:
+        """Validate and build a binding; RuleError (one sentence) for a bad interface name or MAC."""
+        for name, flag in (("rpf", rpf), ("learn", learn)):
+            if not isinstance(flag, bool):
+                raise RuleError(f"{name} is true or false, not {flag!r}")
+        assert isinstance(rpf, bool) and isinstance(learn, bool)
+        return cls(_canonical_iface(iface) if iface not in (None, "") else "", rpf,
+                   parse_mac(mac) if mac not in (None, "") else b"", learn)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.iface or self.rpf or self.mac or self.learn)
+
+    @property
+    def per_router(self) -> dict[str, str] | None:
+        """{router: interface} when the interface is named per router, else None."""
+        if "=" not in self.iface:
+            return None
+        return dict(part.split("=", 1) for part in self.iface.split(","))
+
+    def on(self, router: str) -> Binding:
+        """The binding a router holds: a per-router interface resolved for `router`.
+
+        A router the per-router list does not name is not the sender's first
+        hop: it gets `rpf` alone, since the interface, the MAC and learning
+        describe the sender's own link.
+        """
+        names = self.per_router
+        if names is None:
+            return self
+        if router in names:
+            return Binding(names[router], self.rpf, self.mac, self.learn)
+        return Binding(rpf=self.rpf)
+
+    def check_for(self, key: RuleKey) -> None:
+        """Refuse a binding the rule for `key` cannot take: a MAC, or learning one, for a whole prefix."""
+        if not key.is_exact and (self.mac or self.learn):
+            what = "a MAC address" if self.mac else "a learned MAC address"
+            raise RuleError(f"the prefix rule {key} cannot be bound to {what}, since a subnet has no one MAC;"
+                            " bind it to an interface or the reverse path instead")
+
+    def as_json(self) -> dict[str, object]:
+        """{"iface", "rpf", "mac", "learn"}, only the parts set."""
+        out: dict[str, object] = {}
+        if self.iface:
+            out["iface"] = self.iface
+        if self.rpf:
+            out["rpf"] = True
+        if self.mac:
+            out["mac"] = format_mac(self.mac)
+        if self.learn:
+            out["learn"] = True
+        return out
+
+    @classmethod
+    def from_json(cls, obj: object) -> Binding:
+        if not isinstance(obj, dict):
+            raise RuleError(f"a binding is a JSON object with iface, rpf, mac and learn, not {type(obj).__name__}")
+        unknown = sorted(set(obj) - {"iface", "rpf", "mac", "learn"})
+        if unknown:
+            raise RuleError(f"a binding has no field {unknown[0]!r}; it has iface, rpf, mac and learn")
+        return cls.make(obj.get("iface"), rpf=obj.get("rpf", False), mac=obj.get("mac"), learn=obj.get("learn", False))
+
+    def words(self) -> list[str]:
+        """The rule file's words for this binding: iface=IF rpf mac=MAC learn."""
+        out = [f"iface={self.iface}"] if self.iface else []
+        out += ["rpf"] if self.rpf else []
+        out += [f"mac={format_mac(self.mac)}"] if self.mac else []
+        out += ["learn"] if self.learn else []
+        return out
+
+    def _order(self) -> tuple[str, bool, bytes, bool]:
+        return (self.iface, self.rpf, self.mac, self.learn)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Binding):
+            return NotImplemented
+        return self._order() < other._order()
+
+    def __str__(self) -> str:
+        return " ".join(self.words()) or "unbound"
+
+
+UNBOUND = Binding()
+
+
+def _canonical_iface(value: object) -> str:
+    """One interface name, or "router=iface" pairs separated by commas (sorted, each router once)."""
+    if not isinstance(value, str):
+        raise RuleError(f"interface {value!r} is not a name")
+    text = value.strip()
+    if "=" not in text:
+        return check_iface_name(text)
+    pairs: dict[str, str] = {}
+    for part in text.split(","):
+        router, eq, iface = part.strip().partition("=")
+        router = router.strip()
+        if not eq or not _ROUTER_NAME.fullmatch(router):
+            raise RuleError(f"{part.strip()!r} is not ROUTER=INTERFACE (a router's name, '=', its interface)")
+        if router in pairs:
+            raise RuleError(f"router {router} is given two interfaces")
+        pairs[router] = check_iface_name(iface.strip(), f"router {router}'s interface")
+    text = ",".join(f"{r}={i}" for r, i in sorted(pairs.items()))
+    if len(text.encode()) > MAX_IFACE_LIST:
+        raise RuleError(f"the interfaces of {len(pairs)} routers take more than {MAX_IFACE_LIST} bytes;"
+                        " name the interface once for every router, or bind fewer routers")
+    return text
+
+
 def _width(value: Endpoint) -> int:
     return 32 if value.version == 4 else 128
 
@@ -396,12 +575,18 @@ class Rule:
     max_ttl: int
     pps: int = 0
     bps: int = 0
+    binding: Binding = UNBOUND
 
     @classmethod
     def make(cls, source: str | Endpoint, group: str | Endpoint, max_ttl: object, *,
-             pps: object = 0, bps: object = 0) -> Rule:
+             pps: object = 0, bps: object = 0, binding: Binding | None = None) -> Rule:
         key = RuleKey.make(source, group)
-        return cls(key, check_ttl(max_ttl), check_rate(pps, "pps", MAX_PPS), check_rate(bps, "bps", MAX_BPS))
+        if binding is not None and not isinstance(binding, Binding):
+            raise RuleError(f"{binding!r} is not a binding")
+        binding = binding or UNBOUND
+        binding.check_for(key)
+        return cls(key, check_ttl(max_ttl), check_rate(pps, "pps", MAX_PPS), check_rate(bps, "bps", MAX_BPS),
+                   binding)
 
     @property
     def source(self) -> Endpoint:
@@ -416,16 +601,28 @@ class Rule:
         return bool(self.pps or self.bps)
 
     @property
+    def bound(self) -> bool:
+        return not self.binding.empty
+
+    @property
     def terms(self) -> tuple[int, int, int]:
-        """What a router must hold for this key to hold this rule: (max TTL, pps, bps)."""
+        """What a router must hold for this key to hold this rule: (max TTL, pps, bps); the binding apart."""
         return (self.max_ttl, self.pps, self.bps)
 
-    def as_json(self, *, limits: bool = True) -> dict[str, str | int]:
-        """The rule as JSON: its key's fields, "max_ttl", and "pps" and "bps" unless `limits` is false."""
-        out: dict[str, str | int] = {**self.key.as_json(), "max_ttl": self.max_ttl}
+    def on(self, router: str) -> Rule:
+        """The rule as `router` holds it: a per-router interface resolved (Binding.on)."""
+        binding = self.binding.on(router)
+        return self if binding is self.binding else Rule(self.key, self.max_ttl, self.pps, self.bps, binding)
+
+    def as_json(self, *, limits: bool = True) -> dict[str, object]:
+        """The rule as JSON: its key's fields, "max_ttl", "pps" and "bps" unless `limits` is false, and
+        "binding" if it is bound."""
+        out: dict[str, object] = {**self.key.as_json(), "max_ttl": self.max_ttl}
         if limits:
             out["pps"] = self.pps
             out["bps"] = self.bps
+        if self.bound:
+            out["binding"] = self.binding.as_json()
         return out
 
     @classmethod
@@ -433,8 +630,9 @@ class Rule:
         """The rule `as_json()` wrote, validated as `make()` does ("pps" and "bps" default to 0)."""
         source, group, max_ttl = _json_fields(obj, ("source", "group", "max_ttl"), "a rule")
         assert isinstance(obj, dict)
+        binding = Binding.from_json(obj["binding"]) if obj.get("binding") is not None else None
         return cls.make(_json_text(source, "source"), _json_text(group, "group"), max_ttl,
-                        pps=obj.get("pps", 0), bps=obj.get("bps", 0))
+                        pps=obj.get("pps", 0), bps=obj.get("bps", 0), binding=binding)
 
     def __str__(self) -> str:
         text = f"{self.key.source} -> {self.key.group} max-ttl {self.max_ttl}"
@@ -442,6 +640,8 @@ class Rule:
             text += f" pps {self.pps}"
         if self.bps:
             text += f" bps {self.bps}"
+        if self.bound:
+            text += f" {self.binding}"
         return text
 
 

@@ -82,6 +82,9 @@ class FleetBackend:
     def flush(self) -> int:
         return self.mediator.flush(actor=self.actor)
 
+    def rearm(self, key: RuleKey) -> None:
+        raise BackendUnsupported("mauthserver does not yet pass a rearm on to its routers")
+
     def set_mode(self, mode: Mode) -> None:
         self.mediator.set_mode(Mode(mode), actor=self.actor)
 

@@ -31,3 +31,5 @@ from .xdp_rules import XdpRules
 
 class DataPlane(XdpLoader, XdpRules, XdpCounters):
     """The filter's program and maps on this router."""
+
+    binds = True  # rules may be bound to an interface, MAC, reverse path or learned sender (filter.Binding)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 
-from mauthcore.protocol.errors import BackendFailure, BackendUnsupported
+from mauthcore.protocol.errors import BackendFailure, BackendInvalid, BackendUnsupported
 from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry, page_start
 from mauthcore.rules import Rule, RuleKey
 
@@ -35,6 +35,8 @@ def _translated():
     """A filter's failure as BACKEND_FAILURE; its refusals (Exists, NotFound, TableFull) are already command errors."""
     try:
         yield
+    except flt.BindingRefused as exc:
+        raise BackendInvalid(str(exc)) from None
     except flt.DataPlaneError as exc:
         raise BackendFailure(str(exc)) from None
 
@@ -65,8 +67,9 @@ class DataPlaneBackend:
         self._changed()
 
     def _held(self, rule: Rule) -> None:
-        """Refuse, as unsupported, a rule of an address family this filter cannot hold."""
-        why = flt.not_held(self.name, self.dp.families, rule.key)
+        """Refuse, as unsupported, a rule of a family this filter cannot hold, or a bound rule it cannot bind."""
+        why = flt.not_held(self.name, self.dp.families, rule.key) or (
+            None if self.dp.binds else flt.not_bindable(self.name, rule))
         if why:
             raise BackendUnsupported(why)
 
@@ -90,6 +93,13 @@ class DataPlaneBackend:
             self.dp.remove_rule(key)
         self._changed()
         log.info("rule removed: %s", key)
+
+    def rearm(self, key: RuleKey) -> None:
+        with _translated():
+            before = self.dp.clear_learned(key)
+        log.info("rule %s rearmed: forgot %s after %d moves", key,
+                 "nothing" if before.learned is None else
+                 f"{flt.iface_name(before.learned[0])} {flt.format_mac(before.learned[1])}", before.moved)
 
     def flush(self) -> int:
         n = self.dp.flush()

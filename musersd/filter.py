@@ -19,9 +19,10 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload
 
+from mauthcore import rules
 from mauthcore.protocol.errors import TableFull
 from mauthcore.protocol.model import DeniedEntry, Mode, RuleEntry
-from mauthcore.rules import Rule, RuleError, RuleKey
+from mauthcore.rules import Rule, RuleError, RuleKey, format_mac
 
 from . import maps
 
@@ -33,6 +34,10 @@ MAX_DENIED_RANGE = (16, 1024 * 1024)
 
 class DataPlaneError(Exception):
     """The data plane refused an operation; the message says why in one sentence."""
+
+
+class BindingRefused(DataPlaneError):
+    """A binding this router cannot hold as asked: an interface it lacks, a rearm of a rule that does not learn."""
 
 
 # A rule that exists, one that does not, a full table: the protocol's own command
@@ -67,6 +72,14 @@ def not_held(name: str, families: Iterable[int], key: RuleKey) -> str | None:
     return f"the {name} backend filters {family_name(families)} only, so it cannot hold the rule for {key}"
 
 
+def not_bindable(name: str, rule: Rule) -> str | None:
+    """Why a filter called `name`, which cannot bind rules, cannot hold `rule`; None if it is unbound."""
+    if not rule.bound:
+        return None
+    return (f"the {name} backend cannot bind a rule to an interface, MAC or reverse path, so it cannot hold"
+            f" {rule.key} bound to {rule.binding}; run the xdp backend")
+
+
 def as_rule(rule: Rule | tuple) -> Rule:
     """`rule`, or the Rule made of a (source, group, max_ttl[, pps, bps]) tuple; DataPlaneError if it is not one."""
     if isinstance(rule, Rule):
@@ -93,27 +106,18 @@ def as_key(key: RuleKey | Rule | tuple) -> RuleKey:
 
 def parse_mac(mac: str | bytes) -> bytes:
     """The six bytes of a unicast MAC written aa:bb:cc:dd:ee:ff (or with dashes); DataPlaneError if it is not one."""
-    if isinstance(mac, bytes):
-        raw = mac
-    else:
-        parts = str(mac).strip().replace("-", ":").split(":")
-        try:
-            if len(parts) != 6 or any(len(p) != 2 for p in parts):
-                raise ValueError(mac)
-            raw = bytes(int(p, 16) for p in parts)
-        except ValueError:
-            raise DataPlaneError(f"MAC address {mac!r} is not six hexadecimal bytes like 02:00:5e:10:00:01") from None
-    if len(raw) != 6:
-        raise DataPlaneError(f"MAC address {raw.hex()} is not six bytes long")
-    if raw[0] & 1:
-        raise DataPlaneError(f"MAC address {format_mac(raw)} is a multicast address, which no sender has")
-    if raw == bytes(6):
-        raise DataPlaneError("MAC address 00:00:00:00:00:00 names no sender")
-    return raw
+    try:
+        return rules.parse_mac(mac)
+    except RuleError as exc:
+        raise DataPlaneError(str(exc)) from None
 
 
-def format_mac(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
+def iface_name(ifindex: int) -> str:
+    """The name of interface `ifindex` on this router, or "#N" if it no longer exists."""
+    try:
+        return socket.if_indextoname(ifindex)
+    except OSError:
+        return f"#{ifindex}"
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ class Binding:
             try:
                 ifindex = socket.if_nametoindex(str(iface))
             except OSError:
-                raise DataPlaneError(f"interface {iface!r} does not exist") from None
+                raise BindingRefused(f"interface {iface!r} does not exist on this router") from None
         return cls(ifindex, bool(rpf), None if mac is None else parse_mac(mac), bool(learn))
 
     @property
@@ -160,10 +164,22 @@ class Binding:
 
     def check_for(self, key: RuleKey) -> None:
         """Refuse a binding the rule for `key` cannot take: a MAC, or learning one, for a whole prefix."""
-        if not key.is_exact and (self.mac or self.learn):
-            what = "a MAC address" if self.mac else "a learned MAC address"
-            raise DataPlaneError(f"the prefix rule {key} cannot be bound to {what}, since a subnet has no one MAC;"
-                                 " bind it to an interface or the reverse path instead")
+        try:
+            rules.Binding(learn=self.learn, mac=self.mac or b"").check_for(key)
+        except RuleError as exc:
+            raise DataPlaneError(str(exc)) from None
+
+    @classmethod
+    def of(cls, binding: rules.Binding) -> Binding:
+        """The kernel's form of a rule's binding: its interface name resolved to an index on this router."""
+        if binding.per_router is not None:
+            raise BindingRefused(f"the interface {binding.iface!r} is named per router; the mediator sends each"
+                                 " router its own name")
+        return cls.make(binding.iface or None, rpf=binding.rpf, mac=binding.mac or None, learn=binding.learn)
+
+    def named(self) -> rules.Binding:
+        """The rule's binding as the protocol says it: the interface by its name ("#N" if it is gone)."""
+        return rules.Binding(iface_name(self.ifindex) if self.ifindex else "", self.rpf, self.mac or b"", self.learn)
 
     def __str__(self) -> str:
         parts = [f"iface {self.ifindex}"] if self.ifindex else []
@@ -256,6 +272,7 @@ class Filter(Protocol):
 
     name: str
     families: tuple[int, ...]  # the address families whose rules it can hold
+    binds: bool  # whether it can hold bound rules (Binding); one that cannot refuses them as UNSUPPORTED
     @property
     def max_rules(self) -> int | None: ...  # read through the protocol; the filter sets it
     created: bool  # True when load() or open() started from empty state
@@ -285,3 +302,4 @@ class Filter(Protocol):
     def counters(self) -> dict[str, dict[str, int]]: ...
     def denied(self) -> list[DeniedEntry]: ...
     def clear_denied(self) -> int: ...
+    def clear_learned(self, key: RuleKey | Rule | tuple) -> BindingState: ...

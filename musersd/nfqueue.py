@@ -96,10 +96,13 @@ from . import maps
 from .filter import (
     DEFAULT_MAX_DENIED,
     DEFAULT_MAX_RULES,
+    BindingRefused,
+    BindingState,
     DataPlaneError,
     as_key,
     as_rule,
     check_sizes,
+    not_bindable,
     not_held,
     plan,
     sap_group_list,
@@ -548,6 +551,7 @@ class NfqueueFilter:
 
     name = "nfqueue"
     families: tuple[int, ...] = (4,)  # the queue rule is iptables: IPv4 only
+    binds = False  # no rule is bound here: bound rules are refused (docs/operations.md, "Binding a sender")
 
     def __init__(self, state_dir: str | os.PathLike = DEFAULT_STATE_DIR, *, queue_num: int = DEFAULT_QUEUE_NUM,
                  max_rules: int | None = None, max_denied: int | None = None,
@@ -751,9 +755,16 @@ class NfqueueFilter:
         for pair in [p for p in self._denied if key.covers(*p)]:
             del self._denied[pair]
 
+    @classmethod
+    def _unbound(cls, rule: Rule) -> Rule:
+        why = not_bindable(cls.name, rule)
+        if why:
+            raise DataPlaneError(why)
+        return rule
+
     def add_rule(self, rule: Rule | tuple) -> None:
         """Add a rule; Exists if (source, group) already has one, TableFull when full."""
-        rule = as_rule(rule)
+        rule = self._unbound(as_rule(rule))
         key = self._pair(rule.key)
         if key in self._rules:
             raise Exists(f"a rule for {rule.key} already exists")
@@ -769,7 +780,7 @@ class NfqueueFilter:
 
     def replace_rule(self, rule: Rule | tuple) -> bool:
         """Add or replace a rule, keeping its counters (and its buckets if its rates stay); True if it created one."""
-        rule = as_rule(rule)
+        rule = self._unbound(as_rule(rule))
         key = self._pair(rule.key)
         if key not in self._rules:
             self.add_rule(rule)
@@ -805,7 +816,7 @@ class NfqueueFilter:
     def apply(self, wanted: Iterable[Rule]) -> tuple[int, int, int]:
         """Make the rule set equal to `wanted` in one transaction (filter.plan); returns (added, replaced, removed)."""
         diff = plan(self._rules, wanted, self.max_rules, key=self._pair)
-        put = diff.add + diff.replace
+        put = [self._unbound(r) for r in diff.add + diff.replace]
         with self._write() as store:
             store.put(put)
             store.delete(self._rules[k].key for k in diff.remove)
@@ -889,6 +900,13 @@ class NfqueueFilter:
             n = len(self._denied)
             self._denied.clear()
         return n
+
+    def clear_learned(self, key: RuleKey | Rule | tuple) -> BindingState:
+        """No rule here learns its sender (this backend binds none)."""
+        rkey = as_key(key)
+        if (rkey.source, rkey.group) not in self._rules:
+            raise NotFound(f"there is no rule for {rkey}")
+        raise BindingRefused(f"the rule for {rkey} does not learn its sender, so it has nothing to forget")
 
 
 __all__ = ["NfqueueFilter", "Judgement", "RuleStore", "Hooks", "Iptables", "PacketQueue", "hook_specs",

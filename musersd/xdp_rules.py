@@ -30,7 +30,7 @@ from mauthcore.protocol.model import RuleEntry, millis
 from mauthcore.rules import IPAddress, Rule, RuleKey
 
 from . import bpfsys, maps
-from .filter import Binding, BindingState, DataPlaneError, as_key, as_rule, plan
+from .filter import Binding, BindingRefused, BindingState, DataPlaneError, as_key, as_rule, iface_name, plan
 from .maps import FAMILIES, Key4, RuleVal
 from .xdp_counters import mono_to_unix
 
@@ -45,6 +45,12 @@ _RULE_MAPS = tuple(f.rules for f in FAMILIES.values())
 _PREFIX_MAPS = tuple(m for f in FAMILIES.values() for m in (f.src_prefix, f.grp_prefix))
 _DENIED_MAPS = tuple(f.denied for f in FAMILIES.values())
 _SOURCE_TRIES = frozenset(f.src_prefix for f in FAMILIES.values())
+
+
+def _binding_of(e: maps.BindingVal) -> Binding:
+    """The binding a `bindings` entry holds (what it learned apart)."""
+    return Binding(e.ifindex if e.flags & maps.BIND_IFACE else 0, bool(e.flags & maps.BIND_RPF),
+                   bytes(e.mac) if e.flags & maps.BIND_MAC else None, bool(e.flags & maps.BIND_LEARN))
 
 
 def _prefix_key(cname: str, k) -> RuleKey:
@@ -163,14 +169,33 @@ class XdpRules:
         return value
 
     def _rule_of(self, key: RuleKey, value: RuleVal) -> Rule:
-        """The Rule a map value stands for, with its rate limits from `rates`."""
+        """The Rule a map value stands for, with its rate limits from `rates` and its binding from `bindings`."""
         pps = bps = 0
         if value.flags & maps.RULE_F_RATE:
             rate = self._map("mauth_rates").lookup(ctypes.c_uint32(value.slot))
             if rate is not None:
                 assert isinstance(rate, maps.Rate), "mauth_rates' values are Rate (maps.MAPS)"
                 pps, bps = rate.pps, rate.bps
+        if value.flags & maps.RULE_F_BIND:
+            return Rule(key, value.max_ttl, pps, bps, _binding_of(self._bind_entry(value.slot)).named())
         return Rule(key, value.max_ttl, pps, bps)
+
+    def _bind_entry(self, slot: int) -> maps.BindingVal:
+        entry = self._map("mauth_bindings").lookup(ctypes.c_uint32(slot))
+        assert isinstance(entry, maps.BindingVal), "an array map holds every slot; its values are BindingVal"
+        return entry
+
+    def _write_binding(self, slot: int, binding: Binding) -> None:
+        """A fresh binding entry for `slot` (nothing learned), under the entry's lock."""
+        entry = maps.BindingVal(ifindex=binding.ifindex, flags=binding.flags)
+        if binding.mac:
+            entry.mac[:] = list(binding.mac)
+        self._map("mauth_bindings").update(ctypes.c_uint32(slot), entry, bpfsys.BPF_ANY | _BPF_F_LOCK)
+
+    @staticmethod
+    def _kernel_binding(rule: Rule) -> Binding | None:
+        """The rule's binding resolved on this router (None: unbound); refused before anything changes."""
+        return Binding.of(rule.binding) if rule.bound else None
 
     def _set_rate(self, slot: int, rule: Rule, old: Rule | None = None) -> None:
         """Give `slot` full buckets for the rule's limits, unless the limits are those it already has.
@@ -202,6 +227,7 @@ class XdpRules:
     def add_rule(self, rule: Rule | tuple) -> None:
         """Add a rule; Exists if (source, group) already has one."""
         rule = self._as_rule(rule)
+        bound = self._kernel_binding(rule)
         cname, key = self._locate(rule.key)
         rules = self._map(cname)
         # An exact key is checked here; a prefix key by the insert itself
@@ -214,7 +240,10 @@ class XdpRules:
         # never sees MAUTH_RULE_F_RATE without an entry in rates.
         if rule.rate_limited:
             self._set_rate(slot, rule)
-        value = RuleVal(slot=slot, max_ttl=rule.max_ttl, flags=maps.RULE_F_RATE if rule.rate_limited else 0)
+        if bound is not None:  # likewise the binding: a bound rule is never, even briefly, unbound
+            self._write_binding(slot, bound)
+        flags = (maps.RULE_F_RATE if rule.rate_limited else 0) | (maps.RULE_F_BIND if bound is not None else 0)
+        value = RuleVal(slot=slot, max_ttl=rule.max_ttl, flags=flags)
         err = rules.try_update(key, value, bpfsys.BPF_NOEXIST)
         if err:
             if rule.rate_limited:
@@ -242,8 +271,8 @@ class XdpRules:
         `chunk` rules, plus one per rule already in the table (checked for
         clashes), plus one per set of the denied table (one per new pair
         when there are few) to forget new pairs that were denied before.
-        Exact rules without a rate limit go in by the batch; prefix and
-        rate-limited rules (few, as a rule) one by one with add_rule().
+        Exact rules without a rate limit or binding go in by the batch; prefix,
+        rate-limited and bound rules (few, as a rule) one by one with add_rule().
         """
         new = [self._as_rule(r) for r in rules]
         if not new:
@@ -253,8 +282,8 @@ class XdpRules:
             if r.key in seen:
                 raise Exists(f"the rule for {r.key} is given twice")
             seen.add(r.key)
-        one_by_one = [r for r in new if not r.key.is_exact or r.rate_limited]
-        new = [r for r in new if r.key.is_exact and not r.rate_limited]
+        one_by_one = [r for r in new if not r.key.is_exact or r.rate_limited or r.bound]
+        new = [r for r in new if r.key.is_exact and not r.rate_limited and not r.bound]
         for r in one_by_one:
             if r.key in self._prefix or (r.key.is_exact and self._value(r.key) is not None):
                 raise Exists(f"a rule for {r.key} already exists")
@@ -328,9 +357,12 @@ class XdpRules:
         """Add or replace a rule, keeping its counters if it existed; True if it created one (as REPLACE answers).
 
         A changed rate limit starts with full buckets; an unchanged one keeps
-        its buckets as they are.
+        its buckets as they are. Likewise a changed binding starts with
+        nothing learned, and an unchanged one keeps what it learned; a rule
+        without a binding unbinds it.
         """
         rule = self._as_rule(rule)
+        bound = self._kernel_binding(rule)
         cname, key = self._locate(rule.key)
         old = self._value(rule.key)
         if old is None:
@@ -339,7 +371,9 @@ class XdpRules:
         before = self._rule_of(rule.key, old)
         if rule.rate_limited:
             self._set_rate(old.slot, rule, before)
-        flags = (maps.RULE_F_RATE if rule.rate_limited else 0) | (old.flags & maps.RULE_F_BIND)  # a binding stays
+        if bound is not None and (not old.flags & maps.RULE_F_BIND or _binding_of(self._bind_entry(old.slot)) != bound):
+            self._write_binding(old.slot, bound)
+        flags = (maps.RULE_F_RATE if rule.rate_limited else 0) | (maps.RULE_F_BIND if bound is not None else 0)
         value = RuleVal(slot=old.slot, max_ttl=rule.max_ttl, flags=flags)
         self._map(cname).update(key, value, bpfsys.BPF_EXIST)
         if before.rate_limited and not rule.rate_limited:
@@ -390,10 +424,7 @@ class XdpRules:
                 value.flags &= ~maps.RULE_F_BIND
                 self._map(cname).update(k, value, bpfsys.BPF_EXIST)
             return
-        entry = maps.BindingVal(ifindex=binding.ifindex, flags=binding.flags)
-        if binding.mac:
-            entry.mac[:] = list(binding.mac)
-        self._map("mauth_bindings").update(ctypes.c_uint32(value.slot), entry, bpfsys.BPF_ANY | _BPF_F_LOCK)
+        self._write_binding(value.slot, binding)
         if not value.flags & maps.RULE_F_BIND:
             value.flags |= maps.RULE_F_BIND
             self._map(cname).update(k, value, bpfsys.BPF_EXIST)
@@ -404,9 +435,7 @@ class XdpRules:
             raise NotFound(f"there is no rule for {rkey}")
         if not value.flags & maps.RULE_F_BIND:
             return None
-        entry = self._map("mauth_bindings").lookup(ctypes.c_uint32(value.slot))
-        assert isinstance(entry, maps.BindingVal), "an array map holds every slot; its values are BindingVal"
-        return value, entry
+        return value, self._bind_entry(value.slot)
 
     def binding(self, key: RuleKey | Rule | tuple) -> BindingState | None:
         """The rule's binding, the pair it learned and how often the sender moved; None if it is not bound."""
@@ -414,10 +443,8 @@ class XdpRules:
         if found is None:
             return None
         _, e = found
-        b = Binding(e.ifindex if e.flags & maps.BIND_IFACE else 0, bool(e.flags & maps.BIND_RPF),
-                    bytes(e.mac) if e.flags & maps.BIND_MAC else None, bool(e.flags & maps.BIND_LEARN))
         learned = (e.learned_ifindex, bytes(e.learned_mac)) if e.learned else None
-        return BindingState(b, learned, e.moved)
+        return BindingState(_binding_of(e), learned, e.moved)
 
     def clear_learned(self, key: RuleKey | Rule | tuple) -> BindingState:
         """Forget the pair a learning rule pinned (and its moves), so the next packet pins again; returns what was.
@@ -428,7 +455,7 @@ class XdpRules:
         rkey = self._as_key(key)
         before = self.binding(rkey)
         if before is None or not before.binding.learn:
-            raise DataPlaneError(f"the rule for {rkey} does not learn its sender, so it has nothing to forget")
+            raise BindingRefused(f"the rule for {rkey} does not learn its sender, so it has nothing to forget")
         found = self._binding_entry(rkey)
         assert found is not None, "bound a moment ago, and only this process writes the maps"
         value, entry = found
@@ -445,6 +472,14 @@ class XdpRules:
         return self._stats_for(self._rule_of(rkey, value), value.slot)
 
     def _stats_for(self, rule: Rule, slot: int) -> RuleEntry:
+        entry = self._counters_for(rule, slot)
+        if not rule.bound:
+            return entry
+        e = self._bind_entry(slot)
+        learned = (iface_name(e.learned_ifindex), bytes(e.learned_mac)) if e.learned else None
+        return RuleEntry(rule, entry.packets, entry.octets, entry.last_seen, moved=e.moved, learned=learned)
+
+    def _counters_for(self, rule: Rule, slot: int) -> RuleEntry:
         per_cpu = self._map("mauth_stats").lookup(ctypes.c_uint32(slot))
         # A per-CPU array holds every index below its size (a slot is one), as one Stats per CPU.
         assert isinstance(per_cpu, ctypes.Array), "a per-CPU array map holds every slot"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from mauthcore.protocol.errors import Exists, NotFound, TableFull
+from mauthcore.protocol.errors import BackendInvalid, Exists, NotFound, TableFull
 from mauthcore.protocol.model import (
     Counters,
     DeniedEntry,
@@ -65,6 +65,9 @@ class Backend(Protocol):
     def flush(self) -> int:
         """Remove every rule; return how many there were."""
 
+    def rearm(self, key: RuleKey) -> None:
+        """Forget what the learning rule for `key` pinned; NotFound if absent, BackendInvalid if it does not learn."""
+
     def get_mode(self) -> Mode: ...
 
     def set_mode(self, mode: Mode) -> None: ...
@@ -82,6 +85,8 @@ class MemoryBackend:
         self.rules: dict[RuleKey, Rule] = {}
         # per-rule traffic: key -> (packets, octets, last_seen ms); tests set these
         self.traffic: dict[RuleKey, tuple[int, int, int]] = {}
+        # a learning rule's pinned (interface, MAC) and moves: key -> ((iface, mac), moved); tests set these
+        self.learned: dict[RuleKey, tuple[tuple[str, bytes], int]] = {}
         self.denied_entries: list[DeniedEntry] = []
         self.reason_counters: dict[Reason, tuple[int, int]] = {}
         self.log: list[tuple[str, object]] = []  # every call, in order: (operation, argument)
@@ -111,13 +116,24 @@ class MemoryBackend:
             raise NotFound(f"no rule for {key}")
         del self.rules[key]
         self.traffic.pop(key, None)
+        self.learned.pop(key, None)
 
     def flush(self) -> int:
         self.log.append(("flush", None))
         count = len(self.rules)
         self.rules.clear()
         self.traffic.clear()
+        self.learned.clear()
         return count
+
+    def rearm(self, key: RuleKey) -> None:
+        self.log.append(("rearm", key))
+        rule = self.rules.get(key)
+        if rule is None:
+            raise NotFound(f"no rule for {key}")
+        if not rule.binding.learn:
+            raise BackendInvalid(f"the rule for {key} does not learn its sender, so it has nothing to forget")
+        self.learned.pop(key, None)
 
     def set_mode(self, mode: Mode) -> None:
         self.log.append(("set_mode", mode))
@@ -140,10 +156,10 @@ class MemoryBackend:
     def list(self, cursor: bytes, limit: int) -> Page[RuleEntry]:
         self.log.append(("list", cursor))
         ordered = sorted(self.rules.items(), key=lambda kv: kv[0].cursor)
-        items = [
-            RuleEntry(rule, *self.traffic.get(key, (0, 0, 0)))
-            for key, rule in ordered
-        ]
+        items = []
+        for key, rule in ordered:
+            learned, moved = self.learned.get(key, (None, 0)) if rule.binding.learn else (None, 0)
+            items.append(RuleEntry(rule, *self.traffic.get(key, (0, 0, 0)), moved=moved, learned=learned))
         cursors = [k.cursor for k, _ in ordered]
         return page_of(items, cursors, cursor, limit, "router")
 

@@ -159,6 +159,12 @@ class BadCursor(CommandError):
     code = ReplyCode.INVALID_ARGUMENT
 
 
+class BackendInvalid(CommandError):
+    """Well formed, but not so on this router: an interface it lacks, a rearm of a rule that does not learn."""
+
+    code = ReplyCode.INVALID_ARGUMENT
+
+
 class BackendUnsupported(CommandError):
     code = ReplyCode.UNSUPPORTED
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from mauthcore.protocol.errors import BadCursor
-from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_cursor
+from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_cursor, format_mac
 
 T = TypeVar("T")
 
@@ -108,11 +108,19 @@ class RuleEntry:
     packets: int = 0
     octets: int = 0
     last_seen: int = 0  # ms since the Unix epoch, 0 = never
+    moved: int = 0  # a learning rule: packets dropped since it learned, from another interface or MAC
+    learned: tuple[str, bytes] | None = None  # a learning rule: the (interface, MAC) its first packet pinned
 
     def as_json(self) -> dict[str, object]:
-        """The rule's fields, then "packets", "bytes" and "last_seen" (Unix seconds, null = never)."""
-        return {**self.rule.as_json(), "packets": self.packets, "bytes": self.octets,
-                "last_seen": seconds(self.last_seen)}
+        """The rule's fields, then "packets", "bytes" and "last_seen" (Unix seconds, null = never); a bound
+        rule's "moved" and "learned" ({"iface", "mac"} or null)."""
+        out = {**self.rule.as_json(), "packets": self.packets, "bytes": self.octets,
+               "last_seen": seconds(self.last_seen)}
+        if self.rule.bound:
+            out["moved"] = self.moved
+            out["learned"] = None if self.learned is None else {"iface": self.learned[0],
+                                                                "mac": format_mac(self.learned[1])}
+        return out
 
 
 @dataclass(frozen=True)

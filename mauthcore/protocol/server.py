@@ -453,7 +453,11 @@ class ServerCore:
         limit = _page_limit(body.max_count, v2.MAX_LIST_ENTRIES)
         page = self.backend.list(body.cursor, limit)
         _check_page(page, limit)
-        return v2.RulesPage(tuple(page.items), page.cursor)
+        return _fit(tuple(page.items), page.cursor)
+
+    def _rearm(self, body: v2.Rearm) -> v2.Done:
+        self.backend.rearm(body.key)
+        return v2.Done()
 
     def _denied(self, body: v2.ListDenied) -> v2.DeniedPage:
         limit = _page_limit(body.max_count, v2.MAX_DENIED_ENTRIES)
@@ -471,6 +475,19 @@ class ServerCore:
         if body.mode is not None:
             self.backend.set_mode(body.mode)
         return v2.ModeReply(self.backend.get_mode())
+
+
+def _fit(entries: tuple, cursor: bytes) -> v2.RulesPage:
+    """A page whose entries fit one datagram: bound rules' entries are longer, so fewer of them may.
+
+    Cut short, the page ends at its last entry's key, and the next LIST goes on from there.
+    """
+    used = 0
+    for n, entry in enumerate(entries):
+        used += v2.entry_size(entry)
+        if used > v2.PAGE_ROOM:
+            return v2.RulesPage(entries[:n], entries[n - 1].rule.key.cursor)
+    return v2.RulesPage(entries, cursor)
 
 
 def _page_limit(asked: int, most: int) -> int:
@@ -492,6 +509,7 @@ _V2_HANDLERS: dict[Command, Callable] = {
     Command.COUNTERS: ServerCore._counters,
     Command.FLUSH: ServerCore._flush,
     Command.MODE: ServerCore._mode,
+    Command.REARM: ServerCore._rearm,
 }
 
 # v1 ADD is add-or-update (REPLACE): with a single ERROR code, "already there"

@@ -61,7 +61,7 @@ from mauthcore.protocol.model import (
     ReasonCounter,
     RuleEntry,
 )
-from mauthcore.rules import MAX_CURSOR_SIZE, Endpoint, IPAddress, Rule, RuleError, RuleKey
+from mauthcore.rules import MAX_CURSOR_SIZE, Binding, Endpoint, IPAddress, Rule, RuleError, RuleKey
 
 MAGIC = b"MAU"
 VERSION = 2
@@ -97,6 +97,7 @@ class Command(enum.IntEnum):
     COUNTERS = 0x07
     FLUSH = 0x08
     MODE = 0x09
+    REARM = 0x0A
 
     def __str__(self) -> str:
         return self.name.lower()
@@ -170,7 +171,15 @@ class ModeRequest:
     command = Command.MODE
 
 
-RequestBody = Hello | Add | Replace | Remove | ListRules | ListDenied | GetCounters | Flush | ModeRequest
+@dataclass(frozen=True)
+class Rearm:
+    """Forget the (interface, MAC) a learning rule pinned, so that its next packet pins again."""
+
+    key: RuleKey
+    command = Command.REARM
+
+
+RequestBody = Hello | Add | Replace | Remove | ListRules | ListDenied | GetCounters | Flush | ModeRequest | Rearm
 
 
 # --- response bodies ----------------------------------------------------------
@@ -374,6 +383,16 @@ def _read_text(r: _Reader, what: str) -> str:
 
 _RULE_FIXED = struct.Struct("!BBBBIQ")  # 16
 _KEY_FIXED = struct.Struct("!BBBB")  # 4
+#  binding (after a rule whose family byte has BOUND set):
+#         0 flags  1 iface_len  2 mac(6)  8 iface
+#  binding state (after a bound rule entry's counters):
+#         0 moved(u64)  8 learned(0/1)  9 iface_len  10 mac(6)  16 iface
+BOUND = 0x80  # in a rule's family byte: a binding follows the addresses
+_BINDING_FIXED = struct.Struct("!BB6s")  # 8
+_BINDING_STATE_FIXED = struct.Struct("!QBB6s")  # 16
+BIND_IFACE, BIND_RPF, BIND_MAC, BIND_LEARN = 0x01, 0x02, 0x04, 0x08
+_BIND_ALL = BIND_IFACE | BIND_RPF | BIND_MAC | BIND_LEARN
+MAX_BINDING_IFACE = 255  # one interface name toward a router (15 bytes); router=name pairs toward mauthserver
 
 
 def _endpoints(family: int, src: IPAddress, grp: IPAddress, src_plen: int,
@@ -404,12 +423,45 @@ def _read_addresses(r: _Reader, family: int, what: str) -> tuple[IPAddress, IPAd
 
 def _read_rule(r: _Reader) -> Rule:
     family, src_plen, grp_plen, max_ttl, pps, bps = r.unpack(_RULE_FIXED, "rule")
+    bound = bool(family & BOUND)
+    family &= ~BOUND
     src, grp = _read_addresses(r, family, "rule")
+    binding = _read_binding(r) if bound else None
     source, group = _endpoints(family, src, grp, src_plen, grp_plen)
     try:
-        return Rule.make(source, group, max_ttl, pps=pps, bps=bps)
+        return Rule.make(source, group, max_ttl, pps=pps, bps=bps, binding=binding)
     except RuleError as err:
         raise InvalidArgument(str(err)) from None
+
+
+def _read_binding(r: _Reader) -> Binding:
+    flags, iface_len, mac_bytes = r.unpack(_BINDING_FIXED, "binding")
+    iface = r.take(iface_len, "binding interface")
+    if not flags or flags & ~_BIND_ALL:
+        raise Malformed(f"binding flags 0x{flags:02x} are not a non-empty set of 01 iface, 02 rpf, 04 mac, 08 learn")
+    if bool(flags & BIND_IFACE) != bool(iface_len):
+        raise Malformed("a binding's interface name is given exactly when its iface flag is set")
+    if not flags & BIND_MAC and mac_bytes != bytes(6):
+        raise Malformed("a binding's MAC bytes are zero unless its mac flag is set")
+    try:
+        name = iface.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument("the binding's interface name is not UTF-8") from None
+    try:
+        return Binding.make(name or None, rpf=bool(flags & BIND_RPF),
+                            mac=mac_bytes if flags & BIND_MAC else None, learn=bool(flags & BIND_LEARN))
+    except RuleError as err:
+        raise InvalidArgument(str(err)) from None
+
+
+def _binding_flags(b: Binding) -> int:
+    return ((BIND_IFACE if b.iface else 0) | (BIND_RPF if b.rpf else 0) | (BIND_MAC if b.mac else 0)
+            | (BIND_LEARN if b.learn else 0))
+
+
+def _write_binding(b: Binding) -> bytes:
+    name = _encode_text(b.iface, MAX_BINDING_IFACE, "binding interface")
+    return _BINDING_FIXED.pack(_binding_flags(b), len(name) - 1, b.mac or bytes(6)) + name[1:]
 
 
 def _write_rule(rule: Rule) -> bytes:
@@ -418,8 +470,10 @@ def _write_rule(rule: Rule) -> bytes:
     _check_int(rule.max_ttl, 8, "max_ttl")
     _check_int(rule.pps, 32, "pps")
     _check_int(rule.bps, 64, "bps")
-    return (_RULE_FIXED.pack(family, key.source_len, key.group_len, rule.max_ttl, rule.pps, rule.bps)
-            + key.source_address.packed + key.group_address.packed)
+    out = (_RULE_FIXED.pack(family | (BOUND if rule.bound else 0), key.source_len, key.group_len, rule.max_ttl,
+                            rule.pps, rule.bps)
+           + key.source_address.packed + key.group_address.packed)
+    return out + _write_binding(rule.binding) if rule.bound else out
 
 
 def _read_key(r: _Reader) -> RuleKey:
@@ -507,6 +561,12 @@ def _dec_remove(r: _Reader) -> Remove:
 _MODE_GET = 0
 
 
+def _dec_rearm(r: _Reader) -> Rearm:
+    key = _read_key(r)
+    r.end("rearm request")
+    return Rearm(key)
+
+
 def _enc_mode_req(body: ModeRequest) -> bytes:
     return bytes([_MODE_GET if body.mode is None else Mode(body.mode)])
 
@@ -533,6 +593,7 @@ _REQUEST_CODEC: dict[int, tuple[type[Any], _Encoder, _Decoder]] = {
     Command.COUNTERS: (GetCounters, _enc_empty, _dec_empty(GetCounters)),
     Command.FLUSH: (Flush, _enc_empty, _dec_empty(Flush)),
     Command.MODE: (ModeRequest, _enc_mode_req, _dec_mode_req),
+    Command.REARM: (Rearm, lambda b: _write_key(b.key), _dec_rearm),
 }
 
 
@@ -595,14 +656,32 @@ def _dec_replaced(r: _Reader) -> Replaced:
 
 
 def _enc_rule_entry(e: RuleEntry) -> bytes:
-    for what in ("packets", "octets", "last_seen"):
+    for what in ("packets", "octets", "last_seen", "moved"):
         _check_int(getattr(e, what), 64, what)
-    return _write_rule(e.rule) + _ENTRY_COUNTERS.pack(e.packets, e.octets, e.last_seen)
+    out = _write_rule(e.rule) + _ENTRY_COUNTERS.pack(e.packets, e.octets, e.last_seen)
+    if not e.rule.bound:
+        return out
+    iface, mac_bytes = e.learned or ("", bytes(6))
+    name = _encode_text(iface, MAX_BINDING_IFACE, "learned interface")
+    return out + _BINDING_STATE_FIXED.pack(e.moved, e.learned is not None, len(name) - 1, mac_bytes) + name[1:]
 
 
 def _dec_rule_entry(r: _Reader) -> RuleEntry:
     rule = _read_rule(r)
-    return RuleEntry(rule, *r.unpack(_ENTRY_COUNTERS, "rule counters"))
+    packets, octets, last_seen = r.unpack(_ENTRY_COUNTERS, "rule counters")
+    if not rule.bound:
+        return RuleEntry(rule, packets, octets, last_seen)
+    moved, learned, iface_len, mac_bytes = r.unpack(_BINDING_STATE_FIXED, "binding state")
+    name = r.take(iface_len, "learned interface")
+    if learned > 1 or (not learned and (iface_len or mac_bytes != bytes(6))):
+        raise Malformed("a binding state that learned nothing has no interface or MAC, and learned is 0 or 1")
+    return RuleEntry(rule, packets, octets, last_seen, moved=moved,
+                     learned=(name.decode("utf-8", "replace"), mac_bytes) if learned else None)
+
+
+def entry_size(e: RuleEntry) -> int:
+    """The bytes `e` takes in a LIST page: 48 or 72, more for a bound rule (docs/protocol.md, "Rule entry")."""
+    return len(_enc_rule_entry(e))
 
 
 def _enc_denied_entry(e: DeniedEntry) -> bytes:
@@ -713,6 +792,7 @@ _REPLY_CODEC: dict[int, tuple[type[Any], _Encoder, _Decoder]] = {
     Command.COUNTERS: (Counters, _enc_counters, _dec_counters),
     Command.FLUSH: (Flushed, _enc_flushed, _dec_flushed),
     Command.MODE: (ModeReply, _enc_mode_reply, _dec_mode_reply),
+    Command.REARM: (Done, _enc_empty, _dec_done),
 }
 
 # Page sizes: the most entries that always fit in MAX_DATAGRAM, whatever the
@@ -722,6 +802,7 @@ _DENIED_ENTRY_MAX = _DENIED_FIXED.size + 2 * 16  # 60
 _PAGE_ROOM = MAX_DATAGRAM - RESPONSE_HEADER_SIZE - TAG_SIZE - _PAGE_RESP.size - MAX_CURSOR
 MAX_LIST_ENTRIES = _PAGE_ROOM // _RULE_ENTRY_MAX  # 17
 MAX_DENIED_ENTRIES = _PAGE_ROOM // _DENIED_ENTRY_MAX  # 21
+PAGE_ROOM = _PAGE_ROOM  # bytes a LIST page's entries may take: bound rules make entries longer, pages shorter
 assert MAX_CURSOR >= MAX_CURSOR_SIZE, "every RuleKey.cursor must fit a v2 cursor"
 
 

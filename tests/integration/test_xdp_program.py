@@ -701,7 +701,8 @@ def test_a_filter_that_records_no_denied_pairs_drops_and_counts_the_same(pin_dir
 # -- bindings --------------------------------------------------------------------------
 
 from lab import netns  # noqa: E402
-from musersd.filter import Binding  # noqa: E402
+from mauthcore.rules import Binding as RuleBinding  # noqa: E402
+from musersd.filter import Binding, BindingRefused  # noqa: E402
 from musersd.policy import Bindings  # noqa: E402
 from tests.policy_cases import (  # noqa: E402
     BIND_CASES,
@@ -799,9 +800,21 @@ def test_binding_api_reads_back_refuses_bad_input_and_rearms(pin_dir, bind_ns):
         with netns.inside(ns):
             assert dp.test_run(frame, ingress=indexes["mbind0"]).retval == XDP_PASS
             assert dp.binding((src, grp)).learned == (indexes["mbind0"], bytes.fromhex("02000000 0b0a"))
-            # A TTL change keeps the binding and what it learned.
-            dp.replace_rule(Rule.make(src, grp, 9))
+            # The rule carries its binding: read back by name, with what it learned and how often it moved.
+            held = dp.get_rule((src, grp))
+            named = RuleBinding.make("mbind0", mac=MAC_A, learn=True)
+            learned = ("mbind0", bytes.fromhex("02000000 0b0a"))
+            assert (held.rule.binding, held.learned, held.moved) == (named, learned, 0)
+            # A TTL change with the same binding keeps what it learned; a rule without one unbinds.
+            assert dp.replace_rule(Rule.make(src, grp, 9, binding=named)) is False
             assert dp.binding((src, grp)).learned == (indexes["mbind0"], bytes.fromhex("02000000 0b0a"))
+            dp.replace_rule(Rule.make(src, grp, 9))
+            assert dp.binding((src, grp)) is None and dp.get_rule((src, grp)).rule.binding == RuleBinding()
+            dp.replace_rule(Rule.make(src, grp, 9, binding=named))
+            assert dp.binding((src, grp)).learned is None  # a binding that comes back starts afresh
+            with pytest.raises(BindingRefused, match="does not exist"):  # refused, nothing changed
+                dp.replace_rule(Rule.make(src, grp, 9, binding=RuleBinding.make("nosuch0")))
+            assert dp.get_rule((src, grp)).rule.binding == named
             dp.set_binding((src, grp), Binding.make(learn=True))
             assert dp.test_run(frame, ingress=indexes["mbind1"]).retval == XDP_PASS  # a new binding learns anew
             assert dp.test_run(frame, ingress=indexes["mbind0"]).retval == XDP_DROP

@@ -27,6 +27,7 @@ from mauthcore.protocol.model import DeniedEntry, Mode, Reason, RuleEntry, milli
 from mauthcore.rules import IPAddress, Rule, RuleKey
 from musersd import dataplane as dpl
 from musersd import xdp_rules
+from musersd.filter import BindingRefused
 from musersd.maps import FAMILIES, REASONS
 
 
@@ -55,6 +56,7 @@ class FakeDataPlane:
     """Rules in per-map dicts keyed by the ctypes key bytes the real maps use; counters set by tests."""
 
     name = "xdp"
+    binds = True
 
     def __init__(self, max_rules: int = 65536, mode: Mode = Mode.ENFORCE, families: tuple[int, ...] = (4, 6)) -> None:
         self.families = families  # the address families whose rules the faked filter holds
@@ -110,6 +112,14 @@ class FakeDataPlane:
         self.traffic.clear()
         return n
 
+    def clear_learned(self, key: RuleKey):
+        entry = self.get_rule(key)
+        if entry is None:
+            raise NotFound(f"there is no rule for {key}")
+        if not entry.rule.binding.learn:
+            raise BindingRefused(f"the rule for {key} does not learn its sender, so it has nothing to forget")
+        return None
+
     def rule_keys(self) -> list[RuleKey]:
         """The key of every rule, decoded from the map key bytes as DataPlane.rule_keys() decodes them."""
         return [_DECODERS[cname](k) for cname, table in self.tables.items() for k in table]
@@ -124,7 +134,7 @@ class FakeDataPlane:
         if stored is None:
             return None
         # The rule as read back from the map: its key decoded from the key bytes.
-        rule = Rule(_DECODERS[cname](k), stored.max_ttl, stored.pps, stored.bps)
+        rule = Rule(_DECODERS[cname](k), stored.max_ttl, stored.pps, stored.bps, stored.binding)
         packets, nbytes, last = self.traffic.get(rkey, (0, 0, None))
         return RuleEntry(rule, packets, nbytes, millis(last))
 

@@ -48,9 +48,10 @@ def test_empty_file_means_no_rules():
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("192.0.2.10 239.1.1.1", "expected 'SOURCE GROUP MAX-TTL [pps=N] [bps=N]', got 2"),
+        ("192.0.2.10 239.1.1.1", "expected 'SOURCE GROUP MAX-TTL [pps=N] [bps=N] [iface=IF] [rpf] [mac=MAC] [learn]',"
+                                 " got 2"),
         ("192.0.2.10 239.1.1.1 5 extra", "unexpected 'extra' after the max TTL"),
-        ("192.0.2.10 239.1.1.1 5 ttl=4", "only pps=N and bps=N"),
+        ("192.0.2.10 239.1.1.1 5 ttl=4", "only pps=N, bps=N, iface=IF, rpf, mac=MAC and learn may follow"),
         ("192.0.2.10 239.1.1.1 5 pps=1 pps=2", "pps is given twice"),
         ("192.0.2.10 239.1.1.1 5 pps=fast", "pps limit 'fast' is not a number"),
         ("192.0.2.10 239.1.1.1 5 bps=1.5", "not a whole number"),

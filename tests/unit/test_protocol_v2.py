@@ -50,6 +50,7 @@ from mauthcore.protocol.v2 import (
     ListRules,
     ModeReply,
     ModeRequest,
+    Rearm,
     Remove,
     Replace,
     Replaced,
@@ -57,7 +58,7 @@ from mauthcore.protocol.v2 import (
     Response,
     RulesPage,
 )
-from mauthcore.rules import Rule, RuleKey
+from mauthcore.rules import Binding, Rule, RuleKey
 
 SECRET = bytes(range(32))  # 000102...1f
 KEYS = KeyRing([Key(1, SECRET), Key(2, b"\xaa" * 16)])
@@ -94,6 +95,7 @@ def resp(command: int, status: int, body: str, *, epoch: int = E, session: int =
     return sign(message, secret) if key_id else message
 
 
+BOUND_RULE = Rule.make("10.0.0.1", "239.1.2.3", 16, binding=Binding.make("eth1", rpf=True, mac="02:00:5e:10:00:01"))
 RULE_HEX = "04 20 20 10 00000000 0000000000000000 0a000001 ef010203"
 KEY_HEX = "04 20 20 00 0a000001 ef010203"
 CURSOR = h("04 0a000001 ef010203")
@@ -133,9 +135,14 @@ REQUESTS = {
     "list-request-ipv6-cursor": (
         Request(ListRules(0, CURSOR6), 1, E, 1, 15),
         req(0x05, "0000 23 06 20010db8000000000000000000000010 ff0e000000000000000000000db80001 80 80", seq=15)),
+    "add-bound-request": (
+        Request(Add(BOUND_RULE), 1, E, 1, 16),
+        req(0x02, "84 20 20 10 00000000 0000000000000000 0a000001 ef010203 07 04 02005e100001 65746831", seq=16)),
+    "rearm-request": (Request(Rearm(KEY), 1, E, 1, 17), req(0x0A, KEY_HEX, seq=17)),
 }
 
 LAST_SEEN = 0x00000190A3B2C1D0
+LEARNING_RULE = Rule.make("10.0.0.1", "239.1.2.3", 16, binding=Binding.make("eth1", learn=True))
 RESPONSES = {
     "hello-response": (
         Response(Command.HELLO, ReplyCode.OK, HelloReply(1, 0xCAFEF00D12345678, 3, Mode.ENFORCE, "xdp"), 1,
@@ -175,6 +182,15 @@ RESPONSES = {
                        resp(0x08, 0x00, "00000003", seq=8, key_id=2, secret=b"\xaa" * 16)),
     "mode-response": (Response(Command.MODE, ReplyCode.OK, ModeReply(Mode.ENFORCE), 1, E, 1, 9, IRT),
                       resp(0x09, 0x00, "01", seq=9)),
+    "list-bound-response": (
+        Response(Command.LIST, ReplyCode.OK, RulesPage((RuleEntry(
+            LEARNING_RULE, 0x10, 0x2000, LAST_SEEN, moved=2, learned=("eth1", h("02005e100002"))),)), 1,
+            E, 1, 18, IRT),
+        resp(0x05, 0x00, "0001 00 84 20 20 10 00000000 0000000000000000 0a000001 ef010203 09 04 000000000000 65746831"
+             " 0000000000000010 0000000000002000 00000190a3b2c1d0"
+             " 0000000000000002 01 04 02005e100002 65746831", seq=18),
+    ),
+    "rearm-response": (Response(Command.REARM, ReplyCode.OK, Done(), 1, E, 1, 17, IRT), resp(0x0A, 0x00, "", seq=17)),
     "stale-epoch-response": (
         Response(Command.ADD, ReplyCode.STALE_EPOCH, ErrorReply(""), 1, E, 1, 1, IRT),
         resp(0x02, 0x22, "00"),
@@ -393,7 +409,7 @@ V6_FIXED = "00000000 0000000000000000"  # no pps, no bps limit
         (0x09, "03", InvalidArgument, "mode"),
         (0x05, "0000 31" + "00" * 49, Malformed, "cursor length"),
         (0x00, "", UnknownCommand, "0x00"),
-        (0x0A, "", UnknownCommand, "0x0a"),
+        (0x0B, "", UnknownCommand, "0x0b"),
         (0xFF, "00", UnknownCommand, "0xff"),
     ],
 )
