@@ -60,6 +60,7 @@ class EventKind(StrEnum):
     MODE_CHANGED = "mode.changed"
     DENIED = "denied"
     DENIED_SUPPRESSED = "denied.suppressed"
+    SENDER_MOVED = "sender.moved"
     HELLO = "hello"
     RESYNC = "resync"
     OVERFLOW = "overflow"
@@ -94,6 +95,7 @@ _FAMILY = {
     EventKind.ROUTER_CHANGED: Family.ROUTER,
     EventKind.MODE_CHANGED: Family.MODE,
     EventKind.DENIED: Family.DENIED, EventKind.DENIED_SUPPRESSED: Family.DENIED,
+    EventKind.SENDER_MOVED: Family.DENIED,
     EventKind.HELLO: Family.STREAM, EventKind.RESYNC: Family.STREAM, EventKind.OVERFLOW: Family.STREAM,
 }
 _RULE = {"added": EventKind.RULE_ADDED, "changed": EventKind.RULE_CHANGED, "removed": EventKind.RULE_REMOVED}
@@ -138,6 +140,17 @@ class DeniedEvent(TypedDict):
     first: bool
     last_ttl: int
     last_seen: float | None
+
+
+class SenderMovedEvent(TypedDict):
+    """A learning rule's sender showed up from another interface or MAC than the one its first packet pinned."""
+
+    router: str
+    source: str
+    group: str
+    reason: str  # wrong_iif (another interface) or wrong_mac (another MAC)
+    packets: int  # the pair's dropped packets in the router's denied table
+    new_packets: int
 
 
 class DeniedSuppressedEvent(TypedDict):

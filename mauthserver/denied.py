@@ -32,6 +32,12 @@ Event `denied` (data, besides the stream's `at`):
     new_packets (since the last report of this pair; all of them when first),
     first (true: the pair was not reported before), last_ttl,
     last_seen (Unix time of its last packet, or null).
+Event `sender.moved`: router, source, group, reason (wrong_iif or
+wrong_mac), packets, new_packets: a denied report of a pair whose rule
+learns its sender (docs/operations.md, "Binding a sender") means the pinned
+sender moved, or another host took its address. Published with the denied
+report (so within its rate limit), at most once per pair and router every
+`MOVED_EVERY` seconds; `mauthctl rearm` makes the rule pin afresh.
 Event `denied.suppressed`: router, suppressed (reports held back by the rate
 limit in this poll; they are offered again at the next one), pairs (the
 router's denied pairs in this listing).
@@ -45,10 +51,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mauthcore.events import DeniedEvent, EventKind, denied_suppressed_event
+from mauthcore.events import DeniedEvent, EventKind, SenderMovedEvent, denied_suppressed_event
 from mauthcore.protocol.errors import RouterUnreachable
-from mauthcore.protocol.model import DeniedEntry, seconds
+from mauthcore.protocol.model import DeniedEntry, Reason, seconds
 from mauthcore.protocol.server import TokenBucket
+from mauthcore.rules import RuleKey
 
 from .core import CONVERGING, UP
 from .events import EventBus
@@ -60,6 +67,8 @@ log = logging.getLogger("mauthserver.denied")
 DEFAULT_INTERVAL = 5.0
 REPORT_RATE = 5.0  # reports per second, every router together
 REPORT_BURST = 50.0
+MOVED_EVERY = 60.0  # seconds between two sender.moved events of one pair on one router
+_MOVED_REASONS = frozenset({Reason.WRONG_IIF, Reason.WRONG_MAC})
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,8 @@ class DeniedWatch:
         self.tracker = DeniedTracker()
         self.bucket = TokenBucket(rate, burst)
         self._running: list[asyncio.Task] = []
-        self.counters = {"published_new": 0, "published_growing": 0, "suppressed": 0}
+        self.counters = {"published_new": 0, "published_growing": 0, "suppressed": 0, "sender_moved": 0}
+        self._moved: dict[tuple[str, str, str], float] = {}  # (router, source, group) -> clock of its last event
         self.polls: dict[str, int] = dict.fromkeys(fanout.tasks, 0)
         self.poll_failures: dict[str, int] = dict.fromkeys(fanout.tasks, 0)
 
@@ -179,6 +189,7 @@ class DeniedWatch:
             published.append(report)
             self.bus.publish(EventKind.DENIED, report.to_dict(), at)
             self.counters["published_new" if report.first else "published_growing"] += 1
+            self._sender_moved(report, now, at)
             if report.first:
                 log.warning("router=%s denied sender %s -> %s (%s): %d packets, last TTL %d", router,
                             *report.key, report.entry.packets, report.entry.last_ttl)
@@ -192,6 +203,37 @@ class DeniedWatch:
             log.warning("router=%s %d more denied-sender reports suppressed by the rate limit (%d denied pairs "
                         "listed); they are offered again at the next poll", router, held, pairs)
         return published
+
+    def _learns(self, router: str, source: str, group: str) -> bool:
+        task = self.fanout.tasks.get(router)
+        if task is None:
+            return False
+        try:
+            held = task.mediator.fleet.desired.get(RuleKey.make(source, group))
+        except ValueError:  # a pair no rule could name: a prefix rule's host, never a learning rule
+            return False
+        return held is not None and held.rule.binding.on(router).learn
+
+    def _sender_moved(self, report: DeniedReport, now: float, at: float) -> None:
+        e = report.entry
+        if e.reason not in _MOVED_REASONS:
+            return
+        source, group = str(e.source), str(e.group)
+        pair = (report.router, source, group)
+        last = self._moved.get(pair)
+        if (last is not None and now - last < MOVED_EVERY) or not self._learns(report.router, source, group):
+            return
+        self._moved[pair] = now
+        if len(self._moved) > 4 * len(self.fanout.tasks) * 1024:  # bounded: forget the oldest half
+            for k in sorted(self._moved, key=self._moved.__getitem__)[:len(self._moved) // 2]:
+                del self._moved[k]
+        event = SenderMovedEvent(router=report.router, source=source, group=group, reason=str(e.reason),
+                                 packets=e.packets, new_packets=report.new_packets)
+        self.bus.publish(EventKind.SENDER_MOVED, event, at)
+        self.counters["sender_moved"] += 1
+        log.warning("router=%s sender %s -> %s moved (%s): %d packets dropped since it was pinned; "
+                    "`mauthctl rearm %s %s` pins it afresh", report.router, source, group, e.reason, e.packets,
+                    source, group)
 
     # -- polling -----------------------------------------------------------------
 

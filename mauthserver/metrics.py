@@ -281,7 +281,10 @@ class MauthserverCollector(Collector):
                             {"new": w.counters["published_new"], "growing": w.counters["published_growing"]})
         suppressed = CounterMetricFamily("mauthserver_denied_reports_suppressed", "denied reports held back by the "
                                          "rate limit (offered again at the next poll)", value=w.counters["suppressed"])
-        return [polls, failures, pairs, packets, reports, suppressed]
+        moved = CounterMetricFamily("mauthserver_sender_moved_events", "sender.moved events published: a learning"
+                                    " rule's sender seen from another interface or MAC",
+                                    value=w.counters["sender_moved"])
+        return [polls, failures, pairs, packets, reports, suppressed, moved]
 
 
 def _labelled(family, values: dict) -> Metric:

@@ -146,13 +146,16 @@ PATHS: dict[str, dict] = {
                                     " rule with its state on each router",
                          "responses": {"200": _ok("traffic", _ref("Traffic"))}}},
     "/events": {"get": {"summary": "Server-Sent Events: session.*, rule.*, router.changed, mode.changed, denied,"
-                                   " denied.suppressed",
+                                   " denied.suppressed, sender.moved",
                         "description": "Each event has `id:` (resume with Last-Event-ID), `event:` (the kind) and"
                                        " `data:` (JSON with `at`, Unix time, and the fields of the kind). `denied`"
                                        " (schema DeniedEvent): a router's filter dropped packets of a sender without"
                                        " a rule (or above its max TTL), new or still sending; reported at most a few"
                                        " per second in all, biggest first. `denied.suppressed` (schema"
                                        " DeniedSuppressedEvent): how many reports one poll held back."
+                                       " `sender.moved` (router, source, group, reason, packets, new_packets):"
+                                       " a learning rule's sender was seen from another interface or MAC, at"
+                                       " most once a minute per pair and router."
                                        " `rule.added` and `rule.changed` carry `rule` (the desired rule), `actor`,"
                                        " `reason`, `previous` (changed only), and `routers` and `state` as in"
                                        " schema Rule: each router's state of the rule as the server decides it;"

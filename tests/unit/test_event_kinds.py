@@ -12,6 +12,7 @@ WIRE = {
     "rule.added": Family.RULE, "rule.changed": Family.RULE, "rule.removed": Family.RULE,
     "router.changed": Family.ROUTER, "mode.changed": Family.MODE,
     "denied": Family.DENIED, "denied.suppressed": Family.DENIED,
+    "sender.moved": Family.DENIED,
     "hello": Family.STREAM, "resync": Family.STREAM, "overflow": Family.STREAM,
 }
 

@@ -80,7 +80,7 @@ def test_a_flood_of_pairs_is_reported_within_the_rate_and_summarised(caplog):
                             "last_seen": 1_700_000_000.0}
     assert events[-1][1] == {"router": "r1", "suppressed": 7, "pairs": 10}
     assert len(caplog.records) == 4 and "7 more denied-sender reports suppressed" in caplog.records[-1].message
-    assert w.counters == {"published_new": 3, "published_growing": 0, "suppressed": 7}
+    assert w.counters == {"published_new": 3, "published_growing": 0, "suppressed": 7, "sender_moved": 0}
 
     # Two seconds later: two tokens. What was held back is offered again, biggest first.
     now[0] += 2.0
@@ -97,7 +97,7 @@ def test_a_flood_of_pairs_is_reported_within_the_rate_and_summarised(caplog):
     assert w.process("r1", flood) == []
     events = drain(sub)
     assert [k for k, _ in events] == ["denied"] * 3 + ["denied.suppressed"] + ["denied"] * 2
-    assert w.counters == {"published_new": 10, "published_growing": 0, "suppressed": 7 + 5 + 2}
+    assert w.counters == {"published_new": 10, "published_growing": 0, "suppressed": 7 + 5 + 2, "sender_moved": 0}
     # A reported pair that keeps sending is reported again, as growing.
     flood[0] = entry("192.0.2.20", "239.1.1.1", 180)
     assert [(r.new_packets, r.first) for r in w.process("r1", flood)] == [(80, False)]
@@ -125,3 +125,51 @@ def test_the_event_shape_is_documented_in_the_openapi_description():
     report = DeniedTracker().observe("r1", [entry("192.0.2.12", "239.1.1.1", 1)])[0]
     assert set(report.to_dict()) | {"at"} == set(props)
     assert "denied" in json.dumps(doc["paths"]["/events"])
+
+
+# -- a learning rule's sender moved ----------------------------------------------------------
+
+
+class _Held:
+    def __init__(self, rule):
+        self.rule = rule
+
+
+class _LearningFanout:
+    """Routers r1 and r2, and the desired rules the denied watch looks up (task.mediator.fleet.desired)."""
+
+    def __init__(self, *rules):
+        fleet = type("Fleet", (), {"desired": {r.key: _Held(r) for r in rules}})()
+        task = type("Task", (), {"mediator": type("Mediator", (), {"fleet": fleet})()})()
+        self.tasks = {"r1": task, "r2": task}
+
+
+def test_a_learning_rules_sender_seen_elsewhere_is_a_sender_moved_event_once_a_minute(caplog):
+    from mauthcore.rules import Binding, Rule
+
+    learning = Rule.make("192.0.2.10", "239.1.1.1", 8, binding=Binding.make("r1=eth1", learn=True))
+    pinned = Rule.make("192.0.2.11", "239.1.1.1", 8, binding=Binding.make("eth1", mac="02:00:00:00:00:01"))
+    now = [100.0]
+    bus = EventBus()
+    w = DeniedWatch(_LearningFanout(learning, pinned), bus, clock=lambda: now[0], wall=lambda: 5000.0)
+    sub = bus.subscribe(None, 0.0)
+    listing = [entry("192.0.2.10", "239.1.1.1", 3, Reason.WRONG_MAC),
+               entry("192.0.2.11", "239.1.1.1", 4, Reason.WRONG_MAC),  # bound to a MAC, not learning: no move
+               entry("192.0.2.12", "239.1.1.1", 5, Reason.UNAUTHORIZED)]
+    with caplog.at_level(logging.WARNING, logger="mauthserver.denied"):
+        w.process("r1", listing)
+    moved = [d for k, d in drain(sub) if k == "sender.moved"]
+    assert moved == [{"router": "r1", "source": "192.0.2.10", "group": "239.1.1.1", "reason": "wrong_mac",
+                      "packets": 3, "new_packets": 3}]
+    assert any("mauthctl rearm 192.0.2.10 239.1.1.1" in r.message for r in caplog.records)
+    # Still sending: denied reports go on, the move is not repeated within the minute.
+    now[0] += 10
+    w.process("r1", [entry("192.0.2.10", "239.1.1.1", 9, Reason.WRONG_IIF)])
+    assert [k for k, _ in drain(sub)] == ["denied"]
+    now[0] += 60
+    w.process("r1", [entry("192.0.2.10", "239.1.1.1", 12, Reason.WRONG_IIF)])
+    assert [k for k, _ in drain(sub)] == ["denied", "sender.moved"]
+    # On r2 the rule is not the first hop (the interface is r1's): it does not learn there.
+    w.process("r2", [entry("192.0.2.10", "239.1.1.1", 2, Reason.WRONG_IIF)])
+    assert [k for k, _ in drain(sub)] == ["denied"]
+    assert w.counters["sender_moved"] == 2
