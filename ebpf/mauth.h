@@ -243,6 +243,10 @@ struct mauth_binding {
     __u8  learned_mac[6];
     __u16 _pad;
     __u64 moved;                /* packets dropped for not matching the pair */
+    __u32 offender_ifindex;     /* the last packet the binding dropped: its ingress interface, */
+    __u8  offender_mac[6];      /* source MAC */
+    __u8  offender_reason;      /* and reason (MAUTH_R_WRONG_IIF...); 0: none yet */
+    __u8  _pad2;
 };
 
 struct mauth_stats {

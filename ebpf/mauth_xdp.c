@@ -594,14 +594,14 @@ static __always_inline u32 mauth_bound(struct xdp_md *ctx, u32 slot, u32 mac_hi,
     if (!b)
         return MAUTH_R_WRONG_IIF;
     flags = b->flags;
-    if ((flags & MAUTH_BIND_IFACE) && b->ifindex != iif)
-        return MAUTH_R_WRONG_IIF;
-    if ((flags & MAUTH_BIND_MAC) &&
-        (*(u32 *)&b->mac[0] != mac_hi || *(u16 *)&b->mac[4] != mac_lo))
-        return MAUTH_R_WRONG_MAC;
-    if ((flags & MAUTH_BIND_RPF) && !mauth_rpf(ctx, src, v6))
-        return MAUTH_R_RPF_FAIL;
-    if (flags & MAUTH_BIND_LEARN) {
+    if ((flags & MAUTH_BIND_IFACE) && b->ifindex != iif) {
+        reason = MAUTH_R_WRONG_IIF;
+    } else if ((flags & MAUTH_BIND_MAC) &&
+               (*(u32 *)&b->mac[0] != mac_hi || *(u16 *)&b->mac[4] != mac_lo)) {
+        reason = MAUTH_R_WRONG_MAC;
+    } else if ((flags & MAUTH_BIND_RPF) && !mauth_rpf(ctx, src, v6)) {
+        reason = MAUTH_R_RPF_FAIL;
+    } else if (flags & MAUTH_BIND_LEARN) {
         bpf_spin_lock(&b->lock);
         if (!b->learned) {
             b->learned_ifindex = iif;
@@ -616,6 +616,14 @@ static __always_inline u32 mauth_bound(struct xdp_md *ctx, u32 slot, u32 mac_hi,
         if (reason != MAUTH_R_PASSED)
             b->moved += 1;
         bpf_spin_unlock(&b->lock);
+    }
+    if (reason != MAUTH_R_PASSED) {
+        /* Who it was, for the operator's denied view: plain stores, so two
+         * CPUs dropping two offenders at once may leave a mix of both. */
+        b->offender_ifindex = iif;
+        *(u32 *)&b->offender_mac[0] = mac_hi;
+        *(u16 *)&b->offender_mac[4] = mac_lo;
+        b->offender_reason = reason;
     }
     return reason;
 }

@@ -12,6 +12,8 @@ Every method that changes state validates first and raises `DataPlaneError`
 
 from __future__ import annotations
 
+from mauthcore.protocol.model import DeniedEntry
+
 from .filter import DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, sap_group_list  # noqa: F401
 from .xdp_counters import XdpCounters
 from .xdp_loader import (  # noqa: F401
@@ -33,3 +35,7 @@ class DataPlane(XdpLoader, XdpRules, XdpCounters):
     """The filter's program and maps on this router."""
 
     binds = True  # rules may be bound to an interface, MAC, reverse path or learned sender (filter.Binding)
+
+    def denied(self) -> list[DeniedEntry]:
+        """The denied pairs (XdpCounters.denied), those a binding dropped with its last offender's interface and MAC."""
+        return self.with_offenders(XdpCounters.denied(self))

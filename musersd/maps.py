@@ -190,6 +190,10 @@ class BindingVal(ctypes.Structure):
         ("learned_mac", ctypes.c_uint8 * 6),
         ("_pad", ctypes.c_uint16),
         ("moved", ctypes.c_uint64),
+        ("offender_ifindex", ctypes.c_uint32),  # the last packet the binding dropped: ingress interface,
+        ("offender_mac", ctypes.c_uint8 * 6),  # source MAC
+        ("offender_reason", ctypes.c_uint8),  # and reason index (REASONS); 0: none yet
+        ("_pad2", ctypes.c_uint8),
     ]
 
 

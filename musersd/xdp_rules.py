@@ -23,15 +23,17 @@ import errno
 import os
 import struct
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mauthcore.protocol.errors import Exists, NotFound, TableFull
-from mauthcore.protocol.model import RuleEntry, millis
+from mauthcore.protocol.model import DeniedEntry, RuleEntry, millis
 from mauthcore.rules import IPAddress, Rule, RuleKey
 
 from . import bpfsys, maps
 from .filter import Binding, BindingRefused, BindingState, DataPlaneError, as_key, as_rule, iface_name, plan
 from .maps import FAMILIES, Key4, RuleVal
+from .policy import find_rule
 from .xdp_counters import mono_to_unix
 
 _RULE_VAL = struct.Struct("=IBBH")  # RuleVal as bytes: slot, max_ttl, flags, pad
@@ -445,6 +447,32 @@ class XdpRules:
         _, e = found
         learned = (e.learned_ifindex, bytes(e.learned_mac)) if e.learned else None
         return BindingState(_binding_of(e), learned, e.moved)
+
+    def _governing(self, source: IPAddress, group: IPAddress) -> tuple[RuleKey, RuleVal] | None:
+        """The rule a packet from `source` to `group` falls under (ebpf/mauth.h's lookup order), with its value."""
+        exact = RuleKey(source, group)
+        value = self._value(exact)
+        if value is not None:
+            return exact, value
+        found = find_rule({(k.source, k.group): slot for k, slot in self._prefix.items()}, source, group)
+        if found is None:
+            return None
+        key = RuleKey(*found[0])
+        value = self._value(key)
+        return None if value is None else (key, value)
+
+    def with_offenders(self, entries: list[DeniedEntry]) -> list[DeniedEntry]:
+        """Denied entries a binding dropped, with the interface and MAC of the last packet their rule's
+        binding dropped (its offender: a binding's drops are of one rule, which keeps the last one)."""
+        out = []
+        for e in entries:
+            found = self._governing(e.source, e.group) if e.reason.binding else None
+            if found is not None and found[1].flags & maps.RULE_F_BIND:
+                b = self._bind_entry(found[1].slot)
+                if b.offender_reason:
+                    e = replace(e, iface=iface_name(b.offender_ifindex), mac=bytes(b.offender_mac))
+            out.append(e)
+        return out
 
     def clear_learned(self, key: RuleKey | Rule | tuple) -> BindingState:
         """Forget the pair a learning rule pinned (and its moves), so the next packet pins again; returns what was.

@@ -88,6 +88,11 @@ class Reason(enum.IntEnum):
         member._value_ = value
         return cls._value2member_map_.setdefault(value, member)  # type: ignore[return-value]  # a Reason: built above
 
+    @property
+    def binding(self) -> bool:
+        """A bound rule's binding dropped it: wrong_iif, rpf_fail or wrong_mac."""
+        return self in BINDING_REASONS
+
     def __reduce_ex__(self, protocol: object) -> tuple[type[Reason], tuple[int]]:
         return type(self), (self._value_,)
 
@@ -98,6 +103,9 @@ class Reason(enum.IntEnum):
 
     def __str__(self) -> str:
         return self.name.lower()
+
+
+BINDING_REASONS = frozenset({Reason.WRONG_IIF, Reason.RPF_FAIL, Reason.WRONG_MAC})
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,10 @@ class DeniedEntry:
     octets: int = 0
     last_ttl: int = 0
     last_seen: int = 0  # ms since the Unix epoch, 0 = never
+    # A pair its rule's binding dropped (wrong_iif, rpf_fail, wrong_mac): the ingress interface and source
+    # MAC of the last packet the binding dropped ("" and b"" otherwise).
+    iface: str = ""
+    mac: bytes = b""
 
     @property
     def key(self) -> RuleKey:
@@ -141,10 +153,15 @@ class DeniedEntry:
         return RuleKey(self.source, self.group)
 
     def as_json(self) -> dict[str, object]:
-        """"source", "group", "reason", "packets", "bytes", "last_ttl", "last_seen" (Unix seconds, null = never)."""
-        return {"source": str(self.source), "group": str(self.group), "reason": str(self.reason),
-                "packets": self.packets, "bytes": self.octets, "last_ttl": self.last_ttl,
-                "last_seen": seconds(self.last_seen)}
+        """"source", "group", "reason", "packets", "bytes", "last_ttl", "last_seen" (Unix seconds, null = never);
+        "iface" and "mac" of a pair its rule's binding dropped."""
+        out: dict[str, object] = {"source": str(self.source), "group": str(self.group), "reason": str(self.reason),
+                                  "packets": self.packets, "bytes": self.octets, "last_ttl": self.last_ttl,
+                                  "last_seen": seconds(self.last_seen)}
+        if self.iface or self.mac:
+            out["iface"] = self.iface
+            out["mac"] = format_mac(self.mac) if self.mac else ""
+        return out
 
 
 @dataclass(frozen=True)

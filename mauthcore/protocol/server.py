@@ -69,6 +69,7 @@ from mauthcore.protocol.errors import (
     UnknownKey,
 )
 from mauthcore.protocol.keys import KeyRing
+from mauthcore.protocol.model import RuleEntry
 from mauthcore.protocol.v2 import Command
 
 log = logging.getLogger("mauthcore.protocol")
@@ -453,7 +454,7 @@ class ServerCore:
         limit = _page_limit(body.max_count, v2.MAX_LIST_ENTRIES)
         page = self.backend.list(body.cursor, limit)
         _check_page(page, limit)
-        return _fit(tuple(page.items), page.cursor)
+        return v2.RulesPage(*_fit(tuple(page.items), page.cursor))
 
     def _rearm(self, body: v2.Rearm) -> v2.Done:
         self.backend.rearm(body.key)
@@ -463,7 +464,7 @@ class ServerCore:
         limit = _page_limit(body.max_count, v2.MAX_DENIED_ENTRIES)
         page = self.backend.denied(body.cursor, limit)
         _check_page(page, limit)
-        return v2.DeniedPage(tuple(page.items), page.cursor)
+        return v2.DeniedPage(*_fit(tuple(page.items), page.cursor))
 
     def _counters(self, body: v2.GetCounters):
         return self.backend.counters()
@@ -477,17 +478,19 @@ class ServerCore:
         return v2.ModeReply(self.backend.get_mode())
 
 
-def _fit(entries: tuple, cursor: bytes) -> v2.RulesPage:
-    """A page whose entries fit one datagram: bound rules' entries are longer, so fewer of them may.
+def _fit(entries: tuple, cursor: bytes) -> tuple[tuple, bytes]:
+    """(entries, cursor) of a page that fits one datagram: bound rules' entries, and denied entries a binding
+    dropped, are longer, so fewer of them may.
 
-    Cut short, the page ends at its last entry's key, and the next LIST goes on from there.
+    Cut short, the page ends at its last entry's key, and the next LIST or DENIED goes on from there.
     """
     used = 0
     for n, entry in enumerate(entries):
         used += v2.entry_size(entry)
         if used > v2.PAGE_ROOM:
-            return v2.RulesPage(entries[:n], entries[n - 1].rule.key.cursor)
-    return v2.RulesPage(entries, cursor)
+            last = entries[n - 1]
+            return entries[:n], (last.rule.key if isinstance(last, RuleEntry) else last.key).cursor
+    return entries, cursor
 
 
 def _page_limit(asked: int, most: int) -> int:

@@ -153,6 +153,8 @@ def encode_request(request: V1Request) -> bytes:
         source, group, max_ttl = request.rule.source, request.rule.group, request.rule.max_ttl
         if request.rule.rate_limited:
             raise LocalProtocolError(f"v1 carries no rate limits, so it cannot add {request.rule}; use v2")
+        if request.rule.bound:
+            raise LocalProtocolError(f"v1 carries no binding, so it cannot add {request.rule}; use v2")
     elif isinstance(request, V1Remove):
         source, group, max_ttl = request.key.source, request.key.group, request.max_ttl
     else:

@@ -392,6 +392,7 @@ _BINDING_FIXED = struct.Struct("!BB6s")  # 8
 _BINDING_STATE_FIXED = struct.Struct("!QBB6s")  # 16
 BIND_IFACE, BIND_RPF, BIND_MAC, BIND_LEARN = 0x01, 0x02, 0x04, 0x08
 _BIND_ALL = BIND_IFACE | BIND_RPF | BIND_MAC | BIND_LEARN
+DENIED_WHERE = 0x01  # a denied entry's flags (once its reserved byte): where the binding's last drop came from
 MAX_BINDING_IFACE = 255  # one interface name toward a router (15 bytes); router=name pairs toward mauthserver
 
 
@@ -679,9 +680,10 @@ def _dec_rule_entry(r: _Reader) -> RuleEntry:
                      learned=(name.decode("utf-8", "replace"), mac_bytes) if learned else None)
 
 
-def entry_size(e: RuleEntry) -> int:
-    """The bytes `e` takes in a LIST page: 48 or 72, more for a bound rule (docs/protocol.md, "Rule entry")."""
-    return len(_enc_rule_entry(e))
+def entry_size(e: RuleEntry | DeniedEntry) -> int:
+    """The bytes `e` takes in its page: a rule entry 48 or 72, more for a bound rule (docs/protocol.md, "Rule
+    entry"); a denied entry 36 or 60, more where a binding dropped it ("Denied entry")."""
+    return len(_enc_rule_entry(e) if isinstance(e, RuleEntry) else _enc_denied_entry(e))
 
 
 def _enc_denied_entry(e: DeniedEntry) -> bytes:
@@ -689,21 +691,33 @@ def _enc_denied_entry(e: DeniedEntry) -> bytes:
     for what in ("packets", "octets", "last_seen"):
         _check_int(getattr(e, what), 64, what)
     _check_int(e.last_ttl, 8, "last_ttl")
-    return (
-        _DENIED_FIXED.pack(family, Reason(e.reason), e.last_ttl, 0, e.packets, e.octets, e.last_seen)
+    where = bool(e.iface or e.mac)
+    out = (
+        _DENIED_FIXED.pack(family, Reason(e.reason), e.last_ttl, DENIED_WHERE if where else 0, e.packets, e.octets,
+                           e.last_seen)
         + e.source.packed
         + e.group.packed
     )
+    if not where:
+        return out
+    name = _encode_text(e.iface, MAX_BINDING_IFACE, "denied interface")
+    return out + bytes([len(name) - 1]) + (e.mac or bytes(6)) + name[1:]
 
 
 def _dec_denied_entry(r: _Reader) -> DeniedEntry:
-    family, reason, last_ttl, reserved, packets, octets, last_seen = r.unpack(_DENIED_FIXED, "denied entry")
+    family, reason, last_ttl, flags, packets, octets, last_seen = r.unpack(_DENIED_FIXED, "denied entry")
     source, group = _read_addresses(r, family, "denied entry")
-    if reserved:
-        raise Malformed("reserved byte of a denied entry is not zero")
+    if flags & ~DENIED_WHERE:
+        raise Malformed(f"flags 0x{flags:02x} of a denied entry are not 00 or 01")
+    iface, mac_bytes = "", b""
+    if flags & DENIED_WHERE:
+        iface_len = r.u8("denied interface length")
+        mac_bytes = r.take(6, "denied MAC")
+        iface = r.take(iface_len, "denied interface").decode("utf-8", "replace")
+        mac_bytes = b"" if mac_bytes == bytes(6) else mac_bytes
     # Any reason code decodes: one this version does not know is kept as Reason.UNKNOWN_<n>
     # (docs/protocol.md, "COUNTERS").
-    return DeniedEntry(source, group, Reason(reason), packets, octets, last_ttl, last_seen)
+    return DeniedEntry(source, group, Reason(reason), packets, octets, last_ttl, last_seen, iface, mac_bytes)
 
 
 def _page_codec(page_cls: type[Any], enc_entry: _Encoder, dec_entry: _Decoder,

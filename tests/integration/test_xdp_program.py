@@ -702,16 +702,22 @@ def test_a_filter_that_records_no_denied_pairs_drops_and_counts_the_same(pin_dir
 
 from lab import netns  # noqa: E402
 from mauthcore.rules import Binding as RuleBinding  # noqa: E402
+from mauthcore.rules import format_mac  # noqa: E402
 from musersd.filter import Binding, BindingRefused  # noqa: E402
 from musersd.policy import Bindings  # noqa: E402
 from tests.policy_cases import (  # noqa: E402
+    B_IFACE,
+    B_MAC,
+    B_RPF,
     BIND_CASES,
+    BIND_GROUP,
     BIND_IFACES,
     BIND_MOVED,
     BIND_ROUTES,
     BIND_RULES,
     BIND_SPECS,
     MAC_A,
+    MAC_B,
     bind_routes,
     bound_udp,
 )
@@ -773,9 +779,15 @@ def test_kernel_matches_model_on_every_binding_row(pin_dir, bind_ns, mode):
         assert moved == BIND_MOVED == {k: model.moved.get(k, 0) for k in BIND_MOVED}
         learned = dp.binding((str(next(iter(BIND_MOVED))[0]), str(next(iter(BIND_MOVED))[1]))).learned
         assert learned == model.learned[next(iter(BIND_MOVED))]
-        if mode is Mode.ENFORCE:  # drops are recorded with their reason, for the operator to see who tried
-            denied = {(str(d.source), str(d.group)): d.reason for d in dp.denied()}
-            assert denied[("2001:db8:b0::13", "ff0e::3:1")] == Reason.WRONG_IIF
+        # Drops are recorded with their reason, and a binding's with where its last offender came from.
+        with netns.inside(ns):  # interfaces are named in the namespace that has them, as musersd on its router
+            listed = dp.denied()
+        denied = {(str(d.source), str(d.group)): (d.reason, d.iface, format_mac(d.mac)) for d in listed}
+        assert denied[("2001:db8:b0::13", "ff0e::3:1")] == (Reason.WRONG_IIF, "mbind1", MAC_B)
+        assert denied[(B_MAC, BIND_GROUP)] == (Reason.WRONG_MAC, "mbind0", MAC_B)
+        assert denied[(B_RPF, BIND_GROUP)] == (Reason.RPF_FAIL, "mbind1", MAC_B)
+        assert denied[(B_IFACE, BIND_GROUP)] == (Reason.TTL, "", "")  # its last drop was the TTL's, not the binding's
+        assert all(d.iface == "" and d.mac == b"" for d in listed if not d.reason.binding)
 
 
 @pytest.mark.every_kernel

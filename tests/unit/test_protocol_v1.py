@@ -24,7 +24,7 @@ from mauthcore.protocol.errors import (
     UnknownCommand,
 )
 from mauthcore.protocol.v1 import V1Add, V1Remove, V1Response, V1Type
-from mauthcore.rules import Rule, RuleKey
+from mauthcore.rules import Binding, Rule, RuleKey
 
 REQUESTS = [
     # seq cmd source       group        ttl
@@ -210,6 +210,7 @@ def test_random_bytes_give_a_response_or_a_protocol_error(data):
     (Rule.make("192.0.2.0/24", "239.1.1.1", 4), "source prefix 192.0.2.0/24"),
     (Rule.make("192.0.2.10", "239.192.0.0/14", 4), "group prefix 239.192.0.0/14"),
     (Rule.make("192.0.2.10", "239.1.1.1", 4, pps=100), "no rate limits"),
+    (Rule.make("192.0.2.10", "239.1.1.1", 4, binding=Binding.make("eth1")), "no binding"),
 ])
 def test_v1_refuses_what_it_cannot_carry_instead_of_dropping_it(rule, why):
     with pytest.raises(LocalProtocolError, match=why):

@@ -190,6 +190,13 @@ RESPONSES = {
              " 0000000000000010 0000000000002000 00000190a3b2c1d0"
              " 0000000000000002 01 04 02005e100002 65746831", seq=18),
     ),
+    "denied-bound-response": (
+        Response(Command.DENIED, ReplyCode.OK, DeniedPage((DeniedEntry(
+            ipaddress.IPv4Address("10.0.0.1"), ipaddress.IPv4Address("239.1.2.3"), Reason.WRONG_MAC,
+            5, 1500, 16, LAST_SEEN, "eth1", h("02005e100009")),)), 1, E, 1, 19, IRT),
+        resp(0x06, 0x00, "0001 00 04 0e 10 01 0000000000000005 00000000000005dc 00000190a3b2c1d0"
+             " 0a000001 ef010203 04 02005e100009 65746831", seq=19),
+    ),
     "rearm-response": (Response(Command.REARM, ReplyCode.OK, Done(), 1, E, 1, 17, IRT), resp(0x0A, 0x00, "", seq=17)),
     "stale-epoch-response": (
         Response(Command.ADD, ReplyCode.STALE_EPOCH, ErrorReply(""), 1, E, 1, 1, IRT),
