@@ -836,7 +836,8 @@ def _event_summary(kind: str, data: dict) -> str:
         return f"{s.get('id')} {s.get('name')!r} from {s.get('announcer')}{extra}"
     if family is Family.RULE:
         r = data.get("rule", {})
-        return f"{r.get('source')} -> {r.get('group')} max-ttl {r.get('max_ttl')} by {data.get('actor')}"
+        bound = f" {_binding_text(r['binding'])}" if r.get("binding") else ""
+        return f"{r.get('source')} -> {r.get('group')} max-ttl {r.get('max_ttl')}{bound} by {data.get('actor')}"
     if ev is EventKind.DENIED:
         return (f"{data.get('router')}: {data.get('source')} -> {data.get('group')} {data.get('reason')}"
                 f" (+{data.get('new_packets')} packets, {data.get('packets')} in all, last TTL {data.get('last_ttl')})")

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from mauthclient import api as mapi
-from mauthclient.cli import _binding_text, _learned_text
+from mauthclient.cli import _binding_text, _event_summary, _learned_text
 
 # The autouse no_user_config fixture and the helpers of every mauthctl test.
 from tests.support.mauthctl import no_user_config, one_error, run, secret  # noqa: F401
@@ -111,6 +111,10 @@ def test_binding_cells():
     assert _binding_text(None) == _binding_text({}) == "-"
     assert _binding_text({"iface": "eth1", "rpf": True, "mac": MAC}) == f"iface=eth1 rpf mac={MAC}"
     assert _binding_text({"iface": "eth1", "colour": "red"}) == '{"colour":"red","iface":"eth1"}'  # a newer server
+    rule = {"source": SRC, "group": GRP, "max_ttl": 16}
+    assert _event_summary("rule.added", {"rule": rule, "actor": "alice"}) == f"{SRC} -> {GRP} max-ttl 16 by alice"
+    assert _event_summary("rule.added", {"rule": {**rule, "binding": {"iface": "eth1", "learn": True}},
+                                         "actor": "alice"}) == f"{SRC} -> {GRP} max-ttl 16 iface=eth1 learn by alice"
     assert _learned_text(None, 0) == "nothing yet"
     assert _learned_text(("eth1", bytes.fromhex("02005e100001")), 0) == f"eth1 {MAC}"
     assert _learned_text({"iface": "eth1", "mac": MAC}, 4) == f"eth1 {MAC}, moved 4"
