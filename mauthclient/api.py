@@ -172,10 +172,18 @@ class ApiClient:
         return self._json("GET", "/health")
 
     def add_rule(self, source: str, group: str, max_ttl: int, *, pps: int = 0, bps: int = 0,
-                 replace: bool = False) -> dict:
-        """POST /rules: `pps` and `bps` limit the rule's packets and bits per second (0 = no limit)."""
-        return self._json("POST", "/rules", {"source": source, "group": group, "max_ttl": max_ttl,
-                                             "pps": pps, "bps": bps, "replace": replace})
+                 replace: bool = False, binding: dict | None = None) -> dict:
+        """POST /rules: `pps` and `bps` limit the rule's packets and bits per second (0 = no limit);
+        `binding` ({"iface", "rpf", "mac", "learn"}, the parts set) binds the sender, and is sent only if given."""
+        body: dict = {"source": source, "group": group, "max_ttl": max_ttl, "pps": pps, "bps": bps,
+                      "replace": replace}
+        if binding:
+            body["binding"] = binding
+        return self._json("POST", "/rules", body)
+
+    def rearm_rule(self, source: str, group: str) -> dict:
+        """POST /rules/rearm: the learning rule forgets, on every router, the interface and MAC it pinned."""
+        return self._json("POST", "/rules/rearm", {"source": source, "group": group})
 
     def remove_rule(self, source: str, group: str) -> dict:
         return self._json("DELETE", f"/rules/{self._q(source)}/{self._q(group)}")

@@ -33,11 +33,18 @@ from mauthclient.when import parse_when
 from mauthcore.constants import ROUTER_PORT, SAP_PORT
 from mauthcore.events import EventKind, Family
 from mauthcore.hostport import HostPortError, parse_hostport
-from mauthcore.protocol.errors import LocalProtocolError, ProtocolError, RouterError, Timeout
+from mauthcore.protocol.errors import (
+    LocalProtocolError,
+    ProtocolError,
+    ReplyCode,
+    RouterError,
+    RouterNotFound,
+    Timeout,
+)
 from mauthcore.protocol.keys import KeyFileError, format_key_line, generate_secret, load_keys
 from mauthcore.protocol.udp import RouterClient
 from mauthcore.rulefile import ConfigError, load_rules
-from mauthcore.rules import Rule, RuleError, RuleKey
+from mauthcore.rules import Binding, Rule, RuleError, RuleKey, format_mac
 from mauthcore.secretfile import SecretFileError, load_token
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -129,11 +136,47 @@ def _server(ctx):
         raise Fail(str(exc), EXIT_UNREACHABLE) from None
 
 
-def _rule(source, group, max_ttl, pps=0, bps=0) -> Rule:
+def _rule(source, group, max_ttl, pps=0, bps=0, binding: Binding | None = None) -> Rule:
     try:
-        return Rule.make(source, group, max_ttl, pps=pps, bps=bps)
+        return Rule.make(source, group, max_ttl, pps=pps, bps=bps, binding=binding)
     except RuleError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
+
+
+def _binding(iface, rpf: bool, mac, learn: bool) -> Binding | None:
+    """The binding of --iface, --rpf, --mac and --learn (None when none is given); Fail on a bad name or MAC."""
+    if iface is None and mac is None and not rpf and not learn:
+        return None
+    if iface is not None and not iface.strip():
+        raise Fail("--iface needs an interface name, e.g. eth1, or ROUTER=IF pairs such as r1=eth1,r2=ens4",
+                   EXIT_USAGE)
+    try:
+        return Binding.make(iface, rpf=rpf, mac=mac, learn=learn)
+    except RuleError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from None
+
+
+def _binding_text(binding) -> str:
+    """A rule's binding for a table cell ("-" for none); `binding` is a Binding or its JSON (or None)."""
+    if not binding:
+        return "-"
+    if isinstance(binding, Binding):
+        return str(binding) if not binding.empty else "-"
+    try:
+        return str(Binding.from_json(binding))
+    except RuleError:
+        return json.dumps(binding, sort_keys=True, separators=(",", ":"))
+
+
+def _learned_text(learned, moved) -> str:
+    """What a learning rule pinned, and how many packets came from elsewhere since: "eth1 02:..:01, moved 3"."""
+    if not learned:
+        return "nothing yet"
+    if isinstance(learned, dict):
+        iface, mac = learned.get("iface", "?"), learned.get("mac", "?")
+    else:
+        iface, mac = learned[0], format_mac(learned[1])
+    return f"{iface} {mac}" + (f", moved {moved}" if moved else "")
 
 
 def _limits(rule) -> str:
@@ -145,7 +188,7 @@ def _limits(rule) -> str:
 
 def _add_through_server(api, rule: Rule, replace: bool) -> dict:
     return api.add_rule(str(rule.source), str(rule.group), rule.max_ttl, pps=rule.pps, bps=rule.bps,
-                        replace=replace)
+                        replace=replace, binding=rule.binding.as_json() if rule.bound else None)
 
 
 def _key(source, group) -> RuleKey:
@@ -292,7 +335,11 @@ def main(ctx, router, server, token_file, key_file, v1, as_json, timeout, tries,
     "mauthctl add-sender 2001:db8::10 ff15::/16 --max-ttl 16",
     "mauthctl --router 192.0.2.1 --key-file router.key add-sender 192.0.2.0/28 232.1.1.1 --max-ttl 4",
     "mauthctl add-sender 192.0.2.10 239.192.0.0/14 --max-ttl 16",
-    "mauthctl add-sender 192.0.2.10 239.1.1.1 --max-ttl 16 --pps 500 --bps 2M"))
+    "mauthctl add-sender 192.0.2.10 239.1.1.1 --max-ttl 16 --pps 500 --bps 2M",
+    "mauthctl add-sender 192.0.2.10 239.1.1.1 --max-ttl 16 --iface eth1 --rpf --mac 02:00:5e:10:00:01",
+    "mauthctl add-sender 192.0.2.10 239.1.1.1 --max-ttl 16 --iface eth1 --learn",
+    "mauthctl --server http://127.0.0.1:7580 add-sender 192.0.2.10 239.1.1.1 --max-ttl 16 --iface r1=eth1,r2=ens4",
+    "mauthctl add-sender 192.0.2.0/24 239.1.1.1 --max-ttl 8 --iface eth1 --rpf"))
 @json_option
 @click.argument("source", metavar="SOURCE[/LEN]")
 @click.argument("group", metavar="GROUP[/LEN]")
@@ -301,22 +348,39 @@ def main(ctx, router, server, token_file, key_file, v1, as_json, timeout, tries,
               help="Packets per second the rule lets through (0 = no limit; k, M, G = x1000).")
 @click.option("--bps", default="0", show_default=True, metavar="N",
               help="Bits per second the rule lets through (0 = no limit; e.g. 2M).")
+@click.option("--iface", metavar="IF|ROUTER=IF,...",
+              help="Bind the sender to the interface its packets must arrive on (with --server, one per router:"
+                   " r1=eth1,r2=ens4; the routers not named check --rpf only).")
+@click.option("--rpf", is_flag=True, help="Bind the sender to the reverse path: its source must route back"
+                                          " through the interface its packets arrive on.")
+@click.option("--mac", metavar="MAC", help="Bind the sender to this source MAC address (exact rules only).")
+@click.option("--learn", is_flag=True, help="The first packet pins the interface and MAC; later ones must match"
+                                            " ('mauthctl rearm' forgets them; exact rules only).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing rule instead of failing.")
 @click.pass_context
-def add_sender(ctx, source, group, max_ttl, pps, bps, replace):
+def add_sender(ctx, source, group, max_ttl, pps, bps, iface, rpf, mac, learn, replace):
     """Authorize SOURCE to send to GROUP with a TTL of at most --max-ttl.
 
     SOURCE/LEN authorizes every host of a subnet for GROUP; GROUP/LEN lets
     SOURCE send to every group of a range (one prefix per rule). An exact
     rule wins over a prefix rule, a longer prefix over a shorter one.
+
+    --iface, --rpf, --mac and --learn bind the sender to where it is
+    (docs/operations.md, "Binding a sender"): packets from it that arrive
+    elsewhere are dropped. A prefix rule takes --iface and --rpf only.
     """
-    rule = _rule(source, group, max_ttl, pps, bps)
+    rule = _rule(source, group, max_ttl, pps, bps, _binding(iface, rpf, mac, learn))
     if _server_mode(ctx):
         with _server(ctx) as api:
             out = _add_through_server(api, rule, replace)
         _emit(ctx, out, lambda: click.echo(f"{out['result']}: {rule} (committed; routers: "
                                            f"{_router_states(out['rule'])})"))
         return
+    if rule.binding.per_router is not None:
+        raise Fail(f"--iface {rule.binding.iface} names an interface per router, which only mauthserver"
+                   " resolves; give a router its own interface name (e.g. --iface eth1)", EXIT_USAGE)
+    if rule.bound and ctx.obj["v1"]:
+        raise Fail(f"v1 carries no binding, so it cannot add {rule}; use v2 (--key-file)", EXIT_USAGE)
     with _client(ctx) as c:
         if replace:
             created = c.replace(rule)
@@ -358,18 +422,80 @@ def list_rules(ctx):
     if _server_mode(ctx):
         with _server(ctx) as api:
             rules = api.rules()
-        _emit(ctx, rules, lambda: _table(
+        _emit(ctx, rules, lambda: _bound_table(
             ["SOURCE", "GROUP", "MAX-TTL", "STATE", "ROUTERS", "SESSION", "PACKETS", "BYTES", "LIMITS"],
             [[r["source"], r["group"], r["max_ttl"], r["state"], _router_states(r), r.get("session") or "-",
-              r.get("packets", 0), r.get("bytes", 0), _limits(r)] for r in rules]))
+              r.get("packets", 0), r.get("bytes", 0), _limits(r)] for r in rules],
+            [r.get("binding") for r in rules], [_server_learned(r) for r in rules]))
         return
     with _client(ctx) as c:
         entries = c.list_all()
     data = [e.as_json() for e in entries]
-    _emit(ctx, data, lambda: _table(
+    _emit(ctx, data, lambda: _bound_table(
         ["SOURCE", "GROUP", "MAX-TTL", "PACKETS", "BYTES", "LAST SEEN", "LIMITS"],
         [[e.rule.source, e.rule.group, e.rule.max_ttl, e.packets, e.octets, _when(e.last_seen), _limits(e.rule)]
-         for e in entries]))
+         for e in entries],
+        [e.rule.binding for e in entries],
+        [_learned_text(e.learned, e.moved) if e.rule.binding.learn else None for e in entries]))
+
+
+def _bound_table(headers: list[str], rows: list[list], bindings: list, learned: list[str | None]) -> None:
+    """`_table`, with a BINDING column when some rule is bound and a LEARNED one when some rule learns."""
+    headers, rows = list(headers), [list(r) for r in rows]
+    if any(_binding_text(b) != "-" for b in bindings):
+        headers.append("BINDING")
+        for row, b in zip(rows, bindings):
+            row.append(_binding_text(b))
+    if any(text is not None for text in learned):
+        headers.append("LEARNED")
+        for row, text in zip(rows, learned):
+            row.append("-" if text is None else text)
+    _table(headers, rows)
+
+
+def _server_learned(rule: dict) -> str | None:
+    """What a learning rule pinned on each router ("r1:eth1 02:..:01, moved 3"), when mauthserver reports it
+    in the rule's router states as LIST does ("learned", "moved"); None for a rule that does not learn."""
+    if not (rule.get("binding") or {}).get("learn"):
+        return None
+    routers = rule.get("routers") or {}
+    parts = [f"{name}:{_learned_text(st.get('learned'), st.get('moved', 0))}"
+             for name, st in sorted(routers.items()) if isinstance(st, dict) and "learned" in st]
+    return " ".join(parts) or "-"
+
+
+@main.command("rearm", epilog=examples(
+    "mauthctl rearm 192.0.2.10 239.1.1.1",
+    "mauthctl --router 192.0.2.1 --key-file router.key rearm 192.0.2.10 239.1.1.1"))
+@json_option
+@click.argument("source", metavar="SOURCE")
+@click.argument("group", metavar="GROUP")
+@click.pass_context
+def rearm(ctx, source, group):
+    """Make the learning rule SOURCE GROUP forget the interface and MAC it pinned (with --server: on every router).
+
+    The next packet of the sender pins them again. Use it when a sender that
+    was added with --learn has really moved (another port, a new NIC): until
+    then its packets count as moved and are dropped.
+    """
+    key = _key(source, group)
+    if _server_mode(ctx):
+        with _server(ctx) as api:
+            out = api.rearm_rule(str(key.source), str(key.group))
+        _emit(ctx, out, lambda: click.echo(f"rearmed: {key} (committed; routers follow)"))
+        return
+    with _client(ctx) as c:
+        try:
+            c.rearm(key)
+        except RouterNotFound:
+            raise Fail(f"router {ctx.obj['router']} has no rule for {key}", EXIT_REFUSED) from None
+        except RouterError as exc:
+            if exc.code != ReplyCode.INVALID_ARGUMENT:
+                raise
+            raise Fail(f"the rule for {key} does not learn its sender (it was not added with --learn), so there"
+                       " is nothing to rearm", EXIT_REFUSED) from None
+    _emit(ctx, {"result": "rearmed", **key.as_json()},
+          lambda: click.echo(f"rearmed: {key}; its next packet pins the interface and MAC again"))
 
 
 @main.command("denied", epilog=examples("mauthctl denied",
@@ -496,8 +622,9 @@ def check_config(ctx, file):
         rf = load_rules(file)
     except ConfigError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
-    _emit(ctx, {"file": rf.path, "rules": len(rf.rules)},
-          lambda: click.echo(f"{rf.path}: {len(rf.rules)} rules, OK"))
+    bound = sum(1 for rule in rf.rules if rule.bound)
+    _emit(ctx, {"file": rf.path, "rules": len(rf.rules), "bound": bound},
+          lambda: click.echo(f"{rf.path}: {len(rf.rules)} rules{f' ({bound} bound)' if bound else ''}, OK"))
 
 
 # =============================================================================
@@ -709,7 +836,8 @@ def _event_summary(kind: str, data: dict) -> str:
         return f"{s.get('id')} {s.get('name')!r} from {s.get('announcer')}{extra}"
     if family is Family.RULE:
         r = data.get("rule", {})
-        return f"{r.get('source')} -> {r.get('group')} max-ttl {r.get('max_ttl')} by {data.get('actor')}"
+        bound = f" {_binding_text(r['binding'])}" if r.get("binding") else ""
+        return f"{r.get('source')} -> {r.get('group')} max-ttl {r.get('max_ttl')}{bound} by {data.get('actor')}"
     if ev is EventKind.DENIED:
         return (f"{data.get('router')}: {data.get('source')} -> {data.get('group')} {data.get('reason')}"
                 f" (+{data.get('new_packets')} packets, {data.get('packets')} in all, last TTL {data.get('last_ttl')})")

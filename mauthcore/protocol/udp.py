@@ -105,6 +105,10 @@ class RouterClient:
         """Add or overwrite `rule`; True if it was created."""
         return self._reply(v2.Replace(rule), v2.Replaced).created
 
+    def rearm(self, key: RuleKey) -> None:
+        """Make the learning rule for `key` forget the (interface, MAC) it pinned (v2 only)."""
+        self._v2_call(v2.Rearm(key))
+
     def list_all(self) -> list[RuleEntry]:
         return self._pages(v2.ListRules)
 
