@@ -518,10 +518,12 @@ def denied(ctx):
                 broken.append((name, r.get("error") or "unreadable"))
                 continue
             data += [{"router": name, **d} for d in r["denied"]]
+        where = any(d.get("iface") or d.get("mac") for d in data)
         _emit(ctx, data, lambda: _table(
-            ["ROUTER", "SOURCE", "GROUP", "REASON", "PACKETS", "BYTES", "LAST TTL", "LAST SEEN"],
+            ["ROUTER", "SOURCE", "GROUP", "REASON", "PACKETS", "BYTES", "LAST TTL", "LAST SEEN",
+             *(["OFFENDER"] if where else [])],
             [[d["router"], d["source"], d["group"], d["reason"], d["packets"], d["bytes"], d["last_ttl"],
-              _ago(d["last_seen"])] for d in data]))
+              _ago(d["last_seen"]), *([_offender(d)] if where else [])] for d in data]))
         for name, error in broken:
             click.echo(f"mauthctl: router {name} could not be read: {error}", err=True)
         if broken:
@@ -530,9 +532,16 @@ def denied(ctx):
     with _client(ctx) as c:
         entries = c.denied_all()
     data = [d.as_json() for d in entries]
+    where = any(d.get("iface") or d.get("mac") for d in data)
     _emit(ctx, data, lambda: _table(
-        ["SOURCE", "GROUP", "REASON", "PACKETS", "BYTES", "LAST TTL", "LAST SEEN"],
-        [[d.source, d.group, d.reason, d.packets, d.octets, d.last_ttl, _when(d.last_seen)] for d in entries]))
+        ["SOURCE", "GROUP", "REASON", "PACKETS", "BYTES", "LAST TTL", "LAST SEEN", *(["OFFENDER"] if where else [])],
+        [[d.source, d.group, d.reason, d.packets, d.octets, d.last_ttl, _when(d.last_seen),
+          *([_offender(j)] if where else [])] for d, j in zip(entries, data, strict=True)]))
+
+
+def _offender(d: dict) -> str:
+    """Where the last packet a binding dropped came from ("eth1 02:00:5e:10:00:09"); "-" for other drops."""
+    return " ".join(x for x in (d.get("iface"), d.get("mac")) if x) or "-"
 
 
 @main.command("stats", epilog=examples("mauthctl stats",
@@ -839,8 +848,12 @@ def _event_summary(kind: str, data: dict) -> str:
         bound = f" {_binding_text(r['binding'])}" if r.get("binding") else ""
         return f"{r.get('source')} -> {r.get('group')} max-ttl {r.get('max_ttl')}{bound} by {data.get('actor')}"
     if ev is EventKind.DENIED:
-        return (f"{data.get('router')}: {data.get('source')} -> {data.get('group')} {data.get('reason')}"
+        offender = f" from {_offender(data)}" if data.get("iface") or data.get("mac") else ""
+        return (f"{data.get('router')}: {data.get('source')} -> {data.get('group')} {data.get('reason')}{offender}"
                 f" (+{data.get('new_packets')} packets, {data.get('packets')} in all, last TTL {data.get('last_ttl')})")
+    if ev is EventKind.SENDER_MOVED:
+        return (f"{data.get('router')}: the sender of {data.get('source')} -> {data.get('group')} moved"
+                f" ({data.get('reason')}, {data.get('packets')} packets dropped); `mauthctl rearm` pins it afresh")
     if ev is EventKind.ROUTER_CHANGED:
         return f"{data.get('name')} {data.get('state')} pending {data.get('pending')}"
     return json.dumps(data, sort_keys=True)

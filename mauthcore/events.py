@@ -140,6 +140,8 @@ class DeniedEvent(TypedDict):
     first: bool
     last_ttl: int
     last_seen: float | None
+    iface: NotRequired[str]  # a pair a binding dropped: where its last offender came from
+    mac: NotRequired[str]
 
 
 class SenderMovedEvent(TypedDict):

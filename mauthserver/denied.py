@@ -31,7 +31,8 @@ Event `denied` (data, besides the stream's `at`):
     packets and bytes (the pair's totals in the router's table),
     new_packets (since the last report of this pair; all of them when first),
     first (true: the pair was not reported before), last_ttl,
-    last_seen (Unix time of its last packet, or null).
+    last_seen (Unix time of its last packet, or null); for a pair a rule's
+    binding dropped, iface and mac of the last packet it dropped.
 Event `sender.moved`: router, source, group, reason (wrong_iif or
 wrong_mac), packets, new_packets: a denied report of a pair whose rule
 learns its sender (docs/operations.md, "Binding a sender") means the pinned
@@ -55,7 +56,7 @@ from mauthcore.events import DeniedEvent, EventKind, SenderMovedEvent, denied_su
 from mauthcore.protocol.errors import RouterUnreachable
 from mauthcore.protocol.model import DeniedEntry, Reason, seconds
 from mauthcore.protocol.server import TokenBucket
-from mauthcore.rules import RuleKey
+from mauthcore.rules import RuleKey, format_mac
 
 from .core import CONVERGING, UP
 from .events import EventBus
@@ -88,9 +89,14 @@ class DeniedReport:
 
     def to_dict(self) -> DeniedEvent:
         e = self.entry
-        return {"router": self.router, "source": str(e.source), "group": str(e.group), "reason": str(e.reason),
-                "packets": e.packets, "bytes": e.octets, "new_packets": self.new_packets, "first": self.first,
-                "last_ttl": e.last_ttl, "last_seen": seconds(e.last_seen)}
+        out: DeniedEvent = {"router": self.router, "source": str(e.source), "group": str(e.group),
+                            "reason": str(e.reason), "packets": e.packets, "bytes": e.octets,
+                            "new_packets": self.new_packets, "first": self.first, "last_ttl": e.last_ttl,
+                            "last_seen": seconds(e.last_seen)}
+        if e.iface or e.mac:  # a binding dropped it: where its last offender came from
+            out["iface"] = e.iface
+            out["mac"] = format_mac(e.mac) if e.mac else ""
+        return out
 
 
 class DeniedTracker:

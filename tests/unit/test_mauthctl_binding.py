@@ -133,3 +133,23 @@ def test_check_config_counts_bound_rules(tmp_path):
     assert r.exit_code == 0 and "Examples:" in r.stdout and "mauthctl rearm" in r.stdout
     r = run("add-sender", "--help")
     assert all(flag in r.stdout for flag in ("--iface", "--rpf", "--mac", "--learn"))
+
+
+def test_denied_pairs_a_binding_dropped_show_their_offender(api):
+    fake, _, opts = api
+    unauthorized = {"source": "192.0.2.99", "group": GRP, "reason": "unauthorized", "packets": 3, "bytes": 300,
+                    "last_ttl": 8, "last_seen": None}
+    fake.answer = {"routers": {"r1": {"ok": True, "denied": [unauthorized]}}}
+    assert "OFFENDER" not in run(*opts, "denied").stdout.splitlines()[0]
+    spoofed = {"source": SRC, "group": GRP, "reason": "wrong_mac", "packets": 5, "bytes": 500, "last_ttl": 8,
+               "last_seen": None, "iface": "eth1", "mac": "02:00:5e:10:00:09"}
+    fake.answer = {"routers": {"r1": {"ok": True, "denied": [unauthorized, spoofed]}}}
+    lines = run(*opts, "denied").stdout.splitlines()
+    assert lines[0].split()[-1] == "OFFENDER"
+    assert lines[1].split()[-1] == "-" and " ".join(lines[2].split()).endswith("eth1 02:00:5e:10:00:09")
+    event = {"router": "r1", **spoofed, "new_packets": 5, "first": True}
+    assert _event_summary("denied", event) == (f"r1: {SRC} -> {GRP} wrong_mac from eth1 02:00:5e:10:00:09"
+                                               " (+5 packets, 5 in all, last TTL 8)")
+    moved = {"router": "r1", "source": SRC, "group": GRP, "reason": "wrong_iif", "packets": 7, "new_packets": 2}
+    assert _event_summary("sender.moved", moved) == (f"r1: the sender of {SRC} -> {GRP} moved (wrong_iif, 7 packets"
+                                                     " dropped); `mauthctl rearm` pins it afresh")
