@@ -97,6 +97,7 @@ class Denied:
     routers: set[str] = field(default_factory=set)
     rate: Rate = field(default_factory=Rate)
     active_at: float | None = None  # when the server last reported it (dashboard clock)
+    offender: str = ""  # a pair a binding dropped: "eth1 02:00:5e:10:00:09", where its last offender came from
 
 
 @dataclass
@@ -182,6 +183,7 @@ class Board:
                 d = self.denied[dkey] = Denied(*dkey, packets=data.get("packets", 0), octets=data.get("bytes", 0))
             d.last_ttl = data.get("last_ttl") or d.last_ttl
             d.routers.add(data.get("router", "?"))
+            d.offender = offender_text(data) or d.offender
             d.active_at = now
         return None
 
@@ -218,6 +220,7 @@ class Board:
                 d.packets += entry.get("packets", 0)
                 d.octets += entry.get("bytes", 0)
                 d.last_ttl = entry.get("last_ttl", 0) or d.last_ttl
+                d.offender = d.offender or offender_text(entry)
                 d.routers.add(name)
                 d.rate = d.rate.add(_rate(entry, before, now - base.at if base else 0.0))
                 # When the server last reported the pair: its `denied` event, or (reported before we
@@ -343,9 +346,8 @@ class Board:
 
     def denied_rows(self, now: float) -> list[tuple[str, list[str]]]:
         return [(f"{d.source}|{d.group}|{d.reason}",
-                 [d.source, d.group, "ttl" if d.reason == "ttl" else "unauth" if d.reason == "unauthorized"
-                  else short(d.reason, 6), human_rate(d.rate.packets), human_rate(d.rate.octets),
-                  str(d.last_ttl or "-"), short(",".join(sorted(d.routers)), 10)])
+                 [d.source, d.group, _REASON_CELLS.get(d.reason) or short(d.reason, 6), human_rate(d.rate.packets),
+                  human_rate(d.rate.octets), str(d.last_ttl or "-"), short(",".join(sorted(d.routers)), 10)])
                 for d in self.active_denied(now)]
 
     def router_rows(self, now: float, now_wall: float) -> list[tuple[str, list[str]]]:
@@ -394,8 +396,22 @@ class Board:
         name = self.sessions.get(session, {}).get("name") if session else None
         origin = f"session {name or session}" if session else "added by hand"
         expires = " (expires with the session)" if r.get("expire_with_session") else ""
+        binding = r.get("binding")
+        bound = f"; bound: {' '.join(_binding_words(binding))}{self._learned(key)}" if binding else ""
         return (f"{key[0]} -> {key[1]} max TTL {r.get('max_ttl')}; {where}; {origin}{expires}; "
-                f"by {r.get('actor') or '?'}")
+                f"by {r.get('actor') or '?'}{bound}")
+
+    def _learned(self, key: RuleKey) -> str:
+        """What a learning rule pinned on each router that was read, and how often its sender moved."""
+        parts = []
+        for name, read in sorted(self.reads.items()):
+            entry = read.rules.get(key) if read.ok else None
+            if entry is None or "moved" not in entry:
+                continue
+            learned = entry.get("learned")
+            pinned = f"{learned.get('iface')} {learned.get('mac')}" if learned else "nothing yet"
+            parts.append(f"{name} {pinned}" + (f", moved {entry['moved']}" if entry.get("moved") else ""))
+        return f"; learned: {'; '.join(parts)}" if parts else ""
 
     def denied_detail(self, dkey: tuple[str, str, str]) -> str:
         d = self.denied.get(dkey)
@@ -404,7 +420,9 @@ class Board:
         why = ("no rule for this (source, group)" if d.reason == "unauthorized" else
                f"TTL {d.last_ttl} above the rule's max TTL "
                f"{self.rules.get((d.source, d.group), {}).get('max_ttl', '?')}"
-               if d.reason == "ttl" else d.reason)
+               if d.reason == "ttl" else _BINDING_WHY.get(d.reason, d.reason))
+        if d.offender:
+            why += f" (last from {d.offender})"
         return (f"{d.source} -> {d.group} dropped: {why}; {d.packets} packets, {d.octets} bytes so far"
                 f" on {', '.join(sorted(d.routers))}")
 
@@ -416,6 +434,26 @@ class Board:
         err = r.get("last_error") or (read.error if read is not None and not read.ok else "")
         return (f"{name} at {r.get('address')}: epoch {r.get('epoch') or '-'}, state id {r.get('state_id') or '-'},"
                 f" backend {r.get('backend') or '-'}" + (f"; last error: {err}" if err else ""))
+
+
+_REASON_CELLS = {"ttl": "ttl", "unauthorized": "unauth", "wrong_iif": "iif", "wrong_mac": "mac",
+                 "rpf_fail": "rpf"}
+_BINDING_WHY = {"wrong_iif": "the rule's binding wants another interface (wrong_iif)",
+                "wrong_mac": "the rule's binding wants another source MAC (wrong_mac)",
+                "rpf_fail": "the source does not route back through its interface (rpf_fail)"}
+
+
+def offender_text(entry: dict) -> str:
+    """"eth1 02:00:5e:10:00:09": where the last packet a binding dropped came from; "" for other drops."""
+    return " ".join(x for x in (entry.get("iface"), entry.get("mac")) if x)
+
+
+def _binding_words(binding: dict) -> list[str]:
+    words = [f"iface={binding['iface']}"] if binding.get("iface") else []
+    words += ["rpf"] if binding.get("rpf") else []
+    words += [f"mac={binding['mac']}"] if binding.get("mac") else []
+    words += ["learn"] if binding.get("learn") else []
+    return words
 
 
 def _rate(entry: dict, before: dict | None, dt: float) -> Rate:

@@ -209,3 +209,26 @@ def test_ipv6_sessions_and_rules_in_address_order_after_ipv4():
                     now=1.0)
     assert b.session_authorized(SIX) == "yes"
     assert {"SOURCE", "GROUP"} == set(Board.ADDRESS_COLUMNS)
+
+
+def test_a_binding_shows_in_the_senders_detail_and_its_drops_in_the_denied_pane():
+    b = board()
+    key = ("192.0.2.10", "239.1.1.1")
+    event = added(*key, 8, r1="applied", r2="applied")
+    event["rule"]["binding"] = {"iface": "r1=eth1", "rpf": True, "learn": True}
+    b.apply_event("x-1", "rule.added", event)
+    learned = {**read([(*key, 8, 100, 10000)])["rules"][0], "learned": {"iface": "eth1", "mac": "02:00:5e:10:00:01"},
+               "moved": 3}
+    pair = ("192.0.2.10", "239.1.1.1", "wrong_mac")
+    spoofed = read(denied=[(*pair, 5, 500, 8, 999.0)])
+    spoofed["denied"][0].update(iface="eth1", mac="02:00:5e:10:00:09")
+    b.apply_event("x-2", "denied", {**denied_event("r1", *pair, 5, 8), "iface": "eth1", "mac": "02:00:5e:10:00:09"},
+                  now=10.0)
+    b.apply_traffic({"routers": {"r1": {**spoofed, "rules": [learned]}, "r2": read()}}, now=10.0)
+    detail = b.rule_detail(key)
+    assert "bound: iface=r1=eth1 rpf learn" in detail and "learned: r1 eth1 02:00:5e:10:00:01, moved 3" in detail
+    (row,) = b.denied_rows(10.0)
+    assert row[1][2] == "mac"
+    assert b.denied_detail(pair) == ("192.0.2.10 -> 239.1.1.1 dropped: the rule's binding wants another source MAC"
+                                     " (wrong_mac) (last from eth1 02:00:5e:10:00:09); 5 packets, 500 bytes so far"
+                                     " on r1")
