@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from mauthcore.protocol.backend import MemoryBackend
 from mauthcore.protocol.errors import NotFound, TableFull
 from mauthcore.protocol.model import Mode
-from mauthcore.rules import Rule, RuleKey
+from mauthcore.rules import UNBOUND, Rule, RuleKey
 from mauthserver import core
 from mauthserver.core import (
     Apply,
@@ -361,7 +361,7 @@ def test_refused_rules_are_not_retried_until_they_change():
     run(rc, router, fleet, T)
     assert len(router.backend.rules) == 2 and len(rc.refused) == 1
     refused_key = next(iter(rc.refused))
-    state = rc.rule_state(refused_key, (8, 0, 0))
+    state = rc.rule_state(fleet.desired[refused_key])
     assert state["state"] == "refused" and "TABLE_FULL" in state["error"]
     router.calls.clear()
     run(rc, router, fleet, T + 1)
@@ -382,13 +382,13 @@ def test_desired_mode_is_enforced_on_the_router():
 
 def test_state_believed_from_the_store_is_verified_first():
     fleet, _, router = make(2)
-    believed = {k: (8, 0, 0) for k in fleet.desired}
+    believed = {k: (8, 0, 0, UNBOUND) for k in fleet.desired}
     rc = RouterCore("r2", "192.0.2.1", 7575, applied=believed)
     fleet.add_router(rc)
-    assert rc.rule_state(next(iter(fleet.desired)), (8, 0, 0)) == {"state": "applied", "verified": False}
+    assert rc.rule_state(next(iter(fleet.desired.values()))) == {"state": "applied", "verified": False}
     run(rc, router, fleet, T)  # the router is actually empty
     assert held(router) == want(fleet)
-    assert rc.rule_state(next(iter(fleet.desired)), (8, 0, 0))["state"] == "applied"
+    assert rc.rule_state(next(iter(fleet.desired.values())))["state"] == "applied"
 
 
 def test_a_change_made_while_an_operation_is_in_flight_is_not_lost():
