@@ -32,6 +32,15 @@ UNSUPPORTED) are remembered per rule and not retried until the rule changes
 or the next verification; anything else (no answer, BUSY, INTERNAL) backs
 off exponentially and tries again.
 
+A bound rule reaches each router as that router is to hold it (`Rule.on`: an
+interface named per router, "r1=eth1", is eth1 with the MAC and learning on
+r1 and the reverse-path check alone elsewhere), and what a router holds is
+compared with that (`Held`: the terms and the resolved binding), so a router
+found holding another binding gets REPLACE like one holding another TTL. A
+re-arm (REARM: forget the sender a learning rule pinned) is an event, not a
+state: each router's reconciler keeps the keys asked for until the router
+answered (`RouterCore.rearm`), and sends one once the router holds the rule.
+
 The probe (every `probe_interval`) is COUNTERS on the session we hold: a
 router that restarted answers STALE_EPOCH, upon which the client core says
 HELLO and we learn the new epoch and state_id; a router that kept running
