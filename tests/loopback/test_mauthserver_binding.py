@@ -9,6 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mauthclient.api import ApiClient, ApiError
+from mauthcore.protocol.backend import MemoryBackend
+from mauthcore.protocol.errors import BackendInvalid, BackendUnsupported
 from mauthcore.rules import Binding, Rule, RuleKey
 from mauthserver.api import make_app
 from mauthserver.events import EventBus
@@ -71,6 +73,37 @@ def test_two_routers_hold_a_rule_bound_to_r1_each_as_resolved_and_drift_is_repla
             api._json("POST", "/rules/rearm", {"source": "192.0.2.99", "group": "239.1.1.2"})
         assert info.value.status == 404
         assert len(api.audit(actions=["rule-rearmed"])) == 1
+
+
+class BindlessBackend(MemoryBackend):
+    """A router that cannot bind (musersd on NFQUEUE: UNSUPPORTED), or lacks the interface (INVALID_ARGUMENT)."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        super().__init__()
+        self.error = error
+
+    def replace(self, rule: Rule) -> bool:
+        if rule.binding.iface or (rule.bound and self.error is BackendUnsupported):
+            raise self.error(f"this router cannot bind the rule for {rule.key}")
+        return super().replace(rule)
+
+
+@pytest.mark.parametrize("error, code", [(BackendUnsupported, "UNSUPPORTED"), (BackendInvalid, "INVALID_ARGUMENT")])
+def test_a_router_refusing_a_bound_rule_is_reported_not_fatal(tmp_path, error, code):
+    fleet = LoopbackFleet(tmp_path, routers=("r1", "r2"))
+    fleet.backends["r2"] = BindlessBackend(error)
+    with fleet:
+        api = ApiClient(fleet.url, TOKEN, timeout=5)
+        api._json("POST", "/rules", {"source": "192.0.2.10", "group": "239.1.1.1", "max_ttl": 8,
+                                     "binding": {"iface": "eth1"}})
+        wait_until(lambda: api.rules()[0]["state"] == "refused", 10, "r2's refusal to show")
+        states = api.rules()[0]["routers"]
+        assert states["r1"]["state"] == "applied"
+        assert states["r2"]["state"] == "refused" and states["r2"]["error"].startswith(code)
+        assert {r["name"]: r["refused"] for r in api.routers()} == {"r1": 0, "r2": 1}
+        # The mediator carries on: an unbound rule still reaches both routers.
+        api.add_rule("192.0.2.10", "239.1.1.2", 8)
+        wait_until(lambda: fleet.held("r2") == {("192.0.2.10", "239.1.1.2"): 8}, 10, "r2 to take the unbound rule")
 
 
 @pytest.mark.parametrize("binding, message", [
