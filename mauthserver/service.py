@@ -192,9 +192,9 @@ class Mediator:
         dr = self.fleet.desired.get(key)
         if dr is None:
             raise NotFound(f"there is no rule for {key}")
-        names = [name for name in sorted(self.fleet.routers) if dr.rule.on(name).binding.learn]
         if not dr.rule.binding.learn:
             raise core.Invalid(f"the rule for {key} does not learn its sender, so it has nothing to forget")
+        names = [name for name in sorted(self.fleet.routers) if dr.rule.on(name).binding.learn]
         now = self.clock()
         with self.store.transaction(now) as tx:
             tx.audit(actor, "rule-rearmed", {**key.as_json(), "routers": names})
