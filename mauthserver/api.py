@@ -222,13 +222,19 @@ async def list_rules(request: web.Request) -> web.Response:
 
 
 async def add_rule(request: web.Request) -> web.Response:
+    # "binding" is checked by Binding.from_json (through core.make_rule), whose sentence names what is wrong.
     body = _fields(await _body(request), {"source": str, "group": str, "max_ttl": (int, str), "replace": bool,
-                                          "pps": (int, str), "bps": (int, str)},
+                                          "pps": (int, str), "bps": (int, str), "binding": object},
                    ("source", "group", "max_ttl"))
     result = _m(request).add_rule(body["source"], body["group"], body["max_ttl"],
                                   replace=bool(body.get("replace")), actor=_actor(request),
-                                  pps=body.get("pps", 0), bps=body.get("bps", 0))
+                                  pps=body.get("pps", 0), bps=body.get("bps", 0), binding=body.get("binding"))
     return _json(result, status=201 if result["result"] == "added" else 200)
+
+
+async def rearm_rule(request: web.Request) -> web.Response:
+    body = _fields(await _body(request), {"source": str, "group": str}, ("source", "group"))
+    return _json(_m(request).rearm_rule(body["source"], body["group"], actor=_actor(request)))
 
 
 async def get_rule(request: web.Request) -> web.Response:
@@ -405,6 +411,7 @@ ROUTES = [
     ("GET", "/openapi.json", openapi),
     ("GET", "/rules", list_rules),
     ("POST", "/rules", add_rule),
+    ("POST", "/rules/rearm", rearm_rule),
     ("GET", "/rules/{source}/{group}", get_rule),
     ("DELETE", "/rules/{source}/{group}", delete_rule),
     ("POST", "/flush", flush),

@@ -32,6 +32,15 @@ UNSUPPORTED) are remembered per rule and not retried until the rule changes
 or the next verification; anything else (no answer, BUSY, INTERNAL) backs
 off exponentially and tries again.
 
+A bound rule reaches each router as that router is to hold it (`Rule.on`: an
+interface named per router, "r1=eth1", is eth1 with the MAC and learning on
+r1 and the reverse-path check alone elsewhere), and what a router holds is
+compared with that (`Held`: the terms and the resolved binding), so a router
+found holding another binding gets REPLACE like one holding another TTL. A
+re-arm (REARM: forget the sender a learning rule pinned) is an event, not a
+state: each router's reconciler keeps the keys asked for until the router
+answered (`RouterCore.rearm`), and sends one once the router holds the rule.
+
 The probe (every `probe_interval`) is COUNTERS on the session we hold: a
 router that restarted answers STALE_EPOCH, upon which the client core says
 HELLO and we learn the new epoch and state_id; a router that kept running
@@ -47,7 +56,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mauthcore.protocol.model import Counters, Mode, RuleEntry
-from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_source, check_ttl
+from mauthcore.rules import Binding, IPAddress, Rule, RuleError, RuleKey, check_source, check_ttl
 
 # =============================================================================
 # Desired state and commands
@@ -144,9 +153,13 @@ class Unprocessable(Refused):
     status, code = 422, "needs_input"
 
 
-def make_rule(source: object, group: object, max_ttl: object, *, pps: object = 0, bps: object = 0) -> Rule:
+def make_rule(source: object, group: object, max_ttl: object, *, pps: object = 0, bps: object = 0,
+              binding: object = None) -> Rule:
+    """A validated rule; `binding` is a Binding, its JSON (`Binding.as_json`, as the API takes it) or None."""
     try:
-        return Rule.make(source, group, max_ttl, pps=pps, bps=bps)  # type: ignore[arg-type]
+        if binding is not None and not isinstance(binding, Binding):
+            binding = Binding.from_json(binding)
+        return Rule.make(source, group, max_ttl, pps=pps, bps=bps, binding=binding)  # type: ignore[arg-type]
     except RuleError as exc:
         raise Invalid(str(exc)) from None
 
@@ -166,6 +179,7 @@ def plan_add(desired: Mapping[RuleKey, DesiredRule], rule: Rule, *, replace_exis
         return []
     if old is not None and not replace_existing:
         limits = "".join(f", {n} {v}" for n, v in (("pps", old.rule.pps), ("bps", old.rule.bps)) if v)
+        limits += f", bound {old.rule.binding}" if old.rule.bound else ""
         raise Conflict(f"a rule for {rule.key} already exists with max TTL {old.rule.max_ttl}{limits};"
                        " use replace to change it", rule=old.to_dict())
     new = DesiredRule(rule, session_id, expire_with_session and session_id is not None,
@@ -502,6 +516,16 @@ def plan_follow(desired: Mapping[RuleKey, DesiredRule], own: Mapping[RuleKey, De
 # The per-router reconciler
 # =============================================================================
 
+Held = tuple[int, int, int, Binding]
+"""What a router holds for a key: the rule's terms (max TTL, pps, bps) and its binding as that router
+holds it (`Rule.on`). Two routers may rightly hold one desired rule differently ("r1=eth1" is eth1 on r1,
+rpf alone elsewhere), so the binding is compared after resolving it for the router, never as written."""
+
+
+def held(rule: Rule) -> Held:
+    """What a router holding `rule` (already resolved for it) holds."""
+    return (rule.max_ttl, rule.pps, rule.bps, rule.binding)
+
 
 @dataclass(frozen=True)
 class Install:
@@ -536,6 +560,13 @@ class SetMode:
 
 
 @dataclass(frozen=True)
+class RearmRule:
+    """Make the router forget the (interface, MAC) its learning rule for `key` pinned (REARM)."""
+
+    key: RuleKey
+
+
+@dataclass(frozen=True)
 class Apply:
     op: Op
 
@@ -545,7 +576,7 @@ class Wait:
     until: float
 
 
-Action = Probe | ReadRules | SetMode | Apply | Wait
+Action = Probe | ReadRules | SetMode | RearmRule | Apply | Wait
 
 UNKNOWN, UP, DOWN, CONVERGING = "unknown", "up", "down", "converging"
 
@@ -568,7 +599,7 @@ class RouterCore:
 
     def __init__(self, name: str, host: str, port: int, timers: Timers | None = None, *,
                  jitter: Callable[[], float] = lambda: 0.5,
-                 applied: Mapping[RuleKey, tuple[int, int, int]] | None = None) -> None:
+                 applied: Mapping[RuleKey, Held] | None = None) -> None:
         self.name, self.host, self.port = name, host, port
         self.timers = timers or Timers()
         self._jitter = jitter
@@ -585,17 +616,25 @@ class RouterCore:
         self.probe_due: float | None = None  # None: probe now
         self.verify_due: float | None = None
         self.verified = False
-        # What we believe the router holds: key -> Rule.terms, (max TTL, pps, bps)
+        # What we believe the router holds: key -> Held, (max TTL, pps, bps, binding as it holds it)
         # (from the store until verified).
-        self.applied: dict[RuleKey, tuple[int, int, int]] = dict(applied or {})
+        self.applied: dict[RuleKey, Held] = dict(applied or {})
         self.traffic: dict[RuleKey, RuleEntry] = {}  # from the last LIST
         self.filter: Counters | None = None  # the router's filter counters, as last read
-        # key -> (desired terms, why), not retried
-        self.refused: dict[RuleKey, tuple[tuple[int, int, int] | None, str]] = {}
+        # key -> (what we wanted it to hold, why), not retried
+        self.refused: dict[RuleKey, tuple[Held | None, str]] = {}
         self.dirty: dict[RuleKey, None] = {}  # keys that may differ; an ordered set
+        # Learning rules to re-arm (an ordered set): asked once, kept until the router answered, so
+        # that a router that was down when the operator asked forgets its pinned sender when it is back.
+        self.rearms: dict[RuleKey, None] = {}
         self.counters: dict[str, int] = dict.fromkeys(
             ("probes", "hellos", "lists", "installs", "removals", "refused", "failures", "restarts_seen",
-             "state_losses", "drifts", "verifications"), 0)
+             "state_losses", "drifts", "verifications", "rearms"), 0)
+
+    def want(self, desired: DesiredRule | None) -> Held | None:
+        """What this router should hold for a desired rule: its terms and its binding resolved for this
+        router (`Rule.on`); None when the rule is not desired."""
+        return None if desired is None else held(desired.rule.on(self.name))
 
     # -- what to do next ---------------------------------------------------
 
@@ -608,6 +647,9 @@ class RouterCore:
             return ReadRules()
         if mode is not None and self.mode is not None and self.mode != mode:
             return SetMode(mode)
+        rearm = self._next_rearm(desired)
+        if rearm is not None:
+            return RearmRule(rearm)
         op = self._next_op(desired)
         if op is not None:
             return Apply(op)
@@ -620,7 +662,7 @@ class RouterCore:
         while self.dirty:
             key = next(iter(self.dirty))
             want = desired.get(key)
-            want_terms = want.rule.terms if want is not None else None
+            want_terms = self.want(want)
             if self.applied.get(key) == want_terms:
                 del self.dirty[key]
                 self.refused.pop(key, None)
@@ -629,7 +671,25 @@ class RouterCore:
             if refused is not None and refused[0] == want_terms:
                 del self.dirty[key]  # refused for good; retried when it changes or at verification
                 continue
-            return Install(want.rule) if want is not None else Uninstall(key)
+            # The rule as this router is to hold it: an interface named per router resolved for it.
+            return Install(want.rule.on(self.name)) if want is not None else Uninstall(key)
+        return None
+
+    def rearm(self, key: RuleKey) -> None:
+        """The operator asked that the learning rule for `key` forget what it pinned (`next_action` sends it)."""
+        self.rearms[key] = None
+
+    def _next_rearm(self, desired: Mapping[RuleKey, DesiredRule]) -> RuleKey | None:
+        """The next re-arm to send: only once the router holds the learning rule as wanted (a rule still
+        to install learns afresh anyway); dropped when the rule no longer learns here or was refused."""
+        for key in list(self.rearms):
+            want = self.want(desired.get(key))
+            if want is None or not want[3].learn:
+                del self.rearms[key]
+            elif self.applied.get(key) == want:
+                return key
+            elif key in self.refused and self.refused[key][0] == want:
+                del self.rearms[key]
         return None
 
     def pending(self, desired: Mapping[RuleKey, DesiredRule]) -> int:
@@ -643,8 +703,7 @@ class RouterCore:
 
     def _pending_keys(self, desired: Mapping[RuleKey, DesiredRule]) -> Iterator[RuleKey]:
         for key in self.dirty:
-            want = desired.get(key)
-            want_terms = want.rule.terms if want is not None else None
+            want_terms = self.want(desired.get(key))
             if self.applied.get(key) == want_terms:
                 continue
             refused = self.refused.get(key)
@@ -652,8 +711,10 @@ class RouterCore:
                 continue
             yield key
 
-    def rule_state(self, key: RuleKey, want_terms: tuple[int, int, int]) -> dict[str, Any]:
-        """This router's side of one desired rule (its Rule.terms), for listings."""
+    def rule_state(self, desired: DesiredRule) -> dict[str, Any]:
+        """This router's side of one desired rule (its terms and its binding as this router is to hold it),
+        for listings; a bound rule's "moved" and "learned" as the last LIST read them."""
+        key, want_terms = desired.key, self.want(desired)
         out: dict[str, Any] = {}
         if self.applied.get(key) == want_terms:
             out["state"] = "applied"
@@ -668,6 +729,9 @@ class RouterCore:
         if entry is not None:
             out.update(packets=entry.packets, bytes=entry.octets,
                        last_seen=entry.last_seen / 1000 if entry.last_seen else None)
+            if entry.rule.bound:
+                learned = entry.as_json()
+                out.update(moved=learned["moved"], learned=learned["learned"])
         return out
 
     # -- desired state changed ---------------------------------------------------
@@ -724,7 +788,7 @@ class RouterCore:
         self.counters["lists"] += 1
         if self.verified:
             self.counters["verifications"] += 1
-        self.applied = {e.rule.key: e.rule.terms for e in entries}
+        self.applied = {e.rule.key: held(e.rule) for e in entries}
         self.traffic = {e.rule.key: e for e in entries}
         self.rule_count = len(self.applied)
         self.verified = True
@@ -742,7 +806,7 @@ class RouterCore:
     def on_done(self, op: Op, now: float) -> None:
         """The router executed `op` (NOT_FOUND for a removal counts as done)."""
         if isinstance(op, Install):
-            self.applied[op.key] = op.rule.terms
+            self.applied[op.key] = held(op.rule)
             self.counters["installs"] += 1
         else:
             self.applied.pop(op.key, None)
@@ -755,10 +819,21 @@ class RouterCore:
 
     def on_refused(self, op: Op, reason: str, now: float) -> None:
         """The router refused `op` for good (TABLE_FULL, INVALID_ARGUMENT, UNSUPPORTED)."""
-        want_terms = op.rule.terms if isinstance(op, Install) else None
+        want_terms = held(op.rule) if isinstance(op, Install) else None
         self.refused[op.key] = (want_terms, reason)  # the key stays dirty, as in on_done
         self.counters["refused"] += 1
         self.last_error = reason
+        self._contact(now)
+
+    def on_rearmed(self, key: RuleKey, now: float, refused: str | None = None) -> None:
+        """The router answered the re-arm of `key`: done, or `refused` (it holds no such learning rule: the
+        answer will not change by asking again)."""
+        self.rearms.pop(key, None)
+        if refused is None:
+            self.counters["rearms"] += 1
+        else:
+            self.counters["refused"] += 1
+            self.last_error = refused
         self._contact(now)
 
     def on_unreachable(self, reason: str, now: float) -> None:

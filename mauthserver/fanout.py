@@ -54,13 +54,16 @@ from .core import (
     DOWN,
     UP,
     Apply,
+    Held,
     Install,
     Probe,
     ReadRules,
+    RearmRule,
     RouterCore,
     SetMode,
     Uninstall,
     Wait,
+    held,
 )
 from .events import EventBus
 from .store import Store
@@ -218,9 +221,9 @@ class RouterTask:
         self.wall = wall
         self.wakeup = asyncio.Event()
         self._hello_seen: HelloInfo | None = None  # the HelloInfo object last fed to the core
-        self._put: dict[RuleKey, tuple[int, int, int]] = {}
+        self._put: dict[RuleKey, Held] = {}
         self._del: set[RuleKey] = set()
-        self._all: dict[RuleKey, tuple[int, int, int]] | None = None
+        self._all: dict[RuleKey, Held] | None = None
         self._row_dirty = False
         self._last_status = core.status
         self._last_seen: tuple = ()
@@ -305,6 +308,8 @@ class RouterTask:
             core.on_mode(reply.body.mode, self.clock())
             self._row_dirty = True
             log.info("router=%s mode set to %s", core.name, reply.body.mode)
+        elif isinstance(action, RearmRule):
+            await self._rearm(action.key)
         elif isinstance(action, Apply):
             await self._apply(action.op)
         else:  # pragma: no cover - a bug
@@ -333,11 +338,30 @@ class RouterTask:
             self._feed_hello()
         core.on_done(op, self.clock())
         if isinstance(op, Install):
-            self._put[op.key] = op.rule.terms
+            self._put[op.key] = held(op.rule)
             self._del.discard(op.key)
         else:
             self._del.add(op.key)
             self._put.pop(op.key, None)
+
+    async def _rearm(self, key: RuleKey) -> None:
+        """REARM: the router forgets the (interface, MAC) its learning rule pinned. NOT_FOUND (it holds no
+        such rule any more) and the final refusals end the request like an answer: asking again would not
+        change them."""
+        core = self.core
+        try:
+            await self.link.call(v2.Rearm(key))
+        except _Answer as exc:
+            self._feed_hello()
+            if exc.status not in _FINAL and exc.status != ReplyCode.NOT_FOUND:
+                raise
+            core.on_rearmed(key, self.clock(), refused=str(exc))
+            log.warning("router=%s refused to re-arm %s: %s", core.name, key, exc)
+            self._row_dirty = True
+            return
+        self._feed_hello()
+        core.on_rearmed(key, self.clock())
+        log.info("router=%s re-armed %s: it learns its sender afresh", core.name, key)
 
     def _feed_hello(self) -> None:
         """Tell the core about a HELLO answer the client core got (periodic or after a restart)."""

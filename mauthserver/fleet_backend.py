@@ -10,7 +10,8 @@ it would talk to one router, with the mediator's durability.
 
 Semantics as musersd's, per docs/protocol.md: ADD of an existing (source,
 group) is EXISTS, REPLACE overwrites, REMOVE of an absent one is NOT_FOUND,
-FLUSH removes every desired rule, MODE sets the desired mode of every router.
+FLUSH removes every desired rule, MODE sets the desired mode of every router,
+REARM is audited and passed on to every router whose rule learns its sender.
 LIST pages over the desired rules (counters: the sum of the routers' last
 listed counters); COUNTERS reports the desired rule count and the routers'
 filter counters added up. DENIED is not kept centrally: UNSUPPORTED, ask a
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable
 
 from mauthcore.protocol import v1 as v1_codec
-from mauthcore.protocol.errors import BackendUnsupported, Exists, NotFound
+from mauthcore.protocol.errors import BackendInvalid, BackendUnsupported, Exists, NotFound
 from mauthcore.protocol.keys import KeyRing
 from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry, page_start
 from mauthcore.protocol.server import ServerCore, new_epoch
@@ -69,7 +70,7 @@ class FleetBackend:
     def _put(self, rule: Rule) -> None:
         try:
             self.mediator.add_rule(rule.source, rule.group, rule.max_ttl, replace=True, actor=self.actor,
-                                   pps=rule.pps, bps=rule.bps)
+                                   pps=rule.pps, bps=rule.bps, binding=rule.binding)
         except mcore.Refused as exc:  # pragma: no cover - the codec validated the rule already
             raise BackendUnsupported(exc.message) from None
 
@@ -83,7 +84,14 @@ class FleetBackend:
         return self.mediator.flush(actor=self.actor)
 
     def rearm(self, key: RuleKey) -> None:
-        raise BackendUnsupported("mauthserver does not yet pass a rearm on to its routers")
+        """Committed (audited) here, then sent to every router whose rule learns, as the API's re-arm is: the
+        reply says the fleet took the request, not that every router has forgotten its sender yet."""
+        try:
+            self.mediator.rearm_rule(key.source, key.group, actor=self.actor)
+        except mcore.NotFound:
+            raise NotFound(f"no rule for {key}") from None
+        except mcore.Refused as exc:
+            raise BackendInvalid(exc.message) from None
 
     def set_mode(self, mode: Mode) -> None:
         self.mediator.set_mode(Mode(mode), actor=self.actor)

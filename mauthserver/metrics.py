@@ -194,8 +194,8 @@ class MauthserverCollector(Collector):
             info.add_metric([name, view["address"], view["mode"] or "", view["backend"] or ""], {})
             if view["rule_count"] is not None:
                 rules.add_metric([name], view["rule_count"])
-            applied.add_metric([name], sum(1 for k, terms in core.applied.items()
-                                           if (dr := m.fleet.desired.get(k)) is not None and dr.rule.terms == terms))
+            applied.add_metric([name], sum(1 for k, held in core.applied.items()
+                                           if (dr := m.fleet.desired.get(k)) is not None and core.want(dr) == held))
             pending.add_metric([name], view["pending"])
             refused.add_metric([name], view["refused"])
             if view["last_contact"] is not None:

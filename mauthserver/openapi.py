@@ -56,11 +56,21 @@ PATHS: dict[str, dict] = {
                                        "additionalProperties": False,
                                        "properties": {"source": {"type": "string"}, "group": {"type": "string"},
                                                       "max_ttl": {"type": "integer", "minimum": 1, "maximum": 255},
-                                                      "pps": _RATE, "bps": _RATE,
+                                                      "pps": _RATE, "bps": _RATE, "binding": _ref("Binding"),
                                                       "replace": {"type": "boolean"}}}),
                  "responses": {"201": _ok("added", _ref("RuleResult")), "200": _ok("changed or unchanged",
                                                                                    _ref("RuleResult")),
                                "400": _ERR, "409": _ERR}},
+    },
+    "/rules/rearm": {
+        "post": {"summary": "Make every router whose rule learns its sender forget the (interface, MAC) it"
+                            " pinned (audited as rule-rearmed; sent to each router once it holds the rule)",
+                 "requestBody": _body({"type": "object", "required": ["source", "group"],
+                                       "additionalProperties": False,
+                                       "properties": {"source": {"type": "string"}, "group": {"type": "string"}}}),
+                 "responses": {"200": _ok("the routers asked", {"type": "object", "properties": {
+                     "result": {"const": "rearming"}, "routers": {"type": "array", "items": {"type": "string"}},
+                     "rule": _ref("Rule")}}), "400": _ERR, "404": _ERR}},
     },
     "/rules/{source}/{group}": {
         "parameters": _RULE_PARAMS,
@@ -199,7 +209,8 @@ SCHEMAS = {
         "at": {"type": "number", "description": "Unix time"},
         "actor": {"type": "string", "description": "\"USER (api ADDRESS)\", \"udp-v2 ADDRESS\" or mauthserver"},
         "action": {"type": "string", "description": "add-sender, del-sender, flush, authorize, revoke, mode,"
-                                                    " session-ended, configure-routers, audit-pruned..."},
+                                                    " rule-rearmed, session-ended, configure-routers,"
+                                                    " audit-pruned..."},
         "detail": {"type": "object", "description": "what the action changed; for audit-pruned: removed,"
                                                     " by (age or rows), oldest_kept_id, oldest_kept_at"}}},
     "Error": {"type": "object", "required": ["error", "code"],
@@ -207,7 +218,18 @@ SCHEMAS = {
     "RouterRuleState": {"type": "object", "properties": {
         "state": {"enum": ["applied", "pending", "refused"]}, "error": {"type": "string"},
         "verified": {"type": "boolean"}, "packets": {"type": "integer"}, "bytes": {"type": "integer"},
-        "last_seen": {"type": ["number", "null"]}}},
+        "last_seen": {"type": ["number", "null"]},
+        "moved": {"type": "integer", "description": "a bound rule: packets dropped since it learned, from another"
+                                                    " interface or MAC"},
+        "learned": {"type": ["object", "null"], "description": "a learning rule: the {iface, mac} it pinned"}}},
+    "Binding": {"type": "object", "additionalProperties": False, "description":
+                "where the sender may be; every part optional (docs/operations.md, \"Binding a sender\")",
+                "properties": {
+                    "iface": {"type": "string", "description": "its ingress interface, or one per router"
+                                                               " (\"r1=eth1,r2=ens4\"): the routers named get the"
+                                                               " interface, MAC and learning, the others rpf only"},
+                    "rpf": {"type": "boolean"}, "mac": {"type": "string", "description": "aa:bb:cc:dd:ee:ff"},
+                    "learn": {"type": "boolean", "description": "the first packet pins (interface, MAC)"}}},
     "Rule": {"type": "object", "required": ["source", "group", "max_ttl", "state", "routers"], "properties": {
         "source": {"type": "string", "description": "an IPv4 or IPv6 host, or a prefix ADDR/LEN, in canonical"
                                                     " text (2001:db8::10)"},
@@ -215,6 +237,7 @@ SCHEMAS = {
         "max_ttl": {"type": "integer", "description": "largest TTL (IPv6: hop limit)"},
         "pps": {"type": "integer", "description": "packets/s limit, 0 = none"},
         "bps": {"type": "integer", "description": "bits/s limit, 0 = none"},
+        "binding": _ref("Binding"),
         "session": {"type": ["string", "null"]}, "expire_with_session": {"type": "boolean"},
         "follow": {"type": "boolean", "description": "the rule follows its session's announcements"},
         "state": {"enum": ["applied", "pending", "refused"]},

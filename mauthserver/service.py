@@ -162,8 +162,9 @@ class Mediator:
         self.wake()
 
     def add_rule(self, source: object, group: object, max_ttl: object, *, replace: bool = False,
-                 actor: str, pps: object = 0, bps: object = 0) -> dict:
-        rule = core.make_rule(source, group, max_ttl, pps=pps, bps=bps)
+                 actor: str, pps: object = 0, bps: object = 0, binding: object = None) -> dict:
+        """Add (or with `replace` change) a rule; `binding` a Binding or its JSON, None for an unbound rule."""
+        rule = core.make_rule(source, group, max_ttl, pps=pps, bps=bps, binding=binding)
         changes = core.plan_add(self.fleet.desired, rule, replace_existing=replace, actor=actor, now=self.clock())
         result = "unchanged" if not changes else changes[0].kind
         self._commit(changes, actor=actor, action="add-sender",
@@ -178,6 +179,30 @@ class Mediator:
         [change] = changes
         assert isinstance(change, core.Delete)  # plan_remove plans the one deletion
         return {"result": "removed", "rule": change.previous.to_dict()}
+
+    def rearm_rule(self, source: object, group: object, *, actor: str) -> dict:
+        """Make every router whose rule for (source, group) learns its sender forget what it pinned.
+
+        The request is audited ("rule-rearmed") and handed to those routers' reconcilers, which send
+        REARM once the router holds the rule as desired (a router that is down gets it when it is back);
+        a router the rule reaches without learning (not named in a per-router interface list) is left
+        alone, since it pinned nothing.
+        """
+        key = core.make_key(source, group)
+        dr = self.fleet.desired.get(key)
+        if dr is None:
+            raise NotFound(f"there is no rule for {key}")
+        if not dr.rule.binding.learn:
+            raise core.Invalid(f"the rule for {key} does not learn its sender, so it has nothing to forget")
+        names = [name for name in sorted(self.fleet.routers) if dr.rule.on(name).binding.learn]
+        now = self.clock()
+        with self.store.transaction(now) as tx:
+            tx.audit(actor, "rule-rearmed", {**key.as_json(), "routers": names})
+        for name in names:
+            self.fleet.routers[name].rearm(key)
+        log.info("rule %s re-armed by %s on %s", dr.rule, actor, ", ".join(names) or "no router")
+        self.wake()
+        return {"result": "rearming", "routers": names, "rule": self.rule_view(dr)}
 
     def flush(self, *, actor: str) -> int:
         changes = core.plan_flush(self.fleet.desired)
@@ -475,7 +500,7 @@ class Mediator:
         routers = {}
         packets = octets = 0
         for name, r in sorted(self.fleet.routers.items()):
-            state = r.rule_state(dr.key, dr.rule.terms)
+            state = r.rule_state(dr)
             packets += state.get("packets", 0)
             octets += state.get("bytes", 0)
             routers[name] = state

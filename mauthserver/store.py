@@ -49,10 +49,14 @@ Addresses are stored as text in canonical form (a prefix rule's prefix as
 "192.0.2.0/24"); rate limits as integers, 0 = none; times are Unix seconds.
 
 Schema 2 added the rate limits (pps, bps) to `rules` and `applied`; schema 3
-the table `authorizations`. An older database is upgraded in place, in one
-transaction, on open. Sessions authorized before the upgrade to schema 3 have
-no row in `authorizations`, so their rules stay as they were made (they do
-not follow the session) until the session is authorized again.
+the table `authorizations`; schema 4 the sender binding (`binding`) to `rules`
+(as written, "r1=eth1,r2=ens4" included) and `applied` (as the router holds
+it, resolved for that router): the JSON of `Binding.as_json()` with sorted
+keys, '' for an unbound rule, so that every rule made before it is unbound.
+An older database is upgraded in place, in one transaction, on open.
+Sessions authorized before the upgrade to schema 3 have no row in
+`authorizations`, so their rules stay as they were made (they do not follow
+the session) until the session is authorized again.
 
 The statements are plain SQL (types TEXT, INTEGER, REAL, BLOB; `?`
 placeholders; upserts with `ON CONFLICT ... DO UPDATE`), valid in SQLite and
@@ -78,11 +82,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mauthcore.protocol.model import Mode
-from mauthcore.rules import Rule, RuleError, RuleKey
+from mauthcore.rules import UNBOUND, Binding, Rule, RuleError, RuleKey
 
-from .core import Authorization, Change, Delete, DesiredRule, Put
+from .core import Authorization, Change, Delete, DesiredRule, Held, Put
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x6D415554  # "mAUT"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -120,6 +124,7 @@ CREATE TABLE rules (
     max_ttl             INTEGER NOT NULL CHECK (max_ttl BETWEEN 1 AND 255),
     pps                 INTEGER NOT NULL DEFAULT 0,
     bps                 INTEGER NOT NULL DEFAULT 0,
+    binding             TEXT NOT NULL DEFAULT '',
     session_id          TEXT,
     expire_with_session INTEGER NOT NULL DEFAULT 0,
     created             REAL NOT NULL,
@@ -135,6 +140,7 @@ CREATE TABLE applied (
     max_ttl INTEGER NOT NULL,
     pps     INTEGER NOT NULL DEFAULT 0,
     bps     INTEGER NOT NULL DEFAULT 0,
+    binding TEXT NOT NULL DEFAULT '',
     at      REAL NOT NULL,
     PRIMARY KEY (router, source, grp)
 );
@@ -165,6 +171,8 @@ _UPGRADES = {
         "ALTER TABLE applied ADD COLUMN pps INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE applied ADD COLUMN bps INTEGER NOT NULL DEFAULT 0"),
     2: (_AUTHORIZATIONS,),
+    3: ("ALTER TABLE rules ADD COLUMN binding TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE applied ADD COLUMN binding TEXT NOT NULL DEFAULT ''"),
 }
 
 
@@ -353,6 +361,12 @@ def _unhex(text: str | None) -> int | None:
     return None if text is None else int(text, 16)
 
 
+def binding_text(binding: Binding) -> str:
+    """A binding as the columns `binding` hold it: '' when unbound, else its JSON with sorted keys (one text
+    per binding, so that equal bindings are equal text)."""
+    return "" if binding.empty else json.dumps(binding.as_json(), sort_keys=True, separators=(",", ":"))
+
+
 class Tx:
     """The operations allowed inside one transaction (see `Store.transaction`)."""
 
@@ -372,14 +386,15 @@ class Tx:
             if isinstance(change, Put):
                 r = change.rule
                 self.db.execute(
-                    "INSERT INTO rules (source, grp, max_ttl, pps, bps, session_id, expire_with_session, created,"
-                    " updated, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, grp) DO UPDATE SET"
-                    " max_ttl = excluded.max_ttl, pps = excluded.pps, bps = excluded.bps,"
-                    " session_id = excluded.session_id,"
+                    "INSERT INTO rules (source, grp, max_ttl, pps, bps, binding, session_id, expire_with_session,"
+                    " created, updated, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, grp)"
+                    " DO UPDATE SET max_ttl = excluded.max_ttl, pps = excluded.pps, bps = excluded.bps,"
+                    " binding = excluded.binding, session_id = excluded.session_id,"
                     " expire_with_session = excluded.expire_with_session, updated = excluded.updated,"
                     " actor = excluded.actor",
-                    (str(r.rule.source), str(r.rule.group), r.rule.max_ttl, r.rule.pps, r.rule.bps, r.session_id,
-                     int(r.expire_with_session), r.created, r.updated, r.actor))
+                    (str(r.rule.source), str(r.rule.group), r.rule.max_ttl, r.rule.pps, r.rule.bps,
+                     binding_text(r.rule.binding), r.session_id, int(r.expire_with_session), r.created, r.updated,
+                     r.actor))
             elif isinstance(change, Delete):
                 self.db.execute("DELETE FROM rules WHERE source = ? AND grp = ?",
                                 (str(change.key.source), str(change.key.group)))
@@ -655,8 +670,8 @@ class Store:
 
     def save_router(self, name: str, *, epoch: int | None, state_id: int | None, mode: str | None,
                     rule_count: int | None, last_contact: float | None, last_error: str | None,
-                    applied_put: Mapping[RuleKey, tuple[int, int, int]] = {}, applied_del: Iterable[RuleKey] = (),
-                    applied_all: Mapping[RuleKey, tuple[int, int, int]] | None = None, now: float) -> None:
+                    applied_put: Mapping[RuleKey, Held] = {}, applied_del: Iterable[RuleKey] = (),
+                    applied_all: Mapping[RuleKey, Held] | None = None, now: float) -> None:
         """Record what we know about router `name`, and its applied rules, in one transaction."""
         with self.transaction(now) as tx:
             tx.db.execute("UPDATE routers SET epoch = ?, state_id = ?, mode = ?, rule_count = ?, last_contact = ?,"
@@ -666,19 +681,22 @@ class Store:
                 tx.db.execute("DELETE FROM applied WHERE router = ?", (name,))
                 applied_put = applied_all
             tx.db.executemany(
-                "INSERT INTO applied (router, source, grp, max_ttl, pps, bps, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (router, source, grp) DO UPDATE SET max_ttl = excluded.max_ttl, pps = excluded.pps,"
-                " bps = excluded.bps, at = excluded.at",
-                [(name, str(k.source), str(k.group), *terms, now) for k, terms in applied_put.items()])
+                "INSERT INTO applied (router, source, grp, max_ttl, pps, bps, binding, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (router, source, grp) DO UPDATE SET"
+                " max_ttl = excluded.max_ttl, pps = excluded.pps, bps = excluded.bps, binding = excluded.binding,"
+                " at = excluded.at",
+                [(name, str(k.source), str(k.group), ttl, pps, bps, binding_text(binding), now)
+                 for k, (ttl, pps, bps, binding) in applied_put.items()])
             tx.db.executemany("DELETE FROM applied WHERE router = ? AND source = ? AND grp = ?",
                               [(name, str(k.source), str(k.group)) for k in applied_del])
 
-    def applied(self) -> dict[str, dict[RuleKey, tuple[int, int, int]]]:
-        """Per router, key -> (max TTL, pps, bps) of the rules it was last seen or told to hold."""
-        out: dict[str, dict[RuleKey, tuple[int, int, int]]] = {}
-        for router, source, grp, ttl, pps, bps in self.db.execute(
-                "SELECT router, source, grp, max_ttl, pps, bps FROM applied"):
-            out.setdefault(router, {})[self._key(source, grp)] = (ttl, pps, bps)
+    def applied(self) -> dict[str, dict[RuleKey, Held]]:
+        """Per router, key -> (max TTL, pps, bps, binding) of the rules it was last seen or told to hold."""
+        out: dict[str, dict[RuleKey, Held]] = {}
+        for router, source, grp, ttl, pps, bps, binding in self.db.execute(
+                "SELECT router, source, grp, max_ttl, pps, bps, binding FROM applied"):
+            key = self._key(source, grp)
+            out.setdefault(router, {})[key] = (ttl, pps, bps, self._binding(binding, key))
         return out
 
     # -- rules ------------------------------------------------------------------
@@ -689,14 +707,25 @@ class Store:
         except RuleError as exc:
             raise StoreError(f"database {self.describe()} holds an invalid rule ({exc}); refusing to start") from None
 
+    def _binding(self, text: str, key: RuleKey) -> Binding:
+        if not text:
+            return UNBOUND
+        try:
+            binding = Binding.from_json(json.loads(text))
+            binding.check_for(key)
+        except (ValueError, RuleError) as exc:  # json's errors are ValueErrors too
+            raise StoreError(f"database {self.describe()} holds an invalid binding of the rule {key} ({exc});"
+                             " refusing to start") from None
+        return binding
+
     def rules(self) -> list[DesiredRule]:
         out = []
-        for source, grp, ttl, pps, bps, session_id, expire, created, updated, actor in self.db.execute(
-                "SELECT source, grp, max_ttl, pps, bps, session_id, expire_with_session, created, updated, actor"
-                " FROM rules"):
+        for source, grp, ttl, pps, bps, binding, session_id, expire, created, updated, actor in self.db.execute(
+                "SELECT source, grp, max_ttl, pps, bps, binding, session_id, expire_with_session, created, updated,"
+                " actor FROM rules"):
             key = self._key(source, grp)
-            out.append(DesiredRule(Rule(key, int(ttl), int(pps), int(bps)), session_id, bool(expire), created,
-                                   updated, actor))
+            rule = Rule(key, int(ttl), int(pps), int(bps), self._binding(binding, key))
+            out.append(DesiredRule(rule, session_id, bool(expire), created, updated, actor))
         return out
 
     # -- sessions ------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import pytest
 
-from mauthcore.rules import MAX_BPS, MAX_PPS, Rule, RuleKey
+from mauthcore.rules import MAX_BPS, MAX_PPS, UNBOUND, Binding, Rule, RuleKey
 from mauthserver.core import Delete, DesiredRule, Put
 from mauthserver.store import SCHEMA_VERSION, SessionRow, Store, StoreError
 
@@ -96,12 +96,12 @@ class StoreContract:
                 "added": ["r1", "r2"], "removed": [], "moved": []}
             k1, k2 = RuleKey.make("192.0.2.10", "239.1.1.1"), RuleKey.make("192.0.2.10", "239.1.1.2")
             s.save_router("r1", epoch=5, state_id=7, mode="enforce", rule_count=2, last_contact=T, last_error=None,
-                          applied_all={k1: (8, 0, 0), k2: (4, 500, 0)}, now=T)
+                          applied_all={k1: (8, 0, 0, UNBOUND), k2: (4, 500, 0, UNBOUND)}, now=T)
             s.save_router("r2", epoch=1, state_id=2, mode=None, rule_count=None, last_contact=None,
-                          last_error="down", applied_put={k1: (8, 0, 0)}, now=T)
+                          last_error="down", applied_put={k1: (8, 0, 0, UNBOUND)}, now=T)
             s.save_router("r1", epoch=5, state_id=7, mode="enforce", rule_count=1, last_contact=T, last_error=None,
                           applied_del=[k2], now=T)
-            assert s.applied() == {"r1": {k1: (8, 0, 0)}, "r2": {k1: (8, 0, 0)}}
+            assert s.applied() == {"r1": {k1: (8, 0, 0, UNBOUND)}, "r2": {k1: (8, 0, 0, UNBOUND)}}
             assert s.routers()["r1"].epoch == 5 and s.routers()["r2"].last_error == "down"
             # A router removed from the configuration takes its applied state with it; a moved one forgets it.
             assert s.sync_routers([("r1", "192.0.2.2", 7575)], now=T) == {"added": [], "removed": ["r2"],
@@ -134,10 +134,10 @@ class StoreContract:
             s.sync_routers([(n, "192.0.2.1", 7575) for n in names], now=T)
             assert list(s.routers()) == sorted(names)  # byte order, whatever the server's locale
             s.save_router("r1", epoch=2**64 - 1, state_id=2**63, mode="monitor", rule_count=1, last_contact=T,
-                          last_error=None, applied_all={big.key: big.rule.terms}, now=T)
+                          last_error=None, applied_all={big.key: (*big.rule.terms, UNBOUND)}, now=T)
             r1 = s.routers()["r1"]
             assert (r1.epoch, r1.state_id, r1.mode) == (2**64 - 1, 2**63, "monitor")
-            assert s.applied() == {"r1": {big.key: (255, MAX_PPS, MAX_BPS)}}
+            assert s.applied() == {"r1": {big.key: (255, MAX_PPS, MAX_BPS, UNBOUND)}}
             packet = bytes(range(256)) * 40
             with s.transaction(T) as tx:
                 tx.save_session(SessionRow("s1", "n", "192.0.2.1", "192.0.2.1", packet, T, T, T + 1))
@@ -194,15 +194,69 @@ class StoreContract:
         backend.open().close()
         backend.raw("ALTER TABLE rules DROP COLUMN pps", "ALTER TABLE rules DROP COLUMN bps",
                     "ALTER TABLE applied DROP COLUMN pps", "ALTER TABLE applied DROP COLUMN bps",
+                    "ALTER TABLE rules DROP COLUMN binding", "ALTER TABLE applied DROP COLUMN binding",
                     "DROP TABLE authorizations", "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
                     "INSERT INTO rules (source, grp, max_ttl, session_id, expire_with_session, created, updated, actor)"
                     " VALUES ('192.0.2.10', '239.1.1.1', 8, NULL, 0, 1.0, 1.0, 'old')")
         s = backend.open()
         try:
-            assert s.meta("schema_version") == str(SCHEMA_VERSION) == "3"
+            assert s.meta("schema_version") == str(SCHEMA_VERSION) == "4"
             assert [d.rule for d in s.rules()] == [Rule.make("192.0.2.10", "239.1.1.1", 8)]
             assert s.audit_log()[0]["action"] == "upgrade-db"
-            assert s.audit_log()[0]["detail"] == {"from": 1, "to": 3}
+            assert s.audit_log()[0]["detail"] == {"from": 1, "to": 4}
             s.commit([Put(rule(grp="239.1.1.2"))], actor="t", action="add", detail={}, now=T)  # the new columns work
+        finally:
+            s.close()
+
+    def test_a_schema_3_database_is_upgraded_to_bindings(self, backend):
+        """Schema 4 adds the bindings: the rules and applied rows of schema 3 come through unbound."""
+        backend.open().close()
+        backend.raw("ALTER TABLE rules DROP COLUMN binding", "ALTER TABLE applied DROP COLUMN binding",
+                    "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+                    "INSERT INTO rules (source, grp, max_ttl, pps, bps, session_id, expire_with_session, created,"
+                    " updated, actor) VALUES ('192.0.2.10', '239.1.1.1', 8, 0, 0, NULL, 0, 1.0, 1.0, 'old')",
+                    "INSERT INTO routers (name, host, port, added) VALUES ('r1', '192.0.2.1', 7575, 1.0)",
+                    "INSERT INTO applied (router, source, grp, max_ttl, pps, bps, at)"
+                    " VALUES ('r1', '192.0.2.10', '239.1.1.1', 8, 0, 0, 1.0)")
+        s = backend.open()
+        try:
+            assert s.meta("schema_version") == "4"
+            assert s.audit_log()[0]["detail"] == {"from": 3, "to": 4}
+            (old,) = s.rules()
+            assert old.rule == Rule.make("192.0.2.10", "239.1.1.1", 8) and not old.rule.bound
+            assert s.applied() == {"r1": {old.key: (8, 0, 0, UNBOUND)}}
+        finally:
+            s.close()
+
+    def test_bound_rules_and_applied_bindings_round_trip(self, backend):
+        """A desired rule keeps its binding as written (one interface per router included); a router's applied
+        row keeps the binding as that router holds it."""
+        s = backend.open()
+        try:
+            bound = Binding.make("r2=ens4,r1=eth1", rpf=True, mac="02:00:5e:10:00:01", learn=True)
+            desired = DesiredRule(Rule.make("192.0.2.10", "239.1.1.1", 8, pps=100, binding=bound),
+                                  created=T, updated=T, actor="test")
+            prefix = DesiredRule(Rule.make("192.0.2.0/24", "239.1.1.2", 8, binding=Binding.make("eth0", rpf=True)),
+                                 created=T, updated=T, actor="test")
+            s.commit([Put(desired), Put(prefix), Put(rule(grp="239.1.1.3"))], actor="t", action="add", detail={},
+                     now=T)
+            got = {d.key: d.rule for d in s.rules()}
+            assert got == {d.key: d.rule for d in (desired, prefix, rule(grp="239.1.1.3"))}
+            assert got[desired.key].binding.iface == "r1=eth1,r2=ens4"
+            s.sync_routers([("r1", "192.0.2.1", 7575), ("r2", "192.0.2.2", 7575)], now=T)
+            on_r1 = desired.rule.on("r1")
+            s.save_router("r1", epoch=1, state_id=1, mode=None, rule_count=2, last_contact=T, last_error=None,
+                          applied_all={desired.key: (*on_r1.terms, on_r1.binding),
+                                       prefix.key: (8, 0, 0, prefix.rule.binding)}, now=T)
+            s.save_router("r2", epoch=1, state_id=1, mode=None, rule_count=1, last_contact=T, last_error=None,
+                          applied_put={desired.key: (8, 100, 0, Binding(rpf=True))}, now=T)
+            assert s.applied() == {
+                "r1": {desired.key: (8, 100, 0, Binding("eth1", True, bytes.fromhex("02005e100001"), True)),
+                       prefix.key: (8, 0, 0, Binding("eth0", rpf=True))},
+                "r2": {desired.key: (8, 100, 0, Binding(rpf=True))}}
+            # Changing only the binding is a change like any other, and unbinding is stored as unbound.
+            s.commit([Put(DesiredRule(Rule.make("192.0.2.10", "239.1.1.1", 8, pps=100), created=T, updated=T,
+                                      actor="t"), desired)], actor="t", action="add", detail={}, now=T)
+            assert {d.key: d.rule.binding for d in s.rules()}[desired.key] == UNBOUND
         finally:
             s.close()

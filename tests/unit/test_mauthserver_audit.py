@@ -128,7 +128,7 @@ def with_other_state(store: Store) -> None:
     store.commit([Put(rule)], actor="test", action="add-sender", detail={}, now=T0)
     store.sync_routers([("r1", "192.0.2.1", 7575)], now=T0)
     store.save_router("r1", epoch=1, state_id=2, mode="enforce", rule_count=1, last_contact=T0, last_error=None,
-                      applied_put={rule.rule.key: rule.rule.terms}, now=T0)
+                      applied_put={rule.rule.key: core.held(rule.rule)}, now=T0)
     with store.transaction(T0) as tx:
         tx.save_session(SessionRow(SID, "Lobby", "o", "198.51.100.2", b"packet", T0, T0, T0 + 3600))
         tx.set_meta("mode", "enforce")

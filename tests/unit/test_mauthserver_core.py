@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mauthcore.protocol.backend import MemoryBackend
-from mauthcore.protocol.errors import NotFound, TableFull
+from mauthcore.protocol.errors import BackendInvalid, BackendUnsupported, NotFound, TableFull
 from mauthcore.protocol.model import Mode
-from mauthcore.rules import Rule, RuleKey
+from mauthcore.rules import UNBOUND, Binding, Rule, RuleKey
 from mauthserver import core
 from mauthserver.core import (
     Apply,
@@ -27,6 +27,7 @@ from mauthserver.core import (
     Probe,
     Put,
     ReadRules,
+    RearmRule,
     RouterCore,
     SessionView,
     SetMode,
@@ -239,6 +240,13 @@ def run(core_: RouterCore, router: FakeRouter, fleet: Fleet, now: float, limit: 
         elif isinstance(action, SetMode):
             b.set_mode(action.mode)
             core_.on_mode(b.mode, now)
+        elif isinstance(action, RearmRule):
+            try:
+                b.rearm(action.key)
+            except (NotFound, BackendInvalid) as exc:
+                core_.on_rearmed(action.key, now, refused=str(exc))
+                continue
+            core_.on_rearmed(action.key, now)
         elif isinstance(action, Apply):
             op = action.op
             try:
@@ -250,6 +258,9 @@ def run(core_: RouterCore, router: FakeRouter, fleet: Fleet, now: float, limit: 
                 pass
             except TableFull as exc:
                 core_.on_refused(op, f"TABLE_FULL: {exc}", now)
+                continue
+            except (BackendUnsupported, BackendInvalid) as exc:  # as the fan-out sees UNSUPPORTED, INVALID_ARGUMENT
+                core_.on_refused(op, f"{type(exc).__name__}: {exc}", now)
                 continue
             core_.on_done(op, now)
     raise AssertionError("the reconciler never went idle")
@@ -361,7 +372,7 @@ def test_refused_rules_are_not_retried_until_they_change():
     run(rc, router, fleet, T)
     assert len(router.backend.rules) == 2 and len(rc.refused) == 1
     refused_key = next(iter(rc.refused))
-    state = rc.rule_state(refused_key, (8, 0, 0))
+    state = rc.rule_state(fleet.desired[refused_key])
     assert state["state"] == "refused" and "TABLE_FULL" in state["error"]
     router.calls.clear()
     run(rc, router, fleet, T + 1)
@@ -382,13 +393,13 @@ def test_desired_mode_is_enforced_on_the_router():
 
 def test_state_believed_from_the_store_is_verified_first():
     fleet, _, router = make(2)
-    believed = {k: (8, 0, 0) for k in fleet.desired}
+    believed = {k: (8, 0, 0, UNBOUND) for k in fleet.desired}
     rc = RouterCore("r2", "192.0.2.1", 7575, applied=believed)
     fleet.add_router(rc)
-    assert rc.rule_state(next(iter(fleet.desired)), (8, 0, 0)) == {"state": "applied", "verified": False}
+    assert rc.rule_state(next(iter(fleet.desired.values()))) == {"state": "applied", "verified": False}
     run(rc, router, fleet, T)  # the router is actually empty
     assert held(router) == want(fleet)
-    assert rc.rule_state(next(iter(fleet.desired)), (8, 0, 0))["state"] == "applied"
+    assert rc.rule_state(next(iter(fleet.desired.values())))["state"] == "applied"
 
 
 def test_a_change_made_while_an_operation_is_in_flight_is_not_lost():
@@ -404,3 +415,130 @@ def test_a_change_made_while_an_operation_is_in_flight_is_not_lost():
     rc.on_done(action.op, T)  # ...and the answer to the first change arrives.
     run(rc, router, fleet, T)
     assert held(router) == {key: 30}
+
+
+# =============================================================================
+# bound rules: each router holds the rule resolved for it
+# =============================================================================
+
+MAC = "02:00:5e:10:00:01"
+PINNED = ("eth1", bytes.fromhex("02005e10aaaa"))
+
+
+def bound(iface: str = "r1=eth1", *, ttl: int = 8, **kw) -> DesiredRule:
+    return DesiredRule(Rule.make("192.0.2.10", "239.1.1.1", ttl, binding=Binding.make(iface, **kw)))
+
+
+def two_routers(rule: DesiredRule) -> tuple[Fleet, dict[str, RouterCore], dict[str, FakeRouter]]:
+    fleet = Fleet([rule])
+    cores = {n: RouterCore(n, "192.0.2.1", 7575, Timers(probe_interval=5, verify_interval=60)) for n in ("r1", "r2")}
+    for rc in cores.values():
+        fleet.add_router(rc)
+    return fleet, cores, {n: FakeRouter() for n in cores}
+
+
+def test_each_router_gets_the_binding_resolved_for_it():
+    """"r1=eth1": r1 is the sender's first hop (interface, MAC, learning), r2 checks the reverse path only."""
+    rule = bound(rpf=True, mac=MAC, learn=True)
+    fleet, cores, routers = two_routers(rule)
+    for n in cores:
+        run(cores[n], routers[n], fleet, T)
+    assert routers["r1"].backend.rules[rule.key].binding == Binding("eth1", True, bytes.fromhex("02005e100001"), True)
+    assert routers["r2"].backend.rules[rule.key].binding == Binding(rpf=True)
+    for n, rc in cores.items():
+        assert rc.pending(fleet.desired) == 0 and rc.status == core.UP
+        assert rc.rule_state(rule)["state"] == "applied"
+        assert rc.applied[rule.key] == core.held(routers[n].backend.rules[rule.key])
+    # Verified again with LIST: what each router holds is what it should, so nothing is re-installed.
+    for n in cores:
+        routers[n].calls.clear()
+        run(cores[n], routers[n], fleet, T + 61)
+        assert "Install" not in routers[n].calls
+
+
+def test_a_router_holding_another_binding_is_corrected_with_replace():
+    rule = bound(rpf=True)
+    fleet, cores, routers = two_routers(rule)
+    # r1 holds the rule with the same terms but unbound, r2 with r1's interface: both differ only in binding.
+    routers["r1"].backend.rules[rule.key] = Rule.make("192.0.2.10", "239.1.1.1", 8)
+    routers["r2"].backend.rules[rule.key] = Rule.make("192.0.2.10", "239.1.1.1", 8,
+                                                      binding=Binding.make("eth1", rpf=True))
+    for n in cores:
+        run(cores[n], routers[n], fleet, T)
+        assert routers[n].calls.count("Install") == 1
+        assert ("replace", rule.rule.on(n)) in routers[n].backend.log
+        assert routers[n].backend.rules[rule.key] == rule.rule.on(n)
+    # A change of the binding alone is a change: one REPLACE on each router whose resolved binding moved.
+    fleet.apply(core.plan_add(fleet.desired, bound("r1=eth2,r2=eth1", rpf=True).rule, replace_existing=True,
+                              actor="a", now=T + 1))
+    for n in cores:
+        routers[n].calls.clear()
+        run(cores[n], routers[n], fleet, T + 1)
+        assert routers[n].calls == ["Install"]
+    assert routers["r1"].backend.rules[rule.key].binding.iface == "eth2"
+    assert routers["r2"].backend.rules[rule.key].binding.iface == "eth1"
+    # A change that only moves routers not named elsewhere (r3) changes nothing on r1 and r2.
+    fleet.apply(core.plan_add(fleet.desired, bound("r1=eth2,r2=eth1,r3=eth9", rpf=True).rule,
+                              replace_existing=True, actor="a", now=T + 2))
+    for n in cores:
+        routers[n].calls.clear()
+        run(cores[n], routers[n], fleet, T + 2)
+        assert routers[n].calls == []
+
+
+class NfqueueLike(MemoryBackend):
+    """A router whose filter cannot bind (musersd on NFQUEUE): a bound rule is UNSUPPORTED."""
+
+    def replace(self, rule: Rule) -> bool:
+        if rule.bound:
+            raise BackendUnsupported("the NFQUEUE filter cannot bind a rule to an interface or MAC")
+        return super().replace(rule)
+
+
+def test_a_router_refusing_a_bound_rule_is_reported_and_not_retried():
+    rule = bound("eth1")
+    fleet, cores, routers = two_routers(rule)
+    routers["r2"].backend = NfqueueLike()
+    for n in cores:
+        run(cores[n], routers[n], fleet, T)
+    assert cores["r1"].rule_state(rule)["state"] == "applied"
+    state = cores["r2"].rule_state(rule)
+    assert state["state"] == "refused" and "NFQUEUE" in state["error"]
+    assert cores["r2"].status == core.UP and cores["r2"].pending(fleet.desired) == 0
+    routers["r2"].calls.clear()
+    run(cores["r2"], routers["r2"], fleet, T + 1)
+    assert routers["r2"].calls == []  # no retry loop
+    # Unbinding the rule is a change: r2 takes it.
+    fleet.apply(core.plan_add(fleet.desired, Rule.make("192.0.2.10", "239.1.1.1", 8), replace_existing=True,
+                              actor="a", now=T + 2))
+    run(cores["r2"], routers["r2"], fleet, T + 2)
+    assert cores["r2"].rule_state(fleet.desired[rule.key])["state"] == "applied"
+
+
+def test_rearm_reaches_the_learning_routers_once_they_hold_the_rule():
+    rule = bound(learn=True)
+    fleet, cores, routers = two_routers(rule)
+    for rc in cores.values():
+        rc.rearm(rule.key)  # asked before the rule is even installed: sent once it is
+    assert cores["r1"].next_action(fleet.desired, None, T) == Probe()
+    for n in cores:
+        run(cores[n], routers[n], fleet, T)
+    log1 = [op for op, _ in routers["r1"].backend.log]
+    assert log1.index("replace") < log1.index("rearm") and log1.count("rearm") == 1
+    assert "rearm" not in [op for op, _ in routers["r2"].backend.log]  # r2 does not learn: nothing asked
+    assert cores["r1"].counters["rearms"] == 1 and not cores["r1"].rearms and not cores["r2"].rearms
+    # What the router learnt shows in the rule's state after a LIST; a re-arm makes it forget.
+    routers["r1"].backend.learned[rule.key] = (PINNED, 3)
+    run(cores["r1"], routers["r1"], fleet, T + 61)
+    state = cores["r1"].rule_state(rule)
+    assert state["moved"] == 3 and state["learned"] == {"iface": "eth1", "mac": "02:00:5e:10:aa:aa"}
+    assert "moved" not in cores["r2"].rule_state(rule)  # r2 holds it unbound: "r1=eth1" without rpf leaves r2 nothing
+    cores["r1"].rearm(rule.key)
+    run(cores["r1"], routers["r1"], fleet, T + 62)
+    assert rule.key not in routers["r1"].backend.learned
+    # A router that answers NOT_FOUND (the rule went behind our back) ends the request, reported.
+    del routers["r1"].backend.rules[rule.key]
+    cores["r1"].rearm(rule.key)
+    assert isinstance(cores["r1"].next_action(fleet.desired, None, T + 63), RearmRule)
+    run(cores["r1"], routers["r1"], fleet, T + 63)
+    assert not cores["r1"].rearms and "no rule" in cores["r1"].last_error

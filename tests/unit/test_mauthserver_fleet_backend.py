@@ -10,7 +10,8 @@ from mauthcore.protocol.errors import ReplyCode
 from mauthcore.protocol.keys import Key, KeyRing
 from mauthcore.protocol.model import Mode
 from mauthcore.protocol.server import legacy_checker
-from mauthcore.rules import Rule, RuleKey
+from mauthcore.rules import Binding, Rule, RuleKey
+from mauthserver.core import RouterCore
 from mauthserver.events import EventBus
 from mauthserver.fleet_backend import FleetServer
 from mauthserver.service import Mediator
@@ -137,3 +138,34 @@ def test_counters_add_up_the_routers_reasons_unknown_ones_included(fleet):
     assert by[Reason.PASSED] == ReasonCounter(Reason.PASSED, 15, 1500)
     assert by[Reason(20)] == ReasonCounter(Reason(20), 3, 300) and str(by[Reason(20)].reason) == "unknown_20"
     assert [int(c.reason) for c in counters.reasons] == [*range(1, 15), 20]
+
+
+def test_bound_rules_and_rearm_through_the_fleet_port(tmp_path):
+    """REPLACE keeps the binding it carries (one interface per router included); REARM is audited and handed to
+    the routers whose rule learns; a rule that does not learn, or is absent, is refused as a router would."""
+    store = Store.open(tmp_path / "m.db", now=1.0)
+    try:
+        cores = [RouterCore(n, "192.0.2.1", 7575) for n in ("r1", "r2")]
+        m = Mediator(store, Directory(), EventBus(), cores)
+        server = FleetServer(m, KEYS, legacy_checker([]))
+        server.connection_made(Transport())
+        client = ClientCore(KEYS)
+        learning = Rule.make("192.0.2.10", "239.1.1.1", 8, binding=Binding.make("r1=eth1", learn=True, rpf=True))
+        assert call(server, client, v2.Replace(learning)).ok
+        assert m.fleet.desired[learning.key].rule == learning
+        assert [d.rule for d in store.rules()] == [learning]
+
+        assert call(server, client, v2.Rearm(learning.key)).ok
+        assert [list(c.rearms) for c in cores] == [[learning.key], []]  # r2 holds it with rpf only
+        entry = store.audit_log(limit=1)[0]
+        assert (entry["action"], entry["actor"]) == ("rule-rearmed", "udp-v2 192.0.2.5:4711")
+        assert entry["detail"] == {"source": "192.0.2.10", "group": "239.1.1.1", "routers": ["r1"]}
+
+        plain = Rule.make("192.0.2.10", "239.1.1.2", 8)
+        assert call(server, client, v2.Add(plain)).ok
+        reply = call(server, client, v2.Rearm(plain.key))
+        assert reply.status == ReplyCode.INVALID_ARGUMENT and "does not learn" in reply.body.message
+        assert call(server, client, v2.Rearm(RuleKey.make("192.0.2.99", "239.1.1.1"))).status == ReplyCode.NOT_FOUND
+        assert store.audit_log(limit=1)[0]["action"] == "add-sender"  # the refusals audited nothing
+    finally:
+        store.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 from mauthcore.protocol.model import RuleEntry
-from mauthcore.rules import Rule
+from mauthcore.rules import UNBOUND, Rule
 from mauthserver import core
 from mauthserver.core import DesiredRule, Fleet, Install, Put, RouterCore
 from mauthserver.store import SCHEMA_VERSION, Store
@@ -30,13 +30,14 @@ def test_store_keeps_prefixes_and_limits(tmp_path):
                  actor="t", action="add", detail={}, now=T)
         s.sync_routers([("r1", "192.0.2.1", 7575)], now=T)
         s.save_router("r1", epoch=1, state_id=2, mode="enforce", rule_count=3, last_contact=T, last_error=None,
-                      applied_all={r.key: r.terms for r in (SUBNET, SCOPE, HOST)}, now=T)
+                      applied_all={r.key: core.held(r) for r in (SUBNET, SCOPE, HOST)}, now=T)
     finally:
         s.close()
     s = Store.open(tmp_path / "m.db", now=T)
     try:
         assert {d.rule for d in s.rules()} == {SUBNET, SCOPE, HOST}
-        assert s.applied() == {"r1": {SUBNET.key: (8, 500, 0), SCOPE.key: (16, 0, 2_000_000), HOST.key: (4, 0, 0)}}
+        assert s.applied() == {"r1": {SUBNET.key: (8, 500, 0, UNBOUND), SCOPE.key: (16, 0, 2_000_000, UNBOUND),
+                                     HOST.key: (4, 0, 0, UNBOUND)}}
         assert sorted(r[0] for r in s.db.execute("SELECT source FROM rules")) == ["192.0.2.0", "192.0.2.0/24",
                                                                                 "192.0.2.10"]
     finally:
@@ -63,10 +64,10 @@ def test_a_schema_1_database_is_upgraded_in_place(tmp_path):
     raw.close()
     s = Store.open(path, now=T)
     try:
-        assert s.meta("schema_version") == str(SCHEMA_VERSION) == "3"  # through 2 (the limits)
+        assert s.meta("schema_version") == str(SCHEMA_VERSION) == "4"  # through 2 (the limits)
         assert [d.rule for d in s.rules()] == [Rule.make("192.0.2.10", "239.1.1.1", 8)]
         assert s.audit_log()[0]["action"] == "upgrade-db"
-        assert s.audit_log()[0]["detail"] == {"from": 1, "to": 3}
+        assert s.audit_log()[0]["detail"] == {"from": 1, "to": 4}
     finally:
         s.close()
 
@@ -97,7 +98,7 @@ def test_the_reconciler_reinstalls_a_rule_whose_limit_changed():
     rc.probe_due = T + 100  # no probe due: the next action is the install
     assert rc.next_action(fleet.desired, None, T).op == Install(SUBNET)
     rc.on_done(Install(SUBNET), T)
-    assert rc.rule_state(SUBNET.key, SUBNET.terms)["state"] == "applied"
+    assert rc.rule_state(DesiredRule(SUBNET))["state"] == "applied"
     assert rc.pending(fleet.desired) == 0
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from mauthcore.events import EventKind
 from mauthcore.protocol.model import RuleEntry
-from mauthserver.core import Install, RouterCore
+from mauthserver.core import Install, RouterCore, held
 from mauthserver.events import EventBus
 from mauthserver.service import Mediator
 from mauthserver.store import Store
@@ -255,7 +255,7 @@ def test_a_standby_follows_the_store_the_leader_writes(env, tmp_path):
     store.sync_routers([("r1", "127.0.0.1", 7575)], now=clock())
     rule = leader.fleet.desired[next(iter(leader.fleet.desired))].rule
     store.save_router("r1", epoch=1, state_id=2, mode="monitor", rule_count=1, last_contact=clock(), last_error=None,
-                      applied_put={rule.key: rule.terms}, now=clock())
+                      applied_put={rule.key: held(rule)}, now=clock())
     commits = store.commits
     standby.follow_store(Directory())
     assert store.commits == commits  # nothing written
