@@ -1,10 +1,11 @@
 """Bound rules on real forwarded multicast: spoofers of an authorized source, on its LAN and beyond.
 
-    s1   192.0.2.10 (the real sender, its own MAC)  \\
-    lan  192.0.2.10 again: a macvlan host on s1's    >-- in0 \\
-         segment, with another MAC (the LAN spoofer) /         router: musersd (XDP filter on in0, in1,
-    s2   192.0.2.70; also holds 192.0.2.10 and      --- in1 /  rules from its rule file), smcrouted --- out0 --- r1
-         192.0.2.11 (spoofs from behind another interface)
+    s1   192.0.2.10, the real sender  -----+
+                                           +--- in0 \\
+    lan  192.0.2.10 too, another MAC:  ----+          router: musersd (the XDP filter on in0 and in1,
+         a macvlan on s1's segment                    rules from its rule file), smcrouted --- out0 --- r1
+    s2   192.0.2.70; sends as 192.0.2.10  ----- in1 /
+         and 192.0.2.11 too
 
 musersd runs as an operator runs it, its rules (bound with iface=, mac=, rpf
 and learn) read from its rule file at start; the test reads its counters, its
@@ -13,9 +14,9 @@ denied table over protocol v2, and re-arms a learning rule with REARM. The
 real sender and the spoofers send the same source, group and TTL and differ
 only in a payload marker, so the receiver behind the router counts whose
 packets the kernel forwarded; the filter's counters by reason must account
-for every dropped one. Every lab shares one lab, one musersd and its
-counters (booting them is the slow part in the emulated guest), so every
-test reads deltas, and every test has a group of its own.
+for every dropped one. The tests share one lab, one musersd and its counters
+(starting them is the slow part in the emulated guest), so each test reads
+deltas and has a group of its own.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ class Bound:
         self.lab, self.client, self.real, self.lan_spoofer, self.macs = lab, client, real, lan_spoofer, macs
         self.senders: dict[str, Sender] = {}
 
+    def close(self) -> None:
+        for sender in (self.lan_spoofer, *self.senders.values()):
+            sender.sock.close()
+
     def far(self, source: str) -> Sender:
         """A sender on s2 (behind in1) with `source`."""
         if source not in self.senders:
@@ -174,9 +179,11 @@ def bound(bpffs):
             pin_dir = bpffs / f"bind-{uuid.uuid4().hex[:8]}"
             musersd = Musersd(lab, pin_dir, key_file=key, extra=["--config", str(conf)]).start()
             client = musersd.client()
+            bound = Bound(lab, client, lab.sender(AUTH), Sender(lan, AUTH, iface="lan0"), macs)
             try:
-                yield Bound(lab, client, lab.sender(AUTH), Sender(lan, AUTH, iface="lan0"), macs)
+                yield bound
             finally:
+                bound.close()
                 client.close()
                 assert musersd.stop() == 0
         finally:
@@ -201,7 +208,9 @@ def test_a_spoofer_on_the_senders_lan_is_dropped_by_the_mac_binding(bound):
 
 def test_a_spoofer_behind_another_interface_fails_the_iface_binding_and_rpf(bound):
     """192.0.2.10 sent from s2 arrives on in1: wrong_iif for a rule bound to in0, rpf_fail for one with rpf
-    (it routes back through in0); the real sender's packets pass both."""
+    (it routes back through in0); the real sender's packets pass both. The kernel would not forward the
+    spoofed ones either (its route for the pair comes in on in0), so the filter's counters, exact, are what
+    shows the filter dropped them first (the rpf test below has a spoofer the kernel would forward)."""
     rx = Tally(bound.lab, [G_IIF, G_RPF])
     spoofer = bound.far(AUTH)
     try:
