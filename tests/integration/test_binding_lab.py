@@ -35,9 +35,8 @@ from lab.daemons import Musersd, write_key_file
 from lab.netns import inside, patience, sh
 from lab.topology import Lab, Route
 from lab.traffic import PORT, TAG, Sender
-from mauthcore.protocol import v2
 from mauthcore.protocol.model import Mode, Reason
-from mauthcore.rules import RuleKey
+from mauthcore.rules import RuleKey, format_mac
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.router]  # the subject is what the router forwards
@@ -141,6 +140,11 @@ class Bound:
     def denied(self) -> dict[tuple[str, str], tuple[Reason, int]]:
         return {(str(d.source), str(d.group)): (d.reason, d.packets) for d in self.client.denied_all()}
 
+    def offenders(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(interface, MAC) of the last packet each pair's binding dropped, as DENIED reports them."""
+        return {(str(d.source), str(d.group)): (d.iface, format_mac(d.mac)) for d in self.client.denied_all()
+                if d.reason.binding}
+
 
 @pytest.fixture(scope="module")
 def bound(bpffs):
@@ -202,6 +206,7 @@ def test_a_spoofer_on_the_senders_lan_is_dropped_by_the_mac_binding(bound):
         assert bound.rule(AUTH, G_MAC).packets == N
         was = denied.get((AUTH, G_MAC), (Reason.WRONG_MAC, 0))[1]
         assert bound.denied()[(AUTH, G_MAC)] == (Reason.WRONG_MAC, was + N)
+        assert bound.offenders()[(AUTH, G_MAC)] == ("in0", bound.macs["spoof"])  # who it was, and where
     finally:
         rx.close()
 
@@ -224,6 +229,8 @@ def test_a_spoofer_behind_another_interface_fails_the_iface_binding_and_rpf(boun
         assert (bound.rule(AUTH, G_IIF).packets, bound.rule(AUTH, G_RPF).packets) == (N, N)
         denied = bound.denied()
         assert (denied[(AUTH, G_IIF)][0], denied[(AUTH, G_RPF)][0]) == (Reason.WRONG_IIF, Reason.RPF_FAIL)
+        offenders = bound.offenders()
+        assert offenders[(AUTH, G_IIF)][0] == offenders[(AUTH, G_RPF)][0] == "in1"
     finally:
         rx.close()
 
@@ -247,7 +254,7 @@ def test_a_learning_rule_pins_its_first_sender_until_rearmed(bound):
         assert (entry.learned, entry.moved, entry.packets) == (("in0", real_mac), N, N + 1)
 
         # REARM forgets the pair and the moves: the next sender pins, whoever it is.
-        bound.client._v2_call(v2.Rearm(key))  # RouterClient has no REARM method of its own
+        bound.client.rearm(key)
         entry = bound.rule(AUTH, G_LEARN)
         assert (entry.learned, entry.moved) == (None, 0)
         before = bound.reasons()
