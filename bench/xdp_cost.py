@@ -41,6 +41,30 @@ own, so IPv4's figures do not depend on them and the reverse):
     ttl6           hop limit above the rule's max: dropped
     passed6_ext    passed6 behind hop-by-hop and destination options headers
 
+Last, bindings (docs/operations.md, "Binding a sender"), on a table of
+BIND_RULES rules inside a network namespace of our own with two veths
+(forwarding on; the rules' sources are routed through the first, so that the
+reverse-path check passes). One rule's packet arrives on the first veth
+(BPF_PROG_TEST_RUN's ctx.ingress_ifindex) and is measured, side by side in
+the same rounds, with that same rule unbound and bound in turn (the binding
+is rewritten with `DataPlane.set_binding()` before each call; a learning one
+pins on the call's first run):
+
+    unbound        the rule without a binding
+    iface          bound to the ingress interface
+    mac            bound to the frame's source MAC
+    learn          learning its (interface, MAC): a spin lock per packet
+    rpf            reverse path: a bpf_fib_lookup() per packet
+    all            the four together
+    layout4        the unbound rule under layout 4's program (commit 2650f1c's
+                   ebpf/, built with clang as tests/integration/test_xdp_program.py
+                   builds it), in maps of its own: what an unbound rule cost
+                   before bindings existed
+
+The floor runs with the same ingress interface. Besides added ns, each row
+gives the per-round ratio of its filter time to the unbound rule's, and the
+difference of their added costs on the CPU clock.
+
 The kernel reports whole nanoseconds (it truncates total/repeat), so the
 thread's CPU clock around each call is recorded too: a finer (sub-ns)
 cross-check of the added cost that also excludes time the thread was not
@@ -54,15 +78,23 @@ handling, the rest of the stack), with caches cold, or with many flows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import shutil
+import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from pathlib import Path
 
+from lab import netns
 from mauthcore.rules import Rule, RuleKey
-from musersd import bpfsys
+from musersd import bpfsys, maps
 from musersd.dataplane import DataPlane
+from musersd.filter import Binding
 
 from . import common
 
@@ -97,6 +129,15 @@ GROUP_PREFIX = ipaddress.IPv4Network("239.192.0.0/14")
 # conflicts against a map value; no PMU in the VM to tell) would colour every
 # round; rotating it confines it to a quartile.
 PAYLOADS = (18, 300, 600, 1200, 2000, 3000)
+
+# Bindings: the variants of one rule, measured side by side (see the docstring).
+BIND_KINDS = ("unbound", "iface", "mac", "learn", "rpf", "all", "layout4")
+BIND_RULES = 1000
+BIND_IFACES = ("mbench0", "mbench1")
+BIND_ROUTE = "10.0.0.0/8"  # on mbench0: every rule's source (10.0.0.1 + i) routes back through it
+SENDER_MAC = "02:00:00:00:00:01"  # udp_frame()'s source MAC
+LAYOUT4_COMMIT = "2650f1c"  # the last commit of layout 4
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _csum(header: bytes) -> int:
@@ -185,10 +226,10 @@ def extra_frames_for(n: int, payload: int = PAYLOADS[0]) -> dict[str, tuple[byte
     }
 
 
-def timed_run(prog_fd: int, frame: bytes, repeat: int) -> tuple[int, float]:
+def timed_run(prog_fd: int, frame: bytes, repeat: int, ingress: int = 0) -> tuple[int, float]:
     """(kernel's ns per run, this thread's CPU ns per run) for one BPF_PROG_TEST_RUN."""
     t0 = time.thread_time_ns()
-    run = bpfsys.prog_test_run(prog_fd, frame, repeat)
+    run = bpfsys.prog_test_run(prog_fd, frame, repeat, ingress)
     t1 = time.thread_time_ns()
     return run.duration_ns, (t1 - t0) / repeat
 
@@ -244,7 +285,135 @@ def measure(floor_fd: int, dp: DataPlane, n: int, rounds: int, repeat: int, kind
     return {kind: summarize(s) for kind, s in samples.items()}
 
 
-def markdown(results: list[dict], bulk: list[dict]) -> str:
+def layout4_object(workdir: Path) -> Path:
+    """Layout 4's filter, built from commit LAYOUT4_COMMIT's ebpf/ with scripts/build_bpf.sh's flags."""
+    src = workdir / "v4src"
+    src.mkdir()
+    for name in ("mauth_xdp.c", "mauth.h"):
+        text = subprocess.run(["git", "-C", str(REPO), "show", f"{LAYOUT4_COMMIT}:ebpf/{name}"], check=True,
+                              capture_output=True, text=True).stdout
+        (src / name).write_text(text)
+    out = workdir / "mauth_xdp_v4.bpf.o"
+    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-mcpu=v1", "-I", str(src),
+                    *(["-I", f"/usr/include/{multiarch}"] if multiarch else []),
+                    "-c", str(src / "mauth_xdp.c"), "-o", str(out)], check=True)
+    return out
+
+
+@contextlib.contextmanager
+def layout4_maps(obj: Path):
+    """musersd.maps as a musersd of layout 4 had it: its object, its layout number, its maps and reasons."""
+    saved = {name: getattr(maps, name) for name in ("OBJECT", "LAYOUT", "ADOPTABLE_LAYOUTS", "MAPS", "REASONS")}
+    maps.OBJECT, maps.LAYOUT, maps.ADOPTABLE_LAYOUTS = obj, 4, ()
+    maps.MAPS = {c: v for c, v in saved["MAPS"].items() if c != "mauth_bindings"}
+    maps.REASONS = {i: n for i, n in saved["REASONS"].items() if i < 11}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(maps, name, value)
+
+
+@contextlib.contextmanager
+def bind_namespace():
+    """A namespace with BIND_IFACES (veths, up, forwarding on), BIND_ROUTE on the first; {name: ifindex}."""
+    ns = f"mauth-bench-{uuid.uuid4().hex[:6]}"
+    netns.add(ns)
+    try:
+        netns.sh("sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", ns=ns)
+        for name in BIND_IFACES:
+            netns.sh("ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p", ns=ns)
+            netns.sh("ip", "link", "set", name, "up", ns=ns)
+            netns.sh("ip", "link", "set", f"{name}p", "up", ns=ns)
+        netns.sh("ip", "addr", "add", "10.255.255.254/8", "dev", BIND_IFACES[0], ns=ns)
+        with netns.inside(ns):
+            yield ns, {name: socket.if_nametoindex(name) for name in BIND_IFACES}
+    finally:
+        netns.delete(ns)
+
+
+def bindings_of(ifindex: int) -> dict[str, Binding | None]:
+    mac = SENDER_MAC
+    return {"unbound": None, "iface": Binding.make(ifindex), "mac": Binding.make(mac=mac),
+            "learn": Binding.make(learn=True), "rpf": Binding.make(rpf=True),
+            "all": Binding.make(ifindex, rpf=True, mac=mac, learn=True)}
+
+
+def measure_bindings(floor_fd: int, bpffs: Path, rounds: int, repeat: int) -> list[dict]:
+    """The bound rows: one rule's packet, the rule unbound, bound each way, and under layout 4 (docstring)."""
+    rules = make_rules(BIND_RULES)
+    key = rule_key(BIND_RULES // 2)
+    with tempfile.TemporaryDirectory(prefix="mauth-bench-v4-") as tmp, bind_namespace() as (_, ifx):
+        ingress = ifx[BIND_IFACES[0]]
+        obj4 = layout4_object(Path(tmp))
+        with layout4_maps(obj4):
+            old = DataPlane(bpffs / "layout4", max_rules=BIND_RULES).load()
+            old.add_rules_bulk(rules)
+        with old, DataPlane(bpffs / "bound", max_rules=BIND_RULES).load() as dp:
+            dp.add_rules_bulk(rules)
+            bindings = bindings_of(ingress)
+            progs = {k: (dp, dp.prog_fd) for k in bindings} | {"layout4": (old, old.prog_fd)}
+
+            def prepare(kind: str) -> None:
+                if kind in bindings:
+                    dp.set_binding(key, bindings[kind])
+
+            for payload in PAYLOADS:  # every variant passes the packet, counted as passed
+                frame = udp_frame(key.source, key.group, 8, payload)
+                for kind in BIND_KINDS:
+                    prepare(kind)
+                    plane, fd = progs[kind]
+                    with layout4_maps(obj4) if kind == "layout4" else contextlib.nullcontext():
+                        before = plane.counters()["passed"]["packets"]
+                        got = bpfsys.prog_test_run(fd, frame, 1, ingress).retval
+                        after = plane.counters()["passed"]["packets"]
+                    if got != XDP_PASS or after != before + 1:
+                        raise SystemExit(f"bound variant {kind!r} took the wrong path: action {got}")
+                prepare("iface")  # and a binding does refuse: the same packet from the other veth
+                if bpfsys.prog_test_run(dp.prog_fd, frame, 1, ifx[BIND_IFACES[1]]).retval != XDP_DROP:
+                    raise SystemExit("a rule bound to one interface passed a packet from another")
+            frames = [udp_frame(key.source, key.group, 8, p) for p in PAYLOADS]
+            for kind in BIND_KINDS:  # warm
+                prepare(kind)
+                timed_run(progs[kind][1], frames[0], repeat, ingress)
+            samples: dict[str, list] = {k: [] for k in BIND_KINDS}
+            order = list(BIND_KINDS)
+            for r in range(rounds):
+                frame = frames[r % len(frames)]
+                for kind in order[r % len(order):] + order[: r % len(order)]:
+                    prepare(kind)
+                    f0 = timed_run(floor_fd, frame, repeat, ingress)
+                    m = timed_run(progs[kind][1], frame, repeat, ingress)
+                    f1 = timed_run(floor_fd, frame, repeat, ingress)
+                    samples[kind].append((*f0, *m, *f1))
+    out = []
+    base = samples["unbound"]
+    for kind in BIND_KINDS:
+        fig = summarize(samples[kind])
+        s = samples[kind]
+        fig["vs_unbound"] = round(common.quartiles([a[2] / b[2] for a, b in zip(s, base)])[1], 2)
+        fig["vs_unbound_cpu_added_ns"] = round(common.quartiles(
+            [(a[3] - (a[1] + a[5]) / 2) - (b[3] - (b[1] + b[5]) / 2) for a, b in zip(s, base)])[1], 2)
+        fig.update(kind=kind, rules=BIND_RULES, action="pass")
+        out.append(fig)
+    return out
+
+
+def bind_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| rule | floor ns | filter ns | added ns | added ns (CPU clock) | ÷ unbound (filter ns) "
+        "| − unbound (CPU clock added ns) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        c = r["cpu_clock"]
+        lines.append(f"| {r['kind']} | {r['floor_ns']:g} | {r['filter_ns']:g} | {r['added_ns']:g} "
+                     f"| {c['added_ns']:.2f} | {r['vs_unbound']:.2f} | {r['vs_unbound_cpu_added_ns']:+.2f} |")
+    return "\n".join(lines)
+
+
+def markdown(results: list[dict], bulk: list[dict], bindings: list[dict] | None = None) -> str:
     lines = [
         "| packet | rules | floor ns | filter ns | added ns | × floor | added ns (CPU clock) | ≤ 15 ns added |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
@@ -260,6 +429,8 @@ def markdown(results: list[dict], bulk: list[dict]) -> str:
     lines += ["", "| rules | bulk load s | rules/s |", "| ---: | ---: | ---: |"]
     for b in bulk:
         lines.append(f"| {b['rules']:,} | {b['seconds']:.3f} | {b['rules_per_second']:,.0f} |")
+    if bindings:
+        lines += ["", bind_markdown(bindings)]
     return "\n".join(lines)
 
 
@@ -269,8 +440,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=24, help="interleaved rounds per (rule count, packet kind)")
     ap.add_argument("--repeat", type=int, default=2_000_000, help="runs per BPF_PROG_TEST_RUN call (>= 1,000,000)")
     ap.add_argument("--no-json", action="store_true", help="print only; leave docs/benchmarks.json alone")
+    ap.add_argument("--no-bindings", action="store_true", help="leave out the bound-rule rows")
+    ap.add_argument("--only-bindings", action="store_true", help="only the bound-rule rows (with --no-json)")
     args = ap.parse_args(argv)
     counts = [int(x.replace("_", "")) for x in args.rules.split(",")]
+    if args.only_bindings:
+        if not args.no_json:
+            ap.error("--only-bindings leaves the other rows out: add --no-json")
+        counts = []
     if args.repeat < 1_000_000 and not args.no_json:
         ap.error("--repeat below 1,000,000 is for trying things out: add --no-json")
 
@@ -314,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                         results.append(fig)
                 del rules
                 shutil.rmtree(pin_dir, ignore_errors=True)
+            bound = [] if args.no_bindings else measure_bindings(floor_fd, bpffs, args.rounds, args.repeat)
     finally:
         floor_obj.close()
 
@@ -346,11 +524,21 @@ def main(argv: list[str] | None = None) -> int:
         "added_ns_spread_over_rule_counts": spread,
         "results": results,
         "bulk_load": bulk,
+        "bindings": bound,
+        "bindings_method": {
+            "rules": BIND_RULES,
+            "ingress": "veth in a namespace of the benchmark's own, forwarding on, the sources routed through it",
+            "variants": "one rule, rebound with DataPlane.set_binding() before each call; layout4: the same"
+                        f" rules under commit {LAYOUT4_COMMIT}'s program, in maps of its own",
+            "vs_unbound": "median over rounds of filter ns / the unbound rule's filter ns in the same round",
+            "vs_unbound_cpu_added_ns": "median over rounds of added ns (CPU clock) minus the unbound rule's",
+        },
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    print(markdown(results, bulk))
-    print(f"\nadded-ns spread from {counts[0]:,} to {counts[-1]:,} rules: "
-          + ", ".join(f"{k} {v:g}" for k, v in spread.items()), file=sys.stderr)
+    print(markdown(results, bulk, bound))
+    if counts:
+        print(f"\nadded-ns spread from {counts[0]:,} to {counts[-1]:,} rules: "
+              + ", ".join(f"{k} {v:g}" for k, v in spread.items()), file=sys.stderr)
     if not args.no_json:
         common.store_section(SECTION, section)
     return 0
