@@ -296,11 +296,17 @@ struct mauth_denied6 {
  * loader before the load and frozen by the kernel with it. */
 #define MAUTH_MAX_SAP 4  /* SAP groups per address family */
 
+#define MAUTH_MAX_RPF_IFACES 8  /* interfaces with reverse-path checking by default */
+
 struct mauth_opts {
     __u32 denied_sets;    /* sets in denied4 and denied6 */
     __u32 record_denied;  /* 0: drops are counted by reason only */
     __be32 sap4[MAUTH_MAX_SAP];     /* IPv4 SAP groups; 0 = unused */
     __be32 sap6[MAUTH_MAX_SAP][4];  /* IPv6 SAP groups; all 0 = unused */
+    /* Interfaces on which every rule's packets must pass the reverse-path
+     * check, bound or not (musersd --rpf-iface); 0 = unused, the first 0
+     * ends the list. Read-only: with none, the verifier prunes the check. */
+    __u32 rpf_ifindex[MAUTH_MAX_RPF_IFACES];
 };
 
 struct mauth_denied_set {

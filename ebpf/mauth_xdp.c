@@ -628,6 +628,24 @@ static __always_inline u32 mauth_bound(struct xdp_md *ctx, u32 slot, u32 mac_hi,
     return reason;
 }
 
+/* Whether interface `iif` checks the reverse path of every rule's packets
+ * (mauth_opts.rpf_ifindex). The options are frozen before the load, so
+ * with no such interface the verifier knows the first test is true and
+ * drops the rest: an unbound rule pays nothing for the feature. */
+static __always_inline int mauth_rpf_iface(u32 iif)
+{
+    if (!mauth_opts.rpf_ifindex[0])
+        return 0;
+#pragma unroll
+    for (int i = 0; i < MAUTH_MAX_RPF_IFACES; i++) {
+        if (!mauth_opts.rpf_ifindex[i])
+            return 0;
+        if (mauth_opts.rpf_ifindex[i] == iif)
+            return 1;
+    }
+    return 0;
+}
+
 /* Where a packet came from, for a bound rule's check: the XDP context, the
  * frame's source MAC and the source address (four words for IPv6). */
 struct mauth_origin {
@@ -652,6 +670,8 @@ static __always_inline u32 mauth_rule_verdict(struct mauth_rule *rule, u8 ttl, u
         if (bound != MAUTH_R_PASSED)
             return bound;
     }
+    if (mauth_rpf_iface(o->ctx->ingress_ifindex) && !mauth_rpf(o->ctx, o->src, o->v6))
+        return MAUTH_R_RPF_FAIL;
     if (ttl > rule->max_ttl)
         return MAUTH_R_TTL;
     if ((rule->flags & MAUTH_RULE_F_RATE) && !mauth_within_rate(rule->slot, len))

@@ -83,12 +83,15 @@ the filter enforcing the last rules (unless --detach-on-exit).
               metavar="N", help="NFQUEUE number used by --backend nfqueue.")
 @click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True, metavar="DIR",
               help="Directory where --backend nfqueue keeps its rules across restarts.")
+@click.option("--rpf-iface", "rpf_ifaces", multiple=True, metavar="IF",
+              help="A guarded interface on which every rule's packets must route back through it, bound or not"
+                   " (repeatable, at most 8; needs forwarding on there: docs/operations.md, \"Binding a sender\").")
 @click.option("--detach-on-exit", is_flag=True, help="Remove the filter on SIGTERM instead of leaving it enforcing.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rules, denied_pairs, xdp_mode, sap_groups,
          backend,
-         queue_num, state_dir, detach_on_exit,
+         queue_num, state_dir, rpf_ifaces, detach_on_exit,
          metrics, metrics_rules, metrics_denied, log_level):
     """Guard a multicast router's internal interfaces with the mauth XDP filter and serve its rules."""
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
@@ -113,6 +116,7 @@ def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rule
             metrics=parse_metrics_address(metrics) if metrics else None,
             metrics_rules=metrics_rules,
             metrics_denied=metrics_denied,
+            rpf_ifaces=list(rpf_ifaces),
         )
         daemon = Musersd(opts)
         daemon.start()

@@ -85,6 +85,7 @@ class Options:
     metrics: tuple[str, int] | None = None  # Prometheus endpoint HOST:PORT; None: off
     metrics_rules: int = DEFAULT_RULE_SERIES  # per-rule series while the table holds at most this many
     metrics_denied: int = DEFAULT_DENIED_SERIES  # per-pair series for this many denied pairs
+    rpf_ifaces: list[str] = field(default_factory=list)  # guarded interfaces that check every rule's reverse path
 
 
 class StartupError(Exception):
@@ -188,6 +189,11 @@ class Musersd:
 
     def _start(self) -> None:
         o = self.opts
+        for iface in o.rpf_ifaces:
+            if iface not in o.ifaces:
+                raise StartupError(f"--rpf-iface {iface} is not one of the guarded interfaces (--iface)")
+        if o.rpf_ifaces and o.backend == "nfqueue":
+            raise StartupError("the nfqueue backend checks no reverse path; --rpf-iface needs the xdp backend")
         try:
             self.dp = self._data_plane().load()
             if o.mode:
@@ -253,7 +259,8 @@ class Musersd:
 
             return NfqueueFilter(o.state_dir, queue_num=o.queue_num, max_rules=o.max_rules, sap_groups=o.sap_groups)
         return DataPlane(o.pin_dir, max_rules=o.max_rules, sap_groups=o.sap_groups,
-                         max_denied=o.denied_pairs or None, record_denied=o.denied_pairs != 0)
+                         max_denied=o.denied_pairs or None, record_denied=o.denied_pairs != 0,
+                         rpf_ifaces=o.rpf_ifaces)
 
     def _protocol_backend(self) -> DataPlaneBackend:
         assert self.dp is not None  # _start() loaded it first

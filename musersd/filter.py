@@ -112,6 +112,22 @@ def parse_mac(mac: str | bytes) -> bytes:
         raise DataPlaneError(str(exc)) from None
 
 
+def rpf_ifindex_list(ifaces: Iterable[str | int]) -> tuple[int, ...]:
+    """The indexes of the interfaces that check every rule's reverse path; DataPlaneError naming a bad one."""
+    out: list[int] = []
+    for iface in ifaces:
+        try:
+            ifindex = Binding.make(iface).ifindex
+        except DataPlaneError as exc:
+            raise DataPlaneError(f"--rpf-iface: {exc}") from None
+        if ifindex not in out:
+            out.append(ifindex)
+    if len(out) > maps.MAX_RPF_IFACES:
+        raise DataPlaneError(f"at most {maps.MAX_RPF_IFACES} interfaces check the reverse path by default,"
+                             f" not {len(out)}")
+    return tuple(out)
+
+
 def iface_name(ifindex: int) -> str:
     """The name of interface `ifindex` on this router, or "#N" if it no longer exists."""
     try:

@@ -58,6 +58,7 @@ BINDING_REASONS = ("wrong_iif", "rpf_fail", "wrong_mac")
 # link-scope ff02::2:7ffe is never filtered). The program has room for four
 # groups of each family.
 MAX_SAP_GROUPS = 4  # per address family (MAUTH_MAX_SAP)
+MAX_RPF_IFACES = 8  # interfaces with reverse-path checking by default (MAUTH_MAX_RPF_IFACES)
 
 
 class Opts(ctypes.Structure):
@@ -68,6 +69,7 @@ class Opts(ctypes.Structure):
         ("record_denied", ctypes.c_uint32),
         ("sap4", ctypes.c_uint32 * MAX_SAP_GROUPS),  # network-order bytes, as the program loads them
         ("sap6", (ctypes.c_uint32 * 4) * MAX_SAP_GROUPS),
+        ("rpf_ifindex", ctypes.c_uint32 * MAX_RPF_IFACES),  # 0 = unused; the first 0 ends the list
     ]
 
 

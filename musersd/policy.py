@@ -95,9 +95,11 @@ class Bindings:
     """
 
     def __init__(self, table: Mapping[tuple[Side, Side], Binding],
-                 routes: Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], int | None] = lambda _: None):
+                 routes: Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], int | None] = lambda _: None,
+                 rpf_ifaces: frozenset[int] = frozenset()):
         self.table = dict(table)
         self.routes = routes
+        self.rpf_ifaces = rpf_ifaces  # interfaces that check every rule's reverse path (musersd --rpf-iface)
         self.learned: dict[tuple[Side, Side], tuple[int, bytes]] = {}
         self.moved: dict[tuple[Side, Side], int] = {}
 
@@ -234,6 +236,8 @@ def _judge(rules: RuleMapping, key: tuple, ttl: int, length: int,
         bound = origin.bindings.check(matched, origin.ifindex, origin.mac, key[0])
         if bound != "passed":
             return matched, bound
+        if origin.ifindex in origin.bindings.rpf_ifaces and origin.bindings.routes(key[0]) != origin.ifindex:
+            return matched, "rpf_fail"
     max_ttl = rule.max_ttl if isinstance(rule, Rule) else rule
     if ttl > max_ttl:
         return matched, "ttl"

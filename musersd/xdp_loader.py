@@ -34,7 +34,14 @@ from mauthcore.protocol.model import Mode
 from mauthcore.rules import RuleKey
 
 from . import bpfobj, bpfsys, maps
-from .filter import DEFAULT_MAX_DENIED, DEFAULT_MAX_RULES, DataPlaneError, check_sizes, sap_group_list
+from .filter import (
+    DEFAULT_MAX_DENIED,
+    DEFAULT_MAX_RULES,
+    DataPlaneError,
+    check_sizes,
+    rpf_ifindex_list,
+    sap_group_list,
+)
 from .maps import FAMILIES
 
 log = logging.getLogger("musersd.dataplane")
@@ -128,6 +135,7 @@ class XdpLoader:
         max_denied: int | None = None,
         sap_groups: Iterable[str] = maps.SAP_GROUPS,
         record_denied: bool = True,
+        rpf_ifaces: Iterable[str | int] = (),
     ):
         """`max_rules`/`max_denied` None: the size of the pinned maps, or the default for new ones.
 
@@ -136,12 +144,16 @@ class XdpLoader:
         rule are delivered to the router with TTL 1 instead of dropped.
         `record_denied` False: the program keeps no record of denied pairs
         (the tables stay, empty; every drop is still counted by reason).
+        `rpf_ifaces`: interfaces (names or indexes, at most eight) on which
+        every rule's packets must also pass the reverse-path check, as if
+        each rule were bound with rpf (docs/operations.md, "Binding a sender").
         """
         check_sizes(max_rules, max_denied)
         if max_denied is not None:  # whole sets of the set-associative table
             max_denied = -(-max_denied // maps.DENIED_WAYS) * maps.DENIED_WAYS
         self.sap_groups = sap_group_list(sap_groups)
         self.record_denied = record_denied
+        self.rpf_ifindexes = rpf_ifindex_list(rpf_ifaces)
         self.pin_dir = Path(pin_dir)
         self.layout_dir = self.pin_dir / f"v{maps.LAYOUT}"
         self.max_rules = max_rules
@@ -259,6 +271,8 @@ class XdpLoader:
     def opts(self) -> maps.Opts:
         """The program's read-only options for this data plane (struct mauth_opts)."""
         opts = maps.Opts(denied_sets=self._nsets, record_denied=int(self.record_denied))
+        for i, ifindex in enumerate(self.rpf_ifindexes):
+            opts.rpf_ifindex[i] = ifindex
         # A group as the program loads it: its network-order bytes read as native u32 words.
         for i, g4 in enumerate(g for g in self.sap_groups if g.version == 4):
             opts.sap4[i] = int.from_bytes(g4.packed, sys.byteorder)

@@ -324,6 +324,7 @@ def test_broken_startup_configuration_is_one_clear_sentence(lab, pin_dir, key):
         (["--config", str(conf)], "bad.conf:1: max TTL 300 is outside 1-255"),
         (["--iface", "nope0"], "interface 'nope0' does not exist"),
         (["--legacy-allow", "banana"], "is not an address or CIDR prefix"),
+        (["--rpf-iface", "lo"], "--rpf-iface lo is not one of the guarded interfaces (--iface)"),
     ]:
         d = Musersd(lab, pin_dir, key_file=key, extra=extra)
         with pytest.raises(LabError):

@@ -718,6 +718,8 @@ from tests.policy_cases import (  # noqa: E402
     BIND_SPECS,
     MAC_A,
     MAC_B,
+    A,
+    N,
     bind_routes,
     bound_udp,
 )
@@ -842,6 +844,39 @@ def test_binding_api_reads_back_refuses_bad_input_and_rearms(pin_dir, bind_ns):
             assert reader.binding(("198.51.100.0/24", grp)).binding == Binding(indexes["mbind1"], True)
 
 
+@pytest.mark.every_kernel
+def test_an_interface_checking_every_rules_reverse_path(pin_dir, bind_ns):
+    """musersd --rpf-iface: on mbind1 every rule's packets must route back through it, bound or not;
+    elsewhere nothing changes. The kernel agrees with the model on each packet."""
+    ns, indexes = bind_ns
+    near, far = "198.51.100.20", "198.51.100.140"  # routed back through mbind0 and mbind1 (BIND_ROUTES)
+    prefix_src = "198.51.100.0/24"
+    rules = {(A(near), A(BIND_GROUP)): 8, (A(far), A(BIND_GROUP)): 8, (N(prefix_src), A("239.3.3.9")): 8}
+    with netns.inside(ns):
+        plane = DataPlane(pin_dir, max_rules=64, rpf_ifaces=["mbind1"])
+    assert plane.rpf_ifindexes == (indexes["mbind1"],)
+    with plane.load() as dp:
+        for rule in as_rules(rules):
+            dp.add_rule(rule)
+        model = Bindings({}, bind_routes(indexes), frozenset({indexes["mbind1"]}))
+        cases = [(near, BIND_GROUP, "mbind1", "rpf_fail"), (far, BIND_GROUP, "mbind1", "passed"),
+                 (near, BIND_GROUP, "mbind0", "passed"), (far, BIND_GROUP, "mbind0", "passed"),
+                 (near, "239.3.3.9", "mbind1", "rpf_fail"), (far, "239.3.3.9", "mbind1", "passed"),
+                 ("198.51.100.99", "239.3.3.1", "mbind1", "unauthorized")]
+        got, want = [], []
+        with netns.inside(ns):
+            for src, grp, iface, _ in cases:
+                frame = bound_udp(src, grp, MAC_A)
+                before = dp.counters()
+                dp.test_run(frame, ingress=indexes[iface])
+                got.append(_reason_delta(before, dp.counters()))
+                verdict = decide(frame, rules, Mode.ENFORCE, bindings=model, ingress=indexes[iface])
+                want.append({verdict.reason})
+        assert got == want == [{c[3]} for c in cases]
+    with pytest.raises(DataPlaneError, match="--rpf-iface: interface 'nosuch0' does not exist"):
+        DataPlane(pin_dir, rpf_ifaces=["nosuch0"])
+
+
 LAYOUT4_COMMIT = "2650f1c"  # the last commit of layout 4: its program and header, compiled for the upgrade test
 
 
@@ -873,6 +908,8 @@ def test_layout4_pins_are_adopted_and_the_program_replaced_without_a_gap(pin_dir
         m.setattr(maps, "ADOPTABLE_LAYOUTS", ())
         m.setattr(maps, "MAPS", {c: v for c, v in maps.MAPS.items() if c != "mauth_bindings"})
         m.setattr(maps, "REASONS", {i: n for i, n in maps.REASONS.items() if i < 11})
+        m.setattr(maps, "Opts", type("Opts4", (ctypes.Structure,), {  # its options: no rpf interfaces yet
+            "_fields_": [f for f in maps.Opts._fields_ if f[0] != "rpf_ifindex"]}))
         old = DataPlane(pin_dir, max_rules=64).load()
         old.add_rule(Rule.make(SENDER, GROUP, 8))
         old.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 8, pps=1000))
