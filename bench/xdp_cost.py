@@ -83,7 +83,6 @@ import ipaddress
 import shutil
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -91,6 +90,7 @@ import uuid
 from pathlib import Path
 
 from lab import netns
+from lab.older_filter import LAYOUT4_COMMIT, build_filter_at
 from mauthcore.rules import Rule, RuleKey
 from musersd import bpfsys, maps
 from musersd.dataplane import DataPlane
@@ -136,8 +136,6 @@ BIND_RULES = 1000
 BIND_IFACES = ("mbench0", "mbench1")
 BIND_ROUTE = "10.0.0.0/8"  # on mbench0: every rule's source (10.0.0.1 + i) routes back through it
 SENDER_MAC = "02:00:00:00:00:01"  # udp_frame()'s source MAC
-LAYOUT4_COMMIT = "2650f1c"  # the last commit of layout 4
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _csum(header: bytes) -> int:
@@ -285,22 +283,6 @@ def measure(floor_fd: int, dp: DataPlane, n: int, rounds: int, repeat: int, kind
     return {kind: summarize(s) for kind, s in samples.items()}
 
 
-def layout4_object(workdir: Path) -> Path:
-    """Layout 4's filter, built from commit LAYOUT4_COMMIT's ebpf/ with scripts/build_bpf.sh's flags."""
-    src = workdir / "v4src"
-    src.mkdir()
-    for name in ("mauth_xdp.c", "mauth.h"):
-        text = subprocess.run(["git", "-C", str(REPO), "show", f"{LAYOUT4_COMMIT}:ebpf/{name}"], check=True,
-                              capture_output=True, text=True).stdout
-        (src / name).write_text(text)
-    out = workdir / "mauth_xdp_v4.bpf.o"
-    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-mcpu=v1", "-I", str(src),
-                    *(["-I", f"/usr/include/{multiarch}"] if multiarch else []),
-                    "-c", str(src / "mauth_xdp.c"), "-o", str(out)], check=True)
-    return out
-
-
 @contextlib.contextmanager
 def layout4_maps(obj: Path):
     """musersd.maps as a musersd of layout 4 had it: its object, its layout number, its maps and reasons."""
@@ -346,7 +328,7 @@ def measure_bindings(floor_fd: int, bpffs: Path, rounds: int, repeat: int) -> li
     key = rule_key(BIND_RULES // 2)
     with tempfile.TemporaryDirectory(prefix="mauth-bench-v4-") as tmp, bind_namespace() as (_, ifx):
         ingress = ifx[BIND_IFACES[0]]
-        obj4 = layout4_object(Path(tmp))
+        obj4 = build_filter_at(LAYOUT4_COMMIT, Path(tmp))
         with layout4_maps(obj4):
             old = DataPlane(bpffs / "layout4", max_rules=BIND_RULES).load()
             old.add_rules_bulk(rules)

@@ -16,11 +16,13 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SRC="$ROOT/ebpf/mauth_xdp.c"
+# MAUTH_EBPF_DIR: another copy of ebpf/ (an earlier commit's, lab/older_filter.py) built the same way.
+EBPF="${MAUTH_EBPF_DIR:-$ROOT/ebpf}"
+SRC="$EBPF/mauth_xdp.c"
 OUT="${1:-$ROOT/musersd/mauth_xdp.bpf.o}"
 CLANG="${CLANG:-clang}"
 
-if [ -e "$OUT" ] && [ "$OUT" -nt "$SRC" ] && [ "$OUT" -nt "$ROOT/ebpf/mauth.h" ]; then
+if [ -e "$OUT" ] && [ "$OUT" -nt "$SRC" ] && [ "$OUT" -nt "$EBPF/mauth.h" ]; then
     exit 0
 fi
 command -v "$CLANG" >/dev/null || { echo "build_bpf: $CLANG not found (apt install clang libbpf-dev)" >&2; exit 1; }
@@ -30,7 +32,7 @@ multiarch="$(gcc -print-multiarch 2>/dev/null || true)"
 tmp="$OUT.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
 "$CLANG" -O2 -g -target bpf -mcpu=v1 -Wall -Werror \
-    -I "$ROOT/ebpf" ${multiarch:+-I "/usr/include/$multiarch"} \
+    -I "$EBPF" ${multiarch:+-I "/usr/include/$multiarch"} \
     -c "$SRC" -o "$tmp"
 strip="$(command -v llvm-strip || ls /usr/bin/llvm-strip-* 2>/dev/null | sort -V | tail -1 || true)"
 [ -n "$strip" ] && "$strip" -g "$tmp"

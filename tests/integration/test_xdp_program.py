@@ -701,6 +701,7 @@ def test_a_filter_that_records_no_denied_pairs_drops_and_counts_the_same(pin_dir
 # -- bindings --------------------------------------------------------------------------
 
 from lab import netns  # noqa: E402
+from lab.older_filter import LAYOUT4_COMMIT, build_filter_at  # noqa: E402
 from mauthcore.rules import Binding as RuleBinding  # noqa: E402
 from mauthcore.rules import format_mac  # noqa: E402
 from musersd.filter import Binding, BindingRefused  # noqa: E402
@@ -877,31 +878,12 @@ def test_an_interface_checking_every_rules_reverse_path(pin_dir, bind_ns):
         DataPlane(pin_dir, rpf_ifaces=["nosuch0"])
 
 
-LAYOUT4_COMMIT = "2650f1c"  # the last commit of layout 4: its program and header, compiled for the upgrade test
-
-
-def _layout4_object(tmp_path):
-    """The layout-4 filter, built from that commit's sources with scripts/build_bpf.sh's flags."""
-    src = tmp_path / "v4src"
-    src.mkdir()
-    for name in ("mauth_xdp.c", "mauth.h"):
-        text = subprocess.run(["git", "-C", str(REPO), "show", f"{LAYOUT4_COMMIT}:ebpf/{name}"], check=True,
-                              capture_output=True, text=True).stdout
-        (src / name).write_text(text)
-    out = tmp_path / "mauth_xdp_v4.bpf.o"
-    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-mcpu=v1", "-I", str(src),
-                    *(["-I", f"/usr/include/{multiarch}"] if multiarch else []),
-                    "-c", str(src / "mauth_xdp.c"), "-o", str(out)], check=True)
-    return out
-
-
 def test_layout4_pins_are_adopted_and_the_program_replaced_without_a_gap(pin_dir, tmp_path, bind_ns, monkeypatch):
     """A router running layout 4 upgrades in place: rules, counters, mode and state id kept, bindings added."""
     from musersd.dataplane import xdp_status
 
     ns, indexes = bind_ns
-    old_obj = _layout4_object(tmp_path)
+    old_obj = build_filter_at(LAYOUT4_COMMIT, tmp_path)
     with monkeypatch.context() as m:  # a musersd of layout 4: its object, its layout number, its maps
         m.setattr(maps, "OBJECT", old_obj)
         m.setattr(maps, "LAYOUT", 4)
