@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.router]  # the subject is wha
 AUTH = "192.0.2.10"  # the authorized sender, on s1 (in0)
 NEIGHBOUR = "192.0.2.11"  # an address of s1's subnet, spoofed from s2 (in1)
 FAR = "192.0.2.70"  # s2's own address
-G_MAC, G_IIF, G_RPF, G_LEARN, G_PREFIX = (f"239.1.1.{i}" for i in range(1, 6))
+G_MAC, G_IIF, G_RPF, G_LEARN, G_PREFIX, G_OPEN = (f"239.1.1.{i}" for i in range(1, 7))
 TTL = 8
 N = 5  # packets per flow: the emulated guest is slow, and every packet is counted exactly
 BINDING = (Reason.WRONG_IIF, Reason.RPF_FAIL, Reason.WRONG_MAC)
@@ -148,7 +148,8 @@ class Bound:
 
 @pytest.fixture(scope="module")
 def bound(bpffs):
-    routes = [Route(g, AUTH) for g in (G_MAC, G_IIF, G_RPF, G_LEARN, G_PREFIX)] + [Route(G_PREFIX, FAR)]
+    routes = ([Route(g, AUTH) for g in (G_MAC, G_IIF, G_RPF, G_LEARN, G_PREFIX, G_OPEN)]
+              + [Route(G_PREFIX, FAR), Route(G_OPEN, FAR)])
     with Lab(senders={"s1": [AUTH], "s2": [FAR]}, routes=routes, forwarding=True) as lab:
         s1, s2, r1 = lab.senders["s1"], lab.senders["s2"], lab.receivers["r1"]
         lan = f"{lab.tag}-lan"  # swept with the lab's namespaces if this run dies
@@ -165,10 +166,11 @@ def bound(bpffs):
             for address in (AUTH, NEIGHBOUR):
                 sh("ip", "addr", "add", f"{address}/32", "dev", s2.iface, ns=s2.ns)
             # The kernel would forward NEIGHBOUR's group arriving on in1: only the filter stands in the way.
-            sh("smcroutectl", "-u", str(lab.smcroute_sock), "add", s2.router_iface, NEIGHBOUR, G_PREFIX,
-               r1.router_iface, ns=lab.router.ns)
-            wait_until(lambda: any(f"({NEIGHBOUR},{G_PREFIX})" in line for line in lab.kernel_mroutes()),
-                       patience(5), f"the kernel's route for ({NEIGHBOUR}, {G_PREFIX})")
+            for group in (G_PREFIX, G_OPEN):
+                sh("smcroutectl", "-u", str(lab.smcroute_sock), "add", s2.router_iface, NEIGHBOUR, group,
+                   r1.router_iface, ns=lab.router.ns)
+                wait_until(lambda g=group: any(f"({NEIGHBOUR},{g})" in line for line in lab.kernel_mroutes()),
+                           patience(5), f"the kernel's route for ({NEIGHBOUR}, {group})")
             macs = {"real": _mac(s1.ns, s1.iface), "spoof": _mac(lan, "lan0")}
             assert macs["real"] != macs["spoof"]
             conf = lab.workdir / "mauth.conf"
@@ -178,10 +180,12 @@ def bound(bpffs):
                 f"{AUTH} {G_IIF} {TTL} iface={s1.router_iface}\n"
                 f"{AUTH} {G_RPF} {TTL} rpf\n"
                 f"{AUTH} {G_LEARN} {TTL} learn\n"
-                f"192.0.2.0/24 {G_PREFIX} {TTL} rpf\n")
+                f"192.0.2.0/24 {G_PREFIX} {TTL} rpf\n"
+                f"192.0.2.0/24 {G_OPEN} {TTL}\n")  # unbound: in1 checks its reverse path (--rpf-iface)
             key = write_key_file(lab.workdir / "router.key")
             pin_dir = bpffs / f"bind-{uuid.uuid4().hex[:8]}"
-            musersd = Musersd(lab, pin_dir, key_file=key, extra=["--config", str(conf)]).start()
+            musersd = Musersd(lab, pin_dir, key_file=key,
+                              extra=["--config", str(conf), "--rpf-iface", s2.router_iface]).start()
             client = musersd.client()
             bound = Bound(lab, client, lab.sender(AUTH), Sender(lan, AUTH, iface="lan0"), macs)
             try:
@@ -304,4 +308,22 @@ def test_monitor_mode_counts_a_wrong_mac_and_forwards_it(bound):
         bound.wait_delta(before, {Reason.WRONG_MAC: N})
     finally:
         assert bound.client.mode("enforce") is Mode.ENFORCE
+        rx.close()
+
+
+def test_an_interface_checking_every_rules_reverse_path_stops_a_spoofer_of_an_unbound_rule(bound):
+    """musersd --rpf-iface in1: the subnet's unbound rule holds for s2's own address there, not for an
+    address of s1's subnet sent from s2 (which the kernel would forward), and in0 is not checked."""
+    rx = Tally(bound.lab, [G_OPEN])
+    spoofer, own = bound.far(NEIGHBOUR), bound.far(FAR)
+    try:
+        before = bound.reasons()
+        _send(spoofer, G_OPEN, "spoof")
+        _send(own, G_OPEN, "own")
+        _send(bound.real, G_OPEN, "real")
+        want = Counter({(FAR, G_OPEN, "own"): N, (AUTH, G_OPEN, "real"): N})
+        assert rx.collect(want) == want  # nothing of the spoofer's
+        bound.wait_delta(before, {Reason.RPF_FAIL: N})
+        assert bound.denied()[(NEIGHBOUR, G_OPEN)][0] == Reason.RPF_FAIL
+    finally:
         rx.close()
