@@ -90,9 +90,9 @@ import uuid
 from pathlib import Path
 
 from lab import netns
-from lab.older_filter import LAYOUT4_COMMIT, build_filter_at
+from lab.older_filter import LAYOUT4_COMMIT, build_filter_at, layout4
 from mauthcore.rules import Rule, RuleKey
-from musersd import bpfsys, maps
+from musersd import bpfsys
 from musersd.dataplane import DataPlane
 from musersd.filter import Binding
 
@@ -284,20 +284,6 @@ def measure(floor_fd: int, dp: DataPlane, n: int, rounds: int, repeat: int, kind
 
 
 @contextlib.contextmanager
-def layout4_maps(obj: Path):
-    """musersd.maps as a musersd of layout 4 had it: its object, its layout number, its maps and reasons."""
-    saved = {name: getattr(maps, name) for name in ("OBJECT", "LAYOUT", "ADOPTABLE_LAYOUTS", "MAPS", "REASONS")}
-    maps.OBJECT, maps.LAYOUT, maps.ADOPTABLE_LAYOUTS = obj, 4, ()
-    maps.MAPS = {c: v for c, v in saved["MAPS"].items() if c != "mauth_bindings"}
-    maps.REASONS = {i: n for i, n in saved["REASONS"].items() if i < 11}
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(maps, name, value)
-
-
-@contextlib.contextmanager
 def bind_namespace():
     """A namespace with BIND_IFACES (veths, up, forwarding on), BIND_ROUTE on the first; {name: ifindex}."""
     ns = f"mauth-bench-{uuid.uuid4().hex[:6]}"
@@ -329,7 +315,7 @@ def measure_bindings(floor_fd: int, bpffs: Path, rounds: int, repeat: int) -> li
     with tempfile.TemporaryDirectory(prefix="mauth-bench-v4-") as tmp, bind_namespace() as (_, ifx):
         ingress = ifx[BIND_IFACES[0]]
         obj4 = build_filter_at(LAYOUT4_COMMIT, Path(tmp))
-        with layout4_maps(obj4):
+        with layout4(obj4):
             old = DataPlane(bpffs / "layout4", max_rules=BIND_RULES).load()
             old.add_rules_bulk(rules)
         with old, DataPlane(bpffs / "bound", max_rules=BIND_RULES).load() as dp:
@@ -346,7 +332,7 @@ def measure_bindings(floor_fd: int, bpffs: Path, rounds: int, repeat: int) -> li
                 for kind in BIND_KINDS:
                     prepare(kind)
                     plane, fd = progs[kind]
-                    with layout4_maps(obj4) if kind == "layout4" else contextlib.nullcontext():
+                    with layout4(obj4) if kind == "layout4" else contextlib.nullcontext():
                         before = plane.counters()["passed"]["packets"]
                         got = bpfsys.prog_test_run(fd, frame, 1, ingress).retval
                         after = plane.counters()["passed"]["packets"]

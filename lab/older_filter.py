@@ -7,9 +7,14 @@ unbound rule under the earlier program side by side (bench/xdp_cost.py).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+from musersd import maps
 
 REPO = Path(__file__).resolve().parent.parent
 LAYOUT4_COMMIT = "2650f1c"  # the last commit of map layout 4
@@ -27,3 +32,21 @@ def build_filter_at(commit: str, workdir: Path) -> Path:
     subprocess.run(["bash", str(REPO / "scripts" / "build_bpf.sh"), str(out)], check=True,
                    env={**os.environ, "MAUTH_EBPF_DIR": str(src)})
     return out
+
+
+@contextlib.contextmanager
+def layout4(obj: Path) -> Iterator[None]:
+    """musersd.maps as a musersd of layout 4 had it: `obj` (build_filter_at(LAYOUT4_COMMIT, ...)), its
+    layout number, its maps, reasons and read-only options (no bindings, no rpf interfaces)."""
+    saved = {name: getattr(maps, name) for name in ("OBJECT", "LAYOUT", "ADOPTABLE_LAYOUTS", "MAPS", "REASONS",
+                                                    "Opts")}
+    maps.OBJECT, maps.LAYOUT, maps.ADOPTABLE_LAYOUTS = obj, 4, ()
+    maps.MAPS = {c: v for c, v in saved["MAPS"].items() if c != "mauth_bindings"}
+    maps.REASONS = {i: n for i, n in saved["REASONS"].items() if i < 11}
+    maps.Opts = type("Opts4", (ctypes.Structure,), {  # type: ignore[misc]
+        "_fields_": [f for f in saved["Opts"]._fields_ if f[0] != "rpf_ifindex"]})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(maps, name, value)

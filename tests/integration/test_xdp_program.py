@@ -701,7 +701,7 @@ def test_a_filter_that_records_no_denied_pairs_drops_and_counts_the_same(pin_dir
 # -- bindings --------------------------------------------------------------------------
 
 from lab import netns  # noqa: E402
-from lab.older_filter import LAYOUT4_COMMIT, build_filter_at  # noqa: E402
+from lab.older_filter import LAYOUT4_COMMIT, build_filter_at, layout4  # noqa: E402
 from mauthcore.rules import Binding as RuleBinding  # noqa: E402
 from mauthcore.rules import format_mac  # noqa: E402
 from musersd.filter import Binding, BindingRefused  # noqa: E402
@@ -878,20 +878,13 @@ def test_an_interface_checking_every_rules_reverse_path(pin_dir, bind_ns):
         DataPlane(pin_dir, rpf_ifaces=["nosuch0"])
 
 
-def test_layout4_pins_are_adopted_and_the_program_replaced_without_a_gap(pin_dir, tmp_path, bind_ns, monkeypatch):
+def test_layout4_pins_are_adopted_and_the_program_replaced_without_a_gap(pin_dir, tmp_path, bind_ns):
     """A router running layout 4 upgrades in place: rules, counters, mode and state id kept, bindings added."""
     from musersd.dataplane import xdp_status
 
     ns, indexes = bind_ns
     old_obj = build_filter_at(LAYOUT4_COMMIT, tmp_path)
-    with monkeypatch.context() as m:  # a musersd of layout 4: its object, its layout number, its maps
-        m.setattr(maps, "OBJECT", old_obj)
-        m.setattr(maps, "LAYOUT", 4)
-        m.setattr(maps, "ADOPTABLE_LAYOUTS", ())
-        m.setattr(maps, "MAPS", {c: v for c, v in maps.MAPS.items() if c != "mauth_bindings"})
-        m.setattr(maps, "REASONS", {i: n for i, n in maps.REASONS.items() if i < 11})
-        m.setattr(maps, "Opts", type("Opts4", (ctypes.Structure,), {  # its options: no rpf interfaces yet
-            "_fields_": [f for f in maps.Opts._fields_ if f[0] != "rpf_ifindex"]}))
+    with layout4(old_obj):  # a musersd of layout 4: its object, its layout number, its maps
         old = DataPlane(pin_dir, max_rules=64).load()
         old.add_rule(Rule.make(SENDER, GROUP, 8))
         old.add_rule(Rule.make("192.0.2.128/25", "239.2.2.2", 8, pps=1000))
