@@ -37,9 +37,11 @@ tested with plain dictionaries.
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
 
 from mauthcore.events import REMOVALS, EventKind, Family
+from mauthcore.rules import Binding, RuleError, format_mac
 
 DENIED_WINDOW = 30.0
 
@@ -397,7 +399,7 @@ class Board:
         origin = f"session {name or session}" if session else "added by hand"
         expires = " (expires with the session)" if r.get("expire_with_session") else ""
         binding = r.get("binding")
-        bound = f"; bound: {' '.join(_binding_words(binding))}{self._learned(key)}" if binding else ""
+        bound = f"; bound: {binding_text(binding)}{self._learned(key)}" if binding else ""
         return (f"{key[0]} -> {key[1]} max TTL {r.get('max_ttl')}; {where}; {origin}{expires}; "
                 f"by {r.get('actor') or '?'}{bound}")
 
@@ -408,9 +410,7 @@ class Board:
             entry = read.rules.get(key) if read.ok else None
             if entry is None or "moved" not in entry:
                 continue
-            learned = entry.get("learned")
-            pinned = f"{learned.get('iface')} {learned.get('mac')}" if learned else "nothing yet"
-            parts.append(f"{name} {pinned}" + (f", moved {entry['moved']}" if entry.get("moved") else ""))
+            parts.append(f"{name} {learned_text(entry.get('learned'), entry.get('moved', 0))}")
         return f"; learned: {'; '.join(parts)}" if parts else ""
 
     def denied_detail(self, dkey: tuple[str, str, str]) -> str:
@@ -448,12 +448,27 @@ def offender_text(entry: dict) -> str:
     return " ".join(x for x in (entry.get("iface"), entry.get("mac")) if x)
 
 
-def _binding_words(binding: dict) -> list[str]:
-    words = [f"iface={binding['iface']}"] if binding.get("iface") else []
-    words += ["rpf"] if binding.get("rpf") else []
-    words += [f"mac={binding['mac']}"] if binding.get("mac") else []
-    words += ["learn"] if binding.get("learn") else []
-    return words
+def binding_text(binding) -> str:
+    """A rule's binding as text ("-" for none); `binding` is a Binding or its JSON (or None)."""
+    if not binding:
+        return "-"
+    if isinstance(binding, Binding):
+        return str(binding) if not binding.empty else "-"
+    try:
+        return str(Binding.from_json(binding))
+    except RuleError:  # a newer server's binding: shown as it came
+        return json.dumps(binding, sort_keys=True, separators=(",", ":"))
+
+
+def learned_text(learned, moved) -> str:
+    """What a learning rule pinned, and how many packets came from elsewhere since: "eth1 02:..:01, moved 3"."""
+    if not learned:
+        return "nothing yet"
+    if isinstance(learned, dict):
+        iface, mac = learned.get("iface", "?"), learned.get("mac", "?")
+    else:
+        iface, mac = learned[0], format_mac(learned[1])
+    return f"{iface} {mac}" + (f", moved {moved}" if moved else "")
 
 
 def _rate(entry: dict, before: dict | None, dt: float) -> Rate:

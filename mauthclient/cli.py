@@ -29,6 +29,9 @@ import click
 
 from mauthclient import api as mapi
 from mauthclient import config as mconfig
+from mauthclient.board import binding_text as _binding_text
+from mauthclient.board import learned_text as _learned_text
+from mauthclient.board import offender_text
 from mauthclient.when import parse_when
 from mauthcore.constants import ROUTER_PORT, SAP_PORT
 from mauthcore.events import EventKind, Family
@@ -44,7 +47,7 @@ from mauthcore.protocol.errors import (
 from mauthcore.protocol.keys import KeyFileError, format_key_line, generate_secret, load_keys
 from mauthcore.protocol.udp import RouterClient
 from mauthcore.rulefile import ConfigError, load_rules
-from mauthcore.rules import Binding, Rule, RuleError, RuleKey, format_mac
+from mauthcore.rules import Binding, Rule, RuleError, RuleKey
 from mauthcore.secretfile import SecretFileError, load_token
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -154,29 +157,6 @@ def _binding(iface, rpf: bool, mac, learn: bool) -> Binding | None:
         return Binding.make(iface, rpf=rpf, mac=mac, learn=learn)
     except RuleError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
-
-
-def _binding_text(binding) -> str:
-    """A rule's binding for a table cell ("-" for none); `binding` is a Binding or its JSON (or None)."""
-    if not binding:
-        return "-"
-    if isinstance(binding, Binding):
-        return str(binding) if not binding.empty else "-"
-    try:
-        return str(Binding.from_json(binding))
-    except RuleError:
-        return json.dumps(binding, sort_keys=True, separators=(",", ":"))
-
-
-def _learned_text(learned, moved) -> str:
-    """What a learning rule pinned, and how many packets came from elsewhere since: "eth1 02:..:01, moved 3"."""
-    if not learned:
-        return "nothing yet"
-    if isinstance(learned, dict):
-        iface, mac = learned.get("iface", "?"), learned.get("mac", "?")
-    else:
-        iface, mac = learned[0], format_mac(learned[1])
-    return f"{iface} {mac}" + (f", moved {moved}" if moved else "")
 
 
 def _limits(rule) -> str:
@@ -541,7 +521,7 @@ def denied(ctx):
 
 def _offender(d: dict) -> str:
     """Where the last packet a binding dropped came from ("eth1 02:00:5e:10:00:09"); "-" for other drops."""
-    return " ".join(x for x in (d.get("iface"), d.get("mac")) if x) or "-"
+    return offender_text(d) or "-"
 
 
 @main.command("stats", epilog=examples("mauthctl stats",

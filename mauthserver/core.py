@@ -524,7 +524,7 @@ rpf alone elsewhere), so the binding is compared after resolving it for the rout
 
 def held(rule: Rule) -> Held:
     """What a router holding `rule` (already resolved for it) holds."""
-    return (rule.max_ttl, rule.pps, rule.bps, rule.binding)
+    return (*rule.terms, rule.binding)
 
 
 @dataclass(frozen=True)

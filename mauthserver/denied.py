@@ -229,10 +229,9 @@ class DeniedWatch:
         last = self._moved.get(pair)
         if (last is not None and now - last < MOVED_EVERY) or not self._learns(report.router, source, group):
             return
+        # Bounded by the rate limit: what is older than MOVED_EVERY no longer holds anything back.
+        self._moved = {k: t for k, t in self._moved.items() if now - t < MOVED_EVERY}
         self._moved[pair] = now
-        if len(self._moved) > 4 * len(self.fanout.tasks) * 1024:  # bounded: forget the oldest half
-            for k in sorted(self._moved, key=self._moved.__getitem__)[:len(self._moved) // 2]:
-                del self._moved[k]
         event = SenderMovedEvent(router=report.router, source=source, group=group, reason=str(e.reason),
                                  packets=e.packets, new_packets=report.new_packets)
         self.bus.publish(EventKind.SENDER_MOVED, event, at)

@@ -448,13 +448,15 @@ class XdpRules:
         learned = (e.learned_ifindex, bytes(e.learned_mac)) if e.learned else None
         return BindingState(_binding_of(e), learned, e.moved)
 
-    def _governing(self, source: IPAddress, group: IPAddress) -> tuple[RuleKey, RuleVal] | None:
-        """The rule a packet from `source` to `group` falls under (ebpf/mauth.h's lookup order), with its value."""
+    def _governing(self, source: IPAddress, group: IPAddress,
+                   prefixes: dict[tuple, int]) -> tuple[RuleKey, RuleVal] | None:
+        """The rule a packet from `source` to `group` falls under (ebpf/mauth.h's lookup order), with its
+        value; `prefixes` is the prefix rules' (source, group) -> slot, as policy.find_rule takes them."""
         exact = RuleKey(source, group)
         value = self._value(exact)
         if value is not None:
             return exact, value
-        found = find_rule({(k.source, k.group): slot for k, slot in self._prefix.items()}, source, group)
+        found = find_rule(prefixes, source, group)
         if found is None:
             return None
         key = RuleKey(*found[0])
@@ -464,9 +466,12 @@ class XdpRules:
     def with_offenders(self, entries: list[DeniedEntry]) -> list[DeniedEntry]:
         """Denied entries a binding dropped, with the interface and MAC of the last packet their rule's
         binding dropped (its offender: a binding's drops are of one rule, which keeps the last one)."""
+        if not any(e.reason.binding for e in entries):
+            return entries
+        prefixes = {(k.source, k.group): slot for k, slot in self._prefix.items()}  # once per listing
         out = []
         for e in entries:
-            found = self._governing(e.source, e.group) if e.reason.binding else None
+            found = self._governing(e.source, e.group, prefixes) if e.reason.binding else None
             if found is not None and found[1].flags & maps.RULE_F_BIND:
                 b = self._bind_entry(found[1].slot)
                 if b.offender_reason:

@@ -682,8 +682,15 @@ def _dec_rule_entry(r: _Reader) -> RuleEntry:
 
 def entry_size(e: RuleEntry | DeniedEntry) -> int:
     """The bytes `e` takes in its page: a rule entry 48 or 72, more for a bound rule (docs/protocol.md, "Rule
-    entry"); a denied entry 36 or 60, more where a binding dropped it ("Denied entry")."""
-    return len(_enc_rule_entry(e) if isinstance(e, RuleEntry) else _enc_denied_entry(e))
+    entry"); a denied entry 36 or 60, more where a binding dropped it ("Denied entry"). Only the longer
+    entries are encoded to be measured: a page is encoded once more when it is sent."""
+    if isinstance(e, RuleEntry):
+        if not e.rule.bound:
+            return _RULE_FIXED.size + 2 * _ADDRESS_SIZE[e.rule.key.family] + _ENTRY_COUNTERS.size
+        return len(_enc_rule_entry(e))
+    if not (e.iface or e.mac):
+        return _DENIED_FIXED.size + 2 * _ADDRESS_SIZE[e.source.version]
+    return len(_enc_denied_entry(e))
 
 
 def _enc_denied_entry(e: DeniedEntry) -> bytes:
