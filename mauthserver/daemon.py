@@ -303,7 +303,7 @@ class Daemon:
         assert self.store is not None and self.leadership is not None
         if self._stop is None or self._stop.is_set():
             return
-        self.store.fence(self.leadership.holder, term)
+        self.store.fence(self.leadership.holder, term, lease=self.opts.lease)
         if self.relay is not None:
             self.relay.stop_soon()
         task = asyncio.get_running_loop().create_task(self._lead(), name="take-over")

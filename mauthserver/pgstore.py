@@ -156,6 +156,7 @@ class PgEngine(Engine):
         self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._url = ""
         self._writing = False
+        self._idle_limit_ms = 0  # idle_in_transaction_session_timeout of this session (0: off)
 
     # -- connecting -----------------------------------------------------------
 
@@ -173,6 +174,8 @@ class PgEngine(Engine):
             row = conn.execute("SHOW synchronous_commit").fetchone()
             if row is not None and row[0] == "off":  # an acknowledged command must survive a crash of the server
                 conn.execute("SET synchronous_commit = on")
+            if self._idle_limit_ms:
+                conn.execute(f"SET idle_in_transaction_session_timeout = {self._idle_limit_ms}")
             if info.password and "password" not in pq_conninfo.conninfo_to_dict(self.dsn):
                 self.dsn = self.conninfo = pq_conninfo.make_conninfo(self.dsn, password=info.password)  # PGPASSFILE
         except psycopg.Error as exc:
@@ -229,10 +232,17 @@ class PgEngine(Engine):
         try:
             with conn.transaction():
                 yield
-        except psycopg.OperationalError as exc:  # COMMIT itself, or a statement in the block
+        except (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout) as exc:
+            # COMMIT itself, or a statement in the block; or the server ended a transaction left idle too
+            # long (Store.fence): the session is gone either way.
             raise self._lost(exc) from None
         finally:
             self._writing = False
+
+    def limit_idle_transactions(self, seconds: float | None) -> None:
+        self._idle_limit_ms = max(1, int(seconds * 1000)) if seconds else 0
+        if self.conn is not None and not self.conn.closed:
+            self.conn.execute(f"SET idle_in_transaction_session_timeout = {self._idle_limit_ms}")
 
     def holds_lease(self, holder: str, term: int) -> bool:
         return self.execute("SELECT 1 FROM leader WHERE id = 1 AND holder = ? AND term = ? AND expires > now()"

@@ -238,6 +238,11 @@ class Engine:
     def holds_lease(self, holder: str, term: int) -> bool:
         raise NotImplementedError
 
+    def limit_idle_transactions(self, seconds: float | None) -> None:
+        """End this session if it sits idle inside a transaction longer than `seconds` (None: never);
+        only where another process waits on the locks a transaction holds (PostgreSQL)."""
+        return None
+
     def notify(self, channel: str, payload: str) -> None:
         return None
 
@@ -461,15 +466,22 @@ class Store:
         """Where the database is, for messages: the file, or the URL without password."""
         return self.db.describe()
 
-    def fence(self, holder: str | None, term: int | None) -> None:
+    def fence(self, holder: str | None, term: int | None, *, lease: float | None = None) -> None:
         """The lease this process believes it holds (leader row `holder`, `term`); None: none.
 
         While `fencing` is on, every write transaction on PostgreSQL first locks the leader row
         `FOR SHARE` where it still names this holder and term with an unexpired lease: a new leader
         cannot take the lease over while one of our writes is under way, and a write after the
         lease was lost raises NotLeader and rolls back. SQLite (one process per file) ignores it.
+
+        That lock must not outlive the lease: a leader frozen inside a write transaction (its
+        network cut, its process stopped) would hold it, and every standby's election would wait
+        behind it, for as long as the server believes the session alive. So a `lease` has the
+        server end this session once it is idle inside a transaction for that long: a standby then
+        leads within the bound the lease sets (docs/operations.md, "Running a pair of mediators").
         """
         self._holder, self._term = holder, term
+        self.db.limit_idle_transactions(lease if holder is not None else None)
 
     # -- opening ------------------------------------------------------------
 

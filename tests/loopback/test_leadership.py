@@ -16,7 +16,7 @@ import time
 import pytest
 
 from mauthserver.leader import Leadership
-from mauthserver.store import NotLeader, open_store
+from mauthserver.store import NotLeader, StoreError, open_store
 from tests.support.frozen_proxy import FrozenProxy, listening
 from tests.support.postgres import running
 from tests.support.waiting import wait_until
@@ -145,6 +145,30 @@ def test_the_store_refuses_a_stale_term(db, server):
         with store.transaction(time.time()) as tx:
             tx.set_meta("probe", "3")
         assert store.meta("probe") == "3"
+    finally:
+        store.fencing = False
+        b.stop()
+
+
+def test_a_leader_frozen_inside_a_write_transaction_does_not_hold_the_lease_row_past_its_lease(db, server):
+    """The fencing check's share lock on the leader row is held to COMMIT: a leader stopped in between
+    would keep every standby waiting for as long as the server believes its session alive, unless the
+    server ends a session that idles inside a transaction longer than the lease (Store.fence)."""
+    name, store = db
+    a, b = _pair(store, server, name)
+    try:
+        store.fencing = True
+        store.fence(a.holder, a.term, lease=LEASE)
+        open_tx = store.transaction(time.time())
+        tx = open_tx.__enter__()  # the check has locked the leader row FOR SHARE
+        tx.set_meta("probe", "1")
+        a._stop.set()  # and the leader freezes: no renewal, no COMMIT
+        a._thread.join()
+        wait_until(lambda: b.elected, 10, "b elected while a's transaction is left open")
+        assert b.elected[0][1] - a.deadline <= LEASE + a.margin + b.interval + 0.5
+        with pytest.raises(StoreError):  # the server ended a's session: nothing of it commits
+            open_tx.__exit__(None, None, None)
+        assert store.meta("probe") is None
     finally:
         store.fencing = False
         b.stop()
