@@ -137,7 +137,7 @@ def test_counters_add_up_the_routers_reasons_unknown_ones_included(fleet):
     by = counters.by_reason()
     assert by[Reason.PASSED] == ReasonCounter(Reason.PASSED, 15, 1500)
     assert by[Reason(20)] == ReasonCounter(Reason(20), 3, 300) and str(by[Reason(20)].reason) == "unknown_20"
-    assert [int(c.reason) for c in counters.reasons] == [*range(1, 15), 20]
+    assert [int(c.reason) for c in counters.reasons] == [*range(1, 17), 20]
 
 
 def test_bound_rules_and_rearm_through_the_fleet_port(tmp_path):
