@@ -138,3 +138,17 @@ class FakeReceivingDataPlane(FakeDataPlane, FakeReceivers):
                  clock: Callable[[], int] = time.monotonic_ns, **kw: object) -> None:
         FakeDataPlane.__init__(self, *args, **kw)  # type: ignore[arg-type]  # FakeDataPlane's own options
         FakeReceivers.__init__(self, ifaces, clock=clock)
+
+    def apply(self, wanted: Iterable) -> tuple[int, int, int]:
+        """The rule file's sender rules, as DataPlane.apply() makes them the whole table."""
+        from musersd.filter import plan
+
+        current = {key: entry.rule for key in self.rule_keys() if (entry := self.get_rule(key)) is not None}
+        p = plan(current, wanted, self.max_rules)
+        for key in p.remove:
+            self.remove_rule(key)
+        for rule in p.replace:
+            self.replace_rule(rule)
+        for rule in p.add:
+            self.add_rule(rule)
+        return len(p.add), len(p.replace), len(p.remove)
