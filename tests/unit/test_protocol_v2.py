@@ -881,6 +881,8 @@ def test_document_vectors_match_the_codec():
     for name, wire in vectors.items():
         assert table[name] == wire, name
     assert {"hello-request", "add-request", "hello-response", "add-response"} <= set(vectors)
+    # Every request and response of the receiver commands is shown.
+    assert {name for name in (*REQUESTS, *RESPONSES) if name.startswith("recv-")} <= set(vectors)
 
 
 def test_the_ipv6_cursor_vector_is_the_cursor_of_its_rule_key():
