@@ -21,7 +21,8 @@ from typing import Any, Protocol, TypeVar, overload
 
 from mauthcore import rules
 from mauthcore.protocol.errors import TableFull
-from mauthcore.protocol.model import RECV_COUNTERS, DeniedEntry, Mode, RuleEntry
+from mauthcore.protocol.model import RECV_COUNTERS as RECV_COUNTERS  # the receiver counters' names, in order
+from mauthcore.protocol.model import DeniedEntry, Mode, RuleEntry
 from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, format_mac
 
@@ -47,9 +48,6 @@ class InvalidReceiver(DataPlaneError):
 
 class ReceiversUnsupported(DataPlaneError):
     """This filter does not judge membership reports (NFQUEUE): it holds no receiver rules or policies."""
-
-
-assert RECV_COUNTERS  # the counters' names and order are the protocol's (mauthcore/protocol/model.py)
 
 
 @dataclass(frozen=True)
