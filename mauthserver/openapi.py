@@ -270,6 +270,17 @@ SCHEMAS = {
         "new_packets": {"type": "integer", "description": "since this pair was last reported (all when first)"},
         "first": {"type": "boolean", "description": "the pair was not reported before"},
         "last_ttl": {"type": "integer"}, "last_seen": {"type": ["number", "null"]}}},
+    "ReceiverDeniedEvent": {"type": "object", "required": ["at", "router", "iface", "receiver", "group", "source",
+                                                        "reason", "records", "new_records", "first", "last_seen",
+                                                        "version"], "properties": {
+        "at": {"type": "number"}, "router": {"type": "string"}, "iface": {"type": "string"},
+        "receiver": {"type": "string", "description": "the report's source address"}, "group": {"type": "string"},
+        "source": {"type": ["string", "null"], "description": "a source-specific join's source; null: any"},
+        "reason": {"enum": ["join_refused", "join_limit"]},
+        "records": {"type": "integer", "description": "refused join records in the router's table"},
+        "new_records": {"type": "integer", "description": "since this join was last reported (all when first)"},
+        "first": {"type": "boolean"}, "last_seen": {"type": ["number", "null"]},
+        "version": {"type": "integer", "description": "of the last report: IGMP 1..3, MLD 1..2"}}},
     "DeniedSuppressedEvent": {"type": "object", "required": ["at", "router", "suppressed", "pairs"], "properties": {
         "at": {"type": "number"}, "router": {"type": "string"},
         "suppressed": {"type": "integer", "description": "reports held back; offered again at the next poll"},
