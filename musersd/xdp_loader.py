@@ -177,10 +177,8 @@ class XdpLoader:
 
     def _expected(self, cname: str) -> tuple[str, int, int, int]:
         _, mtype, ktype, vtype, _ = maps.MAPS[cname]
-        if cname == "mauth_cfg":
-            entries = 1
-        elif cname == "mauth_reasons":
-            entries = maps.MAX_REASONS
+        if cname in maps.FIXED_ENTRIES:
+            entries = maps.FIXED_ENTRIES[cname]
         elif cname in _DENIED_MAPS:
             entries = self._nsets
         else:  # the rule maps, rates and stats: one entry per rule at most
