@@ -528,7 +528,7 @@ struct mauth_recv_gkey {
 struct mauth_recv_group {
     __u64  first_seen;
     __u64  last_seen;
-    __u64  left;      /* when it was last left; left > last_seen: left now */
+    __u64  left;      /* when it was left; 0: joined (a report clears it) */
     __u64  reports;
     __be32 reporter[4];
 };

@@ -980,6 +980,7 @@ static __noinline long mauth_recv_judge(u64 has_src)
         }
     } else {
         e->last_seen = w->now;
+        e->left = 0;
         __sync_fetch_and_add(&e->reports, 1);
         __builtin_memcpy(e->reporter, w->dkey.rcv, sizeof(e->reporter));
     }
@@ -1065,6 +1066,31 @@ static long mauth_src_cb(u32 j, void *unused)
 #define MAUTH_REC_TO_EX  4
 #define MAUTH_REC_ALLOW  5
 #define MAUTH_REC_BLOCK  6
+
+/* Group record i of an IGMPv3 or MLDv2 report, at w->rd: only its length
+ * checked, so that a report that does not hold together is refused before
+ * any of its joins leaves a trace. */
+static long mauth_rec_len_cb(u32 i, void *unused)
+{
+    struct mauth_recv_work *w = mauth_work();
+    u32 rd, o, rlen;
+
+    if (!w)
+        return 1;
+    rd = w->rd;
+    if (rd + w->hdr > w->end) {
+        w->err = 1;
+        return 1;
+    }
+    o = rd & MAUTH_RECV_MASK;
+    rlen = w->hdr + mauth_rb16(w, o + 2) * w->width + MAUTH_RB(w, o + 1) * 4;
+    if (rd + rlen > w->end) {
+        w->err = 1;
+        return 1;
+    }
+    w->rd = rd + rlen;
+    return 0;
+}
 
 /* Group record i of an IGMPv3 or MLDv2 report, at w->rd: judged, and kept
  * (moved down to w->wr, sources refused taken out) or removed. */
@@ -1359,12 +1385,19 @@ static __noinline int mauth_recv(struct xdp_md *ctx, u32 l3off, u32 old, u32 fam
 
     /* IGMPv3, MLDv2: the records in order, kept ones moved down. */
     w->version = family == 4 ? 3 : 2;
+    w->rd = moff + 8;
+    bpf_loop(mauth_rb16(w, moff + 6), mauth_rec_len_cb, NULL, 0);
+    w = mauth_work();
+    if (!w)
+        return XDP_DROP;
+    if (w->err || w->rd != end)  /* a record past the end, or bytes after the last */
+        goto malformed;
     w->rd = w->wr = moff + 8;
     bpf_loop(mauth_rb16(w, moff + 6), mauth_rec_cb, NULL, 0);
     w = mauth_work();
     if (!w)
         return XDP_DROP;
-    if (w->err || w->rd != end)
+    if (w->err)
         goto malformed;
     if (!w->removed) {
         mauth_recv_count(w, MAUTH_RC_MAX);
