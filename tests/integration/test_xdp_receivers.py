@@ -285,3 +285,31 @@ def test_receiver_api_refuses_bad_input_and_changes_nothing(dp):
         assert {s.rule: s.matched - matched[s.rule] for s in plane.receiver_rules()} == {RULES[0]: 1, RULES[1]: 0}
         assert plane.apply_receivers(RULES) == (2, 0)
         assert plane.receiver_policies()[0].policy == IfacePolicy.make(CLOSED, "closed")
+
+
+def test_layout5_pins_are_adopted_with_the_receiver_maps_added(pin_dir, tmp_path, recv):
+    """A router running layout 5 upgrades in place: sender rules, counters, mode and state id kept; the new
+    program judges reports at once."""
+    from lab.older_filter import LAYOUT5_COMMIT, build_filter_at, layout5
+    from mauthcore.rules import Rule
+
+    _, indexes, ns = recv
+    old_obj = build_filter_at(LAYOUT5_COMMIT, tmp_path)
+    with layout5(old_obj):
+        old = DataPlane(pin_dir, max_rules=64).load()
+        old.add_rule(Rule.make("192.0.2.10", "239.1.1.1", 8))
+        old.set_mode("monitor")
+        state_id = old.state_id
+        old.close()
+    assert (pin_dir / "v5" / "rules4").exists() and not (pin_dir / "v6").exists()
+    with DataPlane(pin_dir, max_rules=64, ifaces=[CLOSED]).load() as plane:
+        assert not plane.created and plane.state_id == state_id and plane.mode is Mode.MONITOR
+        assert not (pin_dir / "v5").exists() and (pin_dir / "v6" / "recv_rules").exists()
+        assert [str(r.rule) for r in plane.rules()] == ["192.0.2.10 -> 239.1.1.1 max-ttl 8"]
+        assert plane.receiver_rules() == [] and plane.joined_groups() == []
+        plane.set_mode("enforce")
+        with netns.inside(ns):
+            plane.set_receiver_policy(IfacePolicy.make(CLOSED, "closed"))
+            assert plane.test_run(igmp_v2(R4, "239.1.2.3"), ingress=indexes[CLOSED]).retval == XDP_DROP
+            plane.add_receiver(RULES[0])
+            assert plane.test_run(igmp_v2(R4, "239.1.2.3"), ingress=indexes[CLOSED]).retval == XDP_PASS
