@@ -28,6 +28,7 @@ from lab.reports import (
     Record,
     igmp_leave,
     igmp_query,
+    igmp_v1,
     igmp_v2,
     igmp_v3,
     mld_done,
@@ -126,11 +127,12 @@ def test_v2_report_allowed_or_dropped_on_a_closed_interface(dp):
     assert dp.run(ok) == (XDP_PASS, ok, {"igmp"})
     assert dp.run(igmp_v2(R4, "239.9.9.9"))[0::2] == (XDP_DROP, {"join_refused"})
     assert dp.run(igmp_v2(STRANGER4, "239.1.2.3"))[0::2] == (XDP_DROP, {"join_refused"})
+    assert dp.run(igmp_v1(R4, "239.9.9.9"))[0::2] == (XDP_DROP, {"join_refused"})
     assert dp.joined() == {(CLOSED, "239.1.2.3"): False}
     denied = {(str(d.receiver), str(d.group)): d for d in dp.plane.denied_joins()}
     assert set(denied) == {(R4, "239.9.9.9"), (STRANGER4, "239.1.2.3")}
     d = denied[(R4, "239.9.9.9")]
-    assert (d.iface, d.source, d.reason, d.records, d.version) == (CLOSED, None, "join_refused", 1, 2)
+    assert (d.iface, d.source, d.reason, d.records, d.version) == (CLOSED, None, "join_refused", 2, 1)
     # The rule allowed one join.
     stats = {s.rule: s for s in dp.plane.receiver_rules()}
     assert stats[RULES[0]].matched == 1 and stats[RULES[0]].last_seen > 0
@@ -152,6 +154,10 @@ def test_v3_report_keeps_exactly_the_allowed_records_with_valid_checksums(dp):
     assert out == want
     assert _delta(before, dp.counters()) == {"reports": 1, "kept": 2, "refused": 4, "leaves": 1, "rewritten": 1}
     assert dp.joined() == {(CLOSED, "239.1.2.3"): False, (CLOSED, "232.1.1.1"): True}
+    # Behind a VLAN tag, and without the router alert option (IHL 5): the same report, the same result.
+    for ip in ({"vlan": 5}, {"router_alert": False}):
+        tagged = igmp_v3(R4, [Record(TO_EX, "239.1.2.3"), Record(TO_EX, "239.9.9.9")], **ip)
+        assert dp.run(tagged) == (XDP_PASS, igmp_v3(R4, [Record(TO_EX, "239.1.2.3")], **ip), {"join_refused"})
 
 
 @pytest.mark.every_kernel

@@ -93,3 +93,19 @@ def test_report_frames_carry_correct_checksums_and_read_back():
     with pytest.raises(ValueError, match="checksum"):
         reports.parse(reports.mld_v1("fe80::5", "ff0e::1", csum=0x1234))
     assert reports.checksum(b"\x45\x00\x00\x1c") == (~0x451C) & 0xFFFF
+
+
+def test_the_nfqueue_filter_refuses_every_receiver_call_with_one_sentence(tmp_path):
+    from mauthcore.receivers import IfacePolicy
+    from musersd.filter import ReceiversUnsupported
+    from musersd.nfqueue import NfqueueFilter
+
+    f = NfqueueFilter(tmp_path)
+    assert f.receives is False
+    rule = ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16")
+    for call in (lambda: f.add_receiver(rule), lambda: f.remove_receiver(rule), f.receiver_rules,
+                 lambda: f.apply_receivers([rule]), lambda: f.set_receiver_policy(IfacePolicy.make("eth0", "closed")),
+                 f.receiver_policies, f.denied_joins, f.clear_denied_joins, f.joined_groups,
+                 lambda: f.sweep_groups(1, 1)):
+        with pytest.raises(ReceiversUnsupported, match="^the nfqueue backend does not judge membership reports"):
+            call()
