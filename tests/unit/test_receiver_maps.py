@@ -109,3 +109,142 @@ def test_the_nfqueue_filter_refuses_every_receiver_call_with_one_sentence(tmp_pa
                  lambda: f.sweep_groups(1, 1)):
         with pytest.raises(ReceiversUnsupported, match="^the nfqueue backend does not judge membership reports"):
             call()
+
+
+class FakeMap:
+    """A map in a dict, with bpfsys.Map's interface (keys and values are ctypes objects; bytes inside)."""
+
+    def __init__(self, ktype, vtype, ncpus: int = 0, entries: int = 0):
+        self.key_type, self.value_type = ktype, vtype
+        self.slot_type = vtype * ncpus if ncpus else vtype
+        self.data: dict[bytes, bytes] = {bytes(ktype(i)): bytes(self.slot_type()) for i in range(entries)}
+
+    def lookup(self, key):
+        raw = self.data.get(bytes(key))
+        return None if raw is None else self.slot_type.from_buffer_copy(raw)
+
+    def update(self, key, value, flags: int = 0) -> None:
+        self.data[bytes(key)] = bytes(value)
+
+    def try_update(self, key, value, flags: int) -> int:
+        if flags == 1 and bytes(key) in self.data:
+            return 17
+        self.update(key, value)
+        return 0
+
+    def delete(self, key) -> bool:
+        return self.data.pop(bytes(key), None) is not None
+
+    def keys(self):
+        return [self.key_type.from_buffer_copy(k) for k in list(self.data)]
+
+    def items(self):
+        return [(k, self.lookup(k)) for k in self.keys()]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    import ctypes
+
+    from musersd import xdp_receivers
+
+    names = {1: "eth1", 2: "eth2"}
+    monkeypatch.setattr(xdp_receivers, "iface_name", lambda i: names.get(i, f"#{i}"))
+    monkeypatch.setattr(xdp_receivers.socket, "if_nametoindex",
+                        lambda n: next(i for i, m in names.items() if m == n))
+    u32 = ctypes.c_uint32
+    tables = {
+        "mauth_recv_gen": FakeMap(u32, maps.RecvGen, entries=1),
+        "mauth_recv_rules": FakeMap(u32, maps.RecvRule, entries=2 * maps.MAX_RECV_RULES),
+        "mauth_recv_hits": FakeMap(u32, maps.RecvHits, ncpus=2, entries=maps.MAX_RECV_RULES),
+        "mauth_recv_cfg": FakeMap(u32, maps.RecvCfg),
+        "mauth_recv_state": FakeMap(u32, maps.RecvState),
+        "mauth_recv_joined": FakeMap(maps.RecvGroupKey, maps.RecvGroup),
+        "mauth_recv_denied": FakeMap(maps.RecvDeniedKey, maps.RecvDenied),
+    }
+
+    class Receivers(xdp_receivers.XdpReceivers):
+        guarded = dict.fromkeys(["eth1", "eth2"])
+
+        def _map(self, cname):
+            return tables[cname]
+
+    return Receivers(), tables
+
+
+def test_a_change_rewrites_the_other_half_and_rules_keep_their_slots(fake):
+    import ctypes
+
+    from mauthcore.protocol.errors import Exists, NotFound
+    from musersd.filter import InvalidReceiver
+
+    rx, tables = fake
+    a = ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16", iface="eth1")
+    b = ReceiverRule.make("10.2.0.0/24", "239.2.0.0/16")
+    c = ReceiverRule.make("fe80::/10", "ff0e::/16", iface="eth2")
+    gen = tables["mauth_recv_gen"]
+    rx.add_receiver(b)
+    assert gen_half(gen.lookup(ctypes.c_uint32(0)).word) == (1, 1)
+    rx.add_receiver(a)
+    assert gen_half(gen.lookup(ctypes.c_uint32(0)).word) == (0, 2)
+    live = [tables["mauth_recv_rules"].lookup(ctypes.c_uint32(i)) for i in range(2)]
+    assert [(e.ifindex, e.slot) for e in live] == [(1, 1), (0, 0)]  # in rule order, each with its own slot
+    with pytest.raises(Exists):
+        rx.add_receiver(a)
+    with pytest.raises(InvalidReceiver):
+        rx.add_receiver(ReceiverRule.make("10.3.0.0/24", "239.3.0.0/16", iface="eth9"))
+    # Hits of a kept rule survive a rewrite; a slot handed out again starts at zero.
+    hits = tables["mauth_recv_hits"]
+    hits.update(ctypes.c_uint32(0), (maps.RecvHits * 2)(maps.RecvHits(3, 99), maps.RecvHits(4, 120)))
+    assert rx.apply_receivers([a, b, c]) == (1, 0)
+    assert {s.rule: (s.matched, s.last_seen) for s in rx.receiver_rules()} == {a: (0, 0), b: (7, 120), c: (0, 0)}
+    hits.update(ctypes.c_uint32(2), (maps.RecvHits * 2)(maps.RecvHits(5, 1), maps.RecvHits()))
+    rx.remove_receiver(c)
+    with pytest.raises(NotFound):
+        rx.remove_receiver(c)
+    rx.add_receiver(ReceiverRule.make("::/0", "ff3e::1", source="2001:db8::1"))
+    assert [s.matched for s in rx.receiver_rules()] == [0, 7, 0]
+    assert rx.apply_receivers([a, b]) == (0, 1)
+
+
+def test_policies_and_the_sweep_keep_the_group_count_in_two_words(fake):
+    import ctypes
+
+    from mauthcore.receivers import IfacePolicy
+
+    rx, tables = fake
+    rx.set_receiver_policy(IfacePolicy.make("eth1", "closed", 3))
+    rx.set_receiver_policy(IfacePolicy.make("eth2", "open"))
+    assert tables["mauth_recv_gen"].lookup(ctypes.c_uint32(0)).inspecting == 1
+    # The program inserted two groups on eth1 (its count: added), one of them left long ago.
+    s = 1_000_000_000
+    joined = tables["mauth_recv_joined"]
+    for n, left in ((1, 0), (2, 5 * s)):
+        key = maps.RecvGroupKey(ifindex=1, family=4)
+        key.grp[:4] = bytes([239, 1, 0, n])
+        joined.update(key, maps.RecvGroup(first_seen=s, last_seen=4 * s, left=left, reports=2))
+    state = tables["mauth_recv_state"]
+    state.update(ctypes.c_uint32(1), maps.RecvState(added=2))
+    policies = {p.policy.iface: p for p in rx.receiver_policies()}
+    assert (policies["eth1"].groups, str(policies["eth1"].policy)) == (2, "eth1 closed limit 3")
+    assert [(str(j.group), j.left) for j in rx.joined_groups()] == [("239.1.0.1", False), ("239.1.0.2", True)]
+    assert rx.sweep_groups(260 * s, 3 * s, now_ns=9 * s) == 1
+    assert {p.policy.iface: p.groups for p in rx.receiver_policies()} == {"eth1": 1, "eth2": 0}
+    # A new policy keeps what was swept; the sweep of a silent group frees its place too.
+    rx.set_receiver_policy(IfacePolicy.make("eth1", "monitor", 1))
+    assert rx.sweep_groups(260 * s, 3 * s, now_ns=265 * s) == 1
+    assert {p.policy.iface: p.groups for p in rx.receiver_policies()} == {"eth1": 0, "eth2": 0}
+    assert tables["mauth_recv_gen"].lookup(ctypes.c_uint32(0)).inspecting == 1
+
+
+def test_refused_joins_read_back_and_clear(fake):
+    rx, tables = fake
+    key = maps.RecvDeniedKey(ifindex=2, family=6)
+    key.rcv[:] = ipaddress.ip_address("fe80::5").packed
+    key.grp[:] = ipaddress.ip_address("ff3e::1").packed
+    key.src[:] = ipaddress.ip_address("2001:db8::2").packed
+    tables["mauth_recv_denied"].update(key, maps.RecvDenied(records=3, last_seen=7, reason=15, version=2))
+    (d,) = rx.denied_joins()
+    assert (d.iface, str(d.receiver), str(d.group), str(d.source), d.reason, d.records, d.version) == (
+        "eth2", "fe80::5", "ff3e::1", "2001:db8::2", "join_limit", 3, 2)
+    assert rx.clear_denied_joins() == 1 and rx.denied_joins() == []
