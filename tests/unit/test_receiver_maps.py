@@ -228,11 +228,11 @@ def test_policies_and_the_sweep_keep_the_group_count_in_two_words(fake):
     policies = {p.policy.iface: p for p in rx.receiver_policies()}
     assert (policies["eth1"].groups, str(policies["eth1"].policy)) == (2, "eth1 closed limit 3")
     assert [(str(j.group), j.left) for j in rx.joined_groups()] == [("239.1.0.1", False), ("239.1.0.2", True)]
-    assert rx.sweep_groups(260 * s, 3 * s, now_ns=9 * s) == 1
+    assert rx._sweep(9 * s, 260 * s, 3 * s) == 1
     assert {p.policy.iface: p.groups for p in rx.receiver_policies()} == {"eth1": 1, "eth2": 0}
     # A new policy keeps what was swept; the sweep of a silent group frees its place too.
     rx.set_receiver_policy(IfacePolicy.make("eth1", "monitor", 1))
-    assert rx.sweep_groups(260 * s, 3 * s, now_ns=265 * s) == 1
+    assert rx._sweep(265 * s, 260 * s, 3 * s) == 1
     assert {p.policy.iface: p.groups for p in rx.receiver_policies()} == {"eth1": 0, "eth2": 0}
     assert tables["mauth_recv_gen"].lookup(ctypes.c_uint32(0)).inspecting == 1
 
