@@ -336,6 +336,29 @@ class AsyncApiClient:
     async def revoke(self, session_id: str) -> dict:
         return await self._json("POST", f"/sessions/{ApiClient._q(session_id)}/revoke", {})
 
+    async def receivers(self) -> list[dict]:
+        """GET /receivers: the receiver rules, each with its state on each router."""
+        return self._listed(await self._json("GET", "/receivers"), "receivers")
+
+    async def denied_joins(self) -> list[dict]:
+        """GET /receivers/denied: the joins the routers refused (router, iface, receiver, group, source, ...)."""
+        return self._listed(await self._json("GET", "/receivers/denied"), "denied")
+
+    async def joined_groups(self) -> list[dict]:
+        """GET /receivers/joined: the groups joined on each router's guarded interfaces."""
+        return self._listed(await self._json("GET", "/receivers/joined"), "joined")
+
+    async def add_receiver(self, rule: dict) -> dict:
+        """POST /receivers: a receiver rule's JSON ({"receiver", "group"} and "source", "iface" when set)."""
+        return await self._json("POST", "/receivers", rule)
+
+    def _listed(self, answer: object, name: str) -> list[dict]:
+        """The list `name` of an answer; Unreachable if the answer has none (not a mauthserver that has it)."""
+        items = answer.get(name) if isinstance(answer, dict) else None
+        if not isinstance(items, list):
+            raise Unreachable(f"mauthserver at {self.base} answered without the list {name!r}")
+        return [item for item in items if isinstance(item, dict)]
+
     async def remove_rule(self, source: str, group: str) -> dict:
         return await self._json("DELETE", f"/rules/{ApiClient._q(source)}/{ApiClient._q(group)}")
 
