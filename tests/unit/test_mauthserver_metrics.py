@@ -80,7 +80,8 @@ def test_a_flood_of_pairs_is_reported_within_the_rate_and_summarised(caplog):
                             "last_seen": 1_700_000_000.0}
     assert events[-1][1] == {"router": "r1", "suppressed": 7, "pairs": 10}
     assert len(caplog.records) == 4 and "7 more denied-sender reports suppressed" in caplog.records[-1].message
-    assert w.counters == {"published_new": 3, "published_growing": 0, "suppressed": 7, "sender_moved": 0}
+    assert w.counters == {"published_new": 3, "published_growing": 0, "suppressed": 7, "sender_moved": 0,
+                          "joins_new": 0, "joins_growing": 0}
 
     # Two seconds later: two tokens. What was held back is offered again, biggest first.
     now[0] += 2.0
@@ -97,7 +98,8 @@ def test_a_flood_of_pairs_is_reported_within_the_rate_and_summarised(caplog):
     assert w.process("r1", flood) == []
     events = drain(sub)
     assert [k for k, _ in events] == ["denied"] * 3 + ["denied.suppressed"] + ["denied"] * 2
-    assert w.counters == {"published_new": 10, "published_growing": 0, "suppressed": 7 + 5 + 2, "sender_moved": 0}
+    assert w.counters == {"published_new": 10, "published_growing": 0, "suppressed": 7 + 5 + 2, "sender_moved": 0,
+                          "joins_new": 0, "joins_growing": 0}
     # A reported pair that keeps sending is reported again, as growing.
     flood[0] = entry("192.0.2.20", "239.1.1.1", 180)
     assert [(r.new_packets, r.first) for r in w.process("r1", flood)] == [(80, False)]
