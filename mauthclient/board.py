@@ -2,7 +2,7 @@
 
 Strategy (the core decides, a thin shell acts): `Board` holds the sessions,
 rules, routers and counter reads that `mauthclient.dashboard` feeds it, and
-turns them into the rows of its four panes. It does no I/O and never looks
+turns them into the rows of its five panes. It does no I/O and never looks
 at a clock by itself (`now` is a parameter), so every rule below is unit
 tested with plain dictionaries.
 
@@ -155,6 +155,7 @@ class Board:
         self.refused: dict[str, dict] = {}  # row key -> GET /receivers/denied entry
         self.joined: dict[str, dict] = {}  # row key -> GET /receivers/joined entry
         self.receivers_problem = ""  # why the last read failed ("" when it did not)
+        self.receivers_unread: dict[str, str] = {}  # router -> why its listings were not read
 
     # =========================================================================
     # input
@@ -263,8 +264,10 @@ class Board:
         self.rule_rates = rates
         self.denied = denied_now
 
-    def load_receivers(self, rules: list[dict], denied: list[dict], joined: list[dict]) -> None:
-        """The answers of `GET /receivers`, `/receivers/denied` and `/receivers/joined`, read together.
+    def load_receivers(self, rules: list[dict], denied: list[dict], joined: list[dict],
+                       unread: dict[str, str] | None = None) -> None:
+        """The answers of `GET /receivers`, `/receivers/denied` and `/receivers/joined`, read together;
+        `unread`: the routers whose listings could not be read, with why (their "errors").
 
         An entry without the fields the pane shows (a newer server's, say)
         is left out rather than shown half; a rule this version cannot read
@@ -275,6 +278,7 @@ class Board:
         self.refused = {refused_key(d): d for d in denied if _has(d, _REFUSED_FIELDS)}
         self.joined = {joined_key(j): j for j in joined if _has(j, _JOINED_FIELDS)}
         self.receivers_problem = ""
+        self.receivers_unread = dict(unread or {})
 
     # =========================================================================
     # derived state
@@ -536,7 +540,13 @@ class Board:
         return (f"{d.source} -> {d.group} dropped: {why}; {d.packets} packets, {d.octets} bytes so far"
                 f" on {', '.join(sorted(d.routers))}")
 
-    def receiver_detail(self, key: str, now_wall: float) -> str:
+    def receiver_detail(self, key: str | None, now_wall: float) -> str:
+        """The selected row's details, after the routers whose listings could not be read."""
+        unread = "; ".join(f"{n} not read: {why}" for n, why in sorted(self.receivers_unread.items()))
+        row = self._receiver_row_detail(key, now_wall) if key is not None else ""
+        return " │ ".join(t for t in (unread, row) if t)
+
+    def _receiver_row_detail(self, key: str, now_wall: float) -> str:
         d = self.refused.get(key)
         if d is not None:
             source = f" from {d['source']}" if d.get("source") else ""
@@ -588,7 +598,8 @@ _JOINED_FIELDS = ("router", "iface", "group")
 
 def receivers_changed(kind: str) -> bool:
     """Whether an event (receiver.added, .removed, .policy, .denied) makes the Receivers pane worth reading again."""
-    return kind.startswith("receiver.")
+    ev = EventKind.parse(kind)
+    return ev is not None and ev.family is Family.RECEIVER
 
 
 def refused_key(d: dict) -> str:

@@ -349,8 +349,8 @@ class Dashboard(App[int]):
     async def read_receivers(self) -> None:
         while True:
             if self.pane == "receivers" or self.receiver_reads == 0:
-                answers = await asyncio.gather(self.api.receivers(), self.api.denied_joins(),
-                                               self.api.joined_groups(), return_exceptions=True)
+                answers = await asyncio.gather(self.api.receivers(), self.api.denied_receivers(),
+                                               self.api.joined(), return_exceptions=True)
                 failed = next((a for a in answers if isinstance(a, BaseException)), None)
                 if isinstance(failed, ApiError):  # an older mauthserver without receivers, say
                     self.board.receivers_problem = f"receivers: {failed.message}"
@@ -359,8 +359,10 @@ class Dashboard(App[int]):
                 elif failed is not None:
                     raise failed
                 else:
-                    rules, denied, joined = cast(tuple[list[dict], list[dict], list[dict]], tuple(answers))
-                    self.board.load_receivers(rules, denied, joined)
+                    Listing = tuple[list[dict], dict[str, str]]
+                    rules, (denied, unread), (joined, unread_too) = cast(tuple[list[dict], Listing, Listing],
+                                                                         tuple(answers))
+                    self.board.load_receivers(rules, denied, joined, {**unread_too, **unread})
                 self.receiver_reads += 1
                 self.schedule_render()
             last = time.monotonic()
@@ -450,12 +452,10 @@ class Dashboard(App[int]):
             elif pane == "denied":
                 source, group, reason = key.split("|")
                 text = b.denied_detail((source, group, reason))
-            elif pane == "receivers":
-                text = b.receiver_detail(key, time.time())
-            else:
+            elif pane != "receivers":
                 text = b.router_detail(key)
-        if pane == "receivers" and b.receivers_problem:
-            text = b.receivers_problem
+        if pane == "receivers":
+            text = b.receivers_problem or b.receiver_detail(key, time.time())
         content = Text(text)
         if not self.connected:
             content = Text(f"{self.problem or 'connecting'}; retrying", style="red")

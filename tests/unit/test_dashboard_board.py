@@ -351,6 +351,11 @@ def test_receiver_entries_a_dashboard_cannot_show_are_left_out_and_counts_stay_n
         ["r1 eth1", "10.1.0.5", "239.1.1.1", "any", "deny", "1", "-"],
         ["r1 eth1", "-", "239.1.1.2", "-", "join", "4", "-"]]
     assert b.receiver_rules == []
+    # Routers whose listings could not be read are named before the selected row's details.
+    b.load_receivers([], [refused("r1", "eth1", "10.1.0.5", "239.1.1.1")], [], {"r2": "timed out"})
+    (key,) = b.refused
+    assert b.receiver_detail(None, 1000.0) == "r2 not read: timed out"
+    assert b.receiver_detail(key, 1000.0).startswith("r2 not read: timed out │ 10.1.0.5 may not join 239.1.1.1")
     assert [tiny_count(n) for n in (0, 9999, 10000, 999_499, 999_500, 12_345_678, 5 * 10**9, 10**13)] == [
         "0", "9999", "10k", "999k", "1M", "12M", "5G", "1T+"]
     assert receivers_changed("receiver.denied") and receivers_changed("receiver.added")
