@@ -348,7 +348,11 @@ class Dashboard(App[int]):
     @work(exclusive=True, group="receivers")
     async def read_receivers(self) -> None:
         while True:
-            if self.pane == "receivers" or self.receiver_reads == 0:
+            try:
+                shown = self.pane == "receivers"
+            except NoMatches:  # the app is closing
+                return
+            if shown or self.receiver_reads == 0:
                 answers = await asyncio.gather(self.api.receivers(), self.api.denied_receivers(),
                                                self.api.joined(), return_exceptions=True)
                 failed = next((a for a in answers if isinstance(a, BaseException)), None)
