@@ -22,7 +22,8 @@ from typing import Any, Protocol, TypeVar, overload
 from mauthcore import rules
 from mauthcore.protocol.errors import TableFull
 from mauthcore.protocol.model import DeniedEntry, Mode, RuleEntry
-from mauthcore.rules import Rule, RuleError, RuleKey, format_mac
+from mauthcore.receivers import IfacePolicy, ReceiverRule
+from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, format_mac
 
 from . import maps
 
@@ -38,6 +39,64 @@ class DataPlaneError(Exception):
 
 class BindingRefused(DataPlaneError):
     """A binding this router cannot hold as asked: an interface it lacks, a rearm of a rule that does not learn."""
+
+
+class InvalidReceiver(DataPlaneError):
+    """A receiver rule or interface policy for an interface this router does not guard (--iface)."""
+
+
+class ReceiversUnsupported(DataPlaneError):
+    """This filter does not judge membership reports (the NFQUEUE backend); `receives` says so beforehand."""
+
+
+# Receivers (ebpf/mauth.h, "Receivers"): what a filter that judges membership reports holds and reports.
+
+RECV_COUNTERS = maps.RECV_COUNTERS  # an interface's counters, in this order everywhere (the protocol's too)
+
+
+@dataclass(frozen=True)
+class ReceiverStats:
+    """One receiver rule as the filter holds it."""
+
+    rule: ReceiverRule
+    matched: int = 0  # join records (or sources) it allowed
+    last_seen: int = 0  # CLOCK_MONOTONIC ns of the last, 0 never
+
+
+@dataclass(frozen=True)
+class DeniedJoin:
+    """A refused join: who (receiver) asked for what (group, source) on which interface, and why."""
+
+    iface: str  # name ("#N" if gone)
+    receiver: IPAddress
+    group: IPAddress
+    source: IPAddress | None
+    reason: str  # "join_refused" | "join_limit"
+    records: int
+    last_seen: int  # CLOCK_MONOTONIC ns
+    version: int  # IGMP 1..3, MLD 1..2 (the family tells which)
+
+
+@dataclass(frozen=True)
+class JoinedGroup:
+    """A group joined on an interface (what its limit counts)."""
+
+    iface: str
+    group: IPAddress
+    reporter: IPAddress
+    first_seen: int  # CLOCK_MONOTONIC ns
+    last_seen: int
+    reports: int
+    left: bool
+
+
+@dataclass(frozen=True)
+class IfaceReceivers:
+    """A guarded interface's policy, the groups joined on it now, and its counters (RECV_COUNTERS)."""
+
+    policy: IfacePolicy
+    groups: int
+    counters: dict[str, int]
 
 
 # A rule that exists, one that does not, a full table: the protocol's own command
@@ -319,3 +378,18 @@ class Filter(Protocol):
     def denied(self) -> list[DeniedEntry]: ...
     def clear_denied(self) -> int: ...
     def clear_learned(self, key: RuleKey | Rule | tuple) -> BindingState: ...
+
+    # Receivers (ebpf/mauth.h, "Receivers"). A filter whose `receives` is False raises
+    # ReceiversUnsupported from every one; an interface it does not guard is InvalidReceiver.
+    receives: bool
+
+    def add_receiver(self, rule: ReceiverRule) -> None: ...
+    def remove_receiver(self, rule: ReceiverRule) -> None: ...
+    def receiver_rules(self) -> list[ReceiverStats]: ...
+    def apply_receivers(self, wanted: Iterable[ReceiverRule]) -> tuple[int, int]: ...
+    def set_receiver_policy(self, policy: IfacePolicy) -> None: ...
+    def receiver_policies(self) -> list[IfaceReceivers]: ...
+    def denied_joins(self) -> list[DeniedJoin]: ...
+    def clear_denied_joins(self) -> int: ...
+    def joined_groups(self) -> list[JoinedGroup]: ...
+    def sweep_groups(self, timeout_ns: int, grace_ns: int) -> int: ...
