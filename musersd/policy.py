@@ -41,7 +41,7 @@ from mauthcore.protocol.model import Mode
 from mauthcore.receivers import IfacePolicy, ReceiverMode, ReceiverRule
 from mauthcore.rules import Rule
 
-from .filter import Binding
+from .filter import RECV_COUNTERS, Binding
 from .maps import DROP_REASONS, MIN_BIT_BURST, MIN_PKT_BURST, NSEC, SAP_GROUPS, SAP_PORT, bucket
 
 ETH_P_IP = 0x0800
@@ -440,7 +440,6 @@ MLD_QUERY, MLD_V1_REPORT, MLD_V1_DONE, MLD_V2_REPORT = 130, 131, 132, 143
 IS_IN, IS_EX, TO_IN, TO_EX, ALLOW, BLOCK = 1, 2, 3, 4, 5, 6  # group record types (RFC 3376 4.2.12)
 RECV_BUF = 16384  # the longest IP packet the program judges (MAUTH_RECV_BUF); longer: malformed
 RECV_OLD_REASONS = frozenset({"link_local", "igmp", "mld"})  # what a report kept whole counts under
-RECV_COUNTER_NAMES = ("reports", "kept", "refused", "limited", "leaves", "rewritten", "dropped", "malformed")
 
 # message type -> (version, what it is): everything of a family not listed is left as it is (queries too)
 _IGMP_KINDS = {IGMP_V1_REPORT: (1, "join"), IGMP_V2_REPORT: (2, "join"), IGMP_V2_LEAVE: (2, "leave"),
@@ -518,7 +517,7 @@ class ReportVerdict:
     outcomes: tuple[JoinOutcome, ...] = ()
     denied: tuple[RefusedJoin, ...] = ()
     groups: tuple[GroupEvent, ...] = ()
-    counters: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(RECV_COUNTER_NAMES, 0))
+    counters: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(RECV_COUNTERS, 0))
 
     def _events(self, kind: str) -> tuple[IPAddr, ...]:
         return tuple(e.group for e in self.groups if e.event == kind)
@@ -706,7 +705,7 @@ def judge_report(frame: bytes, iface: str, policy: IfacePolicy, rules: Sequence[
         return _judge_message(frame, l3, family, moff, end, iface, policy, rules, joined, group_count,
                               sender.reason, drop)
     except _Malformed:
-        counters = dict.fromkeys(RECV_COUNTER_NAMES, 0)
+        counters = dict.fromkeys(RECV_COUNTERS, 0)
         counters.update(reports=1, malformed=1, dropped=1)
         return ReportVerdict(drop, frame, "malformed", True, counters=counters)
 
@@ -783,7 +782,7 @@ def _judge_message(frame: bytes, l3: int, family: int, moff: int, end: int, ifac
             judge.leave(0, msg[0], group)
         elif not judge.join(0, msg[0], group, None):
             out = b""
-    counters = dict.fromkeys(RECV_COUNTER_NAMES, 0)
+    counters = dict.fromkeys(RECV_COUNTERS, 0)
     counters.update(reports=1, kept=judge.tally("kept"), refused=judge.tally("refused"),
                     limited=judge.tally("limited"), leaves=judge.tally("leave"),
                     malformed=1 if judge.tally("malformed") else 0)

@@ -15,7 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lab import reports as rep
-from musersd.policy import DROP, PASS, RECV_COUNTER_NAMES, judge_report, link_scope
+from musersd.filter import RECV_COUNTERS
+from musersd.maps import REASONS
+from musersd.policy import DROP, PASS, judge_report, link_scope
 from tests.policy_cases import (
     CLOSED,
     OPEN_LIMIT2,
@@ -67,9 +69,10 @@ def test_table_covers_every_outcome_and_counter():
     outcomes = {o.outcome for v in verdicts for o in v.outcomes}
     assert outcomes == {"kept", "refused", "limited", "leave", "block", "link_scope", "malformed"}
     grown = {k for v in verdicts for k, n in v.counters.items() if n}
-    assert grown == set(RECV_COUNTER_NAMES)
+    assert grown == set(RECV_COUNTERS)
     assert {c.reason for c in RECV_CASES if c.inspected} == {
         "igmp", "mld", "link_local", "join_refused", "join_limit", "malformed"}
+    assert {"join_refused", "join_limit"} <= set(REASONS.values())
     types = {c.frame[off] for c in RECV_CASES if (off := message_offset(c.frame)) < len(c.frame)}
     assert types >= {
         rep.IGMP_V1_REPORT, rep.IGMP_V2_REPORT, rep.IGMP_V2_LEAVE, rep.IGMP_V3_REPORT, rep.IGMP_QUERY,
