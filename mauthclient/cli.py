@@ -612,8 +612,11 @@ def check_config(ctx, file):
     except ConfigError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
     bound = sum(1 for rule in rf.rules if rule.bound)
-    _emit(ctx, {"file": rf.path, "rules": len(rf.rules), "bound": bound},
-          lambda: click.echo(f"{rf.path}: {len(rf.rules)} rules{f' ({bound} bound)' if bound else ''}, OK"))
+    receivers = (f", {len(rf.receivers)} receiver rules" if rf.receivers else "") + (
+        f", {len(rf.interfaces)} interface policies" if rf.interfaces else "")
+    _emit(ctx, {"file": rf.path, "rules": len(rf.rules), "bound": bound, "receivers": len(rf.receivers),
+                "interfaces": len(rf.interfaces)},
+          lambda: click.echo(f"{rf.path}: {len(rf.rules)} rules{f' ({bound} bound)' if bound else ''}{receivers}, OK"))
 
 
 # =============================================================================

@@ -21,8 +21,10 @@ from typing import Any, Protocol, TypeVar, overload
 
 from mauthcore import rules
 from mauthcore.protocol.errors import TableFull
+from mauthcore.protocol.model import RECV_COUNTERS as RECV_COUNTERS  # the receiver counters' names, in order
 from mauthcore.protocol.model import DeniedEntry, Mode, RuleEntry
-from mauthcore.rules import Rule, RuleError, RuleKey, format_mac
+from mauthcore.receivers import IfacePolicy, ReceiverRule
+from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, format_mac
 
 from . import maps
 
@@ -38,6 +40,59 @@ class DataPlaneError(Exception):
 
 class BindingRefused(DataPlaneError):
     """A binding this router cannot hold as asked: an interface it lacks, a rearm of a rule that does not learn."""
+
+
+class InvalidReceiver(DataPlaneError):
+    """A receiver rule or interface policy naming an interface this router does not guard (--iface)."""
+
+
+class ReceiversUnsupported(DataPlaneError):
+    """This filter does not judge membership reports (NFQUEUE): it holds no receiver rules or policies."""
+
+
+@dataclass(frozen=True)
+class ReceiverStats:
+    """One receiver rule as the filter holds it."""
+
+    rule: ReceiverRule
+    matched: int = 0  # join records (or sources) it allowed
+    last_seen: int = 0  # CLOCK_MONOTONIC ns of the last, 0 never
+
+
+@dataclass(frozen=True)
+class DeniedJoin:
+    """A refused join, as the denied-receivers table holds it."""
+
+    iface: str  # name ("#N" if gone)
+    receiver: IPAddress
+    group: IPAddress
+    source: IPAddress | None
+    reason: str  # "join_refused" | "join_limit"
+    records: int
+    last_seen: int  # CLOCK_MONOTONIC ns
+    version: int  # IGMP 1..3, MLD 1..2 (the family tells which)
+
+
+@dataclass(frozen=True)
+class JoinedGroup:
+    """A group joined on a guarded interface, as the joined-groups table holds it."""
+
+    iface: str
+    group: IPAddress
+    reporter: IPAddress
+    first_seen: int  # CLOCK_MONOTONIC ns
+    last_seen: int
+    reports: int
+    left: bool
+
+
+@dataclass(frozen=True)
+class IfaceReceivers:
+    """A guarded interface's receiver policy, the groups joined on it now, and its counters (RECV_COUNTERS)."""
+
+    policy: IfacePolicy
+    groups: int  # groups joined now (the limit's count)
+    counters: dict[str, int]  # RECV_COUNTERS
 
 
 # A rule that exists, one that does not, a full table: the protocol's own command
