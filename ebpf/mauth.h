@@ -11,10 +11,14 @@
  * a change of any struct or map bumps it, so pins of another layout are
  * never reused: layout 3 added the prefix tries, rates and cfg.prefixes;
  * layout 4 the IPv6 maps and 32-byte IPv4 denied entries; layout 5 the
- * bindings map and the reasons wrong_iif, rpf_fail and wrong_mac.
- * Layout 5 changes no map of layout 4, so musersd adopts layout-4 pins:
- * it pins the same maps under v5/ as well, creates bindings, loads the new
- * program and attaches it in place of the old one, then unpins v4/
+ * bindings map and the reasons wrong_iif, rpf_fail and wrong_mac; layout 6
+ * the receiver maps (see "Receivers" below) and the reasons join_refused
+ * and join_limit.
+ * Layouts 5 and 6 change no map of the layout before, so musersd adopts
+ * layout-4 and layout-5 pins:
+ * it pins the same maps under v6/ as well, creates the maps the older
+ * layout lacks, loads the new program and attaches it in place of the old
+ * one, then unpins the older directory
  * (musersd/xdp_loader.py); rules, counters, mode and state id are kept.
  * Upgrading a router from a layout older than 4: the new musersd finds no pins,
  * creates empty maps with a new state id, loads its rule file and attaches
@@ -102,11 +106,102 @@
  * mauth_denied_index() of (src, grp) under a random per-map seed; within the
  * set the least recently seen entry makes room for a new pair. Per CPU, so
  * no atomics: user space adds the CPUs' entries for a pair together.
+ *
+ * Receivers (layout 6): the filter also judges the membership reports
+ * (IGMP, MLD) that arrive on an interface whose policy inspects them
+ * (mode closed or monitor, or a group limit; mauthcore/receivers.py). Maps:
+ *
+ *   recv_cfg     HASH ifindex->{mode, limit, freed}  each guarded
+ *                                    interface's policy; open without a
+ *                                    limit (or a miss) means "as before"
+ *   recv_state   HASH ifindex->{added, counters}  groups inserted (the
+ *                                    limit's count is added - cfg.freed) and
+ *                                    the interface's counters (atomic adds:
+ *                                    reports are rare)
+ *   recv_gen     ARRAY[1] {word, inspecting}  which half of recv_rules is
+ *                                    live and how many rules it holds, in one
+ *                                    32-bit word; inspecting: interfaces that
+ *                                    inspect (0: no report is ever parsed)
+ *   recv_rules   ARRAY[2 * MAUTH_MAX_RECV_RULES]  two halves of receiver rules
+ *   recv_hits    PERCPU_ARRAY[slot]  joins each rule allowed, last seen
+ *   recv_joined  HASH (ifindex, family, group)->{first, last, left, reports,
+ *                                    reporter}  the groups joined per interface
+ *   recv_denied  LRU_HASH (ifindex, family, receiver, group, source)->
+ *                                    {records, last seen, reason, version}
+ *
+ * Where: IPv4 IGMP to a multicast destination (224.0.0.0/24 included: IGMPv3
+ * reports go to 224.0.0.22); IPv6 on the link-local branch whose next header
+ * is ICMPv6 (type 130-132, 143) or an extension header (MLDv2 reports go to
+ * ff02::16 behind a hop-by-hop header), and MLD with hop limit 1 to a
+ * routable group. Everything else, and every report on an interface that
+ * does not inspect, takes exactly the path and reason it took before
+ * (link_local, igmp, mld); the data path never reaches receiver code.
+ * Report handling is one subprogram (mauth_recv(), not inlined), so the
+ * data path's code is as it was. It copies the IP packet into a per-CPU
+ * buffer (at most MAUTH_RECV_BUF bytes; longer: malformed), verifies the
+ * IGMP or ICMPv6 checksum, judges (mauthcore/receivers.py and
+ * docs/operations.md give the semantics), and when a record or source was
+ * refused writes the compacted report back, shortens the frame, and fixes
+ * the IP length, record count and checksums. Exactly:
+ *
+ *   query (0x11, 130), other IGMP types .... untouched, the old reason
+ *   checksum wrong, message shorter than its type's minimum (IGMP 8, MLDv1
+ *   24, v3/v2 report 8), IPv4 or IPv6 fragment, extension headers that do
+ *   not walk, packet longer than the buffer ... DROP, "malformed"
+ *   leave (0x17, 132) .... kept, its group marked left, the old reason
+ *   v1/v2 report (0x12, 0x16, 131): one any-source join of its group;
+ *     refused ...................................... DROP, join_refused/limit
+ *   v3 report (0x22, 143): records in order; a record or its sources past the
+ *   message, or bytes after the last record ..... DROP, "malformed"
+ *     group of link scope ...... record kept, never judged or counted
+ *     type 0 or > 6 ............ record removed (malformed counter)
+ *     BLOCK_OLD (6) ............ kept
+ *     IS_IN/TO_IN, no source ... kept, a leave: group marked left
+ *     IS_EX/TO_EX .............. an any-source join: refused -> removed
+ *     IS_IN/TO_IN/ALLOW with sources: each (source, group) judged alone,
+ *       refused sources removed; none left: TO_IN kept with no source (a
+ *       leave: the group is marked left), IS_IN and ALLOW removed
+ *     nothing removed .......... passes byte for byte, the old reason
+ *     something removed ........ rewritten, "join_refused" ("join_limit"
+ *                                if every refusal was the limit's,
+ *                                "malformed" if only unknown records went)
+ *     no record left ........... DROP, same reason
+ *
+ * A join (receiver = IP source, group, source or none) on interface I: in
+ * mode closed or monitor some rule must allow it (join_refused); then with
+ * a limit L, a group not yet in recv_joined is refused when I already has L
+ * groups (join_limit); an allowed join inserts or refreshes its group (on
+ * every inspecting interface, limit or not, so operators see the groups).
+ * Refusals go into recv_denied. Monitor (interface mode, or cfg's global
+ * mode) judges, counts and records the same and passes the report
+ * unchanged; a group over the limit is then not inserted. Two CPUs may
+ * insert two new groups at once past the limit by one: the count is an
+ * atomic add without fetch (-mcpu=v1), checked before the insert.
+ * Counters per interface (recv_state, musersd/filter.py RECV_COUNTERS):
+ * reports (every report and leave judged, malformed ones included), kept
+ * (joins allowed), refused, limited (joins refused), leaves (leave messages
+ * and records), rewritten (reports passed shortened), dropped (reports
+ * dropped), malformed (reports that could not be judged or lost an unknown
+ * record); monitor counts what enforce would have done.
+ *
+ * Why a linear scan: at most MAUTH_MAX_RECV_RULES rules, each a (receiver
+ * prefix, group prefix, source, interface) with masks precomputed by user
+ * space, and a join needs the first rule that allows it on both prefixes at
+ * once, which no single trie answers; reports are control traffic (a few
+ * per host and minute), so 512 compares per join cost nothing measurable.
+ * The loops (records, sources, rules, copies, the checksum) are bpf_loop()
+ * callbacks, each verified once whatever the counts, and their state lives
+ * in the per-CPU work map (mauth_recv_work, not pinned), whose contents the
+ * verifier treats as unknown, so no loop's state can keep it iterating.
+ * Why double buffering: a rule set changes as a whole (a rule file
+ * reload), and a report must never be judged against half of it. User
+ * space writes the inactive half, then flips recv_gen's one word (half and
+ * count together), which the program reads once per report.
  */
 #ifndef MAUTH_H
 #define MAUTH_H
 
-#define MAUTH_LAYOUT 5
+#define MAUTH_LAYOUT 6
 
 /* Verdict reasons: indexes into the reasons map. Keep in sync with
  * musersd/maps.py REASONS (a test checks the names and values). */
@@ -133,6 +228,10 @@
                                   * through the ingress interface */
 #define MAUTH_R_WRONG_MAC    13  /* bound rule: another source MAC than its own
                                   * or the one it learned */
+#define MAUTH_R_JOIN_REFUSED 14  /* a membership report of which a join was
+                                  * refused by the receiver rules (removed from
+                                  * the report, or the report dropped) */
+#define MAUTH_R_JOIN_LIMIT   15  /* the same, every refusal the group limit's */
 #define MAUTH_R_MAX          16
 
 #define MAUTH_MODE_ENFORCE 0  /* the zero value: fresh maps fail closed */
@@ -347,5 +446,108 @@ static __always_inline __u32 mauth_denied6_index(const struct mauth_key6 *key,
 
     return mauth_denied_index(&folded, seed, nsets);
 }
+
+/* Receivers (see "Receivers" above). Modes are ReceiverMode.code. */
+#define MAUTH_RECV_OPEN    0
+#define MAUTH_RECV_CLOSED  1
+#define MAUTH_RECV_MONITOR 2
+
+#define MAUTH_MAX_RECV_RULES 512   /* mauthcore/receivers.py MAX_RECEIVER_RULES */
+#define MAUTH_RECV_IFACES    1024  /* entries of recv_cfg and recv_state */
+#define MAUTH_RECV_JOINED    16384
+#define MAUTH_RECV_DENIED    4096
+#define MAUTH_RECV_BUF       16384 /* the longest IP packet judged; a power of 2 */
+
+#define MAUTH_RECV_GEN_HALF  0x80000000u  /* recv_gen.word: the live half */
+#define MAUTH_RECV_GEN_COUNT 0x0000ffffu  /* recv_gen.word: its rule count */
+
+#define MAUTH_RECV_F_SOURCE  0x01  /* struct mauth_recv_rule.flags: SSM rule */
+
+/* The per-interface counters, in musersd/filter.py RECV_COUNTERS order. */
+#define MAUTH_RC_REPORTS   0
+#define MAUTH_RC_KEPT      1
+#define MAUTH_RC_REFUSED   2
+#define MAUTH_RC_LIMITED   3
+#define MAUTH_RC_LEAVES    4
+#define MAUTH_RC_REWRITTEN 5
+#define MAUTH_RC_DROPPED   6
+#define MAUTH_RC_MALFORMED 7
+#define MAUTH_RC_MAX       8
+
+/* Written by user space only. An interface's groups joined now are
+ * recv_state.added - freed: the program counts the groups it inserts, user
+ * space those it sweeps, and neither writes the other's word (user space
+ * cannot add atomically to a map value, and a whole-value write would lose
+ * the program's concurrent adds). */
+struct mauth_recv_cfg {
+    __u32 mode;   /* MAUTH_RECV_* */
+    __u32 limit;  /* groups at most; 0: no limit */
+    __u64 freed;  /* groups of this interface swept from recv_joined */
+};
+
+/* Written by the program only (atomic adds). */
+struct mauth_recv_state {
+    __u64 added;  /* groups of this interface inserted into recv_joined */
+    __u64 counters[MAUTH_RC_MAX];
+};
+
+struct mauth_recv_gen {
+    __u32 word;        /* MAUTH_RECV_GEN_HALF | count */
+    __u32 inspecting;  /* entries in recv_cfg */
+};
+
+/* A rule: IPv4 addresses in word 0, the other words and masks 0, so one
+ * compare of four words serves both families. Addresses are pre-masked. */
+struct mauth_recv_rule {
+    __u32  ifindex;   /* 0: any guarded interface */
+    __u8   family;    /* 4 or 6 */
+    __u8   flags;     /* MAUTH_RECV_F_* */
+    __u8   rcv_len;   /* prefix lengths, for user space reading back */
+    __u8   grp_len;
+    __u32  slot;      /* index into recv_hits */
+    __u32  _pad;
+    __be32 rcv[4];
+    __be32 rcv_mask[4];
+    __be32 grp[4];
+    __be32 grp_mask[4];
+    __be32 src[4];
+};
+
+struct mauth_recv_hits {
+    __u64 matched;    /* joins (records or sources) it allowed */
+    __u64 last_seen;  /* bpf_ktime_get_coarse_ns() of the last; 0 never */
+};
+
+struct mauth_recv_gkey {
+    __u32  ifindex;
+    __u8   family;
+    __u8   _pad[3];
+    __be32 grp[4];
+};
+
+struct mauth_recv_group {
+    __u64  first_seen;
+    __u64  last_seen;
+    __u64  left;      /* when it was left; 0: joined (a report clears it) */
+    __u64  reports;
+    __be32 reporter[4];
+};
+
+struct mauth_recv_dkey {
+    __u32  ifindex;
+    __u8   family;
+    __u8   _pad[3];
+    __be32 rcv[4];
+    __be32 grp[4];
+    __be32 src[4];    /* 0: an any-source join */
+};
+
+struct mauth_recv_denied {
+    __u64 records;    /* refused joins */
+    __u64 last_seen;
+    __u8  reason;     /* MAUTH_R_JOIN_REFUSED or MAUTH_R_JOIN_LIMIT */
+    __u8  version;    /* IGMP 1-3, MLD 1-2 */
+    __u8  _pad[6];
+};
 
 #endif /* MAUTH_H */

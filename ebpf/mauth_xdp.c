@@ -693,6 +693,772 @@ static __always_inline int mauth_ipv6_ext(u8 nexthdr)
            nexthdr == MAUTH_NEXTHDR_DEST;
 }
 
+/* ------------------------------------------------------------------ receivers
+ *
+ * Membership reports on interfaces that inspect them (mauth.h, "Receivers":
+ * the maps, the semantics, why a linear scan in bpf_loop() and why the rule
+ * table is double-buffered). Everything below runs only for IGMP and MLD
+ * (and, on an inspecting interface, for link-local IPv6 with an extension
+ * header), inside the subprogram mauth_recv(): the data path is untouched.
+ */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __type(key, __u32);
+    __type(value, struct mauth_recv_cfg);
+    __uint(max_entries, MAUTH_RECV_IFACES);
+} mauth_recv_cfg SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __type(key, __u32);
+    __type(value, struct mauth_recv_state);
+    __uint(max_entries, MAUTH_RECV_IFACES);
+} mauth_recv_state SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __type(key, __u32);
+    __type(value, struct mauth_recv_gen);
+    __uint(max_entries, 1);
+} mauth_recv_gen SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __type(key, __u32);
+    __type(value, struct mauth_recv_rule);
+    __uint(max_entries, 2 * MAUTH_MAX_RECV_RULES);
+} mauth_recv_rules SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __type(key, __u32);
+    __type(value, struct mauth_recv_hits);
+    __uint(max_entries, MAUTH_MAX_RECV_RULES);
+} mauth_recv_hits SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __type(key, struct mauth_recv_gkey);
+    __type(value, struct mauth_recv_group);
+    __uint(max_entries, MAUTH_RECV_JOINED);
+} mauth_recv_joined SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __type(key, struct mauth_recv_dkey);
+    __type(value, struct mauth_recv_denied);
+    __uint(max_entries, MAUTH_RECV_DENIED);
+} mauth_recv_denied SEC(".maps");
+
+#define MAUTH_RECV_MASK (MAUTH_RECV_BUF - 1)
+
+/* One report's judgement in progress, per CPU, not pinned. Every loop's
+ * state is here rather than on the stack: the verifier knows nothing of a
+ * map value's contents, so each callback is verified once, for any state. */
+struct mauth_recv_work {
+    u64 now;
+    u64 sum;           /* checksum accumulator */
+    u32 ifindex;
+    u32 family;        /* 4 or 6 */
+    u32 mode;          /* the interface's MAUTH_RECV_* */
+    u32 limit;
+    u64 freed;         /* the interface's recv_cfg.freed */
+    u32 base;          /* first index of recv_rules' live half */
+    u32 nrules;
+    u32 end;           /* length of the IP packet in buf */
+    u32 rd, wr;        /* next record to read, where the next kept one goes */
+    u32 hdr, width;    /* record header and address sizes: 8, 4 or 20, 16 */
+    u32 srd, swr;      /* first source of the record, where its kept ones go */
+    u32 kept;          /* sources of the record kept so far */
+    u32 cp_from, cp_to;
+    u32 c_off;         /* where the checksum's words start */
+    u32 hit;           /* slot + 1 of the rule that allowed the join; 0: none */
+    u32 has_src;
+    u32 version;
+    u32 nh, frag, later;  /* the IPv6 walk */
+    u32 refused, limited, allowed, leaves, bad, records, removed, err;
+    struct mauth_recv_gkey gkey;
+    struct mauth_recv_dkey dkey;
+    struct mauth_recv_group gval;
+    struct mauth_recv_denied dval;
+    u8 buf[MAUTH_RECV_BUF + 64];  /* the IP packet; 64 bytes of slack for masked reads */
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __type(key, __u32);
+    __type(value, struct mauth_recv_work);
+    __uint(max_entries, 1);
+} mauth_recv_work SEC(".maps");
+
+#define MAUTH_RB(w, o) ((w)->buf[(o) & MAUTH_RECV_MASK])
+
+static __always_inline struct mauth_recv_work *mauth_work(void)
+{
+    u32 zero = 0;
+
+    return bpf_map_lookup_elem(&mauth_recv_work, &zero);
+}
+
+static __always_inline u32 mauth_rb16(struct mauth_recv_work *w, u32 o)
+{
+    u8 *p = &w->buf[o & MAUTH_RECV_MASK];
+
+    return (u32)p[0] << 8 | p[1];
+}
+
+static __always_inline __be32 mauth_rb32(struct mauth_recv_work *w, u32 o)
+{
+    return *(__be32 *)&w->buf[o & MAUTH_RECV_MASK];
+}
+
+static __always_inline void mauth_wb16(struct mauth_recv_work *w, u32 o, u32 v)
+{
+    u8 *p = &w->buf[o & MAUTH_RECV_MASK];
+
+    p[0] = v >> 8;
+    p[1] = v;
+}
+
+static __always_inline u32 mauth_fold(u64 sum)
+{
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return sum & 0xffff;
+}
+
+static long mauth_sum_cb(u32 i, void *unused)
+{
+    struct mauth_recv_work *w = mauth_work();
+
+    if (!w)
+        return 1;
+    w->sum += mauth_rb32(w, w->c_off + i * 4);
+    return 0;
+}
+
+/* The one's complement sum of n bytes of buf from `off` (a multiple of 4),
+ * as 32-bit words loaded as the host loads them; bytes after the end count
+ * as zero. */
+static __always_inline u64 mauth_recv_sum(struct mauth_recv_work *w, u32 off, u32 n)
+{
+    u32 e = off + n;
+
+    MAUTH_RB(w, e) = 0;
+    MAUTH_RB(w, e + 1) = 0;
+    MAUTH_RB(w, e + 2) = 0;
+    w->c_off = off;
+    w->sum = 0;
+    bpf_loop((n + 3) / 4, mauth_sum_cb, NULL, 0);
+    return w->sum;
+}
+
+/* The IPv6 pseudo-header's sum (RFC 8200 8.1) for an ICMPv6 message of `n` bytes. */
+static __always_inline u64 mauth_pseudo6(struct mauth_recv_work *w, u32 n)
+{
+    u64 sum = 0;
+
+#pragma unroll
+    for (int k = 0; k < 8; k++)
+        sum += *(__be32 *)&w->buf[8 + 4 * k];
+    return sum + __builtin_bswap32(n) + __builtin_bswap32(MAUTH_NEXTHDR_ICMP);
+}
+
+static long mauth_copy_cb(u32 i, void *unused)
+{
+    struct mauth_recv_work *w = mauth_work();
+
+    if (!w)
+        return 1;
+    *(__be32 *)&w->buf[(w->cp_to + i * 4) & MAUTH_RECV_MASK] = mauth_rb32(w, w->cp_from + i * 4);
+    return 0;
+}
+
+/* Move n bytes (a multiple of 4) of buf from `from` down to `to` (to <= from). */
+static __always_inline void mauth_recv_move(struct mauth_recv_work *w, u32 from, u32 to, u32 n)
+{
+    if (from == to || !n)
+        return;
+    w->cp_from = from;
+    w->cp_to = to;
+    bpf_loop(n / 4, mauth_copy_cb, NULL, 0);
+}
+
+/* Whether rule i of the live half allows the join in w (dkey: receiver,
+ * group, source if has_src): the first that does ends the scan. */
+static long mauth_rule_cb(u32 i, void *unused)
+{
+    struct mauth_recv_work *w = mauth_work();
+    struct mauth_recv_rule *r;
+    u32 idx;
+
+    if (!w)
+        return 1;
+    idx = w->base + i;
+    r = bpf_map_lookup_elem(&mauth_recv_rules, &idx);
+    if (!r)
+        return 1;
+    if (r->family != w->family || (r->ifindex && r->ifindex != w->ifindex))
+        return 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        if ((w->dkey.rcv[k] & r->rcv_mask[k]) != r->rcv[k] || (w->dkey.grp[k] & r->grp_mask[k]) != r->grp[k])
+            return 0;
+    }
+    if (r->flags & MAUTH_RECV_F_SOURCE) {
+        if (!w->has_src)
+            return 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            if (w->dkey.src[k] != r->src[k])
+                return 0;
+        }
+    }
+    w->hit = r->slot + 1;
+    return 1;
+}
+
+/* Record a refused join in recv_denied. */
+static __always_inline void mauth_recv_refuse(struct mauth_recv_work *w, u8 reason)
+{
+    struct mauth_recv_denied *d = bpf_map_lookup_elem(&mauth_recv_denied, &w->dkey);
+
+    if (d) {
+        __sync_fetch_and_add(&d->records, 1);
+        d->last_seen = w->now;
+        d->reason = reason;
+        d->version = w->version;
+        return;
+    }
+    w->dval.records = 1;
+    w->dval.last_seen = w->now;
+    w->dval.reason = reason;
+    w->dval.version = w->version;
+    bpf_map_update_elem(&mauth_recv_denied, &w->dkey, &w->dval, BPF_ANY);
+}
+
+/* Judge the join in w (dkey: receiver, group and, with has_src, source):
+ * 0 allowed (its group inserted or refreshed), 1 refused by the rules,
+ * 2 refused by the limit. A subprogram: one copy for its three callers. */
+static __noinline long mauth_recv_judge(u64 has_src)
+{
+    struct mauth_recv_work *w = mauth_work();
+    struct mauth_recv_group *e;
+    struct mauth_recv_state *st;
+    struct mauth_recv_hits *h;
+    u32 slot;
+
+    if (!w)
+        return 1;
+    w->has_src = has_src;
+    w->hit = 0;
+    if (w->mode != MAUTH_RECV_OPEN) {
+        bpf_loop(w->nrules, mauth_rule_cb, NULL, 0);
+        if (!w->hit) {
+            mauth_recv_refuse(w, MAUTH_R_JOIN_REFUSED);
+            w->refused += 1;
+            return 1;
+        }
+    }
+    e = bpf_map_lookup_elem(&mauth_recv_joined, &w->gkey);
+    if (!e) {
+        st = bpf_map_lookup_elem(&mauth_recv_state, &w->ifindex);
+        if (w->limit && (!st || st->added - w->freed >= w->limit))
+            goto limit;
+        w->gval.first_seen = w->now;
+        w->gval.last_seen = w->now;
+        w->gval.left = 0;
+        w->gval.reports = 1;
+        __builtin_memcpy(w->gval.reporter, w->dkey.rcv, sizeof(w->gval.reporter));
+        if (bpf_map_update_elem(&mauth_recv_joined, &w->gkey, &w->gval, BPF_NOEXIST) == 0) {
+            if (st)
+                __sync_fetch_and_add(&st->added, 1);
+        } else if (w->limit && !bpf_map_lookup_elem(&mauth_recv_joined, &w->gkey)) {
+            goto limit;  /* the table is full: no place for the group */
+        }
+    } else {
+        e->last_seen = w->now;
+        e->left = 0;
+        __sync_fetch_and_add(&e->reports, 1);
+        __builtin_memcpy(e->reporter, w->dkey.rcv, sizeof(e->reporter));
+    }
+    if (w->hit) {
+        slot = w->hit - 1;
+        h = bpf_map_lookup_elem(&mauth_recv_hits, &slot);
+        if (h) {
+            h->matched += 1;
+            h->last_seen = w->now;
+        }
+    }
+    w->allowed += 1;
+    return 0;
+limit:
+    mauth_recv_refuse(w, MAUTH_R_JOIN_LIMIT);
+    w->limited += 1;
+    return 2;
+}
+
+static __always_inline void mauth_recv_left(struct mauth_recv_work *w)
+{
+    struct mauth_recv_group *e = bpf_map_lookup_elem(&mauth_recv_joined, &w->gkey);
+
+    if (e)
+        e->left = w->now;
+    w->leaves += 1;
+}
+
+/* Whether the group in w is of link scope: 224.0.0.0/24, or IPv6 scope <= 2. */
+static __always_inline int mauth_recv_link_scope(struct mauth_recv_work *w)
+{
+    u8 *g = (u8 *)w->dkey.grp;
+
+    if (w->family == 4)
+        return g[0] == 224 && g[1] == 0 && g[2] == 0;
+    return g[0] == 0xff && (g[1] & 0x0f) <= 2;
+}
+
+/* The group at buf[o] into both keys (IPv4: word 0, the others 0). */
+static __always_inline void mauth_recv_group_at(struct mauth_recv_work *w, u32 o)
+{
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        __be32 v = k * 4 < w->width ? mauth_rb32(w, o + k * 4) : 0;
+
+        w->dkey.grp[k] = v;
+        w->gkey.grp[k] = v;
+    }
+}
+
+/* Source j of the record being judged: judged alone, moved down if kept. */
+static long mauth_src_cb(u32 j, void *unused)
+{
+    struct mauth_recv_work *w = mauth_work();
+    u32 from, to;
+
+    if (!w)
+        return 1;
+    from = w->srd + j * w->width;
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        w->dkey.src[k] = k * 4 < w->width ? mauth_rb32(w, from + k * 4) : 0;
+    if (mauth_recv_judge(1)) {
+        w->removed = 1;
+        return 0;
+    }
+    w = mauth_work();  /* the verifier forgets map values across a call */
+    if (!w)
+        return 1;
+    to = w->swr + w->kept * w->width;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        if (k * 4 < w->width)
+            *(__be32 *)&w->buf[(to + k * 4) & MAUTH_RECV_MASK] = w->dkey.src[k];
+    }
+    w->kept += 1;
+    return 0;
+}
+
+#define MAUTH_REC_IS_IN  1
+#define MAUTH_REC_IS_EX  2
+#define MAUTH_REC_TO_IN  3
+#define MAUTH_REC_TO_EX  4
+#define MAUTH_REC_ALLOW  5
+#define MAUTH_REC_BLOCK  6
+
+/* Group record i of an IGMPv3 or MLDv2 report, at w->rd: only its length
+ * checked, so that a report that does not hold together is refused before
+ * any of its joins leaves a trace. */
+static long mauth_rec_len_cb(u32 i, void *unused)
+{
+    struct mauth_recv_work *w = mauth_work();
+    u32 rd, o, rlen;
+
+    if (!w)
+        return 1;
+    rd = w->rd;
+    if (rd + w->hdr > w->end) {
+        w->err = 1;
+        return 1;
+    }
+    o = rd & MAUTH_RECV_MASK;
+    rlen = w->hdr + mauth_rb16(w, o + 2) * w->width + MAUTH_RB(w, o + 1) * 4;
+    if (rd + rlen > w->end) {
+        w->err = 1;
+        return 1;
+    }
+    w->rd = rd + rlen;
+    return 0;
+}
+
+/* Group record i of an IGMPv3 or MLDv2 report, at w->rd: judged, and kept
+ * (moved down to w->wr, sources refused taken out) or removed. */
+static long mauth_rec_cb(u32 i, void *unused)
+{
+    struct mauth_recv_work *w = mauth_work();
+    u32 rd, o, rtype, aux, nsrc, rlen, wr, kept;
+
+    if (!w)
+        return 1;
+    rd = w->rd;
+    if (rd + w->hdr > w->end) {
+        w->err = 1;
+        return 1;
+    }
+    o = rd & MAUTH_RECV_MASK;
+    rtype = w->buf[o];
+    aux = w->buf[(o + 1) & MAUTH_RECV_MASK];
+    nsrc = mauth_rb16(w, o + 2);
+    rlen = w->hdr + nsrc * w->width + aux * 4;
+    if (rd + rlen > w->end) {
+        w->err = 1;
+        return 1;
+    }
+    mauth_recv_group_at(w, o + 4);
+    w->rd = rd + rlen;
+    if (mauth_recv_link_scope(w) || rtype == MAUTH_REC_BLOCK)
+        goto keep;
+    if (rtype == 0 || rtype > MAUTH_REC_BLOCK) {
+        w->bad += 1;
+        goto removed;
+    }
+    if ((rtype == MAUTH_REC_IS_IN || rtype == MAUTH_REC_TO_IN) && !nsrc) {
+        mauth_recv_left(w);
+        goto keep;
+    }
+    if (rtype == MAUTH_REC_IS_EX || rtype == MAUTH_REC_TO_EX) {
+        __builtin_memset(w->dkey.src, 0, sizeof(w->dkey.src));
+        if (mauth_recv_judge(0))
+            goto removed;
+        goto keep;
+    }
+    /* IS_IN, TO_IN, ALLOW with sources: each one judged. */
+    wr = w->wr;
+    mauth_recv_move(w, rd, wr, w->hdr);
+    w->srd = rd + w->hdr;
+    w->swr = wr + w->hdr;
+    w->kept = 0;
+    bpf_loop(nsrc, mauth_src_cb, NULL, 0);
+    w = mauth_work();
+    if (!w)
+        return 1;
+    kept = w->kept;
+    if (kept == nsrc) {
+        mauth_recv_move(w, w->srd + nsrc * w->width, w->swr + kept * w->width, aux * 4);
+        w->wr = wr + rlen;
+        w->records += 1;
+        return 0;
+    }
+    w->removed = 1;
+    if (!kept && rtype != MAUTH_REC_TO_IN)
+        return 0;  /* nothing left of it */
+    if (!kept)
+        mauth_recv_left(w);  /* TO_IN with no source: a leave */
+    mauth_wb16(w, wr + 2, kept);
+    mauth_recv_move(w, w->srd + nsrc * w->width, w->swr + kept * w->width, aux * 4);
+    w->wr = wr + w->hdr + kept * w->width + aux * 4;
+    w->records += 1;
+    return 0;
+
+keep:
+    w = mauth_work();
+    if (!w)
+        return 1;
+    mauth_recv_move(w, rd, w->wr, rlen);
+    w->wr += rlen;
+    w->records += 1;
+    return 0;
+removed:
+    w = mauth_work();
+    if (w)
+        w->removed = 1;
+    return 0;
+}
+
+/* One extension header of the IPv6 walk (as mauth_ipv6()'s, in buf). */
+static long mauth_walk_cb(u32 i, void *unused)
+{
+    struct mauth_recv_work *w = mauth_work();
+    u32 nh, off, o, hl;
+
+    if (!w)
+        return 1;
+    nh = w->nh;
+    if (!mauth_ipv6_ext(nh))
+        return 1;
+    off = w->rd;
+    if ((nh == MAUTH_NEXTHDR_HOP && i > 0) || off + 8 > w->end) {
+        w->err = 1;
+        return 1;
+    }
+    o = off & MAUTH_RECV_MASK;
+    if (nh == MAUTH_NEXTHDR_FRAGMENT) {
+        hl = 8;
+        w->frag = 1;
+        w->later = (mauth_rb16(w, o + 2) & 0xfff8) != 0;
+    } else if (nh == MAUTH_NEXTHDR_AUTH) {
+        hl = ((u32)MAUTH_RB(w, o + 1) + 2) * 4;
+    } else {
+        hl = ((u32)MAUTH_RB(w, o + 1) + 1) * 8;
+    }
+    if (off + hl > w->end) {
+        w->err = 1;
+        return 1;
+    }
+    w->nh = w->buf[o];
+    w->rd = off + hl;
+    if (w->later)  /* a non-first fragment: what follows is not a header */
+        return 1;
+    return 0;
+}
+
+/* The interface's counters for a report judged in w, plus `extra` (a
+ * MAUTH_RC_* index, or MAUTH_RC_MAX for none). */
+static __always_inline void mauth_recv_count(struct mauth_recv_work *w, u32 extra)
+{
+    struct mauth_recv_state *st = bpf_map_lookup_elem(&mauth_recv_state, &w->ifindex);
+
+    if (!st)
+        return;
+    __sync_fetch_and_add(&st->counters[MAUTH_RC_REPORTS], 1);
+    if (w->allowed)
+        __sync_fetch_and_add(&st->counters[MAUTH_RC_KEPT], w->allowed);
+    if (w->refused)
+        __sync_fetch_and_add(&st->counters[MAUTH_RC_REFUSED], w->refused);
+    if (w->limited)
+        __sync_fetch_and_add(&st->counters[MAUTH_RC_LIMITED], w->limited);
+    if (w->leaves)
+        __sync_fetch_and_add(&st->counters[MAUTH_RC_LEAVES], w->leaves);
+    if (w->bad)
+        __sync_fetch_and_add(&st->counters[MAUTH_RC_MALFORMED], 1);
+    if (extra == MAUTH_RC_REWRITTEN)
+        __sync_fetch_and_add(&st->counters[MAUTH_RC_REWRITTEN], 1);
+    else if (extra == MAUTH_RC_DROPPED)
+        __sync_fetch_and_add(&st->counters[MAUTH_RC_DROPPED], 1);
+}
+
+#define MAUTH_MLD(t) ((t) == 130 || (t) == 131 || (t) == 132 || (t) == 143)
+
+/* A possible membership report (IGMP; ICMPv6 or an extension header on the
+ * link-local branch; MLD on the routable one) of a frame of `len` bytes
+ * whose IP header is at `l3off`: judged if its interface inspects, else
+ * counted under `old` exactly as before. */
+static __noinline int mauth_recv(struct xdp_md *ctx, u32 l3off, u32 old, u32 family, u64 len)
+{
+    u32 zero = 0, ifindex = ctx->ingress_ifindex, end, moff, mlen, t, word, reason, monitor;
+    struct mauth_recv_gen *gen = bpf_map_lookup_elem(&mauth_recv_gen, &zero);
+    struct mauth_recv_cfg *pol;
+    struct mauth_recv_work *w;
+    struct mauth_cfg *cfg;
+    u64 sum;
+
+    if (!gen || !gen->inspecting)
+        return mauth_count(old, len);
+    pol = bpf_map_lookup_elem(&mauth_recv_cfg, &ifindex);
+    if (!pol || (pol->mode == MAUTH_RECV_OPEN && !pol->limit))
+        return mauth_count(old, len);
+    w = mauth_work();
+    if (!w)
+        return mauth_count(old, len);
+    cfg = bpf_map_lookup_elem(&mauth_cfg, &zero);
+    monitor = pol->mode == MAUTH_RECV_MONITOR || (cfg && cfg->mode == MAUTH_MODE_MONITOR);
+    word = gen->word;
+    w->mode = pol->mode;
+    w->limit = pol->limit;
+    w->freed = pol->freed;
+    w->base = word & MAUTH_RECV_GEN_HALF ? MAUTH_MAX_RECV_RULES : 0;
+    w->nrules = word & MAUTH_RECV_GEN_COUNT;
+    if (w->nrules > MAUTH_MAX_RECV_RULES)
+        w->nrules = MAUTH_MAX_RECV_RULES;
+    w->ifindex = ifindex;
+    w->family = family;
+    w->refused = w->limited = w->allowed = w->leaves = w->bad = w->records = w->removed = w->err = 0;
+
+    /* The fixed header, then the whole packet. */
+    if (family == 4) {
+        if (bpf_xdp_load_bytes(ctx, l3off, w->buf, 20))
+            goto malformed;
+        end = mauth_rb16(w, 2);
+        moff = (w->buf[0] & 0x0f) * 4;
+        w->hdr = 8;
+        w->width = 4;
+    } else {
+        if (bpf_xdp_load_bytes(ctx, l3off, w->buf, 40))
+            goto malformed;
+        end = 40 + mauth_rb16(w, 4);
+        moff = 40;
+        w->hdr = 20;
+        w->width = 16;
+        if (w->buf[6] == MAUTH_NEXTHDR_ICMP) {  /* NDP and the like: look at the type only */
+            if (bpf_xdp_load_bytes(ctx, l3off + 40, &w->buf[40], 1))
+                goto malformed;
+            if (!MAUTH_MLD(w->buf[40]))
+                return mauth_count(old, len);
+        }
+    }
+    if (end > MAUTH_RECV_BUF || end < moff || l3off + end > len)
+        goto malformed;
+    asm volatile("" : "+r"(end));
+    end &= MAUTH_RECV_BUF * 2 - 1;
+    if (end < 20 || end > MAUTH_RECV_BUF)
+        goto malformed;
+    if (bpf_xdp_load_bytes(ctx, l3off, w->buf, end))
+        goto malformed;
+    w = mauth_work();
+    if (!w)
+        return mauth_count(old, len);
+    w->end = end;
+    if (family == 4) {
+        if (mauth_rb16(w, 6) & 0x3fff)  /* a fragment */
+            goto malformed;
+        w->dkey.rcv[0] = mauth_rb32(w, 12);
+        w->dkey.rcv[1] = w->dkey.rcv[2] = w->dkey.rcv[3] = 0;
+    } else {
+        w->nh = w->buf[6];
+        w->rd = 40;
+        w->frag = w->later = 0;
+        bpf_loop(MAUTH_IPV6_MAX_EXT, mauth_walk_cb, NULL, 0);
+        w = mauth_work();
+        if (!w)
+            return mauth_count(old, len);
+        if (w->later)  /* a non-first fragment: not known to be MLD */
+            return mauth_count(old, len);
+        if (w->err || mauth_ipv6_ext(w->nh))
+            goto malformed;
+        if (w->nh != MAUTH_NEXTHDR_ICMP)
+            return mauth_count(old, len);
+        moff = w->rd;
+        if (moff + 4 > end)
+            goto malformed;
+        if (!MAUTH_MLD(MAUTH_RB(w, moff)))
+            return mauth_count(old, len);
+        if (w->frag)
+            goto malformed;
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            w->dkey.rcv[k] = *(__be32 *)&w->buf[8 + 4 * k];
+    }
+    if (moff > end)
+        goto malformed;
+    mlen = end - moff;
+    t = MAUTH_RB(w, moff);
+    if (t == 0x11 || t == 130 || (family == 4 && t != 0x12 && t != 0x16 && t != 0x17 && t != 0x22))
+        return mauth_count(old, len);  /* queries, and what is not a report, untouched */
+
+    w->now = mauth_now();
+    w->gkey.ifindex = w->dkey.ifindex = ifindex;
+    w->gkey.family = w->dkey.family = family;
+    if (mlen < (family == 4 || t == 143 ? 8 : 24))
+        goto malformed;
+    sum = mauth_recv_sum(w, moff, mlen);
+    if (family == 6)
+        sum += mauth_pseudo6(w, mlen);
+    if (mauth_fold(sum) != 0xffff)
+        goto malformed;
+
+    if (t != 0x22 && t != 143) {
+        /* IGMPv1/v2 report or leave, MLDv1 report or done: one group. */
+        w->version = t == 0x12 || family == 6 ? 1 : 2;
+        mauth_recv_group_at(w, moff + (family == 4 ? 4 : 8));
+        if (t == 0x17 || t == 132) {
+            if (!mauth_recv_link_scope(w))
+                mauth_recv_left(w);
+        } else if (!mauth_recv_link_scope(w)) {
+            __builtin_memset(w->dkey.src, 0, sizeof(w->dkey.src));
+            if (mauth_recv_judge(0)) {
+                w = mauth_work();
+                if (!w)
+                    return XDP_DROP;
+                reason = w->refused ? MAUTH_R_JOIN_REFUSED : MAUTH_R_JOIN_LIMIT;
+                mauth_recv_count(w, MAUTH_RC_DROPPED);
+                mauth_count(reason, len);
+                return monitor ? XDP_PASS : XDP_DROP;
+            }
+            w = mauth_work();
+            if (!w)
+                return mauth_count(old, len);
+        }
+        mauth_recv_count(w, MAUTH_RC_MAX);
+        return mauth_count(old, len);
+    }
+
+    /* IGMPv3, MLDv2: the records in order, kept ones moved down. */
+    w->version = family == 4 ? 3 : 2;
+    w->rd = moff + 8;
+    bpf_loop(mauth_rb16(w, moff + 6), mauth_rec_len_cb, NULL, 0);
+    w = mauth_work();
+    if (!w)
+        return XDP_DROP;
+    if (w->err || w->rd != end)  /* a record past the end, or bytes after the last */
+        goto malformed;
+    w->rd = w->wr = moff + 8;
+    bpf_loop(mauth_rb16(w, moff + 6), mauth_rec_cb, NULL, 0);
+    w = mauth_work();
+    if (!w)
+        return XDP_DROP;
+    if (w->err)
+        goto malformed;
+    if (!w->removed) {
+        mauth_recv_count(w, MAUTH_RC_MAX);
+        return mauth_count(old, len);
+    }
+    reason = w->refused ? MAUTH_R_JOIN_REFUSED : w->limited ? MAUTH_R_JOIN_LIMIT : MAUTH_R_MALFORMED;
+    mauth_count(reason, len);
+    if (!w->records) {
+        mauth_recv_count(w, MAUTH_RC_DROPPED);
+        return monitor ? XDP_PASS : XDP_DROP;
+    }
+    mauth_recv_count(w, MAUTH_RC_REWRITTEN);
+    if (monitor)
+        return XDP_PASS;
+
+    /* The report as kept: count, lengths, checksums; then the frame. */
+    end = w->wr;
+    if (end > MAUTH_RECV_BUF || end < moff + 8 || moff > MAUTH_RECV_BUF)
+        return XDP_DROP;
+    mlen = end - moff;
+    mauth_wb16(w, moff + 6, w->records);
+    mauth_wb16(w, moff + 2, 0);
+    if (family == 4) {
+        u16 old_len = *(u16 *)&w->buf[2], new_len, *hc = (u16 *)&w->buf[10];
+        u32 s;
+
+        mauth_wb16(w, 2, end);
+        new_len = *(u16 *)&w->buf[2];
+        s = (u16)~*hc + (u16)~old_len + new_len;  /* RFC 1624, eqn. 3 */
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        *hc = ~s;
+        sum = mauth_recv_sum(w, moff, mlen);
+    } else {
+        mauth_wb16(w, 4, end - 40);
+        sum = mauth_recv_sum(w, moff, mlen) + mauth_pseudo6(w, mlen);
+    }
+    w = mauth_work();
+    if (!w)
+        return XDP_DROP;
+    *(u16 *)&w->buf[(moff + 2) & MAUTH_RECV_MASK] = ~mauth_fold(sum);
+    asm volatile("" : "+r"(end));
+    end &= MAUTH_RECV_BUF * 2 - 1;
+    if (end < 8 || end > MAUTH_RECV_BUF)
+        return XDP_DROP;
+    if (bpf_xdp_store_bytes(ctx, l3off, w->buf, end))
+        return XDP_DROP;
+    if (l3off + end < len && bpf_xdp_adjust_tail(ctx, (int)(l3off + end) - (int)len))
+        return XDP_DROP;
+    return XDP_PASS;
+
+malformed:
+    w = mauth_work();
+    if (w) {
+        w->bad = 1;
+        mauth_recv_count(w, MAUTH_RC_DROPPED);
+    }
+    mauth_count(MAUTH_R_MALFORMED, len);
+    return monitor ? XDP_PASS : XDP_DROP;
+}
+
 #define MAUTH_SAP6_IS(n, w)                                                      \
     ((w)[0] == mauth_opts.sap6[n][0] && (w)[1] == mauth_opts.sap6[n][1] &&       \
      (w)[2] == mauth_opts.sap6[n][2] && (w)[3] == mauth_opts.sap6[n][3])
@@ -716,8 +1482,12 @@ static __always_inline int mauth_ipv6(struct xdp_md *ctx, struct ethhdr *eth, vo
         return mauth_count(MAUTH_R_MALFORMED, len);
     if (ip6->daddr.s6_addr[0] != 0xff)
         return mauth_count(MAUTH_R_NOT_MULTICAST, len);
-    if ((ip6->daddr.s6_addr[1] & 0x0f) <= 2)
+    if ((ip6->daddr.s6_addr[1] & 0x0f) <= 2) {
+        /* MLDv2 reports go to ff02::16: a report may hide here. */
+        if (ip6->nexthdr == MAUTH_NEXTHDR_ICMP || mauth_ipv6_ext(ip6->nexthdr))
+            return mauth_recv(ctx, l3 - (void *)eth, MAUTH_R_LINK_LOCAL, 6, len);
         return mauth_count(MAUTH_R_LINK_LOCAL, len);
+    }
 
     /* Routable multicast: every header up to the upper layer must be
      * inside the payload, and the payload inside the frame. */
@@ -768,10 +1538,14 @@ walked:
     ttl = ip6->hop_limit;
     h = l3 + off;
     if (nexthdr == MAUTH_NEXTHDR_ICMP && !later && ttl == 1 && off < end && (void *)(h + 1) <= data_end) {
-        u8 type = h[0];
+        u32 mld = MAUTH_MLD(h[0]);
 
-        if (type == 130 || type == 131 || type == 132 || type == 143)
-            return mauth_count(MAUTH_R_MLD, len);
+        /* The barrier keeps clang from testing the type again after the
+         * call, on a path where the packet pointers are gone (mauth_recv()
+         * may change the packet, so the verifier forgets them). */
+        asm volatile("" : "+r"(mld));
+        if (mld)
+            return mauth_recv(ctx, l3 - (void *)eth, MAUTH_R_MLD, 6, len);
     }
 
     __builtin_memcpy(key.src, &ip6->saddr, sizeof(key.src));
@@ -839,10 +1613,13 @@ static __always_inline int mauth_ipv4(struct xdp_md *ctx, struct ethhdr *eth, vo
     dst = (u8 *)&ip->daddr;
     if ((dst[0] & 0xf0) != 0xe0)
         return mauth_count(MAUTH_R_NOT_MULTICAST, len);
-    if (dst[0] == 224 && dst[1] == 0 && dst[2] == 0)
+    if (dst[0] == 224 && dst[1] == 0 && dst[2] == 0) {
+        if (ip->protocol == IPPROTO_IGMP)  /* IGMPv3 reports go to 224.0.0.22 */
+            return mauth_recv(ctx, l3 - (void *)eth, MAUTH_R_LINK_LOCAL, 4, len);
         return mauth_count(MAUTH_R_LINK_LOCAL, len);
+    }
     if (ip->protocol == IPPROTO_IGMP)
-        return mauth_count(MAUTH_R_IGMP, len);
+        return mauth_recv(ctx, l3 - (void *)eth, MAUTH_R_IGMP, 4, len);
 
     ttl = ip->ttl;
     key.src = ip->saddr;

@@ -1,9 +1,10 @@
 """The XDP data plane: the only code in mauth that loads the filter and touches its maps.
 
-In three files, one thing each: xdp_loader.py (the program and its pinned
+In four files, one thing each: xdp_loader.py (the program and its pinned
 maps: load, adopt, attach, mode), xdp_rules.py (the rules in the maps),
-xdp_counters.py (counters by reason and the denied table). `DataPlane` here
-is the three together; it implements filter.Filter, as the NFQUEUE fallback
+xdp_counters.py (counters by reason and the denied table), xdp_receivers.py
+(receiver rules, interface policies, joined groups, refused joins).
+`DataPlane` here is the four together; it implements filter.Filter, as the NFQUEUE fallback
 (nfqueue.py) does, and the decisions the two share are made in filter.py.
 
 Every method that changes state validates first and raises `DataPlaneError`
@@ -28,10 +29,11 @@ from .xdp_loader import (  # noqa: F401
     is_bpffs,
     xdp_status,
 )
+from .xdp_receivers import XdpReceivers
 from .xdp_rules import XdpRules
 
 
-class DataPlane(XdpLoader, XdpRules, XdpCounters):
+class DataPlane(XdpLoader, XdpRules, XdpCounters, XdpReceivers):
     """The filter's program and maps on this router."""
 
     binds = True  # rules may be bound to an interface, MAC, reverse path or learned sender (filter.Binding)

@@ -21,12 +21,15 @@ PROGRAM = EBPF_DIR / "mauth_xdp.c"
 # The program compiled once by scripts/build_bpf.sh; a wheel carries it as package data.
 OBJECT = Path(__file__).resolve().parent / "mauth_xdp.bpf.o"
 
-LAYOUT = 5
-# Layouts whose pins this one adopts in place (musersd/xdp_loader.py): layout 5 only added the bindings map
-# and reasons that fit the reasons map, so every map of layout 4 keeps its shape.
-ADOPTABLE_LAYOUTS = (4,)
+LAYOUT = 6
+# Layouts whose pins this one adopts in place (musersd/xdp_loader.py): layout 5 only added the bindings map,
+# layout 6 the receiver maps, both with reasons that fit the reasons map, so every older map keeps its shape.
+ADOPTABLE_LAYOUTS = (5, 4)
+# The receiver maps (layout 6): created empty when older pins are adopted.
+RECEIVER_MAPS = frozenset({"mauth_recv_cfg", "mauth_recv_state", "mauth_recv_gen", "mauth_recv_rules",
+                           "mauth_recv_hits", "mauth_recv_joined", "mauth_recv_denied"})
 # The maps (C names) each adoptable layout lacks: created empty when its pins are adopted.
-ADDED_SINCE = {4: frozenset({"mauth_bindings"})}
+ADDED_SINCE = {5: RECEIVER_MAPS, 4: RECEIVER_MAPS | {"mauth_bindings"}}
 
 # Verdict reasons, index -> name; mirrors MAUTH_R_* in mauth.h.
 REASONS: dict[int, str] = {
@@ -44,6 +47,8 @@ REASONS: dict[int, str] = {
     11: "wrong_iif",
     12: "rpf_fail",
     13: "wrong_mac",
+    14: "join_refused",
+    15: "join_limit",
 }
 REASON_IDS = {name: idx for idx, name in REASONS.items()}
 MAX_REASONS = 16
@@ -328,6 +333,83 @@ def denied_index(key: bytes, seed: int, nsets: int) -> int:
     return ((k >> 32) * nsets) >> 32
 
 
+# ------------------------------------------------------------------ receivers (mauth.h, "Receivers")
+
+RECV_OPEN, RECV_CLOSED, RECV_MONITOR = 0, 1, 2  # MAUTH_RECV_*: ReceiverMode.code
+MAX_RECV_RULES = 512  # MAUTH_MAX_RECV_RULES
+RECV_IFACES = 1024  # MAUTH_RECV_IFACES
+RECV_JOINED = 16384  # MAUTH_RECV_JOINED
+RECV_DENIED = 4096  # MAUTH_RECV_DENIED
+RECV_GEN_HALF = 0x80000000  # MAUTH_RECV_GEN_HALF
+RECV_GEN_COUNT = 0xFFFF  # MAUTH_RECV_GEN_COUNT
+RECV_F_SOURCE = 0x01  # MAUTH_RECV_F_SOURCE
+RECV_COUNTERS = ("reports", "kept", "refused", "limited", "leaves", "rewritten", "dropped", "malformed")
+
+
+class RecvCfg(ctypes.Structure):
+    """struct mauth_recv_cfg: a guarded interface's policy, and the groups user space swept from it (freed)."""
+
+    _fields_ = [("mode", ctypes.c_uint32), ("limit", ctypes.c_uint32), ("freed", ctypes.c_uint64)]
+
+
+class RecvState(ctypes.Structure):
+    """struct mauth_recv_state: groups the program inserted for an interface, its counters (RECV_COUNTERS order).
+
+    Groups joined now: added - RecvCfg.freed.
+    """
+
+    _fields_ = [("added", ctypes.c_uint64), ("counters", ctypes.c_uint64 * len(RECV_COUNTERS))]
+
+
+class RecvGen(ctypes.Structure):
+    """struct mauth_recv_gen: the live half of the rule table and its count in one word; inspecting interfaces."""
+
+    _fields_ = [("word", ctypes.c_uint32), ("inspecting", ctypes.c_uint32)]
+
+
+class RecvRule(ctypes.Structure):
+    """struct mauth_recv_rule: addresses and masks as packet bytes, IPv4 in the first word, pre-masked."""
+
+    _fields_ = [
+        ("ifindex", ctypes.c_uint32),
+        ("family", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("rcv_len", ctypes.c_uint8),
+        ("grp_len", ctypes.c_uint8),
+        ("slot", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("rcv", ctypes.c_uint8 * 16),
+        ("rcv_mask", ctypes.c_uint8 * 16),
+        ("grp", ctypes.c_uint8 * 16),
+        ("grp_mask", ctypes.c_uint8 * 16),
+        ("src", ctypes.c_uint8 * 16),
+    ]
+
+
+class RecvHits(ctypes.Structure):
+    _fields_ = [("matched", ctypes.c_uint64), ("last_seen", ctypes.c_uint64)]
+
+
+class RecvGroupKey(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32), ("family", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3),
+                ("grp", ctypes.c_uint8 * 16)]
+
+
+class RecvGroup(ctypes.Structure):
+    _fields_ = [("first_seen", ctypes.c_uint64), ("last_seen", ctypes.c_uint64), ("left", ctypes.c_uint64),
+                ("reports", ctypes.c_uint64), ("reporter", ctypes.c_uint8 * 16)]
+
+
+class RecvDeniedKey(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32), ("family", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3),
+                ("rcv", ctypes.c_uint8 * 16), ("grp", ctypes.c_uint8 * 16), ("src", ctypes.c_uint8 * 16)]
+
+
+class RecvDenied(ctypes.Structure):
+    _fields_ = [("records", ctypes.c_uint64), ("last_seen", ctypes.c_uint64), ("reason", ctypes.c_uint8),
+                ("version", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 6)]
+
+
 # name in the C program -> (pin file name, map type, key type, value type, percpu)
 MAPS = {
     "mauth_cfg": ("cfg", "array", ctypes.c_uint32, Cfg, False),
@@ -343,6 +425,25 @@ MAPS = {
     "mauth_reasons": ("reasons", "percpu_array", ctypes.c_uint32, Counter, True),
     "mauth_denied4": ("denied4", "percpu_array", ctypes.c_uint32, DeniedSet, True),
     "mauth_denied6": ("denied6", "percpu_array", ctypes.c_uint32, Denied6Set, True),
+    "mauth_recv_cfg": ("recv_cfg", "hash", ctypes.c_uint32, RecvCfg, False),
+    "mauth_recv_state": ("recv_state", "hash", ctypes.c_uint32, RecvState, False),
+    "mauth_recv_gen": ("recv_gen", "array", ctypes.c_uint32, RecvGen, False),
+    "mauth_recv_rules": ("recv_rules", "array", ctypes.c_uint32, RecvRule, False),
+    "mauth_recv_hits": ("recv_hits", "percpu_array", ctypes.c_uint32, RecvHits, True),
+    "mauth_recv_joined": ("recv_joined", "hash", RecvGroupKey, RecvGroup, False),
+    "mauth_recv_denied": ("recv_denied", "lru_hash", RecvDeniedKey, RecvDenied, False),
+}
+# Fixed sizes of the maps whose size no option sets (the others: xdp_loader.py).
+FIXED_ENTRIES = {
+    "mauth_cfg": 1,
+    "mauth_reasons": MAX_REASONS,
+    "mauth_recv_cfg": RECV_IFACES,
+    "mauth_recv_state": RECV_IFACES,
+    "mauth_recv_gen": 1,
+    "mauth_recv_rules": 2 * MAX_RECV_RULES,
+    "mauth_recv_hits": MAX_RECV_RULES,
+    "mauth_recv_joined": RECV_JOINED,
+    "mauth_recv_denied": RECV_DENIED,
 }
 
 

@@ -90,6 +90,7 @@ from pathlib import Path
 
 from mauthcore.protocol.errors import Exists, NotFound, TableFull
 from mauthcore.protocol.model import DeniedEntry, Mode, Reason, RuleEntry, millis
+from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rules import Rule, RuleKey
 
 from . import maps
@@ -99,6 +100,11 @@ from .filter import (
     BindingRefused,
     BindingState,
     DataPlaneError,
+    DeniedJoin,
+    IfaceReceivers,
+    JoinedGroup,
+    ReceiverStats,
+    ReceiversUnsupported,
     as_key,
     as_rule,
     check_sizes,
@@ -907,6 +913,44 @@ class NfqueueFilter:
         if (rkey.source, rkey.group) not in self._rules:
             raise NotFound(f"there is no rule for {rkey}")
         raise BindingRefused(f"the rule for {rkey} does not learn its sender, so it has nothing to forget")
+
+    # Receivers: iptables queues routable multicast only, never a membership report, so nothing here judges
+    # joins; every receiver method refuses with one sentence (the backend answers UNSUPPORTED).
+
+    receives = False
+
+    def _no_receivers(self) -> ReceiversUnsupported:
+        return ReceiversUnsupported("the nfqueue backend does not judge membership reports; run the xdp backend")
+
+    def add_receiver(self, rule: ReceiverRule) -> None:
+        raise self._no_receivers()
+
+    def remove_receiver(self, rule: ReceiverRule) -> None:
+        raise self._no_receivers()
+
+    def receiver_rules(self) -> list[ReceiverStats]:
+        raise self._no_receivers()
+
+    def apply_receivers(self, wanted: Iterable[ReceiverRule]) -> tuple[int, int]:
+        raise self._no_receivers()
+
+    def set_receiver_policy(self, policy: IfacePolicy) -> None:
+        raise self._no_receivers()
+
+    def receiver_policies(self) -> list[IfaceReceivers]:
+        raise self._no_receivers()
+
+    def denied_joins(self) -> list[DeniedJoin]:
+        raise self._no_receivers()
+
+    def clear_denied_joins(self) -> int:
+        raise self._no_receivers()
+
+    def joined_groups(self) -> list[JoinedGroup]:
+        raise self._no_receivers()
+
+    def sweep_groups(self, timeout_ns: int, grace_ns: int) -> int:
+        raise self._no_receivers()
 
 
 __all__ = ["NfqueueFilter", "Judgement", "RuleStore", "Hooks", "Iptables", "PacketQueue", "hook_specs",

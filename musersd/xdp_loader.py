@@ -136,6 +136,7 @@ class XdpLoader:
         sap_groups: Iterable[str] = maps.SAP_GROUPS,
         record_denied: bool = True,
         rpf_ifaces: Iterable[str | int] = (),
+        ifaces: Iterable[str] = (),
     ):
         """`max_rules`/`max_denied` None: the size of the pinned maps, or the default for new ones.
 
@@ -147,6 +148,8 @@ class XdpLoader:
         `rpf_ifaces`: interfaces (names or indexes, at most eight) on which
         every rule's packets must also pass the reverse-path check, as if
         each rule were bound with rpf (docs/operations.md, "Binding a sender").
+        `ifaces`: the interfaces this router guards (musersd --iface), the only
+        ones receiver rules and policies may name; `attach()` adds its own.
         """
         check_sizes(max_rules, max_denied)
         if max_denied is not None:  # whole sets of the set-associative table
@@ -154,6 +157,7 @@ class XdpLoader:
         self.sap_groups = sap_group_list(sap_groups)
         self.record_denied = record_denied
         self.rpf_ifindexes = rpf_ifindex_list(rpf_ifaces)
+        self.guarded: dict[str, None] = dict.fromkeys(ifaces)
         self.pin_dir = Path(pin_dir)
         self.layout_dir = self.pin_dir / f"v{maps.LAYOUT}"
         self.max_rules = max_rules
@@ -177,10 +181,8 @@ class XdpLoader:
 
     def _expected(self, cname: str) -> tuple[str, int, int, int]:
         _, mtype, ktype, vtype, _ = maps.MAPS[cname]
-        if cname == "mauth_cfg":
-            entries = 1
-        elif cname == "mauth_reasons":
-            entries = maps.MAX_REASONS
+        if cname in maps.FIXED_ENTRIES:
+            entries = maps.FIXED_ENTRIES[cname]
         elif cname in _DENIED_MAPS:
             entries = self._nsets
         else:  # the rule maps, rates and stats: one entry per rule at most
@@ -460,6 +462,7 @@ class XdpLoader:
         if mode not in ATTACH_MODES:
             raise DataPlaneError(f"XDP mode {mode!r} is not one of {', '.join(ATTACH_MODES)}")
         ifindex = interface_index(iface)
+        self.guarded.setdefault(iface)
         if self._obj is None:
             raise DataPlaneError("the XDP program is not loaded in this process; call load() first")
         current, prog = xdp_status(iface)
