@@ -332,7 +332,7 @@ class Musersd:
             return NfqueueFilter(o.state_dir, queue_num=o.queue_num, max_rules=o.max_rules, sap_groups=o.sap_groups)
         return DataPlane(o.pin_dir, max_rules=o.max_rules, sap_groups=o.sap_groups,
                          max_denied=o.denied_pairs or None, record_denied=o.denied_pairs != 0,
-                         rpf_ifaces=o.rpf_ifaces)
+                         rpf_ifaces=o.rpf_ifaces, ifaces=o.ifaces)
 
     def _protocol_backend(self) -> DataPlaneBackend:
         assert self.dp is not None  # _start() loaded it first
