@@ -34,13 +34,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mauthcore.protocol.model import Mode
+from mauthcore.receivers import IfacePolicy, ReceiverMode, ReceiverRule
 from mauthcore.rules import Rule
 
-from .filter import Binding
+from .filter import RECV_COUNTERS, Binding
 from .maps import DROP_REASONS, MIN_BIT_BURST, MIN_PKT_BURST, NSEC, SAP_GROUPS, SAP_PORT, bucket
 
 ETH_P_IP = 0x0800
@@ -416,3 +417,486 @@ def decide_ip(packet: bytes, rules: RuleMapping, mode: Mode = Mode.ENFORCE,
     filter charges an untagged Ethernet frame.
     """
     return decide(ETH_HEADER_IP + packet, rules, mode, sap_groups, within_rate=within_rate)
+
+
+# -- receivers: membership reports ---------------------------------------------------------------------------
+#
+# The receiver half of the model (docs/operations.md, "Authorizing receivers"; ebpf/mauth.h, "Receivers"):
+# what the program does with an IGMP or MLD message arriving on a guarded interface whose IfacePolicy
+# inspects. judge_report() is the executable statement of that policy: tests/policy_cases.py RECV_CASES
+# runs every row through it and through the compiled program (BPF_PROG_TEST_RUN), and the output frames
+# must agree byte for byte.
+#
+#     IGMP (RFC 2236, RFC 3376 4)             MLD (RFC 2710 3, RFC 3810 5), after the extension headers
+#     type(8) code(8) checksum(16)            type(8) code(8) checksum(16) [v1: max delay(16) reserved(16)]
+#     v1/v2: group(32)                        v1: group(128)
+#     v3 report: reserved(16) nrec(16)        v2 report: reserved(16) nrec(16)
+#       record: rtype(8) auxlen(8)              record: rtype(8) auxlen(8) nsrc(16) group(128)
+#               nsrc(16) group(32)                      source(128) x nsrc, aux data auxlen*4
+#               source(32) x nsrc, aux data auxlen*4
+
+IGMP_QUERY, IGMP_V1_REPORT, IGMP_V2_REPORT, IGMP_V2_LEAVE, IGMP_V3_REPORT = 0x11, 0x12, 0x16, 0x17, 0x22
+MLD_QUERY, MLD_V1_REPORT, MLD_V1_DONE, MLD_V2_REPORT = 130, 131, 132, 143
+IS_IN, IS_EX, TO_IN, TO_EX, ALLOW, BLOCK = 1, 2, 3, 4, 5, 6  # group record types (RFC 3376 4.2.12)
+RECV_BUF = 16384  # the longest IP packet the program judges (MAUTH_RECV_BUF); longer: malformed
+RECV_OLD_REASONS = frozenset({"link_local", "igmp", "mld"})  # what a report kept whole counts under
+
+# message type -> (version, what it is): everything of a family not listed is left as it is (queries too)
+_IGMP_KINDS = {IGMP_V1_REPORT: (1, "join"), IGMP_V2_REPORT: (2, "join"), IGMP_V2_LEAVE: (2, "leave"),
+               IGMP_V3_REPORT: (3, "records")}
+_MLD_KINDS = {MLD_V1_REPORT: (1, "join"), MLD_V1_DONE: (1, "leave"), MLD_V2_REPORT: (2, "records")}
+_MIN_LENGTH = {(4, "join"): 8, (4, "leave"): 8, (4, "records"): 8, (6, "join"): 24, (6, "leave"): 24,
+               (6, "records"): 8}  # a message shorter than this is malformed
+
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class JoinOutcome:
+    """What became of one group record, one of its sources, or a v1/v2 message.
+
+    outcome: "kept" (a join allowed), "refused" (by the receiver rules),
+    "limited" (by the group limit), "leave" (a leave message or record: kept,
+    its group marked left), "block" (BLOCK_OLD_SOURCES: kept, not judged),
+    "link_scope" (a link-scope group: kept, never judged or counted),
+    "malformed" (a record of an unknown type: removed). `record` is the
+    record's index in the report (0 for a v1/v2 message), `source` None for an
+    any-source join or a whole record, `rule` the first receiver rule that
+    allowed a kept join (None on an open interface).
+    """
+
+    record: int
+    rtype: int  # the record type, or the v1/v2 message type
+    group: IPAddr
+    source: IPAddr | None
+    outcome: str
+    rule: ReceiverRule | None = None
+
+
+@dataclass(frozen=True)
+class RefusedJoin:
+    """A join to record in the denied-receivers table (key: interface, receiver, group, source or zero)."""
+
+    receiver: IPAddr
+    group: IPAddr
+    source: IPAddr | None
+    reason: str  # "join_refused" | "join_limit"
+    version: int  # IGMP 1..3, MLD 1..2
+
+
+@dataclass(frozen=True)
+class GroupEvent:
+    """A change the report makes to the joined-groups table, in the order the program makes it.
+
+    event: "inserted" (a new group, which takes a place of the limit),
+    "refreshed" (its last report, reporter and report count), "left" (its
+    left time; only a group the table holds is marked).
+    """
+
+    group: IPAddr
+    event: str
+
+
+@dataclass(frozen=True)
+class ReportVerdict:
+    """The program's verdict on one frame on an interface, as the receiver half sees it.
+
+    `action` "pass" or "drop"; `frame` the exact bytes the program passes on
+    (the input when nothing was refused, or in monitor, or when it drops);
+    `reason` the one reason the reasons map counts; `inspected` whether the
+    receiver code judged the frame at all (False: it took the sender path
+    and `reason` is decide()'s); `counters` what the interface's receiver
+    counters (musersd/filter.py RECV_COUNTERS) gain.
+    """
+
+    action: str
+    frame: bytes
+    reason: str
+    inspected: bool = False
+    version: int = 0
+    outcomes: tuple[JoinOutcome, ...] = ()
+    denied: tuple[RefusedJoin, ...] = ()
+    groups: tuple[GroupEvent, ...] = ()
+    counters: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(RECV_COUNTERS, 0))
+
+    def _events(self, kind: str) -> tuple[IPAddr, ...]:
+        return tuple(e.group for e in self.groups if e.event == kind)
+
+    @property
+    def inserted(self) -> tuple[IPAddr, ...]:
+        return self._events("inserted")
+
+    @property
+    def refreshed(self) -> tuple[IPAddr, ...]:
+        return self._events("refreshed")
+
+    @property
+    def left(self) -> tuple[IPAddr, ...]:
+        return self._events("left")
+
+
+class _Malformed(Exception):
+    """The report cannot be judged: dropped (passed in monitor) and counted malformed, nothing else done."""
+
+
+@dataclass
+class _Judge:
+    """One report's judgement in progress: the interface's state as the report changes it, and what it did."""
+
+    iface: str
+    policy: IfacePolicy
+    rules: Sequence[ReceiverRule]
+    receiver: IPAddr
+    version: int
+    joined: set[IPAddr]  # groups of this interface in the table
+    count: int  # the limit's count of this interface
+    outcomes: list[JoinOutcome] = field(default_factory=list)
+    denied: list[RefusedJoin] = field(default_factory=list)
+    groups: list[GroupEvent] = field(default_factory=list)
+
+    def join(self, record: int, rtype: int, group: IPAddr, source: IPAddr | None) -> bool:
+        """Judge one join (contract: rules in closed and monitor mode, then the limit); whether it is allowed."""
+        rule = None
+        if self.policy.mode is not ReceiverMode.OPEN:
+            rule = next((r for r in self.rules if r.allows(self.receiver, group, source, self.iface)), None)
+            if rule is None:
+                return self._refuse(record, rtype, group, source, "refused", "join_refused")
+        if group in self.joined:
+            self.groups.append(GroupEvent(group, "refreshed"))
+        elif self.policy.limit and self.count >= self.policy.limit:
+            return self._refuse(record, rtype, group, source, "limited", "join_limit")
+        else:
+            self.joined.add(group)
+            self.count += 1
+            self.groups.append(GroupEvent(group, "inserted"))
+        self.outcomes.append(JoinOutcome(record, rtype, group, source, "kept", rule))
+        return True
+
+    def _refuse(self, record: int, rtype: int, group: IPAddr, source: IPAddr | None, outcome: str,
+                reason: str) -> bool:
+        self.outcomes.append(JoinOutcome(record, rtype, group, source, outcome))
+        self.denied.append(RefusedJoin(self.receiver, group, source, reason, self.version))
+        return False
+
+    def leave(self, record: int, rtype: int, group: IPAddr) -> None:
+        self.outcomes.append(JoinOutcome(record, rtype, group, None, "leave"))
+        if group in self.joined:
+            self.groups.append(GroupEvent(group, "left"))
+
+    def keep(self, record: int, rtype: int, group: IPAddr, outcome: str) -> None:
+        self.outcomes.append(JoinOutcome(record, rtype, group, None, outcome))
+
+    def tally(self, outcome: str) -> int:
+        return sum(1 for o in self.outcomes if o.outcome == outcome)
+
+
+def link_scope(group: IPAddr) -> bool:
+    """Whether joins of `group` are never judged: 224.0.0.0/24, or an IPv6 multicast group of scope 2 or less."""
+    packed = group.packed
+    if group.version == 4:
+        return packed[:3] == b"\xe0\x00\x00"
+    return packed[0] == 0xFF and packed[1] & 0x0F <= 2
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071: the one's complement of the one's complement sum of `data` (an odd byte padded with zero)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _pseudo6(ip6: bytes, length: int) -> bytes:
+    """The ICMPv6 pseudo-header (RFC 8200 8.1) of the IPv6 header `ip6` for a message of `length` bytes."""
+    return ip6[8:40] + struct.pack("!IxxxB", length, IPPROTO_ICMPV6)
+
+
+def _l3_offset(frame: bytes) -> int:
+    off, proto = 14, int.from_bytes(frame[12:14], "big")
+    for _ in range(MAX_VLAN_TAGS):
+        if proto not in (ETH_P_8021Q, ETH_P_8021AD):
+            break
+        proto, off = int.from_bytes(frame[off + 2:off + 4], "big"), off + 4
+    return off
+
+
+def judge_report(frame: bytes, iface: str, policy: IfacePolicy, rules: Sequence[ReceiverRule],
+                 joined: set[tuple[str, IPAddr]], group_count: int, monitor: bool = False, *,
+                 sender_rules: RuleMapping | None = None) -> ReportVerdict:
+    """The program's verdict on `frame` arriving on `iface`, whose receiver policy is `policy`.
+
+    `rules` are the receiver rules in the order the program scans them (the
+    first that allows a join gets its hit); `joined` the (interface, group)
+    pairs the joined-groups table holds before the frame; `group_count` the
+    interface's count of joined groups (what the limit compares); `monitor`
+    the router's global mode. Nothing passed in is changed: the verdict says
+    what the program changes (`groups`, `denied`, `counters`).
+
+    Which frames the receiver code sees (everything else takes decide()'s
+    path with `sender_rules`, unchanged, and so does every frame when the
+    policy does not inspect: open without a limit costs nothing):
+
+    * IPv4 IGMP (protocol 2) to a multicast destination, 224.0.0.0/24 included
+      (IGMPv3 reports go to 224.0.0.22), whose IP header decide() accepts;
+    * IPv6 to a link-scope destination (scope <= 2; MLDv2 reports go to
+      ff02::16) whose next header is ICMPv6 or an extension header, and MLD
+      with hop limit 1 to a routable group (decide()'s "mld").
+
+    Then, in this order (the old reason is decide()'s: link_local, igmp or mld):
+
+    1. IPv6 only: ICMPv6 right after the fixed header whose type (if the
+       frame holds it) is not MLD (130-132, 143): old reason, untouched.
+    2. Malformed: the IP packet past the frame or longer than RECV_BUF; an
+       IPv6 extension header that does not walk (decide()'s walk) or a ninth;
+       an ICMPv6 message shorter than 4 bytes; an IPv4 fragment (MF or an
+       offset). IPv6: a non-first fragment, anything but ICMPv6 after the
+       headers, or a type that is not MLD: old reason, untouched; then a first
+       fragment: malformed.
+    3. No message byte at all: malformed. A query (0x11, 130) or any IGMP type
+       but 0x12, 0x16, 0x17, 0x22: old reason, untouched, never counted.
+    4. Malformed: a message shorter than its type's minimum (IGMP 8, MLDv1 24,
+       MLDv2 report 8), a wrong IGMP or ICMPv6 checksum (with the
+       pseudo-header), for a v3/v2 report a record header or its sources and
+       aux data past the message, or bytes after the last record. A malformed
+       report is judged not at all: no join counted, no group touched,
+       nothing recorded; counters reports, malformed, dropped; reason
+       "malformed"; dropped (passed in monitor).
+    5. A leave (0x17, 132): kept; its group marked left (if the table holds
+       it) and counted a leave, unless of link scope. A v1/v2 report: one
+       any-source join of its group (none for a link-scope group); refused:
+       dropped. Either way the message is otherwise untouched.
+    6. A v3/v2 report: each record in order (`_records()` says what becomes of
+       each); the kept records are moved together in order, and if anything
+       was removed the report is rewritten (`_rewrite()`), or dropped if no
+       record is left. Nothing removed: passed byte for byte.
+
+    A join (receiver: the IP source address; group; source or None) is
+    allowed, in mode closed or monitor, iff some rule allows it
+    (ReceiverRule.allows), else refused "join_refused"; then with a limit a
+    group the table does not hold is refused "join_limit" when the interface
+    holds `limit` groups; an allowed join inserts or refreshes its group (on
+    every inspecting interface, limit or not). Monitor (the interface's mode
+    or the router's) judges, counts and records exactly the same but passes
+    the frame unchanged.
+
+    The reason: the old reason when nothing was removed; else "join_refused"
+    if a join was refused by the rules, "join_limit" if every refusal was the
+    limit's, "malformed" if only unknown records went.
+    """
+    mode = Mode.MONITOR if monitor or policy.mode is ReceiverMode.MONITOR else Mode.ENFORCE
+    sender = decide(frame, sender_rules or {}, Mode.MONITOR if monitor else Mode.ENFORCE)
+    untouched = ReportVerdict(sender.action, frame, sender.reason)
+    if not policy.inspects or sender.reason not in RECV_OLD_REASONS:
+        return untouched
+    l3 = _l3_offset(frame)
+    family = 4 if frame[l3] >> 4 == 4 else 6
+    if family == 4 and frame[l3 + 9] != IPPROTO_IGMP:
+        return untouched  # link_local, but not IGMP
+    if family == 6 and frame[l3 + 6] != IPPROTO_ICMPV6 and frame[l3 + 6] not in IPV6_EXTENSIONS:
+        return untouched  # link_local, neither ICMPv6 nor behind an extension header
+    drop = PASS if mode is Mode.MONITOR else DROP
+    try:
+        found = _message(frame, l3, family)
+        if found is None:
+            return untouched
+        moff, end = found
+        return _judge_message(frame, l3, family, moff, end, iface, policy, rules, joined, group_count,
+                              sender.reason, drop)
+    except _Malformed:
+        counters = dict.fromkeys(RECV_COUNTERS, 0)
+        counters.update(reports=1, malformed=1, dropped=1)
+        return ReportVerdict(drop, frame, "malformed", True, counters=counters)
+
+
+def _message(frame: bytes, l3: int, family: int) -> tuple[int, int] | None:
+    """(offset of the IGMP/MLD message, end of the IP packet) in `frame`; None: not a report, left alone.
+
+    Steps 1-3 of judge_report(); raises _Malformed.
+    """
+    if family == 4:
+        ihl = (frame[l3] & 0x0F) * 4
+        (end,) = struct.unpack_from("!H", frame, l3 + 2)
+        if end > RECV_BUF:
+            raise _Malformed
+        if struct.unpack_from("!H", frame, l3 + 6)[0] & 0x3FFF:
+            raise _Malformed  # a fragment
+        moff, end = l3 + ihl, l3 + end
+    else:
+        nexthdr = frame[l3 + 6]
+        if nexthdr == IPPROTO_ICMPV6:
+            if len(frame) < l3 + 41:
+                raise _Malformed
+            if frame[l3 + 40] not in MLD_TYPES:
+                return None  # neighbour discovery and the like
+        end = l3 + 40 + struct.unpack_from("!H", frame, l3 + 4)[0]
+        if end - l3 > RECV_BUF or end > len(frame):
+            raise _Malformed
+        walked = _walk6(frame, l3 + 40, end, nexthdr)
+        if walked is None:
+            raise _Malformed
+        upper, moff, frag, later = walked
+        if later or upper != IPPROTO_ICMPV6:
+            return None  # a non-first fragment is not known to be MLD
+        if moff + 4 > end:
+            raise _Malformed
+        if frame[moff] not in MLD_TYPES:
+            return None
+        if frag:
+            raise _Malformed
+    if moff >= end:
+        raise _Malformed  # not even a type
+    kinds = _IGMP_KINDS if family == 4 else _MLD_KINDS
+    if frame[moff] not in kinds:
+        return None  # a query, or another IGMP message
+    return moff, end
+
+
+def _judge_message(frame: bytes, l3: int, family: int, moff: int, end: int, iface: str, policy: IfacePolicy,
+                   rules: Sequence[ReceiverRule], joined: set[tuple[str, IPAddr]], group_count: int,
+                   old: str, drop: str) -> ReportVerdict:
+    """Steps 4-6 of judge_report() for the message at frame[moff:end]; raises _Malformed."""
+    msg = frame[moff:end]
+    version, kind = (_IGMP_KINDS if family == 4 else _MLD_KINDS)[msg[0]]
+    if len(msg) < _MIN_LENGTH[family, kind]:
+        raise _Malformed
+    pseudo = _pseudo6(frame[l3:l3 + 40], len(msg)) if family == 6 else b""
+    if internet_checksum(pseudo + msg):
+        raise _Malformed
+    width = 4 if family == 4 else 16
+    receiver = ipaddress.ip_address(frame[l3 + 12:l3 + 16] if family == 4 else frame[l3 + 8:l3 + 24])
+    judge = _Judge(iface, policy, rules, receiver, version, {g for i, g in joined if i == iface}, group_count)
+    out = frame
+    if kind == "records":
+        records = _parse_records(msg, width)
+        kept = _records(judge, records)
+        if kept != [r.raw for r in records]:
+            out = _rewrite(frame, l3, family, moff, msg, kept) if kept else b""
+    else:
+        goff = 4 if family == 4 else 8
+        group = ipaddress.ip_address(msg[goff:goff + width])
+        if link_scope(group):
+            judge.keep(0, msg[0], group, "link_scope")
+        elif kind == "leave":
+            judge.leave(0, msg[0], group)
+        elif not judge.join(0, msg[0], group, None):
+            out = b""
+    counters = dict.fromkeys(RECV_COUNTERS, 0)
+    counters.update(reports=1, kept=judge.tally("kept"), refused=judge.tally("refused"),
+                    limited=judge.tally("limited"), leaves=judge.tally("leave"),
+                    malformed=1 if judge.tally("malformed") else 0)
+    if out is frame:
+        reason, action, sent = old, PASS, frame
+    else:
+        reason = ("join_refused" if judge.tally("refused") else "join_limit" if judge.tally("limited")
+                  else "malformed")
+        if out:
+            counters["rewritten"] = 1
+            action, sent = PASS, out if drop == DROP else frame
+        else:
+            counters["dropped"] = 1
+            action, sent = drop, frame
+    return ReportVerdict(action, sent, reason, True, version, tuple(judge.outcomes), tuple(judge.denied),
+                         tuple(judge.groups), counters)
+
+
+@dataclass(frozen=True)
+class _Record:
+    rtype: int
+    group: IPAddr
+    sources: tuple[bytes, ...]  # packed
+    aux: bytes
+    raw: bytes
+
+
+def _parse_records(msg: bytes, width: int) -> list[_Record]:
+    """The group records of a v3/v2 report, all of them within the message and nothing after; else _Malformed."""
+    (count,) = struct.unpack_from("!H", msg, 6)
+    out, pos = [], 8
+    for _ in range(count):
+        if pos + 4 + width > len(msg):
+            raise _Malformed
+        rtype, auxw, nsrc = struct.unpack_from("!BBH", msg, pos)
+        size = 4 + width + nsrc * width + auxw * 4
+        if pos + size > len(msg):
+            raise _Malformed
+        group = ipaddress.ip_address(msg[pos + 4:pos + 4 + width])
+        first = pos + 4 + width
+        sources = tuple(msg[first + i * width:first + (i + 1) * width] for i in range(nsrc))
+        aux = msg[first + nsrc * width:pos + size]
+        out.append(_Record(rtype, group, sources, aux, msg[pos:pos + size]))
+        pos += size
+    if pos != len(msg):
+        raise _Malformed  # bytes after the last record
+    return out
+
+
+def _records(judge: _Judge, records: list[_Record]) -> list[bytes]:
+    """Judge each record in order; the records as kept (bytes, refused sources taken out).
+
+    * type 0 or > 6: removed (malformed), whatever its group;
+    * a link-scope group: kept whole, never judged or counted;
+    * BLOCK_OLD_SOURCES: kept whole (a partial leave, never judged);
+    * IS_IN/TO_IN without a source: kept, a leave;
+    * IS_EX/TO_EX: an any-source join (the sources are an exclude list):
+      kept whole if allowed, else removed;
+    * IS_IN/TO_IN/ALLOW with sources: each (source, group) judged alone and
+      the refused ones taken out (nsrc lowered, aux data kept after the rest);
+      none left: TO_IN stays with no source (then it is a leave: its group is
+      marked left and counted a leave), IS_IN and ALLOW are removed.
+    """
+    kept: list[bytes] = []
+    for i, r in enumerate(records):
+        if r.rtype == 0 or r.rtype > BLOCK:
+            judge.keep(i, r.rtype, r.group, "malformed")
+        elif link_scope(r.group):
+            judge.keep(i, r.rtype, r.group, "link_scope")
+            kept.append(r.raw)
+        elif r.rtype == BLOCK:
+            judge.keep(i, r.rtype, r.group, "block")
+            kept.append(r.raw)
+        elif r.rtype in (IS_IN, TO_IN) and not r.sources:
+            judge.leave(i, r.rtype, r.group)
+            kept.append(r.raw)
+        elif r.rtype in (IS_EX, TO_EX):
+            if judge.join(i, r.rtype, r.group, None):
+                kept.append(r.raw)
+        else:
+            allowed = [s for s in r.sources if judge.join(i, r.rtype, r.group, ipaddress.ip_address(s))]
+            if len(allowed) == len(r.sources):
+                kept.append(r.raw)
+            elif allowed or r.rtype == TO_IN:
+                if not allowed:
+                    judge.leave(i, r.rtype, r.group)
+                kept.append(r.raw[:2] + struct.pack("!H", len(allowed)) + r.raw[4:4 + len(r.group.packed)]
+                            + b"".join(allowed) + r.aux)
+    return kept
+
+
+def _rewrite(frame: bytes, l3: int, family: int, moff: int, msg: bytes, kept: list[bytes]) -> bytes:
+    """The frame carrying only the `kept` records: the message's record count and checksum, the IP length,
+    the IPv4 header checksum; shortened to the new packet's end (Ethernet padding, if any, goes too).
+
+    The IGMP/ICMPv6 checksum is computed afresh over the new message (ICMPv6
+    with its pseudo-header); the IPv4 header checksum is updated for the new
+    total length as RFC 1624 eqn. 3 says, so a header that was sound stays
+    sound and one that was not (which the kernel drops) stays so.
+    """
+    body = msg[:2] + b"\0\0" + msg[4:6] + struct.pack("!H", len(kept)) + b"".join(kept)
+    if family == 4:
+        ihl = (frame[l3] & 0x0F) * 4
+        header = bytearray(frame[l3:l3 + ihl])
+        old_len, new_len = struct.unpack_from("!H", header, 2)[0], ihl + len(body)
+        struct.pack_into("!H", header, 2, new_len)
+        (csum,) = struct.unpack_from("!H", header, 10)
+        s = (~csum & 0xFFFF) + (~old_len & 0xFFFF) + new_len
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        struct.pack_into("!H", header, 10, ~s & 0xFFFF)
+        msg_csum = internet_checksum(body)
+        return frame[:l3] + bytes(header) + frame[l3 + ihl:moff] + body[:2] + struct.pack("!H", msg_csum) + body[4:]
+    header = bytearray(frame[l3:l3 + 40])
+    struct.pack_into("!H", header, 4, moff - l3 - 40 + len(body))
+    msg_csum = internet_checksum(_pseudo6(bytes(header), len(body)) + body)
+    return frame[:l3] + bytes(header) + frame[l3 + 40:moff] + body[:2] + struct.pack("!H", msg_csum) + body[4:]

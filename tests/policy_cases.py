@@ -20,6 +20,7 @@ and the IPv4 lab run it.)
 from __future__ import annotations
 
 import ipaddress
+import struct
 from dataclasses import dataclass
 
 from scapy.layers.igmp import IGMP
@@ -40,6 +41,8 @@ from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
+from lab import reports as rep
+from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rules import Rule
 
 A = ipaddress.IPv4Address
@@ -596,3 +599,388 @@ def bind_routes(indexes: dict[str, int]):
                    key=lambda n: n.prefixlen, default=None)
         return None if best is None else indexes[BIND_ROUTES[best]]
     return routes
+
+
+# -- receivers: membership reports ---------------------------------------------------------------------
+#
+# Crafted IGMP and MLD messages on one guarded interface, RECV_IFACE, under the receiver rules RECV_RULES
+# (scanned in this order) and the row's interface policy, with the expected verdict written out: action,
+# reason, the exact frame passed on (None: the input, byte for byte; else built afresh by lab/reports.py from
+# the records that must be kept), the interface's counters, the refused joins and the group-table changes.
+# tests/unit/test_receiver_model.py holds musersd/policy.py judge_report() to every row;
+# tests/integration/test_xdp_program.py holds the compiled program to the model, output bytes included.
+# Every row starts from the joined groups `joined` (the interface's count is their number).
+
+RECV_IFACE = "mrecv0"
+R4, HOST7, STRANGER4 = "10.1.0.5", "10.1.0.7", "10.2.0.5"
+G, G2, G3, OUT = "239.1.1.1", "239.1.2.2", "239.1.1.3", "239.5.5.5"  # OUT: in no rule
+HOST_G, OTHER_IF_G = "239.9.9.9", "239.8.8.8"  # HOST7's, on RECV_IFACE and on another interface
+SSM_G, SSM_OK, SSM_BAD, SSM_BAD2 = "232.1.1.1", "192.0.2.10", "192.0.2.66", "192.0.2.67"
+LINK_G, LINK_G6 = "224.0.0.251", "ff02::fb"
+R6, STRANGER6 = "fe80::5", "2001:db8:9::5"
+G6, G6B, OUT6 = "ff0e::db8:1:1", "ff0e::db8:1:2", "ff0e::db8:2:1"
+SSM6, SSM6_OK, SSM6_BAD = "ff3e::8000:1", "2001:db8::10", "2001:db8::66"
+
+RECV_RULES = (
+    ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16"),  # any source, or a source-specific join of any source
+    ReceiverRule.make("0.0.0.0/0", SSM_G, source=SSM_OK),  # anyone, from SSM_OK only
+    ReceiverRule.make(HOST7, HOST_G, iface=RECV_IFACE),
+    ReceiverRule.make(HOST7, OTHER_IF_G, iface="mrecv9"),
+    ReceiverRule.make("fe80::/10", "ff0e::db8:1:0/112"),
+    ReceiverRule.make("::/0", SSM6, source=SSM6_OK),
+)
+
+OPEN = IfacePolicy.make(RECV_IFACE)
+CLOSED = IfacePolicy.make(RECV_IFACE, "closed")
+CLOSED_LIMIT2 = IfacePolicy.make(RECV_IFACE, "closed", 2)
+OPEN_LIMIT2 = IfacePolicy.make(RECV_IFACE, "open", 2)
+MONITOR = IfacePolicy.make(RECV_IFACE, "monitor")
+MONITOR_LIMIT1 = IfacePolicy.make(RECV_IFACE, "monitor", 1)
+
+
+@dataclass(frozen=True)
+class RecvCase:
+    name: str
+    frame: bytes
+    policy: IfacePolicy
+    action: str  # "pass" or "drop"
+    reason: str  # what the reasons map counts
+    out: bytes | None = None  # the frame passed on, if not the input
+    counters: tuple[tuple[str, int], ...] = ()  # the interface's counters that grow, and by how much
+    denied: tuple[tuple[str, str | None, str, int], ...] = ()  # (group, source, reason, version) refused
+    groups: tuple[tuple[str, str], ...] = ()  # (group, "inserted" | "refreshed" | "left") in order
+    joined: tuple[str, ...] = ()  # groups the table holds for RECV_IFACE before the row
+    monitor: bool = False  # the router's mode is monitor
+    inspected: bool = True  # whether the receiver code judges the frame at all
+
+
+def _cnt(**counts: int) -> tuple[tuple[str, int], ...]:
+    return tuple(counts.items())
+
+
+def message_offset(frame: bytes) -> int:
+    """Where the IGMP or ICMPv6 message of a frame built by lab/reports.py starts (past hop-by-hop, fragment)."""
+    off, proto = 14, int.from_bytes(frame[12:14], "big")
+    while proto in (0x8100, 0x88A8):
+        proto, off = int.from_bytes(frame[off + 2:off + 4], "big"), off + 4
+    if proto == 0x0800:
+        return off + (frame[off] & 0x0F) * 4
+    nexthdr, off = frame[off + 6], off + 40
+    while nexthdr in (0, 44):
+        nexthdr, off = frame[off], off + (8 if nexthdr == 44 else (frame[off + 1] + 1) * 8)
+    return off
+
+
+def _bad_csum(build, *args, **kw) -> bytes:
+    """A frame built by `build` whose IGMP/ICMPv6 checksum is off by 0x0100 (never 0 in one's complement)."""
+    frame = build(*args, **kw)
+    off = message_offset(frame)
+    (value,) = struct.unpack_from("!H", frame, off + 2)
+    return frame[:off + 2] + struct.pack("!H", value ^ 0x0100) + frame[off + 4:]
+
+
+def _v3(receiver: str, *specs, **kw) -> bytes:
+    return rep.igmp_v3(receiver, rep.records(*specs), **kw)
+
+
+def _v2(receiver: str, *specs, **kw) -> bytes:
+    return rep.mld_v2(receiver, rep.records(*specs), **kw)
+
+
+def _truncated_record(width_group: str, sources: list[str], claimed: int) -> bytes:
+    """A group record that says `claimed` sources but carries `sources`: it runs past its message."""
+    raw = rep.Record(rep.ALLOW, width_group, tuple(sources)).encode()
+    return raw[:2] + struct.pack("!H", claimed) + raw[4:]
+
+
+def _short_mld(receiver: str, group: str) -> bytes:
+    """An MLDv1 report of 16 bytes with a right checksum: shorter than MLDv1's 24."""
+    msg = struct.pack("!BBHHH8s", rep.MLD_V1_REPORT, 0, 0, 0, 0, A6(group).packed[:8])
+    pseudo = A6(receiver).packed + A6(group).packed + struct.pack("!IxxxB", len(msg), 58)
+    msg = msg[:2] + struct.pack("!H", rep.checksum(pseudo + msg)) + msg[4:]
+    return rep.ipv6_frame(receiver, group, 58, msg)
+
+
+def _mld_in_fragment(receiver: str, records) -> bytes:
+    """An MLDv2 report behind a first-fragment header (more fragments follow) instead of hop-by-hop."""
+    whole = rep.mld_v2(receiver, records, hop_by_hop=False)
+    msg = whole[message_offset(whole):]
+    frag = bytes([58, 0]) + struct.pack("!HI", 1, 7)  # offset 0, M=1
+    return rep.ipv6_frame(receiver, rep.MLDV2_ROUTERS, 44, frag + msg, hop_by_hop=False)
+
+
+def _patch(frame: bytes, offset: int, value: bytes) -> bytes:
+    return frame[:offset] + value + frame[offset + len(value):]
+
+
+def _recv_cases() -> list[RecvCase]:
+    c: list[RecvCase] = []
+
+    def add(name, frame, policy, action, reason, out=None, counters=(), denied=(), groups=(), joined=(),
+            monitor=False, inspected=True):
+        c.append(RecvCase(name, frame, policy, action, reason, out, counters, tuple(denied), tuple(groups),
+                          tuple(joined), monitor, inspected))
+
+    TO_EX, IS_EX, TO_IN, IS_IN, ALLOW, BLOCK = rep.TO_EX, rep.IS_EX, rep.TO_IN, rep.IS_IN, rep.ALLOW, rep.BLOCK
+    ins, ref, left = "inserted", "refreshed", "left"
+    refused, limit = "join_refused", "join_limit"
+    malformed = _cnt(reports=1, malformed=1, dropped=1)
+
+    # IGMPv1 and v2: one any-source join; a refused one is dropped.
+    add("IGMPv2 report, allowed", rep.igmp_v2(R4, G), CLOSED, "pass", "igmp",
+        counters=_cnt(reports=1, kept=1), groups=[(G, ins)])
+    add("IGMPv2 report, group already joined", rep.igmp_v2(R4, G), CLOSED, "pass", "igmp",
+        counters=_cnt(reports=1, kept=1), groups=[(G, ref)], joined=[G])
+    add("IGMPv2 report, receiver outside every rule", rep.igmp_v2(STRANGER4, G), CLOSED, "drop", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(G, None, refused, 2)])
+    add("IGMPv2 report, group outside every rule", rep.igmp_v2(R4, OUT), CLOSED, "drop", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(OUT, None, refused, 2)])
+    add("IGMPv1 report, allowed", rep.igmp_v1(R4, G), CLOSED, "pass", "igmp",
+        counters=_cnt(reports=1, kept=1), groups=[(G, ins)])
+    add("IGMPv1 report, refused", rep.igmp_v1(STRANGER4, G), CLOSED, "drop", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(G, None, refused, 1)])
+    add("IGMPv2 report, a rule of this interface", rep.igmp_v2(HOST7, HOST_G), CLOSED, "pass", "igmp",
+        counters=_cnt(reports=1, kept=1), groups=[(HOST_G, ins)])
+    add("IGMPv2 report, a rule of another interface", rep.igmp_v2(HOST7, OTHER_IF_G), CLOSED, "drop", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(OTHER_IF_G, None, refused, 2)])
+    add("IGMPv2 report of a link-scope group, by anyone", rep.igmp_v2(STRANGER4, LINK_G), CLOSED, "pass",
+        "link_local", counters=_cnt(reports=1))
+    add("IGMPv2 report with 4 bytes after the group, allowed",
+        rep.igmp(R4, G, rep.IGMP_V2_REPORT, G, extra=b"\0" * 4), CLOSED, "pass", "igmp",
+        counters=_cnt(reports=1, kept=1), groups=[(G, ins)])
+    add("IGMPv2 report, 802.1Q tagged, refused", rep.igmp_v2(STRANGER4, G, vlan=10), CLOSED, "drop", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(G, None, refused, 2)])
+    add("IGMPv2 leave of a joined group, by anyone", rep.igmp_leave(STRANGER4, G), CLOSED, "pass", "link_local",
+        counters=_cnt(reports=1, leaves=1), groups=[(G, left)], joined=[G])
+    add("IGMPv2 leave of a group not joined", rep.igmp_leave(STRANGER4, OUT), CLOSED, "pass", "link_local",
+        counters=_cnt(reports=1, leaves=1))
+    add("IGMPv2 leave of a link-scope group", rep.igmp_leave(STRANGER4, LINK_G), CLOSED, "pass", "link_local",
+        counters=_cnt(reports=1))
+    add("IGMP general query: never touched", rep.igmp_query("10.1.0.1"), CLOSED, "pass", "link_local",
+        inspected=False)
+    add("IGMP group query with a bad checksum: never touched",
+        _bad_csum(rep.igmp_query, "10.1.0.1", G), CLOSED, "pass", "igmp",
+        inspected=False)
+    add("IGMP mtrace (0x1f) to a group: not a report", rep.igmp(STRANGER4, G, 0x1F, G), CLOSED, "pass", "igmp",
+        inspected=False)
+    add("IGMPv2 report, bad checksum", _bad_csum(rep.igmp_v2, R4, G), CLOSED, "drop", "malformed",
+        counters=malformed)
+    add("IGMPv2 report cut to 4 bytes", rep.ipv4_frame(R4, G, rep.igmp_v2(R4, G)[-8:-4]), CLOSED, "drop",
+        "malformed", counters=malformed)
+    add("IGMP without a byte of message", rep.ipv4_frame(R4, G, b""), CLOSED, "drop", "malformed",
+        counters=malformed)
+    add("IGMPv2 report in a first fragment", rep.igmp_v2(R4, G, frag=0x2000), CLOSED, "drop", "malformed",
+        counters=malformed)
+
+    # The group limit (counted per interface, both families together) and monitor.
+    add("limit: a new group when the interface holds 2", rep.igmp_v2(STRANGER4, G3), OPEN_LIMIT2, "drop", limit,
+        counters=_cnt(reports=1, limited=1, dropped=1), denied=[(G3, None, limit, 2)], joined=[G, G2])
+    add("limit: a group the table holds is refreshed", rep.igmp_v2(STRANGER4, G), OPEN_LIMIT2, "pass", "igmp",
+        counters=_cnt(reports=1, kept=1), groups=[(G, ref)], joined=[G, G2])
+    add("limit: room for one more, open: no rule needed", rep.igmp_v2(STRANGER4, OUT), OPEN_LIMIT2, "pass",
+        "igmp", counters=_cnt(reports=1, kept=1), groups=[(OUT, ins)], joined=[G])
+    add("limit and closed: the rules refuse first", rep.igmp_v2(STRANGER4, G3), CLOSED_LIMIT2, "drop", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(G3, None, refused, 2)], joined=[G, G2])
+    add("monitor interface: a refused report passes", rep.igmp_v2(STRANGER4, G), MONITOR, "pass", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(G, None, refused, 2)])
+    add("monitor router, closed interface: a refused report passes", rep.igmp_v2(STRANGER4, G), CLOSED, "pass",
+        refused, counters=_cnt(reports=1, refused=1, dropped=1), denied=[(G, None, refused, 2)], monitor=True)
+    add("monitor interface: a malformed report passes", _bad_csum(rep.igmp_v2, R4, G), MONITOR, "pass",
+        "malformed", counters=malformed)
+    add("monitor with a limit: the group over it is not inserted", rep.igmp_v2(R4, G2), MONITOR_LIMIT1, "pass",
+        limit, counters=_cnt(reports=1, limited=1, dropped=1), denied=[(G2, None, limit, 2)], joined=[G])
+    add("open without a limit: not inspected", rep.igmp_v2(STRANGER4, G), OPEN, "pass", "igmp", inspected=False)
+    add("open without a limit: a bad checksum is not looked at", _bad_csum(rep.igmp_v2, R4, G), OPEN, "pass",
+        "igmp", inspected=False)
+    add("data to a group on a closed interface: the sender path", udp(STRANGER4, G, 4), CLOSED, "drop",
+        "unauthorized", inspected=False)
+    add("UDP to 224.0.0.251 on a closed interface: not IGMP", udp(STRANGER4, LINK_G, 1), CLOSED, "pass",
+        "link_local", inspected=False)
+
+    # IGMPv3: records judged one by one; what is refused is removed.
+    add("IGMPv3 TO_EX, allowed", _v3(R4, (TO_EX, G)), CLOSED, "pass", "link_local",
+        counters=_cnt(reports=1, kept=1), groups=[(G, ins)])
+    add("IGMPv3 TO_EX, refused: nothing left", _v3(STRANGER4, (TO_EX, G)), CLOSED, "drop", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(G, None, refused, 3)])
+    add("IGMPv3 three records, the middle one refused", _v3(R4, (TO_EX, G), (TO_EX, OUT), (IS_EX, G2)), CLOSED,
+        "pass", refused, _v3(R4, (TO_EX, G), (IS_EX, G2)), _cnt(reports=1, kept=2, refused=1, rewritten=1),
+        [(OUT, None, refused, 3)], [(G, ins), (G2, ins)])
+    add("IGMPv3 IS_EX with an exclude list: an any-source join", _v3(R4, (IS_EX, G, [SSM_BAD])), CLOSED, "pass",
+        "link_local", counters=_cnt(reports=1, kept=1), groups=[(G, ins)])
+    add("IGMPv3 TO_EX with an exclude list, refused: removed whole", _v3(R4, (TO_EX, OUT, [SSM_OK]), (TO_EX, G)),
+        CLOSED, "pass", refused, _v3(R4, (TO_EX, G)), _cnt(reports=1, kept=1, refused=1, rewritten=1),
+        [(OUT, None, refused, 3)], [(G, ins)])
+    add("IGMPv3 SSM: ALLOW with an allowed and a refused source", _v3(STRANGER4, (ALLOW, SSM_G, [SSM_OK, SSM_BAD])),
+        CLOSED, "pass", refused, _v3(STRANGER4, (ALLOW, SSM_G, [SSM_OK])),
+        _cnt(reports=1, kept=1, refused=1, rewritten=1), [(SSM_G, SSM_BAD, refused, 3)], [(SSM_G, ins)])
+    add("IGMPv3 SSM: IS_IN, the allowed source between two refused",
+        _v3(STRANGER4, (IS_IN, SSM_G, [SSM_BAD, SSM_OK, SSM_BAD2])), CLOSED, "pass", refused,
+        _v3(STRANGER4, (IS_IN, SSM_G, [SSM_OK])), _cnt(reports=1, kept=1, refused=2, rewritten=1),
+        [(SSM_G, SSM_BAD, refused, 3), (SSM_G, SSM_BAD2, refused, 3)], [(SSM_G, ins)])
+    add("IGMPv3 SSM: TO_IN with every source refused stays, a leave", _v3(STRANGER4, (TO_IN, SSM_G, [SSM_BAD])),
+        CLOSED, "pass", refused, _v3(STRANGER4, (TO_IN, SSM_G)), _cnt(reports=1, refused=1, leaves=1, rewritten=1),
+        [(SSM_G, SSM_BAD, refused, 3)], [(SSM_G, left)], joined=[SSM_G])
+    add("IGMPv3 SSM: IS_IN with every source refused is removed",
+        _v3(STRANGER4, (IS_IN, SSM_G, [SSM_BAD]), (ALLOW, SSM_G, [SSM_OK])), CLOSED, "pass", refused,
+        _v3(STRANGER4, (ALLOW, SSM_G, [SSM_OK])), _cnt(reports=1, kept=1, refused=1, rewritten=1),
+        [(SSM_G, SSM_BAD, refused, 3)], [(SSM_G, ins)])
+    add("IGMPv3 SSM: ALLOW with every source refused, alone: dropped",
+        _v3(STRANGER4, (ALLOW, SSM_G, [SSM_BAD, SSM_BAD2])), CLOSED, "drop", refused,
+        counters=_cnt(reports=1, refused=2, dropped=1),
+        denied=[(SSM_G, SSM_BAD, refused, 3), (SSM_G, SSM_BAD2, refused, 3)])
+    add("IGMPv3 a source-specific rule does not allow an any-source join", _v3(STRANGER4, (TO_EX, SSM_G)), CLOSED,
+        "drop", refused, counters=_cnt(reports=1, refused=1, dropped=1), denied=[(SSM_G, None, refused, 3)])
+    add("IGMPv3 an any-source rule allows joins of any source", _v3(R4, (ALLOW, G, [SSM_OK, SSM_BAD])), CLOSED,
+        "pass", "link_local", counters=_cnt(reports=1, kept=2), groups=[(G, ins), (G, ref)])
+    add("IGMPv3 leave records (TO_IN, IS_IN without a source), by anyone",
+        _v3(STRANGER4, (TO_IN, G), (IS_IN, OUT)), CLOSED, "pass", "link_local", counters=_cnt(reports=1, leaves=2),
+        groups=[(G, left)], joined=[G])
+    add("IGMPv3 BLOCK_OLD_SOURCES by anyone: kept", _v3(STRANGER4, (BLOCK, G, [SSM_BAD])), CLOSED, "pass",
+        "link_local", counters=_cnt(reports=1))
+    add("IGMPv3 a link-scope group by anyone: kept, not judged", _v3(STRANGER4, (TO_EX, LINK_G)), CLOSED, "pass",
+        "link_local", counters=_cnt(reports=1))
+    add("IGMPv3 record type 7 removed, the rest kept", _v3(R4, (7, G2), (TO_EX, G)), CLOSED, "pass", "malformed",
+        _v3(R4, (TO_EX, G)), _cnt(reports=1, kept=1, rewritten=1, malformed=1), groups=[(G, ins)])
+    add("IGMPv3 record type 0 alone: dropped", _v3(R4, (0, G)), CLOSED, "drop", "malformed",
+        counters=_cnt(reports=1, dropped=1, malformed=1))
+    add("IGMPv3 an unknown record type of a link-scope group: removed too", _v3(R4, (9, LINK_G), (TO_EX, G)),
+        CLOSED, "pass", "malformed", _v3(R4, (TO_EX, G)), _cnt(reports=1, kept=1, rewritten=1, malformed=1),
+        groups=[(G, ins)])
+    add("IGMPv3 an unknown and a refused record: join_refused", _v3(R4, (7, G), (TO_EX, OUT), (TO_EX, G2)),
+        CLOSED, "pass", refused, _v3(R4, (TO_EX, G2)),
+        _cnt(reports=1, kept=1, refused=1, rewritten=1, malformed=1), [(OUT, None, refused, 3)], [(G2, ins)])
+    add("IGMPv3 no record at all: passes", _v3(R4), CLOSED, "pass", "link_local", counters=_cnt(reports=1))
+    add("IGMPv3 bad checksum", _bad_csum(_v3, R4, (TO_EX, G)), CLOSED, "drop", "malformed", counters=malformed)
+    add("IGMPv3 record count past the records: nothing judged", _v3(STRANGER4, (TO_EX, G), nrec=2), CLOSED, "drop",
+        "malformed", counters=malformed)
+    add("IGMPv3 bytes after the last record: nothing judged", _v3(R4, (TO_EX, G), trailer=b"\0" * 4), CLOSED,
+        "drop", "malformed", counters=malformed)
+    add("IGMPv3 a record's sources past the end", _v3(R4, (TO_EX, G), nrec=2,
+                                                       trailer=_truncated_record(G2, [SSM_OK], 3)),
+        CLOSED, "drop", "malformed", counters=malformed)
+    add("IGMPv3 a record header cut short", _v3(R4, (TO_EX, G), nrec=2, trailer=b"\x02\x00\x00\x00\xef\x01"),
+        CLOSED, "drop", "malformed", counters=malformed)
+    add("IGMPv3 in a first fragment", _v3(R4, (TO_EX, G), frag=0x2000), CLOSED, "drop", "malformed",
+        counters=malformed)
+    add("IGMPv3 in a later fragment", _v3(R4, (TO_EX, G), frag=0x0010), CLOSED, "drop", "malformed",
+        counters=malformed)
+    add("IGMPv3 aux data stays after the kept sources",
+        rep.igmp_v3(STRANGER4, [rep.Record(ALLOW, SSM_G, (SSM_BAD, SSM_OK), aux=b"AUX!")]), CLOSED, "pass", refused,
+        rep.igmp_v3(STRANGER4, [rep.Record(ALLOW, SSM_G, (SSM_OK,), aux=b"AUX!")]),
+        _cnt(reports=1, kept=1, refused=1, rewritten=1), [(SSM_G, SSM_BAD, refused, 3)], [(SSM_G, ins)])
+    add("IGMPv3 without router alert, Ethernet padding: the frame ends with its packet",
+        _v3(STRANGER4, (TO_EX, G), (TO_EX, LINK_G), router_alert=False) + b"\0\0", CLOSED, "pass", refused,
+        _v3(STRANGER4, (TO_EX, LINK_G), router_alert=False), _cnt(reports=1, refused=1, rewritten=1),
+        [(G, None, refused, 3)])
+    many = [(TO_EX, f"239.1.{i}.1") if i % 2 == 0 else (TO_EX, f"239.6.{i}.1") for i in range(100)]
+    add("IGMPv3 100 records, every other one refused", _v3(R4, *many), CLOSED, "pass", refused,
+        _v3(R4, *many[::2]), _cnt(reports=1, kept=50, refused=50, rewritten=1),
+        [(f"239.6.{i}.1", None, refused, 3) for i in range(1, 100, 2)],
+        [(f"239.1.{i}.1", ins) for i in range(0, 100, 2)])
+    add("IGMPv3 100 records, all allowed: untouched", _v3(R4, *many[::2], *many[::2]), CLOSED, "pass",
+        "link_local", counters=_cnt(reports=1, kept=100),
+        groups=[(f"239.1.{i}.1", ins) for i in range(0, 100, 2)] + [(f"239.1.{i}.1", ref) for i in range(0, 100, 2)])
+    add("IGMPv3 limit: a new group, one over, one held", _v3(R4, (TO_EX, G2), (TO_EX, G3), (TO_EX, G)),
+        CLOSED_LIMIT2, "pass", limit, _v3(R4, (TO_EX, G2), (TO_EX, G)),
+        _cnt(reports=1, kept=2, limited=1, rewritten=1), [(G3, None, limit, 3)], [(G2, ins), (G, ref)], joined=[G])
+    add("IGMPv3 limit and rules: join_refused wins", _v3(R4, (TO_EX, G3), (TO_EX, OUT)), CLOSED_LIMIT2, "drop",
+        refused, counters=_cnt(reports=1, refused=1, limited=1, dropped=1),
+        denied=[(G3, None, limit, 3), (OUT, None, refused, 3)], joined=[G, G2])
+    add("IGMPv3 limit: the sources of a new group, no room", _v3(STRANGER4, (ALLOW, SSM_G, [SSM_OK, SSM_BAD])),
+        OPEN_LIMIT2, "drop", limit, counters=_cnt(reports=1, limited=2, dropped=1),
+        denied=[(SSM_G, SSM_OK, limit, 3), (SSM_G, SSM_BAD, limit, 3)], joined=[G, G2])
+    add("IGMPv3 limit: the first source inserts, the next refreshes",
+        _v3(STRANGER4, (ALLOW, SSM_G, [SSM_OK, SSM_BAD])), OPEN_LIMIT2, "pass", "link_local",
+        counters=_cnt(reports=1, kept=2), groups=[(SSM_G, ins), (SSM_G, ref)], joined=[G])
+    add("IGMPv3 monitor: a report with a refused record passes unchanged", _v3(R4, (TO_EX, G), (TO_EX, OUT)),
+        MONITOR, "pass", refused, counters=_cnt(reports=1, kept=1, refused=1, rewritten=1),
+        denied=[(OUT, None, refused, 3)], groups=[(G, ins)])
+    add("IGMPv3 monitor: nothing would be left", _v3(STRANGER4, (TO_EX, G)), MONITOR, "pass", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(G, None, refused, 3)])
+    add("IGMPv3 monitor router: no rewrite", _v3(STRANGER4, (ALLOW, SSM_G, [SSM_OK, SSM_BAD])), CLOSED, "pass",
+        refused, counters=_cnt(reports=1, kept=1, refused=1, rewritten=1), denied=[(SSM_G, SSM_BAD, refused, 3)],
+        groups=[(SSM_G, ins)], monitor=True)
+    add("IGMPv3 open without a limit: not inspected", _v3(STRANGER4, (TO_EX, G)), OPEN, "pass", "link_local",
+        inspected=False)
+
+    # MLDv1 and MLDv2.
+    add("MLDv1 report, allowed", rep.mld_v1(R6, G6), CLOSED, "pass", "mld", counters=_cnt(reports=1, kept=1),
+        groups=[(G6, ins)])
+    add("MLDv1 report, group outside every rule", rep.mld_v1(R6, OUT6), CLOSED, "drop", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(OUT6, None, refused, 1)])
+    add("MLDv1 report from outside the receiver prefix", rep.mld_v1(STRANGER6, G6), CLOSED, "drop", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(G6, None, refused, 1)])
+    add("MLDv1 done of a joined group", rep.mld_done(STRANGER6, G6), CLOSED, "pass", "link_local",
+        counters=_cnt(reports=1, leaves=1), groups=[(G6, left)], joined=[G6])
+    add("MLD general query: never touched", rep.mld_query("fe80::1"), CLOSED, "pass", "link_local",
+        inspected=False)
+    add("MLD group query to a routable group: never touched", rep.mld_query("fe80::1", G6), CLOSED, "pass", "mld",
+        inspected=False)
+    add("MLDv1 report of a link-scope group, by anyone", rep.mld_v1(STRANGER6, LINK_G6), CLOSED, "pass",
+        "link_local", counters=_cnt(reports=1))
+    add("MLDv1 report, bad checksum", _bad_csum(rep.mld_v1, R6, G6), CLOSED, "drop", "malformed",
+        counters=malformed)
+    add("MLDv1 report of 16 bytes", _short_mld(R6, G6), CLOSED, "drop", "malformed", counters=malformed)
+    add("MLDv1 report, hop limit 2: data, not a report", rep.mld_v1(R6, OUT6, hlim=2), CLOSED, "drop",
+        "unauthorized", inspected=False)
+    add("MLDv2 TO_EX, allowed", _v2(R6, (TO_EX, G6)), CLOSED, "pass", "link_local",
+        counters=_cnt(reports=1, kept=1), groups=[(G6, ins)])
+    add("MLDv2 three records, the middle one refused", _v2(R6, (TO_EX, G6), (TO_EX, OUT6), (IS_EX, G6B)), CLOSED,
+        "pass", refused, _v2(R6, (TO_EX, G6), (IS_EX, G6B)), _cnt(reports=1, kept=2, refused=1, rewritten=1),
+        [(OUT6, None, refused, 2)], [(G6, ins), (G6B, ins)])
+    add("MLDv2 SSM: a refused and an allowed source", _v2(STRANGER6, (ALLOW, SSM6, [SSM6_BAD, SSM6_OK])), CLOSED,
+        "pass", refused, _v2(STRANGER6, (ALLOW, SSM6, [SSM6_OK])), _cnt(reports=1, kept=1, refused=1, rewritten=1),
+        [(SSM6, SSM6_BAD, refused, 2)], [(SSM6, ins)])
+    add("MLDv2 SSM: TO_IN with every source refused stays, a leave", _v2(STRANGER6, (TO_IN, SSM6, [SSM6_BAD])),
+        CLOSED, "pass", refused, _v2(STRANGER6, (TO_IN, SSM6)), _cnt(reports=1, refused=1, leaves=1, rewritten=1),
+        [(SSM6, SSM6_BAD, refused, 2)])
+    add("MLDv2 without a hop-by-hop header: judged the same",
+        _v2(STRANGER6, (TO_EX, G6), (TO_EX, LINK_G6), hop_by_hop=False), CLOSED, "pass", refused,
+        _v2(STRANGER6, (TO_EX, LINK_G6), hop_by_hop=False), _cnt(reports=1, refused=1, rewritten=1),
+        [(G6, None, refused, 2)])
+    add("MLDv2 record type 8 removed", _v2(R6, (8, G6B), (TO_EX, G6)), CLOSED, "pass", "malformed",
+        _v2(R6, (TO_EX, G6)), _cnt(reports=1, kept=1, rewritten=1, malformed=1), groups=[(G6, ins)])
+    add("MLDv2 bad checksum", _bad_csum(_v2, R6, (TO_EX, G6)), CLOSED, "drop", "malformed", counters=malformed)
+    add("MLDv2 a record's sources past the end", _v2(R6, (TO_EX, G6), nrec=2,
+                                                      trailer=_truncated_record(G6B, [SSM6_OK], 2)),
+        CLOSED, "drop", "malformed", counters=malformed)
+    add("MLDv2 record count past the records", _v2(R6, (TO_EX, G6), nrec=3), CLOSED, "drop", "malformed",
+        counters=malformed)
+    add("MLDv2 in a first fragment", _mld_in_fragment(R6, rep.records((TO_EX, G6))), CLOSED, "drop", "malformed",
+        counters=malformed)
+    mld_ok = _v2(R6, (TO_EX, G6))
+    add("MLDv2 payload length past the frame", _patch(mld_ok, 18, struct.pack("!H", len(mld_ok) - 54 + 8)),
+        CLOSED, "drop", "malformed", counters=malformed)
+    add("MLDv2 hop-by-hop header longer than the payload", _patch(mld_ok, 55, b"\x04"), CLOSED, "drop",
+        "malformed", counters=malformed)
+    add("ICMPv6 of 2 bytes behind hop-by-hop to ff02::16",
+        rep.ipv6_frame(R6, rep.MLDV2_ROUTERS, 58, b"\x8f\x00"), CLOSED, "drop", "malformed", counters=malformed)
+    add("MLDv2, 802.1Q tagged, a refused record", _v2(R6, (TO_EX, OUT6), (TO_EX, G6), vlan=10), CLOSED, "pass",
+        refused, _v2(R6, (TO_EX, G6), vlan=10), _cnt(reports=1, kept=1, refused=1, rewritten=1),
+        [(OUT6, None, refused, 2)], [(G6, ins)])
+    many6 = [(TO_EX, f"ff0e::db8:1:{i + 1:x}") if i % 2 == 0 else (TO_EX, f"ff0e::db8:6:{i:x}") for i in range(100)]
+    add("MLDv2 100 records, every other one refused", _v2(R6, *many6), CLOSED, "pass", refused,
+        _v2(R6, *many6[::2]), _cnt(reports=1, kept=50, refused=50, rewritten=1),
+        [(f"ff0e::db8:6:{i:x}", None, refused, 2) for i in range(1, 100, 2)],
+        [(f"ff0e::db8:1:{i + 1:x}", ins) for i in range(0, 100, 2)])
+    add("MLDv2 limit: both families count together", _v2(R6, (TO_EX, G6), (TO_EX, G6B)), CLOSED_LIMIT2, "pass",
+        limit, _v2(R6, (TO_EX, G6)), _cnt(reports=1, kept=1, limited=1, rewritten=1), [(G6B, None, limit, 2)],
+        [(G6, ins)], joined=[G])
+    add("MLDv2 monitor: a refused report passes", _v2(R6, (TO_EX, OUT6)), MONITOR, "pass", refused,
+        counters=_cnt(reports=1, refused=1, dropped=1), denied=[(OUT6, None, refused, 2)])
+    add("MLDv2 open without a limit: not inspected", _v2(STRANGER6, (TO_EX, OUT6)), OPEN, "pass", "link_local",
+        inspected=False)
+    add("neighbour solicitation to a solicited-node group: untouched",
+        rep.ipv6_frame(R6, "ff02::1:ff00:5", 58, b"\x87\x00\x00\x00" + bytes(20), hlim=255, hop_by_hop=False),
+        CLOSED, "pass", "link_local",
+        inspected=False)
+    add("UDP to ff02::1 behind a hop-by-hop header: untouched",
+        rep.ipv6_frame(R6, "ff02::1", 17, b"\x10\x00\x10\x01\x00\x0c\x00\x00abcd"), CLOSED, "pass", "link_local",
+        inspected=False)
+    add("IPv6 data to a group on a closed interface: the sender path",
+        rep.ipv6_frame(R6, OUT6, 17, b"\x10\x00\x10\x01\x00\x0c\x00\x00abcd", hlim=8, hop_by_hop=False), CLOSED,
+        "drop", "unauthorized", inspected=False)
+    return c
+
+
+RECV_CASES = _recv_cases()

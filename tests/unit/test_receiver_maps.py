@@ -248,3 +248,10 @@ def test_refused_joins_read_back_and_clear(fake):
     assert (d.iface, str(d.receiver), str(d.group), str(d.source), d.reason, d.records, d.version) == (
         "eth2", "fe80::5", "ff3e::1", "2001:db8::2", "join_limit", 3, 2)
     assert rx.clear_denied_joins() == 1 and rx.denied_joins() == []
+
+
+def test_the_kernel_counters_are_in_the_protocols_order():
+    from mauthcore.protocol.model import RECV_COUNTERS
+
+    assert maps.RECV_COUNTERS == RECV_COUNTERS
+    assert len(maps.RecvState().counters) == len(RECV_COUNTERS)
