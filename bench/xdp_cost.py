@@ -79,7 +79,8 @@ measured side by side in rounds of its own:
                    closed; each row's filter time is divided by layout 5's
                    in the same round (`vs_layout5`)
     reports        IGMPv2 on the open veth (not inspected: the base,
-                   `vs_open`) and through layout 5's program; on the closed
+                   `vs_open`), through layout 5's program and through
+                   today's with no interface inspecting; on the closed
                    veth, IGMPv2 allowed by the first rule and by the last of
                    RECV_RULES, refused after all RECV_RULES (dropped); IGMPv3
                    of 10 records all allowed (passes unchanged; by the first
@@ -174,7 +175,7 @@ SENDER_MAC = "02:00:00:00:00:01"  # udp_frame()'s source MAC
 # Receivers: the data-packet rows and the report rows (see the docstring).
 DATA_KINDS = ("passed", "unauthorized", "passed6")
 DATA_VARIANTS = ("floor", "layout5", "no_policy", "closed512")
-REPORT_KINDS = ("floor", "v2_layout5", "v2_open", "v2_first", "v2_last512", "v2_refused512",
+REPORT_KINDS = ("floor", "v2_layout5", "v2_no_policy", "v2_open", "v2_first", "v2_last512", "v2_refused512",
                 "v3_allowed10", "v3_allowed10_last512", "v3_half10", "mld2_half10")
 RECV_RULES = MAX_RECEIVER_RULES
 RECV_LIMIT = 64  # above the groups the rows join on one interface (at most 21)
@@ -479,6 +480,7 @@ def report_frames() -> dict[str, tuple[bytes, int, bytes | None]]:
     return {
         "floor": (v2, XDP_PASS, v2),
         "v2_layout5": (v2, XDP_PASS, v2),
+        "v2_no_policy": (v2, XDP_PASS, v2),
         "v2_open": (v2, XDP_PASS, v2),
         "v2_first": (v2, XDP_PASS, v2),
         "v2_last512": (v2, XDP_PASS, v2),
@@ -492,9 +494,9 @@ def report_frames() -> dict[str, tuple[bytes, int, bytes | None]]:
 
 # The reason counter each report row bumps once per run (the floor has none): a v3 report, sent to
 # 224.0.0.22, kept whole counts as link_local, as before receivers existed.
-REPORT_REASONS = {"v2_layout5": "igmp", "v2_open": "igmp", "v2_first": "igmp", "v2_last512": "igmp",
-                  "v2_refused512": "join_refused", "v3_allowed10": "link_local", "v3_allowed10_last512": "link_local",
-                  "v3_half10": "join_refused", "mld2_half10": "join_refused"}
+REPORT_REASONS = {"v2_layout5": "igmp", "v2_no_policy": "igmp", "v2_open": "igmp", "v2_first": "igmp",
+                  "v2_last512": "igmp", "v2_refused512": "join_refused", "v3_allowed10": "link_local",
+                  "v3_allowed10_last512": "link_local", "v3_half10": "join_refused", "mld2_half10": "join_refused"}
 
 
 def measure_receivers(floor_fd: int, bpffs: Path, rounds: int, repeat: int, calls: int) -> dict:
@@ -545,7 +547,9 @@ def measure_receivers(floor_fd: int, bpffs: Path, rounds: int, repeat: int, call
             print(f"receivers: {len(data_jobs)} data-packet rows", file=sys.stderr)
             data = run_rounds(floor_fd, data_jobs, rounds, lambda fd, f, i: timed_run(fd, f, repeat, i))
 
+            bare = planes["no_policy"]
             report_progs = {"floor": (None, floor_fd, closed), "v2_layout5": (old, old.prog_fd, closed),
+                            "v2_no_policy": (bare, bare.prog_fd, closed),
                             "v2_open": (big, big.prog_fd, opened), "v2_first": (first, first.prog_fd, closed),
                             "v2_last512": (big, big.prog_fd, closed), "v2_refused512": (big, big.prog_fd, closed),
                             "v3_allowed10": (first, first.prog_fd, closed),
@@ -585,7 +589,7 @@ def measure_receivers(floor_fd: int, bpffs: Path, rounds: int, repeat: int, call
         frame, action, out = frames[kind]
         fig = summarize(reps[kind])
         fig["vs_open"], fig["vs_open_cpu_added_ns"] = versus(reps[kind], reps["v2_open"])
-        scanned = 0 if kind in ("floor", "v2_layout5", "v2_open") else rules_of.get(kind, RECV_RULES)
+        scanned = 0 if kind in ("floor", "v2_layout5", "v2_no_policy", "v2_open") else rules_of.get(kind, RECV_RULES)
         report_rows.append({"kind": kind, "action": "pass" if action == XDP_PASS else "drop",
                             "rules_scanned": scanned, "frame_bytes": len(frame),
                             "out_bytes": len(out) if out is not None else 0} | fig)
