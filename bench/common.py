@@ -193,6 +193,14 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
+def stored_section(name: str, path: Path = JSON_PATH) -> object:
+    """The section `name` of the JSON file as stored, or None (no file, no such section, not JSON)."""
+    try:
+        return json.loads(path.read_text()).get(name)
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 def store_section(name: str, section: dict, path: Path = JSON_PATH) -> None:
     """Write `section` under key `name` in the JSON file, keeping every other section, and say so."""
     data: dict = {}

@@ -37,7 +37,7 @@ MD_PATH = common.REPO / "docs" / "benchmarks.md"
 def _xdp_cost(s: dict) -> str:
     from . import xdp_cost
 
-    return xdp_cost.markdown(s["results"], s["bulk_load"], s.get("bindings"))
+    return xdp_cost.markdown(s["results"], s["bulk_load"], s.get("bindings"), s.get("receivers"))
 
 
 def _forwarding(s: dict) -> str:

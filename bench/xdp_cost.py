@@ -65,6 +65,40 @@ The floor runs with the same ingress interface. Besides added ns, each row
 gives the per-round ratio of its filter time to the unbound rule's, and the
 difference of their added costs on the CPU clock.
 
+Last, receiver authorization (docs/operations.md, "Authorizing receivers"),
+in the same namespace: the first veth is `closed` with a group limit
+(RECV_LIMIT), the second has no policy (open). Two groups of rows, each
+measured side by side in rounds of its own:
+
+    data packets   passed, unauthorized and passed6 (BIND_RULES sender rules
+                   and one IPv6 one) through layout 5's program (commit
+                   LAYOUT5_COMMIT's ebpf/: today's maps without the receiver
+                   maps and reasons), through today's program with no
+                   receiver policy, and through today's program with
+                   RECV_RULES receiver rules and the ingress interface
+                   closed; each row's filter time is divided by layout 5's
+                   in the same round (`vs_layout5`)
+    reports        IGMPv2 on the open veth (not inspected: the base,
+                   `vs_open`), through layout 5's program and through
+                   today's with no interface inspecting; on the closed
+                   veth, IGMPv2 allowed by the first rule and by the last of
+                   RECV_RULES, refused after all RECV_RULES (dropped); IGMPv3
+                   of 10 records all allowed (passes unchanged; by the first
+                   rule, and by the last of RECV_RULES); IGMPv3 and MLDv2 of
+                   10 records, every other one refused (compacted, shortened,
+                   lengths and checksums fixed)
+
+A report's rows cannot use `repeat`: the kernel's XDP test run
+(net/bpf/test_run.c, bpf_test_run()) copies the frame in once per call and
+runs the program `repeat` times on the same xdp_buff, never resetting data
+or data_end between runs, so from the second run on a rewritten report is
+the already rewritten frame (5 records, all allowed). Every report row
+therefore runs REPORT_CALLS calls of one run each and takes the mean of
+their durations; the floor is measured the same way, so the timer's own
+cost per call (two ktime_get_ns()) falls out with it. The "floor" row of
+each group runs the floor program in the filter's place: its added ns is
+the noise floor of the method on this machine.
+
 The kernel reports whole nanoseconds (it truncates total/repeat), so the
 thread's CPU clock around each call is recorded too: a finer (sub-ns)
 cross-check of the added cost that also excludes time the thread was not
@@ -89,8 +123,9 @@ import time
 import uuid
 from pathlib import Path
 
-from lab import netns
-from lab.older_filter import LAYOUT4_COMMIT, build_filter_at, layout4
+from lab import netns, reports
+from lab.older_filter import LAYOUT4_COMMIT, LAYOUT5_COMMIT, build_filter_at, layout4, layout5
+from mauthcore.receivers import MAX_RECEIVER_RULES, IfacePolicy, ReceiverRule
 from mauthcore.rules import Rule, RuleKey
 from musersd import bpfsys
 from musersd.dataplane import DataPlane
@@ -136,6 +171,18 @@ BIND_RULES = 1000
 BIND_IFACES = ("mbench0", "mbench1")
 BIND_ROUTE = "10.0.0.0/8"  # on mbench0: every rule's source (10.0.0.1 + i) routes back through it
 SENDER_MAC = "02:00:00:00:00:01"  # udp_frame()'s source MAC
+
+# Receivers: the data-packet rows and the report rows (see the docstring).
+DATA_KINDS = ("passed", "unauthorized", "passed6")
+DATA_VARIANTS = ("floor", "layout5", "no_policy", "closed512")
+REPORT_KINDS = ("floor", "v2_layout5", "v2_no_policy", "v2_open", "v2_first", "v2_last512", "v2_refused512",
+                "v3_allowed10", "v3_allowed10_last512", "v3_half10", "mld2_half10")
+RECV_RULES = MAX_RECEIVER_RULES
+RECV_LIMIT = 64  # above the groups the rows join on one interface (at most 21)
+REPORT_CALLS = 5000  # one-run calls per report sample
+REPORTER4, REPORTER6 = "10.1.0.5", "fe80::5"
+ALLOWED4 = ReceiverRule.make("10.1.0.0/24", "239.9.0.0/16")  # sorts after every filler: the last rule
+ALLOWED6 = ReceiverRule.make("fe80::/64", "ff0e::9:0/112")
 
 
 def _csum(header: bytes) -> int:
@@ -356,16 +403,221 @@ def measure_bindings(floor_fd: int, bpffs: Path, rounds: int, repeat: int) -> li
                     f1 = timed_run(floor_fd, frame, repeat, ingress)
                     samples[kind].append((*f0, *m, *f1))
     out = []
-    base = samples["unbound"]
     for kind in BIND_KINDS:
         fig = summarize(samples[kind])
-        s = samples[kind]
-        fig["vs_unbound"] = round(common.quartiles([a[2] / b[2] for a, b in zip(s, base)])[1], 2)
-        fig["vs_unbound_cpu_added_ns"] = round(common.quartiles(
-            [(a[3] - (a[1] + a[5]) / 2) - (b[3] - (b[1] + b[5]) / 2) for a, b in zip(s, base)])[1], 2)
+        fig["vs_unbound"], fig["vs_unbound_cpu_added_ns"] = versus(samples[kind], samples["unbound"])
         fig.update(kind=kind, rules=BIND_RULES, action="pass")
         out.append(fig)
     return out
+
+
+def versus(rows: list[tuple], base: list[tuple]) -> tuple[float, float]:
+    """(median over rounds of filter ns / the base's, median of added ns on the CPU clock minus the base's).
+
+    `rows` and `base`: samples of the same rounds, as summarize() takes them.
+    """
+    ratio = common.quartiles([a[2] / b[2] for a, b in zip(rows, base, strict=True)])[1]
+    cpu = common.quartiles([(a[3] - (a[1] + a[5]) / 2) - (b[3] - (b[1] + b[5]) / 2)
+                            for a, b in zip(rows, base, strict=True)])[1]
+    return round(ratio, 2), round(cpu, 2)
+
+
+def rotated(order: list, r: int) -> list:
+    """`order` starting at its (r mod len)th element: who goes first changes every round."""
+    k = r % len(order)
+    return order[k:] + order[:k]
+
+
+def timed_calls(prog_fd: int, frame: bytes, calls: int, ingress: int = 0) -> tuple[float, float]:
+    """(mean kernel ns, mean thread CPU ns) of `calls` BPF_PROG_TEST_RUN calls of one run each (reports)."""
+    total = 0
+    t0 = time.thread_time_ns()
+    for _ in range(calls):
+        total += bpfsys.prog_test_run(prog_fd, frame, 1, ingress).duration_ns
+    t1 = time.thread_time_ns()
+    return total / calls, (t1 - t0) / calls
+
+
+def run_rounds(floor_fd: int, jobs: dict, rounds: int, timer) -> dict[str, list]:
+    """Samples per job: every round, jobs in rotated order, each floor, program, floor (same frame, ingress).
+
+    `jobs`: name -> function of the round giving (program fd, frame, ingress); `timer(fd, frame, ingress)`:
+    (kernel ns, CPU ns) per run.
+    """
+    for job in jobs.values():  # an untimed pass warms programs, maps, caches
+        fd, frame, ingress = job(0)
+        timer(floor_fd, frame, ingress)
+        timer(fd, frame, ingress)
+    samples: dict[str, list] = {name: [] for name in jobs}
+    for r in range(rounds):
+        for name in rotated(list(jobs), r):
+            fd, frame, ingress = jobs[name](r)
+            f0 = timer(floor_fd, frame, ingress)
+            m = timer(fd, frame, ingress)
+            f1 = timer(floor_fd, frame, ingress)
+            samples[name].append((*f0, *m, *f1))
+    return samples
+
+
+def filler_receivers(n: int) -> list[ReceiverRule]:
+    """`n` IPv4 rules for REPORTER4's prefix that allow none of the rows' groups (239.2/16), all sorting
+    before ALLOWED4: a report allowed by ALLOWED4 is judged against every one of them first."""
+    return [ReceiverRule.make("10.1.0.0/24", f"239.2.{i >> 8}.{i & 255}") for i in range(n)]
+
+
+def report_frames() -> dict[str, tuple[bytes, int, bytes | None]]:
+    """kind -> (frame, XDP action, frame after the program or None if dropped) for the report rows.
+
+    Half-refused reports alternate an allowed record (ALLOWED4/ALLOWED6's groups) with a refused one,
+    so compaction moves every kept record after the first.
+    """
+    r = reports
+    v2 = r.igmp_v2(REPORTER4, "239.9.1.1")
+    all10 = r.igmp_v3(REPORTER4, [r.Record(r.TO_EX, f"239.9.3.{i}") for i in range(1, 11)])
+    all10_512 = r.igmp_v3(REPORTER4, [r.Record(r.TO_EX, f"239.9.5.{i}") for i in range(1, 11)])
+    half4 = [r.Record(r.TO_EX, f"239.9.4.{i}" if i % 2 else f"239.8.4.{i}") for i in range(1, 11)]
+    half6 = [r.Record(r.TO_EX, f"ff0e::9:{i:x}" if i % 2 else f"ff0e::8:{i:x}") for i in range(1, 11)]
+    return {
+        "floor": (v2, XDP_PASS, v2),
+        "v2_layout5": (v2, XDP_PASS, v2),
+        "v2_no_policy": (v2, XDP_PASS, v2),
+        "v2_open": (v2, XDP_PASS, v2),
+        "v2_first": (v2, XDP_PASS, v2),
+        "v2_last512": (v2, XDP_PASS, v2),
+        "v2_refused512": (r.igmp_v2(REPORTER4, "239.8.1.1"), XDP_DROP, None),
+        "v3_allowed10": (all10, XDP_PASS, all10),
+        "v3_allowed10_last512": (all10_512, XDP_PASS, all10_512),
+        "v3_half10": (r.igmp_v3(REPORTER4, half4), XDP_PASS, r.igmp_v3(REPORTER4, half4[::2])),
+        "mld2_half10": (r.mld_v2(REPORTER6, half6), XDP_PASS, r.mld_v2(REPORTER6, half6[::2])),
+    }
+
+
+# The reason counter each report row bumps once per run (the floor has none): a v3 report, sent to
+# 224.0.0.22, kept whole counts as link_local, as before receivers existed.
+REPORT_REASONS = {"v2_layout5": "igmp", "v2_no_policy": "igmp", "v2_open": "igmp", "v2_first": "igmp",
+                  "v2_last512": "igmp", "v2_refused512": "join_refused", "v3_allowed10": "link_local",
+                  "v3_allowed10_last512": "link_local", "v3_half10": "join_refused", "mld2_half10": "join_refused"}
+
+
+def measure_receivers(floor_fd: int, bpffs: Path, rounds: int, repeat: int, calls: int) -> dict:
+    """The receiver rows (docstring): {"data": [...], "reports": [...]}."""
+    rules = make_rules(BIND_RULES)
+    six = Rule.make(SENDER6, GROUP6, RULE_MAX_TTL)
+    closed, opened = BIND_IFACES
+    with tempfile.TemporaryDirectory(prefix="mauth-bench-v5-") as tmp, bind_namespace() as (_, ifx):
+        obj5 = build_filter_at(LAYOUT5_COMMIT, Path(tmp))
+        with layout5(obj5):
+            old = DataPlane(bpffs / "layout5", max_rules=BIND_RULES + 1).load()
+            old.add_rules_bulk(rules + [six])
+        planes = {name: DataPlane(bpffs / name, max_rules=BIND_RULES + 1, ifaces=BIND_IFACES).load()
+                  for name in ("no_policy", "closed512", "first")}
+        with old, planes["no_policy"], planes["closed512"], planes["first"]:
+            for dp in planes.values():
+                dp.add_rules_bulk(rules + [six])
+            big, first = planes["closed512"], planes["first"]
+            big.apply_receivers(filler_receivers(RECV_RULES - 1) + [ALLOWED4])
+            first.apply_receivers([ALLOWED4, ALLOWED6])
+            if [s.rule for s in big.receiver_rules()][-1] != ALLOWED4 or len(big.receiver_rules()) != RECV_RULES:
+                raise SystemExit(f"the allowing rule is not the last of {RECV_RULES}")
+            for dp in (big, first):
+                dp.set_receiver_policy(IfacePolicy.make(closed, "closed", RECV_LIMIT))
+            data_progs = {"floor": (None, floor_fd), "layout5": (old, old.prog_fd)} | {
+                v: (planes[p], planes[p].prog_fd) for v, p in (("no_policy", "no_policy"), ("closed512", "closed512"))}
+
+            def data_frames(payload: int) -> dict[str, tuple[bytes, int, str]]:
+                both = frames_for(BIND_RULES, payload) | extra_frames_for(BIND_RULES, payload)
+                return {k: both[k] for k in DATA_KINDS}
+
+            for payload in PAYLOADS:  # every data frame takes its path under every program
+                for kind, (frame, action, reason) in data_frames(payload).items():
+                    for variant, (plane, fd) in data_progs.items():
+                        if plane is None:
+                            continue
+                        with layout5(obj5) if variant == "layout5" else contextlib.nullcontext():
+                            before = plane.counters()[reason]["packets"]
+                            got = bpfsys.prog_test_run(fd, frame, 1, ifx[closed]).retval
+                            after = plane.counters()[reason]["packets"]
+                        if got != action or after != before + 1:
+                            raise SystemExit(f"{kind} under {variant} took the wrong path: action {got}")
+            by_payload = [data_frames(p) for p in PAYLOADS]
+            data_jobs = {
+                f"{kind}/{variant}": (lambda r, k=kind, fd=fd: (fd, by_payload[r % len(PAYLOADS)][k][0], ifx[closed]))
+                for kind in DATA_KINDS for variant, (_, fd) in data_progs.items()
+            }
+            print(f"receivers: {len(data_jobs)} data-packet rows", file=sys.stderr)
+            data = run_rounds(floor_fd, data_jobs, rounds, lambda fd, f, i: timed_run(fd, f, repeat, i))
+
+            bare = planes["no_policy"]
+            report_progs = {"floor": (None, floor_fd, closed), "v2_layout5": (old, old.prog_fd, closed),
+                            "v2_no_policy": (bare, bare.prog_fd, closed),
+                            "v2_open": (big, big.prog_fd, opened), "v2_first": (first, first.prog_fd, closed),
+                            "v2_last512": (big, big.prog_fd, closed), "v2_refused512": (big, big.prog_fd, closed),
+                            "v3_allowed10": (first, first.prog_fd, closed),
+                            "v3_allowed10_last512": (big, big.prog_fd, closed),
+                            "v3_half10": (first, first.prog_fd, closed), "mld2_half10": (first, first.prog_fd, closed)}
+            frames = report_frames()
+            for kind, (frame, action, out) in frames.items():  # each report takes its path, output byte for byte
+                plane, fd, iface = report_progs[kind]
+                with layout5(obj5) if kind == "v2_layout5" else contextlib.nullcontext():
+                    was = plane.counters() if plane is not None else None
+                    run = bpfsys.prog_test_run(fd, frame, 1, ifx[iface])
+                    now = plane.counters() if plane is not None else None
+                if run.retval != action or (out is not None and run.data != out):
+                    raise SystemExit(f"report {kind!r} took the wrong path: action {run.retval}")
+                if was is not None and now is not None:
+                    moved = {r for r in now if now[r]["packets"] != was[r]["packets"]}
+                    if moved != {REPORT_REASONS[kind]}:
+                        raise SystemExit(f"report {kind!r} counted under {sorted(moved)}")
+            report_jobs = {k: (lambda r, k=k: (report_progs[k][1], frames[k][0], ifx[report_progs[k][2]]))
+                           for k in REPORT_KINDS}
+            print(f"receivers: {len(report_jobs)} report rows, {calls:,} calls of one run per sample",
+                  file=sys.stderr)
+            reps = run_rounds(floor_fd, report_jobs, rounds, lambda fd, f, i: timed_calls(fd, f, calls, i))
+            if any(p.groups >= RECV_LIMIT for dp in (big, first) for p in dp.receiver_policies()):
+                raise SystemExit("a row's groups reached the limit: the rows would measure the limit's refusal")
+    data_rows = []
+    for kind in DATA_KINDS:
+        base = data[f"{kind}/layout5"]
+        verdict = "drop" if kind == "unauthorized" else "pass"
+        for variant in DATA_VARIANTS:
+            fig = summarize(data[f"{kind}/{variant}"])
+            fig["vs_layout5"], fig["vs_layout5_cpu_added_ns"] = versus(data[f"{kind}/{variant}"], base)
+            data_rows.append({"kind": kind, "variant": variant, "action": verdict} | fig)
+    report_rows = []
+    rules_of = {"v2_first": 1, "v3_allowed10": 1, "v3_half10": 1, "mld2_half10": 1}
+    for kind in REPORT_KINDS:
+        frame, action, out = frames[kind]
+        fig = summarize(reps[kind])
+        fig["vs_open"], fig["vs_open_cpu_added_ns"] = versus(reps[kind], reps["v2_open"])
+        scanned = 0 if kind in ("floor", "v2_layout5", "v2_no_policy", "v2_open") else rules_of.get(kind, RECV_RULES)
+        report_rows.append({"kind": kind, "action": "pass" if action == XDP_PASS else "drop",
+                            "rules_scanned": scanned, "frame_bytes": len(frame),
+                            "out_bytes": len(out) if out is not None else 0} | fig)
+    return {"data": data_rows, "reports": report_rows}
+
+
+def receivers_markdown(rec: dict) -> str:
+    lines = [
+        "| data packet | program | floor ns | filter ns | added ns | added ns (CPU clock) | ÷ layout 5 (filter ns) "
+        "| − layout 5 (CPU clock added ns) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rec["data"]:
+        c = r["cpu_clock"]
+        lines.append(f"| {r['kind']} | {r['variant']} | {r['floor_ns']:g} | {r['filter_ns']:g} | {r['added_ns']:g} "
+                     f"| {c['added_ns']:.2f} | {r['vs_layout5']:.2f} | {r['vs_layout5_cpu_added_ns']:+.2f} |")
+    lines += [
+        "",
+        "| report | action | rules scanned | bytes in → out | floor ns | filter ns | added ns | added ns IQR "
+        "| added ns (CPU clock) | ÷ open (filter ns) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rec["reports"]:
+        c, (q1, q3) = r["cpu_clock"], r["added_ns_iqr"]
+        lines.append(f"| {r['kind']} | {r['action']} | {r['rules_scanned']} | {r['frame_bytes']} → {r['out_bytes']} "
+                     f"| {r['floor_ns']:g} | {r['filter_ns']:g} | {r['added_ns']:g} | {q1:g}–{q3:g} "
+                     f"| {c['added_ns']:.2f} | {r['vs_open']:.2f} |")
+    return "\n".join(lines)
 
 
 def bind_markdown(rows: list[dict]) -> str:
@@ -381,7 +633,8 @@ def bind_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown(results: list[dict], bulk: list[dict], bindings: list[dict] | None = None) -> str:
+def markdown(results: list[dict], bulk: list[dict], bindings: list[dict] | None = None,
+             receivers: dict | None = None) -> str:
     lines = [
         "| packet | rules | floor ns | filter ns | added ns | × floor | added ns (CPU clock) | ≤ 15 ns added |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
@@ -399,6 +652,8 @@ def markdown(results: list[dict], bulk: list[dict], bindings: list[dict] | None 
         lines.append(f"| {b['rules']:,} | {b['seconds']:.3f} | {b['rules_per_second']:,.0f} |")
     if bindings:
         lines += ["", bind_markdown(bindings)]
+    if receivers:
+        lines += ["", receivers_markdown(receivers)]
     return "\n".join(lines)
 
 
@@ -410,12 +665,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-json", action="store_true", help="print only; leave docs/benchmarks.json alone")
     ap.add_argument("--no-bindings", action="store_true", help="leave out the bound-rule rows")
     ap.add_argument("--only-bindings", action="store_true", help="only the bound-rule rows (with --no-json)")
+    ap.add_argument("--no-receivers", action="store_true", help="leave out the receiver rows")
+    ap.add_argument("--only-receivers", action="store_true",
+                    help="only the receiver rows; without --no-json they replace the section's \"receivers\" alone")
+    ap.add_argument("--report-calls", type=int, default=REPORT_CALLS,
+                    help="one-run calls per report sample (reports cannot use --repeat: see the docstring)")
     args = ap.parse_args(argv)
     counts = [int(x.replace("_", "")) for x in args.rules.split(",")]
     if args.only_bindings:
         if not args.no_json:
             ap.error("--only-bindings leaves the other rows out: add --no-json")
         counts = []
+    if args.only_receivers:
+        if args.only_bindings or args.no_receivers:
+            ap.error("--only-receivers runs the receiver rows alone: drop --only-bindings and --no-receivers")
+        counts = []
+        if not args.no_json and not isinstance(common.stored_section(SECTION), dict):
+            ap.error(f"no {SECTION!r} section in {common.JSON_PATH} to add the receiver rows to: run without "
+                     "--only-receivers")
+    if args.report_calls < 1:
+        ap.error("--report-calls must be at least 1")
     if args.repeat < 1_000_000 and not args.no_json:
         ap.error("--repeat below 1,000,000 is for trying things out: add --no-json")
 
@@ -459,9 +728,46 @@ def main(argv: list[str] | None = None) -> int:
                         results.append(fig)
                 del rules
                 shutil.rmtree(pin_dir, ignore_errors=True)
-            bound = [] if args.no_bindings else measure_bindings(floor_fd, bpffs, args.rounds, args.repeat)
+            bound = ([] if args.no_bindings or args.only_receivers
+                     else measure_bindings(floor_fd, bpffs, args.rounds, args.repeat))
+            recv_started = time.monotonic()
+            recv = (None if args.no_receivers or args.only_bindings
+                    else measure_receivers(floor_fd, bpffs, args.rounds, args.repeat, args.report_calls))
     finally:
         floor_obj.close()
+    command = " ".join(["python -m bench.xdp_cost", *(argv if argv is not None else sys.argv[1:])])
+    receivers = None if recv is None else {
+        "generated": common.now_iso(),
+        "command": command,
+        "machine": common.machine(),
+        "method": {
+            "rules": BIND_RULES,
+            "receiver_rules": RECV_RULES,
+            "group_limit": RECV_LIMIT,
+            "ingress": "veths in a namespace of the benchmark's own: the first closed (with the limit), the second"
+                       " open (no policy)",
+            "data": f"per round and row: floor, program, floor at --repeat {args.repeat:,}, frame sizes rotating;"
+                    f" layout5 is commit {LAYOUT5_COMMIT}'s program in maps of its own; vs_layout5: median over"
+                    " rounds of filter ns / layout5's filter ns for the same packet",
+            "reports": f"per round and row: floor, program, floor, each {args.report_calls:,} calls of one run"
+                       " (the kernel runs repeats on the same buffer, so a rewritten report would be judged"
+                       " rewritten); vs_open: median over rounds of filter ns / the open interface's",
+            "floor_rows": "the floor program in the filter's place: the method's noise floor",
+            "rounds": args.rounds,
+            "cpu": cpu,
+        },
+        **recv,
+        "elapsed_s": round(time.monotonic() - recv_started, 1),
+    }
+    if args.only_receivers:
+        assert receivers is not None
+        print(receivers_markdown(receivers))
+        if not args.no_json:
+            section = common.stored_section(SECTION)
+            assert isinstance(section, dict)
+            section["receivers"] = receivers
+            common.store_section(SECTION, section)
+        return 0
 
     order = {k: i for i, k in enumerate(KINDS + EXTRA_KINDS)}
     results.sort(key=lambda r: (order[r["kind"]], r["rules"]))
@@ -473,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     section = {
         "generated": common.now_iso(),
-        "command": " ".join(["python -m bench.xdp_cost", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command,
         "machine": common.machine(),
         "method": {
             "harness": "BPF_PROG_TEST_RUN via libbpf bpf_prog_test_run_opts, one frame per call, cache-hot",
@@ -501,9 +807,10 @@ def main(argv: list[str] | None = None) -> int:
             "vs_unbound": "median over rounds of filter ns / the unbound rule's filter ns in the same round",
             "vs_unbound_cpu_added_ns": "median over rounds of added ns (CPU clock) minus the unbound rule's",
         },
+        "receivers": receivers,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    print(markdown(results, bulk, bound))
+    print(markdown(results, bulk, bound, receivers))
     if counts:
         print(f"\nadded-ns spread from {counts[0]:,} to {counts[-1]:,} rules: "
               + ", ".join(f"{k} {v:g}" for k, v in spread.items()), file=sys.stderr)
