@@ -31,6 +31,10 @@
  *     destination in 224.0.0.0/24 ................ pass, "link_local"
  *     IGMP (IGMPv1/v2 reports go to the group) ... pass, "igmp"
  *       (ip_mr_input() never forwards IGMP: it goes to the routing daemon)
+ *       IGMP to 224.0.0.0/24 or a routable group on an interface whose
+ *       policy inspects reports: judged (mauth.h, "Receivers"): kept
+ *       under the reason above, rewritten, or dropped (join_refused,
+ *       join_limit, malformed)
  *     the rule for (source, group): exact, else longest source prefix
  *       for the group, else longest group prefix for the source (mauth.h)
  *     no rule .................................... DROP, "unauthorized"
@@ -62,6 +66,9 @@
  *     MLD (ICMPv6 130, 131, 132, 143) with hop limit 1
  *       ........................................... pass, "mld"
  *       (MLDv1 reports go to the group; hop limit 1 is never forwarded)
+ *       MLD, here or on the link-local branch (MLDv2 reports go to
+ *       ff02::16), on an interface whose policy inspects reports: judged
+ *       as IGMP is (mauth.h, "Receivers")
  *     the rule for (source, group), exactly as for IPv4: unauthorized,
  *     bindings, hop limit above max TTL, rate ............... DROP
  *       except SAP (UDP 9875 to an IPv6 SAP group, not a fragment):
@@ -941,8 +948,11 @@ static __always_inline void mauth_recv_refuse(struct mauth_recv_work *w, u8 reas
 
 /* Judge the join in w (dkey: receiver, group and, with has_src, source):
  * 0 allowed (its group inserted or refreshed), 1 refused by the rules,
- * 2 refused by the limit. A subprogram: one copy for its three callers. */
-static __noinline long mauth_recv_judge(u64 has_src)
+ * 2 refused by the limit. Inlined, not a subprogram: 6.1's verifier counts
+ * every frame of the deepest chain (the program, mauth_recv(), a record, a
+ * source, a rule) at 32 bytes or more against the 512 of the stack, and
+ * the program's own frame takes 384. */
+static __always_inline long mauth_recv_judge(u64 has_src)
 {
     struct mauth_recv_work *w = mauth_work();
     struct mauth_recv_group *e;

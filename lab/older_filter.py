@@ -18,6 +18,7 @@ from musersd import maps
 
 REPO = Path(__file__).resolve().parent.parent
 LAYOUT4_COMMIT = "2650f1c"  # the last commit of map layout 4
+LAYOUT5_COMMIT = "36d724a"  # the last commit of map layout 5
 
 
 def build_filter_at(commit: str, workdir: Path) -> Path:
@@ -41,10 +42,25 @@ def layout4(obj: Path) -> Iterator[None]:
     saved = {name: getattr(maps, name) for name in ("OBJECT", "LAYOUT", "ADOPTABLE_LAYOUTS", "MAPS", "REASONS",
                                                     "Opts")}
     maps.OBJECT, maps.LAYOUT, maps.ADOPTABLE_LAYOUTS = obj, 4, ()
-    maps.MAPS = {c: v for c, v in saved["MAPS"].items() if c != "mauth_bindings"}
+    maps.MAPS = {c: v for c, v in saved["MAPS"].items() if c != "mauth_bindings" and c not in maps.RECEIVER_MAPS}
     maps.REASONS = {i: n for i, n in saved["REASONS"].items() if i < 11}
     maps.Opts = type("Opts4", (ctypes.Structure,), {  # type: ignore[misc]
         "_fields_": [f for f in saved["Opts"]._fields_ if f[0] != "rpf_ifindex"]})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(maps, name, value)
+
+
+@contextlib.contextmanager
+def layout5(obj: Path) -> Iterator[None]:
+    """musersd.maps as a musersd of layout 5 had it: `obj` (build_filter_at(LAYOUT5_COMMIT, ...)), its layout
+    number, its maps (no receiver maps) and reasons (no join_refused, join_limit)."""
+    saved = {name: getattr(maps, name) for name in ("OBJECT", "LAYOUT", "ADOPTABLE_LAYOUTS", "MAPS", "REASONS")}
+    maps.OBJECT, maps.LAYOUT, maps.ADOPTABLE_LAYOUTS = obj, 5, (4,)
+    maps.MAPS = {c: v for c, v in saved["MAPS"].items() if c not in maps.RECEIVER_MAPS}
+    maps.REASONS = {i: n for i, n in saved["REASONS"].items() if i < 14}
     try:
         yield
     finally:

@@ -249,6 +249,37 @@ class ApiClient:
         """Every router's per-rule counters and denied pairs, read live by the server."""
         return self._json("GET", "/traffic")
 
+    # -- receivers (docs/operations.md, "Authorizing receivers: the mediator") --
+
+    def receivers(self) -> list[dict]:
+        """The desired receiver rules, each with its state on every router."""
+        return self._json("GET", "/receivers")["receivers"]
+
+    def add_receiver(self, rule: dict) -> dict:
+        """Add a receiver rule (its JSON: receiver, group, and source, iface when set)."""
+        return self._json("POST", "/receivers", rule)
+
+    def remove_receiver(self, rule: dict) -> dict:
+        return self._json("POST", "/receivers/delete", rule)
+
+    def denied_receivers(self) -> dict:
+        """Every router's refused joins: {"denied": [...], "errors": {router: why}}."""
+        return self._json("GET", "/receivers/denied")
+
+    def joined(self) -> dict:
+        """Every router's joined groups: {"joined": [...], "errors": {router: why}}."""
+        return self._json("GET", "/receivers/joined")
+
+    def receiver_policies(self) -> dict:
+        """Every router's guarded interfaces: {"policies": [...], "desired": [...], "errors": {...}}."""
+        return self._json("GET", "/receivers/policy")
+
+    def set_receiver_policy(self, iface: str, mode: str, limit: int = 0, *, router: str | None = None) -> dict:
+        body: dict = {"iface": iface, "mode": mode, "limit": limit}
+        if router is not None:
+            body["router"] = router
+        return self._json("POST", "/receivers/policy", body)
+
     def events(self, last_id: str | None = None, *, timeout: float = 60.0) -> Iterator[tuple[str, str, dict]]:
         """Follow the event stream; yields (id, kind, data). The server sends a keep-alive every 15 s."""
         headers = {"Accept": "text/event-stream"}

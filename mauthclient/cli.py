@@ -46,6 +46,7 @@ from mauthcore.protocol.errors import (
 )
 from mauthcore.protocol.keys import KeyFileError, format_key_line, generate_secret, load_keys
 from mauthcore.protocol.udp import RouterClient
+from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rulefile import ConfigError, load_rules
 from mauthcore.rules import Binding, Rule, RuleError, RuleKey
 from mauthcore.secretfile import SecretFileError, load_token
@@ -524,6 +525,224 @@ def _offender(d: dict) -> str:
     return offender_text(d) or "-"
 
 
+# =============================================================================
+# receivers: who may join which groups (docs/operations.md, "Authorizing receivers")
+# =============================================================================
+
+
+def _receiver_rule(receiver, group, source, iface) -> ReceiverRule:
+    try:
+        return ReceiverRule.make(receiver, group, source, iface)
+    except RuleError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from None
+
+
+def _receiver_args(f):
+    """RECEIVER GROUP [--source S] [--iface IF]: one receiver rule, as add-receiver and del-receiver take it."""
+    f = click.option("--iface", metavar="IF", help="Only on this guarded interface (default: any).")(f)
+    f = click.option("--source", metavar="ADDRESS", help="Only joins of GROUP from this source (SSM).")(f)
+    f = click.argument("group", metavar="GROUP[/LEN]")(f)
+    return click.argument("receiver", metavar="RECEIVER[/LEN]")(f)
+
+
+def _dash(value) -> str:
+    return "-" if value in (None, "") else str(value)
+
+
+def _unread(ctx, errors: dict[str, str]) -> None:
+    """After a listing mauthserver read from every router: the routers it could not read, on stderr, and the
+    exit status 3 if there was one."""
+    for name, error in sorted(errors.items()):
+        click.echo(f"mauthctl: router {name} could not be read: {error}", err=True)
+    if errors:
+        ctx.exit(EXIT_UNREACHABLE)
+
+
+@main.command("add-receiver", epilog=examples(
+    "mauthctl add-receiver 10.1.0.0/24 239.1.0.0/16",
+    "mauthctl add-receiver 10.1.0.7 232.1.1.1 --source 192.0.2.10 --iface eth1",
+    "mauthctl add-receiver fe80::/10 ff3e::/96 --iface eth2",
+    "mauthctl --router 192.0.2.1 --key-file router.key add-receiver 10.1.0.0/24 239.1.0.0/16"))
+@json_option
+@_receiver_args
+@click.pass_context
+def add_receiver(ctx, receiver, group, source, iface):
+    """Allow hosts of RECEIVER to join GROUP (with --server: on every router).
+
+    RECEIVER/LEN allows a subnet, GROUP/LEN a range of groups. --source allows
+    only the source-specific join of (SOURCE, GROUP); without it, any-source
+    and source-specific joins are allowed. --iface limits the rule to one
+    guarded interface; a router that does not guard it refuses the rule and
+    the others hold it. Joins are judged only on interfaces that are closed,
+    monitored or limited (see receiver-policy).
+    """
+    rule = _receiver_rule(receiver, group, source, iface)
+    if _server_mode(ctx):
+        with _server(ctx) as api:
+            out = api.add_receiver(rule.as_json())
+        _emit(ctx, out, lambda: click.echo(f"added: {rule} (committed; routers: "
+                                           f"{_router_states(out['receiver'])})"))
+        return
+    with _client(ctx) as c:
+        c.add_receiver(rule)
+    _emit(ctx, {"result": "added", **rule.as_json()}, lambda: click.echo(f"added: {rule}"))
+
+
+@main.command("del-receiver", epilog=examples(
+    "mauthctl del-receiver 10.1.0.0/24 239.1.0.0/16",
+    "mauthctl del-receiver 10.1.0.7 232.1.1.1 --source 192.0.2.10 --iface eth1"))
+@json_option
+@_receiver_args
+@click.pass_context
+def del_receiver(ctx, receiver, group, source, iface):
+    """Remove a receiver rule (give it exactly as it was added)."""
+    rule = _receiver_rule(receiver, group, source, iface)
+    if _server_mode(ctx):
+        with _server(ctx) as api:
+            out = api.remove_receiver(rule.as_json())
+        _emit(ctx, out, lambda: click.echo(f"removed: {rule} (committed; routers follow)"))
+        return
+    with _client(ctx) as c:
+        c.remove_receiver(rule)
+    _emit(ctx, {"result": "removed", **rule.as_json()}, lambda: click.echo(f"removed: {rule}"))
+
+
+@main.command("receivers", epilog=examples("mauthctl receivers",
+                                           "mauthctl --router 192.0.2.1 --key-file router.key receivers --json"))
+@json_option
+@click.pass_context
+def receivers(ctx):
+    """List the receiver rules (with --server: the desired ones and each router's state of them)."""
+    if _server_mode(ctx):
+        with _server(ctx) as api:
+            rules = api.receivers()
+        _emit(ctx, rules, lambda: _table(
+            ["RECEIVER", "GROUP", "SOURCE", "IFACE", "STATE", "ROUTERS", "MATCHED"],
+            [[r["receiver"], r["group"], _dash(r.get("source")), _dash(r.get("iface")), r["state"],
+              _router_states(r), sum(st.get("matched", 0) for st in (r.get("routers") or {}).values())]
+             for r in rules]))
+        for r in rules:
+            for name, st in sorted((r.get("routers") or {}).items()):
+                if st.get("state") == "refused":
+                    click.echo(f"mauthctl: router {name} refused {r['receiver']} {r['group']}: {st.get('error')}",
+                               err=True)
+        return
+    with _client(ctx) as c:
+        entries = c.list_receivers()
+    _emit(ctx, [e.as_json() for e in entries], lambda: _table(
+        ["RECEIVER", "GROUP", "SOURCE", "IFACE", "MATCHED", "LAST SEEN"],
+        [[j["receiver"], j["group"], _dash(j.get("source")), _dash(j.get("iface")), e.matched,
+          _when(e.last_seen_ms)] for e, j in ((e, e.as_json()) for e in entries)]))
+
+
+@main.command("joined", epilog=examples("mauthctl joined",
+                                        "mauthctl --router 192.0.2.1 --key-file router.key joined --json"))
+@json_option
+@click.pass_context
+def joined(ctx):
+    """List the groups joined on the guarded interfaces, with their last reporter (with --server: every router)."""
+    errors: dict[str, str] = {}
+    if _server_mode(ctx):
+        with _server(ctx) as api:
+            answer = api.joined()
+            data, errors = answer["joined"], answer.get("errors") or {}
+    else:
+        with _client(ctx) as c:
+            data = [e.as_json() for e in c.joined()]
+    where = ["ROUTER"] if _server_mode(ctx) else []
+    _emit(ctx, data, lambda: _table(
+        [*where, "IFACE", "GROUP", "REPORTER", "REPORTS", "FIRST SEEN", "LAST SEEN", "LEFT"],
+        [[*([d["router"]] if where else []), d["iface"], d["group"], d["reporter"], d["reports"],
+          _ago(d["first_seen"]), _ago(d["last_seen"]), "yes" if d["left"] else "no"] for d in data]))
+    _unread(ctx, errors)
+
+
+@main.command("denied-receivers", epilog=examples(
+    "mauthctl denied-receivers", "mauthctl --router 192.0.2.1 --key-file router.key denied-receivers --json"))
+@json_option
+@click.pass_context
+def denied_receivers(ctx):
+    """List the joins the filter refused (or would refuse, on a monitored interface): who, which group, why.
+
+    With --server, every router is asked (through mauthserver) and each join
+    names its router; a router that cannot be read is reported on stderr and
+    makes the exit status 3.
+    """
+    errors: dict[str, str] = {}
+    if _server_mode(ctx):
+        with _server(ctx) as api:
+            answer = api.denied_receivers()
+            data, errors = answer["denied"], answer.get("errors") or {}
+    else:
+        with _client(ctx) as c:
+            data = [e.as_json() for e in c.denied_joins()]
+    where = ["ROUTER"] if _server_mode(ctx) else []
+    _emit(ctx, data, lambda: _table(
+        [*where, "IFACE", "RECEIVER", "GROUP", "SOURCE", "REASON", "RECORDS", "LAST SEEN", "VERSION"],
+        [[*([d["router"]] if where else []), d["iface"], d["receiver"], d["group"], _dash(d.get("source")),
+          d["reason"], d["records"], _ago(d["last_seen"]), d["version"]] for d in data]))
+    _unread(ctx, errors)
+
+
+@main.command("receiver-policy", epilog=examples(
+    "mauthctl receiver-policy",
+    "mauthctl receiver-policy eth1 monitor",
+    "mauthctl receiver-policy eth1 closed --limit 20",
+    "mauthctl receiver-policy eth2 open --router r1",
+    "mauthctl --router 192.0.2.1 --key-file router.key receiver-policy eth1 closed"))
+@json_option
+@click.argument("iface", metavar="[IFACE", required=False)
+@click.argument("mode", metavar="open|closed|monitor]", required=False)
+@click.option("--limit", type=click.IntRange(0, 65535), default=0, show_default=True, metavar="N",
+              help="At most N groups joined on the interface at once (0: no limit).")
+@click.option("--router", "router_name", metavar="NAME",
+              help="With --server: set it on this router only (default: every router that has the interface).")
+@click.pass_context
+def receiver_policy(ctx, iface, mode, limit, router_name):
+    """Set what an interface does with joins, or (without arguments) list every guarded interface's policy.
+
+    open keeps every join (the default), closed keeps only the joins a
+    receiver rule allows, monitor judges like closed but keeps every join
+    (a dry run: refused joins are recorded). --limit caps the groups joined
+    on the interface, in every mode.
+    """
+    if iface is not None and mode is None:
+        raise Fail("give the interface and its mode (open, closed or monitor), or nothing to list the policies",
+                   EXIT_USAGE)
+    policy = None
+    errors: dict[str, str] = {}
+    if iface is not None:
+        try:
+            policy = IfacePolicy.make(iface, mode, limit)
+        except RuleError as exc:
+            raise Fail(str(exc), EXIT_USAGE) from None
+    if _server_mode(ctx):
+        with _server(ctx) as api:
+            if policy is not None:
+                out = api.set_receiver_policy(policy.iface, str(policy.mode), policy.limit, router=router_name)
+                _emit(ctx, out, lambda: click.echo(f"{out['result']}: {policy} on {router_name or 'every router'}"
+                                                   " (committed; routers follow)"))
+                return
+            answer = api.receiver_policies()
+            data, errors = answer["policies"], answer.get("errors") or {}
+    else:
+        if router_name is not None:
+            raise Fail("--router NAME names a router of mauthserver (with --server); with the global --router,"
+                       " the command goes to that router alone", EXIT_USAGE)
+        with _client(ctx) as c:
+            entries = c.receiver_policy(policy)
+        if policy is not None:
+            _emit(ctx, {"result": "set", **policy.as_json()}, lambda: click.echo(f"set: {policy}"))
+            return
+        data = [e.as_json() for e in entries]
+    where = ["ROUTER"] if _server_mode(ctx) else []
+    _emit(ctx, data, lambda: _table(
+        [*where, "IFACE", "MODE", "LIMIT", "GROUPS", "REPORTS", "KEPT", "REFUSED", "LIMITED", "MALFORMED"],
+        [[*([d["router"]] if where else []), d["iface"], d["mode"], d["limit"] or "-", d["groups"],
+          *(d["counters"][c] for c in ("reports", "kept", "refused", "limited", "malformed"))] for d in data]))
+    _unread(ctx, errors)
+
+
 @main.command("stats", epilog=examples("mauthctl stats",
                                         "mauthctl --router 192.0.2.1 --key-file router.key stats --json"))
 @json_option
@@ -612,8 +831,11 @@ def check_config(ctx, file):
     except ConfigError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
     bound = sum(1 for rule in rf.rules if rule.bound)
-    _emit(ctx, {"file": rf.path, "rules": len(rf.rules), "bound": bound},
-          lambda: click.echo(f"{rf.path}: {len(rf.rules)} rules{f' ({bound} bound)' if bound else ''}, OK"))
+    receivers = (f", {len(rf.receivers)} receiver rules" if rf.receivers else "") + (
+        f", {len(rf.interfaces)} interface policies" if rf.interfaces else "")
+    _emit(ctx, {"file": rf.path, "rules": len(rf.rules), "bound": bound, "receivers": len(rf.receivers),
+                "interfaces": len(rf.interfaces)},
+          lambda: click.echo(f"{rf.path}: {len(rf.rules)} rules{f' ({bound} bound)' if bound else ''}{receivers}, OK"))
 
 
 # =============================================================================
@@ -836,6 +1058,18 @@ def _event_summary(kind: str, data: dict) -> str:
                 f" ({data.get('reason')}, {data.get('packets')} packets dropped); `mauthctl rearm` pins it afresh")
     if ev is EventKind.ROUTER_CHANGED:
         return f"{data.get('name')} {data.get('state')} pending {data.get('pending')}"
+    if ev in (EventKind.RECEIVER_ADDED, EventKind.RECEIVER_REMOVED):
+        r = data.get("receiver", {})
+        extra = "".join(f" {k} {r[k]}" for k in ("source", "iface") if r.get(k))
+        return f"{r.get('receiver')} may join {r.get('group')}{extra} by {data.get('actor')}"
+    if ev is EventKind.RECEIVER_POLICY:
+        p = data.get("policy", {})
+        return (f"{p.get('iface')} {p.get('mode')} limit {p.get('limit') or '-'} on {p.get('router') or 'every router'}"
+                f" by {data.get('actor')}")
+    if ev is EventKind.RECEIVER_DENIED:
+        src = f" from {data['source']}" if data.get("source") else ""
+        return (f"{data.get('router')}: {data.get('receiver')} on {data.get('iface')} -> {data.get('group')}{src}"
+                f" {data.get('reason')} (+{data.get('new_records')}, {data.get('records')} in all)")
     return json.dumps(data, sort_keys=True)
 
 

@@ -29,6 +29,14 @@ The data of each kind, besides the stream's own `at` (Unix time):
   group) pair that is new or still growing; see mauthserver/denied.py.
 * `denied.suppressed` (`DeniedSuppressedEvent`): router, suppressed (reports
   the rate limit held back in one poll), pairs (the router's denied pairs).
+* `receiver.added|removed` (`ReceiverEvent`): receiver (the rule's JSON with
+  created and actor), actor; added also routers (each router's state of the
+  rule, as in `GET /api/v1/receivers`).
+* `receiver.policy` (`ReceiverPolicyEvent`): policy (router, null for every
+  router that has the interface; iface, mode, limit, updated, actor), actor.
+* `receiver.denied` (`ReceiverDeniedEvent`): a router refused joins (or, in
+  monitor, would have) of a (receiver, group, source) on an interface, new or
+  still growing; see mauthserver/denied.py.
 * The stream's own: `hello` (boot, last), `resync` and `overflow` (message).
 """
 
@@ -46,6 +54,7 @@ class Family(StrEnum):
     ROUTER = "router"
     MODE = "mode"
     DENIED = "denied"
+    RECEIVER = "receiver"
     STREAM = "stream"  # the stream's own: hello, resync, overflow
 
 
@@ -61,6 +70,10 @@ class EventKind(StrEnum):
     DENIED = "denied"
     DENIED_SUPPRESSED = "denied.suppressed"
     SENDER_MOVED = "sender.moved"
+    RECEIVER_ADDED = "receiver.added"
+    RECEIVER_REMOVED = "receiver.removed"
+    RECEIVER_POLICY = "receiver.policy"
+    RECEIVER_DENIED = "receiver.denied"
     HELLO = "hello"
     RESYNC = "resync"
     OVERFLOW = "overflow"
@@ -96,6 +109,8 @@ _FAMILY = {
     EventKind.MODE_CHANGED: Family.MODE,
     EventKind.DENIED: Family.DENIED, EventKind.DENIED_SUPPRESSED: Family.DENIED,
     EventKind.SENDER_MOVED: Family.DENIED,
+    EventKind.RECEIVER_ADDED: Family.RECEIVER, EventKind.RECEIVER_REMOVED: Family.RECEIVER,
+    EventKind.RECEIVER_POLICY: Family.RECEIVER, EventKind.RECEIVER_DENIED: Family.RECEIVER,
     EventKind.HELLO: Family.STREAM, EventKind.RESYNC: Family.STREAM, EventKind.OVERFLOW: Family.STREAM,
 }
 _RULE = {"added": EventKind.RULE_ADDED, "changed": EventKind.RULE_CHANGED, "removed": EventKind.RULE_REMOVED}
@@ -103,7 +118,7 @@ _SESSION = {"added": EventKind.SESSION_ADDED, "changed": EventKind.SESSION_CHANG
             "removed": EventKind.SESSION_REMOVED}
 
 # Kinds that remove what they name (the others add or replace it).
-REMOVALS = frozenset({EventKind.SESSION_REMOVED, EventKind.RULE_REMOVED})
+REMOVALS = frozenset({EventKind.SESSION_REMOVED, EventKind.RULE_REMOVED, EventKind.RECEIVER_REMOVED})
 
 
 # -- the data of each kind ------------------------------------------------------------
@@ -153,6 +168,33 @@ class SenderMovedEvent(TypedDict):
     reason: str  # wrong_iif (another interface) or wrong_mac (another MAC)
     packets: int  # the pair's dropped packets in the router's denied table
     new_packets: int
+
+
+class ReceiverEvent(TypedDict):
+    receiver: dict
+    actor: str
+    routers: NotRequired[dict[str, dict]]
+
+
+class ReceiverPolicyEvent(TypedDict):
+    policy: dict
+    actor: str
+
+
+class ReceiverDeniedEvent(TypedDict):
+    """A router's filter refused joins of (receiver, group, source) on an interface: new, or more of them."""
+
+    router: str
+    iface: str
+    receiver: str
+    group: str
+    source: str | None  # a source-specific join's source; None: any source
+    reason: str  # join_refused or join_limit
+    records: int  # refused join records in the router's table
+    new_records: int  # since the last report (all of them when first)
+    first: bool
+    last_seen: float | None
+    version: int  # of the last report: IGMP 1..3, MLD 1..2
 
 
 class DeniedSuppressedEvent(TypedDict):

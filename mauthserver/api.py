@@ -30,6 +30,16 @@ answer with JSON; they decide nothing. So a 2xx answer to a command means
   `denied` event, and every rule's view as `GET /api/v1/rules` answers
   it. Counters change with every packet, so they are not events: a client
   that shows rates (the dashboard) asks every few seconds.
+* Receivers: `GET /api/v1/receivers` is every desired receiver rule with
+  each router's state of it (applied, pending, refused with the router's
+  answer, and the joins it allowed); `POST /receivers` (201, 409 when it
+  exists) and `POST /receivers/delete` (404 when it does not) take the
+  rule's JSON. `GET /receivers/denied`, `/receivers/joined` and
+  `/receivers/policy` read every router on its session (RECV_DENIED,
+  RECV_JOINED, RECV_POLICY), each entry naming its router, with "errors"
+  for the routers that could not be read; `POST /receivers/policy` sets an
+  interface's policy on one router or (no "router") on every router that
+  has the interface.
 * An unexpected exception in a handler is answered with 500, logged, and
   stops the daemon (exit status 1), as any other unexpected exception does:
   it must not limp on in an unknown state (docs/design.md).
@@ -314,6 +324,62 @@ async def traffic(request: web.Request) -> web.Response:
     return _json({**data, "rules": _m(request).rules_view()})
 
 
+# -- receivers (docs/operations.md, "Authorizing receivers: the mediator") -----------------------------------
+
+_RECEIVER_FIELDS: dict[str, type | tuple] = {"receiver": str, "group": str, "source": str, "iface": str}
+
+
+def _receiver_body(body: dict) -> dict:
+    """The rule's JSON fields, typed; `ReceiverRule.from_json` (through the mediator) checks the values."""
+    return {k: v for k, v in _fields(body, _RECEIVER_FIELDS, ("receiver", "group")).items() if v is not None}
+
+
+async def list_receivers(request: web.Request) -> web.Response:
+    return _json({"receivers": _m(request).receivers_view()})
+
+
+async def add_receiver(request: web.Request) -> web.Response:
+    fields = _receiver_body(await _body(request))
+    return _json(_m(request).add_receiver(fields, actor=_actor(request)), status=201)
+
+
+async def delete_receiver(request: web.Request) -> web.Response:
+    fields = _receiver_body(await _body(request))
+    return _json(_m(request).remove_receiver(fields, actor=_actor(request)))
+
+
+async def _router_listing(request: web.Request, what: str) -> tuple[list[dict], dict[str, str]]:
+    """Every router's receiver listing `what` (each entry with its "router"), and the routers that could not be
+    read, with why (`FanOut.receivers`: read on each router's one session)."""
+    fanout = request.app[ROLE].fanout
+    answers = await fanout.receivers(what) if fanout is not None else {}
+    entries = [{"router": name, **e} for name, a in sorted(answers.items()) if a["ok"] for e in a["entries"]]
+    return entries, {name: a["error"] for name, a in sorted(answers.items()) if not a["ok"]}
+
+
+async def receivers_denied(request: web.Request) -> web.Response:
+    entries, errors = await _router_listing(request, "denied")
+    return _json({"denied": entries, "errors": errors})
+
+
+async def receivers_joined(request: web.Request) -> web.Response:
+    entries, errors = await _router_listing(request, "joined")
+    return _json({"joined": entries, "errors": errors})
+
+
+async def receivers_policy(request: web.Request) -> web.Response:
+    entries, errors = await _router_listing(request, "policy")
+    return _json({"policies": entries, "desired": _m(request).policies_view(), "errors": errors})
+
+
+async def set_receiver_policy(request: web.Request) -> web.Response:
+    body = _fields(await _body(request), {"router": str, "iface": str, "mode": str, "limit": (int, str)},
+                   ("iface", "mode"))
+    return _json(_m(request).set_receiver_policy(body.get("router"), body["iface"], body["mode"],
+                                                 body.get("limit", 0) if body.get("limit") is not None else 0,
+                                                 actor=_actor(request)))
+
+
 _AUDIT_PARAMS = ("action", "actor", "before", "limit", "session", "since", "until")
 _ACTION = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -425,6 +491,13 @@ ROUTES = [
     ("PUT", "/mode", put_mode),
     ("GET", "/audit", audit),
     ("GET", "/traffic", traffic),
+    ("GET", "/receivers", list_receivers),
+    ("POST", "/receivers", add_receiver),
+    ("POST", "/receivers/delete", delete_receiver),
+    ("GET", "/receivers/denied", receivers_denied),
+    ("GET", "/receivers/joined", receivers_joined),
+    ("GET", "/receivers/policy", receivers_policy),
+    ("POST", "/receivers/policy", set_receiver_policy),
     ("GET", "/events", events),
 ]
 

@@ -55,7 +55,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mauthcore.protocol.model import Counters, Mode, RuleEntry
+from mauthcore.protocol.model import Counters, IfaceReceiversEntry, Mode, ReceiverEntry, RuleEntry
+from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rules import Binding, IPAddress, Rule, RuleError, RuleKey, check_source, check_ttl
 
 # =============================================================================
@@ -151,6 +152,53 @@ class Conflict(Refused):
 
 class Unprocessable(Refused):
     status, code = 422, "needs_input"
+
+
+@dataclass(frozen=True)
+class DesiredReceiver:
+    """A receiver rule the operator wants on every router (each router refuses one naming an interface it
+    does not guard, and carries on with the others)."""
+
+    rule: ReceiverRule
+    created: float = 0.0
+    actor: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.rule.as_json(), "created": self.created, "actor": self.actor}
+
+
+@dataclass(frozen=True)
+class DesiredPolicy:
+    """The receiver policy wanted for interface `policy.iface` on router `router` ('': every router that has
+    the interface; a router's own row wins over it)."""
+
+    router: str
+    policy: IfacePolicy
+    updated: float = 0.0
+    actor: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.router, self.policy.iface
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"router": self.router or None, **self.policy.as_json(), "updated": self.updated,
+                "actor": self.actor}
+
+
+def make_receiver(obj: object) -> ReceiverRule:
+    """A receiver rule from its JSON (the API's body); Invalid (one sentence) when it is not one."""
+    try:
+        return ReceiverRule.from_json(obj)
+    except RuleError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def make_policy(iface: object, mode: object, limit: object) -> IfacePolicy:
+    try:
+        return IfacePolicy.make(iface, mode, limit)
+    except RuleError as exc:
+        raise Invalid(str(exc)) from None
 
 
 def make_rule(source: object, group: object, max_ttl: object, *, pps: object = 0, bps: object = 0,
@@ -572,11 +620,48 @@ class Apply:
 
 
 @dataclass(frozen=True)
+class ReadReceivers:
+    """Read the router's receiver rules (RECV_LIST, page by page) and interface policies (RECV_POLICY get)."""
+
+
+@dataclass(frozen=True)
+class ApplyReceiver:
+    """RECV_ADD (`add`) or RECV_REMOVE one receiver rule."""
+
+    rule: ReceiverRule
+    add: bool
+
+
+@dataclass(frozen=True)
+class SetPolicy:
+    """RECV_POLICY set: one interface's receiver policy."""
+
+    policy: IfacePolicy
+
+
+@dataclass(frozen=True)
 class Wait:
     until: float
 
 
-Action = Probe | ReadRules | SetMode | RearmRule | Apply | Wait
+Action = Probe | ReadRules | SetMode | RearmRule | Apply | ReadReceivers | ApplyReceiver | SetPolicy | Wait
+
+
+class ReceiverWants:
+    """The desired receiver rules and interface policies (a mirror of the store), which every router's
+    reconciler reads (`Fleet.add_router` hands it the fleet's)."""
+
+    def __init__(self, rules: Iterable[DesiredReceiver] = (), policies: Iterable[DesiredPolicy] = ()) -> None:
+        self.rules: dict[ReceiverRule, DesiredReceiver] = {d.rule: d for d in rules}
+        self.policies: dict[tuple[str, str], DesiredPolicy] = {d.key: d for d in policies}
+
+    def policies_for(self, router: str, guarded: Iterable[str]) -> dict[str, IfacePolicy]:
+        """Interface -> the policy `router` is to hold there: its own row, else the every-router row of an
+        interface it guards (`guarded`, as its RECV_POLICY said); an interface named by neither is left alone."""
+        guarded = set(guarded)
+        out = {iface: d.policy for (name, iface), d in self.policies.items() if name == "" and iface in guarded}
+        out.update({iface: d.policy for (name, iface), d in self.policies.items() if name == router})
+        return out
 
 UNKNOWN, UP, DOWN, CONVERGING = "unknown", "up", "down", "converging"
 
@@ -630,6 +715,19 @@ class RouterCore:
         self.counters: dict[str, int] = dict.fromkeys(
             ("probes", "hellos", "lists", "installs", "removals", "refused", "failures", "restarts_seen",
              "state_losses", "drifts", "verifications", "rearms"), 0)
+        # Receivers (reconciled only once a fleet hands over its `ReceiverWants`): what the last RECV_LIST and
+        # RECV_POLICY said, changed since by our own commands; read again after every contact that could
+        # invalidate it (a new state_id or epoch, an outage, the periodic verification).
+        self.receiver_wants: ReceiverWants | None = None
+        self.recv_verified = False
+        self.recv_unsupported = ""  # why the router holds no receiver rules at all ("": it holds them)
+        self.recv_applied: dict[ReceiverRule, ReceiverEntry] = {}
+        self.recv_refused: dict[ReceiverRule, str] = {}  # rule -> why, not retried until touched or verified
+        self.recv_dirty: dict[ReceiverRule, None] = {}  # an ordered set
+        self.ifaces: dict[str, IfaceReceiversEntry] = {}  # guarded interface -> its policy, groups, counters
+        self.policy_refused: dict[str, tuple[IfacePolicy, str]] = {}  # iface -> (policy refused, why)
+        self.recv_counters: dict[str, int] = dict.fromkeys(
+            ("lists", "installs", "removals", "refused", "policies_set"), 0)
 
     def want(self, desired: DesiredRule | None) -> Held | None:
         """What this router should hold for a desired rule: its terms and its binding resolved for this
@@ -653,6 +751,9 @@ class RouterCore:
         op = self._next_op(desired)
         if op is not None:
             return Apply(op)
+        recv = self._next_receiver_action()
+        if recv is not None:
+            return recv
         until = self.probe_due
         if self.verify_due is not None:
             until = min(until, self.verify_due)
@@ -674,6 +775,129 @@ class RouterCore:
             # The rule as this router is to hold it: an interface named per router resolved for it.
             return Install(want.rule.on(self.name)) if want is not None else Uninstall(key)
         return None
+
+    # -- receivers -------------------------------------------------------------
+
+    def _next_receiver_action(self) -> ReadReceivers | ApplyReceiver | SetPolicy | None:
+        """Read the router's receivers when unverified; then each rule to add or remove (removals first:
+        they make room), then each interface policy to set; None when all is as wanted (or the router holds
+        no receivers: `recv_unsupported`)."""
+        wants = self.receiver_wants
+        if wants is None:
+            return None
+        if not self.recv_verified:
+            return ReadReceivers()
+        if self.recv_unsupported:
+            return None
+        while self.recv_dirty:
+            rule = next(iter(self.recv_dirty))
+            want, have = rule in wants.rules, rule in self.recv_applied
+            if want == have or rule in self.recv_refused:
+                del self.recv_dirty[rule]
+                continue
+            return ApplyReceiver(rule, want)
+        policy = self._next_policy(wants)
+        return None if policy is None else SetPolicy(policy)
+
+    def _next_policy(self, wants: ReceiverWants) -> IfacePolicy | None:
+        for iface, want in sorted(wants.policies_for(self.name, self.ifaces).items()):
+            have = self.ifaces.get(iface)
+            if have is not None and have.policy == want:
+                continue
+            refused = self.policy_refused.get(iface)
+            if refused is not None and refused[0] == want:
+                continue
+            return want
+        return None
+
+    def receivers_pending(self) -> bool:
+        """Whether some receiver rule or interface policy still differs (and is not refused)."""
+        wants = self.receiver_wants
+        if wants is None:
+            return False
+        if not self.recv_verified:
+            return True
+        if self.recv_unsupported:
+            return False
+        if any((r in wants.rules) != (r in self.recv_applied) and r not in self.recv_refused
+               for r in self.recv_dirty):
+            return True
+        return self._next_policy(wants) is not None
+
+    def touch_receivers(self, rules: Iterable[ReceiverRule]) -> None:
+        """These desired receiver rules changed: look at them again (a refusal is forgotten: the rule is new)."""
+        for rule in rules:
+            self.recv_dirty[rule] = None
+            self.recv_refused.pop(rule, None)
+
+    def on_receivers_listed(self, entries: Iterable[ReceiverEntry], ifaces: Iterable[IfaceReceiversEntry],
+                            now: float) -> None:
+        """A complete RECV_LIST and RECV_POLICY: the router holds exactly these; diff them with what is wanted."""
+        self.recv_applied = {e.rule: e for e in entries}
+        self.ifaces = {e.policy.iface: e for e in ifaces}
+        self.recv_verified, self.recv_unsupported = True, ""
+        self.recv_refused.clear()
+        self.policy_refused.clear()
+        wanted = self.receiver_wants.rules if self.receiver_wants is not None else {}
+        self.recv_dirty = dict.fromkeys(r for r in sorted(self.recv_applied) if r not in wanted)
+        self.recv_dirty.update(dict.fromkeys(sorted(wanted)))
+        self.recv_counters["lists"] += 1
+        self._contact(now)
+
+    def on_receivers_unsupported(self, reason: str, now: float) -> None:
+        """The router holds no receiver rules (UNSUPPORTED: its filter has no receiver half; UNKNOWN_COMMAND:
+        an older musersd): every rule is shown refused there, and nothing is sent until the next verification."""
+        self.recv_verified, self.recv_unsupported = True, reason
+        self.recv_applied.clear()
+        self.ifaces.clear()
+        self.recv_dirty.clear()
+        self._contact(now)
+
+    def on_receiver_done(self, op: ApplyReceiver, now: float) -> None:
+        """The router added (EXISTS counts) or removed (NOT_FOUND counts) `op.rule`."""
+        if op.add:
+            self.recv_applied.setdefault(op.rule, ReceiverEntry(op.rule))
+            self.recv_counters["installs"] += 1
+        else:
+            self.recv_applied.pop(op.rule, None)
+            self.recv_counters["removals"] += 1
+        self.recv_refused.pop(op.rule, None)
+        self._contact(now)
+
+    def on_receiver_refused(self, op: ApplyReceiver, reason: str, now: float) -> None:
+        """The router refused `op` for good (INVALID_ARGUMENT: an interface it does not guard; TABLE_FULL)."""
+        self.recv_refused[op.rule] = reason
+        self.recv_counters["refused"] += 1
+        self.last_error = reason
+        self._contact(now)
+
+    def on_policy(self, ifaces: Iterable[IfaceReceiversEntry], now: float) -> None:
+        """RECV_POLICY answered (after a set, with the policy as set): every guarded interface as it is now."""
+        self.ifaces = {e.policy.iface: e for e in ifaces}
+        self.recv_counters["policies_set"] += 1
+        self._contact(now)
+
+    def on_policy_refused(self, policy: IfacePolicy, reason: str, now: float) -> None:
+        self.policy_refused[policy.iface] = (policy, reason)
+        self.recv_counters["refused"] += 1
+        self.last_error = reason
+        self._contact(now)
+
+    def receiver_state(self, rule: ReceiverRule) -> dict[str, Any]:
+        """This router's side of one desired receiver rule: state (applied, pending, refused), and the joins
+        it allowed as the last RECV_LIST read them ("matched", "last_seen": Unix seconds or None)."""
+        if self.recv_unsupported:
+            return {"state": "refused", "error": self.recv_unsupported, "matched": 0, "last_seen": None}
+        if rule in self.recv_refused:
+            return {"state": "refused", "error": self.recv_refused[rule], "matched": 0, "last_seen": None}
+        entry = self.recv_applied.get(rule)
+        if entry is None:
+            return {"state": "pending", "matched": 0, "last_seen": None}
+        out: dict[str, Any] = {"state": "applied", "matched": entry.matched,
+                               "last_seen": entry.last_seen_ms / 1000 if entry.last_seen_ms else None}
+        if not self.recv_verified:
+            out["verified"] = False
+        return out
 
     def rearm(self, key: RuleKey) -> None:
         """The operator asked that the learning rule for `key` forget what it pinned (`next_action` sends it)."""
@@ -756,11 +980,11 @@ class RouterCore:
             self.counters["state_losses"] += 1
             self.applied.clear()
             self.traffic.clear()
-            self.verified = False
+            self.verified = self.recv_verified = False
         elif self.epoch is not None and epoch != self.epoch:
             notes.append(f"musersd restarted (epoch {self.epoch:016x} -> {epoch:016x}); checking its rules")
             self.counters["restarts_seen"] += 1
-            self.verified = False
+            self.verified = self.recv_verified = False
         self.epoch, self.state_id, self.rule_count, self.mode, self.backend = (
             epoch, state_id, rule_count, mode, backend)
         self._contact(now)
@@ -792,6 +1016,7 @@ class RouterCore:
         self.traffic = {e.rule.key: e for e in entries}
         self.rule_count = len(self.applied)
         self.verified = True
+        self.recv_verified = False  # receivers are verified with every verification of the rules
         self.refused.clear()
         # Removals first (they make room in a full table), then installs and changes.
         self.dirty = dict.fromkeys(k for k in self.applied if k not in desired)
@@ -842,6 +1067,7 @@ class RouterCore:
         self.counters["failures"] += 1
         self.last_error = reason
         self.status = DOWN
+        self.recv_verified = False  # back in contact: read its receivers again
         self.retry_at = now + self.timers.backoff(self.failures, self._jitter())
         self.probe_due = None  # start over with a probe
 
@@ -857,7 +1083,7 @@ class RouterCore:
         if self.status in (UNKNOWN, DOWN):
             return self.status
         busy = not self.verified or self.has_pending(desired) or (
-            mode is not None and self.mode is not None and self.mode != mode)
+            mode is not None and self.mode is not None and self.mode != mode) or self.receivers_pending()
         self.status = CONVERGING if busy else UP
         return self.status
 
@@ -879,6 +1105,10 @@ class RouterCore:
             "last_error": self.last_error or None,
             "retry_in": round(max(0.0, self.retry_at - now), 3) if self.retry_at is not None else None,
             "counters": dict(self.counters),
+            "receivers": None if self.receiver_wants is None else {
+                "held": len(self.recv_applied), "refused": len(self.recv_refused),
+                "unsupported": self.recv_unsupported or None, "verified": self.recv_verified,
+                "interfaces": sorted(self.ifaces), "counters": dict(self.recv_counters)},
             "filter": None if self.filter is None else {
                 str(c.reason): {"packets": c.packets, "bytes": c.octets} for c in self.filter.reasons},
         }
@@ -901,7 +1131,9 @@ class Fleet:
     events a second.
     """
 
-    def __init__(self, desired: Iterable[DesiredRule] = (), mode: Mode | None = None) -> None:
+    def __init__(self, desired: Iterable[DesiredRule] = (), mode: Mode | None = None, *,
+                 receivers: Iterable[DesiredReceiver] = (), policies: Iterable[DesiredPolicy] = ()) -> None:
+        self.receiver_wants = ReceiverWants(receivers, policies)
         self.desired: dict[RuleKey, DesiredRule] = {}
         self._by_session: dict[str, dict[RuleKey, None]] = {}  # session id -> its rules' keys (a set)
         for r in desired:
@@ -914,6 +1146,29 @@ class Fleet:
         self.routers[core.name] = core
         core.touch(self.desired)
         core.touch(core.applied)
+        core.receiver_wants = self.receiver_wants
+        core.touch_receivers(self.receiver_wants.rules)
+
+    @property
+    def receivers(self) -> dict[ReceiverRule, DesiredReceiver]:
+        return self.receiver_wants.rules
+
+    def put_receiver(self, desired: DesiredReceiver) -> None:
+        """Mirror a committed receiver rule; every router will look at it."""
+        self.receiver_wants.rules[desired.rule] = desired
+        for core in self.routers.values():
+            core.touch_receivers([desired.rule])
+
+    def drop_receiver(self, rule: ReceiverRule) -> None:
+        self.receiver_wants.rules.pop(rule, None)
+        for core in self.routers.values():
+            core.touch_receivers([rule])
+
+    def put_policy(self, desired: DesiredPolicy) -> None:
+        """Mirror a committed interface policy (each router compares it with what it holds at once)."""
+        self.receiver_wants.policies[desired.key] = desired
+        for core in self.routers.values():
+            core.policy_refused.pop(desired.policy.iface, None)
 
     def apply(self, changes: Iterable[Change]) -> list[RuleKey]:
         """Mirror committed changes; every router will look at the keys touched."""

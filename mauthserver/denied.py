@@ -39,6 +39,13 @@ learns its sender (docs/operations.md, "Binding a sender") means the pinned
 sender moved, or another host took its address. Published with the denied
 report (so within its rate limit), at most once per pair and router every
 `MOVED_EVERY` seconds; `mauthctl rearm` makes the rule pin afresh.
+Event `receiver.denied`: the same for refused joins (RECV_DENIED, polled in
+the same turn from routers that hold receiver rules): router, iface,
+receiver, group, source (null: any source), reason (join_refused,
+join_limit), records (refused join records in the router's table),
+new_records, first, last_seen, version (IGMP 1..3, MLD 1..2). One join is
+news like a pair: new (router, iface, receiver, group, source, reason), or
+its record count grew; it shares the rate limit and the summary.
 Event `denied.suppressed`: router, suppressed (reports held back by the rate
 limit in this poll; they are offered again at the next one), pairs (the
 router's denied pairs in this listing).
@@ -52,9 +59,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mauthcore.events import DeniedEvent, EventKind, SenderMovedEvent, denied_suppressed_event
+from mauthcore.events import (
+    DeniedEvent,
+    EventKind,
+    ReceiverDeniedEvent,
+    SenderMovedEvent,
+    denied_suppressed_event,
+)
 from mauthcore.protocol.errors import RouterUnreachable
-from mauthcore.protocol.model import DeniedEntry, Reason, seconds
+from mauthcore.protocol.model import DeniedEntry, DeniedJoinEntry, Reason, seconds
 from mauthcore.protocol.server import TokenBucket
 from mauthcore.rules import RuleKey, format_mac
 
@@ -160,6 +173,60 @@ class DeniedTracker:
         return {**traffic, "routers": routers}
 
 
+JoinKey = tuple[str, str, str, str, str]  # iface, receiver, group, source ('' any), reason
+
+
+def join_key(e: DeniedJoinEntry) -> JoinKey:
+    return e.iface, str(e.receiver), str(e.group), "" if e.source is None else str(e.source), str(e.reason)
+
+
+@dataclass(frozen=True)
+class JoinReport:
+    """News of one router's refused join: the router's entry, the records new since the last report."""
+
+    router: str
+    entry: DeniedJoinEntry
+    new_records: int
+    first: bool
+
+    def to_dict(self) -> ReceiverDeniedEvent:
+        e = self.entry
+        return ReceiverDeniedEvent(router=self.router, iface=e.iface, receiver=str(e.receiver), group=str(e.group),
+                                   source=None if e.source is None else str(e.source), reason=str(e.reason),
+                                   records=e.records, new_records=self.new_records, first=self.first,
+                                   last_seen=seconds(e.last_seen), version=e.version)
+
+
+class JoinTracker:
+    """What each router's refused-joins table held when last reported; pure, as `DeniedTracker`."""
+
+    def __init__(self) -> None:
+        self._reported: dict[str, dict[JoinKey, int]] = {}
+
+    def observe(self, router: str, entries: Iterable[DeniedJoinEntry]) -> list[JoinReport]:
+        """A complete listing of `router`'s table: the news in it, biggest growth first."""
+        reported = self._reported.setdefault(router, {})
+        news, seen = [], set()
+        for e in entries:
+            key = join_key(e)
+            if key in seen:
+                continue
+            seen.add(key)
+            before = reported.get(key)
+            if before is not None and e.records < before:  # left the table and came back: counted afresh
+                del reported[key]
+                before = None
+            if before is None or e.records > before:
+                news.append(JoinReport(router, e, e.records - (before or 0), before is None))
+        for key in [k for k in reported if k not in seen]:
+            del reported[key]
+        news.sort(key=lambda r: (-r.new_records, not r.first, join_key(r.entry)))
+        return news
+
+    def reported(self, report: JoinReport) -> None:
+        self._reported.setdefault(report.router, {})[join_key(report.entry)] = report.entry.records
+
+
 class DeniedWatch:
     """Polls every router's denied table and reports the news, within the rate limit."""
 
@@ -171,9 +238,11 @@ class DeniedWatch:
         self.interval = interval
         self.clock, self.wall = clock, wall
         self.tracker = DeniedTracker()
+        self.joins = JoinTracker()
         self.bucket = TokenBucket(rate, burst)
         self._running: list[asyncio.Task] = []
-        self.counters = {"published_new": 0, "published_growing": 0, "suppressed": 0, "sender_moved": 0}
+        self.counters = {"published_new": 0, "published_growing": 0, "suppressed": 0, "sender_moved": 0,
+                         "joins_new": 0, "joins_growing": 0}
         self._moved: dict[tuple[str, str, str], float] = {}  # (router, source, group) -> clock of its last event
         self.polls: dict[str, int] = dict.fromkeys(fanout.tasks, 0)
         self.poll_failures: dict[str, int] = dict.fromkeys(fanout.tasks, 0)
@@ -208,6 +277,32 @@ class DeniedWatch:
             self.bus.publish(EventKind.DENIED_SUPPRESSED, denied_suppressed_event(router, held, pairs), self.wall())
             log.warning("router=%s %d more denied-sender reports suppressed by the rate limit (%d denied pairs "
                         "listed); they are offered again at the next poll", router, held, pairs)
+        return published
+
+    def process_joins(self, router: str, entries: Iterable[DeniedJoinEntry]) -> list[JoinReport]:
+        """Feed one complete RECV_DENIED listing; publish `receiver.denied` for what the rate limit lets
+        through (the rest is offered again at the next poll, and summed up once as for senders)."""
+        now = self.clock()
+        published: list[JoinReport] = []
+        held = 0
+        for report in self.joins.observe(router, entries):
+            if not self.bucket.take(now):
+                held += 1
+                continue
+            self.joins.reported(report)
+            published.append(report)
+            self.bus.publish(EventKind.RECEIVER_DENIED, report.to_dict(), self.wall())
+            self.counters["joins_new" if report.first else "joins_growing"] += 1
+            e = report.entry
+            log.log(logging.WARNING if report.first else logging.INFO,
+                    "router=%s refused join of %s%s by %s on %s (%s): %d records", router,
+                    f"{e.source}, " if e.source is not None else "", e.group, e.receiver, e.iface, e.reason, e.records)
+        if held:
+            self.counters["suppressed"] += held
+            self.bus.publish(EventKind.DENIED_SUPPRESSED,
+                             denied_suppressed_event(router, held, self.tracker.pairs.get(router, 0)), self.wall())
+            log.warning("router=%s %d more refused-join reports suppressed by the rate limit; they are offered"
+                        " again at the next poll", router, held)
         return published
 
     def _learns(self, router: str, source: str, group: str) -> bool:
@@ -272,4 +367,12 @@ class DeniedWatch:
             return False
         self.polls[name] = self.polls.get(name, 0) + 1
         self.process(name, entries)
+        if rc.receiver_wants is not None and rc.recv_verified and not rc.recv_unsupported:
+            try:
+                joins = await task.list_denied_joins(max_age=self.interval / 2)
+            except (RouterUnreachable, RouterAnswer, OSError) as exc:
+                self.poll_failures[name] = self.poll_failures.get(name, 0) + 1
+                log.debug("router=%s refused joins not read: %s", name, exc)
+                return True
+            self.process_joins(name, joins)
         return True

@@ -46,7 +46,16 @@ from mauthcore.protocol import v2
 from mauthcore.protocol.client import Call, ClientCore, HelloInfo, RetryPolicy
 from mauthcore.protocol.errors import ReplyCode, RouterUnreachable, Timeout
 from mauthcore.protocol.keys import KeyRing
-from mauthcore.protocol.model import Counters, DeniedEntry, Mode, RuleEntry
+from mauthcore.protocol.model import (
+    Counters,
+    DeniedEntry,
+    DeniedJoinEntry,
+    IfaceReceiversEntry,
+    JoinedEntry,
+    Mode,
+    ReceiverEntry,
+    RuleEntry,
+)
 from mauthcore.rules import RuleKey
 
 from .core import (
@@ -54,13 +63,16 @@ from .core import (
     DOWN,
     UP,
     Apply,
+    ApplyReceiver,
     Held,
     Install,
     Probe,
+    ReadReceivers,
     ReadRules,
     RearmRule,
     RouterCore,
     SetMode,
+    SetPolicy,
     Uninstall,
     Wait,
     held,
@@ -75,6 +87,9 @@ FLUSH_EVERY = 200
 # Replies to an install/removal that retrying will not change.
 _FINAL = {ReplyCode.TABLE_FULL, ReplyCode.INVALID_ARGUMENT, ReplyCode.UNSUPPORTED, ReplyCode.MALFORMED,
           ReplyCode.UNKNOWN_COMMAND}
+# Replies to RECV_LIST meaning the router holds no receiver rules at all (a filter without a receiver half;
+# a musersd older than the receiver commands).
+_NO_RECEIVERS = {ReplyCode.UNSUPPORTED, ReplyCode.UNKNOWN_COMMAND}
 
 
 def _status_name(status: int) -> str:
@@ -191,13 +206,31 @@ class RouterLink:
     async def list_denied(self) -> list[DeniedEntry]:
         return await self._pages(v2.ListDenied)
 
-    async def _pages(self, request_type: type[v2.ListRules] | type[v2.ListDenied]) -> list:
+    async def list_receivers(self) -> list[ReceiverEntry]:
+        return await self._pages(v2.RecvList)
+
+    async def list_denied_joins(self) -> list[DeniedJoinEntry]:
+        return await self._pages(v2.RecvDenied)
+
+    async def list_joined(self) -> list[JoinedEntry]:
+        return await self._pages(v2.RecvJoined)
+
+    async def receiver_policy(self, policy=None) -> list[IfaceReceiversEntry]:
+        """RECV_POLICY: every guarded interface's policy, groups and counters (after setting `policy`)."""
+        reply = (await self.call(v2.RecvPolicy(policy))).body
+        assert isinstance(reply, v2.PolicyReply)  # v2 decodes an OK reply by its command
+        return list(reply.interfaces)
+
+    async def _pages(self, request_type: type[v2.ListRules] | type[v2.ListDenied] | type[v2.RecvPageRequest]
+                     ) -> list:
         """Every entry of a paged listing; a router that repeats a cursor is answering nonsense."""
         entries: list = []
         cursor, seen = b"", set()
         while True:
             page = (await self.call(request_type(0, cursor))).body
-            assert isinstance(page, (v2.RulesPage, v2.DeniedPage))  # v2 decodes an OK reply by its command
+            # v2 decodes an OK reply by its command
+            assert isinstance(page, (v2.RulesPage, v2.DeniedPage, v2.ReceiversPage, v2.DeniedJoinsPage,
+                                     v2.JoinedPage))
             entries.extend(page.entries)
             if not page.cursor:
                 return entries
@@ -230,6 +263,8 @@ class RouterTask:
         self._recovering = True  # log the first convergence, and the one after any trouble
         self._denied: tuple[float, list[DeniedEntry]] | None = None  # the last denied listing (clock, entries)
         self._denied_turn = asyncio.Lock()
+        self._denied_joins: tuple[float, list[DeniedJoinEntry]] | None = None  # the same for RECV_DENIED
+        self._joins_turn = asyncio.Lock()
 
     @property
     def fleet(self):
@@ -312,6 +347,12 @@ class RouterTask:
             await self._rearm(action.key)
         elif isinstance(action, Apply):
             await self._apply(action.op)
+        elif isinstance(action, ReadReceivers):
+            await self._read_receivers()
+        elif isinstance(action, ApplyReceiver):
+            await self._apply_receiver(action)
+        elif isinstance(action, SetPolicy):
+            await self._set_policy(action)
         else:  # pragma: no cover - a bug
             raise TypeError(f"unknown action {action!r}")
 
@@ -363,6 +404,64 @@ class RouterTask:
         core.on_rearmed(key, self.clock())
         log.info("router=%s re-armed %s: it learns its sender afresh", core.name, key)
 
+    async def _read_receivers(self) -> None:
+        """RECV_LIST and RECV_POLICY: what the router holds, diffed by the core with the desired receivers.
+        UNSUPPORTED or UNKNOWN_COMMAND means the router holds none (every rule is refused there)."""
+        core = self.core
+        before = self.link.client.hello
+        try:
+            entries = await self.link.list_receivers()
+            ifaces = await self.link.receiver_policy()
+        except _Answer as exc:
+            self._feed_hello()
+            if exc.status not in _NO_RECEIVERS:
+                raise
+            if core.recv_unsupported != str(exc):
+                log.warning("router=%s holds no receiver rules: %s", core.name, exc)
+            core.on_receivers_unsupported(str(exc), self.clock())
+            return
+        if self.link.client.hello is not before:  # restarted mid-listing: list again (see ReadRules)
+            self._feed_hello()
+            return
+        core.on_receivers_listed(entries, ifaces, self.clock())
+        pending = sum(1 for r in core.recv_dirty if (r in self.fleet.receivers) != (r in core.recv_applied))
+        log.log(logging.INFO if pending else logging.DEBUG, "router=%s verified: it holds %d receiver rules,"
+                " %d to change, on %d guarded interfaces", core.name, len(entries), pending, len(ifaces))
+
+    async def _apply_receiver(self, op: ApplyReceiver) -> None:
+        """RECV_ADD or RECV_REMOVE; EXISTS on an add and NOT_FOUND on a removal are what was wanted, the final
+        refusals (INVALID_ARGUMENT: an interface the router does not guard) are remembered for the rule."""
+        core = self.core
+        try:
+            await self.link.call(v2.RecvAdd(op.rule) if op.add else v2.RecvRemove(op.rule))
+        except _Answer as exc:
+            self._feed_hello()
+            done = ReplyCode.EXISTS if op.add else ReplyCode.NOT_FOUND
+            if exc.status in _FINAL:
+                core.on_receiver_refused(op, str(exc), self.clock())
+                log.warning("router=%s refused receiver rule %s: %s", core.name, op.rule, exc)
+                return
+            if exc.status != done:
+                raise
+        else:
+            self._feed_hello()
+        core.on_receiver_done(op, self.clock())
+
+    async def _set_policy(self, action: SetPolicy) -> None:
+        core = self.core
+        try:
+            ifaces = await self.link.receiver_policy(action.policy)
+        except _Answer as exc:
+            self._feed_hello()
+            if exc.status not in _FINAL:
+                raise
+            core.on_policy_refused(action.policy, str(exc), self.clock())
+            log.warning("router=%s refused receiver policy %s: %s", core.name, action.policy, exc)
+            return
+        self._feed_hello()
+        core.on_policy(ifaces, self.clock())
+        log.info("router=%s receiver policy set: %s", core.name, action.policy)
+
     def _feed_hello(self) -> None:
         """Tell the core about a HELLO answer the client core got (periodic or after a restart)."""
         info = self.link.client.hello
@@ -402,6 +501,32 @@ class RouterTask:
             entries = await self.link.list_denied()
             self._denied = (self.clock(), entries)
             return entries
+
+    async def list_denied_joins(self, max_age: float = 0.0) -> list[DeniedJoinEntry]:
+        """The router's refused joins (RECV_DENIED); a listing younger than `max_age` seconds is shared."""
+        async with self._joins_turn:
+            if self._denied_joins is not None and self.clock() - self._denied_joins[0] < max_age:
+                return self._denied_joins[1]
+            entries = await self.link.list_denied_joins()
+            self._denied_joins = (self.clock(), entries)
+            return entries
+
+    async def read_receivers(self, what: str, max_age: float = 0.0) -> dict:
+        """One receiver listing of this router for the API: "denied" (RECV_DENIED), "joined" (RECV_JOINED) or
+        "policy" (RECV_POLICY get), as {"ok": True, "entries": [...]}, or {"ok": False, "error": sentence}."""
+        core = self.core
+        if core.status == DOWN:
+            return {"ok": False, "error": core.last_error or f"router {core.name} is down"}
+        try:
+            if what == "denied":
+                entries: list = await self.list_denied_joins(max_age)
+            elif what == "joined":
+                entries = await self.link.list_joined()
+            else:
+                entries = await self.link.receiver_policy()
+        except (RouterUnreachable, _Answer, OSError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "entries": [e.as_json() for e in entries]}
 
     async def read_traffic(self, max_age: float = 0.0) -> dict:
         """The router's per-rule counters (a LIST) and denied pairs, with its mode, rule count and
@@ -502,6 +627,12 @@ class FanOut:
             self.traffic_reads += 1
             self._traffic = (self.clock(), data)
             return data
+
+    async def receivers(self, what: str) -> dict[str, dict]:
+        """Every router's receiver listing `what` (`RouterTask.read_receivers`), by router name."""
+        names = sorted(self.tasks)
+        results = await asyncio.gather(*(self.tasks[n].read_receivers(what, self.max_age) for n in names))
+        return dict(zip(names, results))
 
     def start(self, on_crash: Callable[[asyncio.Task], None]) -> None:
         for name, task in self.tasks.items():

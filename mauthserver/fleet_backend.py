@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 from mauthcore.protocol import v1 as v1_codec
 from mauthcore.protocol.errors import BackendInvalid, BackendUnsupported, Exists, NotFound
@@ -136,6 +137,15 @@ class FleetBackend:
 
     def denied(self, cursor: bytes, limit: int) -> Page[DeniedEntry]:
         raise BackendUnsupported("mauthserver keeps no list of denied senders; ask a router directly")
+
+    # Receiver rules and policies are the HTTP API's (docs/protocol.md, "Receiver commands"): this port answers
+    # the receiver commands UNSUPPORTED, as it does DENIED.
+
+    def _no_receivers(self, *args: object) -> NoReturn:
+        raise BackendUnsupported("mauthserver's protocol port does not serve receiver rules; use its HTTP API"
+                                 " or ask a router directly")
+
+    add_receiver = remove_receiver = list_receivers = denied_joins = joined = receiver_policy = _no_receivers
 
 
 class FleetServer(asyncio.DatagramProtocol):

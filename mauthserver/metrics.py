@@ -284,7 +284,11 @@ class MauthserverCollector(Collector):
         moved = CounterMetricFamily("mauthserver_sender_moved_events", "sender.moved events published: a learning"
                                     " rule's sender seen from another interface or MAC",
                                     value=w.counters["sender_moved"])
-        return [polls, failures, pairs, packets, reports, suppressed, moved]
+        joins = _labelled(CounterMetricFamily("mauthserver_receiver_denied_reports", "receiver.denied events"
+                                              " published: a new refused join, or a known one refused again",
+                                              labels=["kind"]),
+                          {"new": w.counters["joins_new"], "growing": w.counters["joins_growing"]})
+        return [polls, failures, pairs, packets, reports, suppressed, moved, joins]
 
 
 def _labelled(family, values: dict) -> Metric:

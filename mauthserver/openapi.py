@@ -39,6 +39,9 @@ _RULE_PARAMS = [
 _SESSION_PARAM = [{"name": "id", "in": "path", "required": True,
                    "schema": {"type": "string"}, "description": "session id, or a unique prefix of 4+ characters"}]
 
+_ROUTER_ERRORS = {"type": "object", "additionalProperties": {"type": "string"},
+                  "description": "router -> why it could not be read"}
+
 PATHS: dict[str, dict] = {
     "/health": {"get": {"summary": "Liveness and role (no token needed)", "security": [],
                         "responses": {"200": _ok("alive; `role` is \"leader\", or \"standby\" on an instance that "
@@ -155,8 +158,59 @@ PATHS: dict[str, dict] = {
                                     " session with each router (answers younger than 1 s are shared), and every"
                                     " rule with its state on each router",
                          "responses": {"200": _ok("traffic", _ref("Traffic"))}}},
+    "/receivers": {
+        "get": {"summary": "Desired receiver rules with each router's state of them",
+                "responses": {"200": _ok("receivers", {"type": "object", "properties": {
+                    "receivers": _list("Receiver")}})}},
+        "post": {"summary": "Add a receiver rule for every router (committed before the answer; fanned out after)",
+                 "requestBody": _body(_ref("ReceiverRule")),
+                 "responses": {"201": _ok("added", {"type": "object", "properties": {
+                     "result": {"const": "added"}, "receiver": _ref("Receiver")}}),
+                     "400": _ERR, "409": _ERR}}},
+    "/receivers/delete": {"post": {"summary": "Remove a receiver rule (the rule is its own key)",
+                                   "requestBody": _body(_ref("ReceiverRule")),
+                                   "responses": {"200": _ok("removed", {"type": "object"}), "400": _ERR,
+                                                 "404": _ERR}}},
+    "/receivers/denied": {"get": {"summary": "Every router's refused joins (RECV_DENIED), read on its session",
+                                  "responses": {"200": _ok("refused joins", {"type": "object", "properties": {
+                                      "denied": {"type": "array", "items": {"type": "object", "properties": {
+                                          "router": {"type": "string"}, "iface": {"type": "string"},
+                                          "receiver": {"type": "string"}, "group": {"type": "string"},
+                                          "source": {"type": ["string", "null"]}, "reason": {"type": "string"},
+                                          "records": {"type": "integer"}, "last_seen": {"type": ["number", "null"]},
+                                          "version": {"type": "integer"}}}},
+                                      "errors": _ROUTER_ERRORS}})}}},
+    "/receivers/joined": {"get": {"summary": "Every router's joined groups (RECV_JOINED), read on its session",
+                                  "responses": {"200": _ok("joined groups", {"type": "object", "properties": {
+                                      "joined": {"type": "array", "items": {"type": "object", "properties": {
+                                          "router": {"type": "string"}, "iface": {"type": "string"},
+                                          "group": {"type": "string"}, "reporter": {"type": "string"},
+                                          "first_seen": {"type": ["number", "null"]},
+                                          "last_seen": {"type": ["number", "null"]},
+                                          "reports": {"type": "integer"}, "left": {"type": "boolean"}}}},
+                                      "errors": _ROUTER_ERRORS}})}}},
+    "/receivers/policy": {
+        "get": {"summary": "Every router's guarded interfaces with their receiver policy, groups and counters"
+                           " (RECV_POLICY), and the desired policies",
+                "responses": {"200": _ok("policies", {"type": "object", "properties": {
+                    "policies": {"type": "array", "items": {"type": "object", "properties": {
+                        "router": {"type": "string"}, "iface": {"type": "string"},
+                        "mode": {"enum": ["open", "closed", "monitor"]}, "limit": {"type": "integer"},
+                        "groups": {"type": "integer"}, "counters": {"type": "object"}}}},
+                    "desired": {"type": "array", "items": _ref("ReceiverPolicy")},
+                    "errors": _ROUTER_ERRORS}})}},
+        "post": {"summary": "Set an interface's receiver policy on one router, or on every router that has it",
+                 "requestBody": _body({"type": "object", "required": ["iface", "mode"], "additionalProperties": False,
+                                       "properties": {"router": {"type": "string"}, "iface": {"type": "string"},
+                                                      "mode": {"enum": ["open", "closed", "monitor"]},
+                                                      "limit": {"type": "integer", "minimum": 0,
+                                                                "maximum": 65535}}}),
+                 "responses": {"200": _ok("set or unchanged", {"type": "object", "properties": {
+                     "result": {"enum": ["set", "unchanged"]}, "policy": _ref("ReceiverPolicy")}}),
+                     "400": _ERR, "404": _ERR}}},
     "/events": {"get": {"summary": "Server-Sent Events: session.*, rule.*, router.changed, mode.changed, denied,"
-                                   " denied.suppressed, sender.moved",
+                                   " denied.suppressed, sender.moved, receiver.added, receiver.removed,"
+                                   " receiver.policy, receiver.denied",
                         "description": "Each event has `id:` (resume with Last-Event-ID), `event:` (the kind) and"
                                        " `data:` (JSON with `at`, Unix time, and the fields of the kind). `denied`"
                                        " (schema DeniedEvent): a router's filter dropped packets of a sender without"
@@ -181,6 +235,22 @@ PATHS: dict[str, dict] = {
 }
 
 SCHEMAS = {
+    "ReceiverRule": {"type": "object", "required": ["receiver", "group"], "additionalProperties": False,
+                     "properties": {"receiver": {"type": "string", "description": "a host or a prefix ADDR/LEN"},
+                                    "group": {"type": "string", "description": "a group or a prefix ADDR/LEN"},
+                                    "source": {"type": "string", "description": "only joins from this source"},
+                                    "iface": {"type": "string", "description": "only on this interface"}}},
+    "Receiver": {"type": "object", "required": ["receiver", "group", "state", "routers"], "properties": {
+        "receiver": {"type": "string"}, "group": {"type": "string"}, "source": {"type": "string"},
+        "iface": {"type": "string"}, "created": {"type": "number"}, "actor": {"type": "string"},
+        "state": {"enum": ["applied", "pending", "refused"]},
+        "routers": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+            "state": {"enum": ["applied", "pending", "refused"]}, "error": {"type": "string"},
+            "matched": {"type": "integer"}, "last_seen": {"type": ["number", "null"]}}}}}},
+    "ReceiverPolicy": {"type": "object", "properties": {
+        "router": {"type": ["string", "null"], "description": "null: every router that has the interface"},
+        "iface": {"type": "string"}, "mode": {"enum": ["open", "closed", "monitor"]}, "limit": {"type": "integer"},
+        "updated": {"type": "number"}, "actor": {"type": "string"}}},
     "Authorization": {"type": "object", "description": "what a session was authorized with (the last"
                                                        " authorize of it; senders given each time add up)",
                       "properties": {
@@ -200,6 +270,17 @@ SCHEMAS = {
         "new_packets": {"type": "integer", "description": "since this pair was last reported (all when first)"},
         "first": {"type": "boolean", "description": "the pair was not reported before"},
         "last_ttl": {"type": "integer"}, "last_seen": {"type": ["number", "null"]}}},
+    "ReceiverDeniedEvent": {"type": "object", "required": ["at", "router", "iface", "receiver", "group", "source",
+                                                        "reason", "records", "new_records", "first", "last_seen",
+                                                        "version"], "properties": {
+        "at": {"type": "number"}, "router": {"type": "string"}, "iface": {"type": "string"},
+        "receiver": {"type": "string", "description": "the report's source address"}, "group": {"type": "string"},
+        "source": {"type": ["string", "null"], "description": "a source-specific join's source; null: any"},
+        "reason": {"enum": ["join_refused", "join_limit"]},
+        "records": {"type": "integer", "description": "refused join records in the router's table"},
+        "new_records": {"type": "integer", "description": "since this join was last reported (all when first)"},
+        "first": {"type": "boolean"}, "last_seen": {"type": ["number", "null"]},
+        "version": {"type": "integer", "description": "of the last report: IGMP 1..3, MLD 1..2"}}},
     "DeniedSuppressedEvent": {"type": "object", "required": ["at", "router", "suppressed", "pairs"], "properties": {
         "at": {"type": "number"}, "router": {"type": "string"},
         "suppressed": {"type": "integer", "description": "reports held back; offered again at the next poll"},

@@ -39,13 +39,26 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from mauthcore.events import EventKind, mode_event, rule_event, session_event
+from mauthcore.events import EventKind, ReceiverEvent, ReceiverPolicyEvent, mode_event, rule_event, session_event
 from mauthcore.protocol.model import Mode
 from sap.directory import Directory, RemovalReason, Session, SessionAdded, SessionChanged, SessionRemoved
 from sap.errors import SAPDecodeError, SDPDecodeError
 
 from . import core
-from .core import Authorization, Change, Delete, DesiredRule, Fleet, FollowPlan, NotFound, Put, RouterCore, SessionView
+from .core import (
+    Authorization,
+    Change,
+    Delete,
+    DesiredPolicy,
+    DesiredReceiver,
+    DesiredRule,
+    Fleet,
+    FollowPlan,
+    NotFound,
+    Put,
+    RouterCore,
+    SessionView,
+)
 from .events import EventBus
 from .store import SessionRow, Store, Tx
 
@@ -97,7 +110,8 @@ class Mediator:
 
     def _load(self, routers: Iterable[RouterCore]) -> None:
         """The desired state and the authorizations as the store holds them, `routers` reconciling them."""
-        self.fleet = Fleet(self.store.rules(), self.store.desired_mode())
+        self.fleet = Fleet(self.store.rules(), self.store.desired_mode(), receivers=self.store.receivers(),
+                           policies=self.store.receiver_policies())
         for router in routers:
             self.fleet.add_router(router)
         self._load_authorizations()
@@ -119,6 +133,14 @@ class Mediator:
                     if self.fleet.desired.get(key) != r]
         self.fleet.apply(changes)
         self.fleet.mode = self.store.desired_mode()
+        receivers = {d.rule: d for d in self.store.receivers()}
+        for rule in [r for r in self.fleet.receivers if r not in receivers]:
+            self.fleet.drop_receiver(rule)
+        for d in receivers.values():
+            if self.fleet.receivers.get(d.rule) != d:
+                self.fleet.put_receiver(d)
+        for p in self.store.receiver_policies():
+            self.fleet.put_policy(p)
         self._load_authorizations()
         applied = self.store.applied()
         for name, router in self.fleet.routers.items():
@@ -218,6 +240,82 @@ class Mediator:
         self.fleet.mode = mode
         self.bus.publish(EventKind.MODE_CHANGED, mode_event(None if mode is None else str(mode), actor), now)
         self.wake()
+
+    # -- receivers -------------------------------------------------------------
+
+    def add_receiver(self, fields: object, *, actor: str) -> dict:
+        """Add a receiver rule (its JSON, `ReceiverRule.from_json`) for every router; Conflict if it exists."""
+        rule = core.make_receiver(fields)
+        if rule in self.fleet.receivers:
+            raise core.Conflict(f"the receiver rule {rule} already exists",
+                                receiver=self.receiver_view(self.fleet.receivers[rule]))
+        now = self.clock()
+        desired = DesiredReceiver(rule, now, actor)
+        with self.store.transaction(now) as tx:
+            tx.put_receiver(desired)
+            tx.audit(actor, "receiver-added", rule.as_json())
+        self.fleet.put_receiver(desired)
+        view = self.receiver_view(desired)
+        self.bus.publish(EventKind.RECEIVER_ADDED,
+                         ReceiverEvent(receiver=desired.to_dict(), actor=actor, routers=view["routers"]), now)
+        log.info("receiver rule added by %s: %s", actor, rule)
+        self.wake()
+        return {"result": "added", "receiver": view}
+
+    def remove_receiver(self, fields: object, *, actor: str) -> dict:
+        rule = core.make_receiver(fields)
+        desired = self.fleet.receivers.get(rule)
+        if desired is None:
+            raise NotFound(f"there is no receiver rule {rule}")
+        now = self.clock()
+        with self.store.transaction(now) as tx:
+            tx.delete_receiver(rule)
+            tx.audit(actor, "receiver-removed", rule.as_json())
+        self.fleet.drop_receiver(rule)
+        self.bus.publish(EventKind.RECEIVER_REMOVED, ReceiverEvent(receiver=desired.to_dict(), actor=actor), now)
+        log.info("receiver rule removed by %s: %s", actor, rule)
+        self.wake()
+        return {"result": "removed", "receiver": desired.to_dict()}
+
+    def set_receiver_policy(self, router: str | None, iface: object, mode: object, limit: object, *,
+                            actor: str) -> dict:
+        """Set interface `iface`'s receiver policy on `router` (None or '': every router that has it)."""
+        router = router or ""
+        if router and router not in self.fleet.routers:
+            raise NotFound(f"mauthserver manages no router named {router!r}")
+        policy = core.make_policy(iface, mode, limit)
+        now = self.clock()
+        desired = DesiredPolicy(router, policy, now, actor)
+        old = self.fleet.receiver_wants.policies.get(desired.key)
+        if old is None or old.policy != policy:
+            with self.store.transaction(now) as tx:
+                tx.put_receiver_policy(desired)
+                tx.audit(actor, "receiver-policy", {"router": router or None, **policy.as_json()})
+            self.fleet.put_policy(desired)
+            self.bus.publish(EventKind.RECEIVER_POLICY, ReceiverPolicyEvent(policy=desired.to_dict(), actor=actor),
+                             now)
+            log.info("receiver policy of %s on %s set by %s: %s", policy.iface, router or "every router", actor,
+                     policy)
+            self.wake()
+            return {"result": "set", "policy": desired.to_dict()}
+        return {"result": "unchanged", "policy": old.to_dict()}
+
+    def receiver_view(self, desired: DesiredReceiver) -> dict:
+        """A desired receiver rule with its state on each router and overall (as `rule_view` for senders)."""
+        out = desired.to_dict()
+        routers = {name: r.receiver_state(desired.rule) for name, r in sorted(self.fleet.routers.items())}
+        out["routers"] = routers
+        states = {s["state"] for s in routers.values()}
+        out["state"] = ("applied" if states <= {"applied"} else
+                        "refused" if "refused" in states else "pending")
+        return out
+
+    def receivers_view(self) -> list[dict]:
+        return [self.receiver_view(self.fleet.receivers[r]) for r in sorted(self.fleet.receivers)]
+
+    def policies_view(self) -> list[dict]:
+        """The desired interface policies (router null: every router that has the interface)."""
+        return [d.to_dict() for _, d in sorted(self.fleet.receiver_wants.policies.items())]
 
     def find_session(self, ref: str):
         """A session by id, or by a unique id prefix of at least 4 characters."""

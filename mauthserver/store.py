@@ -82,11 +82,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mauthcore.protocol.model import Mode
+from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rules import UNBOUND, Binding, Rule, RuleError, RuleKey
 
-from .core import Authorization, Change, Delete, DesiredRule, Held, Put
+from .core import Authorization, Change, Delete, DesiredPolicy, DesiredReceiver, DesiredRule, Held, Put
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x6D415554  # "mAUT"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -99,6 +100,27 @@ _AUTHORIZATIONS = """CREATE TABLE authorizations (
     actor               TEXT NOT NULL,
     created             REAL NOT NULL,
     updated             REAL NOT NULL
+)"""
+
+# Schema 5: receiver rules (the rule's JSON fields, '' for no source or interface) and interface policies
+# (router '' = every router that has the interface; a router's own row wins over it).
+_RECEIVERS = """CREATE TABLE receivers (
+    receiver TEXT NOT NULL,
+    grp      TEXT NOT NULL,
+    source   TEXT NOT NULL DEFAULT '',
+    iface    TEXT NOT NULL DEFAULT '',
+    created  REAL NOT NULL,
+    actor    TEXT NOT NULL,
+    PRIMARY KEY (receiver, grp, source, iface)
+)"""
+_RECEIVER_POLICIES = """CREATE TABLE receiver_policies (
+    router      TEXT NOT NULL,
+    iface       TEXT NOT NULL,
+    mode        TEXT NOT NULL CHECK (mode IN ('open', 'closed', 'monitor')),
+    group_limit INTEGER NOT NULL CHECK (group_limit BETWEEN 0 AND 65535),
+    updated     REAL NOT NULL,
+    actor       TEXT NOT NULL,
+    PRIMARY KEY (router, iface)
 )"""
 
 _SCHEMA = """
@@ -155,6 +177,8 @@ CREATE TABLE sessions (
     expires     REAL NOT NULL
 );
 """ + _AUTHORIZATIONS + """;
+""" + _RECEIVERS + """;
+""" + _RECEIVER_POLICIES + """;
 CREATE TABLE audit (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     at     REAL NOT NULL,
@@ -173,6 +197,7 @@ _UPGRADES = {
     2: (_AUTHORIZATIONS,),
     3: ("ALTER TABLE rules ADD COLUMN binding TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE applied ADD COLUMN binding TEXT NOT NULL DEFAULT ''"),
+    4: (_RECEIVERS, _RECEIVER_POLICIES),
 }
 
 
@@ -340,6 +365,9 @@ class SessionRow:
     expires: float
 
 
+TABLES = ("meta", "routers", "rules", "applied", "sessions", "authorizations", "receivers", "receiver_policies",
+          "audit")  # every table a database of this schema has (SQLite's check; pgstore derives its own)
+
 PRUNE_BATCH = 10_000  # audit rows deleted per transaction at most (Store.prune_audit)
 
 
@@ -370,6 +398,13 @@ def binding_text(binding: Binding) -> str:
     """A binding as the columns `binding` hold it: '' when unbound, else its JSON with sorted keys (one text
     per binding, so that equal bindings are equal text)."""
     return "" if binding.empty else json.dumps(binding.as_json(), sort_keys=True, separators=(",", ":"))
+
+
+def receiver_columns(rule: ReceiverRule) -> tuple[str, str, str, str]:
+    """A receiver rule as the columns of `receivers` hold it: its JSON's canonical texts, '' for no source or
+    interface (so that the primary key covers every field: NULLs would never conflict)."""
+    fields = rule.as_json()
+    return str(fields["receiver"]), str(fields["group"]), str(fields.get("source", "")), str(fields.get("iface", ""))
 
 
 class Tx:
@@ -437,6 +472,27 @@ class Tx:
 
     def delete_authorization(self, session_id: str) -> None:
         self.db.execute("DELETE FROM authorizations WHERE session_id = ?", (session_id,))
+
+    def put_receiver(self, desired: DesiredReceiver) -> None:
+        """Store a receiver rule (a rule is its own key: storing it again keeps its first row)."""
+        r = desired.rule
+        self.db.execute(
+            "INSERT INTO receivers (receiver, grp, source, iface, created, actor) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (receiver, grp, source, iface) DO NOTHING", (*receiver_columns(r), desired.created,
+                                                                        desired.actor))
+
+    def delete_receiver(self, rule: ReceiverRule) -> None:
+        self.db.execute("DELETE FROM receivers WHERE receiver = ? AND grp = ? AND source = ? AND iface = ?",
+                        receiver_columns(rule))
+
+    def put_receiver_policy(self, desired: DesiredPolicy) -> None:
+        """Store the policy of an interface on one router (router '' = every router that has the interface)."""
+        p = desired.policy
+        self.db.execute(
+            "INSERT INTO receiver_policies (router, iface, mode, group_limit, updated, actor) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (router, iface) DO UPDATE SET mode = excluded.mode, group_limit = excluded.group_limit,"
+            " updated = excluded.updated, actor = excluded.actor",
+            (desired.router, p.iface, str(p.mode), p.limit, desired.updated, desired.actor))
 
 
 class Store:
@@ -579,7 +635,7 @@ class Store:
                     record_upgrade(db, version, now)
                     db.execute("COMMIT")
                     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                missing = {"meta", "routers", "rules", "applied", "sessions", "authorizations", "audit"} - tables
+                missing = set(TABLES) - tables
                 if missing:
                     raise StoreError(f"database {path} lacks table(s) {', '.join(sorted(missing))};"
                                      " refusing to start")
@@ -773,6 +829,35 @@ class Store:
                                      bool(follow), actor, created, updated))
         return out
 
+    # -- receivers ------------------------------------------------------------------
+
+    def receivers(self) -> list[DesiredReceiver]:
+        """The desired receiver rules, in rule order."""
+        out = []
+        for receiver, grp, source, iface, created, actor in self.db.execute(
+                "SELECT receiver, grp, source, iface, created, actor FROM receivers"):
+            try:
+                rule = ReceiverRule.make(receiver, grp, source or None, iface or None)
+            except RuleError as exc:
+                raise StoreError(f"database {self.describe()} holds an invalid receiver rule ({exc}); refusing to"
+                                 " start") from None
+            out.append(DesiredReceiver(rule, created, actor))
+        return sorted(out, key=lambda d: d.rule)
+
+    def receiver_policies(self) -> list[DesiredPolicy]:
+        """The desired interface policies, by router ('' first) and interface."""
+        out = []
+        for router, iface, mode, limit, updated, actor in self.db.execute(
+                "SELECT router, iface, mode, group_limit, updated, actor FROM receiver_policies"
+                " ORDER BY router, iface"):
+            try:
+                policy = IfacePolicy.make(iface, mode, int(limit))
+            except RuleError as exc:
+                raise StoreError(f"database {self.describe()} holds an invalid interface policy ({exc}); refusing"
+                                 " to start") from None
+            out.append(DesiredPolicy(router, policy, updated, actor))
+        return out
+
     # -- audit -------------------------------------------------------------------
 
     def audit_log(self, *, limit: int = 100, before: int | None = None, actor: str | None = None,
@@ -866,6 +951,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         out = {}
-        for table in ("rules", "applied", "sessions", "authorizations", "audit", "routers"):
+        for table in ("rules", "applied", "sessions", "authorizations", "receivers", "receiver_policies", "audit",
+                      "routers"):
             out[table] = self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         return out

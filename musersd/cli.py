@@ -47,8 +47,8 @@ the filter enforcing the last rules (unless --detach-on-exit).
               help=f"Client addresses allowed to use unauthenticated protocol v1 "
                    f"(repeatable; default {', '.join(DEFAULT_LEGACY_ALLOW)}).")
 @click.option("--config", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Rule file (mauth.conf: SOURCE[/LEN] GROUP[/LEN] MAX-TTL [pps=N] [bps=N] per line), "
-                   "applied at start and on SIGHUP.")
+              help="Rule file (mauth.conf: SOURCE[/LEN] GROUP[/LEN] MAX-TTL [pps=N] [bps=N] per line; receiver "
+                   "and interface lines for joins), applied at start and on SIGHUP.")
 @click.option("--mode", type=click.Choice(["enforce", "monitor"]),
               help="Filter mode; default: keep the pinned mode (enforce for a new router).")
 @click.option("--pin-dir", default="/sys/fs/bpf/mauth", show_default=True, metavar="DIR",
@@ -86,12 +86,18 @@ the filter enforcing the last rules (unless --detach-on-exit).
 @click.option("--rpf-iface", "rpf_ifaces", multiple=True, metavar="IF",
               help="A guarded interface on which every rule's packets must route back through it, bound or not"
                    " (repeatable, at most 8; needs forwarding on there: docs/operations.md, \"Binding a sender\").")
+@click.option("--group-timeout", type=click.FloatRange(1, 86400), default=260.0, show_default=True, metavar="SECONDS",
+              help="A group joined on a guarded interface is forgotten (and frees a place of the interface's group "
+                   "limit) when no report has refreshed it for this long: the group membership interval.")
+@click.option("--leave-grace", type=click.FloatRange(0, 3600), default=3.0, show_default=True, metavar="SECONDS",
+              help="A group left on a guarded interface is forgotten this long after its leave, unless a report "
+                   "joins it again meanwhile.")
 @click.option("--detach-on-exit", is_flag=True, help="Remove the filter on SIGTERM instead of leaving it enforcing.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rules, denied_pairs, xdp_mode, sap_groups,
          backend,
-         queue_num, state_dir, rpf_ifaces, detach_on_exit,
+         queue_num, state_dir, rpf_ifaces, group_timeout, leave_grace, detach_on_exit,
          metrics, metrics_rules, metrics_denied, log_level):
     """Guard a multicast router's internal interfaces with the mauth XDP filter and serve its rules."""
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
@@ -117,6 +123,8 @@ def main(ifaces, listen, key_file, legacy_allow, config, mode, pin_dir, max_rule
             metrics_rules=metrics_rules,
             metrics_denied=metrics_denied,
             rpf_ifaces=list(rpf_ifaces),
+            group_timeout=group_timeout,
+            leave_grace=leave_grace,
         )
         daemon = Musersd(opts)
         daemon.start()

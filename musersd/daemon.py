@@ -22,6 +22,13 @@ socket joins the select loop: a clean stop removes those rules, a crash
 leaves them dropping the queued traffic (fail closed).
 SIGUSR1 logs the protocol counters. SIGHUP re-reads the rule file and the key file;
 either one with an error is rejected whole and the running state is kept.
+The rule file's receiver and interface lines (mauthcore/rulefile.py) go to
+the filter's receiver half after the interfaces are attached, at start and
+on every reload: the receiver rules are replaced by the file's, and every
+guarded interface gets the policy the file names for it, or open without a
+limit if it names none (the file is the whole truth). Once a second the loop
+sweeps the joined-groups table (--group-timeout, --leave-grace); a sweep
+that fails is logged and tried again the next second, it never ends the daemon.
 No request can end the daemon: `ServerCore.receive()` answers a request that
 fails on an unexpected error INTERNAL (or logs and drops the datagram) and
 the loop goes on. Any other unexpected exception, a fault of the daemon itself
@@ -44,12 +51,14 @@ from typing import TYPE_CHECKING, cast
 
 from mauthcore.constants import ROUTER_PORT
 from mauthcore.hostport import HostPortError, parse_hostport
+from mauthcore.protocol.errors import CommandError
 from mauthcore.protocol.keys import KeyFileError, load_keys
 from mauthcore.protocol.server import ServerCore, legacy_checker
+from mauthcore.receivers import MAX_RECEIVER_RULES, IfacePolicy
 from mauthcore.rulefile import ConfigError, RuleFile, load_rules
 
 from .dataplane import DataPlane, DataPlaneError, sap_group_list
-from .dataplane_backend import DataPlaneBackend
+from .dataplane_backend import DataPlaneBackend, receiving
 from .defaults import DEFAULT_DENIED_SERIES, DEFAULT_QUEUE_NUM, DEFAULT_RULE_SERIES, DEFAULT_STATE_DIR, MetricsError
 from .filter import Filter
 from .kernel import multicast_routing
@@ -86,6 +95,8 @@ class Options:
     metrics_rules: int = DEFAULT_RULE_SERIES  # per-rule series while the table holds at most this many
     metrics_denied: int = DEFAULT_DENIED_SERIES  # per-pair series for this many denied pairs
     rpf_ifaces: list[str] = field(default_factory=list)  # guarded interfaces that check every rule's reverse path
+    group_timeout: float = 260.0  # seconds without a report after which a joined group is forgotten
+    leave_grace: float = 3.0  # seconds after a leave after which the group is forgotten
 
 
 class StartupError(Exception):
@@ -168,6 +179,8 @@ class Musersd:
         self.started = time.time()
         self.metrics: MetricsServer | None = None
         self.clean_stop = False  # set when a signal asked us to stop (not an error)
+        self.next_sweep = 0.0  # time.monotonic() of the next sweep of the joined groups
+        self.sweep_failure: str | None = None  # the last sweep's error, logged once until it changes or heals
 
     # -------------------------------------------------------------- start-up
 
@@ -204,6 +217,8 @@ class Musersd:
                          self.rule_file.path, added, replaced, removed)
             for iface in o.ifaces:
                 self.attached[iface] = self.dp.attach(iface, o.xdp_mode)
+            if self.rule_file is not None:
+                self._apply_receivers(self.rule_file)
         except DataPlaneError as exc:
             raise StartupError(str(exc)) from None
         family = socket.AF_INET6 if ":" in o.listen[0] else socket.AF_INET
@@ -242,14 +257,71 @@ class Musersd:
                         "(docs/operations.md says which kernel options a router needs)", missing)
 
     def _load_rules(self, path: str) -> RuleFile:
-        """The rule file, refused whole if it holds a rule this backend cannot enforce (IPv6 on nfqueue)."""
+        """The rule file, refused whole if it holds a rule this backend cannot enforce (IPv6 or receivers on
+        nfqueue), or a receiver rule or interface policy for an interface musersd does not guard."""
         rf = load_rules(path)
         if self.opts.backend == "nfqueue":
             ipv6 = next((r for r in rf.rules if r.key.family == 6), None)
             if ipv6 is not None:
                 raise ConfigError(f"{rf.path}: the nfqueue backend filters IPv4 only, so it cannot hold the rule"
                                   f" for {ipv6.key}")
+            if rf.receivers or rf.interfaces:
+                raise ConfigError(f"{rf.path}: the nfqueue backend does not judge membership reports, so it cannot"
+                                  " hold receiver rules or interface policies; run the xdp backend")
+        if len(rf.receivers) > MAX_RECEIVER_RULES:
+            raise ConfigError(f"{rf.path}: {len(rf.receivers)} receiver rules, more than the {MAX_RECEIVER_RULES}"
+                              " a router holds")
+        for what, iface in [*((f"the receiver rule {r}", r.iface) for r in rf.receivers),
+                            *((f"the interface line for {p.iface}", p.iface) for p in rf.interfaces)]:
+            if iface and iface not in self.opts.ifaces:
+                raise ConfigError(f"{rf.path}: {what} names interface {iface}, which musersd does not guard"
+                                  " (--iface)")
         return rf
+
+    def _apply_receivers(self, rf: RuleFile) -> None:
+        """The file's receiver rules, and a policy for every guarded interface (open, no limit, if unnamed)."""
+        half = receiving(self.dp)
+        if half is None:
+            if rf.receivers or rf.interfaces:
+                raise DataPlaneError(f"{rf.path}: this filter does not judge membership reports, so it cannot"
+                                     " hold receiver rules or interface policies")
+            return
+        try:
+            added, removed = half.apply_receivers(rf.receivers)
+        except CommandError as exc:  # TableFull: the filter's own refusal of the whole set
+            raise DataPlaneError(f"{rf.path}: {exc}") from None
+        named = {p.iface: p for p in rf.interfaces}
+        held = {p.policy.iface: p.policy for p in half.receiver_policies()}
+        changed = []
+        for iface in self.opts.ifaces:
+            policy = named.get(iface, IfacePolicy(iface))
+            if held.get(iface) != policy:
+                half.set_receiver_policy(policy)
+                changed.append(str(policy))
+        log.info("receivers of %s applied: %d rules added, %d removed; interfaces %s", rf.path, added, removed,
+                 ", ".join(changed) or "unchanged")
+
+    def sweep(self, now: float) -> None:
+        """Forget the joined groups whose membership ran out (once a second); a failure is logged, not raised."""
+        if now < self.next_sweep:
+            return
+        self.next_sweep = now + 1.0
+        half = receiving(self.dp)
+        if half is None:
+            return
+        try:
+            removed = half.sweep_groups(int(self.opts.group_timeout * 1e9), int(self.opts.leave_grace * 1e9))
+        except Exception as exc:  # a fault of one sweep: the next second tries again
+            text = f"{type(exc).__name__}: {exc}"
+            if text != self.sweep_failure:
+                log.error("sweeping the joined groups failed, trying again every second: %s", text)
+            self.sweep_failure = text
+            return
+        if self.sweep_failure is not None:
+            log.info("sweeping the joined groups works again")
+            self.sweep_failure = None
+        if removed:
+            log.debug("joined groups swept: %d forgotten", removed)
 
     def _data_plane(self) -> Filter:
         """The XDP data plane, or the NFQUEUE one (same methods, same errors) with --backend nfqueue."""
@@ -328,9 +400,14 @@ class Musersd:
             finally:
                 if self.backend is not None:
                     self.backend.rules_changed()  # LIST pages and the rule count must see the new table
-            self.rule_file = rf
             log.info("reload: rule file %s applied: %d added, %d replaced, %d removed",
                      rf.path, added, replaced, removed)
+            try:
+                self._apply_receivers(rf)
+            except DataPlaneError as exc:
+                log.error("reload: applying the receivers of %s failed part-way: %s", rf.path, exc)
+                return
+            self.rule_file = rf
 
     def log_stats(self) -> None:
         """SIGUSR1: one log line with the protocol counters (requests, duplicates, rejections)."""
@@ -359,15 +436,19 @@ class Musersd:
             sel.register(queue.fileno(), selectors.EVENT_READ, queue.process)
         self.notifier.notify(f"READY=1\nSTATUS=serving {self.dp.rule_count()} rules")
         next_dog = time.monotonic()
+        sweeping = receiving(self.dp) is not None
         try:
             while True:
                 timeout = None
+                now = time.monotonic()
+                if sweeping:
+                    self.sweep(now)
+                    timeout = max(0.0, self.next_sweep - now)
                 if self.notifier.watchdog_interval:
-                    now = time.monotonic()
                     if now >= next_dog:
                         self.notifier.notify("WATCHDOG=1")
                         next_dog = now + self.notifier.watchdog_interval
-                    timeout = max(0.0, next_dog - now)
+                    timeout = max(0.0, min(next_dog - now, timeout if timeout is not None else next_dog - now))
                 for key, _ in sel.select(timeout):
                     if key.fileobj == rfd:
                         try:

@@ -13,19 +13,48 @@ hash map in key order would mean reading the whole map for every page, so
 the backend keeps a sorted list of the keys, rebuilt lazily after a change;
 musersd is the maps' only writer, so the list cannot go stale behind its
 back. Counters are read only for the rules of the page being returned.
+
+Receivers (RECV_* commands) go to the filter's receiver half (filter.py,
+contract of `_Receiving` below) when it has one (`receives`); a filter
+without one (NFQUEUE) is refused as UNSUPPORTED. The receiver rules are few
+(MAX_RECEIVER_RULES), so each RECV_LIST page reads them all; the denied and
+joined tables are read once per listing, on its first page, as DENIED is.
+Their times are the kernel's CLOCK_MONOTONIC nanoseconds, turned into the
+wire's milliseconds since the Unix epoch here.
 """
 
 from __future__ import annotations
 
+import builtins
 import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
+from typing import Any, Protocol, cast
 
 from mauthcore.protocol.errors import BackendFailure, BackendInvalid, BackendUnsupported
-from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Page, Reason, ReasonCounter, RuleEntry, page_start
+from mauthcore.protocol.model import (
+    Counters,
+    DeniedEntry,
+    DeniedJoinEntry,
+    IfaceReceiversEntry,
+    JoinedEntry,
+    Mode,
+    Page,
+    Reason,
+    ReasonCounter,
+    ReceiverEntry,
+    RuleEntry,
+    check_receiver_cursor,
+    millis,
+    page_of,
+    page_start,
+)
+from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rules import Rule, RuleKey
 
 from . import filter as flt
-from .filter import Filter
+from .filter import DeniedJoin, Filter, IfaceReceivers, JoinedGroup, ReceiverStats
 
 log = logging.getLogger("musersd.rules")
 
@@ -35,8 +64,10 @@ def _translated():
     """A filter's failure as BACKEND_FAILURE; its refusals (Exists, NotFound, TableFull) are already command errors."""
     try:
         yield
-    except flt.BindingRefused as exc:
+    except (flt.BindingRefused, flt.InvalidReceiver) as exc:
         raise BackendInvalid(str(exc)) from None
+    except flt.ReceiversUnsupported as exc:
+        raise BackendUnsupported(str(exc)) from None
     except flt.DataPlaneError as exc:
         raise BackendFailure(str(exc)) from None
 
@@ -45,16 +76,39 @@ def _reason(name: str) -> Reason | None:
     return Reason.__members__.get(name.upper())
 
 
+class _Receiving(Protocol):
+    """The receiver half of a filter (filter.py; the XDP data plane has it, `receives` True)."""
+
+    def add_receiver(self, rule: ReceiverRule) -> None: ...
+    def remove_receiver(self, rule: ReceiverRule) -> None: ...
+    def receiver_rules(self) -> list[ReceiverStats]: ...
+    def apply_receivers(self, wanted: Iterable[ReceiverRule]) -> tuple[int, int]: ...
+    def set_receiver_policy(self, policy: IfacePolicy) -> None: ...
+    def receiver_policies(self) -> list[IfaceReceivers]: ...
+    def denied_joins(self) -> list[DeniedJoin]: ...
+    def clear_denied_joins(self) -> int: ...
+    def joined_groups(self) -> list[JoinedGroup]: ...
+    def sweep_groups(self, timeout_ns: int, grace_ns: int) -> int: ...
+
+
+def receiving(dp: object) -> _Receiving | None:
+    """`dp`'s receiver half, or None if it judges no membership reports (`receives` False or absent)."""
+    return cast(_Receiving, dp) if getattr(dp, "receives", False) else None
+
+
 class DataPlaneBackend:
     """The protocol Backend over any filter.Filter (the XDP data plane, or NfqueueFilter)."""
 
     name = "xdp"
 
-    def __init__(self, dp: Filter):
+    def __init__(self, dp: Filter, *, clock: Callable[[], int] = time.monotonic_ns,
+                 wall: Callable[[], float] = time.time):
         self.dp = dp
         self._sorted: list[bytes] | None = None
         self._order: list[tuple[bytes, RuleKey]] | None = None
         self._denied_snapshot: tuple[list[bytes], list] | None = None
+        self._clock, self._wall = clock, wall  # CLOCK_MONOTONIC ns (the kernel's stamps), Unix seconds
+        self._recv_snapshots: dict[str, builtins.list[Any]] = {}  # listing -> its entries as read on its first page
 
     # -------------------------------------------------------------- changes
 
@@ -163,3 +217,78 @@ class DataPlaneBackend:
             if r is not None:
                 reasons.append(ReasonCounter(r, c["packets"], c["bytes"]))
         return Counters(len(self._keys()), self.get_mode(), self.name, tuple(reasons))
+
+    # ------------------------------------------------------------ receivers
+
+    def _receivers(self) -> _Receiving:
+        half = receiving(self.dp)
+        if half is None:
+            raise BackendUnsupported(f"the {self.name} backend does not judge membership reports, so it holds no"
+                                     " receiver rules or policies; run the xdp backend")
+        return half
+
+    def _ms(self) -> Callable[[int], int]:
+        """CLOCK_MONOTONIC ns (0 = never) -> ms since the Unix epoch (0 = never), as of now."""
+        now_ns, now_wall = self._clock(), self._wall()
+
+        def convert(ns: int) -> int:
+            return millis(now_wall - max(now_ns - ns, 0) / 1e9) if ns else 0
+        return convert
+
+    def add_receiver(self, rule: ReceiverRule) -> None:
+        half = self._receivers()
+        with _translated():
+            half.add_receiver(rule)
+        log.info("receiver rule added: %s", rule)
+
+    def remove_receiver(self, rule: ReceiverRule) -> None:
+        half = self._receivers()
+        with _translated():
+            half.remove_receiver(rule)
+        log.info("receiver rule removed: %s", rule)
+
+    def list_receivers(self, cursor: bytes, limit: int) -> Page[ReceiverEntry]:
+        half = self._receivers()
+        with _translated():
+            held = sorted(half.receiver_rules(), key=lambda rs: rs.rule)
+        ms = self._ms()
+        return page_of([ReceiverEntry(rs.rule, rs.matched, ms(rs.last_seen)) for rs in held],
+                       [rs.rule.cursor for rs in held], cursor, limit, "router", check_receiver_cursor)
+
+    def denied_joins(self, cursor: bytes, limit: int) -> Page[DeniedJoinEntry]:
+        half = self._receivers()
+
+        def read() -> list[DeniedJoinEntry]:
+            ms = self._ms()
+            return [DeniedJoinEntry(d.iface, d.receiver, d.group, d.source,
+                                    _reason(d.reason) or Reason.JOIN_REFUSED, d.records, ms(d.last_seen), d.version)
+                    for d in half.denied_joins()]
+        return self._snapshot_page("denied", read, cursor, limit)
+
+    def joined(self, cursor: bytes, limit: int) -> Page[JoinedEntry]:
+        half = self._receivers()
+
+        def read() -> list[JoinedEntry]:
+            ms = self._ms()
+            return [JoinedEntry(j.iface, j.group, j.reporter, ms(j.first_seen), ms(j.last_seen), j.reports, j.left)
+                    for j in half.joined_groups()]
+        return self._snapshot_page("joined", read, cursor, limit)
+
+    def _snapshot_page(self, listing: str, read: Callable[[], Sequence[Any]], cursor: bytes,
+                       limit: int) -> Page[Any]:
+        """A page of a table read whole on a listing's first page (cursor empty), paged through after."""
+        if not cursor or listing not in self._recv_snapshots:
+            with _translated():
+                self._recv_snapshots[listing] = sorted(read(), key=lambda e: e.cursor)
+        entries = self._recv_snapshots[listing]
+        return page_of(entries, [e.cursor for e in entries], cursor, limit, "router", check_receiver_cursor)
+
+    def receiver_policy(self, set: IfacePolicy | None) -> builtins.list[IfaceReceiversEntry]:
+        half = self._receivers()
+        with _translated():
+            if set is not None:
+                half.set_receiver_policy(set)
+                log.info("receiver policy of %s set: %s", set.iface, set)
+            held = half.receiver_policies()
+        return [IfaceReceiversEntry(p.policy, p.groups, dict(p.counters))
+                for p in sorted(held, key=lambda p: p.policy.iface)]

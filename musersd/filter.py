@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 from mauthcore import rules
 from mauthcore.protocol.errors import TableFull
+from mauthcore.protocol.model import RECV_COUNTERS as RECV_COUNTERS  # the receiver counters' names, in order
 from mauthcore.protocol.model import DeniedEntry, Mode, RuleEntry
 from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, format_mac
@@ -42,16 +43,11 @@ class BindingRefused(DataPlaneError):
 
 
 class InvalidReceiver(DataPlaneError):
-    """A receiver rule or interface policy for an interface this router does not guard (--iface)."""
+    """A receiver rule or interface policy naming an interface this router does not guard (--iface)."""
 
 
 class ReceiversUnsupported(DataPlaneError):
-    """This filter does not judge membership reports (the NFQUEUE backend); `receives` says so beforehand."""
-
-
-# Receivers (ebpf/mauth.h, "Receivers"): what a filter that judges membership reports holds and reports.
-
-RECV_COUNTERS = maps.RECV_COUNTERS  # an interface's counters, in this order everywhere (the protocol's too)
+    """This filter does not judge membership reports (NFQUEUE): it holds no receiver rules or policies."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +61,7 @@ class ReceiverStats:
 
 @dataclass(frozen=True)
 class DeniedJoin:
-    """A refused join: who (receiver) asked for what (group, source) on which interface, and why."""
+    """A refused join, as the denied-receivers table holds it."""
 
     iface: str  # name ("#N" if gone)
     receiver: IPAddress
@@ -79,7 +75,7 @@ class DeniedJoin:
 
 @dataclass(frozen=True)
 class JoinedGroup:
-    """A group joined on an interface (what its limit counts)."""
+    """A group joined on a guarded interface, as the joined-groups table holds it."""
 
     iface: str
     group: IPAddress
@@ -92,11 +88,11 @@ class JoinedGroup:
 
 @dataclass(frozen=True)
 class IfaceReceivers:
-    """A guarded interface's policy, the groups joined on it now, and its counters (RECV_COUNTERS)."""
+    """A guarded interface's receiver policy, the groups joined on it now, and its counters (RECV_COUNTERS)."""
 
     policy: IfacePolicy
-    groups: int
-    counters: dict[str, int]
+    groups: int  # groups joined now (the limit's count)
+    counters: dict[str, int]  # RECV_COUNTERS
 
 
 # A rule that exists, one that does not, a full table: the protocol's own command

@@ -28,6 +28,12 @@ says how many were left out (reading 1,000,000 rules' per-CPU counters takes
 about 30 s here; counting them about 3 s). Denied pairs are exported for the
 `denied_series` pairs with the most packets (default 20, `--metrics-denied`);
 the count of denied pairs by reason is always exported.
+
+Receivers (a filter that judges membership reports): per guarded interface
+its mode, group limit, groups joined now and report counters by outcome
+(RECV_COUNTERS: judged, kept, refused, limited, leaves, rewritten, dropped,
+malformed), the receiver rules held, and the refused joins by reason; no
+series per receiver or group, whose number the hosts on the link decide.
 """
 
 from __future__ import annotations
@@ -49,7 +55,8 @@ if TYPE_CHECKING:
     from mauthcore.protocol.server import ServerCore
 
 from mauthcore.protocol.metrics import protocol_metrics
-from mauthcore.protocol.model import Mode
+from mauthcore.protocol.model import RECV_COUNTERS, Mode
+from mauthcore.receivers import MAX_RECEIVER_RULES, ReceiverMode
 
 from . import maps
 
@@ -102,7 +109,8 @@ class MusersdCollector(Collector):
             if self._closed:
                 return
             started = time.perf_counter()
-            families = [*self._filter(), *self._rules(), *self._denied(), *self._state(), *self._protocol()]
+            families = [*self._filter(), *self._rules(), *self._denied(), *self._receivers(), *self._state(),
+                        *self._protocol()]
             self.scrapes += 1
             families.append(GaugeMetricFamily("musersd_metrics_read_seconds", "Time this scrape took to read "
                                               "the maps and counters", value=time.perf_counter() - started))
@@ -184,6 +192,44 @@ class MusersdCollector(Collector):
             packets.add_metric(lv, d.packets)
             nbytes.add_metric(lv, d.octets)
         return out + [packets, nbytes]
+
+    # -- receivers (membership reports) -----------------------------------------------
+
+    def _receivers(self) -> list[Metric]:
+        if not getattr(self.dp, "receives", False):
+            return []
+        ifaces = sorted(self.dp.receiver_policies(), key=lambda p: p.policy.iface)
+        reports = CounterMetricFamily("musersd_receiver_reports", "Membership reports (IGMP, MLD) the filter "
+                                      "judged on a guarded interface, by outcome (judged: every one; kept whole, "
+                                      "refused: a join no receiver rule allows, limited: a join over the group "
+                                      "limit, leaves, rewritten: records or sources removed, dropped whole, "
+                                      "malformed)", labels=["iface", "outcome"])
+        groups = GaugeMetricFamily("musersd_receiver_groups", "Groups joined on a guarded interface now (what its "
+                                   "group limit counts)", labels=["iface"])
+        limit = GaugeMetricFamily("musersd_receiver_group_limit", "A guarded interface's group limit (0: none)",
+                                  labels=["iface"])
+        mode = GaugeMetricFamily("musersd_receiver_mode", "A guarded interface's receiver mode (1 for the current "
+                                 "one)", labels=["iface", "mode"])
+        for p in ifaces:
+            iface = p.policy.iface
+            for name in RECV_COUNTERS:
+                reports.add_metric([iface, "judged" if name == "reports" else name], p.counters.get(name, 0))
+            groups.add_metric([iface], p.groups)
+            limit.add_metric([iface], p.policy.limit)
+            for m in ReceiverMode:
+                mode.add_metric([iface, str(m)], 1 if m is p.policy.mode else 0)
+        by_reason = {"join_refused": 0, "join_limit": 0}
+        for d in self.dp.denied_joins():
+            by_reason[d.reason] = by_reason.get(d.reason, 0) + 1
+        denied = GaugeMetricFamily("musersd_denied_joins", "Refused joins (receiver, group, source) in the "
+                                   "filter's table, by the reason of the last", labels=["reason"])
+        for reason, n in sorted(by_reason.items()):
+            denied.add_metric([reason], n)
+        return [reports, groups, limit, mode, denied,
+                GaugeMetricFamily("musersd_receiver_rules", "Receiver rules in the filter's table",
+                                  value=len(self.dp.receiver_rules())),
+                GaugeMetricFamily("musersd_receiver_rule_capacity", "Capacity of the receiver rule table",
+                                  value=MAX_RECEIVER_RULES)]
 
     # -- daemon and filter state ----------------------------------------------------
 

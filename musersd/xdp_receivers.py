@@ -298,13 +298,16 @@ class XdpReceivers:
                                    v.first_seen, v.last_seen, v.reports, v.left != 0))
         return sorted(out, key=lambda j: (j.iface, j.group.version, j.group.packed))
 
-    def sweep_groups(self, timeout_ns: int, grace_ns: int, now_ns: int | None = None) -> int:
+    def sweep_groups(self, timeout_ns: int, grace_ns: int) -> int:
         """Remove groups unreported for `timeout_ns`, or left `grace_ns` ago; how many went (each frees a place).
 
         A report the program counts between the read and the delete is lost
         with its entry; the host reports again within the interval.
         """
-        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
+        return self._sweep(time.clock_gettime_ns(time.CLOCK_MONOTONIC), timeout_ns, grace_ns)
+
+    def _sweep(self, now: int, timeout_ns: int, grace_ns: int) -> int:
+        """sweep_groups() at CLOCK_MONOTONIC `now` (ns)."""
         joined = self._map("mauth_recv_joined")
         freed: dict[int, int] = {}
         for k, v in list(joined.items()):

@@ -14,19 +14,28 @@ that tests can assert "each command executed exactly once".
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import builtins
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from mauthcore.protocol.errors import BackendInvalid, Exists, NotFound, TableFull
 from mauthcore.protocol.model import (
+    RECV_COUNTERS,
     Counters,
     DeniedEntry,
+    DeniedJoinEntry,
+    IfaceReceiversEntry,
+    JoinedEntry,
     Mode,
     Page,
     Reason,
     ReasonCounter,
+    ReceiverEntry,
     RuleEntry,
+    check_receiver_cursor,
     page_of,
 )
+from mauthcore.receivers import MAX_RECEIVER_RULES, IfacePolicy, ReceiverRule
 from mauthcore.rules import Rule, RuleKey
 
 __all__ = ["Backend", "MemoryBackend"]
@@ -72,6 +81,28 @@ class Backend(Protocol):
 
     def set_mode(self, mode: Mode) -> None: ...
 
+    # -- receivers (docs/protocol.md, "Receiver commands") ----------------------
+
+    def add_receiver(self, rule: ReceiverRule) -> None:
+        """Insert a receiver rule; Exists if held, TableFull past MAX_RECEIVER_RULES, BackendInvalid for an
+        interface the router does not guard, BackendUnsupported if the filter cannot judge joins."""
+
+    def remove_receiver(self, rule: ReceiverRule) -> None:
+        """Delete a receiver rule; NotFound if it is not held."""
+
+    def list_receivers(self, cursor: bytes, limit: int) -> Page[ReceiverEntry]:
+        """Up to `limit` receiver rules after `cursor` (ReceiverRule.cursor order, `check_receiver_cursor`)."""
+
+    def denied_joins(self, cursor: bytes, limit: int) -> Page[DeniedJoinEntry]:
+        """Up to `limit` refused joins after `cursor` (DeniedJoinEntry.cursor order)."""
+
+    def joined(self, cursor: bytes, limit: int) -> Page[JoinedEntry]:
+        """Up to `limit` joined groups after `cursor` (JoinedEntry.cursor order)."""
+
+    def receiver_policy(self, set: IfacePolicy | None) -> builtins.list[IfaceReceiversEntry]:
+        """Set one guarded interface's policy first when `set` is given (BackendInvalid for another interface);
+        then every guarded interface's policy, groups and counters, by name."""
+
 
 class MemoryBackend:
     """An in-memory filter: executes commands, counts them, lets tests set counters."""
@@ -79,7 +110,8 @@ class MemoryBackend:
     name = "memory"
 
     def __init__(self, rules: tuple[Rule, ...] | list[Rule] = (), *, capacity: int = 65536,
-                 mode: Mode = Mode.ENFORCE) -> None:
+                 mode: Mode = Mode.ENFORCE, ifaces: tuple[str, ...] = ("eth1",),
+                 receiver_capacity: int = MAX_RECEIVER_RULES) -> None:
         self.capacity = capacity
         self.mode = mode
         self.rules: dict[RuleKey, Rule] = {}
@@ -92,6 +124,15 @@ class MemoryBackend:
         self.log: list[tuple[str, object]] = []  # every call, in order: (operation, argument)
         for rule in rules:
             self.rules[rule.key] = rule
+        # Receivers: the guarded interfaces, each open without a limit until set; tests set the rest.
+        self.ifaces = tuple(ifaces)
+        self.receiver_capacity = receiver_capacity
+        self.receivers: dict[ReceiverRule, tuple[int, int]] = {}  # rule -> (matched, last_seen ms)
+        self.policies: dict[str, IfacePolicy] = {name: IfacePolicy(name) for name in self.ifaces}
+        self.groups: dict[str, int] = {}
+        self.recv_counters: dict[str, dict[str, int]] = {}
+        self.denied_join_entries: list[DeniedJoinEntry] = []
+        self.joined_entries: list[JoinedEntry] = []
 
     # -- mutations ----------------------------------------------------------
 
@@ -167,6 +208,54 @@ class MemoryBackend:
         self.log.append(("denied", cursor))
         ordered = sorted(((d.key.cursor, d) for d in self.denied_entries), key=lambda t: t[0])
         return page_of([d for _, d in ordered], [c for c, _ in ordered], cursor, limit, "router")
+
+    # -- receivers ------------------------------------------------------------
+
+    def add_receiver(self, rule: ReceiverRule) -> None:
+        self.log.append(("add_receiver", rule))
+        if rule in self.receivers:
+            raise Exists(f"the receiver rule {rule} is held already")
+        self._check_iface(rule.iface)
+        if len(self.receivers) >= self.receiver_capacity:
+            raise TableFull(f"the receiver rule table is full ({self.receiver_capacity} rules)")
+        self.receivers[rule] = (0, 0)
+
+    def remove_receiver(self, rule: ReceiverRule) -> None:
+        self.log.append(("remove_receiver", rule))
+        if self.receivers.pop(rule, None) is None:
+            raise NotFound(f"no receiver rule {rule}")
+
+    def list_receivers(self, cursor: bytes, limit: int) -> Page[ReceiverEntry]:
+        self.log.append(("list_receivers", cursor))
+        ordered = sorted(self.receivers.items())
+        return page_of([ReceiverEntry(rule, *stats) for rule, stats in ordered], [r.cursor for r, _ in ordered],
+                       cursor, limit, "router", check_receiver_cursor)
+
+    def denied_joins(self, cursor: bytes, limit: int) -> Page[DeniedJoinEntry]:
+        self.log.append(("denied_joins", cursor))
+        return self._recv_page(self.denied_join_entries, cursor, limit)
+
+    def joined(self, cursor: bytes, limit: int) -> Page[JoinedEntry]:
+        self.log.append(("joined", cursor))
+        return self._recv_page(self.joined_entries, cursor, limit)
+
+    def receiver_policy(self, set: IfacePolicy | None) -> builtins.list[IfaceReceiversEntry]:
+        self.log.append(("receiver_policy", set))
+        if set is not None:
+            self._check_iface(set.iface)
+            self.policies[set.iface] = set
+        return [IfaceReceiversEntry(self.policies[name], self.groups.get(name, 0),
+                                    {c: self.recv_counters.get(name, {}).get(c, 0) for c in RECV_COUNTERS})
+                for name in sorted(self.policies)]
+
+    def _check_iface(self, iface: str) -> None:
+        if iface and iface not in self.ifaces:
+            raise BackendInvalid(f"interface {iface} is not one this router guards")
+
+    @staticmethod
+    def _recv_page(entries: Sequence[Any], cursor: bytes, limit: int) -> Page[Any]:
+        ordered: builtins.list[Any] = sorted(entries, key=lambda e: e.cursor)
+        return page_of(ordered, [e.cursor for e in ordered], cursor, limit, "router", check_receiver_cursor)
 
     # -- helpers --------------------------------------------------------------
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from mauthcore.protocol.errors import BadCursor
+from mauthcore.receivers import MAX_RECEIVER_CURSOR, IfacePolicy, ReceiverRule
 from mauthcore.rules import IPAddress, Rule, RuleError, RuleKey, check_cursor, format_mac
 
 T = TypeVar("T")
@@ -72,6 +73,8 @@ class Reason(enum.IntEnum):
     WRONG_IIF = 12  # bound rule: another ingress interface than its own or the one it learned
     RPF_FAIL = 13  # bound rule: the source does not route back through the ingress interface
     WRONG_MAC = 14  # bound rule: another source MAC than its own or the one it learned
+    JOIN_REFUSED = 15  # a membership report with a join no receiver rule allows (closed or monitor interface)
+    JOIN_LIMIT = 16  # a membership report with a join of a new group beyond the interface's group limit
 
     @classmethod
     def _missing_(cls, value: object) -> Reason | None:
@@ -202,25 +205,144 @@ def millis(unix: float | None) -> int:
     return int(unix * 1000) if unix else 0
 
 
-def page_start(cursors: Sequence[bytes], cursor: bytes, issuer: str) -> int:
+def page_start(cursors: Sequence[bytes], cursor: bytes, issuer: str,
+               check: Callable[[bytes], bytes] = check_cursor) -> int:
     """Where a listing resumes: the index of the first of the sorted `cursors` after `cursor` (0 if empty).
 
-    A cursor names a position in the keys' order (`RuleKey.cursor`), not a key
-    that must still exist. One that has no cursor's shape is refused with
+    A cursor names a position in the keys' order (`RuleKey.cursor`; for the
+    receiver listings `check_receiver_cursor`'s), not a key that must still
+    exist. One that has no cursor's shape (`check`) is refused with
     BadCursor, naming the `issuer` ("router", "server") that hands them out.
     """
     if not cursor:
         return 0
     try:
-        position = check_cursor(cursor)
+        position = check(cursor)
     except RuleError as exc:
         raise BadCursor(f"the listing cursor is not one this {issuer} issued: {exc}") from None
     return bisect.bisect_right(cursors, position)
 
 
-def page_of(items: Sequence[T], cursors: Sequence[bytes], cursor: bytes, limit: int, issuer: str) -> Page[T]:
+def page_of(items: Sequence[T], cursors: Sequence[bytes], cursor: bytes, limit: int, issuer: str,
+            check: Callable[[bytes], bytes] = check_cursor) -> Page[T]:
     """The page of `items` (sorted, with their `cursors`) after `cursor`, at most `limit` long."""
-    start = page_start(cursors, cursor, issuer)
+    start = page_start(cursors, cursor, issuer, check)
     chunk = items[start:start + max(limit, 0)]
     end = start + len(chunk)
     return Page(tuple(chunk), cursors[end - 1] if chunk and end < len(items) else b"")
+
+
+# =============================================================================
+# Receivers (docs/protocol.md, "Receiver commands")
+# =============================================================================
+
+# An interface's receiver counters, in the order RECV_POLICY sends them (docs/protocol.md, "RECV_POLICY"):
+# reports judged, kept whole, with a join refused by the rules, with a join over the limit, leaves, rewritten
+# (records or sources removed), dropped whole, malformed.
+RECV_COUNTERS = ("reports", "kept", "refused", "limited", "leaves", "rewritten", "dropped", "malformed")
+
+
+def check_receiver_cursor(cursor: bytes) -> bytes:
+    """`cursor` if it could be a receiver listing's position (RECV_LIST, RECV_DENIED, RECV_JOINED), else RuleError.
+
+    Those cursors are the `cursor` of an entry (`ReceiverRule.cursor` and the
+    like): an address family byte, 4 or 6, then addresses and a name, at most
+    MAX_RECEIVER_CURSOR bytes. Any such bytes name a position in that order.
+    """
+    cursor = bytes(cursor)
+    if not cursor or cursor[0] not in (4, 6) or len(cursor) > MAX_RECEIVER_CURSOR:
+        raise RuleError(f"a receiver listing cursor is 1 to {MAX_RECEIVER_CURSOR} bytes starting with 4 or 6,"
+                        f" not {len(cursor)} bytes starting with {cursor[0] if cursor else 'nothing'}")
+    return cursor
+
+
+def _name_bytes(iface: str) -> bytes:
+    raw = iface.encode("utf-8", "replace")
+    return bytes([len(raw)]) + raw
+
+
+@dataclass(frozen=True)
+class ReceiverEntry:
+    """A receiver rule with the joins it allowed."""
+
+    rule: ReceiverRule
+    matched: int = 0  # join records (or sources of a record) it allowed
+    last_seen_ms: int = 0  # ms since the Unix epoch of the last, 0 = never
+
+    @property
+    def cursor(self) -> bytes:
+        return self.rule.cursor
+
+    def as_json(self) -> dict[str, object]:
+        """The rule's fields, then "matched" and "last_seen" (Unix seconds, null = never)."""
+        return {**self.rule.as_json(), "matched": self.matched, "last_seen": seconds(self.last_seen_ms)}
+
+
+@dataclass(frozen=True)
+class DeniedJoinEntry:
+    """A join the filter refused (or, in monitor, would have): who, which group, where, why, how often."""
+
+    iface: str  # the interface's name ("#N" if it is gone)
+    receiver: IPAddress  # the report's source address
+    group: IPAddress
+    source: IPAddress | None  # a source-specific join's source; None: any source
+    reason: Reason  # JOIN_REFUSED or JOIN_LIMIT
+    records: int = 0  # refused join records (or sources)
+    last_seen: int = 0  # ms since the Unix epoch, 0 = never
+    version: int = 0  # of the last report: IGMP 1..3, MLD 1..2 (the family tells which)
+
+    @property
+    def family(self) -> int:
+        return self.group.version
+
+    @property
+    def cursor(self) -> bytes:
+        """Position in the listing's order: family, receiver, group, source, interface (at most 66 bytes)."""
+        src = bytes([1]) + self.source.packed if self.source is not None else bytes([0])
+        return (bytes([self.family]) + self.receiver.packed + self.group.packed + src
+                + _name_bytes(self.iface))
+
+    def as_json(self) -> dict[str, object]:
+        """"iface", "receiver", "group", "source" (null: any), "reason", "records", "last_seen" (Unix seconds,
+        null = never), "version"."""
+        return {"iface": self.iface, "receiver": str(self.receiver), "group": str(self.group),
+                "source": None if self.source is None else str(self.source), "reason": str(self.reason),
+                "records": self.records, "last_seen": seconds(self.last_seen), "version": self.version}
+
+
+@dataclass(frozen=True)
+class JoinedEntry:
+    """A group joined on a guarded interface, as the joined-groups table holds it (one per interface and group)."""
+
+    iface: str
+    group: IPAddress
+    reporter: IPAddress  # the address of the last report
+    first_seen: int = 0  # ms since the Unix epoch
+    last_seen: int = 0
+    reports: int = 0
+    left: bool = False  # a leave came after the last report
+
+    @property
+    def cursor(self) -> bytes:
+        """Position in the listing's order: family, group, interface (at most 33 bytes)."""
+        return bytes([self.group.version]) + self.group.packed + _name_bytes(self.iface)
+
+    def as_json(self) -> dict[str, object]:
+        """"iface", "group", "reporter", "first_seen", "last_seen" (Unix seconds, null = never), "reports", "left"."""
+        return {"iface": self.iface, "group": str(self.group), "reporter": str(self.reporter),
+                "first_seen": seconds(self.first_seen), "last_seen": seconds(self.last_seen),
+                "reports": self.reports, "left": self.left}
+
+
+@dataclass(frozen=True)
+class IfaceReceiversEntry:
+    """One guarded interface's receiver policy, the groups joined on it now, and its counters (RECV_COUNTERS)."""
+
+    policy: IfacePolicy
+    groups: int = 0
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RECV_COUNTERS, 0))
+
+    def as_json(self) -> dict[str, object]:
+        """The policy's "iface", "mode", "limit", then "groups" and "counters" (every name of RECV_COUNTERS)."""
+        return {**self.policy.as_json(), "groups": self.groups,
+                "counters": {name: self.counters.get(name, 0) for name in RECV_COUNTERS}}

@@ -55,6 +55,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from mauthcore.protocol import v1, v2
 from mauthcore.protocol.backend import Backend
@@ -69,7 +70,7 @@ from mauthcore.protocol.errors import (
     UnknownKey,
 )
 from mauthcore.protocol.keys import KeyRing
-from mauthcore.protocol.model import RuleEntry
+from mauthcore.protocol.model import DeniedEntry, RuleEntry
 from mauthcore.protocol.v2 import Command
 
 log = logging.getLogger("mauthcore.protocol")
@@ -477,19 +478,51 @@ class ServerCore:
             self.backend.set_mode(body.mode)
         return v2.ModeReply(self.backend.get_mode())
 
+    def _recv_add(self, body: v2.RecvAdd) -> v2.Done:
+        self.backend.add_receiver(body.rule)
+        return v2.Done()
 
-def _fit(entries: tuple, cursor: bytes) -> tuple[tuple, bytes]:
+    def _recv_remove(self, body: v2.RecvRemove) -> v2.Done:
+        self.backend.remove_receiver(body.rule)
+        return v2.Done()
+
+    def _recv_list(self, body: v2.RecvList) -> v2.ReceiversPage:
+        return v2.ReceiversPage(*self._recv_page(self.backend.list_receivers, body, v2.MAX_RECV_ENTRIES))
+
+    def _recv_denied(self, body: v2.RecvDenied) -> v2.DeniedJoinsPage:
+        return v2.DeniedJoinsPage(*self._recv_page(self.backend.denied_joins, body, v2.MAX_DENIED_JOIN_ENTRIES))
+
+    def _recv_joined(self, body: v2.RecvJoined) -> v2.JoinedPage:
+        return v2.JoinedPage(*self._recv_page(self.backend.joined, body, v2.MAX_JOINED_ENTRIES))
+
+    @staticmethod
+    def _recv_page(listing: Callable, body: v2.RecvPageRequest, most: int) -> tuple[tuple, bytes]:
+        limit = _page_limit(body.max_count, most)
+        page = listing(body.cursor, limit)
+        _check_page(page, limit)
+        return _fit(tuple(page.items), page.cursor, v2.RECV_PAGE_ROOM, v2.recv_entry_size)
+
+    def _recv_policy(self, body: v2.RecvPolicy) -> v2.PolicyReply:
+        return v2.PolicyReply(tuple(self.backend.receiver_policy(body.policy)))
+
+
+def _fit(entries: tuple, cursor: bytes, room: int = v2.PAGE_ROOM,
+         size: Callable[[Any], int] = v2.entry_size) -> tuple[tuple, bytes]:
     """(entries, cursor) of a page that fits one datagram: bound rules' entries, and denied entries a binding
-    dropped, are longer, so fewer of them may.
+    dropped, are longer, so fewer of them may; receiver entries vary with family, source and interface.
 
-    Cut short, the page ends at its last entry's key, and the next LIST or DENIED goes on from there.
+    Cut short, the page ends at its last entry's key, and the next listing goes on from there.
     """
     used = 0
     for n, entry in enumerate(entries):
-        used += v2.entry_size(entry)
-        if used > v2.PAGE_ROOM:
+        used += size(entry)
+        if used > room:
             last = entries[n - 1]
-            return entries[:n], (last.rule.key if isinstance(last, RuleEntry) else last.key).cursor
+            if isinstance(last, RuleEntry):
+                return entries[:n], last.rule.key.cursor
+            if isinstance(last, DeniedEntry):
+                return entries[:n], last.key.cursor
+            return entries[:n], last.cursor
     return entries, cursor
 
 
@@ -513,6 +546,12 @@ _V2_HANDLERS: dict[Command, Callable] = {
     Command.FLUSH: ServerCore._flush,
     Command.MODE: ServerCore._mode,
     Command.REARM: ServerCore._rearm,
+    Command.RECV_ADD: ServerCore._recv_add,
+    Command.RECV_REMOVE: ServerCore._recv_remove,
+    Command.RECV_LIST: ServerCore._recv_list,
+    Command.RECV_DENIED: ServerCore._recv_denied,
+    Command.RECV_JOINED: ServerCore._recv_joined,
+    Command.RECV_POLICY: ServerCore._recv_policy,
 }
 
 # v1 ADD is add-or-update (REPLACE): with a single ERROR code, "already there"

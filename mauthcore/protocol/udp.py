@@ -32,8 +32,18 @@ from mauthcore.protocol.errors import (
     router_error,
 )
 from mauthcore.protocol.keys import KeyRing
-from mauthcore.protocol.model import Counters, DeniedEntry, Mode, RuleEntry
+from mauthcore.protocol.model import (
+    Counters,
+    DeniedEntry,
+    DeniedJoinEntry,
+    IfaceReceiversEntry,
+    JoinedEntry,
+    Mode,
+    ReceiverEntry,
+    RuleEntry,
+)
 from mauthcore.protocol.server import ServerCore
+from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rules import Rule, RuleKey
 
 _Reply = TypeVar("_Reply")
@@ -130,15 +140,43 @@ class RouterClient:
                 raise LocalProtocolError(f"mode {mode!r} is neither enforce nor monitor") from None
         return self._reply(v2.ModeRequest(mode), v2.ModeReply).mode
 
+    # -- receivers (v2 only; an older musersd answers UNKNOWN_COMMAND: RouterRejected) --------------
+
+    def add_receiver(self, rule: ReceiverRule) -> None:
+        """Add a receiver rule; RouterExists if it is held, RouterRejected for an interface the router lacks."""
+        self._v2_call(v2.RecvAdd(rule))
+
+    def remove_receiver(self, rule: ReceiverRule) -> None:
+        """Remove a receiver rule; RouterNotFound if it is not held."""
+        self._v2_call(v2.RecvRemove(rule))
+
+    def list_receivers(self) -> list[ReceiverEntry]:
+        """Every receiver rule with its counters, in rule order (RECV_LIST, page by page)."""
+        return self._pages(v2.RecvList)
+
+    def denied_joins(self) -> list[DeniedJoinEntry]:
+        """Every refused join the router records (RECV_DENIED, page by page)."""
+        return self._pages(v2.RecvDenied)
+
+    def joined(self) -> list[JoinedEntry]:
+        """Every group joined on the router's guarded interfaces (RECV_JOINED, page by page)."""
+        return self._pages(v2.RecvJoined)
+
+    def receiver_policy(self, set: IfacePolicy | None = None) -> list[IfaceReceiversEntry]:
+        """Every guarded interface's receiver policy, groups and counters; set one interface's policy first."""
+        return list(self._reply(v2.RecvPolicy(set), v2.PolicyReply).interfaces)
+
     # -- internals --------------------------------------------------------------
 
-    def _pages(self, request_type: type[v2.ListRules] | type[v2.ListDenied]) -> list:
+    def _pages(self, request_type: type[v2.ListRules] | type[v2.ListDenied] | type[v2.RecvPageRequest]) -> list:
         entries: list = []
         cursor = b""
         seen: set[bytes] = set()
         while True:
             page = self._v2_call(request_type(0, cursor)).body
-            assert isinstance(page, (v2.RulesPage, v2.DeniedPage))  # v2 decodes an OK reply by its command
+            # v2 decodes an OK reply by its command
+            assert isinstance(page, (v2.RulesPage, v2.DeniedPage, v2.ReceiversPage, v2.DeniedJoinsPage,
+                                     v2.JoinedPage))
             entries.extend(page.entries)
             if not page.cursor:
                 return entries

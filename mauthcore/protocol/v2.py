@@ -54,13 +54,19 @@ from mauthcore.protocol.errors import (
 )
 from mauthcore.protocol.keys import KeyRing
 from mauthcore.protocol.model import (
+    RECV_COUNTERS,
     Counters,
     DeniedEntry,
+    DeniedJoinEntry,
+    IfaceReceiversEntry,
+    JoinedEntry,
     Mode,
     Reason,
     ReasonCounter,
+    ReceiverEntry,
     RuleEntry,
 )
+from mauthcore.receivers import MAX_RECEIVER_CURSOR, IfacePolicy, ReceiverMode, ReceiverRule
 from mauthcore.rules import MAX_CURSOR_SIZE, Binding, Endpoint, IPAddress, Rule, RuleError, RuleKey
 
 MAGIC = b"MAU"
@@ -98,6 +104,12 @@ class Command(enum.IntEnum):
     FLUSH = 0x08
     MODE = 0x09
     REARM = 0x0A
+    RECV_ADD = 0x0B
+    RECV_REMOVE = 0x0C
+    RECV_LIST = 0x0D
+    RECV_DENIED = 0x0E
+    RECV_JOINED = 0x0F
+    RECV_POLICY = 0x10
 
     def __str__(self) -> str:
         return self.name.lower()
@@ -179,7 +191,60 @@ class Rearm:
     command = Command.REARM
 
 
-RequestBody = Hello | Add | Replace | Remove | ListRules | ListDenied | GetCounters | Flush | ModeRequest | Rearm
+@dataclass(frozen=True)
+class RecvAdd:
+    """Insert a receiver rule; EXISTS if it is held."""
+
+    rule: ReceiverRule
+    command = Command.RECV_ADD
+
+
+@dataclass(frozen=True)
+class RecvRemove:
+    """Delete a receiver rule (a rule is its own key); NOT_FOUND if it is not held."""
+
+    rule: ReceiverRule
+    command = Command.RECV_REMOVE
+
+
+@dataclass(frozen=True)
+class RecvList:
+    """One page of receiver rules: at most `max_count` (0 = as many as fit), after `cursor`."""
+
+    max_count: int = 0
+    cursor: bytes = b""
+    command = Command.RECV_LIST
+
+
+@dataclass(frozen=True)
+class RecvDenied:
+    """One page of refused joins."""
+
+    max_count: int = 0
+    cursor: bytes = b""
+    command = Command.RECV_DENIED
+
+
+@dataclass(frozen=True)
+class RecvJoined:
+    """One page of joined groups."""
+
+    max_count: int = 0
+    cursor: bytes = b""
+    command = Command.RECV_JOINED
+
+
+@dataclass(frozen=True)
+class RecvPolicy:
+    """Get every guarded interface's receiver policy (`policy` None), or set one interface's first."""
+
+    policy: IfacePolicy | None = None
+    command = Command.RECV_POLICY
+
+
+RequestBody = (Hello | Add | Replace | Remove | ListRules | ListDenied | GetCounters | Flush | ModeRequest | Rearm
+               | RecvAdd | RecvRemove | RecvList | RecvDenied | RecvJoined | RecvPolicy)
+RecvPageRequest = RecvList | RecvDenied | RecvJoined
 
 
 # --- response bodies ----------------------------------------------------------
@@ -233,7 +298,33 @@ class ErrorReply:
     message: str = ""
 
 
-ResponseBody = HelloReply | Done | Replaced | RulesPage | DeniedPage | Counters | Flushed | ModeReply | ErrorReply
+@dataclass(frozen=True)
+class ReceiversPage:
+    entries: tuple[ReceiverEntry, ...]
+    cursor: bytes = b""
+
+
+@dataclass(frozen=True)
+class DeniedJoinsPage:
+    entries: tuple[DeniedJoinEntry, ...]
+    cursor: bytes = b""
+
+
+@dataclass(frozen=True)
+class JoinedPage:
+    entries: tuple[JoinedEntry, ...]
+    cursor: bytes = b""
+
+
+@dataclass(frozen=True)
+class PolicyReply:
+    """Every guarded interface's receiver policy, groups and counters (after a set, as set)."""
+
+    interfaces: tuple[IfaceReceiversEntry, ...]
+
+
+ResponseBody = (HelloReply | Done | Replaced | RulesPage | DeniedPage | Counters | Flushed | ModeReply | ErrorReply
+                | ReceiversPage | DeniedJoinsPage | JoinedPage | PolicyReply)
 
 
 # --- envelopes ----------------------------------------------------------------
@@ -403,17 +494,20 @@ def _endpoints(family: int, src: IPAddress, grp: IPAddress, src_plen: int,
     INVALID_ARGUMENT for a length beyond the address or bits set beyond it;
     what a rule of either family may be is up to Rule.make().
     """
-    bits = _ADDRESS_SIZE[family] * 8
-    sides = []
-    for what, address, plen in (("source", src, src_plen), ("group", grp, grp_plen)):
-        if plen > bits:
-            raise InvalidArgument(f"{what} prefix length {plen} exceeds {bits}")
-        try:
-            net = ipaddress.ip_network((address, plen), strict=True)
-        except ValueError:
-            raise InvalidArgument(f"{what} {address}/{plen} has bits set beyond the prefix length") from None
-        sides.append(address if plen == bits else net)
-    return sides[0], sides[1]
+    return _side("source", src, src_plen), _side("group", grp, grp_plen)
+
+
+def _side(what: str, address: IPAddress, plen: int) -> Endpoint:
+    """`address`/`plen` as a rule side: the address for a full-length prefix, else the network; INVALID_ARGUMENT
+    for a length beyond the address or bits set beyond it."""
+    bits = address.max_prefixlen
+    if plen > bits:
+        raise InvalidArgument(f"{what} prefix length {plen} exceeds {bits}")
+    try:
+        net = ipaddress.ip_network((address, plen), strict=True)
+    except ValueError:
+        raise InvalidArgument(f"{what} {address}/{plen} has bits set beyond the prefix length") from None
+    return address if plen == bits else net
 
 
 def _read_addresses(r: _Reader, family: int, what: str) -> tuple[IPAddress, IPAddress]:
@@ -502,16 +596,21 @@ def _write_key(key: RuleKey) -> bytes:
 _PAGE_REQ = struct.Struct("!HB")  # max_count, cursor_len
 
 
-def _read_cursor(r: _Reader, length: int) -> bytes:
-    if length > MAX_CURSOR:
-        raise Malformed(f"cursor length {length} exceeds {MAX_CURSOR}")
+def _read_cursor(r: _Reader, length: int, most: int = MAX_CURSOR) -> bytes:
+    if length > most:
+        raise Malformed(f"cursor length {length} exceeds {most}")
     return r.take(length, "cursor")
 
 
-def _write_cursor(cursor: bytes) -> bytes:
-    if len(cursor) > MAX_CURSOR:
-        raise LocalProtocolError(f"cursor of {len(cursor)} bytes exceeds {MAX_CURSOR}")
+def _write_cursor(cursor: bytes, most: int = MAX_CURSOR) -> bytes:
+    if len(cursor) > most:
+        raise LocalProtocolError(f"cursor of {len(cursor)} bytes exceeds {most}")
     return bytes(cursor)
+
+
+def _cursor_limit(command: Command) -> int:
+    """The longest cursor a listing command carries: MAX_RECEIVER_CURSOR for the receiver listings."""
+    return MAX_RECEIVER_CURSOR if command in _RECV_LISTINGS else MAX_CURSOR
 
 
 # A body's encoder and decoder; the tables below pair them with the body's class.
@@ -530,16 +629,16 @@ def _enc_empty(body: object) -> bytes:
     return b""
 
 
-def _enc_page_req(body: ListRules | ListDenied) -> bytes:
+def _enc_page_req(body: ListRules | ListDenied | RecvPageRequest) -> bytes:
     _check_int(body.max_count, 16, "max_count")
-    cursor = _write_cursor(body.cursor)
+    cursor = _write_cursor(body.cursor, _cursor_limit(body.command))
     return _PAGE_REQ.pack(body.max_count, len(cursor)) + cursor
 
 
 def _dec_page_req(cls: type[Any]) -> _Decoder:
     def decode(r: _Reader) -> Any:
         max_count, cursor_len = r.unpack(_PAGE_REQ, "page request")
-        cursor = _read_cursor(r, cursor_len)
+        cursor = _read_cursor(r, cursor_len, _cursor_limit(cls.command))
         r.end(f"{cls.command} request")
         return cls(max_count, cursor)
     return decode
@@ -583,6 +682,103 @@ def _dec_mode_req(r: _Reader) -> ModeRequest:
         raise InvalidArgument(f"mode {value} is neither 1 (enforce) nor 2 (monitor)") from None
 
 
+# -----------------------------------------------------------------------------
+# Receiver rules and interface policies
+#
+#  receiver record: 0 family  1 flags(01 source)  2 rcv_len  3 grp_len  4 iface_len(0 any)
+#                   5 receiver(w)  5+w group(w)  [5+2w source(w)]  iface
+#  policy request:  0 op(0 get, 1 set)  [1 mode(1 open, 2 closed, 3 monitor)  2 limit(u16)  4 iface_len  5 iface]
+
+_RECV_FIXED = struct.Struct("!BBBBB")  # 5
+RECV_SOURCE = 0x01  # a receiver record's, and a denied-join entry's, flags: a source address follows
+JOINED_LEFT = 0x01  # a joined entry's flags: the group was left after its last report
+_POLICY_GET, _POLICY_SET = 0, 1
+_POLICY_SET_FIXED = struct.Struct("!BHB")  # mode, limit, iface_len
+_RECV_LISTINGS = frozenset({Command.RECV_LIST, Command.RECV_DENIED, Command.RECV_JOINED})
+
+
+def _name(raw: bytes, what: str) -> str:
+    """An interface name sent to us: INVALID_ARGUMENT unless it is UTF-8 (what makes a name is the rules')."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"the {what} name is not UTF-8") from None
+
+
+def _take_receiver(r: _Reader) -> tuple[int, int, IPAddress, IPAddress, IPAddress | None, bytes]:
+    """A receiver record's fields, checked for framing only (MALFORMED): lengths, family, flags."""
+    family, flags, rcv_len, grp_len, iface_len = r.unpack(_RECV_FIXED, "receiver record")
+    size = _address_size(family)
+    if flags & ~RECV_SOURCE:
+        raise Malformed(f"receiver record flags 0x{flags:02x} are not 00 or 01 (source)")
+    make = _ADDRESS_TYPE[family]
+    receiver = make(r.take(size, "receiver address"))
+    group = make(r.take(size, "receiver group"))
+    source = make(r.take(size, "receiver source")) if flags & RECV_SOURCE else None
+    iface = r.take(iface_len, "receiver interface")
+    return rcv_len, grp_len, receiver, group, source, iface
+
+
+def _make_receiver(fields: tuple[int, int, IPAddress, IPAddress, IPAddress | None, bytes]) -> ReceiverRule:
+    """The rule of a receiver record's fields; INVALID_ARGUMENT for what no rule may be."""
+    rcv_len, grp_len, receiver, group, source, iface = fields
+    rcv = _side("receiver", receiver, rcv_len)
+    grp = _side("group", group, grp_len)
+    try:
+        return ReceiverRule.make(rcv, grp, source, _name(iface, "receiver interface") or None)
+    except RuleError as err:
+        raise InvalidArgument(str(err)) from None
+
+
+def _read_receiver(r: _Reader) -> ReceiverRule:
+    return _make_receiver(_take_receiver(r))
+
+
+def _write_receiver(rule: ReceiverRule) -> bytes:
+    src = rule.source.packed if rule.source is not None else b""
+    iface = rule.iface.encode()
+    if len(iface) > 255:
+        raise LocalProtocolError(f"interface name {rule.iface!r} is too long")
+    return (_RECV_FIXED.pack(rule.family, RECV_SOURCE if src else 0, rule.receiver.prefixlen, rule.group.prefixlen,
+                             len(iface))
+            + rule.receiver.network_address.packed + rule.group.network_address.packed + src + iface)
+
+
+def _dec_receiver_body(cls: type[Any]) -> _Decoder:
+    def decode(r: _Reader) -> Any:
+        fields = _take_receiver(r)
+        r.end("receiver record")
+        return cls(_make_receiver(fields))
+    return decode
+
+
+def _enc_policy_req(body: RecvPolicy) -> bytes:
+    p = body.policy
+    if p is None:
+        return bytes([_POLICY_GET])
+    _check_int(p.limit, 16, "limit")
+    name = p.iface.encode()
+    return bytes([_POLICY_SET]) + _POLICY_SET_FIXED.pack(ReceiverMode(p.mode), p.limit, len(name)) + name
+
+
+def _dec_policy_req(r: _Reader) -> RecvPolicy:
+    op = r.u8("policy operation")
+    if op == _POLICY_GET:
+        r.end("policy request")
+        return RecvPolicy(None)
+    if op != _POLICY_SET:
+        raise Malformed(f"policy operation {op} is neither 0 (get) nor 1 (set)")
+    mode, limit, iface_len = r.unpack(_POLICY_SET_FIXED, "policy")
+    iface = r.take(iface_len, "policy interface")
+    r.end("policy request")
+    if mode not in ReceiverMode._value2member_map_:
+        raise InvalidArgument(f"receiver mode {mode} is not 1 (open), 2 (closed) or 3 (monitor)")
+    try:
+        return RecvPolicy(IfacePolicy.make(_name(iface, "policy interface"), ReceiverMode(mode), limit))
+    except RuleError as err:
+        raise InvalidArgument(str(err)) from None
+
+
 # command -> (body class, encoder, decoder)
 _REQUEST_CODEC: dict[int, tuple[type[Any], _Encoder, _Decoder]] = {
     Command.HELLO: (Hello, _enc_empty, _dec_empty(Hello)),
@@ -595,6 +791,12 @@ _REQUEST_CODEC: dict[int, tuple[type[Any], _Encoder, _Decoder]] = {
     Command.FLUSH: (Flush, _enc_empty, _dec_empty(Flush)),
     Command.MODE: (ModeRequest, _enc_mode_req, _dec_mode_req),
     Command.REARM: (Rearm, lambda b: _write_key(b.key), _dec_rearm),
+    Command.RECV_ADD: (RecvAdd, lambda b: _write_receiver(b.rule), _dec_receiver_body(RecvAdd)),
+    Command.RECV_REMOVE: (RecvRemove, lambda b: _write_receiver(b.rule), _dec_receiver_body(RecvRemove)),
+    Command.RECV_LIST: (RecvList, _enc_page_req, _dec_page_req(RecvList)),
+    Command.RECV_DENIED: (RecvDenied, _enc_page_req, _dec_page_req(RecvDenied)),
+    Command.RECV_JOINED: (RecvJoined, _enc_page_req, _dec_page_req(RecvJoined)),
+    Command.RECV_POLICY: (RecvPolicy, _enc_policy_req, _dec_policy_req),
 }
 
 
@@ -728,15 +930,15 @@ def _dec_denied_entry(r: _Reader) -> DeniedEntry:
 
 
 def _page_codec(page_cls: type[Any], enc_entry: _Encoder, dec_entry: _Decoder,
-                what: str) -> tuple[_Encoder, _Decoder]:
+                what: str, most: int = MAX_CURSOR) -> tuple[_Encoder, _Decoder]:
     def encode(b: Any) -> bytes:
         _check_int(len(b.entries), 16, "entry count")
-        cursor = _write_cursor(b.cursor)
+        cursor = _write_cursor(b.cursor, most)
         return _PAGE_RESP.pack(len(b.entries), len(cursor)) + cursor + b"".join(enc_entry(e) for e in b.entries)
 
     def decode(r: _Reader) -> Any:
         count, cursor_len = r.unpack(_PAGE_RESP, f"{what} page")
-        cursor = _read_cursor(r, cursor_len)
+        cursor = _read_cursor(r, cursor_len, most)
         entries = tuple(dec_entry(r) for _ in range(count))
         r.end(f"{what} page")
         return page_cls(entries, cursor)
@@ -746,6 +948,149 @@ def _page_codec(page_cls: type[Any], enc_entry: _Encoder, dec_entry: _Decoder,
 
 _enc_rules_page, _dec_rules_page = _page_codec(RulesPage, _enc_rule_entry, _dec_rule_entry, "rules")
 _enc_denied_page, _dec_denied_page = _page_codec(DeniedPage, _enc_denied_entry, _dec_denied_entry, "denied")
+
+
+# -----------------------------------------------------------------------------
+# Receiver listings and policies
+#
+#  receiver entry:    receiver record, then 0 matched(u64)  8 last_seen(u64)
+#  denied-join entry: 0 family  1 reason  2 version  3 flags(01 source)  4 records(u64)  12 last_seen(u64)
+#                     20 iface_len  21 receiver(w)  group(w)  [source(w)]  iface
+#  joined entry:      0 family  1 flags(01 left)  2 iface_len  3 reports(u64)  11 first_seen(u64)
+#                     19 last_seen(u64)  27 group(w)  reporter(w)  iface
+#  policy reply:      0 count, then per interface: 0 mode  1 limit(u16)  3 groups(u32)  7 counters(8 x u64)
+#                     71 iface_len  72 iface
+
+_RECV_COUNTS = struct.Struct("!QQ")  # matched, last_seen
+_DJ_FIXED = struct.Struct("!BBBBQQB")  # 21
+_JOINED_FIXED = struct.Struct("!BBBQQQ")  # 27
+_POLICY_ENTRY = struct.Struct(f"!BHI{len(RECV_COUNTERS)}QB")  # 72
+_VERSIONS = {4: range(1, 4), 6: range(1, 3)}  # IGMP 1..3, MLD 1..2
+
+
+def _iface_bytes(name: str, what: str) -> bytes:
+    raw = name.encode("utf-8", "replace")
+    if len(raw) > 255:
+        raise LocalProtocolError(f"{what} name {name!r} is longer than 255 bytes")
+    return raw
+
+
+def _enc_receiver_entry(e: ReceiverEntry) -> bytes:
+    _check_int(e.matched, 64, "matched")
+    _check_int(e.last_seen_ms, 64, "last_seen")
+    return _write_receiver(e.rule) + _RECV_COUNTS.pack(e.matched, e.last_seen_ms)
+
+
+def _dec_receiver_entry(r: _Reader) -> ReceiverEntry:
+    fields = _take_receiver(r)
+    matched, last_seen = r.unpack(_RECV_COUNTS, "receiver counters")
+    try:
+        rule = _make_receiver(fields)
+    except InvalidArgument as err:
+        raise Malformed(f"a receiver entry holds no rule: {err.message}") from None
+    return ReceiverEntry(rule, matched, last_seen)
+
+
+def _enc_denied_join(e: DeniedJoinEntry) -> bytes:
+    family = _family_of(e.receiver, e.group, *(() if e.source is None else (e.source,)))
+    _check_int(e.records, 64, "records")
+    _check_int(e.last_seen, 64, "last_seen")
+    _check_int(e.version, 8, "version")
+    name = _iface_bytes(e.iface, "denied interface")
+    src = e.source.packed if e.source is not None else b""
+    return (_DJ_FIXED.pack(family, Reason(e.reason), e.version, RECV_SOURCE if src else 0, e.records, e.last_seen,
+                           len(name))
+            + e.receiver.packed + e.group.packed + src + name)
+
+
+def _dec_denied_join(r: _Reader) -> DeniedJoinEntry:
+    family, reason, version, flags, records, last_seen, iface_len = r.unpack(_DJ_FIXED, "denied-join entry")
+    size = _address_size(family)
+    if flags & ~RECV_SOURCE:
+        raise Malformed(f"flags 0x{flags:02x} of a denied-join entry are not 00 or 01 (source)")
+    if version not in _VERSIONS[family]:
+        raise Malformed(f"report version {version} is not one of {'IGMP 1-3' if family == 4 else 'MLD 1-2'}")
+    make = _ADDRESS_TYPE[family]
+    receiver = make(r.take(size, "denied receiver"))
+    group = make(r.take(size, "denied group"))
+    source = make(r.take(size, "denied source")) if flags & RECV_SOURCE else None
+    iface = r.take(iface_len, "denied interface").decode("utf-8", "replace")
+    # Any reason code decodes, as in a DENIED entry (docs/protocol.md, "COUNTERS").
+    return DeniedJoinEntry(iface, receiver, group, source, Reason(reason), records, last_seen, version)
+
+
+def _enc_joined(e: JoinedEntry) -> bytes:
+    family = _family_of(e.group, e.reporter)
+    for what in ("reports", "first_seen", "last_seen"):
+        _check_int(getattr(e, what), 64, what)
+    name = _iface_bytes(e.iface, "joined interface")
+    return (_JOINED_FIXED.pack(family, JOINED_LEFT if e.left else 0, len(name), e.reports, e.first_seen,
+                               e.last_seen)
+            + e.group.packed + e.reporter.packed + name)
+
+
+def _dec_joined(r: _Reader) -> JoinedEntry:
+    family, flags, iface_len, reports, first_seen, last_seen = r.unpack(_JOINED_FIXED, "joined entry")
+    size = _address_size(family)
+    if flags & ~JOINED_LEFT:
+        raise Malformed(f"flags 0x{flags:02x} of a joined entry are not 00 or 01 (left)")
+    make = _ADDRESS_TYPE[family]
+    group = make(r.take(size, "joined group"))
+    reporter = make(r.take(size, "joined reporter"))
+    iface = r.take(iface_len, "joined interface").decode("utf-8", "replace")
+    return JoinedEntry(iface, group, reporter, first_seen, last_seen, reports, bool(flags & JOINED_LEFT))
+
+
+def recv_entry_size(e: ReceiverEntry | DeniedJoinEntry | JoinedEntry) -> int:
+    """The bytes `e` takes in its page (docs/protocol.md, "Receiver entry", "Denied-join entry", "Joined entry")."""
+    if isinstance(e, ReceiverEntry):
+        rule = e.rule
+        width = _ADDRESS_SIZE[rule.family]
+        return (_RECV_FIXED.size + width * (3 if rule.source is not None else 2) + len(rule.iface.encode())
+                + _RECV_COUNTS.size)
+    if isinstance(e, DeniedJoinEntry):
+        width = _ADDRESS_SIZE[e.family]
+        return _DJ_FIXED.size + width * (3 if e.source is not None else 2) + len(e.iface.encode("utf-8", "replace"))
+    return _JOINED_FIXED.size + 2 * _ADDRESS_SIZE[e.group.version] + len(e.iface.encode("utf-8", "replace"))
+
+
+def _enc_policy_reply(b: PolicyReply) -> bytes:
+    _check_int(len(b.interfaces), 8, "interface count")
+    out = [bytes([len(b.interfaces)])]
+    for e in b.interfaces:
+        _check_int(e.groups, 32, "groups")
+        counts = [e.counters.get(name, 0) for name in RECV_COUNTERS]
+        for name, value in zip(RECV_COUNTERS, counts, strict=True):
+            _check_int(value, 64, name)
+        raw = _iface_bytes(e.policy.iface, "policy interface")
+        out.append(_POLICY_ENTRY.pack(ReceiverMode(e.policy.mode), e.policy.limit, e.groups, *counts, len(raw))
+                   + raw)
+    return b"".join(out)
+
+
+def _dec_policy_reply(r: _Reader) -> PolicyReply:
+    count = r.u8("interface count")
+    out = []
+    for _ in range(count):
+        mode, limit, groups, *counts, iface_len = r.unpack(_POLICY_ENTRY, "interface policy")
+        iface = r.take(iface_len, "policy interface").decode("utf-8", "replace")
+        if mode not in ReceiverMode._value2member_map_:
+            raise Malformed(f"unknown receiver mode {mode}")
+        try:
+            policy = IfacePolicy.make(iface, ReceiverMode(mode), limit)
+        except RuleError as err:
+            raise Malformed(f"an interface policy holds no interface: {err}") from None
+        out.append(IfaceReceiversEntry(policy, groups, dict(zip(RECV_COUNTERS, counts, strict=True))))
+    r.end("policy reply")
+    return PolicyReply(tuple(out))
+
+
+_enc_receivers_page, _dec_receivers_page = _page_codec(ReceiversPage, _enc_receiver_entry, _dec_receiver_entry,
+                                                       "receivers", MAX_RECEIVER_CURSOR)
+_enc_denied_joins_page, _dec_denied_joins_page = _page_codec(DeniedJoinsPage, _enc_denied_join, _dec_denied_join,
+                                                             "denied joins", MAX_RECEIVER_CURSOR)
+_enc_joined_page, _dec_joined_page = _page_codec(JoinedPage, _enc_joined, _dec_joined, "joined groups",
+                                                 MAX_RECEIVER_CURSOR)
 
 
 def _enc_counters(b: Counters) -> bytes:
@@ -814,6 +1159,12 @@ _REPLY_CODEC: dict[int, tuple[type[Any], _Encoder, _Decoder]] = {
     Command.FLUSH: (Flushed, _enc_flushed, _dec_flushed),
     Command.MODE: (ModeReply, _enc_mode_reply, _dec_mode_reply),
     Command.REARM: (Done, _enc_empty, _dec_done),
+    Command.RECV_ADD: (Done, _enc_empty, _dec_done),
+    Command.RECV_REMOVE: (Done, _enc_empty, _dec_done),
+    Command.RECV_LIST: (ReceiversPage, _enc_receivers_page, _dec_receivers_page),
+    Command.RECV_DENIED: (DeniedJoinsPage, _enc_denied_joins_page, _dec_denied_joins_page),
+    Command.RECV_JOINED: (JoinedPage, _enc_joined_page, _dec_joined_page),
+    Command.RECV_POLICY: (PolicyReply, _enc_policy_reply, _dec_policy_reply),
 }
 
 # Page sizes: the most entries that always fit in MAX_DATAGRAM, whatever the
@@ -825,6 +1176,15 @@ MAX_LIST_ENTRIES = _PAGE_ROOM // _RULE_ENTRY_MAX  # 17
 MAX_DENIED_ENTRIES = _PAGE_ROOM // _DENIED_ENTRY_MAX  # 21
 PAGE_ROOM = _PAGE_ROOM  # bytes a LIST page's entries may take: bound rules make entries longer, pages shorter
 assert MAX_CURSOR >= MAX_CURSOR_SIZE, "every RuleKey.cursor must fit a v2 cursor"
+# Receiver listings: cursors up to MAX_RECEIVER_CURSOR (68) bytes; entries vary from 29 bytes (an IPv4 rule with
+# neither source nor interface) to 84, so a page asks the backend for as many of the shortest as fit and is cut
+# by bytes (server._fit), as LIST pages with bound rules are.
+RECV_PAGE_ROOM = MAX_DATAGRAM - RESPONSE_HEADER_SIZE - TAG_SIZE - _PAGE_RESP.size - MAX_RECEIVER_CURSOR  # 1245
+MAX_RECV_ENTRIES = RECV_PAGE_ROOM // (_RECV_FIXED.size + 2 * 4 + _RECV_COUNTS.size)  # 42
+MAX_DENIED_JOIN_ENTRIES = RECV_PAGE_ROOM // (_DJ_FIXED.size + 2 * 4)  # 42
+MAX_JOINED_ENTRIES = RECV_PAGE_ROOM // (_JOINED_FIXED.size + 2 * 4)  # 35
+# RECV_POLICY answers for every guarded interface in one datagram: 15 of the longest names fit.
+MAX_POLICY_INTERFACES = (MAX_DATAGRAM - RESPONSE_HEADER_SIZE - TAG_SIZE - 1) // (_POLICY_ENTRY.size + 15)
 
 
 # =============================================================================

@@ -563,13 +563,13 @@ def test_protocol_backend_pages_through_exact_prefix_and_rate_rules(pin_dir):
 
 
 def test_an_older_layout_is_not_adopted_and_is_pointed_out(pin_dir, caplog):
-    """Pins of layout 3 (another map shape) live under v3/; layout 5 starts afresh beside them."""
+    """Pins of layout 3 (another map shape) live under v3/; layout 6 starts afresh beside them."""
     import logging
 
     (pin_dir / "v3").mkdir(parents=True)
     with caplog.at_level(logging.WARNING, logger="musersd.dataplane"):
         with DataPlane(pin_dir, max_rules=64).load() as dp:
-            assert dp.created and dp.layout_dir.name == f"v{maps.LAYOUT}" == "v5"
+            assert dp.created and dp.layout_dir.name == f"v{maps.LAYOUT}" == "v6"
             assert dp.rule_count() == 0
     assert any("layout 3 remain" in r.getMessage() for r in caplog.records)
 
@@ -896,11 +896,11 @@ def test_layout4_pins_are_adopted_and_the_program_replaced_without_a_gap(pin_dir
             assert old_mode == "generic"
             assert old.test_run(udp(SENDER, GROUP, 8), repeat=3).retval == XDP_PASS
         old.close()
-    assert (pin_dir / "v4" / "rules4").exists() and not (pin_dir / "v5").exists()
+    assert (pin_dir / "v4" / "rules4").exists() and not (pin_dir / "v6").exists()
     with DataPlane(pin_dir, max_rules=64).load() as dp:
         assert not dp.created and dp.state_id == state_id and dp.mode is Mode.MONITOR
-        assert dp._cfg().layout == maps.LAYOUT == 5
-        assert not (pin_dir / "v4").exists()  # unpinned; the maps live on under v5
+        assert dp._cfg().layout == maps.LAYOUT == 6
+        assert not (pin_dir / "v4").exists()  # unpinned; the maps live on under v6
         assert {str(r.rule) for r in dp.rules()} == {f"{SENDER} -> {GROUP} max-ttl 8",
                                                       "192.0.2.128/25 -> 239.2.2.2 max-ttl 8 pps 1000"}
         assert dp.get_rule((SENDER, GROUP)).packets == 3

@@ -28,6 +28,7 @@ from lab.reports import (
     Record,
     igmp_leave,
     igmp_query,
+    igmp_v1,
     igmp_v2,
     igmp_v3,
     mld_done,
@@ -126,11 +127,12 @@ def test_v2_report_allowed_or_dropped_on_a_closed_interface(dp):
     assert dp.run(ok) == (XDP_PASS, ok, {"igmp"})
     assert dp.run(igmp_v2(R4, "239.9.9.9"))[0::2] == (XDP_DROP, {"join_refused"})
     assert dp.run(igmp_v2(STRANGER4, "239.1.2.3"))[0::2] == (XDP_DROP, {"join_refused"})
+    assert dp.run(igmp_v1(R4, "239.9.9.9"))[0::2] == (XDP_DROP, {"join_refused"})
     assert dp.joined() == {(CLOSED, "239.1.2.3"): False}
     denied = {(str(d.receiver), str(d.group)): d for d in dp.plane.denied_joins()}
     assert set(denied) == {(R4, "239.9.9.9"), (STRANGER4, "239.1.2.3")}
     d = denied[(R4, "239.9.9.9")]
-    assert (d.iface, d.source, d.reason, d.records, d.version) == (CLOSED, None, "join_refused", 1, 2)
+    assert (d.iface, d.source, d.reason, d.records, d.version) == (CLOSED, None, "join_refused", 2, 1)
     # The rule allowed one join.
     stats = {s.rule: s for s in dp.plane.receiver_rules()}
     assert stats[RULES[0]].matched == 1 and stats[RULES[0]].last_seen > 0
@@ -152,6 +154,10 @@ def test_v3_report_keeps_exactly_the_allowed_records_with_valid_checksums(dp):
     assert out == want
     assert _delta(before, dp.counters()) == {"reports": 1, "kept": 2, "refused": 4, "leaves": 1, "rewritten": 1}
     assert dp.joined() == {(CLOSED, "239.1.2.3"): False, (CLOSED, "232.1.1.1"): True}
+    # Behind a VLAN tag, and without the router alert option (IHL 5): the same report, the same result.
+    for ip in ({"vlan": 5}, {"router_alert": False}):
+        tagged = igmp_v3(R4, [Record(TO_EX, "239.1.2.3"), Record(TO_EX, "239.9.9.9")], **ip)
+        assert dp.run(tagged) == (XDP_PASS, igmp_v3(R4, [Record(TO_EX, "239.1.2.3")], **ip), {"join_refused"})
 
 
 @pytest.mark.every_kernel
@@ -285,3 +291,31 @@ def test_receiver_api_refuses_bad_input_and_changes_nothing(dp):
         assert {s.rule: s.matched - matched[s.rule] for s in plane.receiver_rules()} == {RULES[0]: 1, RULES[1]: 0}
         assert plane.apply_receivers(RULES) == (2, 0)
         assert plane.receiver_policies()[0].policy == IfacePolicy.make(CLOSED, "closed")
+
+
+def test_layout5_pins_are_adopted_with_the_receiver_maps_added(pin_dir, tmp_path, recv):
+    """A router running layout 5 upgrades in place: sender rules, counters, mode and state id kept; the new
+    program judges reports at once."""
+    from lab.older_filter import LAYOUT5_COMMIT, build_filter_at, layout5
+    from mauthcore.rules import Rule
+
+    _, indexes, ns = recv
+    old_obj = build_filter_at(LAYOUT5_COMMIT, tmp_path)
+    with layout5(old_obj):
+        old = DataPlane(pin_dir, max_rules=64).load()
+        old.add_rule(Rule.make("192.0.2.10", "239.1.1.1", 8))
+        old.set_mode("monitor")
+        state_id = old.state_id
+        old.close()
+    assert (pin_dir / "v5" / "rules4").exists() and not (pin_dir / "v6").exists()
+    with DataPlane(pin_dir, max_rules=64, ifaces=[CLOSED]).load() as plane:
+        assert not plane.created and plane.state_id == state_id and plane.mode is Mode.MONITOR
+        assert not (pin_dir / "v5").exists() and (pin_dir / "v6" / "recv_rules").exists()
+        assert [str(r.rule) for r in plane.rules()] == ["192.0.2.10 -> 239.1.1.1 max-ttl 8"]
+        assert plane.receiver_rules() == [] and plane.joined_groups() == []
+        plane.set_mode("enforce")
+        with netns.inside(ns):
+            plane.set_receiver_policy(IfacePolicy.make(CLOSED, "closed"))
+            assert plane.test_run(igmp_v2(R4, "239.1.2.3"), ingress=indexes[CLOSED]).retval == XDP_DROP
+            plane.add_receiver(RULES[0])
+            assert plane.test_run(igmp_v2(R4, "239.1.2.3"), ingress=indexes[CLOSED]).retval == XDP_PASS

@@ -16,8 +16,9 @@ from typing import Protocol
 
 import pytest
 
+from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rules import MAX_BPS, MAX_PPS, UNBOUND, Binding, Rule, RuleKey
-from mauthserver.core import Delete, DesiredRule, Put
+from mauthserver.core import Delete, DesiredPolicy, DesiredReceiver, DesiredRule, Put
 from mauthserver.store import SCHEMA_VERSION, SessionRow, Store, StoreError
 
 T = 1_700_000_000.0
@@ -55,8 +56,8 @@ class StoreContract:
             assert s.fleet_state_id > 0
             assert [e["action"] for e in s.audit_log()] == ["create-db"]
             assert s.audit_log()[0]["detail"] == {"schema_version": SCHEMA_VERSION}
-            assert s.counts() == {"rules": 0, "applied": 0, "sessions": 0, "authorizations": 0, "audit": 1,
-                                  "routers": 0}
+            assert s.counts() == {"rules": 0, "applied": 0, "sessions": 0, "authorizations": 0, "receivers": 0,
+                                  "receiver_policies": 0, "audit": 1, "routers": 0}
             assert not s.fencing
         finally:
             s.close()
@@ -195,15 +196,16 @@ class StoreContract:
         backend.raw("ALTER TABLE rules DROP COLUMN pps", "ALTER TABLE rules DROP COLUMN bps",
                     "ALTER TABLE applied DROP COLUMN pps", "ALTER TABLE applied DROP COLUMN bps",
                     "ALTER TABLE rules DROP COLUMN binding", "ALTER TABLE applied DROP COLUMN binding",
-                    "DROP TABLE authorizations", "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+                    "DROP TABLE authorizations", "DROP TABLE receivers", "DROP TABLE receiver_policies",
+                    "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
                     "INSERT INTO rules (source, grp, max_ttl, session_id, expire_with_session, created, updated, actor)"
                     " VALUES ('192.0.2.10', '239.1.1.1', 8, NULL, 0, 1.0, 1.0, 'old')")
         s = backend.open()
         try:
-            assert s.meta("schema_version") == str(SCHEMA_VERSION) == "4"
+            assert s.meta("schema_version") == str(SCHEMA_VERSION) == "5"
             assert [d.rule for d in s.rules()] == [Rule.make("192.0.2.10", "239.1.1.1", 8)]
             assert s.audit_log()[0]["action"] == "upgrade-db"
-            assert s.audit_log()[0]["detail"] == {"from": 1, "to": 4}
+            assert s.audit_log()[0]["detail"] == {"from": 1, "to": 5}
             s.commit([Put(rule(grp="239.1.1.2"))], actor="t", action="add", detail={}, now=T)  # the new columns work
         finally:
             s.close()
@@ -212,6 +214,7 @@ class StoreContract:
         """Schema 4 adds the bindings: the rules and applied rows of schema 3 come through unbound."""
         backend.open().close()
         backend.raw("ALTER TABLE rules DROP COLUMN binding", "ALTER TABLE applied DROP COLUMN binding",
+                    "DROP TABLE receivers", "DROP TABLE receiver_policies",
                     "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
                     "INSERT INTO rules (source, grp, max_ttl, pps, bps, session_id, expire_with_session, created,"
                     " updated, actor) VALUES ('192.0.2.10', '239.1.1.1', 8, 0, 0, NULL, 0, 1.0, 1.0, 'old')",
@@ -220,8 +223,8 @@ class StoreContract:
                     " VALUES ('r1', '192.0.2.10', '239.1.1.1', 8, 0, 0, 1.0)")
         s = backend.open()
         try:
-            assert s.meta("schema_version") == "4"
-            assert s.audit_log()[0]["detail"] == {"from": 3, "to": 4}
+            assert s.meta("schema_version") == "5"
+            assert s.audit_log()[0]["detail"] == {"from": 3, "to": 5}
             (old,) = s.rules()
             assert old.rule == Rule.make("192.0.2.10", "239.1.1.1", 8) and not old.rule.bound
             assert s.applied() == {"r1": {old.key: (8, 0, 0, UNBOUND)}}
@@ -258,5 +261,79 @@ class StoreContract:
             s.commit([Put(DesiredRule(Rule.make("192.0.2.10", "239.1.1.1", 8, pps=100), created=T, updated=T,
                                       actor="t"), desired)], actor="t", action="add", detail={}, now=T)
             assert {d.key: d.rule.binding for d in s.rules()}[desired.key] == UNBOUND
+        finally:
+            s.close()
+
+    def test_a_schema_4_database_is_upgraded_to_receivers(self, backend):
+        """Schema 5 adds the receiver tables: everything of schema 4 (rules, routers, applied) comes through."""
+        backend.open().close()
+        backend.raw("DROP TABLE receivers", "DROP TABLE receiver_policies",
+                    "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+                    "INSERT INTO rules (source, grp, max_ttl, pps, bps, binding, session_id, expire_with_session,"
+                    " created, updated, actor) VALUES ('192.0.2.10', '239.1.1.1', 8, 100, 0, '', NULL, 0, 1.0, 1.0,"
+                    " 'old')",
+                    "INSERT INTO routers (name, host, port, added) VALUES ('r1', '192.0.2.1', 7575, 1.0)",
+                    "INSERT INTO applied (router, source, grp, max_ttl, pps, bps, binding, at)"
+                    " VALUES ('r1', '192.0.2.10', '239.1.1.1', 8, 100, 0, '', 1.0)")
+        s = backend.open()
+        try:
+            assert s.meta("schema_version") == "5"
+            assert s.audit_log()[0]["detail"] == {"from": 4, "to": 5}
+            (old,) = s.rules()
+            assert old.rule == Rule.make("192.0.2.10", "239.1.1.1", 8, pps=100) and old.actor == "old"
+            assert s.applied() == {"r1": {old.key: (8, 100, 0, UNBOUND)}}
+            assert s.receivers() == [] and s.receiver_policies() == []
+            rule = ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16")
+            with s.transaction(T) as tx:  # the new tables work
+                tx.put_receiver(DesiredReceiver(rule, T, "t"))
+            assert [d.rule for d in s.receivers()] == [rule]
+        finally:
+            s.close()
+
+    def test_receivers_and_policies_round_trip_with_their_audit_rows(self, backend):
+        """Every field of a receiver rule is its key; a policy per (router, interface), '' for every router."""
+        s = backend.open()
+        try:
+            plain = ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16")
+            ssm = ReceiverRule.make("10.1.0.7", "232.1.1.1", "192.0.2.10", "eth1")
+            v6 = ReceiverRule.make("fe80::/10", "ff3e::/96", "2001:db8::10", "eth2")
+            iface_only = ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16", iface="eth1")  # differs only there
+            with s.transaction(T) as tx:
+                for r in (plain, ssm, v6, iface_only):
+                    tx.put_receiver(DesiredReceiver(r, T, "alice"))
+                tx.audit("alice", "receiver-added", {"n": 4})
+            with s.transaction(T + 1) as tx:
+                tx.put_receiver(DesiredReceiver(plain, T + 1, "bob"))  # held: its first row is kept
+            got = s.receivers()
+            assert [d.rule for d in got] == sorted([plain, ssm, v6, iface_only])
+            assert {d.rule: (d.created, d.actor) for d in got}[plain] == (T, "alice")
+            with pytest.raises(RuntimeError):
+                with s.transaction(T + 2) as tx:
+                    tx.delete_receiver(ssm)
+                    raise RuntimeError("boom")  # the deletion is not kept
+            with s.transaction(T + 3) as tx:
+                tx.delete_receiver(plain)
+                tx.audit("bob", "receiver-removed", plain.as_json())
+            assert [d.rule for d in s.receivers()] == sorted([ssm, v6, iface_only])
+
+            everywhere = DesiredPolicy("", IfacePolicy.make("eth1", "closed", 20), T, "alice")
+            on_r1 = DesiredPolicy("r1", IfacePolicy.make("eth1", "monitor"), T, "alice")
+            with s.transaction(T) as tx:
+                tx.put_receiver_policy(everywhere)
+                tx.put_receiver_policy(on_r1)
+                tx.audit("alice", "receiver-policy", {})
+            changed = DesiredPolicy("", IfacePolicy.make("eth1", "open", 65535), T + 5, "bob")
+            with s.transaction(T + 5) as tx:
+                tx.put_receiver_policy(changed)
+            assert s.receiver_policies() == [changed, on_r1]
+            assert s.counts()["receivers"] == 3 and s.counts()["receiver_policies"] == 2
+            assert [e["action"] for e in s.audit_log(limit=3)] == ["receiver-policy", "receiver-removed",
+                                                                    "receiver-added"]
+        finally:
+            s.close()
+        s = backend.open(T + 10)  # what was committed survives a restart
+        try:
+            assert [d.rule for d in s.receivers()] == sorted([ssm, v6, iface_only])
+            assert s.receiver_policies() == [changed, on_r1]
         finally:
             s.close()

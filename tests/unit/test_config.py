@@ -127,3 +127,72 @@ def test_ipv6_errors_name_the_line(line, message):
         parse_rules("2001:db8::10 ff0e::2 8\n" + line + "\n", "mauth.conf")
     assert str(err.value).startswith("mauth.conf:2: ") and message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# --- receiver and interface lines (mauthcore/receivers.py) ----------------------------------
+
+RECEIVERS = """\
+192.0.2.10   239.1.1.1   16
+receiver 10.1.0.0/24  239.1.0.0/16                    iface=eth1
+receiver 10.1.0.7     232.1.1.1     source=192.0.2.10   # SSM
+receiver fe80::/10    ff0e::db8:0/112  iface=eth1
+interface eth1 closed limit=20
+interface eth2 monitor
+192.0.2.11   239.1.1.2   1
+"""
+
+
+def test_receiver_and_interface_lines(tmp_path):
+    from mauthcore.receivers import IfacePolicy, ReceiverRule
+    from mauthcore.rulefile import parse_rule_file
+
+    rf = parse_rule_file(RECEIVERS, "mauth.conf")
+    assert rf.rules == (Rule.make("192.0.2.10", "239.1.1.1", 16), Rule.make("192.0.2.11", "239.1.1.2", 1))
+    assert rf.receivers == (ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16", iface="eth1"),
+                            ReceiverRule.make("10.1.0.7", "232.1.1.1", source="192.0.2.10"),
+                            ReceiverRule.make("fe80::/10", "ff0e::db8:0/112", iface="eth1"))
+    assert rf.interfaces == (IfacePolicy.make("eth1", "closed", 20), IfacePolicy.make("eth2", "monitor"))
+    assert parse_rules(RECEIVERS) == rf.rules
+    path = tmp_path / "mauth.conf"
+    path.write_text(RECEIVERS)
+    loaded = load_rules(path)
+    assert (loaded.path, loaded.receivers, loaded.interfaces) == (str(path), rf.receivers, rf.interfaces)
+    # A file's own words read back as the same rules.
+    again = "\n".join(" ".join(r.words()) for r in (*rf.receivers, *rf.interfaces))
+    assert parse_rule_file(again).receivers == rf.receivers and parse_rule_file(again).interfaces == rf.interfaces
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("receiver 10.1.0.0/24", "a receiver line is"),
+        ("receiver 10.1.0.0/24 239.1.0.0/16 port=5", "is not source=ADDRESS or iface=NAME"),
+        ("receiver 10.1.0.0/24 239.1.0.0/16 iface=eth1 iface=eth2", "iface is given twice"),
+        ("receiver 10.1.0.0/24 10.2.0.0/16", "multicast"),
+        ("receiver 239.1.0.0/16 239.1.0.0/16", "overlaps the multicast range"),
+        ("receiver 10.1.0.0/24 ff0e::1", "different address families"),
+        ("receiver 10.1.0.7 232.1.1.1 source=0.0.0.0", "cannot be the address of a sender"),
+        ("receiver 10.1.0.0/24 239.1.0.0/16 iface=a/b", "not a Linux interface name"),
+        ("receiver 10.1.0.0/24 239.1.0.0/16 iface=eth1", "already on line 1"),
+        ("interface eth1", "an interface line is"),
+        ("interface eth1 shut", "not open, closed or monitor"),
+        ("interface eth1 closed limit=70000", "outside 0..65535"),
+        ("interface eth1 closed limit=x", "not a whole number"),
+        ("interface eth1 closed max=3", "is not limit=N"),
+        ("interface eth9 open", None),
+    ],
+)
+def test_receiver_line_errors_name_the_file_and_line(line, message):
+    text = "receiver 10.1.0.0/24 239.1.0.0/16 iface=eth1\n" + line + "\n"
+    if message is None:  # a valid line: the file parses
+        assert len(parse_rules(text, "mauth.conf")) == 0
+        return
+    with pytest.raises(ConfigError) as err:
+        parse_rules(text, "mauth.conf")
+    assert str(err.value).startswith("mauth.conf:2: ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_an_interface_set_twice_is_refused():
+    with pytest.raises(ConfigError, match=r"^r.conf:3: interface eth1 is already set on line 1$"):
+        parse_rules("interface eth1 closed\n\ninterface eth1 open limit=4\n", "r.conf")

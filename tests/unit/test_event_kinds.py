@@ -13,6 +13,8 @@ WIRE = {
     "router.changed": Family.ROUTER, "mode.changed": Family.MODE,
     "denied": Family.DENIED, "denied.suppressed": Family.DENIED,
     "sender.moved": Family.DENIED,
+    "receiver.added": Family.RECEIVER, "receiver.removed": Family.RECEIVER, "receiver.policy": Family.RECEIVER,
+    "receiver.denied": Family.RECEIVER,
     "hello": Family.STREAM, "resync": Family.STREAM, "overflow": Family.STREAM,
 }
 
@@ -26,7 +28,7 @@ def test_every_kind_keeps_its_wire_string_and_has_a_family():
     assert EventKind.parse("rule.renamed") is None  # a kind of a newer server
     assert EventKind.for_rule("changed") is EventKind.RULE_CHANGED
     assert EventKind.for_session("removed") is EventKind.SESSION_REMOVED
-    assert REMOVALS == {EventKind.RULE_REMOVED, EventKind.SESSION_REMOVED}
+    assert REMOVALS == {EventKind.RULE_REMOVED, EventKind.SESSION_REMOVED, EventKind.RECEIVER_REMOVED}
 
 
 def test_the_bus_streams_the_wire_strings():

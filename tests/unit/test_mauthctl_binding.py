@@ -126,7 +126,8 @@ def test_check_config_counts_bound_rules(tmp_path):
                     f"192.0.2.11 {GRP} 8\n")
     r = run("check-config", conf)
     assert r.exit_code == 0 and r.stdout.strip() == f"{conf}: 3 rules (2 bound), OK"
-    assert json.loads(run("check-config", conf, "--json").stdout) == {"file": str(conf), "rules": 3, "bound": 2}
+    assert json.loads(run("check-config", conf, "--json").stdout) == {"file": str(conf), "rules": 3, "bound": 2,
+                                                                    "receivers": 0, "interfaces": 0}
     conf.write_text(f"192.0.2.0/24 {GRP} 8 mac={MAC}\n")
     one_error(run("check-config", conf), 2, "mauth.conf:1: the prefix rule")
     r = run("rearm", "--help")

@@ -61,6 +61,15 @@ def test_check_config_announce_and_help(tmp_path):
     good.write_text("192.0.2.10 239.1.1.1 16\n")
     r = run("check-config", good, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["rules"] == 1
+    good.write_text("192.0.2.10 239.1.1.1 16\nreceiver 10.1.0.0/24 239.1.0.0/16 iface=eth1\n"
+                    "receiver 10.1.0.7 232.1.1.1 source=192.0.2.10\ninterface eth1 closed limit=20\n")
+    r = run("check-config", good)
+    assert r.exit_code == 0 and r.stdout.strip() == f"{good}: 1 rules, 2 receiver rules, 1 interface policies, OK"
+    assert json.loads(run("check-config", good, "--json").stdout) == {
+        "file": str(good), "rules": 1, "bound": 0, "receivers": 2, "interfaces": 1}
+    good.write_text("receiver 10.1.0.7 232.1.1.1 source=192.0.2.10\nreceiver 10.1.0.7 232.1.1.1 source=192.0.2.10\n")
+    one_error(run("check-config", good), 2, "mauth.conf:2: the receiver rule 10.1.0.7 may join 232.1.1.1 from"
+                                            " 192.0.2.10 is already on line 1")
     bad = tmp_path / "bad.conf"
     bad.write_text("192.0.2.10 10.0.0.1 16\n")
     one_error(run("check-config", bad), 2, "bad.conf:1: group 10.0.0.1 is not a multicast address")

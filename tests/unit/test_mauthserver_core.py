@@ -14,23 +14,29 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mauthcore.protocol.backend import MemoryBackend
-from mauthcore.protocol.errors import BackendInvalid, BackendUnsupported, NotFound, TableFull
+from mauthcore.protocol.errors import BackendInvalid, BackendUnsupported, Exists, NotFound, TableFull
 from mauthcore.protocol.model import Mode
+from mauthcore.receivers import IfacePolicy, ReceiverRule
 from mauthcore.rules import UNBOUND, Binding, Rule, RuleKey
 from mauthserver import core
 from mauthserver.core import (
     Apply,
+    ApplyReceiver,
+    DesiredPolicy,
+    DesiredReceiver,
     DesiredRule,
     Fleet,
     FlowView,
     Install,
     Probe,
     Put,
+    ReadReceivers,
     ReadRules,
     RearmRule,
     RouterCore,
     SessionView,
     SetMode,
+    SetPolicy,
     Timers,
     Wait,
 )
@@ -211,6 +217,7 @@ class FakeRouter:
         self.epoch, self.state_id = 1, 100
         self.up = True
         self.calls: list[str] = []
+        self.recv_calls: list[str] = []  # the receiver actions, apart, so that `calls` reads as before
 
     def restart(self, *, lose_rules: bool) -> None:
         self.epoch += 1
@@ -247,6 +254,10 @@ def run(core_: RouterCore, router: FakeRouter, fleet: Fleet, now: float, limit: 
                 core_.on_rearmed(action.key, now, refused=str(exc))
                 continue
             core_.on_rearmed(action.key, now)
+        elif isinstance(action, (ReadReceivers, ApplyReceiver, SetPolicy)):
+            router.calls.pop()
+            router.recv_calls.append(type(action).__name__)
+            serve_receivers(core_, b, action, now)
         elif isinstance(action, Apply):
             op = action.op
             try:
@@ -264,6 +275,31 @@ def run(core_: RouterCore, router: FakeRouter, fleet: Fleet, now: float, limit: 
                 continue
             core_.on_done(op, now)
     raise AssertionError("the reconciler never went idle")
+
+
+def serve_receivers(core_: RouterCore, b: MemoryBackend, action, now: float) -> None:
+    """A receiver action on the fake router, answered as the fan-out classifies musersd's replies."""
+    if isinstance(action, ReadReceivers):
+        if b.receiver_capacity == 0:  # stands for a filter without a receiver half: UNSUPPORTED
+            core_.on_receivers_unsupported("UNSUPPORTED: this filter does not judge joins", now)
+            return
+        core_.on_receivers_listed(b.list_receivers(b"", 100000).items, b.receiver_policy(None), now)
+    elif isinstance(action, ApplyReceiver):
+        try:
+            b.add_receiver(action.rule) if action.add else b.remove_receiver(action.rule)
+        except (Exists, NotFound):
+            pass
+        except (BackendInvalid, TableFull) as exc:
+            core_.on_receiver_refused(action, f"INVALID_ARGUMENT: {exc}", now)
+            return
+        core_.on_receiver_done(action, now)
+    else:
+        try:
+            ifaces = b.receiver_policy(action.policy)
+        except BackendInvalid as exc:
+            core_.on_policy_refused(action.policy, f"INVALID_ARGUMENT: {exc}", now)
+            return
+        core_.on_policy(ifaces, now)
 
 
 def held(router: FakeRouter) -> dict[RuleKey, int]:
@@ -542,3 +578,85 @@ def test_rearm_reaches_the_learning_routers_once_they_hold_the_rule():
     assert isinstance(cores["r1"].next_action(fleet.desired, None, T + 63), RearmRule)
     run(cores["r1"], routers["r1"], fleet, T + 63)
     assert not cores["r1"].rearms and "no rule" in cores["r1"].last_error
+
+
+# =============================================================================
+# receivers: rules and interface policies reconciled like sender rules
+# =============================================================================
+
+R_ALL = ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16")
+R_ETH1 = ReceiverRule.make("10.1.0.7", "232.1.1.1", "192.0.2.10", "eth1")
+R_ETH9 = ReceiverRule.make("10.1.0.0/24", "239.2.0.0/16", iface="eth9")  # an interface r1 does not guard
+
+
+def receiving(*rules: ReceiverRule, policies=()) -> tuple[Fleet, RouterCore, FakeRouter]:
+    fleet = Fleet([], receivers=[DesiredReceiver(r, T, "t") for r in rules], policies=policies)
+    rc = RouterCore("r1", "192.0.2.1", 7575, Timers(probe_interval=5, verify_interval=60, retry_base=1,
+                                                    retry_max=8))
+    fleet.add_router(rc)
+    return fleet, rc, FakeRouter()
+
+
+def test_receivers_converge_per_router_and_a_missing_interface_is_refused_there_only():
+    closed = DesiredPolicy("", IfacePolicy.make("eth1", "closed", 20))
+    missing = DesiredPolicy("r1", IfacePolicy.make("eth9", "monitor"))
+    elsewhere = DesiredPolicy("", IfacePolicy.make("eth7", "closed"))  # no router here has eth7: left alone
+    fleet, rc, router = receiving(R_ALL, R_ETH1, R_ETH9, policies=[closed, missing, elsewhere])
+    stray = ReceiverRule.make("10.9.0.0/16", "239.9.0.0/16")
+    router.backend.receivers[stray] = (3, 0)  # e.g. added directly with mauthctl --router
+    run(rc, router, fleet, T)
+    assert set(router.backend.receivers) == {R_ALL, R_ETH1}
+    assert router.recv_calls[0] == "ReadReceivers"
+    assert router.recv_calls.count("ApplyReceiver") == 4  # the stray out, three in (one refused)
+    assert rc.receiver_state(R_ALL)["state"] == "applied" and rc.receiver_state(R_ETH1)["state"] == "applied"
+    refused = rc.receiver_state(R_ETH9)
+    assert refused["state"] == "refused" and "eth9" in refused["error"]
+    assert router.backend.policies["eth1"] == closed.policy
+    assert rc.policy_refused["eth9"][0] == missing.policy
+    assert not rc.receivers_pending() and rc.status == core.UP
+    router.recv_calls.clear()
+    run(rc, router, fleet, T + 1)  # refused for good: not retried until it changes
+    assert router.recv_calls == []
+
+
+def test_a_receiver_change_reaches_the_router_and_a_refused_rule_is_retried_when_made_again():
+    fleet, rc, router = receiving(R_ALL, R_ETH9)
+    run(rc, router, fleet, T)
+    fleet.drop_receiver(R_ALL)
+    fleet.put_receiver(DesiredReceiver(R_ETH1, T, "t"))
+    run(rc, router, fleet, T + 1)
+    assert set(router.backend.receivers) == {R_ETH1}
+    router.backend.ifaces += ("eth9",)  # the interface came: the rule, removed and added again, is retried
+    fleet.drop_receiver(R_ETH9)
+    fleet.put_receiver(DesiredReceiver(R_ETH9, T, "t"))
+    run(rc, router, fleet, T + 2)
+    assert set(router.backend.receivers) == {R_ETH1, R_ETH9}
+    fleet.put_policy(DesiredPolicy("r1", IfacePolicy.make("eth1", "monitor", 5)))
+    run(rc, router, fleet, T + 3)
+    assert router.backend.policies["eth1"] == IfacePolicy.make("eth1", "monitor", 5)
+
+
+def test_receivers_are_read_again_after_a_lost_state_or_an_outage():
+    fleet, rc, router = receiving(R_ALL, policies=[DesiredPolicy("", IfacePolicy.make("eth1", "closed"))])
+    run(rc, router, fleet, T)
+    router.restart(lose_rules=True)  # a new state_id: the tables were recreated empty
+    run(rc, router, fleet, T + 10)
+    assert set(router.backend.receivers) == {R_ALL}
+    assert router.backend.policies["eth1"].mode.name == "CLOSED"
+    router.backend.receivers.clear()  # changed behind our back while we could not reach it
+    router.up = False
+    run(rc, router, fleet, T + 20)
+    router.up = True
+    router.recv_calls.clear()
+    run(rc, router, fleet, T + 40)
+    assert router.recv_calls[0] == "ReadReceivers" and set(router.backend.receivers) == {R_ALL}
+
+
+def test_a_router_without_receivers_shows_every_rule_refused_and_is_sent_nothing():
+    fleet, rc, router = receiving(R_ALL, policies=[DesiredPolicy("", IfacePolicy.make("eth1", "closed"))])
+    router.backend.receiver_capacity = 0
+    run(rc, router, fleet, T)
+    assert router.recv_calls == ["ReadReceivers"]
+    state = rc.receiver_state(R_ALL)
+    assert state["state"] == "refused" and "UNSUPPORTED" in state["error"]
+    assert rc.status == core.UP and rc.to_dict(fleet.desired, None, T, lambda t: t)["receivers"]["unsupported"]

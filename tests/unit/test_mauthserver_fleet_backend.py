@@ -137,7 +137,7 @@ def test_counters_add_up_the_routers_reasons_unknown_ones_included(fleet):
     by = counters.by_reason()
     assert by[Reason.PASSED] == ReasonCounter(Reason.PASSED, 15, 1500)
     assert by[Reason(20)] == ReasonCounter(Reason(20), 3, 300) and str(by[Reason(20)].reason) == "unknown_20"
-    assert [int(c.reason) for c in counters.reasons] == [*range(1, 15), 20]
+    assert [int(c.reason) for c in counters.reasons] == [*range(1, 17), 20]
 
 
 def test_bound_rules_and_rearm_through_the_fleet_port(tmp_path):
@@ -169,3 +169,18 @@ def test_bound_rules_and_rearm_through_the_fleet_port(tmp_path):
         assert store.audit_log(limit=1)[0]["action"] == "add-sender"  # the refusals audited nothing
     finally:
         store.close()
+
+
+def test_receiver_commands_are_unsupported_on_the_fleet_port(fleet):
+    """Receiver rules and policies are mauthserver's HTTP API's: its protocol port refuses them, changing nothing."""
+    from mauthcore.protocol.errors import ReplyCode
+    from mauthcore.receivers import IfacePolicy, ReceiverRule
+
+    m, server = fleet
+    rule = ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16")
+    client = ClientCore(KEYS)
+    for body in (v2.RecvAdd(rule), v2.RecvRemove(rule), v2.RecvList(), v2.RecvDenied(), v2.RecvJoined(),
+                 v2.RecvPolicy(), v2.RecvPolicy(IfacePolicy.make("eth1", "closed"))):
+        reply = call(server, client, body)
+        assert reply.status == ReplyCode.UNSUPPORTED and "HTTP API" in reply.body.message
+    assert m.fleet.desired == {}

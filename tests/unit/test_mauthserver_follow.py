@@ -358,7 +358,8 @@ def test_a_schema_2_database_is_upgraded_and_its_authorizations_do_not_follow(en
     m, s = authorized(make)
     stores.pop().close()
     raw = sqlite3.connect(tmp_path / "m.db")  # make it what a schema-2 mauthserver wrote
-    raw.executescript("DROP TABLE authorizations; ALTER TABLE rules DROP COLUMN binding;"
+    raw.executescript("DROP TABLE authorizations; DROP TABLE receivers; DROP TABLE receiver_policies;"
+                      " ALTER TABLE rules DROP COLUMN binding;"
                       " ALTER TABLE applied DROP COLUMN binding;"
                       " UPDATE meta SET value = '2' WHERE key = 'schema_version';")
     raw.commit()
@@ -367,9 +368,9 @@ def test_a_schema_2_database_is_upgraded_and_its_authorizations_do_not_follow(en
     clock.t += 60
     m2 = make()
     m2.restore_sessions()
-    assert m2.store.meta("schema_version") == str(SCHEMA_VERSION) == "4"
+    assert m2.store.meta("schema_version") == str(SCHEMA_VERSION) == "5"
     assert m2.store.audit_log()[0]["action"] == "upgrade-db"
-    assert m2.store.audit_log()[0]["detail"] == {"from": 2, "to": 4}
+    assert m2.store.audit_log()[0]["detail"] == {"from": 2, "to": 5}
     assert m2.store.authorizations() == []
     assert m2.session_view(m2.directory.get(s.id))["authorization"] is None
     m2.on_sap_packet(ann(sdp(2, ("232.2.2.2", 8, ("192.0.2.10",)))), SAP_PEER)

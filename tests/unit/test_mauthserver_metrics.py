@@ -11,8 +11,8 @@ import ipaddress
 import json
 import logging
 
-from mauthcore.protocol.model import DeniedEntry, Reason
-from mauthserver.denied import DeniedTracker, DeniedWatch
+from mauthcore.protocol.model import DeniedEntry, DeniedJoinEntry, Reason
+from mauthserver.denied import DeniedTracker, DeniedWatch, JoinTracker
 from mauthserver.events import EventBus
 
 A = ipaddress.IPv4Address
@@ -80,7 +80,8 @@ def test_a_flood_of_pairs_is_reported_within_the_rate_and_summarised(caplog):
                             "last_seen": 1_700_000_000.0}
     assert events[-1][1] == {"router": "r1", "suppressed": 7, "pairs": 10}
     assert len(caplog.records) == 4 and "7 more denied-sender reports suppressed" in caplog.records[-1].message
-    assert w.counters == {"published_new": 3, "published_growing": 0, "suppressed": 7, "sender_moved": 0}
+    assert w.counters == {"published_new": 3, "published_growing": 0, "suppressed": 7, "sender_moved": 0,
+                          "joins_new": 0, "joins_growing": 0}
 
     # Two seconds later: two tokens. What was held back is offered again, biggest first.
     now[0] += 2.0
@@ -97,7 +98,8 @@ def test_a_flood_of_pairs_is_reported_within_the_rate_and_summarised(caplog):
     assert w.process("r1", flood) == []
     events = drain(sub)
     assert [k for k, _ in events] == ["denied"] * 3 + ["denied.suppressed"] + ["denied"] * 2
-    assert w.counters == {"published_new": 10, "published_growing": 0, "suppressed": 7 + 5 + 2, "sender_moved": 0}
+    assert w.counters == {"published_new": 10, "published_growing": 0, "suppressed": 7 + 5 + 2, "sender_moved": 0,
+                          "joins_new": 0, "joins_growing": 0}
     # A reported pair that keeps sending is reported again, as growing.
     flood[0] = entry("192.0.2.20", "239.1.1.1", 180)
     assert [(r.new_packets, r.first) for r in w.process("r1", flood)] == [(80, False)]
@@ -173,3 +175,49 @@ def test_a_learning_rules_sender_seen_elsewhere_is_a_sender_moved_event_once_a_m
     w.process("r2", [entry("192.0.2.10", "239.1.1.1", 2, Reason.WRONG_IIF)])
     assert [k for k, _ in drain(sub)] == ["denied"]
     assert w.counters["sender_moved"] == 2
+
+
+# -- refused joins (RECV_DENIED) -------------------------------------------------------------
+
+
+def join(receiver: str, group: str, records: int, source: str | None = None, iface: str = "eth1",
+         reason: Reason = Reason.JOIN_REFUSED) -> DeniedJoinEntry:
+    return DeniedJoinEntry(iface, A(receiver), A(group), None if source is None else A(source), reason, records,
+                           1_700_000_000_000, 3)
+
+
+def test_refused_joins_new_or_growing_are_receiver_denied_events_within_the_shared_rate(caplog):
+    t = JoinTracker()
+    news = t.observe("r1", [join("10.1.0.5", "239.1.1.1", 2), join("10.1.0.6", "232.1.1.1", 5, "192.0.2.10")])
+    assert [(str(r.entry.receiver), r.new_records, r.first) for r in news] == [("10.1.0.6", 5, True),
+                                                                              ("10.1.0.5", 2, True)]
+    for r in news:
+        t.reported(r)
+    assert t.observe("r1", [join("10.1.0.5", "239.1.1.1", 2), join("10.1.0.6", "232.1.1.1", 5, "192.0.2.10")]) == []
+    (grown,) = t.observe("r1", [join("10.1.0.5", "239.1.1.1", 6), join("10.1.0.6", "232.1.1.1", 5, "192.0.2.10")])
+    assert (grown.new_records, grown.first) == (4, False)
+    # The same join on another interface, for another reason, or refused afresh after it left, is news of its own.
+    news = t.observe("r1", [join("10.1.0.5", "239.1.1.1", 1), join("10.1.0.5", "239.1.1.1", 1, iface="eth2"),
+                            join("10.1.0.5", "239.1.1.1", 1, reason=Reason.JOIN_LIMIT)])
+    assert len(news) == 3 and all(r.first for r in news)
+
+    bus = EventBus()
+    sub = bus.subscribe(None, 0.0)
+    sub.queue.get_nowait()  # hello
+    w = DeniedWatch(_NoFanout(), bus, rate=1.0, burst=2.0, clock=lambda: 100.0, wall=lambda: 1_700_000_100.0)
+    published = w.process_joins("r1", [join(f"10.1.0.{i}", "239.1.1.1", i) for i in range(1, 6)])
+    assert [p.entry.records for p in published] == [5, 4]  # the bucket's two tokens, biggest growth first
+    events = [sub.queue.get_nowait() for _ in range(3)]
+    assert [e.kind for e in events] == ["receiver.denied", "receiver.denied", "denied.suppressed"]
+    assert events[0].data == {"router": "r1", "iface": "eth1", "receiver": "10.1.0.5", "group": "239.1.1.1",
+                              "source": None, "reason": "join_refused", "records": 5, "new_records": 5,
+                              "first": True, "last_seen": 1_700_000_000.0, "version": 3}
+    assert w.counters["joins_new"] == 2 and w.counters["suppressed"] == 3
+    from mauthserver.openapi import spec
+
+    props = spec()["components"]["schemas"]["ReceiverDeniedEvent"]
+    assert set(events[0].data) | {"at"} == set(props["properties"]) == set(props["required"])
+
+
+class _NoFanout:
+    tasks: dict = {}

@@ -228,3 +228,52 @@ def test_bad_metrics_addresses(text, message):
     with pytest.raises(MetricsError, match=message):
         parse_metrics_address(text)
     assert parse_metrics_address("[::1]:9575") == ("::1", 9575)
+
+
+# --- receivers (membership reports) ----------------------------------------------------
+
+
+class ReceivingDataPlane(FakeDataPlane):
+    """The read side with a receiver half (tests/support/fake_receivers.py's receiver methods)."""
+
+    def __init__(self) -> None:
+        from tests.support.fake_receivers import FakeReceivers
+
+        super().__init__()
+        self.half = FakeReceivers(("eth1", "eth2"))
+        self.receives = True
+        self.receiver_policies = self.half.receiver_policies
+        self.receiver_rules = self.half.receiver_rules
+        self.denied_joins = self.half.denied_joins
+
+
+def test_receiver_series_per_interface_and_outcome():
+    from mauthcore.protocol.model import RECV_COUNTERS
+    from mauthcore.receivers import IfacePolicy, ReceiverRule
+    from musersd.filter import DeniedJoin
+
+    dp = ReceivingDataPlane()
+    assert "musersd_receiver_groups" not in names(scrape(MusersdCollector(FakeDataPlane())))  # no receiver half
+    dp.half.set_receiver_policy(IfacePolicy.make("eth1", "closed", 20))
+    dp.half.iface_counters["eth1"].update(reports=10, kept=6, refused=3, limited=1, leaves=2, rewritten=1)
+    dp.half.join("eth1", A("239.1.1.1"), A("10.1.0.1"))
+    dp.half.join("eth1", A("239.1.1.2"), A("10.1.0.1"))
+    dp.half.add_receiver(ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16"))
+    dp.half.refuse(DeniedJoin("eth1", A("10.1.0.9"), A("239.9.9.9"), None, "join_refused", 1, 1, 2))
+    s = scrape(MusersdCollector(dp))
+    outcomes = ["judged", *RECV_COUNTERS[1:]]
+    for iface in ("eth1", "eth2"):
+        for outcome in outcomes:
+            assert ("musersd_receiver_reports_total", (("iface", iface), ("outcome", outcome))) in s
+    assert value(s, "musersd_receiver_reports_total", iface="eth1", outcome="judged") == 10
+    assert value(s, "musersd_receiver_reports_total", iface="eth1", outcome="refused") == 3
+    assert value(s, "musersd_receiver_reports_total", iface="eth2", outcome="kept") == 0
+    assert value(s, "musersd_receiver_groups", iface="eth1") == 2 and value(s, "musersd_receiver_groups",
+                                                                            iface="eth2") == 0
+    assert value(s, "musersd_receiver_group_limit", iface="eth1") == 20
+    assert value(s, "musersd_receiver_mode", iface="eth1", mode="closed") == 1
+    assert value(s, "musersd_receiver_mode", iface="eth2", mode="open") == 1
+    assert value(s, "musersd_receiver_mode", iface="eth2", mode="closed") == 0
+    assert value(s, "musersd_denied_joins", reason="join_refused") == 1
+    assert value(s, "musersd_denied_joins", reason="join_limit") == 0
+    assert value(s, "musersd_receiver_rules") == 1 and value(s, "musersd_receiver_rule_capacity") == 512

@@ -34,10 +34,23 @@ from mauthcore.protocol.errors import (
     UnknownKey,
 )
 from mauthcore.protocol.keys import Key, KeyRing
-from mauthcore.protocol.model import Counters, DeniedEntry, Mode, Reason, ReasonCounter, RuleEntry
+from mauthcore.protocol.model import (
+    RECV_COUNTERS,
+    Counters,
+    DeniedEntry,
+    DeniedJoinEntry,
+    IfaceReceiversEntry,
+    JoinedEntry,
+    Mode,
+    Reason,
+    ReasonCounter,
+    ReceiverEntry,
+    RuleEntry,
+)
 from mauthcore.protocol.v2 import (
     Add,
     Command,
+    DeniedJoinsPage,
     DeniedPage,
     Done,
     ErrorReply,
@@ -46,11 +59,20 @@ from mauthcore.protocol.v2 import (
     GetCounters,
     Hello,
     HelloReply,
+    JoinedPage,
     ListDenied,
     ListRules,
     ModeReply,
     ModeRequest,
+    PolicyReply,
     Rearm,
+    ReceiversPage,
+    RecvAdd,
+    RecvDenied,
+    RecvJoined,
+    RecvList,
+    RecvPolicy,
+    RecvRemove,
     Remove,
     Replace,
     Replaced,
@@ -58,6 +80,7 @@ from mauthcore.protocol.v2 import (
     Response,
     RulesPage,
 )
+from mauthcore.receivers import MAX_RECEIVER_CURSOR, IfacePolicy, ReceiverRule
 from mauthcore.rules import Binding, Rule, RuleKey
 
 SECRET = bytes(range(32))  # 000102...1f
@@ -103,6 +126,18 @@ CURSOR = h("04 0a000001 ef010203")
 # source length, group length (docs/protocol.md, "Listing cursors").
 CURSOR6 = h("06 20010db8000000000000000000000010 ff0e000000000000000000000db80001 80 80")
 
+# Receiver rules: hosts of 10.1.0.0/24 may join 239.1.0.0/16 on eth1; 10.1.0.7 may join (192.0.2.10, 232.1.1.1)
+# anywhere; link-local IPv6 hosts may join ff0e::db8:0/112 on eth1. The record: family, flags (01 source),
+# receiver length, group length, interface length, receiver, group, [source], interface.
+RRULE = ReceiverRule.make("10.1.0.0/24", "239.1.0.0/16", iface="eth1")
+RRULE_HEX = "04 00 18 10 04 0a010000 ef010000 65746831"
+RRULE_SSM = ReceiverRule.make("10.1.0.7", "232.1.1.1", source="192.0.2.10")
+RRULE_SSM_HEX = "04 01 20 20 00 0a010007 e8010101 c000020a"
+RRULE6 = ReceiverRule.make("fe80::/10", "ff0e::db8:0/112", iface="eth1")
+RRULE6_HEX = "06 00 0a 70 04 fe800000000000000000000000000000 ff0e000000000000000000000db80000 65746831"
+# RRULE's cursor (ReceiverRule.cursor): family, receiver, its length, group, its length, source flag, interface.
+RCURSOR = h("04 0a010000 18 ef010000 10 00 04 65746831")
+
 # name -> (message, datagram)
 REQUESTS = {
     "hello-request": (Request(Hello(), 1, 0, 0, 0x0102030405060708),
@@ -139,6 +174,19 @@ REQUESTS = {
         Request(Add(BOUND_RULE), 1, E, 1, 16),
         req(0x02, "84 20 20 10 00000000 0000000000000000 0a000001 ef010203 07 04 02005e100001 65746831", seq=16)),
     "rearm-request": (Request(Rearm(KEY), 1, E, 1, 17), req(0x0A, KEY_HEX, seq=17)),
+    # Receiver commands (docs/protocol.md, "Receiver commands").
+    "recv-add-request": (Request(RecvAdd(RRULE), 1, E, 1, 20), req(0x0B, RRULE_HEX, seq=20)),
+    "recv-add-ssm-request": (Request(RecvAdd(RRULE_SSM), 1, E, 1, 21), req(0x0B, RRULE_SSM_HEX, seq=21)),
+    "recv-add-ipv6-request": (Request(RecvAdd(RRULE6), 1, E, 1, 22), req(0x0B, RRULE6_HEX, seq=22)),
+    "recv-remove-request": (Request(RecvRemove(RRULE), 1, E, 1, 23), req(0x0C, RRULE_HEX, seq=23)),
+    "recv-list-request": (Request(RecvList(), 1, E, 1, 24), req(0x0D, "0000 00", seq=24)),
+    "recv-list-request-cursor": (Request(RecvList(0, RCURSOR), 1, E, 1, 25),
+                                 req(0x0D, "0000 11 04 0a010000 18 ef010000 10 00 04 65746831", seq=25)),
+    "recv-denied-request": (Request(RecvDenied(5), 1, E, 1, 26), req(0x0E, "0005 00", seq=26)),
+    "recv-joined-request": (Request(RecvJoined(), 1, E, 1, 27), req(0x0F, "0000 00", seq=27)),
+    "recv-policy-get-request": (Request(RecvPolicy(), 1, E, 1, 28), req(0x10, "00", seq=28)),
+    "recv-policy-set-request": (Request(RecvPolicy(IfacePolicy.make("eth1", "closed", 20)), 1, E, 1, 29),
+                                req(0x10, "01 02 0014 04 65746831", seq=29)),
 }
 
 LAST_SEEN = 0x00000190A3B2C1D0
@@ -198,6 +246,49 @@ RESPONSES = {
              " 0a000001 ef010203 04 02005e100009 65746831", seq=19),
     ),
     "rearm-response": (Response(Command.REARM, ReplyCode.OK, Done(), 1, E, 1, 17, IRT), resp(0x0A, 0x00, "", seq=17)),
+    "recv-add-response": (Response(Command.RECV_ADD, ReplyCode.OK, Done(), 1, E, 1, 20, IRT),
+                          resp(0x0B, 0x00, "", seq=20)),
+    "recv-remove-response": (Response(Command.RECV_REMOVE, ReplyCode.OK, Done(), 1, E, 1, 23, IRT),
+                             resp(0x0C, 0x00, "", seq=23)),
+    # An older musersd does not know the receiver commands.
+    "recv-add-unknown-command-response": (
+        Response(Command.RECV_ADD, ReplyCode.UNKNOWN_COMMAND, ErrorReply("unknown command 0x0b"), 1, E, 1, 20, IRT),
+        resp(0x0B, 0x11, "14 756e6b6e6f776e20636f6d6d616e642030783062", seq=20)),
+    "recv-list-response": (
+        Response(Command.RECV_LIST, ReplyCode.OK, ReceiversPage((
+            ReceiverEntry(RRULE, 7, LAST_SEEN), ReceiverEntry(RRULE_SSM)), RRULE_SSM.cursor), 1, E, 1, 24, IRT),
+        resp(0x0D, 0x00, "0002 11 04 0a010007 20 e8010101 20 01 c000020a 00"
+             " " + RRULE_HEX + " 0000000000000007 00000190a3b2c1d0"
+             " " + RRULE_SSM_HEX + " 0000000000000000 0000000000000000", seq=24)),
+    "recv-denied-response": (
+        Response(Command.RECV_DENIED, ReplyCode.OK, DeniedJoinsPage((
+            DeniedJoinEntry("eth1", ipaddress.IPv4Address("10.1.0.9"), ipaddress.IPv4Address("239.2.0.1"), None,
+                            Reason.JOIN_REFUSED, 3, LAST_SEEN, 2),
+            DeniedJoinEntry("eth1", ipaddress.IPv6Address("fe80::1"), ipaddress.IPv6Address("ff3e::8000:1"),
+                            ipaddress.IPv6Address("2001:db8::10"), Reason.JOIN_LIMIT, 1, LAST_SEEN, 2))), 1,
+            E, 1, 26, IRT),
+        resp(0x0E, 0x00, "0002 00"
+             " 04 0f 02 00 0000000000000003 00000190a3b2c1d0 04 0a010009 ef020001 65746831"
+             " 06 10 02 01 0000000000000001 00000190a3b2c1d0 04 fe800000000000000000000000000001"
+             " ff3e0000000000000000000080000001 20010db8000000000000000000000010 65746831", seq=26)),
+    "recv-joined-response": (
+        Response(Command.RECV_JOINED, ReplyCode.OK, JoinedPage((
+            JoinedEntry("eth1", ipaddress.IPv4Address("239.1.2.3"), ipaddress.IPv4Address("10.1.0.7"),
+                        LAST_SEEN - 60000, LAST_SEEN, 12, False),
+            JoinedEntry("eth2", ipaddress.IPv4Address("239.1.2.4"), ipaddress.IPv4Address("10.2.0.8"),
+                        LAST_SEEN - 1000, LAST_SEEN, 1, True))), 1, E, 1, 27, IRT),
+        resp(0x0F, 0x00, "0002 00"
+             " 04 00 04 000000000000000c 00000190a3b1d770 00000190a3b2c1d0 ef010203 0a010007 65746831"
+             " 04 01 04 0000000000000001 00000190a3b2bde8 00000190a3b2c1d0 ef010204 0a020008 65746832", seq=27)),
+    "recv-policy-response": (
+        Response(Command.RECV_POLICY, ReplyCode.OK, PolicyReply((
+            IfaceReceiversEntry(IfacePolicy.make("eth1", "closed", 20), 2, dict(
+                reports=10, kept=7, refused=2, limited=1, leaves=3, rewritten=1, dropped=2, malformed=0)),
+            IfaceReceiversEntry(IfacePolicy.make("eth2")))), 1, E, 1, 28, IRT),
+        resp(0x10, 0x00, "02"
+             " 02 0014 00000002 000000000000000a 0000000000000007 0000000000000002 0000000000000001"
+             " 0000000000000003 0000000000000001 0000000000000002 0000000000000000 04 65746831"
+             " 01 0000 00000000" + " 0000000000000000" * 8 + " 04 65746832", seq=28)),
     "stale-epoch-response": (
         Response(Command.ADD, ReplyCode.STALE_EPOCH, ErrorReply(""), 1, E, 1, 1, IRT),
         resp(0x02, 0x22, "00"),
@@ -256,6 +347,7 @@ def test_every_command_and_reply_body_is_in_the_table():
     assert {m.command for m, _ in REQUESTS.values()} == set(Command)
     ok_commands = {m.command for m, _ in RESPONSES.values() if m.ok}
     assert ok_commands == set(Command) - {Command.REMOVE}  # REMOVE's reply is ADD's (empty)
+    assert {m.command for m, _ in RESPONSES.values() if not m.ok} >= {Command.RECV_ADD}
 
 
 # --- truncation, garbage, bit flips ----------------------------------------------
@@ -416,7 +508,34 @@ V6_FIXED = "00000000 0000000000000000"  # no pps, no bps limit
         (0x09, "03", InvalidArgument, "mode"),
         (0x05, "0000 31" + "00" * 49, Malformed, "cursor length"),
         (0x00, "", UnknownCommand, "0x00"),
-        (0x0B, "", UnknownCommand, "0x0b"),
+        (0x11, "", UnknownCommand, "0x11"),
+        # receiver records: framing is MALFORMED, what no rule may be INVALID_ARGUMENT
+        (0x0B, "05 00 18 10 04 0a010000 ef010000 65746831", Malformed, "family"),
+        (0x0B, "04 02 18 10 04 0a010000 ef010000 65746831", Malformed, "flags 0x02"),
+        (0x0B, "04 01 18 10 04 0a010000 ef010000 65746831", Malformed, "ends inside"),
+        (0x0B, "04 00 18 10 05 0a010000 ef010000 65746831", Malformed, "ends inside"),
+        (0x0B, "04 00 18 10 04 0a010000 ef010000 65746831 00", Malformed, "unexpected"),
+        (0x0C, "04 00 18 10 03 0a010000 ef010000 65746831", Malformed, "unexpected"),
+        (0x0B, "04 00 21 10 04 0a010000 ef010000 65746831", InvalidArgument, "exceeds 32"),
+        (0x0B, "04 00 10 10 04 0a010100 ef010000 65746831", InvalidArgument, "beyond the prefix"),
+        (0x0B, "04 00 18 08 04 0a010000 ef010000 65746831", InvalidArgument, "beyond the prefix"),
+        (0x0B, "04 00 18 10 04 0a010000 0a010000 65746831", InvalidArgument, "multicast"),
+        (0x0B, "04 00 20 20 00 e0000001 ef010000", InvalidArgument, "multicast range"),
+        (0x0B, "04 01 20 20 00 0a010007 e8010101 00000000", InvalidArgument, "sender"),
+        (0x0B, "04 00 18 10 04 0a010000 ef010000 6574ff31", InvalidArgument, "UTF-8"),
+        (0x0B, "04 00 18 10 04 0a010000 ef010000 65742f31", InvalidArgument, "interface name"),
+        (0x0B, "04 00 18 10 10 0a010000 ef010000" + "61" * 16, InvalidArgument, "longer than 15"),
+        (0x0D, "0000 45" + "04" * 69, Malformed, "cursor length 69 exceeds 68"),
+        (0x0E, "0000 01", Malformed, "ends inside"),
+        (0x0F, "0000 00 00", Malformed, "unexpected"),
+        (0x10, "", Malformed, "ends inside"),
+        (0x10, "02", Malformed, "operation 2"),
+        (0x10, "00 00", Malformed, "unexpected"),
+        (0x10, "01 02 0014 04 657468", Malformed, "ends inside"),
+        (0x10, "01 02 0014 03 65746831", Malformed, "unexpected"),
+        (0x10, "01 04 0014 04 65746831", InvalidArgument, "receiver mode 4"),
+        (0x10, "01 00 0014 04 65746831", InvalidArgument, "receiver mode 0"),
+        (0x10, "01 02 0014 00", InvalidArgument, "empty"),
         (0xFF, "00", UnknownCommand, "0xff"),
     ],
 )
@@ -441,6 +560,69 @@ def test_unauthenticated_response_cannot_report_success():
 def test_unknown_status_code_decodes_as_an_error():
     decoded = v2.decode_response(resp(0x02, 0x99, "02 6869"), KEYS)
     assert decoded.status == 0x99 and not decoded.ok and decoded.body == ErrorReply("hi")
+
+
+@pytest.mark.parametrize(
+    "command,body,why",
+    [
+        (0x0D, "0001 00 04 02 18 10 04 0a010000 ef010000 65746831 0000000000000000 0000000000000000", "flags"),
+        (0x0D, "0001 00 04 00 21 10 04 0a010000 ef010000 65746831 0000000000000000 0000000000000000", "holds no rule"),
+        (0x0D, "0001 45" + "04" * 69, "cursor length"),
+        (0x0E, "0001 00 04 0f 04 00 0000000000000003 00000190a3b2c1d0 04 0a010009 ef020001 65746831", "version 4"),
+        (0x0E, "0001 00 06 0f 03 00 0000000000000003 00000190a3b2c1d0 00" + "00" * 32, "MLD 1-2"),
+        (0x0E, "0001 00 04 0f 00 00 0000000000000003 00000190a3b2c1d0 00 0a010009 ef020001", "version 0"),
+        (0x0E, "0001 00 04 0f 02 02 0000000000000003 00000190a3b2c1d0 00 0a010009 ef020001", "flags 0x02"),
+        (0x0F, "0001 00 04 02 00 0000000000000001 0000000000000000 0000000000000000 ef010203 0a010007", "flags 0x02"),
+        (0x0F, "0001 00 05 00 00 0000000000000001 0000000000000000 0000000000000000 ef010203 0a010007", "family"),
+        (0x10, "01 04 0000 00000000" + "00" * 64 + " 04 65746831", "receiver mode 4"),
+        (0x10, "01 01 0000 00000000" + "00" * 64 + " 00", "holds no interface"),
+        (0x10, "02 01 0000 00000000" + "00" * 64 + " 04 65746831", "ends inside"),
+    ],
+)
+def test_receiver_reply_checks(command, body, why):
+    with pytest.raises(Malformed) as info:
+        v2.decode_response(resp(command, 0x00, body), KEYS)
+    assert why in str(info.value)
+
+
+def test_receiver_pages_of_the_longest_entries_and_cursor_fit_a_datagram():
+    """A page as the server cuts it (RECV_PAGE_ROOM) fits, whatever the entries; the page sizes are the
+    documented ones."""
+    longest = ReceiverRule.make("2001:db8::/64", "ff0e::/16", source="2001:db8::10", iface="a" * 15)
+    entry = ReceiverEntry(longest, 2**64 - 1, 2**64 - 1)
+    denied = DeniedJoinEntry("a" * 15, ipaddress.IPv6Address("fe80::1"), ipaddress.IPv6Address("ff0e::1"),
+                             ipaddress.IPv6Address("2001:db8::10"), Reason.JOIN_LIMIT, 2**64 - 1, 2**64 - 1, 2)
+    joined = JoinedEntry("a" * 15, ipaddress.IPv6Address("ff0e::1"), ipaddress.IPv6Address("fe80::1"),
+                         2**64 - 1, 2**64 - 1, 2**64 - 1, True)
+    cursor = b"\x06" * MAX_RECEIVER_CURSOR
+    for command, cls, e in ((Command.RECV_LIST, ReceiversPage, entry), (Command.RECV_DENIED, DeniedJoinsPage, denied),
+                            (Command.RECV_JOINED, JoinedPage, joined)):
+        n = v2.RECV_PAGE_ROOM // v2.recv_entry_size(e)
+        body = cls((e,) * n, cursor)
+        wire = v2.encode_response(Response(command, ReplyCode.OK, body, 1, E, 1, 1, IRT), KEYS)
+        assert len(wire) <= v2.MAX_DATAGRAM and v2.decode_response(wire, KEYS).body == body
+        assert len(wire) == v2.RESPONSE_HEADER_SIZE + v2.TAG_SIZE + 3 + len(cursor) + n * v2.recv_entry_size(e)
+    assert len(v2._enc_receiver_entry(entry)) == v2.recv_entry_size(entry) == 84
+    assert len(v2._enc_denied_join(denied)) == v2.recv_entry_size(denied) == 84
+    assert len(v2._enc_joined(joined)) == v2.recv_entry_size(joined) == 74
+    assert (v2.MAX_RECV_ENTRIES, v2.MAX_DENIED_JOIN_ENTRIES, v2.MAX_JOINED_ENTRIES) == (42, 42, 35)
+    policies = tuple(IfaceReceiversEntry(IfacePolicy.make("b" * 15, "monitor", 65535), 2**32 - 1,
+                                         dict.fromkeys(RECV_COUNTERS, 2**64 - 1))
+                     for _ in range(v2.MAX_POLICY_INTERFACES))
+    wire = v2.encode_response(Response(Command.RECV_POLICY, ReplyCode.OK, PolicyReply(policies), 1, E, 1, 1, IRT),
+                              KEYS)
+    assert len(wire) <= v2.MAX_DATAGRAM and v2.MAX_POLICY_INTERFACES == 15
+
+
+def test_receiver_cursors_are_at_most_68_bytes():
+    longest = ReceiverRule.make("2001:db8::/64", "ff0e::/16", source="2001:db8::10", iface="a" * 15)
+    assert len(longest.cursor) == MAX_RECEIVER_CURSOR == 68
+    with pytest.raises(LocalProtocolError):
+        v2.encode_request(Request(RecvList(0, b"\x04" * 69), 1, E, 1, 1), KEYS)
+    with pytest.raises(LocalProtocolError):
+        v2.encode_request(Request(ListRules(0, b"\x04" * 49), 1, E, 1, 1), KEYS)  # LIST keeps its 48
+    wire = v2.encode_request(Request(RecvJoined(0, longest.cursor), 1, E, 1, 1), KEYS)
+    assert v2.decode_request(wire, KEYS).body == RecvJoined(0, longest.cursor)
 
 
 def test_v2_is_never_confused_with_v1():
@@ -544,10 +726,31 @@ modes = st.sampled_from(Mode)
 any_v4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
 any_v6 = st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address)
 
+# Receivers: hosts or prefixes (0.0.0.0/0 and fe80::/10 included), groups or ranges, a source or none, an
+# interface or none.
+iface_names = st.sampled_from(["", "eth1", "br-lan.100", "a" * 15, "wlan\u00e9"])
+receivers4 = st.builds(lambda a, n: ipaddress.IPv4Network((a, n), strict=False), st.integers(0, 0xDFFFFFFF),
+                       st.integers(0, 32)).filter(lambda n: not n.overlaps(ipaddress.IPv4Network("224.0.0.0/4"))
+                                                  or n.prefixlen == 0)
+receivers6 = st.builds(lambda a, n: ipaddress.IPv6Network((a, n), strict=False), sources6 | st.just(
+    ipaddress.IPv6Address("fe80::1")), st.integers(0, 128))
+receiver_rules = st.one_of(
+    st.builds(ReceiverRule.make, receivers4, st.one_of(groups, group_prefixes), st.one_of(st.none(), sources),
+              iface_names),
+    st.builds(ReceiverRule.make, receivers6, st.one_of(groups6, group_prefixes6), st.one_of(st.none(), sources6),
+              iface_names),
+)
+receiver_cursors = st.binary(max_size=MAX_RECEIVER_CURSOR)
+iface_policies = st.builds(IfacePolicy.make, iface_names.filter(bool), st.sampled_from(["open", "closed", "monitor"]),
+                           u16)
+
 request_bodies = st.one_of(
     st.just(Hello()), st.builds(Add, rules), st.builds(Replace, rules), st.builds(Remove, rule_keys),
     st.builds(ListRules, u16, cursors), st.builds(ListDenied, u16, cursors), st.just(GetCounters()),
     st.just(Flush()), st.builds(ModeRequest, st.one_of(st.none(), modes)),
+    st.builds(RecvAdd, receiver_rules), st.builds(RecvRemove, receiver_rules),
+    st.builds(RecvList, u16, receiver_cursors), st.builds(RecvDenied, u16, receiver_cursors),
+    st.builds(RecvJoined, u16, receiver_cursors), st.builds(RecvPolicy, st.one_of(st.none(), iface_policies)),
 )
 requests = st.builds(Request, request_bodies, st.sampled_from([1, 2]), u64, u64, u64)
 
@@ -555,6 +758,18 @@ denied_entries = st.one_of(
     st.builds(DeniedEntry, any_v4, any_v4, st.sampled_from(Reason), u64, u64, u8, u64),
     st.builds(DeniedEntry, any_v6, any_v6, st.sampled_from(Reason), u64, u64, u8, u64),
 )
+denied_joins = st.one_of(
+    st.builds(DeniedJoinEntry, iface_names, any_v4, any_v4, st.one_of(st.none(), any_v4), st.sampled_from(Reason),
+              u64, u64, st.integers(1, 3)),
+    st.builds(DeniedJoinEntry, iface_names, any_v6, any_v6, st.one_of(st.none(), any_v6), st.sampled_from(Reason),
+              u64, u64, st.integers(1, 2)),
+)
+joined_entries = st.one_of(
+    st.builds(JoinedEntry, iface_names, any_v4, any_v4, u64, u64, u64, st.booleans()),
+    st.builds(JoinedEntry, iface_names, any_v6, any_v6, u64, u64, u64, st.booleans()),
+)
+iface_receivers = st.builds(IfaceReceiversEntry, iface_policies, u32,
+                            st.fixed_dictionaries({name: u64 for name in RECV_COUNTERS}))
 ok_bodies = st.one_of(
     st.tuples(st.just(Command.HELLO), st.builds(HelloReply, u64, u64, u32, modes, texts)),
     st.tuples(st.sampled_from([Command.ADD, Command.REMOVE]), st.just(Done())),
@@ -569,6 +784,16 @@ ok_bodies = st.one_of(
         st.lists(st.builds(ReasonCounter, st.sampled_from(Reason), u64, u64), max_size=6).map(tuple))),
     st.tuples(st.just(Command.FLUSH), st.builds(Flushed, u32)),
     st.tuples(st.just(Command.MODE), st.builds(ModeReply, modes)),
+    st.tuples(st.sampled_from([Command.RECV_ADD, Command.RECV_REMOVE]), st.just(Done())),
+    st.tuples(st.just(Command.RECV_LIST), st.builds(
+        ReceiversPage, st.lists(st.builds(ReceiverEntry, receiver_rules, u64, u64), max_size=14).map(tuple),
+        receiver_cursors)),
+    st.tuples(st.just(Command.RECV_DENIED), st.builds(
+        DeniedJoinsPage, st.lists(denied_joins, max_size=14).map(tuple), receiver_cursors)),
+    st.tuples(st.just(Command.RECV_JOINED), st.builds(
+        JoinedPage, st.lists(joined_entries, max_size=16).map(tuple), receiver_cursors)),
+    st.tuples(st.just(Command.RECV_POLICY), st.builds(
+        PolicyReply, st.lists(iface_receivers, max_size=v2.MAX_POLICY_INTERFACES).map(tuple))),
 )
 
 
@@ -656,6 +881,8 @@ def test_document_vectors_match_the_codec():
     for name, wire in vectors.items():
         assert table[name] == wire, name
     assert {"hello-request", "add-request", "hello-response", "add-response"} <= set(vectors)
+    # Every request and response of the receiver commands is shown.
+    assert {name for name in (*REQUESTS, *RESPONSES) if name.startswith("recv-")} <= set(vectors)
 
 
 def test_the_ipv6_cursor_vector_is_the_cursor_of_its_rule_key():
@@ -700,7 +927,7 @@ def test_an_unknown_reason_code_decodes_keeps_its_code_and_encodes_back():
     # Every code of the byte decodes (0 too: never a reason, still a newer server's business);
     # the known set is what this version lists, and nothing outside a byte is a reason.
     assert [int(Reason(n)) for n in range(256)] == list(range(256))
-    assert [r.value for r in Reason] == list(range(1, 15))
+    assert [r.value for r in Reason] == list(range(1, 17))
     for bad in (256, -1, "ttl", None):
         with pytest.raises(ValueError):
             Reason(bad)
