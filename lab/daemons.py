@@ -32,7 +32,7 @@ from mauthcore.protocol.errors import LocalProtocolError
 from mauthcore.protocol.keys import load_keys
 from mauthcore.protocol.udp import RouterClient
 
-from .netns import LabError, inside, patience
+from .netns import LabError, inside, patience, sh
 from .topology import Lab
 
 BIN = Path(sys.executable).parent
@@ -257,3 +257,80 @@ def mauthctl(lab: Lab, ns: str, *args: str, timeout: float = 60.0) -> subprocess
 def announce(lab: Lab, ns: str, sdp_file: Path, *args: str) -> subprocess.CompletedProcess:
     """mauthctl announce SDP_FILE ARGS in namespace `ns` (returns; never raises on exit status)."""
     return mauthctl(lab, ns, "announce", str(sdp_file), *args)
+
+
+PIMD = Path(__file__).resolve().parent.parent / ".cache" / "pimd" / "usr" / "sbin" / "pimd"
+
+
+class Pimd(Daemon):
+    """pimd, a PIM-SM router that forwards what receivers joined, in the lab's router namespace.
+
+    Debian's pimd 2.3.2, unpacked by scripts/setup.sh into .cache/pimd (Debian's
+    pimd and smcroute packages conflict, so it is never installed); it needs only
+    libc, and the guest of `lab.vm` sees the same file over 9p. Unlike smcrouted,
+    which forwards what its configuration says whoever joined, pimd is an IGMP
+    querier and builds its forwarding state from the reports it reads: a group
+    is forwarded out of a receiver link only while a member there reported it.
+    Build the lab with `Lab(forwarding=True, smcroute=False)`: one multicast
+    routing daemon per namespace (the kernel takes one mroute socket).
+
+    Every lab link is a phyint (`-N`: none other), each running IGMPv3 unless
+    `igmp` names a version for it (`{"out1": 2}`). The RP of every group is
+    the router itself (`rp-address`, its first sender link's address): PIM-SM
+    needs one for (*,G) joins, and with it a directly connected source's
+    packets reach joined links without any PIM neighbour. Groups in 232/8 are
+    source-specific (PIM-SSM): an IGMPv3 INCLUDE report there joins (S,G);
+    outside 232/8 pimd 2.3.2 treats a source-specific record as a join of the
+    whole group. pimd 2.3.2 is IPv4 only: no MLD.
+
+    Ready once the kernel lists every phyint as a multicast vif (pimd logs
+    nothing fixed at that moment); it logs to <workdir>/pimd.log with IGMP
+    debugging, which names every report it accepted.
+    """
+
+    def __init__(self, lab: Lab, *, igmp: dict[str, int] | None = None, debug: str = "igmp", name: str = "pimd"):
+        super().__init__(lab, name)
+        self.igmp = dict(igmp or {})
+        self.debug = debug
+        self.conf_file = lab.workdir / f"{name}.conf"
+        links = [*lab.senders.values(), *lab.receivers.values()]
+        self.ifaces = [h.router_iface for h in links]
+        unknown = sorted(set(self.igmp) - set(self.ifaces))
+        if unknown:
+            raise LabError(f"pimd: {', '.join(unknown)} is not a link of the lab's router")
+        if any(v not in (2, 3) for v in self.igmp.values()):
+            raise LabError("pimd: an interface's IGMP version must be 2 or 3")
+        self.rp = next(iter(lab.senders.values())).router_addr
+
+    def conf(self) -> str:
+        lines = ["# mauth lab: written by lab/daemons.py"]
+        for iface in self.ifaces:
+            lines.append(f"phyint {iface} enable igmpv{self.igmp.get(iface, 3)}")
+        lines.append(f"rp-address {self.rp} 224.0.0.0/4")
+        lines.append("spt-threshold packets 0 interval 100")  # the shortest path at the first packet
+        return "\n".join(lines) + "\n"
+
+    def argv(self) -> list[str]:
+        if not PIMD.exists():
+            raise LabError(f"{PIMD} is missing: `make setup` unpacks Debian's pimd there")
+        return [str(PIMD), "-f", "-N", "-c", str(self.conf_file), "-s", "debug", f"--debug={self.debug}"]
+
+    def start(self, timeout: float = 30.0) -> Pimd:
+        """Write the configuration, spawn pimd and wait until every phyint is a vif (`timeout` in host seconds)."""
+        self.conf_file.write_text(self.conf())
+        self.spawn()
+        timeout = patience(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise LabError(f"pimd exited with {self.proc.returncode}: {self.log(True)[-2000:]}")
+            if set(self.ifaces) <= set(self.vifs()):
+                return self
+            time.sleep(0.1)
+        raise LabError(f"pimd did not make {', '.join(self.ifaces)} vifs within {timeout:g} s: "
+                       f"{self.log(True)[-2000:]}")
+
+    def vifs(self) -> list[str]:
+        """The router kernel's multicast vifs by name (/proc/net/ip_mr_vif)."""
+        out = sh("cat", "/proc/net/ip_mr_vif", ns=self.lab.router.ns, check=False)
+        return [line.split()[1] for line in out.splitlines()[1:] if len(line.split()) > 1]

@@ -30,6 +30,9 @@ from .netns import inside
 PORT = 5004
 TAG = b"MAUTHLAB"
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+IP_ADD_SOURCE_MEMBERSHIP = getattr(socket, "IP_ADD_SOURCE_MEMBERSHIP", 39)  # Linux <linux/in.h>
+ETH_P_IP = 0x0800
+PACKET_OUTGOING = 4  # Linux <linux/if_packet.h>: a frame this host sent
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux <linux/in.h>; Python 3.11 does not export it
 _TTL_CMSG = {(socket.IPPROTO_IP, socket.IP_TTL), (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT)}
 
@@ -109,11 +112,18 @@ class Receiver:
     group on every link it arrives on (the stack drops multicast arriving on
     an interface with no membership). A link-scope IPv6 group gets a socket
     per link, since its address only means something with an interface.
+
+    With `source` (IPv4), each group is joined for that source only
+    (IP_ADD_SOURCE_MEMBERSHIP): the host's IGMPv3 report is then an INCLUDE
+    record naming the source instead of an any-source EXCLUDE {} one.
     """
 
     def __init__(self, ns: str, iface_addr: str, groups: list[str], *, port: int = PORT, iface: str = "eth0",
-                 links: list[tuple[str, str]] | None = None):
+                 links: list[tuple[str, str]] | None = None, source: str | None = None):
         self.ns = ns
+        self.source = source
+        if source is not None and (is_ipv6(source) or any(is_ipv6(g) for g in groups)):
+            raise ValueError("a source-specific Receiver is IPv4 only")
         self.socks: dict[socket.socket, str] = {}
         self.counts: Counter = Counter()
         self.arrival_ttls: Counter = Counter()  # (source, group, ttl as received) -> datagrams
@@ -145,8 +155,12 @@ class Receiver:
         s = self._socket(socket.AF_INET)
         s.bind((group, port))
         for addr in iface_addrs:
-            mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(addr))
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            if self.source is None:
+                mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(addr))
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            else:  # struct ip_mreq_source: group, interface, source
+                mreq = socket.inet_aton(group) + socket.inet_aton(addr) + socket.inet_aton(self.source)
+                s.setsockopt(socket.IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, mreq)
         s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         return s
 
@@ -196,3 +210,45 @@ class Receiver:
     def close(self) -> None:
         for s in self.socks:
             s.close()
+
+
+class LinkTap:
+    """Every tagged IPv4 UDP datagram that arrives on a host's link, joined or not: (source, group, marker) -> count.
+
+    A packet socket (AF_PACKET) on `iface` inside `ns` sees the frames the
+    router put on the link before the host's stack decides whether anybody
+    there is a member, so a host that never joined still shows what reached
+    it. The marker is the payload after the lab's TAG (as text).
+    """
+
+    def __init__(self, ns: str, iface: str = "eth0"):
+        with inside(ns):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+            self.sock.bind((iface, ETH_P_IP))
+        self.sock.setblocking(False)
+        self.counts: Counter = Counter()
+
+    def read(self, wait: float = 0.0) -> bool:
+        """Count what arrived, waiting up to `wait` seconds for the first frame; True if anything did."""
+        ready, _, _ = select.select([self.sock], [], [], wait)
+        if not ready:
+            return False
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except BlockingIOError:
+                return True
+            if addr[2] == PACKET_OUTGOING or len(data) < 20 or data[9] != socket.IPPROTO_UDP:
+                continue
+            ihl = (data[0] & 0x0F) * 4
+            payload = data[ihl + 8:]
+            if payload.startswith(TAG):
+                key = (socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20]), payload[len(TAG):].decode(
+                    errors="replace").rstrip("\0"))
+                self.counts[key] += 1
+
+    def got(self, source: str, group: str, marker: str = "") -> int:
+        return self.counts[(source, group, marker)]
+
+    def close(self) -> None:
+        self.sock.close()

@@ -367,6 +367,38 @@ class AsyncApiClient:
     async def revoke(self, session_id: str) -> dict:
         return await self._json("POST", f"/sessions/{ApiClient._q(session_id)}/revoke", {})
 
+    async def receivers(self) -> list[dict]:
+        """GET /receivers: the receiver rules, each with its state on each router."""
+        return self._listed(await self._json("GET", "/receivers"), "receivers")
+
+    async def denied_receivers(self) -> tuple[list[dict], dict[str, str]]:
+        """GET /receivers/denied: the joins the routers refused (router, iface, receiver, group, source, ...),
+        and the routers that could not be read, with why."""
+        answer = await self._json("GET", "/receivers/denied")
+        return self._listed(answer, "denied"), self._errors(answer)
+
+    async def joined(self) -> tuple[list[dict], dict[str, str]]:
+        """GET /receivers/joined: the groups joined on each router's guarded interfaces, and the routers that
+        could not be read, with why."""
+        answer = await self._json("GET", "/receivers/joined")
+        return self._listed(answer, "joined"), self._errors(answer)
+
+    async def add_receiver(self, rule: dict) -> dict:
+        """POST /receivers: a receiver rule's JSON ({"receiver", "group"} and "source", "iface" when set)."""
+        return await self._json("POST", "/receivers", rule)
+
+    def _listed(self, answer: object, name: str) -> list[dict]:
+        """The list `name` of an answer; Unreachable if the answer has none (not a mauthserver that has it)."""
+        items = answer.get(name) if isinstance(answer, dict) else None
+        if not isinstance(items, list):
+            raise Unreachable(f"mauthserver at {self.base} answered without the list {name!r}")
+        return [item for item in items if isinstance(item, dict)]
+
+    @staticmethod
+    def _errors(answer: object) -> dict[str, str]:
+        errors = answer.get("errors") if isinstance(answer, dict) else None
+        return {str(k): str(v) for k, v in errors.items()} if isinstance(errors, dict) else {}
+
     async def remove_rule(self, source: str, group: str) -> dict:
         return await self._json("DELETE", f"/rules/{ApiClient._q(source)}/{ApiClient._q(group)}")
 

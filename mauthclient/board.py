@@ -2,7 +2,7 @@
 
 Strategy (the core decides, a thin shell acts): `Board` holds the sessions,
 rules, routers and counter reads that `mauthclient.dashboard` feeds it, and
-turns them into the rows of its four panes. It does no I/O and never looks
+turns them into the rows of its five panes. It does no I/O and never looks
 at a clock by itself (`now` is a parameter), so every rule below is unit
 tested with plain dictionaries.
 
@@ -32,6 +32,16 @@ tested with plain dictionaries.
   from the routers' denied listings in `GET /traffic`. When the sender is
   authorized the router forgets the pair, so it leaves the pane at the next
   read.
+* The Receivers pane is a periodic read too (`load_receivers`, the answers of
+  `GET /receivers`, `/receivers/denied` and `/receivers/joined`, re-read
+  soon after a `receiver.*` event): the refused joins the routers list,
+  newest first, then the groups joined on each router and interface. A
+  refused join that a receiver rule now allows (`ReceiverRule.allows`, the
+  rules as the server lists them) shows as authorized until the router's
+  listing drops it; authorizing one asks for that host alone (/32, /128),
+  its group, its source if the join was source-specific, and its interface
+  (`authorize_join`). A join refused for the interface's group limit is not
+  something a rule lifts, and is not offered.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import json
 from dataclasses import dataclass, field
 
 from mauthcore.events import REMOVALS, EventKind, Family
+from mauthcore.receivers import ReceiverRule
 from mauthcore.rules import Binding, RuleError, format_mac
 
 DENIED_WINDOW = 30.0
@@ -71,6 +82,16 @@ def human_age(seconds: float | None) -> str:
         if s >= scale:
             return f"{s / scale:.0f}{unit}"
     return f"{s:.0f}s"
+
+
+def tiny_count(value: int) -> str:
+    """A count in at most 4 characters: 9999, 12k, 340k, 12M, 3G."""
+    if value < 10000:
+        return str(value)
+    for unit, scale in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        if round(value / scale) < 1000:
+            return f"{value / scale:.0f}{unit}"
+    return "1T+"
 
 
 def short(text: str, width: int) -> str:
@@ -128,6 +149,13 @@ class Board:
         self.reported: dict[tuple[str, str, str], float] = {}  # denied pair -> its last `denied` event (our clock)
         self.last_event_id: str | None = None
         self.events = 0
+        # The Receivers pane: the last read of the receiver rules, refused joins and joined groups.
+        self.receiver_rules: list[dict] = []
+        self._allowing: list[tuple[ReceiverRule, dict]] = []  # the rules this version can read, with their views
+        self.refused: dict[str, dict] = {}  # row key -> GET /receivers/denied entry
+        self.joined: dict[str, dict] = {}  # row key -> GET /receivers/joined entry
+        self.receivers_problem = ""  # why the last read failed ("" when it did not)
+        self.receivers_unread: dict[str, str] = {}  # router -> why its listings were not read
 
     # =========================================================================
     # input
@@ -236,9 +264,61 @@ class Board:
         self.rule_rates = rates
         self.denied = denied_now
 
+    def load_receivers(self, rules: list[dict], denied: list[dict], joined: list[dict],
+                       unread: dict[str, str] | None = None) -> None:
+        """The answers of `GET /receivers`, `/receivers/denied` and `/receivers/joined`, read together;
+        `unread`: the routers whose listings could not be read, with why (their "errors").
+
+        An entry without the fields the pane shows (a newer server's, say)
+        is left out rather than shown half; a rule this version cannot read
+        is listed but authorizes nothing on the board.
+        """
+        self.receiver_rules = [r for r in rules if isinstance(r, dict)]
+        self._allowing = [(rule, r) for r in self.receiver_rules if (rule := _receiver_rule(r)) is not None]
+        self.refused = {refused_key(d): d for d in denied if _has(d, _REFUSED_FIELDS)}
+        self.joined = {joined_key(j): j for j in joined if _has(j, _JOINED_FIELDS)}
+        self.receivers_problem = ""
+        self.receivers_unread = dict(unread or {})
+
     # =========================================================================
     # derived state
     # =========================================================================
+
+    def allowed_by(self, key: str) -> tuple[ReceiverRule, dict] | None:
+        """The receiver rule (and its view) that allows the refused join `key` now, if one does."""
+        d = self.refused.get(key)
+        if d is None:
+            return None
+        try:
+            receiver, group = ipaddress.ip_address(d["receiver"]), ipaddress.ip_address(d["group"])
+            source = ipaddress.ip_address(d["source"]) if d.get("source") else None
+        except ValueError:
+            return None
+        return next(((rule, view) for rule, view in self._allowing
+                     if rule.allows(receiver, group, source, d["iface"])), None)
+
+    def authorize_join(self, key: str) -> dict:
+        """The receiver rule (its JSON, for `POST /receivers`) that authorizes the refused join `key`:
+        that host alone, its group, its source if it named one, on its interface.
+
+        ValueError with one sentence when there is nothing a rule could authorize.
+        """
+        d = self.refused.get(key)
+        if d is None:
+            raise ValueError("select a refused join (deny or limit) to authorize its receiver")
+        if d["reason"] == "join_limit":
+            raise ValueError(f"{d['group']} was refused for the group limit of {d['iface']} on {d['router']}:"
+                             " a receiver rule does not lift it")
+        if d["iface"].startswith("#"):
+            raise ValueError(f"the interface {d['iface']} this join came in on is gone from {d['router']}")
+        allowing = self.allowed_by(key)
+        if allowing is not None:
+            raise ValueError(f"already authorized: {allowing[0]}")
+        try:
+            return ReceiverRule.make(d["receiver"], d["group"], d.get("source"), d["iface"]).as_json()
+        except RuleError as exc:
+            raise ValueError(str(exc)) from None
+
 
     def rule_state_on(self, key: RuleKey, router: str) -> str:
         """The rule's state on `router` as the server decided it ("applied", "pending", "refused"), or "unknown"."""
@@ -303,6 +383,11 @@ class Board:
     # Columns of the senders and denied panes whose cells are addresses: shown whole, however
     # wide (the widths above are what IPv4 needs; IPv6 addresses and prefixes widen them).
     ADDRESS_COLUMNS = ("SOURCE", "GROUP")
+    # Refused joins then joined groups: WHERE is "ROUTER IFACE"; HOST the receiver (the last reporter of
+    # a joined group); N the records refused (the reports heard); AGE since the last one.
+    RECEIVER_COLUMNS = (("WHERE", 7), ("HOST", 15), ("GROUP", 15), ("SOURCE", 15), ("STATE", 5), ("N", 4),
+                        ("AGE", 4))
+    RECEIVER_ADDRESS_COLUMNS = ("HOST", "GROUP", "SOURCE")
     ROUTER_COLUMNS = (("NAME", 10), ("STATE", 10), ("MODE", 7), ("RULES", 6), ("PEND", 4), ("EPOCH", 8),
                       ("RESTARTS", 8), ("CONTACT", 7))
 
@@ -351,6 +436,35 @@ class Board:
                  [d.source, d.group, _REASON_CELLS.get(d.reason) or short(d.reason, 6), human_rate(d.rate.packets),
                   human_rate(d.rate.octets), str(d.last_ttl or "-"), short(",".join(sorted(d.routers)), 10)])
                 for d in self.active_denied(now)]
+
+    def join_state(self, key: str) -> str:
+        """The STATE cell of a Receivers row: deny, limit, auth (a rule allows it now), join or left."""
+        d = self.refused.get(key)
+        if d is not None:
+            if d["reason"] == "join_refused" and self.allowed_by(key) is not None:
+                return "auth"
+            return _JOIN_CELLS.get(d["reason"]) or short(str(d["reason"]), 5)
+        return "left" if self.joined.get(key, {}).get("left") else "join"
+
+    def receiver_rows(self, now_wall: float) -> list[tuple[str, list[str]]]:
+        """Refused joins, newest first, then the joined groups of each router and interface."""
+        def age(entry: dict) -> str:
+            seen = entry.get("last_seen")
+            return human_age(now_wall - seen) if seen else "-"
+
+        rows = []
+        for key, d in sorted(self.refused.items(), key=lambda kv: (-(kv[1].get("last_seen") or 0.0),
+                                                                  kv[1]["router"], kv[1]["iface"],
+                                                                  _address_order(kv[1]["receiver"]),
+                                                                  _address_order(kv[1]["group"]))):
+            rows.append((key, [short(f"{d['router']} {d['iface']}", 7), d["receiver"], d["group"],
+                               d.get("source") or "any", self.join_state(key), tiny_count(d.get("records") or 0),
+                               age(d)]))
+        for key, j in sorted(self.joined.items(), key=lambda kv: (kv[1]["router"], kv[1]["iface"],
+                                                                 _address_order(kv[1]["group"]))):
+            rows.append((key, [short(f"{j['router']} {j['iface']}", 7), j.get("reporter") or "-", j["group"], "-",
+                               self.join_state(key), tiny_count(j.get("reports") or 0), age(j)]))
+        return rows
 
     def router_rows(self, now: float, now_wall: float) -> list[tuple[str, list[str]]]:
         rows = []
@@ -426,6 +540,38 @@ class Board:
         return (f"{d.source} -> {d.group} dropped: {why}; {d.packets} packets, {d.octets} bytes so far"
                 f" on {', '.join(sorted(d.routers))}")
 
+    def receiver_detail(self, key: str | None, now_wall: float) -> str:
+        """The selected row's details, after the routers whose listings could not be read."""
+        unread = "; ".join(f"{n} not read: {why}" for n, why in sorted(self.receivers_unread.items()))
+        row = self._receiver_row_detail(key, now_wall) if key is not None else ""
+        return " │ ".join(t for t in (unread, row) if t)
+
+    def _receiver_row_detail(self, key: str, now_wall: float) -> str:
+        d = self.refused.get(key)
+        if d is not None:
+            source = f" from {d['source']}" if d.get("source") else ""
+            proto = "IGMP" if ":" not in d["receiver"] else "MLD"
+            version = f" {proto}v{d['version']}" if d.get("version") else ""
+            seen = f", the last {human_age(now_wall - d['last_seen'])} ago" if d.get("last_seen") else ""
+            text = (f"{d['receiver']} may not join {d['group']}{source} on {d['iface']} of {d['router']}:"
+                    f" {_JOIN_WHY.get(d['reason'], d['reason'])}; {d.get('records', 0)} records refused in"
+                    f"{version} reports{seen}")
+            allowing = self.allowed_by(key)
+            if allowing is not None:
+                rule, view = allowing
+                states = ", ".join(f"{n} {(st or {}).get('state') or '?'}"
+                                   for n, st in sorted((view.get("routers") or {}).items()))
+                text += f"; now allowed: {rule}" + (f" ({states})" if states else "")
+            return text
+        j = self.joined.get(key)
+        if j is None:
+            return ""
+        first = f" since {human_age(now_wall - j['first_seen'])} ago" if j.get("first_seen") else ""
+        last = f" {human_age(now_wall - j['last_seen'])} ago" if j.get("last_seen") else ""
+        left = "; left (a leave was heard)" if j.get("left") else ""
+        return (f"{j['group']} joined on {j['iface']} of {j['router']}: last report from {j.get('reporter') or '?'}"
+                f"{last}, {j.get('reports', 0)} reports{first}{left}")
+
     def router_detail(self, name: str) -> str:
         r = self.routers.get(name)
         if r is None:
@@ -441,6 +587,49 @@ _REASON_CELLS = {"ttl": "ttl", "unauthorized": "unauth", "wrong_iif": "iif", "wr
 _BINDING_WHY = {"wrong_iif": "the rule's binding wants another interface (wrong_iif)",
                 "wrong_mac": "the rule's binding wants another source MAC (wrong_mac)",
                 "rpf_fail": "the source does not route back through its interface (rpf_fail)"}
+
+
+_JOIN_CELLS = {"join_refused": "deny", "join_limit": "limit"}
+_JOIN_WHY = {"join_refused": "no receiver rule allows it (join_refused)",
+             "join_limit": "the interface holds its limit of groups (join_limit)"}
+_REFUSED_FIELDS = ("router", "iface", "receiver", "group", "reason")
+_JOINED_FIELDS = ("router", "iface", "group")
+
+
+def receivers_changed(kind: str) -> bool:
+    """Whether an event (receiver.added, .removed, .policy, .denied) makes the Receivers pane worth reading again."""
+    ev = EventKind.parse(kind)
+    return ev is not None and ev.family is Family.RECEIVER
+
+
+def refused_key(d: dict) -> str:
+    """The Receivers row of a refused join: one per router, interface, receiver, group and source."""
+    return "|".join(("refused", d["router"], d["iface"], d["receiver"], d["group"], d.get("source") or ""))
+
+
+def joined_key(j: dict) -> str:
+    """The Receivers row of a joined group: one per router, interface and group."""
+    return "|".join(("joined", j["router"], j["iface"], j["group"]))
+
+
+def _has(entry: object, fields: tuple[str, ...]) -> bool:
+    return isinstance(entry, dict) and all(isinstance(entry.get(f), str) and entry[f] for f in fields)
+
+
+def _receiver_rule(view: dict) -> ReceiverRule | None:
+    """The rule of a `GET /receivers` entry (its view's other fields set aside); None if this version cannot read it."""
+    try:
+        return ReceiverRule.from_json({k: view[k] for k in ("receiver", "group", "source", "iface") if k in view})
+    except RuleError:
+        return None
+
+
+def _address_order(text: str):
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return (1, b"", text)
+    return (0, bytes([addr.version]) + addr.packed, "")
 
 
 def offender_text(entry: dict) -> str:

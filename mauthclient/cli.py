@@ -1099,15 +1099,17 @@ def _complete_sessions(ctx, incomplete: str) -> list:
               help="Seconds between reads of the routers' counters (rates and denied pairs).")
 @click.pass_context
 def dashboard(ctx, interval):
-    """Live view of sessions, senders, denied traffic and routers; authorize with one key.
+    """Live view of sessions, senders, denied traffic, routers and receivers; authorize with one key.
 
     \b
-    Panes (keys 1-4): Sessions announced with SAP, Senders (the rules, with
+    Panes (keys 1-5): Sessions announced with SAP, Senders (the rules, with
     their state on each router and their rates), Denied (who is being dropped
-    right now, and why), Routers. Keys: a authorize the selected session,
-    r revoke the selected rule, / filter, ? help, q quit. Sessions, rules and
-    routers follow mauthserver's event stream; counters are read every
-    --interval seconds. Fits an 80x24 terminal; no mouse needed.
+    right now, and why), Routers, Receivers (the joins the routers refused,
+    then the groups joined on each interface). Keys: a authorize the selected
+    session, denied pair or refused join, r revoke the selected rule,
+    / filter, ? help, q quit. Sessions, rules and routers follow mauthserver's
+    event stream; counters are read every --interval seconds. Fits an 80x24
+    terminal; no mouse needed.
     """
     if ctx.obj["json"]:
         raise Fail("the dashboard is interactive; for machine-readable output use 'mauthctl events --json'",

@@ -15,10 +15,14 @@ operator quits (q or Ctrl-C):
   events, so the rates and the denied pairs' counts are a periodic read; the
   same answer carries each rule's state on each router as mauthserver
   decides it.
+* the receivers (`GET /api/v1/receivers`, `/receivers/denied`,
+  `/receivers/joined`) every `RECEIVERS_INTERVAL` seconds while their pane
+  is shown, and soon after a `receiver.*` event or on opening the pane: the
+  routers' refused joins and joined groups are listings, not events.
 
-The screen is four tabs (keys 1-4) so that each table gets the full width of
+The screen is five tabs (keys 1-5) so that each table gets the full width of
 an 80x24 terminal; the summary line above them always shows the counts of
-all four. Everything works from the keyboard.
+the first four. Everything works from the keyboard.
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ from textual.widgets import DataTable, Footer, Input, Label, OptionList, Static,
 from textual.widgets.option_list import Option
 
 from mauthcore.events import EventKind, Family
+from mauthcore.receivers import ReceiverRule
 
 from .api import ApiError, AsyncApiClient, Unreachable
-from .board import Board
+from .board import Board, receivers_changed
 
 TRAFFIC_INTERVAL = 2.0
+RECEIVERS_INTERVAL = 5.0
 MIN_READ_GAP = 1.0  # the server shares reads younger than 1 s anyway
 RETRY_MIN, RETRY_MAX = 1.0, 10.0
 # Colours for cells that say whether things are well: (pane, column) -> value -> style.
@@ -54,6 +60,7 @@ STYLES = {
                            "unknown": "yellow"},
     ("routers", "MODE"): {"monitor": "yellow"},
     ("denied", "REASON"): {"unauth": "red", "ttl": "yellow"},
+    ("receivers", "STATE"): {"deny": "red", "limit": "yellow", "auth": "green", "left": "dim"},
 }
 
 HELP = """\
@@ -68,8 +75,10 @@ HELP = """\
 [b]3[/b] Denied    (source, group) pairs mauthserver reports dropped
            now, with rates and why
 [b]4[/b] Routers   reachability, mode, rules, epoch, restarts, contact
+[b]5[/b] Receivers refused joins (deny, limit; auth once a rule allows
+           them), then the groups joined on each router interface
 
-[b]a[/b] authorize the selected session (or denied pair)
+[b]a[/b] authorize the selected session, denied pair or refused join
 [b]r[/b] / [b]d[/b] revoke the selected rule (or session's rules)
 [b]/[/b] filter the rows   [b]esc[/b] clear the filter
 [b]↑ ↓[/b] select   [b]?[/b] this help   [b]q[/b] / [b]ctrl+c[/b] quit
@@ -211,6 +220,7 @@ class Dashboard(App[int]):
         Binding("2", "pane('senders')", "Senders", show=False),
         Binding("3", "pane('denied')", "Denied", show=False),
         Binding("4", "pane('routers')", "Routers", show=False),
+        Binding("5", "pane('receivers')", "Receivers"),
         Binding("a", "authorize", "Authorize"),
         Binding("r,d", "revoke", "Revoke", key_display="r"),
         Binding("slash", "filter", "Filter", key_display="/"),
@@ -221,17 +231,20 @@ class Dashboard(App[int]):
     ]
 
     def __init__(self, server: str, token: str, *, user: str | None = None, http_timeout: float = 30.0,
-                 traffic_interval: float = TRAFFIC_INTERVAL) -> None:
+                 traffic_interval: float = TRAFFIC_INTERVAL, receivers_interval: float = RECEIVERS_INTERVAL) -> None:
         super().__init__()
         self.server = server
         self.api = AsyncApiClient(server, token, timeout=http_timeout, user=user)
         self.board = Board()
         self.traffic_interval = traffic_interval
+        self.receivers_interval = receivers_interval
         self.connected = False
         self.problem = "connecting"
         self.filter_text = ""
         self._render_pending = False
         self._traffic_soon = asyncio.Event()
+        self._receivers_soon = asyncio.Event()
+        self.receiver_reads = 0
         self.snapshots = 0
         self.traffic_reads = 0
 
@@ -243,13 +256,15 @@ class Dashboard(App[int]):
             for pane, title, columns in (("sessions", "1 Sessions", Board.SESSION_COLUMNS),
                                          ("senders", "2 Senders", Board.RULE_COLUMNS),
                                          ("denied", "3 Denied", Board.DENIED_COLUMNS),
-                                         ("routers", "4 Routers", Board.ROUTER_COLUMNS)):
+                                         ("routers", "4 Routers", Board.ROUTER_COLUMNS),
+                                         ("receivers", "5 Receivers", Board.RECEIVER_COLUMNS)):
                 with TabPane(title, id=pane):
                     table: DataTable[Text] = DataTable(id=f"t-{pane}", cursor_type="row", zebra_stripes=True)
                     for label, width in columns:
                         # Addresses are never cut: an IPv6 source or group widens its column
                         # (2001:db8:0:1::10 and 2001:db8:0:1::11 would look alike at 15).
-                        auto = pane in ("senders", "denied") and label in Board.ADDRESS_COLUMNS
+                        auto = (pane in ("senders", "denied") and label in Board.ADDRESS_COLUMNS
+                                or pane == "receivers" and label in Board.RECEIVER_ADDRESS_COLUMNS)
                         table.add_column(label, key=label, width=None if auto else width)
                     yield table
         yield Static("", id="detail")
@@ -262,6 +277,7 @@ class Dashboard(App[int]):
         self.table("sessions").focus()
         self.follow_events()
         self.read_traffic()
+        self.read_receivers()
 
     async def on_unmount(self) -> None:
         await self.api.close()
@@ -295,6 +311,8 @@ class Dashboard(App[int]):
                     ev = EventKind.parse(kind)
                     if ev is not None and ev.family in (Family.RULE, Family.DENIED):  # counters worth reading now
                         self._traffic_soon.set()
+                    if receivers_changed(kind):
+                        self._receivers_soon.set()
                     self.connected, self.problem, delay = True, "", RETRY_MIN
                     self.schedule_render()
                 self.problem = "the server closed the event stream"
@@ -327,6 +345,38 @@ class Dashboard(App[int]):
             except TimeoutError:
                 pass
 
+    @work(exclusive=True, group="receivers")
+    async def read_receivers(self) -> None:
+        while True:
+            try:
+                shown = self.pane == "receivers"
+            except NoMatches:  # the app is closing
+                return
+            if shown or self.receiver_reads == 0:
+                answers = await asyncio.gather(self.api.receivers(), self.api.denied_receivers(),
+                                               self.api.joined(), return_exceptions=True)
+                failed = next((a for a in answers if isinstance(a, BaseException)), None)
+                if isinstance(failed, ApiError):  # an older mauthserver without receivers, say
+                    self.board.receivers_problem = f"receivers: {failed.message}"
+                elif isinstance(failed, Unreachable):
+                    self.board.receivers_problem = f"receivers: {failed}"
+                elif failed is not None:
+                    raise failed
+                else:
+                    Listing = tuple[list[dict], dict[str, str]]
+                    rules, (denied, unread), (joined, unread_too) = cast(tuple[list[dict], Listing, Listing],
+                                                                         tuple(answers))
+                    self.board.load_receivers(rules, denied, joined, {**unread_too, **unread})
+                self.receiver_reads += 1
+                self.schedule_render()
+            last = time.monotonic()
+            self._receivers_soon.clear()
+            try:
+                await asyncio.wait_for(self._receivers_soon.wait(), self.receivers_interval)
+                await asyncio.sleep(max(0.3, MIN_READ_GAP - (time.monotonic() - last)))
+            except TimeoutError:
+                pass
+
     # -- rendering -------------------------------------------------------------------
 
     def schedule_render(self) -> None:
@@ -348,6 +398,7 @@ class Dashboard(App[int]):
         self._fill("senders", b.rule_rows())
         self._fill("denied", b.denied_rows(now))
         self._fill("routers", b.router_rows(now, now_wall))
+        self._fill("receivers", b.receiver_rows(now_wall))
         c = b.counts(now)
         link = ("[green]● live[/green]" if self.connected else
                 "[yellow]○ connecting[/yellow]" if self.problem == "connecting" else "[red]○ offline[/red]")
@@ -405,8 +456,10 @@ class Dashboard(App[int]):
             elif pane == "denied":
                 source, group, reason = key.split("|")
                 text = b.denied_detail((source, group, reason))
-            else:
+            elif pane != "receivers":
                 text = b.router_detail(key)
+        if pane == "receivers":
+            text = b.receivers_problem or b.receiver_detail(key, time.time())
         content = Text(text)
         if not self.connected:
             content = Text(f"{self.problem or 'connecting'}; retrying", style="red")
@@ -419,6 +472,8 @@ class Dashboard(App[int]):
     @on(TabbedContent.TabActivated)
     def _tab(self, event: TabbedContent.TabActivated) -> None:
         self.table(self.pane).focus()
+        if self.pane == "receivers":
+            self._receivers_soon.set()
         self.update_detail()
 
     # -- actions ---------------------------------------------------------------------
@@ -476,8 +531,16 @@ class Dashboard(App[int]):
                     self.add_sender(source, group, ttl)
 
             self.push_screen(TtlScreen(source, group, self._suggested_ttl(group)), ttl_chosen)
+        elif pane == "receivers" and key is not None:
+            try:
+                rule = self.board.authorize_join(key)
+            except ValueError as exc:
+                self.notify(str(exc), severity="warning", timeout=8)
+                return
+            self.add_receiver(rule)
         else:
-            self.notify("select a session (1) or a denied sender (3) to authorize", severity="warning")
+            self.notify("select a session (1), a denied sender (3) or a refused join (5) to authorize",
+                        severity="warning")
 
     def _suggested_ttl(self, group: str) -> int | None:
         """The TTL the announcement of `group` asks for, if a session announces it."""
@@ -531,6 +594,16 @@ class Dashboard(App[int]):
             return
         self.notify(f"authorized {source} -> {group} max TTL {ttl}", timeout=6)
         self._traffic_soon.set()
+
+    @work(group="commands")
+    async def add_receiver(self, rule: dict) -> None:
+        try:
+            await self.api.add_receiver(rule)
+        except (ApiError, Unreachable) as exc:
+            self.notify(getattr(exc, "message", str(exc)), severity="error", timeout=8)
+            return
+        self.notify(f"authorized: {ReceiverRule.from_json(rule)}", timeout=6)
+        self._receivers_soon.set()
 
     @work(group="commands")
     async def remove_rule(self, source: str, group: str) -> None:

@@ -720,6 +720,7 @@ class RouterCore:
         # invalidate it (a new state_id or epoch, an outage, the periodic verification).
         self.receiver_wants: ReceiverWants | None = None
         self.recv_verified = False
+        self.recv_reread = False  # verified, but due to be read again (the periodic verification): not pending
         self.recv_unsupported = ""  # why the router holds no receiver rules at all ("": it holds them)
         self.recv_applied: dict[ReceiverRule, ReceiverEntry] = {}
         self.recv_refused: dict[ReceiverRule, str] = {}  # rule -> why, not retried until touched or verified
@@ -785,7 +786,7 @@ class RouterCore:
         wants = self.receiver_wants
         if wants is None:
             return None
-        if not self.recv_verified:
+        if not self.recv_verified or self.recv_reread:
             return ReadReceivers()
         if self.recv_unsupported:
             return None
@@ -835,7 +836,7 @@ class RouterCore:
         """A complete RECV_LIST and RECV_POLICY: the router holds exactly these; diff them with what is wanted."""
         self.recv_applied = {e.rule: e for e in entries}
         self.ifaces = {e.policy.iface: e for e in ifaces}
-        self.recv_verified, self.recv_unsupported = True, ""
+        self.recv_verified, self.recv_reread, self.recv_unsupported = True, False, ""
         self.recv_refused.clear()
         self.policy_refused.clear()
         wanted = self.receiver_wants.rules if self.receiver_wants is not None else {}
@@ -847,7 +848,7 @@ class RouterCore:
     def on_receivers_unsupported(self, reason: str, now: float) -> None:
         """The router holds no receiver rules (UNSUPPORTED: its filter has no receiver half; UNKNOWN_COMMAND:
         an older musersd): every rule is shown refused there, and nothing is sent until the next verification."""
-        self.recv_verified, self.recv_unsupported = True, reason
+        self.recv_verified, self.recv_reread, self.recv_unsupported = True, False, reason
         self.recv_applied.clear()
         self.ifaces.clear()
         self.recv_dirty.clear()
@@ -1016,7 +1017,9 @@ class RouterCore:
         self.traffic = {e.rule.key: e for e in entries}
         self.rule_count = len(self.applied)
         self.verified = True
-        self.recv_verified = False  # receivers are verified with every verification of the rules
+        # Receivers are read again with every verification of the rules; until then the router keeps the
+        # state the last reading gave it (a periodic re-read is not "converging", as for its rules).
+        self.recv_reread = self.recv_verified
         self.refused.clear()
         # Removals first (they make room in a full table), then installs and changes.
         self.dirty = dict.fromkeys(k for k in self.applied if k not in desired)

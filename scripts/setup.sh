@@ -14,7 +14,11 @@
 #   3. bpffs mounted at /sys/fs/bpf.
 #   4. A virtual environment at .venv/ (an ordinary one: every dependency
 #      comes from PyPI), with mauth installed editable.
-#   5. Only when this kernel cannot route multicast (or MAUTH_LAB_KERNEL=guest):
+#   5. pimd, Debian's PIM-SM router (the lab's join-driven routing daemon),
+#      fetched with `apt-get download` and unpacked into .cache/pimd/, never
+#      installed: Debian's pimd and smcroute packages conflict, and the lab
+#      needs both (the binary needs only libc; lab/daemons.py runs it).
+#   6. Only when this kernel cannot route multicast (or MAUTH_LAB_KERNEL=guest):
 #      what `python -m lab.vm` needs to run the lab under Debian's own kernel
 #      in QEMU: qemu-system-x86, busybox-static, linux-image-amd64, and
 #      virtme-ng from PyPI in a venv of its own at .venv-vm/, apart from the
@@ -82,6 +86,23 @@ fi
 from musersd import bpfobj, maps
 bpfobj.BPFObject(maps.OBJECT).close()
 EOF
+
+# --- pimd, unpacked beside smcroute ------------------------------------------
+PIMD_DIR="$ROOT/.cache/pimd"
+if [ ! -x "$PIMD_DIR/usr/sbin/pimd" ]; then
+    log "unpacking Debian's pimd into $PIMD_DIR (not installed: it conflicts with smcroute)"
+    deb_dir="$(mktemp -d)"
+    chmod 0755 "$deb_dir"
+    if ! (cd "$deb_dir" && apt-get download -q pimd >/dev/null 2>&1); then
+        apt-get update -q >/dev/null
+        (cd "$deb_dir" && apt-get download -q pimd >/dev/null 2>&1) || { rm -rf "$deb_dir"; die "apt-get download pimd failed"; }
+    fi
+    rm -rf "$PIMD_DIR"
+    mkdir -p "$PIMD_DIR"
+    dpkg-deb -x "$deb_dir"/pimd_*.deb "$PIMD_DIR"
+    rm -rf "$deb_dir"
+    "$PIMD_DIR/usr/sbin/pimd" -v >/dev/null || die "the unpacked pimd does not run: $PIMD_DIR/usr/sbin/pimd"
+fi
 
 # --- a guest kernel for the lab, when this one cannot route multicast -------
 need_guest=0

@@ -8,9 +8,15 @@ hold; counters set on a router must show up as rates.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from ipaddress import ip_address
+
 import pytest
 
 from mauthclient.dashboard import Dashboard
+from mauthcore.protocol.model import DeniedJoinEntry, JoinedEntry, Reason
+from mauthcore.receivers import ReceiverRule
 from tests.support import waiting
 from tests.support.loopback_fleet import TOKEN, LoopbackFleet
 from tests.support.sessions import ASM, SSM
@@ -250,3 +256,64 @@ async def test_an_ipv6_session_is_authorized_with_one_key_and_its_addresses_are_
             table = app.table(pane)
             source = next(c for c in table.columns.values() if str(c.label) == "SOURCE")
             assert source.get_render_width(table) >= len(longest) + 2  # cell padding on both sides
+
+
+def _refused_join(iface, receiver, group, source=None, reason=Reason.JOIN_REFUSED, records=3, version=3):
+    return DeniedJoinEntry(iface, ip_address(receiver), ip_address(group),
+                           None if source is None else ip_address(source), reason, records,
+                           int(time.time() * 1000) - 2000, version)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_join_is_authorized_with_one_key_and_shows_authorized_while_the_router_lists_it(fleet):
+    # A rule on the routers already, so the denied watch reads their refused joins (receiver.denied events);
+    # the dashboard reads the pane rarely by itself: what it shows at once comes from those events.
+    other = ReceiverRule.make("10.9.0.0/16", "239.9.0.0/16")
+    fleet.call(fleet.mediator.add_receiver, other.as_json(), actor="test")
+    await asyncio.to_thread(waiting.wait_until, lambda: fleet.call(lambda: other in fleet.backends["r1"].receivers),
+                            10, "the rule on r1")
+    app = app_for(fleet, receivers_interval=60.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        assert app.pane == "receivers"
+        await until(pilot, lambda: app.receiver_reads >= 1, what="a first read")
+        assert cells(app, "receivers") == {}
+        ssm = _refused_join("eth1", "10.1.0.7", "232.1.1.1", "192.0.2.10")
+        limit = _refused_join("eth1", "10.1.0.8", "239.1.1.9", reason=Reason.JOIN_LIMIT, version=2)
+        fleet.call(fleet.backends["r1"].denied_join_entries.extend, [ssm, limit])
+        fleet.call(fleet.backends["r2"].joined_entries.append,
+                   JoinedEntry("eth1", ip_address("239.1.2.3"), ip_address("10.2.0.5"),
+                               int(time.time() * 1000) - 60000, int(time.time() * 1000) - 5000, 4))
+        ssm_key = "refused|r1|eth1|10.1.0.7|232.1.1.1|192.0.2.10"
+        await until(pilot, lambda: ssm_key in cells(app, "receivers"), what="the refused join, after its event")
+        rows = cells(app, "receivers")
+        assert rows[ssm_key][:6] == ["r1 eth1", "10.1.0.7", "232.1.1.1", "192.0.2.10", "deny", "3"]
+        assert rows["refused|r1|eth1|10.1.0.8|239.1.1.9|"][1:5] == ["10.1.0.8", "239.1.1.9", "any", "limit"]
+        assert rows["joined|r2|eth1|239.1.2.3"][1:6] == ["10.2.0.5", "239.1.2.3", "-", "join", "4"]
+
+        # A join refused for the group limit: no rule would lift it, so nothing is asked of the server.
+        select(app, "receivers", "refused|r1|eth1|10.1.0.8|239.1.1.9|")
+        await pilot.press("a")
+        await pilot.pause(0.3)
+        assert fleet.call(lambda: set(fleet.backends["r1"].receivers)) == {other}
+
+        select(app, "receivers", ssm_key)
+        await pilot.pause()
+        assert "10.1.0.7 may not join 232.1.1.1 from 192.0.2.10 on eth1 of r1" in str(
+            app.query_one("#detail").render())
+        await pilot.press("a")
+        wanted = ReceiverRule.make("10.1.0.7/32", "232.1.1.1", "192.0.2.10", "eth1")
+        await until(pilot, lambda: fleet.call(lambda: set(fleet.backends["r1"].receivers)) == {other, wanted}
+                    and fleet.call(lambda: set(fleet.backends["r2"].receivers)) == {other, wanted},
+                    what="that host's rule for that source and group on eth1, on both routers")
+        # The router still lists the refused join: it shows as authorized, soon after the receiver.added event.
+        await until(pilot, lambda: cells(app, "receivers")[ssm_key][4] == "auth", what="the row authorized")
+        assert "now allowed: 10.1.0.7 may join 232.1.1.1 from 192.0.2.10 on eth1" in str(
+            app.query_one("#detail").render())
+        # When the router forgets it, the row goes at the next read (opening the pane again reads it).
+        fleet.call(fleet.backends["r1"].denied_join_entries.remove, ssm)
+        await pilot.press("4", "5")
+        await until(pilot, lambda: ssm_key not in cells(app, "receivers"), what="the row to go")
+        await pilot.press("a")  # on the limit row, where the cursor went: still nothing asked
+        await pilot.pause(0.3)
+        assert fleet.call(lambda: set(fleet.backends["r1"].receivers)) == {other, wanted}

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from mauthclient.board import DENIED_WINDOW, Board, human_age, human_rate
+import pytest
+
+from mauthclient.board import (
+    DENIED_WINDOW,
+    Board,
+    human_age,
+    human_rate,
+    joined_key,
+    receivers_changed,
+    refused_key,
+    tiny_count,
+)
 
 DECLARED = {"id": "aaaa000000000001", "name": "Declared", "announcer": "198.51.100.2", "origin": "192.0.2.56",
             "groups": [{"address": "232.1.1.1", "ttl": 16}, {"address": "232.1.1.2", "ttl": 16}],
@@ -232,3 +243,120 @@ def test_a_binding_shows_in_the_senders_detail_and_its_drops_in_the_denied_pane(
     assert b.denied_detail(pair) == ("192.0.2.10 -> 239.1.1.1 dropped: the rule's binding wants another source MAC"
                                      " (wrong_mac) (last from eth1 02:00:5e:10:00:09); 5 packets, 500 bytes so far"
                                      " on r1")
+
+
+# -- the Receivers pane: JSON as mauthserver's GET /receivers, /receivers/denied, /receivers/joined answer it ----
+
+def refused(router, iface, receiver, group, source=None, reason="join_refused", records=1, last_seen=990.0,
+            version=3):
+    return {"router": router, "iface": iface, "receiver": receiver, "group": group, "source": source,
+            "reason": reason, "records": records, "last_seen": last_seen, "version": version}
+
+
+def joined(router, iface, group, reporter, first_seen=700.0, last_seen=995.0, reports=4, left=False):
+    return {"router": router, "iface": iface, "group": group, "reporter": reporter, "first_seen": first_seen,
+            "last_seen": last_seen, "reports": reports, "left": left}
+
+
+def receiver_view(receiver, group, source=None, iface=None, **states):
+    rule = {"receiver": receiver, "group": group}
+    if source:
+        rule["source"] = source
+    if iface:
+        rule["iface"] = iface
+    return {**rule, "routers": {n: {"state": st, "matched": 0, "last_seen": None} for n, st in states.items()}}
+
+
+def test_the_receivers_pane_lists_refused_joins_newest_first_then_joined_groups_per_router_and_interface():
+    b = board()
+    b.load_receivers([], [refused("r1", "eth1", "10.1.0.5", "239.1.1.1", records=3, last_seen=940.0),
+                          refused("r2", "eth2", "10.2.0.9", "232.1.1.1", "192.0.2.10", last_seen=998.0, records=12345),
+                          refused("r1", "eth1", "10.1.0.6", "239.1.1.9", reason="join_limit", last_seen=999.0,
+                                  version=2)],
+                      [joined("r2", "eth2", "239.2.2.2", "10.2.0.7", left=True),
+                       joined("r1", "eth1", "239.1.1.10", "10.1.0.6"), joined("r1", "eth1", "239.1.1.2", "10.1.0.5"),
+                       joined("r1", "eth0", "ff0e::db8:1", "fe80::1", reports=20000)])
+    rows = b.receiver_rows(1000.0)
+    assert [cells for _, cells in rows] == [
+        ["r1 eth1", "10.1.0.6", "239.1.1.9", "any", "limit", "1", "1s"],
+        ["r2 eth2", "10.2.0.9", "232.1.1.1", "192.0.2.10", "deny", "12k", "2s"],
+        ["r1 eth1", "10.1.0.5", "239.1.1.1", "any", "deny", "3", "1m"],
+        ["r1 eth0", "fe80::1", "ff0e::db8:1", "-", "join", "20k", "5s"],
+        ["r1 eth1", "10.1.0.5", "239.1.1.2", "-", "join", "4", "5s"],  # address order: .2 before .10
+        ["r1 eth1", "10.1.0.6", "239.1.1.10", "-", "join", "4", "5s"],
+        ["r2 eth2", "10.2.0.7", "239.2.2.2", "-", "left", "4", "5s"]]
+    assert sum(w + 2 for _, w in Board.RECEIVER_COLUMNS) <= 80
+    for _, cells in rows:  # the cells that are not addresses fit; addresses widen their columns
+        assert len(cells) == len(Board.RECEIVER_COLUMNS)
+        assert all(len(c) <= w for c, (label, w) in zip(cells, Board.RECEIVER_COLUMNS)
+                   if label not in Board.RECEIVER_ADDRESS_COLUMNS), cells
+    keys = [k for k, _ in rows]
+    assert b.receiver_detail(keys[1], 1000.0) == (
+        "10.2.0.9 may not join 232.1.1.1 from 192.0.2.10 on eth2 of r2: no receiver rule allows it (join_refused);"
+        " 12345 records refused in IGMPv3 reports, the last 2s ago")
+    assert b.receiver_detail(keys[0], 1000.0) == (
+        "10.1.0.6 may not join 239.1.1.9 on eth1 of r1: the interface holds its limit of groups (join_limit);"
+        " 1 records refused in IGMPv2 reports, the last 1s ago")
+    assert b.receiver_detail(keys[3], 1000.0) == (
+        "ff0e::db8:1 joined on eth0 of r1: last report from fe80::1 5s ago, 20000 reports since 5m ago")
+    assert b.receiver_detail(keys[6], 1000.0).endswith("; left (a leave was heard)")
+    assert b.receiver_detail("joined|r9|eth9|239.9.9.9", 1000.0) == ""
+
+
+def test_authorizing_a_refused_join_asks_for_that_host_its_group_its_source_and_interface():
+    b = board()
+    asm = refused("r1", "eth1", "10.1.0.5", "239.1.1.1")
+    ssm = refused("r2", "eth2", "10.2.0.9", "232.1.1.1", "192.0.2.10")
+    mld = refused("r1", "eth0", "fe80::1:2", "ff0e::db8:1", version=2)
+    limit = refused("r1", "eth1", "10.1.0.6", "239.1.1.9", reason="join_limit")
+    gone = refused("r1", "#7", "10.1.0.8", "239.1.1.1")
+    b.load_receivers([], [asm, ssm, mld, limit, gone], [joined("r1", "eth1", "239.1.1.2", "10.1.0.5")])
+    assert b.authorize_join(refused_key(asm)) == {"receiver": "10.1.0.5", "group": "239.1.1.1", "iface": "eth1"}
+    assert b.authorize_join(refused_key(ssm)) == {"receiver": "10.2.0.9", "group": "232.1.1.1",
+                                                  "source": "192.0.2.10", "iface": "eth2"}
+    assert b.authorize_join(refused_key(mld)) == {"receiver": "fe80::1:2", "group": "ff0e::db8:1", "iface": "eth0"}
+    assert "MLDv2 reports" in b.receiver_detail(refused_key(mld), 1000.0)
+    with pytest.raises(ValueError, match="group limit of eth1 on r1: a receiver rule does not lift it"):
+        b.authorize_join(refused_key(limit))
+    with pytest.raises(ValueError, match="the interface #7 this join came in on is gone from r1"):
+        b.authorize_join(refused_key(gone))
+    with pytest.raises(ValueError, match="select a refused join"):
+        b.authorize_join(joined_key(joined("r1", "eth1", "239.1.1.2", "10.1.0.5")))
+
+    # Once a rule allows it (the server's listing of rules), the refused join shows as authorized until the
+    # router's listing drops it; a rule on another interface, or for another source, does not count.
+    b.load_receivers([receiver_view("10.1.0.0/24", "239.1.0.0/16", iface="eth9", r1="applied"),
+                      receiver_view("10.2.0.9", "232.1.1.1", "192.0.2.99", r2="applied")],
+                     [asm, ssm, limit], [])
+    assert [r[1][4] for r in b.receiver_rows(1000.0)] == ["deny", "limit", "deny"]
+    b.load_receivers([receiver_view("10.1.0.0/24", "239.1.0.0/16", iface="eth1", r1="applied"),
+                      receiver_view("10.2.0.9", "232.1.1.1", "192.0.2.10", "eth2", r2="pending"),
+                      {"receiver": "a newer server's rule", "group": "?", "routers": {}}],
+                     [asm, ssm, limit], [])
+    assert [r[1][4] for r in b.receiver_rows(1000.0)] == ["auth", "limit", "auth"]  # the limit is not lifted
+    assert b.receiver_detail(refused_key(ssm), 1000.0).endswith(
+        "; now allowed: 10.2.0.9 may join 232.1.1.1 from 192.0.2.10 on eth2 (r2 pending)")
+    with pytest.raises(ValueError, match="already authorized: 10.1.0.0/24 may join 239.1.0.0/16 on eth1"):
+        b.authorize_join(refused_key(asm))
+    b.load_receivers([], [ssm], [])  # the router forgot the other join: its row is gone
+    assert [r[0] for r in b.receiver_rows(1000.0)] == [refused_key(ssm)]
+
+
+def test_receiver_entries_a_dashboard_cannot_show_are_left_out_and_counts_stay_narrow():
+    b = board()
+    b.load_receivers(["not a rule"], [{"router": "r1", "iface": "eth1"}, "junk",  # type: ignore[list-item]
+                                      refused("r1", "eth1", "10.1.0.5", "239.1.1.1", last_seen=None)],
+                     [{"group": "239.1.1.1"}, joined("r1", "eth1", "239.1.1.2", None, last_seen=None)])
+    assert [cells for _, cells in b.receiver_rows(1000.0)] == [
+        ["r1 eth1", "10.1.0.5", "239.1.1.1", "any", "deny", "1", "-"],
+        ["r1 eth1", "-", "239.1.1.2", "-", "join", "4", "-"]]
+    assert b.receiver_rules == []
+    # Routers whose listings could not be read are named before the selected row's details.
+    b.load_receivers([], [refused("r1", "eth1", "10.1.0.5", "239.1.1.1")], [], {"r2": "timed out"})
+    (key,) = b.refused
+    assert b.receiver_detail(None, 1000.0) == "r2 not read: timed out"
+    assert b.receiver_detail(key, 1000.0).startswith("r2 not read: timed out │ 10.1.0.5 may not join 239.1.1.1")
+    assert [tiny_count(n) for n in (0, 9999, 10000, 999_499, 999_500, 12_345_678, 5 * 10**9, 10**13)] == [
+        "0", "9999", "10k", "999k", "1M", "12M", "5G", "1T+"]
+    assert receivers_changed("receiver.denied") and receivers_changed("receiver.added")
+    assert not receivers_changed("rule.added") and not receivers_changed("denied")

@@ -660,3 +660,16 @@ def test_a_router_without_receivers_shows_every_rule_refused_and_is_sent_nothing
     state = rc.receiver_state(R_ALL)
     assert state["state"] == "refused" and "UNSUPPORTED" in state["error"]
     assert rc.status == core.UP and rc.to_dict(fleet.desired, None, T, lambda t: t)["receivers"]["unsupported"]
+
+
+def test_a_periodic_verification_reads_receivers_again_without_the_router_going_converging():
+    fleet, rc, router = receiving(R_ALL)
+    run(rc, router, fleet, T)
+    assert rc.status == core.UP
+    stray = ReceiverRule.make("10.9.0.0/16", "239.9.0.0/16")
+    router.backend.receivers[stray] = (0, 0)  # added behind the mediator's back
+    rc.on_listed(router.backend.list(b"", 100000).items, fleet.desired, T + 100)  # the periodic LIST
+    assert rc.refresh_status(fleet.desired) == core.UP  # still what it was: not converging meanwhile
+    router.recv_calls.clear()
+    run(rc, router, fleet, T + 100)
+    assert router.recv_calls[:2] == ["ReadReceivers", "ApplyReceiver"] and set(router.backend.receivers) == {R_ALL}

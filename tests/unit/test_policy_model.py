@@ -52,8 +52,9 @@ def test_monitor_passes_everything_with_the_same_reason(case):
 
 def test_table_covers_every_reason_the_program_can_give_without_a_clock():
     covered = {c.reason for c in EVERY_CASE}
-    # "rate" needs time: see the bucket tests below; the bindings' reasons need an ingress: BIND_CASES; the
-    # joins' need an interface that inspects reports: RECV_CASES (tests/unit/test_receiver_model.py).
+    # "rate" needs time: see the bucket tests below; the bindings' reasons need an ingress: BIND_CASES;
+    # the receivers' need an interface policy: RECV_CASES (tests/unit/test_receiver_model.py,
+    # tests/integration/test_xdp_receiver_cases.py).
     assert covered == set(REASONS.values()) - {"rate", "wrong_iif", "rpf_fail", "wrong_mac", "join_refused",
                                                "join_limit"}
 
