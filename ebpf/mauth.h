@@ -153,8 +153,9 @@
  *     refused ...................................... DROP, join_refused/limit
  *   v3 report (0x22, 143): records in order; a record or its sources past the
  *   message, or bytes after the last record ..... DROP, "malformed"
+ *     type 0 or > 6 ............ record removed (malformed counter), whatever
+ *                                its group: it joins nothing
  *     group of link scope ...... record kept, never judged or counted
- *     type 0 or > 6 ............ record removed (malformed counter)
  *     BLOCK_OLD (6) ............ kept
  *     IS_IN/TO_IN, no source ... kept, a leave: group marked left
  *     IS_EX/TO_EX .............. an any-source join: refused -> removed

@@ -1127,12 +1127,12 @@ static long mauth_rec_cb(u32 i, void *unused)
     }
     mauth_recv_group_at(w, o + 4);
     w->rd = rd + rlen;
-    if (mauth_recv_link_scope(w) || rtype == MAUTH_REC_BLOCK)
-        goto keep;
-    if (rtype == 0 || rtype > MAUTH_REC_BLOCK) {
+    if (rtype == 0 || rtype > MAUTH_REC_BLOCK) {  /* not a join of any group, link scope or not */
         w->bad += 1;
         goto removed;
     }
+    if (mauth_recv_link_scope(w) || rtype == MAUTH_REC_BLOCK)
+        goto keep;
     if ((rtype == MAUTH_REC_IS_IN || rtype == MAUTH_REC_TO_IN) && !nsrc) {
         mauth_recv_left(w);
         goto keep;
