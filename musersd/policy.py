@@ -555,7 +555,7 @@ class _Judge:
     groups: list[GroupEvent] = field(default_factory=list)
 
     def join(self, record: int, rtype: int, group: IPAddr, source: IPAddr | None) -> bool:
-        """Judge one join (docs/operations.md: the rules in closed and monitor mode, then the limit); whether it is allowed."""
+        """Judge one join (docs/operations.md: rules in closed and monitor mode, then the limit): allowed?"""
         rule = None
         if self.policy.mode is not ReceiverMode.OPEN:
             rule = next((r for r in self.rules if r.allows(self.receiver, group, source, self.iface)), None)
