@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import pytest
 from click.testing import CliRunner
 
+from mauthclient import api as mapi
 from mauthclient import config as mconfig
 from mauthclient.cli import main as mauthctl
 from mauthcore.protocol.keys import format_key_line
@@ -33,6 +34,26 @@ def no_user_config(tmp_path, monkeypatch):
     monkeypatch.setattr(mconfig, "SYSTEM_FILE", str(tmp_path / "etc-mauthctl.toml"))
     for var in ("MAUTHCTL_CONFIG", "MAUTH_SERVER", "MAUTH_ROUTER", "MAUTH_TOKEN_FILE", "MAUTH_KEY_FILE"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(name="api")
+def fake_api(tmp_path, monkeypatch):
+    """mauthctl's options for a mauthserver that records every request and answers `api.answer`."""
+    calls: list[tuple[str, str, dict | None]] = []
+
+    class Fake:
+        answer: object = {}
+        error: mapi.ApiError | None = None
+
+    def fake_json(self, method, path, body=None):
+        calls.append((method, path, body))
+        if Fake.error is not None:
+            raise Fake.error
+        return Fake.answer
+
+    monkeypatch.setattr(mapi.ApiClient, "_json", fake_json)
+    opts = ["--server", "http://127.0.0.1:7580", "--token-file", secret(tmp_path / "api.token", "t" * 40)]
+    return Fake, calls, opts
 
 
 def run(*args, input=None):

@@ -10,35 +10,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from mauthclient import api as mapi
 from mauthclient.cli import _binding_text, _event_summary, _learned_text
 
-# The autouse no_user_config fixture and the helpers of every mauthctl test.
-from tests.support.mauthctl import no_user_config, one_error, run, secret  # noqa: F401
+# The autouse no_user_config fixture, the fake mauthserver `api` and the helpers of every mauthctl test.
+from tests.support.mauthctl import fake_api, no_user_config, one_error, run, secret  # noqa: F401
 
 SRC, GRP, MAC = "192.0.2.10", "239.1.1.1", "02:00:5e:10:00:01"
 
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    """mauthctl's options for a mauthserver that records every request and answers `api.answer`."""
-    calls: list[tuple[str, str, dict | None]] = []
-
-    class Fake:
-        answer: object = {}
-        error: mapi.ApiError | None = None
-
-    def fake_json(self, method, path, body=None):
-        calls.append((method, path, body))
-        if Fake.error is not None:
-            raise Fake.error
-        return Fake.answer
-
-    monkeypatch.setattr(mapi.ApiClient, "_json", fake_json)
-    opts = ["--server", "http://127.0.0.1:7580", "--token-file", secret(tmp_path / "api.token", "t" * 40)]
-    return Fake, calls, opts
 
 
 def test_add_sender_sends_the_binding_to_mauthserver(api):

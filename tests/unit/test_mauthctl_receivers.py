@@ -10,36 +10,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from mauthclient import api as mapi
 from mauthclient.cli import _event_summary
 
-# The autouse no_user_config fixture and the helpers of every mauthctl test.
-from tests.support.mauthctl import no_user_config, one_error, run, secret  # noqa: F401
+# The autouse no_user_config fixture, the fake mauthserver `api` and the helpers of every mauthctl test.
+from tests.support.mauthctl import fake_api, no_user_config, one_error, run, secret  # noqa: F401
 
 RULE = {"receiver": "10.1.0.0/24", "group": "239.1.0.0/16"}
 SSM = {"receiver": "10.1.0.7", "group": "232.1.1.1", "source": "192.0.2.10", "iface": "eth1"}
 
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    """mauthctl's options for a mauthserver that records every request and answers `api.answer`."""
-    calls: list[tuple[str, str, dict | None]] = []
-
-    class Fake:
-        answer: object = {}
-        error: mapi.ApiError | None = None
-
-    def fake_json(self, method, path, body=None):
-        calls.append((method, path, body))
-        if Fake.error is not None:
-            raise Fake.error
-        return Fake.answer
-
-    monkeypatch.setattr(mapi.ApiClient, "_json", fake_json)
-    opts = ["--server", "http://127.0.0.1:7580", "--token-file", secret(tmp_path / "api.token", "t" * 40)]
-    return Fake, calls, opts
 
 
 def test_add_and_del_receiver_send_the_rule_in_canonical_form(api):
