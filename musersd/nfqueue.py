@@ -114,6 +114,7 @@ from .filter import (
     sap_group_list,
 )
 from .policy import DROP, PASS, RateBuckets, Verdict, decide_ip
+from .policy import internet_checksum as ip_checksum  # RFC 791's header checksum is RFC 1071's
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +143,6 @@ class Judgement:
     accept: bool
     verdict: Verdict
     payload: bytes | None = None  # the rewritten packet to accept instead of the original
-
-
-def ip_checksum(header: bytes) -> int:
-    """The RFC 791 header checksum of `header` (its checksum field taken as zero by the caller)."""
-    if len(header) % 2:
-        header += b"\0"
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def with_ttl(packet: bytes, ttl: int) -> bytes:
