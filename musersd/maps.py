@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mauthcore.constants import SAP_GROUPS, SAP_PORT  # noqa: F401 (part of the maps' vocabulary)
+from mauthcore.protocol.model import RECV_COUNTERS  # struct mauth_recv_state's counters are in the protocol's order
 
 EBPF_DIR = Path(__file__).resolve().parent.parent / "ebpf"
 HEADER = EBPF_DIR / "mauth.h"
@@ -343,7 +344,6 @@ RECV_DENIED = 4096  # MAUTH_RECV_DENIED
 RECV_GEN_HALF = 0x80000000  # MAUTH_RECV_GEN_HALF
 RECV_GEN_COUNT = 0xFFFF  # MAUTH_RECV_GEN_COUNT
 RECV_F_SOURCE = 0x01  # MAUTH_RECV_F_SOURCE
-RECV_COUNTERS = ("reports", "kept", "refused", "limited", "leaves", "rewritten", "dropped", "malformed")
 
 
 class RecvCfg(ctypes.Structure):
